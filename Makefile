@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install data test book book-smoke benchmark clean
+.PHONY: install offline-packages data test book book-smoke benchmark clean
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,13 +16,16 @@ $(STAMP): requirements.txt pyproject.toml
 install: $(STAMP)
 
 # Offline Fashion-MNIST comes from a Debian package; install it when we can (root on Debian/Ubuntu).
-data: $(STAMP)
+offline-packages:
 	@if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		(apt-get install -y -qq dataset-fashion-mnist || (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist)) >/dev/null || true; \
 	fi
+
+data: $(STAMP) offline-packages
 	$(PY) -m lhlib.data fetch mnist fashion_mnist digits
 
-test: data
+# Tests that need a dataset this machine cannot load are skipped, with the reason shown.
+test: $(STAMP) offline-packages
 	$(PY) -m pytest -q
 
 book: data

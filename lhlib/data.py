@@ -182,7 +182,7 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
     """Unpickler that rebuilds numpy arrays and nothing else."""
 
     def find_class(self, module: str, name: str):
-        if (module, name) == ("numpy.core.multiarray", "_reconstruct"):
+        if module in ("numpy.core.multiarray", "numpy._core.multiarray") and name == "_reconstruct":
             from numpy._core.multiarray import _reconstruct  # numpy 2's home of the Python 2 name
 
             return _reconstruct

@@ -1,0 +1,97 @@
+"""The book runner, the notebooks' house rules, and a full `-W` build of the book in the smoke profile."""
+
+import json
+import shutil
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from lhlib import book
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebooks_follow_the_house_rules(path):
+    notebook = nbformat.read(path, as_version=4)
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    assert all(not cell.outputs and cell.execution_count is None for cell in code), "outputs must be stripped"
+    tagged = [cell for cell in notebook.cells if "parameters" in cell.metadata.get("tags", [])]
+    assert len(tagged) == 1, "exactly one cell tagged parameters"
+    assert "output_dir" in tagged[0].source
+    assert 'if "google.colab" in sys.modules:' in code[0].source, "first code cell installs lhlib on Colab only"
+    assert "torch=" not in code[0].source and "install -q torch" not in code[0].source, "never pin torch on Colab"
+    assert notebook.cells[0].cell_type == "markdown" and notebook.cells[0].source.startswith("# ")
+
+
+def test_every_chapter_is_in_the_table_of_contents():
+    toc = (ROOT / "_toc.yml").read_text()
+    assert [p.stem for p in NOTEBOOKS] == book.chapters()
+    for name in book.chapters():
+        assert f"notebooks/{name}" in toc
+
+
+def test_profiles_name_only_known_chapters_and_parameters():
+    profiles = json.loads((ROOT / "lhlib" / "profiles.json").read_text())
+    assert set(profiles) == set(book.PROFILES)
+    for profile, chapters in profiles.items():
+        for chapter, parameters in chapters.items():
+            assert chapter in book.chapters(), f"{profile} names unknown chapter {chapter}"
+            source = "".join(c.source for c in nbformat.read(ROOT / "notebooks" / f"{chapter}.ipynb", 4).cells
+                             if "parameters" in c.metadata.get("tags", []))
+            for name in parameters:
+                assert f"{name} =" in source, f"{profile}/{chapter} sets {name}, which the notebook does not take"
+
+
+def test_runner_rejects_unknown_profile_and_chapter():
+    with pytest.raises(SystemExit):
+        book.main(["run", "--profile", "huge"])
+    with pytest.raises(SystemExit):
+        book.main(["run", "99_nothing", "--profile", "smoke"])
+    with pytest.raises(ValueError, match="profile must be one of"):
+        book.profile_parameters("huge", "04_direct_classification")
+
+
+def _mini_root(tmp_path, source):
+    (tmp_path / "notebooks").mkdir()
+    notebook = nbformat.v4.new_notebook()
+    notebook.metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+                         "language_info": {"name": "python"}}
+    parameters = nbformat.v4.new_code_cell("output_dir = 'x'")
+    parameters.metadata["tags"] = ["parameters"]
+    notebook.cells = [parameters, nbformat.v4.new_code_cell(source)]
+    path = tmp_path / "notebooks" / "01_mini.ipynb"
+    nbformat.write(notebook, path)
+    return path
+
+
+def test_runner_leaves_sources_alone_and_fails_loudly(tmp_path, capsys):
+    path = _mini_root(tmp_path, "raise RuntimeError('chapter exploded')")
+    before = path.read_bytes()
+    with pytest.raises(RuntimeError, match="chapters failed under profile 'smoke': 01_mini"):
+        book.run_chapters([], "smoke", root=tmp_path)
+    assert "chapter exploded" in capsys.readouterr().err
+    assert path.read_bytes() == before
+    assert (tmp_path / "_build" / "executed" / "smoke" / "01_mini.ipynb").exists()
+
+
+def test_runner_injects_output_dir(tmp_path):
+    _mini_root(tmp_path, "from pathlib import Path\nPath(output_dir).mkdir(parents=True)")
+    book.run_chapters(["01_mini"], "cpu", root=tmp_path)
+    assert (tmp_path / "results" / "cpu" / "01_mini").is_dir()
+
+
+def test_smoke_book_builds_with_warnings_as_errors(tmp_path):
+    """Every chapter runs under the smoke profile and the HTML builds with -W (offline MathJax included)."""
+    for item in ("_config.yml", "_toc.yml", "book", "notebooks"):
+        source = ROOT / item
+        (shutil.copytree if source.is_dir() else shutil.copy2)(source, tmp_path / item)
+    index = book.build_book([], "smoke", root=tmp_path)
+    assert index.exists()
+    html = index.parent
+    assert (html / "notebooks" / "04_direct_classification.html").exists()
+    page = (html / "notebooks" / "04_direct_classification.html").read_text()
+    assert "colab.research.google.com" in page
+    assert "cdn.jsdelivr.net/npm/mathjax" not in page, "MathJax must be served from the book itself"

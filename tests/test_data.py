@@ -1,0 +1,99 @@
+import gzip
+import io
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from lhlib import data
+from lhlib.data import DATASETS, SourceUnavailable, check_datasets, load_dataset, load_images
+
+
+def _load_or_skip(name, train_size):
+    try:
+        return load_dataset(name, train_size)
+    except RuntimeError as error:  # no offline source on this machine: say which
+        pytest.skip(str(error))
+
+
+@pytest.mark.parametrize("name", ["digits", "mnist", "fashion_mnist"])
+def test_offline_sources_give_the_reference_preprocessing(name):
+    dataset = _load_or_skip(name, 500)
+    spec = DATASETS[name]
+    assert dataset.x.shape == (500, int(np.prod(spec.image_shape)))
+    assert dataset.x.dtype == torch.float32 and dataset.y.dtype == torch.int64
+    assert dataset.x.min() == -1.0 and dataset.x.max() == 1.0
+    # ToTensor + Normalize(0.5, 0.5): every value is u / 127.5 - 1 for a byte u.
+    bytes_back = (dataset.x + 1.0) * 127.5
+    torch.testing.assert_close(bytes_back, bytes_back.round(), atol=1e-4, rtol=0)
+    assert set(dataset.y.unique().tolist()) <= set(range(spec.num_classes))
+    assert dataset.info.input_dim == dataset.x.shape[1] and dataset.info.train_size == 500
+
+
+def test_first_images_are_taken_in_order():
+    small, large = _load_or_skip("digits", 10), _load_or_skip("digits", 100)
+    assert torch.equal(small.x, large.x[:10]) and torch.equal(small.y, large.y[:10])
+
+
+def test_mnist_labels_are_the_published_first_ones():
+    mnist = _load_or_skip("mnist", 10)
+    assert mnist.y.tolist() == [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]
+
+
+def test_fashion_mnist_labels_are_the_published_first_ones():
+    fashion = _load_or_skip("fashion_mnist", 10)
+    assert fashion.y.tolist() == [9, 0, 0, 3, 0, 2, 7, 2, 5, 5]
+
+
+@pytest.mark.parametrize(
+    ("datasets", "train_size", "message"),
+    [(["imagenet"], 10, "datasets must be one of"), (["mnist"], 0, "train_size must be an integer >= 2"),
+     (["digits"], 5000, "train_size must be <= 1797 for digits"), ("mnist", 10, "datasets must be a non-empty list"),
+     (["mnist", "mnist"], 10, "must not repeat")],
+)
+def test_bad_requests_fail_before_loading(datasets, train_size, message):
+    with pytest.raises(ValueError, match=message):
+        check_datasets(datasets, train_size)
+
+
+def test_no_source_gives_one_error_naming_the_remedy(monkeypatch):
+    def unavailable():
+        raise SourceUnavailable("offline")
+
+    monkeypatch.setattr(data, "_sources", lambda name: [("nowhere", unavailable)])
+    with pytest.raises(RuntimeError, match="no source could provide 'cifar10'. To fix: allow network access"):
+        load_images("cifar10", 10)
+
+
+def test_checksum_mismatch_is_refused(tmp_path):
+    path = tmp_path / "file.gz"
+    path.write_bytes(b"tampered")
+    with pytest.raises(SourceUnavailable, match="SHA-256"):
+        data._verify(path, "0" * 64)
+
+
+def test_restricted_unpickler_refuses_anything_but_arrays():
+    class Evil:
+        def __reduce__(self):
+            return (print, ("executed",))
+
+    with pytest.raises(pickle.UnpicklingError, match="not a numpy array part"):
+        data._NumpyOnlyUnpickler(io.BytesIO(pickle.dumps(Evil(), protocol=2))).load()
+    array = np.arange(6, dtype=np.float32).reshape(2, 3)
+    np.testing.assert_array_equal(data._NumpyOnlyUnpickler(io.BytesIO(pickle.dumps(array, protocol=4))).load(), array)
+
+
+def test_idx_reader(tmp_path):
+    images = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    header = bytes([0, 0, 8, 3]) + b"".join(d.to_bytes(4, "big") for d in images.shape)
+    path = tmp_path / "x-idx3-ubyte.gz"
+    path.write_bytes(gzip.compress(header + images.tobytes()))
+    np.testing.assert_array_equal(data._read_idx(path), images)
+
+
+def test_fetch_command(capsys):
+    data.main(["fetch", "digits"])
+    assert "digits: available from scikit-learn" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="dataset must be one of"):
+        data.main(["fetch", "imagenet"])

@@ -1,0 +1,83 @@
+import pytest
+import torch
+
+from lhlib.experiment import trained_network
+from lhlib.models import MLP, build_mlp
+from lhlib.train import resolve_device, train
+
+
+@pytest.mark.parametrize("num_layers", [0, 1, 5])
+def test_layer_counts_follow_the_reference_convention(num_layers):
+    model = build_mlp(784, 16, num_layers, 10, seed=0)
+    assert model.weight_matrices == num_layers + 2
+    shapes = [tuple(w.shape) for w in model.weights()]
+    assert shapes == [(16, 784)] + [(16, 16)] * num_layers + [(10, 16)]
+
+
+def test_network_is_bias_free_and_relu_positive_homogeneous():
+    model = build_mlp(6, 5, 2, 3, seed=0)
+    assert all(name.endswith("weight") for name, _ in model.named_parameters())
+    x = torch.randn(4, 6)
+    # No biases: f(c x) = c f(x) for c > 0.
+    torch.testing.assert_close(model(3.0 * x), 3.0 * model(x))
+    torch.testing.assert_close(model(torch.zeros(1, 6)), torch.zeros(1, 3))
+
+
+def test_initialisation_is_seeded_and_leaves_global_rng_alone():
+    torch.manual_seed(123)
+    before = torch.rand(1)
+    torch.manual_seed(123)
+    a = build_mlp(4, 3, 1, 2, seed=5)
+    after = torch.rand(1)
+    assert torch.equal(before, after)
+    b = build_mlp(4, 3, 1, 2, seed=5)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+
+
+def test_model_rejects_bad_sizes():
+    with pytest.raises(ValueError, match="hidden_size"):
+        MLP(4, 0, 1, 2)
+    with pytest.raises(ValueError, match="num_layers"):
+        MLP(4, 3, -1, 2)
+
+
+def _toy(n=200):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 8, generator=g)
+    y = (x[:, 0] > 0).long() + 2 * (x[:, 1] > 0).long()
+    return x, y
+
+
+def test_training_reduces_the_loss_and_is_reproducible():
+    x, y = _toy()
+    first = build_mlp(8, 16, 1, 4, seed=0)
+    history = train(first, x, y, epochs=5, batch_size=32, lr=1e-2, seed=0)
+    assert history.epoch_loss[-1] < history.epoch_loss[0]
+    second = build_mlp(8, 16, 1, 4, seed=0)
+    train(second, x, y, epochs=5, batch_size=32, lr=1e-2, seed=0)
+    assert all(torch.equal(p, q) for p, q in zip(first.parameters(), second.parameters()))
+
+
+def test_training_validates_parameters():
+    x, y = _toy(10)
+    with pytest.raises(ValueError, match="batch_size"):
+        train(build_mlp(8, 4, 0, 4, seed=0), x, y, batch_size=0)
+    with pytest.raises(ValueError, match="lr"):
+        train(build_mlp(8, 4, 0, 4, seed=0), x, y, lr=-1.0)
+    with pytest.raises(ValueError, match="device"):
+        resolve_device("tpu")
+
+
+def test_trained_network_is_cached_and_identical():
+    x, y = _toy()
+    kwargs = dict(num_classes=4, hidden_size=8, num_layers=1, epochs=2, batch_size=32, lr=1e-2, seed=0, device="cpu")
+    fresh = trained_network(x, y, **kwargs)
+    again = trained_network(x, y, **kwargs)
+    assert not fresh.from_cache and again.from_cache
+    assert torch.equal(fresh.losses, again.losses)
+    uncached = trained_network(x, y, use_cache=False, **kwargs)
+    assert torch.equal(fresh.losses, uncached.losses)  # same seed, same machine: identical losses
+    changed = trained_network(x, y, **{**kwargs, "lr": 2e-2})
+    assert not changed.from_cache
+    assert fresh.train_loss == pytest.approx(float(fresh.losses.double().mean()))
+    assert 0.0 <= fresh.train_accuracy <= 1.0
