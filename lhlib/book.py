@@ -21,7 +21,6 @@ import shutil
 import subprocess
 import sys
 import time
-from importlib import resources
 from pathlib import Path
 
 from lhlib.validation import check_choice
@@ -45,7 +44,7 @@ def chapters(root: Path | None = None) -> list[str]:
 def profile_parameters(profile: str, chapter: str) -> dict:
     """The parameters a profile sets for a chapter (the notebook's defaults fill in the rest)."""
     check_choice("profile", profile, PROFILES)
-    profiles = json.loads(resources.files("lhlib").joinpath("profiles.json").read_text())
+    profiles = json.loads(Path(__file__).with_name("profiles.json").read_text())
     return dict(profiles.get(profile, {}).get(chapter, {}))
 
 

@@ -68,7 +68,7 @@ def trained_network(
     params = {
         "data": tensor_fingerprint(x, y), "num_classes": num_classes, "hidden_size": hidden_size,
         "num_layers": num_layers, "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
-        "device_type": resolved.type, "torch": torch.__version__.split("+")[0],
+        "device_type": resolved.type, "torch": torch.__version__.split("+")[0], "cpu_threads": 1,
     }
     computed = False
 

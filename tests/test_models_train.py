@@ -3,7 +3,7 @@ import torch
 
 from lhlib.experiment import trained_network
 from lhlib.models import MLP, build_mlp
-from lhlib.train import resolve_device, train
+from lhlib.train import cpu_threads, resolve_device, train
 
 
 @pytest.mark.parametrize("num_layers", [0, 1, 5])
@@ -81,3 +81,10 @@ def test_trained_network_is_cached_and_identical():
     assert not changed.from_cache
     assert fresh.train_loss == pytest.approx(float(fresh.losses.double().mean()))
     assert 0.0 <= fresh.train_accuracy <= 1.0
+
+
+def test_cpu_threads_is_restored():
+    before = torch.get_num_threads()
+    with cpu_threads(1, torch.device("cpu")):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
