@@ -1,0 +1,559 @@
+"""Image features from a pretrained backbone, for the paper's feature-extraction experiment (Figures 3, 5).
+
+The authors embed every training image with the Hugging Face pipeline ``"image-feature-extraction"``
+on ``google/vit-base-patch16-224`` with ``pool=True``. That pipeline converts each PIL image to RGB
+(``Image.convert("RGB")``: a grayscale pixel ``v`` becomes ``(v, v, v)``), runs the checkpoint's
+image processor (resize to 224 x 224, bilinear; rescale by 1/255; normalise with mean = std = 0.5)
+and returns the model's ``pooler_output``. For ViT that is **not** the [CLS] hidden state but
+
+    pooler_output = tanh(W_p c + b_p),    c = LayerNorm(last hidden state of the [CLS] token),
+
+and the ``google/vit-base-patch16-224`` checkpoint (a ``ViTForImageClassification``) holds no
+``W_p``, ``b_p``: ``AutoModel`` builds a ``ViTModel`` whose pooler is freshly initialised
+(``W_p ~ N(0, 0.02^2)``, ``b_p = 0``) from the global random state at every load. The authors'
+768-dimensional features are therefore ``tanh`` of an unseeded random projection of ``c``.
+``pooling="pooler"`` reproduces this with the pooler drawn from ``pooler_seed`` (so a run is
+repeatable); ``pooling="cls"`` returns ``c`` itself.
+
+Backbones, selected by name (:func:`make_backbone`):
+
+* a Hugging Face checkpoint id (default :data:`DEFAULT_BACKBONE`) or a local folder holding one,
+  loaded with ``AutoImageProcessor`` and ``AutoModel`` (no ``trust_remote_code``), every hub request
+  under a timeout; ``revision`` is resolved to a commit hash that enters the cache key;
+* ``"offline-cnn"``: a small CNN that this book trains itself, for machines without hub access, on
+  training images disjoint from those it embeds (images ``train_size .. train_size + 10000`` of the
+  same dataset), cached in the results store. Its :attr:`Backbone.provenance` says exactly that.
+
+:func:`extract_features` embeds a uint8 image tensor in batches (on the GPU when there is one,
+optionally in half precision) and caches the features under a key of the backbone's identity, the
+dataset, the indices, the images' fingerprint and the preprocessing, written atomically, so a second
+run loads them without loading the backbone at all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from lhlib.cache import cached, tensor_fingerprint
+from lhlib.data import DATASETS, load_images
+from lhlib.style import sweep_colors
+from lhlib.train import resolve_device
+from lhlib.validation import check_choice, check_int
+
+__all__ = [
+    "DEFAULT_BACKBONE", "OFFLINE_BACKBONE", "POOLINGS", "HUB_TIMEOUT_S", "BackboneUnavailable",
+    "check_backbone", "to_rgb", "Backbone", "HubBackbone", "ModelBackbone", "OfflineCNNBackbone", "SmallCNN",
+    "make_backbone", "FeatureSet", "extract_features", "dataset_features", "plot_feature_vs_direct", "save_tiny_vit",
+]
+
+DEFAULT_BACKBONE = "google/vit-base-patch16-224"
+OFFLINE_BACKBONE = "offline-cnn"
+POOLINGS = ("pooler", "cls")
+HUB_TIMEOUT_S = 20
+FEATURE_FORMAT = 1  # bump when the meaning of a cached feature changes
+OFFLINE_CNN = {"images": 10000, "epochs": 2, "batch_size": 128, "lr": 1e-3, "feature_dim": 768}
+_HF_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_SHA = re.compile(r"^[0-9a-f]{40}$")
+
+
+class BackboneUnavailable(RuntimeError):
+    """The requested backbone's weights could not be obtained; the message names the alternatives."""
+
+
+def check_backbone(backbone: Any) -> str:
+    """``backbone`` if it is ``"offline-cnn"``, a Hugging Face model id or a local checkpoint folder."""
+    if isinstance(backbone, str) and backbone and (backbone == OFFLINE_BACKBONE or _HF_ID.match(backbone) or Path(backbone).is_dir()):
+        return backbone
+    raise ValueError(f"backbone must be {OFFLINE_BACKBONE!r}, a Hugging Face image-model id such as "
+                     f"{DEFAULT_BACKBONE!r}, or a local checkpoint folder; got {backbone!r}")
+
+
+def to_rgb(images: torch.Tensor) -> torch.Tensor:
+    """uint8 ``N x C x H x W`` images as ``N x 3 x H x W``, as PIL's ``convert("RGB")`` makes them.
+
+    A grayscale (``C = 1``, PIL mode ``"L"``) pixel ``v`` becomes ``(v, v, v)``; RGB images pass through.
+    """
+    if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(f"images must be a uint8 N x C x H x W tensor with C in (1, 3), got {images.dtype} {tuple(images.shape)}")
+    return images.expand(-1, 3, -1, -1).contiguous() if images.shape[1] == 1 else images
+
+
+# --------------------------------------------------------------------------------------------------
+# Backbones
+# --------------------------------------------------------------------------------------------------
+
+
+class Backbone:
+    """A map from uint8 RGB images to feature vectors.
+
+    ``identity()`` is cheap (no weights loaded) and names everything that determines the features;
+    :func:`extract_features` puts it into the cache key. ``embed`` loads the weights on first use.
+    """
+
+    name: str = ""
+
+    def identity(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    @property
+    def provenance(self) -> str:
+        raise NotImplementedError
+
+    def prepare(self) -> None:
+        """Load (or train) the weights now, so that timing ``embed`` measures embedding only."""
+        self._loaded()
+
+    def _loaded(self):
+        raise NotImplementedError
+
+    def embed(self, rgb: torch.Tensor) -> torch.Tensor:
+        """Features (float32, CPU) of a batch of uint8 ``B x 3 x H x W`` images."""
+        raise NotImplementedError
+
+
+@contextlib.contextmanager
+def _hub_timeouts(seconds: float):
+    """Give every Hugging Face hub request of this block a timeout."""
+    import huggingface_hub.constants as hub
+
+    saved = hub.HF_HUB_ETAG_TIMEOUT, hub.HF_HUB_DOWNLOAD_TIMEOUT
+    hub.HF_HUB_ETAG_TIMEOUT = hub.HF_HUB_DOWNLOAD_TIMEOUT = int(seconds)
+    try:
+        yield
+    finally:
+        hub.HF_HUB_ETAG_TIMEOUT, hub.HF_HUB_DOWNLOAD_TIMEOUT = saved
+
+
+def _unavailable(name: str, revision: str, reason: str) -> BackboneUnavailable:
+    return BackboneUnavailable(
+        f"cannot obtain the checkpoint {name!r} (revision {revision!r}): {reason}. Alternatives: "
+        f"backbone={OFFLINE_BACKBONE!r} (a small CNN this book trains offline, clearly labelled as such); "
+        f"allow network access to huggingface.co (e.g. on Colab); or put the checkpoint into the Hugging Face "
+        f"cache beforehand (`hf download {name}` on a connected machine, then copy $HF_HOME) and run with HF_HUB_OFFLINE=1"
+    )
+
+
+def _folder_hash(folder: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in (".json", ".safetensors", ".bin")):
+        digest.update(path.name.encode())
+        with open(path, "rb") as file:
+            for block in iter(lambda: file.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:32]
+
+
+def _resolve_revision(name: str, revision: str, timeout_s: float) -> str:
+    """A commit hash for ``revision`` of hub model ``name``: the hub's answer, else the local HF cache's."""
+    if _SHA.match(revision):
+        return revision
+    from huggingface_hub import HfApi
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    reason = "offline mode (HF_HUB_OFFLINE) is on"
+    try:
+        import huggingface_hub.constants as hub
+
+        if not hub.HF_HUB_OFFLINE:
+            return HfApi().model_info(name, revision=revision, timeout=timeout_s).sha
+    except Exception as error:  # no network, DNS failure, timeout, unknown repository or revision
+        reason = f"the hub did not answer ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
+    ref = Path(HF_HUB_CACHE) / f"models--{name.replace('/', '--')}" / "refs" / revision
+    if ref.is_file():
+        return ref.read_text().strip()
+    raise _unavailable(name, revision, f"{reason}, and it is not in the local Hugging Face cache {HF_HUB_CACHE}")
+
+
+def _pooled(outputs, pooling: str) -> torch.Tensor:
+    if pooling == "pooler":
+        if getattr(outputs, "pooler_output", None) is None:
+            raise ValueError("pooling='pooler' needs a model with a pooler layer; use pooling='cls'")
+        return outputs.pooler_output
+    return outputs.last_hidden_state[:, 0]
+
+
+def _is_tensor_processor(processor) -> bool:
+    """Whether ``processor`` works on torch tensors and takes ``device`` (transformers 5's torchvision
+    backend, transformers 4's "fast" processors), so resizing runs on the backbone's device."""
+    try:
+        from transformers.image_processing_backends import TorchvisionBackend as Fast
+    except ImportError:  # transformers 4
+        try:
+            from transformers.image_processing_utils_fast import BaseImageProcessorFast as Fast
+        except ImportError:
+            return False
+    return isinstance(processor, Fast)
+
+
+class ModelBackbone(Backbone):
+    """A loaded ``transformers`` image model and its image processor (e.g. a tiny ``ViTModel`` in tests).
+
+    ``pooling="pooler"`` returns ``pooler_output`` (what the pipeline's ``pool=True`` returns),
+    ``"cls"`` the final [CLS] hidden state. Images go through ``processor`` exactly as the pipeline
+    sends them (RGB, then the processor's resize, rescale and normalisation), in batches, on ``device``.
+    """
+
+    def __init__(self, model, processor, *, name: str, pooling: str = "pooler", device: str = "auto",
+                 half_precision: bool = False, key: dict[str, Any] | None = None, note: str = ""):
+        check_choice("pooling", pooling, POOLINGS)
+        self.name, self.pooling, self.note = name, pooling, note
+        self.device = resolve_device(device)
+        self.dtype = torch.float16 if half_precision and self.device.type == "cuda" else torch.float32
+        self.model, self.processor = model, processor
+        self._key = key
+        self.feature_dim = int(model.config.hidden_size if pooling == "cls"
+                               else getattr(model.config, "pooler_output_size", None) or model.config.hidden_size)
+
+    def _loaded(self):
+        return self.model, self.processor
+
+    def identity(self) -> dict[str, Any]:
+        key = self._key if self._key is not None else {
+            "weights": tensor_fingerprint(*self.model.state_dict().values()),
+            "processor": self.processor.to_dict()}
+        return {"backbone": self.name, **key, "pooling": self.pooling, "dtype": str(self.dtype).split(".")[-1],
+                "device_type": self.device.type}
+
+    @property
+    def provenance(self) -> str:
+        what = "pooler output tanh(dense(CLS))" if self.pooling == "pooler" else "final [CLS] hidden state"
+        return f"{self.name}, {what}" + (f"; {self.note}" if self.note else "")
+
+    @torch.no_grad()
+    def embed(self, rgb: torch.Tensor) -> torch.Tensor:
+        model, processor = self._loaded()
+        model.to(self.device, self.dtype).eval()
+        extra = {"device": self.device} if _is_tensor_processor(processor) else {}
+        inputs = processor(images=list(rgb), return_tensors="pt", **extra)
+        pixels = inputs["pixel_values"].to(self.device, self.dtype)
+        return _pooled(model(pixel_values=pixels), self.pooling).float().cpu()
+
+
+class HubBackbone(ModelBackbone):
+    """A Hugging Face checkpoint (hub id or local folder), loaded lazily under hub timeouts.
+
+    When the checkpoint has no pooler weights (``google/vit-base-patch16-224`` has none) and
+    ``pooling="pooler"``, the pooler is drawn as ``transformers`` draws it (``W ~ N(0, std^2)``
+    with ``std = config.initializer_range``, ``b = 0``) but from ``pooler_seed``.
+    """
+
+    def __init__(self, name: str, *, revision: str = "main", pooling: str = "pooler", pooler_seed: int = 0,
+                 device: str = "auto", half_precision: bool = False, timeout_s: float = HUB_TIMEOUT_S):
+        check_choice("pooling", pooling, POOLINGS)
+        check_int("pooler_seed", pooler_seed, minimum=0)
+        self.name, self.pooling, self.pooler_seed, self.timeout_s = name, pooling, pooler_seed, timeout_s
+        self.device = resolve_device(device)
+        self.dtype = torch.float16 if half_precision and self.device.type == "cuda" else torch.float32
+        self.local = Path(name).is_dir()
+        self.requested_revision = revision
+        with _hub_timeouts(timeout_s):
+            self.revision = _folder_hash(Path(name)) if self.local else _resolve_revision(name, revision, timeout_s)
+        self.model = self.processor = None
+        self.feature_dim: int | None = None
+        self.pooler_initialised: bool | None = None
+        import transformers
+
+        self._key = {"revision": self.revision, "pooler_seed": pooler_seed if pooling == "pooler" else None,
+                     "preprocessing": "to_rgb, then the checkpoint's AutoImageProcessor",
+                     "transformers": transformers.__version__.split(".")[0]}  # 4 and 5 resize slightly differently
+        self.note = ""
+
+    def _loaded(self):
+        if self.model is None:
+            from transformers import AutoImageProcessor, AutoModel
+
+            where = {} if self.local else {"revision": self.revision}
+            try:
+                with _hub_timeouts(self.timeout_s):
+                    processor = AutoImageProcessor.from_pretrained(self.name, **where)
+                    model, info = AutoModel.from_pretrained(self.name, output_loading_info=True, **where)
+            except OSError as error:
+                raise _unavailable(self.name, self.requested_revision, str(error).splitlines()[0]) from error
+            missing = {key.split(".", 1)[-1] if key.startswith(model.base_model_prefix + ".") else key
+                       for key in info["missing_keys"]}
+            self.pooler_initialised = any(key.startswith("pooler.") for key in missing)
+            if self.pooler_initialised and self.pooling == "pooler":
+                generator = torch.Generator().manual_seed(self.pooler_seed)
+                std = float(getattr(model.config, "initializer_range", 0.02))
+                with torch.no_grad():
+                    for module in model.pooler.modules():
+                        if isinstance(module, nn.Linear):
+                            module.weight.copy_(torch.randn(module.weight.shape, generator=generator) * std)
+                            if module.bias is not None:
+                                module.bias.zero_()
+            self.model, self.processor = model, processor
+            self.feature_dim = int(model.config.hidden_size if self.pooling == "cls"
+                                   else getattr(model.config, "pooler_output_size", None) or model.config.hidden_size)
+            if self.pooler_initialised and self.pooling == "pooler":
+                self.note = (f"pooler weights absent from the checkpoint, drawn N(0, {std}^2) with seed {self.pooler_seed} "
+                             "(the authors' pipeline drew them unseeded)")
+        return self.model, self.processor
+
+    @property
+    def provenance(self) -> str:
+        what = "pooler output tanh(dense(CLS))" if self.pooling == "pooler" else "final [CLS] hidden state"
+        where = "local folder" if self.local else f"revision {self.revision[:12]}"
+        return f"{self.name} ({where}), {what}" + (f"; {self.note}" if self.note else "")
+
+
+class SmallCNN(nn.Module):
+    """The offline backbone: two conv-ReLU-maxpool blocks, a 4 x 4 average pool, then
+    ``tanh(Linear(., feature_dim))`` as the embedding (bounded like ViT's pooler output), and a
+    linear classifier on the embedding used only to train it. Inputs: uint8 RGB images mapped to
+    ``[-1, 1]`` as the ViT processor does (rescale, mean = std = 0.5), at their native resolution."""
+
+    def __init__(self, num_classes: int, feature_dim: int = 768):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(64 * 16, feature_dim), nn.Tanh(),
+        )
+        self.head = nn.Linear(feature_dim, num_classes)
+
+    @staticmethod
+    def normalise(rgb: torch.Tensor) -> torch.Tensor:
+        return rgb.float() / 127.5 - 1.0
+
+    def embed(self, rgb: torch.Tensor) -> torch.Tensor:
+        return self.body(self.normalise(rgb))
+
+    def forward(self, rgb: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embed(rgb))
+
+
+class OfflineCNNBackbone(Backbone):
+    """:class:`SmallCNN` trained by this book on images disjoint from the ones it embeds.
+
+    It is trained with Adam on ``train_images`` (uint8 ``N x C x H x W``, e.g. training images
+    ``train_size .. train_size + 10000`` of the dataset whose first ``train_size`` images are then
+    embedded), cached in the results store under the images' fingerprint and every training setting.
+    """
+
+    name = OFFLINE_BACKBONE
+
+    def __init__(self, train_images: torch.Tensor, train_labels: torch.Tensor, *, num_classes: int, source: str,
+                 seed: int = 0, device: str = "auto", epochs: int = OFFLINE_CNN["epochs"],
+                 batch_size: int = OFFLINE_CNN["batch_size"], lr: float = OFFLINE_CNN["lr"],
+                 feature_dim: int = OFFLINE_CNN["feature_dim"]):
+        check_int("seed", seed, minimum=0)
+        check_int("epochs", epochs, minimum=1)
+        if train_images.shape[0] < 2 * num_classes:
+            raise ValueError(f"the offline backbone needs at least {2 * num_classes} training images, got {train_images.shape[0]}")
+        self.train_images, self.train_labels = to_rgb(train_images), train_labels
+        self.num_classes, self.source, self.seed = num_classes, source, seed
+        self.epochs, self.batch_size, self.lr, self.feature_dim = epochs, batch_size, lr, feature_dim
+        self.device = resolve_device(device)
+        self.model: SmallCNN | None = None
+        self.train_accuracy: float | None = None
+
+    def _params(self) -> dict[str, Any]:
+        return {"architecture": "SmallCNN-v1", "data": tensor_fingerprint(self.train_images, self.train_labels),
+                "num_classes": self.num_classes, "seed": self.seed, "epochs": self.epochs, "batch_size": self.batch_size,
+                "lr": self.lr, "feature_dim": self.feature_dim, "device_type": self.device.type,
+                "torch": torch.__version__.split("+")[0]}
+
+    def identity(self) -> dict[str, Any]:
+        return {"backbone": self.name, **self._params()}
+
+    @property
+    def provenance(self) -> str:
+        accuracy = f", training accuracy {100 * self.train_accuracy:.1f} %" if self.train_accuracy is not None else ""
+        return (f"offline-cnn (NOT the paper's ViT): a small CNN trained by this book for {self.epochs} epochs on "
+                f"{self.source}, disjoint from the embedded images{accuracy}; {self.feature_dim}-d tanh embedding")
+
+    def _train(self) -> dict[str, Any]:
+        from lhlib.train import train
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            model = SmallCNN(self.num_classes, self.feature_dim)
+        model.to(self.device)
+        x, y = self.train_images.to(self.device), self.train_labels.to(self.device)
+        with torch.enable_grad():  # embed() may call this under no_grad
+            history = train(model, x, y, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, seed=self.seed,
+                            progress=True)
+        with torch.no_grad():
+            correct = torch.cat([model(x[s : s + 1024]).argmax(1) == y[s : s + 1024] for s in range(0, len(y), 1024)])
+        return {"state": {k: v.cpu() for k, v in model.state_dict().items()}, "epoch_loss": history.epoch_loss,
+                "accuracy": float(correct.float().mean())}
+
+    def _loaded(self) -> SmallCNN:
+        if self.model is None:
+            result = cached("offline_backbone", self._params(), self._train)
+            model = SmallCNN(self.num_classes, self.feature_dim)
+            model.load_state_dict(result["state"])
+            self.model, self.train_accuracy = model.to(self.device).eval(), float(result["accuracy"])
+        return self.model
+
+    @torch.no_grad()
+    def embed(self, rgb: torch.Tensor) -> torch.Tensor:
+        return self._loaded().embed(rgb.to(self.device)).float().cpu()
+
+
+# --------------------------------------------------------------------------------------------------
+# Features
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FeatureSet:
+    """Features ``x`` (float32 ``N x D``, CPU) of images, with where they came from.
+
+    ``seconds`` and ``images_per_second`` are those of the extraction that computed them (also when
+    they now come from the cache); ``from_cache`` says whether this call loaded them.
+    """
+
+    x: torch.Tensor
+    backbone: str
+    provenance: str
+    feature_dim: int
+    identity: dict[str, Any] = field(repr=False)
+    seconds: float = 0.0
+    images_per_second: float = 0.0
+    from_cache: bool = False
+
+
+def extract_features(backbone: Backbone, images: torch.Tensor, *, dataset: str, indices: tuple[int, int],
+                     batch_size: int = 64, use_cache: bool = True, progress: bool = True) -> FeatureSet:
+    """Embed uint8 ``N x C x H x W`` ``images`` (grayscale converted to RGB first) in batches.
+
+    ``dataset`` and ``indices`` (``(start, stop)`` into the dataset's training split) name the
+    images; with their fingerprint, the backbone's identity and the preprocessing they form the cache
+    key. A cached result is returned without loading the backbone.
+    """
+    check_int("feature_batch_size", batch_size, minimum=1)
+    start, stop = indices
+    if stop - start != images.shape[0]:
+        raise ValueError(f"indices {indices} do not match the {images.shape[0]} images given")
+    rgb = to_rgb(images)
+    params = {"format": FEATURE_FORMAT, **backbone.identity(), "dataset": dataset, "indices": [int(start), int(stop)],
+              "images": tensor_fingerprint(images), "to_rgb": "replicate grayscale channel (PIL convert('RGB'))"}
+    computed = False
+
+    def compute() -> dict[str, Any]:
+        nonlocal computed
+        computed = True
+        backbone.prepare()
+        began = time.perf_counter()
+        chunks = [backbone.embed(rgb[s : s + batch_size])
+                  for s in tqdm(range(0, rgb.shape[0], batch_size), desc=f"{dataset} features", disable=not progress)]
+        seconds = time.perf_counter() - began
+        x = torch.cat(chunks).float()
+        return {"x": x, "provenance": backbone.provenance, "seconds": seconds,
+                "images_per_second": rgb.shape[0] / max(seconds, 1e-9)}
+
+    result = cached("features", params, compute, enabled=use_cache)
+    x = result["x"]
+    if not torch.isfinite(x).all():
+        raise FloatingPointError(f"non-finite features from {backbone.name} on {dataset}")
+    return FeatureSet(x, backbone.name, str(result["provenance"]), int(x.shape[1]), params,
+                      float(result["seconds"]), float(result["images_per_second"]), from_cache=not computed)
+
+
+def make_backbone(backbone: str, *, dataset: str, train_size: int, revision: str = "main", pooling: str = "pooler",
+                  seed: int = 0, device: str = "auto", half_precision: bool = False) -> Backbone:
+    """The backbone named ``backbone`` for embedding the first ``train_size`` images of ``dataset``.
+
+    ``"offline-cnn"`` is trained on the next (up to) 10000 training images of the same dataset;
+    anything else is a Hugging Face checkpoint (``revision`` resolved now, weights loaded on first use).
+    """
+    check_backbone(backbone)
+    if backbone != OFFLINE_BACKBONE:
+        return HubBackbone(backbone, revision=revision, pooling=pooling, pooler_seed=seed, device=device,
+                           half_precision=half_precision)
+    available = DATASETS[dataset].train_available
+    stop = min(train_size + OFFLINE_CNN["images"], available)
+    if stop - train_size < 2 * DATASETS[dataset].num_classes:
+        raise ValueError(f"train_size must leave training images for backbone={OFFLINE_BACKBONE!r}: {dataset} has "
+                         f"{available}, train_size is {train_size}")
+    images, labels, info = load_images(dataset, stop)
+    source = f"{dataset} training images {train_size}..{stop - 1}"
+    return OfflineCNNBackbone(images[train_size:stop], labels[train_size:stop], num_classes=info.num_classes,
+                              source=source, seed=seed, device=device)
+
+
+def dataset_features(dataset: str, train_size: int, backbone: Backbone, *, batch_size: int = 64,
+                     use_cache: bool = True) -> tuple[FeatureSet, torch.Tensor, Any]:
+    """Features of the first ``train_size`` training images of ``dataset``, their labels and metadata."""
+    images, labels, info = load_images(dataset, train_size)
+    features = extract_features(backbone, images, dataset=dataset, indices=(0, train_size),
+                                batch_size=batch_size, use_cache=use_cache)
+    return features, labels, info
+
+
+def _log_binned(values: np.ndarray, bins: int = 60) -> tuple[np.ndarray, np.ndarray]:
+    """``values[k-1]`` for ``k = 1..n`` averaged over log-spaced bins of ``k``: (bin centres, means)."""
+    edges = np.unique(np.geomspace(1, values.size + 1, bins + 1).astype(int))
+    centres = np.sqrt(edges[:-1] * edges[1:])
+    means = np.array([values[a - 1 : b - 1].mean() for a, b in zip(edges[:-1], edges[1:])])
+    return centres, means
+
+
+def plot_feature_vs_direct(feature_results: dict, direct_results: dict, settings, title: str) -> plt.Figure:
+    """Features (solid) against pixels (dashed) for the same configurations, both sweeps.
+
+    Top: the paper's EMA-smoothed mean ``|L_{k+1} - L_k|`` on a log y axis, fitted exponents in the
+    legend. Bottom: ``(k + 1)`` times the unsmoothed mean, averaged over log-spaced bins of ``k``,
+    with each configuration's mean absolute deviation of the per-sample losses (dotted at the right
+    edge for features, crosses for pixels): at a fixed point ``(k + 1) E|L_{k+1} - L_k| -> MAD``, so
+    this row shows the level of each curve with the ``1/k`` taken out.
+    """
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), sharex="row")
+    panels = (("hidden_size", [(h, settings.fixed_num_layers) for h in settings.hidden_sizes]),
+              ("num_layers", [(settings.fixed_hidden_size, n) for n in settings.num_layers]))
+    for column, (varying, keys) in enumerate(panels):
+        top, bottom = axes[0, column], axes[1, column]
+        for key, color in zip(keys, sweep_colors(len(keys))):
+            feature, direct = feature_results[key], direct_results[key]
+            name = f"h = {key[0]}" if varying == "hidden_size" else f"num_layers = {key[1]}"
+            k = np.arange(1, feature.mean.size + 1)
+            top.plot(k, feature.smoothed, color=color,
+                     label=f"{name}: features {feature.fit.exponent:.3f}, pixels {direct.fit.exponent:.3f}")
+            top.plot(k, direct.smoothed, color=color, ls="--", alpha=0.8)
+            for result, style in ((feature, "-"), (direct, "--")):
+                centres, level = _log_binned((k + 1) * result.mean)
+                bottom.plot(centres, level, color=color, ls=style, lw=1.1)
+            bottom.plot([k[-1]] * 2, [feature.mean_abs_deviation] * 2, color=color, marker="_", ms=14, mew=2, ls="")
+            bottom.plot([k[-1]], [direct.mean_abs_deviation], color=color, marker="x", ms=6, ls="")
+        fixed = f"num_layers = {settings.fixed_num_layers}" if varying == "hidden_size" else f"h = {settings.fixed_hidden_size}"
+        sweep = "hidden size" if varying == "hidden_size" else "number of layers"
+        top.set(yscale="log", xlabel="sample size k", ylabel=r"EMA of mean $|\mathcal{L}_{k+1}-\mathcal{L}_k|$ (nats)",
+                title=f"{sweep} sweep, {fixed}; solid: features, dashed: pixels")
+        top.legend(loc="upper right", title="fitted exponents")
+        bottom.set(xscale="log", yscale="log", xlabel="sample size k",
+                   ylabel=r"$(k+1)\times$ mean $|\mathcal{L}_{k+1}-\mathcal{L}_k|$ (nats)",
+                   title="level with 1/k removed; at right: MAD of the losses\n(bar: features, cross: pixels)")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def save_tiny_vit(folder: str | Path, *, image_size: int = 32, seed: int = 0) -> Path:
+    """Write a tiny, randomly initialised ``ViTForImageClassification`` checkpoint and its image processor
+    to ``folder`` (no download). Like ``google/vit-base-patch16-224`` it has a classifier and no pooler, so
+    loading it as a backbone exercises the same ``transformers`` code path; for tests and offline demos only.
+    """
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+    config = ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                       image_size=image_size, patch_size=8, num_labels=10)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = ViTForImageClassification(config)
+    folder = Path(folder)
+    model.save_pretrained(folder)
+    ViTImageProcessor(size={"height": image_size, "width": image_size}).save_pretrained(folder)
+    return folder
