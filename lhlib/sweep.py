@@ -100,6 +100,17 @@ class ConfigurationResult:
         """Mean ``|L_N - L_{N-1}|`` over orders: the last point of the curve."""
         return float(self.mean[-1])
 
+    @property
+    def level(self) -> float:
+        """``(k + 1)`` times the mean curve, averaged over the last tenth of ``k``.
+
+        The curve's constant ``C`` in ``C / (k + 1)``; far less noisy than the last point alone, and
+        equal to ``mean_abs_deviation`` in the limit.
+        """
+        k = np.arange(1, self.mean.size + 1)
+        tail = slice(-max(1, self.mean.size // 10), None)
+        return float(((k[tail] + 1) * self.mean[tail]).mean())
+
 
 def _measure(network, settings: SweepSettings, hidden_size: int, num_layers: int) -> ConfigurationResult:
     curves = loss_difference_curves(network.losses, settings.permutations, settings.seed).numpy()
@@ -171,6 +182,6 @@ def summary_rows(results: dict[tuple[int, int], ConfigurationResult]) -> list[di
         {"hidden_size": r.hidden_size, "num_layers": r.num_layers, "weight_matrices": r.weight_matrices,
          "train_loss": r.train_loss, "train_accuracy": r.train_accuracy, "rate_exponent": r.fit.exponent,
          "rate_exponent_ci": list(r.fit.ci), "fit_k_range": [r.fit.k_min, r.fit.k_max],
-         "final_abs_diff": r.final_abs_diff, "mean_abs_deviation": r.mean_abs_deviation}
+         "final_abs_diff": r.final_abs_diff, "level": r.level, "mean_abs_deviation": r.mean_abs_deviation}
         for r in results.values()
     ]
