@@ -48,6 +48,7 @@ from tqdm.auto import tqdm
 
 from lhlib.cache import cached, tensor_fingerprint
 from lhlib.data import DATASETS, load_images
+from lhlib.landscape import log_binned
 from lhlib.style import sweep_colors
 from lhlib.train import resolve_device
 from lhlib.validation import check_choice, check_int
@@ -494,14 +495,6 @@ def dataset_features(dataset: str, train_size: int, backbone: Backbone, *, batch
     return features, labels, info
 
 
-def _log_binned(values: np.ndarray, bins: int = 60) -> tuple[np.ndarray, np.ndarray]:
-    """``values[k-1]`` for ``k = 1..n`` averaged over log-spaced bins of ``k``: (bin centres, means)."""
-    edges = np.unique(np.geomspace(1, values.size + 1, bins + 1).astype(int))
-    centres = np.sqrt(edges[:-1] * edges[1:])
-    means = np.array([values[a - 1 : b - 1].mean() for a, b in zip(edges[:-1], edges[1:])])
-    return centres, means
-
-
 def plot_feature_vs_direct(feature_results: dict, direct_results: dict, settings, title: str) -> plt.Figure:
     """Features (solid) against pixels (dashed) for the same configurations, both sweeps.
 
@@ -524,7 +517,7 @@ def plot_feature_vs_direct(feature_results: dict, direct_results: dict, settings
                      label=f"{name}: features {feature.fit.exponent:.3f}, pixels {direct.fit.exponent:.3f}")
             top.plot(k, direct.smoothed, color=color, ls="--", alpha=0.8)
             for result, style in ((feature, "-"), (direct, "--")):
-                centres, level = _log_binned((k + 1) * result.mean)
+                centres, level = log_binned((k + 1) * result.mean)
                 bottom.plot(centres, level, color=color, ls=style, lw=1.1)
             bottom.plot([k[-1]] * 2, [feature.mean_abs_deviation] * 2, color=color, marker="_", ms=14, mew=2, ls="")
             bottom.plot([k[-1]], [direct.mean_abs_deviation], color=color, marker="x", ms=6, ls="")

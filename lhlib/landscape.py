@@ -29,6 +29,7 @@ __all__ = [
     "ema",
     "RateFit",
     "fit_rate_exponent",
+    "log_binned",
 ]
 
 
@@ -143,3 +144,16 @@ def fit_rate_exponent(
     tail = (1.0 - confidence) / 2
     low, high = np.quantile(boot_exponents, [tail, 1.0 - tail])
     return RateFit(float(exponent), (float(low), float(high)), float(intercept), int(k_min), int(k_max), confidence)
+
+
+def log_binned(values: np.ndarray, bins: int = 60) -> tuple[np.ndarray, np.ndarray]:
+    """A curve ``values[k - 1]``, ``k = 1 .. n``, averaged over log-spaced bins of ``k``.
+
+    Returns the bins' geometric centres and the means: what a log-``k`` axis can show of ``n``
+    noisy points, each decade drawn with the same number of points.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    edges = np.unique(np.geomspace(1, values.size + 1, bins + 1).astype(int))
+    centres = np.sqrt(edges[:-1] * edges[1:])
+    means = np.array([values[a - 1 : b - 1].mean() for a, b in zip(edges[:-1], edges[1:])])
+    return centres, means

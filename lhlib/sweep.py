@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from lhlib.experiment import trained_network
-from lhlib.landscape import RateFit, ema, fit_rate_exponent, loss_difference_curves
+from lhlib.landscape import RateFit, ema, fit_rate_exponent, log_binned, loss_difference_curves
 from lhlib.style import sweep_colors
 from lhlib.train import resolve_device
 from lhlib.validation import check_float, check_int, check_int_list
@@ -146,7 +146,8 @@ def _panel(results, settings, varying: str):
 
 def plot_sweep(results: dict[tuple[int, int], ConfigurationResult], settings: SweepSettings, title: str) -> plt.Figure:
     """The paper's two panels (top: EMA of the mean, log y) and, below, the unsmoothed mean with its
-    interquartile band across orders on log-log axes, with each configuration's fitted power law."""
+    interquartile band across orders on log-log axes (averaged in log-spaced bins of ``k``, so each
+    decade is readable), with each configuration's fitted power law."""
     fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), sharex="row")
     for column, varying in enumerate(("hidden_size", "num_layers")):
         panel, symbol = _panel(results, settings, varying)
@@ -157,9 +158,11 @@ def plot_sweep(results: dict[tuple[int, int], ConfigurationResult], settings: Sw
                     else f"num_layers = {result.num_layers} (L = {result.weight_matrices})")
             k = np.arange(1, result.mean.size + 1)
             axes[0, column].plot(k, result.smoothed, color=color, label=name)
-            axes[1, column].plot(k, result.mean, color=color, lw=0.8,
+            centres, binned_mean = log_binned(result.mean)
+            axes[1, column].plot(centres, binned_mean, color=color, marker=".", ms=3, lw=1.0,
                                  label=f"{name}: slope {result.fit.exponent:.3f}")
-            axes[1, column].fill_between(k, result.lower, result.upper, color=color, alpha=0.12, lw=0)
+            axes[1, column].fill_between(centres, log_binned(result.lower)[1], log_binned(result.upper)[1],
+                                         color=color, alpha=0.12, lw=0)
             fit_k = np.array([result.fit.k_min, result.fit.k_max])
             axes[1, column].plot(fit_k, np.exp(result.fit.log_constant) * fit_k ** result.fit.exponent,
                                  color=color, ls="--", lw=0.8)
@@ -168,7 +171,7 @@ def plot_sweep(results: dict[tuple[int, int], ConfigurationResult], settings: Sw
                             title=f"{'hidden size' if symbol == 'h' else 'number of layers'} sweep, {fixed}")
         axes[1, column].set(xscale="log", yscale="log", xlabel="sample size k",
                             ylabel=r"mean $|\mathcal{L}_{k+1}-\mathcal{L}_k|$ (nats)",
-                            title="unsmoothed mean; band: 25-75 % of orders; dashed: fit")
+                            title="unsmoothed mean (log bins); band: 25-75 % of orders; dashed: fit")
         axes[0, column].legend(loc="upper right")
         axes[1, column].legend(loc="lower left")
     fig.suptitle(title)

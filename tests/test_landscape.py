@@ -69,3 +69,16 @@ def test_per_sample_losses_match_cross_entropy_per_sample():
     batched = per_sample_losses(model, x, y, batch_size=7)
     one_by_one = torch.stack([torch.nn.functional.cross_entropy(model(x[i : i + 1]), y[i : i + 1]) for i in range(23)])
     torch.testing.assert_close(batched, one_by_one)
+
+
+def test_log_binned_averages_each_bin():
+    from lhlib.landscape import log_binned
+
+    values = np.arange(1, 1001, dtype=float)  # values[k - 1] = k
+    centres, means = log_binned(values, bins=10)
+    assert centres.size == means.size and np.all(np.diff(centres) > 0)
+    # Each mean of k over a bin lies within the bin, so means increase and stay below n.
+    assert 1.0 <= means[0] < centres[1] and means[-1] <= 1000 and np.all(np.diff(means) > 0)
+    assert means.size == np.unique(np.geomspace(1, 1001, 11).astype(int)).size - 1
+    constant = log_binned(np.full(500, 3.0))[1]
+    np.testing.assert_allclose(constant, 3.0)

@@ -1,0 +1,175 @@
+"""Sample-size determination from the loss landscape: how many objects until it stops moving.
+
+The paper closes by suggesting that the convergence of ``L_k`` be used to decide when a training
+sample is large enough. Made concrete: given the per-sample losses ``l_1, ..., l_N`` of a trained
+model (at ``theta-hat``, or at any fixed ``theta``), the *sufficient sample size* for a tolerance
+``epsilon`` is the smallest ``k*`` such that the expected one-object change of the empirical loss
+stays below ``epsilon`` from then on:
+
+    k* = min { k : E |L_{j+1} - L_j| <= epsilon for every j >= k },
+
+the expectation being over the order in which the objects arrive. :func:`sufficient_sample_size`
+gives three answers with uncertainties:
+
+* **measured**: from the mean of ``|L_{k+1} - L_k|`` over random orders
+  (:func:`lhlib.landscape.loss_difference_curves`): one plus the last ``k`` where the mean curve
+  exceeds ``epsilon``; the interval comes from resampling the orders. The last crossing of a noisy
+  curve is biased late (noise makes late exceedances), so the curve is first smoothed: the scaled
+  curve ``(k+1) mean_k``, which varies slowly, is averaged over ``k' in [k/(1+w), k(1+w)]``
+  (:func:`log_window_smooth`, ``w = window``), then divided by ``k+1`` again. A curve exactly
+  ``c/(k+1)`` is left unchanged. ``None`` (and ``reached =
+  False``) when the curve is still above ``epsilon`` at ``k = N - 1``.
+* **extrapolated**: from the identity ``L_{k+1} - L_k = (l_{k+1} - L_k)/(k+1)``. As ``k`` grows
+  ``L_k`` tends to the mean loss, so ``(k+1) E|L_{k+1} - L_k|`` tends to the mean absolute deviation
+  ``MAD = (1/N) sum_i |l_i - mean(l)|`` and ``k* ~ MAD / epsilon - 1``. It needs only the losses of a
+  pilot sample and extends beyond ``N``; its interval resamples the losses.
+* **bound**: from Lemma 1, ``|L_{k+1} - L_k| <= 2 (M_l + M_H R^2)/(k+1)`` (:func:`lhlib.bounds.lemma_bound`),
+  ``k* = ceil(2 (M_l + M_H R^2)/epsilon - 1)``, with ``M_l`` the largest loss unless given.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from lhlib.bounds import lemma_bound
+from lhlib.landscape import loss_difference_curves
+from lhlib.validation import check_float, check_int
+
+__all__ = ["SampleSize", "log_window_smooth", "first_k_below", "sufficient_sample_size"]
+
+
+@dataclass(frozen=True)
+class SampleSize:
+    """Sufficient sample sizes for tolerance ``epsilon`` (see the module docstring).
+
+    ``measured`` is an int or ``None`` when not reached within the ``n`` objects (``reached``);
+    ``measured_ci`` its ``confidence`` bootstrap interval over orders (``inf`` where a resample does
+    not reach ``epsilon``). ``extrapolated`` (``MAD/epsilon - 1``) and its interval are real numbers;
+    ``bound`` is the lemma's ``k*`` (``None`` if no constants were available). ``mad`` is the mean
+    absolute deviation of the losses, ``loss_bound``/``hessian_bound``/``radius`` the lemma's constants.
+    """
+
+    epsilon: float
+    n: int
+    reached: bool
+    measured: int | None
+    measured_ci: tuple[float, float]
+    extrapolated: float
+    extrapolated_ci: tuple[float, float]
+    bound: int | None
+    mad: float
+    loss_bound: float
+    hessian_bound: float
+    radius: float
+    confidence: float
+
+    @property
+    def bound_ratio(self) -> float:
+        """``bound / measured`` (``bound / extrapolated`` when the measured value was not reached)."""
+        if self.bound is None:
+            return math.nan
+        reference = self.measured if self.reached else self.extrapolated
+        return float(self.bound) / max(float(reference), 1.0)
+
+
+def log_window_smooth(curves: np.ndarray, window: float = 0.1) -> np.ndarray:
+    """Average each row of ``(k+1) curves`` (column ``j`` is ``k = j + 1``) over ``k' in [k/(1+w), k(1+w)]``
+    and divide by ``k+1`` again; ``window = 0`` returns the curves unchanged."""
+    curves = np.asarray(curves, dtype=np.float64)
+    if window == 0:
+        return curves
+    width = curves.shape[-1]
+    k = np.arange(1, width + 1, dtype=np.float64)
+    scaled = curves * (k + 1)
+    cumulative = np.concatenate([np.zeros(curves.shape[:-1] + (1,)), np.cumsum(scaled, axis=-1)], axis=-1)
+    low = np.clip(np.ceil(k / (1 + window)).astype(np.int64), 1, width)  # first k' in the window
+    high = np.clip(np.floor(k * (1 + window)).astype(np.int64), 1, width)  # last k'
+    means = (cumulative[..., high] - cumulative[..., low - 1]) / (high - low + 1)
+    return means / (k + 1)
+
+
+def first_k_below(mean_curves: np.ndarray, epsilon: float) -> np.ndarray:
+    """For each row of ``mean_curves`` (``(..., N-1)``, column ``j`` is ``k = j + 1``), the smallest ``k``
+    with every value from ``k`` on ``<= epsilon``; ``inf`` when the last value exceeds ``epsilon``."""
+    curves = np.asarray(mean_curves, dtype=np.float64)
+    above = curves > epsilon
+    width = curves.shape[-1]
+    # Index of the last exceedance (-1 if none): the answer is that k plus one, i.e. index + 2.
+    last = np.where(above.any(axis=-1), width - 1 - np.argmax(above[..., ::-1], axis=-1), -1)
+    result = (last + 2).astype(np.float64)
+    return np.where(last == width - 1, np.inf, result)
+
+
+def _mad(values: np.ndarray) -> np.ndarray:
+    return np.abs(values - values.mean(axis=-1, keepdims=True)).mean(axis=-1)
+
+
+def sufficient_sample_size(
+    losses: torch.Tensor | np.ndarray,
+    epsilon: float,
+    *,
+    curves: torch.Tensor | np.ndarray | None = None,
+    permutations: int = 100,
+    seed: int = 0,
+    radius: float = 0.0,
+    loss_bound: float | None = None,
+    hessian_bound: float = 0.0,
+    bootstrap: int = 200,
+    confidence: float = 0.95,
+    window: float = 0.1,
+) -> SampleSize:
+    """The smallest ``k`` after which ``E|L_{k+1} - L_k| <= epsilon``, measured, extrapolated and bounded.
+
+    ``losses`` are the per-sample losses at a fixed point (1-D). ``curves`` (``(orders, N - 1)`` from
+    :func:`lhlib.landscape.loss_difference_curves`) are computed from ``permutations`` random orders
+    when not given. ``loss_bound`` (``M_l``, default ``max(losses)``), ``hessian_bound`` (``M_H``) and
+    ``radius`` (``R``) enter the lemma's ``k*``. Intervals are central ``confidence`` bootstrap
+    intervals from ``bootstrap`` resamples of the orders (measured) or of the losses (extrapolated).
+    ``window`` is the relative half-width of the smoothing of the measured curve (0: none).
+    """
+    losses = torch.as_tensor(losses).detach().cpu().double()
+    if losses.ndim != 1 or losses.numel() < 3:
+        raise ValueError(f"losses must be a 1-D tensor of at least 3 per-sample losses, got shape {tuple(losses.shape)}")
+    check_float("epsilon", epsilon, minimum=0.0, strict_minimum=True)
+    check_int("permutations", permutations, minimum=2)
+    check_int("seed", seed, minimum=0)
+    check_float("radius", radius, minimum=0.0)
+    check_float("hessian_bound", hessian_bound, minimum=0.0)
+    check_int("bootstrap", bootstrap, minimum=2)
+    check_float("confidence", confidence, minimum=0.0, maximum=1.0)
+    check_float("window", window, minimum=0.0)
+    n = losses.numel()
+    if curves is None:
+        curves = loss_difference_curves(losses, permutations, seed)
+    curves = np.asarray(curves, dtype=np.float64)
+    if curves.ndim != 2 or curves.shape[1] != n - 1:
+        raise ValueError(f"curves must have shape (orders, {n - 1}), got {curves.shape}")
+    values = losses.numpy()
+    m_l = float(values.max()) if loss_bound is None else check_float("loss_bound", loss_bound, minimum=0.0)
+
+    rng = np.random.default_rng(seed)
+    tail = (1.0 - confidence) / 2
+    measured = float(first_k_below(log_window_smooth(curves.mean(axis=0), window), epsilon))
+    orders = curves.shape[0]
+    weights = rng.multinomial(orders, np.full(orders, 1.0 / orders), size=bootstrap) / orders
+    boot_measured = first_k_below(log_window_smooth(weights @ curves, window), epsilon)
+    measured_ci = tuple(float(v) for v in np.quantile(boot_measured, [tail, 1.0 - tail], method="nearest"))
+
+    mad = float(_mad(values))
+    boot_mad = _mad(values[rng.integers(0, n, size=(bootstrap, n))])
+    extrapolated = mad / epsilon - 1.0
+    extrapolated_ci = tuple(float(v) for v in np.quantile(boot_mad / epsilon - 1.0, [tail, 1.0 - tail]))
+
+    constant = 2.0 * (m_l + hessian_bound * radius**2)
+    bound = max(1, math.ceil(constant / epsilon - 1.0 - 1e-12))
+    # The lemma's bound at k = bound is <= epsilon and at bound - 1 it is not (unless bound = 1).
+    assert lemma_bound(bound, m_l, hessian_bound, radius) <= epsilon * (1 + 1e-9)
+    reached = math.isfinite(measured)
+    return SampleSize(
+        float(epsilon), n, reached, int(measured) if reached else None, measured_ci, float(extrapolated),
+        extrapolated_ci, bound, mad, m_l, float(hessian_bound), float(radius), confidence,
+    )

@@ -1,0 +1,50 @@
+import math
+
+import papermill
+import pytest
+
+
+def test_chapter_06_smoke(run_chapter_smoke):
+    summary = run_chapter_smoke("06_convergence_in_a_ball")
+    networks = summary["networks"]
+    assert {(n["hidden_size"], n["num_layers"]) for n in networks} == {(8, 1), (4, 1)}
+    kinds = {"isotropic", "filter-normalised", "top eigenvector", "ascent"}
+    points = summary["points"]
+    assert len(points) == len(networks) * len(kinds) * len(summary["settings"]["relative_radii"])
+    assert {p["kind"] for p in points} == kinds
+    for p in points:
+        low, high = p["exponent_ci"]
+        assert low <= p["exponent"] <= high
+        assert p["bound_constant"] > 0 and p["tail_constant"] > 0
+        assert p["max_scaled"] <= p["loss_range"] + 1e-9 <= p["max_loss"] + 1e-9
+    for n in networks:
+        assert n["weight_matrices"] == n["num_layers"] + 2
+        assert n["grad_full_norm"] > 0 and n["M_H_max_ggn"] > 0
+    gaussian = summary["gaussian"]
+    assert len(gaussian) == 2 and all(len(g["monte_carlo"]) == len(g["ks"]) for g in gaussian)
+    assert summary["checks"]["gaussian_rel_error"][0] < 0.2
+    assert all(d > 0 for d in summary["slice"]["max_abs_difference"])
+
+
+def test_chapter_06_rejects_bad_parameters_before_work(run_chapter_smoke):
+    with pytest.raises(papermill.PapermillExecutionError, match="configurations must be a list"):
+        run_chapter_smoke("06_convergence_in_a_ball", configurations=[[0, 1]])
+
+
+def test_chapter_07_smoke(run_chapter_smoke):
+    summary = run_chapter_smoke("07_sample_size")
+    assert summary["checks"]["known_answer"]["extrapolated"] == pytest.approx(999.0)
+    assert abs(summary["checks"]["known_answer"]["measured"] - 999) <= 30
+    configurations = summary["configurations"]
+    assert {(c["hidden_size"], c["num_layers"]) for c in configurations} == {(4, 1), (8, 1), (8, 2)}
+    for c in configurations:
+        assert [r["epsilon"] for r in c["at_theta_hat"]] == [0.01, 0.001]
+        for r in c["at_theta_hat"]:
+            assert r["extrapolated"] > 0 and r["bound"] >= 1
+            if r["reached"]:
+                assert r["measured"] <= summary["settings"]["train_size"]
+        # A smaller tolerance never needs fewer samples.
+        assert c["at_theta_hat"][1]["extrapolated"] > c["at_theta_hat"][0]["extrapolated"]
+        assert all(b["bound"] >= a["bound"] for a, b in zip(c["at_theta_hat"], c["in_ball"]))
+    recipe = summary["recipe"]
+    assert recipe["dataset"] == "digits" and math.isfinite(recipe["extrapolated"])
