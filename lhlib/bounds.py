@@ -1,0 +1,504 @@
+"""Numeric evaluators of Theorem 1's Hessian bound (as stated and as corrected) and of Lemma 1.
+
+API (every ``model`` argument is an :class:`~lhlib.models.MLP` *or* a sequence of weight matrices
+``[W^(1), ..., W^(L)]``, ``W^(p)`` of shape ``out x in``, so ``L = 1`` and perturbed weights work too;
+``x`` is ``(N, n)``; results are float64):
+
+* ``weight_list(model)``: ``[W^(1), ..., W^(L)]``
+* ``layer_spectral_norms(model)``: ``(L,)`` tensor of ``||W^(p)||_2``
+* ``forward_factors(model, x)``: activations ``x^(p)``, masks ``D^(p)``, ``G^(p)``, logits, ``p``
+* ``softmax_hessian(z)``: ``A = diag(p) - p p^T`` for logits ``z`` (batched)
+* ``gauss_newton_jacobian(model, x_i)``: the ``K x P`` matrix ``F`` of one sample (dense)
+* ``g_term_norm_per_sample(model, x)``: exact ``||F_i^T A_i F_i||_2`` for every sample (``K x K`` work)
+* ``theorem1_constant(M_x, M_W, L)``: Theorem 1's right-hand side from the constants
+* ``theorem1_bound_paper(model, x)``: Theorem 1 exactly as stated (``M_W``, ``M_x`` maxima)
+* ``theorem1_bound_per_sample(model, x)``: A.2's intermediate form, each ``||x_i||``, actual norms
+* ``corrected_constant(M_x, M_W, L)``: ``(1/2) L M_x^2 M_W^{2(L-1)}``
+* ``corrected_bound(model, x)``: ``(1/2) M_x^2 sum_p prod_{s != p} ||W^(s)||^2``
+* ``corrected_bound_per_sample(model, x)``: the same with each sample's ``||x_i||``
+* ``activation_bound_per_sample(model, x)``: ``(1/2) sum_p ||x_i^(p)||^2 ||G_i^(p)||^2``
+* ``lemma_bound(k, M_l, M_H, R)``: the lemma as its proof gives it: ``2/(k+1) (M_l + M_H R^2)``
+* ``lemma_bound_as_stated(k, M_l, M_x, M_W, L, R)``: the lemma's displayed formula, parenthesis as printed
+* ``lemma_bound_corrected(k, M_l, M_H, R)``: ``(M_l + M_H R^2 / 2) / (k+1)`` (+ ``2 M_g R / (k+1)``)
+* ``a2_chain(model, x)``: both sides of every inequality of A.2, per sample
+* ``difference_expansion(model, x, y, k, v)``: value, slope and curvature of ``L_{k+1} - L_k`` along ``v``
+
+For an :class:`~lhlib.models.MLP`, :func:`g_term_norm_per_sample` equals
+:func:`lhlib.hessian.per_sample_ggn_norms` (tested); this module's version also takes a bare list
+of weight matrices (``L = 1``, modified weights).
+
+Notation (paper, section 3.3 and 4, bias-free): ``x^(1) = x``, ``z^(p) = W^(p) x^(p)``,
+``x^(p+1) = ReLU(z^(p))``, logits ``z = z^(L)``, ``D^(p) = diag[z^(p) > 0]`` for ``p < L``,
+
+    G^(p) = dz/dz^(p) = W^(L) D^(L-1) W^(L-1) ... W^(p+1) D^(p),    G^(L) = I_K,
+
+and, with row-major flattening of each ``W^(p)`` (PyTorch's), the Jacobian of the logits is
+``F = [G^(1) kron x^(1)T, ..., G^(L) kron x^(L)T]`` (``K x P``). The Gauss-Newton or *G-term* of the
+per-sample cross-entropy Hessian is ``F^T A F`` with ``A = diag(p) - p p^T``; Theorem 1 bounds this
+term only (the paper writes ``H_i``). The full Hessian adds the *H-term*
+``sum_k (p - y)_k grad^2 z_k``, which is not zero for ``L >= 2`` (cross-layer blocks).
+
+What the book found (chapter 02, ``book/errata.md``):
+
+* ``||A||_2 <= 1/2`` is sharp (Popoviciu / Gershgorin); the paper uses ``sqrt(2)``.
+* ``||G^(p)||_2 <= prod_{s=p+1}^{L} ||W^(s)||_2``; the paper's product starts at ``s = p``.
+* Bias-free, ``F`` has no bias columns: the paper's ``+1`` terms (its whole geometric-sum term) vanish.
+* Hence ``||F_i^T A_i F_i||_2 <= (1/2) ||x_i||^2 sum_p prod_{s != p} ||W^(s)||_2^2
+  <= (1/2) L M_x^2 M_W^{2(L-1)}``. The paper's bound is *not* an upper bound in general: it fails
+  when the weights are small (e.g. ``L = 1``, ``W = 0``: the G-term is ``||x||^2 / K``, the bound 0).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from lhlib.validation import check_float, check_int
+
+__all__ = [
+    "SOFTMAX_HESSIAN_NORM_PAPER",
+    "SOFTMAX_HESSIAN_NORM_SHARP",
+    "ForwardFactors",
+    "weight_list",
+    "layer_spectral_norms",
+    "forward_factors",
+    "softmax_hessian",
+    "gauss_newton_jacobian",
+    "g_term_norm_per_sample",
+    "geometric_sum",
+    "theorem1_constant",
+    "theorem1_bound_paper",
+    "theorem1_bound_per_sample",
+    "corrected_constant",
+    "corrected_bound",
+    "corrected_bound_per_sample",
+    "activation_bound_per_sample",
+    "lemma_bound",
+    "lemma_bound_as_stated",
+    "lemma_bound_corrected",
+    "A2_STEPS",
+    "A2Chain",
+    "a2_chain",
+    "DifferenceExpansion",
+    "difference_expansion",
+]
+
+#: The paper's bound on ``||diag(p) - p p^T||_2`` (through the Frobenius norm, appendix A.2).
+SOFTMAX_HESSIAN_NORM_PAPER = math.sqrt(2.0)
+#: The sharp bound: ``v^T A v = Var_p(v) <= (max v - min v)^2 / 4 <= 1/2`` for unit ``v``; the
+#: supremum over softmax outputs is exactly 1/2 (attained for ``K = 2`` at ``p = (1/2, 1/2)``).
+SOFTMAX_HESSIAN_NORM_SHARP = 0.5
+
+Weights = nn.Module | Sequence[torch.Tensor]
+
+
+def weight_list(model: Weights) -> list[torch.Tensor]:
+    """``[W^(1), ..., W^(L)]`` (detached, float64) of an MLP, or of a sequence of matrices."""
+    if isinstance(model, nn.Module):
+        if not hasattr(model, "weights"):
+            raise ValueError("model must be an lhlib MLP (with .weights()) or a sequence of weight matrices")
+        weights = list(model.weights())
+    else:
+        weights = list(model)
+    if not weights:
+        raise ValueError("model must have at least one weight matrix")
+    weights = [w.detach().to(torch.float64) for w in weights]
+    for p, (w, nxt) in enumerate(zip(weights[:-1], weights[1:]), start=1):
+        if w.ndim != 2 or nxt.ndim != 2 or nxt.shape[1] != w.shape[0]:
+            raise ValueError(f"weight matrices {p} and {p + 1} do not chain: shapes {tuple(w.shape)}, {tuple(nxt.shape)}")
+    return weights
+
+
+def _inputs(x: torch.Tensor, weights: list[torch.Tensor]) -> torch.Tensor:
+    x = torch.as_tensor(x).detach().to(torch.float64, copy=False)
+    if x.ndim == 1:
+        x = x[None]
+    if x.ndim != 2 or x.shape[1] != weights[0].shape[1]:
+        raise ValueError(f"x must have shape (N, {weights[0].shape[1]}), got {tuple(x.shape)}")
+    return x.to(weights[0].device)
+
+
+def layer_spectral_norms(model: Weights) -> torch.Tensor:
+    """``(L,)`` float64 tensor of the spectral norms ``||W^(p)||_2`` (largest singular values)."""
+    return torch.stack([torch.linalg.matrix_norm(w, ord=2) for w in weight_list(model)])
+
+
+@dataclass(frozen=True)
+class ForwardFactors:
+    """The pieces of the G-term of every sample (index 0 of each tensor is the sample).
+
+    ``activations[p-1]`` is ``x^(p)`` ``(N, n_p)`` for ``p = 1..L``; ``masks[p-1]`` is the diagonal of
+    ``D^(p)`` ``(N, n_{p+1})`` for ``p = 1..L-1``; ``jacobians[p-1]`` is ``G^(p)`` ``(N, K, n_{p+1})``
+    for ``p = 1..L`` (``G^(L) = I``); ``logits`` ``(N, K)`` and ``probs = softmax(logits)``.
+    """
+
+    activations: list[torch.Tensor]
+    masks: list[torch.Tensor]
+    jacobians: list[torch.Tensor]
+    logits: torch.Tensor
+    probs: torch.Tensor
+
+
+def forward_factors(model: Weights, x: torch.Tensor) -> ForwardFactors:
+    """Activations, ReLU masks and ``G^(p) = dz/dz^(p)`` of every sample, vectorised over samples.
+
+    ``D^(p) = diag[z^(p) > 0]`` (PyTorch's ReLU derivative; the paper writes ``>=``, which differs
+    only where a pre-activation is exactly 0). ``G^(p) = G^(p+1) W^(p+1) D^(p)``.
+    """
+    weights = weight_list(model)
+    x = _inputs(x, weights)
+    activations, masks = [x], []
+    for w in weights[:-1]:
+        z = activations[-1] @ w.T
+        masks.append((z > 0).to(torch.float64))
+        activations.append(torch.relu(z))
+    logits = activations[-1] @ weights[-1].T
+    n, k = logits.shape
+    jacobians = [torch.eye(k, dtype=torch.float64, device=x.device).expand(n, k, k)]
+    for w, mask in zip(reversed(weights[1:]), reversed(masks)):
+        jacobians.insert(0, (jacobians[0] @ w) * mask[:, None, :])
+    return ForwardFactors(activations, masks, jacobians, logits, torch.softmax(logits, dim=1))
+
+
+def softmax_hessian(z: torch.Tensor) -> torch.Tensor:
+    """``A = diag(p) - p p^T`` with ``p = softmax(z)``: the Hessian of cross-entropy w.r.t. the logits
+    (independent of the label). ``z`` is ``(..., K)``; returns ``(..., K, K)``."""
+    p = torch.softmax(torch.as_tensor(z).to(torch.float64), dim=-1)
+    return torch.diag_embed(p) - p[..., :, None] * p[..., None, :]
+
+
+def gauss_newton_jacobian(model: Weights, x_i: torch.Tensor) -> torch.Tensor:
+    """The ``K x P`` matrix ``F = [G^(1) kron x^(1)T, ..., G^(L) kron x^(L)T]`` of one sample.
+
+    Columns follow ``torch.cat([W.flatten() for W in weights])`` (row-major), so ``F`` equals the
+    Jacobian of the logits with respect to the flattened weights and ``F^T A F`` is the G-term.
+    Dense: for tiny networks and tests.
+    """
+    factors = forward_factors(model, x_i)
+    if factors.logits.shape[0] != 1:
+        raise ValueError("gauss_newton_jacobian takes one sample (x_i of shape (n,) or (1, n))")
+    return torch.cat([torch.kron(g[0], a[0][None, :]) for g, a in zip(factors.jacobians, factors.activations)], dim=1)
+
+
+def g_term_norm_per_sample(model: Weights, x: torch.Tensor) -> torch.Tensor:
+    """Exact ``||F_i^T A_i F_i||_2`` for every sample, ``(N,)``, without forming a ``P x P`` matrix.
+
+    The nonzero eigenvalues of ``F^T A F`` are those of the ``K x K`` matrix ``A^{1/2} (F F^T) A^{1/2}``
+    and ``F F^T = sum_p ||x^(p)||^2 G^(p) G^(p)T`` (the per-sample neural tangent kernel).
+    """
+    factors = forward_factors(model, x)
+    ntk = sum((a * a).sum(1)[:, None, None] * (g @ g.transpose(1, 2))
+              for g, a in zip(factors.jacobians, factors.activations))
+    evals, evecs = torch.linalg.eigh(softmax_hessian(factors.logits))
+    root = evecs @ torch.diag_embed(evals.clamp_min(0).sqrt()) @ evecs.transpose(1, 2)
+    inner = root @ ntk @ root
+    return torch.linalg.eigvalsh(0.5 * (inner + inner.transpose(1, 2)))[:, -1].clamp_min(0)
+
+
+def geometric_sum(q: float, terms: int) -> float:
+    """``sum_{p=1}^{terms} q^p``, which equals ``q (q^terms - 1) / (q - 1)`` for ``q != 1`` and ``terms``
+    for ``q = 1`` (summed directly, so ``q`` near 1 loses no precision)."""
+    return float(sum(q**p for p in range(1, terms + 1)))
+
+
+def theorem1_constant(M_x: float, M_W: float, L: int, *, a_norm: float = SOFTMAX_HESSIAN_NORM_PAPER) -> float:
+    """Theorem 1's right-hand side, ``L sqrt2 M_x^2 M_W^{2L} + sqrt2 M_W^2 (M_W^{2L} - 1) / (M_W^2 - 1)``.
+
+    The fraction is the geometric sum ``sum_{p=1}^L M_W^{2p}``, whose value at ``M_W = 1`` is ``L``
+    (the limit; the printed formula is 0/0 there). ``a_norm`` replaces the factor ``sqrt(2)``.
+    """
+    check_float("M_x", M_x, minimum=0.0)
+    check_float("M_W", M_W, minimum=0.0)
+    check_int("L", L, minimum=1)
+    q = float(M_W) ** 2
+    return a_norm * (L * M_x**2 * q**L + geometric_sum(q, L))
+
+
+def theorem1_bound_paper(model: Weights, x: torch.Tensor) -> float:
+    """Theorem 1 exactly as stated: :func:`theorem1_constant` with ``M_W = max_p ||W^(p)||_2``,
+    ``M_x = max_i ||x_i||_2`` and ``L`` the number of weight matrices (``num_layers + 2`` for the MLP)."""
+    weights = weight_list(model)
+    x = _inputs(x, weights)
+    return theorem1_constant(float(torch.linalg.vector_norm(x, dim=1).max()),
+                             float(layer_spectral_norms(weights).max()), len(weights))
+
+
+def _suffix_prefix(norms: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``prefix[p-1] = prod_{s<p} n_s^2`` and ``suffix[p-1] = prod_{s>=p} n_s^2`` for ``p = 1..L``."""
+    sq = norms**2
+    ones = torch.ones(1, dtype=sq.dtype, device=sq.device)
+    prefix = torch.cumprod(torch.cat([ones, sq[:-1]]), 0)
+    suffix = torch.flip(torch.cumprod(torch.flip(sq, [0]), 0), [0])
+    return prefix, suffix
+
+
+def theorem1_bound_per_sample(model: Weights, x: torch.Tensor, *, a_norm: float = SOFTMAX_HESSIAN_NORM_PAPER) -> torch.Tensor:
+    """A.2's last form before the constants, per sample ``(N,)``:
+
+        sqrt2 * sum_{p=1}^L ( ||x_i||^2 prod_{s<p} ||W^(s)||^2 + 1 ) prod_{s=p}^L ||W^(s)||^2,
+
+    with each sample's ``||x_i||`` and the actual layer norms (the paper's ``+1`` bias rows and its
+    product from ``s = p`` kept as printed). Theorem 1 is this with every norm replaced by its maximum.
+    """
+    weights = weight_list(model)
+    x = _inputs(x, weights)
+    prefix, suffix = _suffix_prefix(layer_spectral_norms(weights))
+    xsq = (x * x).sum(1)
+    return a_norm * (xsq[:, None] * (prefix * suffix)[None, :] + suffix[None, :]).sum(1)
+
+
+def _leave_one_out_products(norms: torch.Tensor) -> torch.Tensor:
+    """``sum_p prod_{s != p} n_s^2`` (no division, so zero norms are fine)."""
+    sq = norms**2
+    return sum(torch.prod(torch.cat([sq[:p], sq[p + 1:]])) for p in range(len(sq)))
+
+
+def corrected_bound_per_sample(model: Weights, x: torch.Tensor, *, a_norm: float = SOFTMAX_HESSIAN_NORM_SHARP) -> torch.Tensor:
+    """The corrected Theorem 1 per sample ``(N,)``, a valid bound on ``||F_i^T A_i F_i||_2``:
+
+        ||F^T A F|| <= ||A|| ||F||^2 <= (1/2) sum_p ||x^(p)||^2 ||G^(p)||^2
+                    <= (1/2) ||x_i||^2 sum_{p=1}^L prod_{s != p} ||W^(s)||_2^2,
+
+    because ``||G^(p)|| <= prod_{s>p} ||W^(s)||``, ``||x^(p)|| <= ||x|| prod_{s<p} ||W^(s)||`` (ReLU is
+    1-Lipschitz with ReLU(0) = 0), a bias-free ``F`` has no ``+1`` rows and ``||A||_2 <= 1/2``.
+    """
+    weights = weight_list(model)
+    x = _inputs(x, weights)
+    return a_norm * (x * x).sum(1) * _leave_one_out_products(layer_spectral_norms(weights))
+
+
+def corrected_bound(model: Weights, x: torch.Tensor, *, a_norm: float = SOFTMAX_HESSIAN_NORM_SHARP) -> float:
+    """:func:`corrected_bound_per_sample` with ``||x_i||`` replaced by ``M_x = max_i ||x_i||``: one
+    number bounding every sample's G-term; ``<= corrected_constant(M_x, M_W, L)``."""
+    weights = weight_list(model)
+    x = _inputs(x, weights)
+    m_x = float(torch.linalg.vector_norm(x, dim=1).max())
+    return float(a_norm * m_x**2 * _leave_one_out_products(layer_spectral_norms(weights)))
+
+
+def corrected_constant(M_x: float, M_W: float, L: int, *, a_norm: float = SOFTMAX_HESSIAN_NORM_SHARP) -> float:
+    """The corrected Theorem 1 in the paper's constants: ``(1/2) L M_x^2 M_W^{2(L-1)}``.
+
+    For ``L = 1`` it is ``M_x^2 / 2``, independent of the weights (the paper: ``sqrt2 M_W^2 (M_x^2 + 1)``).
+    """
+    check_float("M_x", M_x, minimum=0.0)
+    check_float("M_W", M_W, minimum=0.0)
+    check_int("L", L, minimum=1)
+    return a_norm * L * M_x**2 * float(M_W) ** (2 * (L - 1))
+
+
+def activation_bound_per_sample(model: Weights, x: torch.Tensor, *, a_norm: float = SOFTMAX_HESSIAN_NORM_SHARP) -> torch.Tensor:
+    """``a_norm * sum_p ||x_i^(p)||^2 ||G_i^(p)||_2^2`` per sample ``(N,)``: the stacking step of A.2
+    with the actual activations and the actual ``G^(p)`` (before the layer norms enter)."""
+    factors = forward_factors(model, x)
+    terms = [(a * a).sum(1) * torch.linalg.matrix_norm(g, ord=2) ** 2
+             for g, a in zip(factors.jacobians, factors.activations)]
+    return a_norm * torch.stack(terms, 1).sum(1)
+
+
+def _k(k):
+    k = torch.as_tensor(k, dtype=torch.float64)
+    if torch.any(k < 1):
+        raise ValueError(f"k must be >= 1, got {k.min().item()}")
+    return k
+
+
+def _nonnegative(name: str, value) -> None:
+    if torch.any(torch.as_tensor(value, dtype=torch.float64) < 0):
+        raise ValueError(f"{name} must be >= 0, got {value!r}")
+
+
+def lemma_bound(k, M_l: float, M_H: float, R: float) -> torch.Tensor | float:
+    """Lemma 1 as its proof (A.3) ends: ``2 / (k+1) * (M_l + M_H R^2)``.
+
+    ``M_l`` bounds ``|l_i(theta*)|``, ``M_H`` bounds every ``||H_i(theta*)||_2`` (Theorem 1's constant
+    in the paper), ``R`` the radius ``||theta - theta*||_2 <= R``. ``k`` may be a number or an array.
+    (The lemma's displayed statement multiplies only the geometric-sum term by ``R^2``; see
+    :func:`lemma_bound_as_stated`.)
+    """
+    for name, value in (("M_l", M_l), ("M_H", M_H), ("R", R)):
+        _nonnegative(name, value)
+    out = 2.0 / (_k(k) + 1.0) * (M_l + M_H * R**2)
+    return float(out) if out.ndim == 0 else out
+
+
+def lemma_bound_as_stated(k, M_l: float, M_x: float, M_W: float, L: int, R: float) -> torch.Tensor | float:
+    """Lemma 1's displayed formula with its parenthesis as printed:
+    ``2/(k+1) (M_l + L sqrt2 M_x^2 M_W^{2L} + sqrt2 M_W^2 (M_W^{2L}-1)/(M_W^2-1) R^2)``."""
+    _nonnegative("M_l", M_l)
+    _nonnegative("R", R)
+    first = theorem1_constant(M_x, M_W, L) - SOFTMAX_HESSIAN_NORM_PAPER * geometric_sum(float(M_W) ** 2, L)
+    second = SOFTMAX_HESSIAN_NORM_PAPER * geometric_sum(float(M_W) ** 2, L)
+    out = 2.0 / (_k(k) + 1.0) * (M_l + first + second * R**2)
+    return float(out) if out.ndim == 0 else out
+
+
+def lemma_bound_corrected(k, M_l: float, M_H: float, R: float, *, psd: bool = True, M_g: float = 0.0) -> torch.Tensor | float:
+    """The loss-difference bound the second-order derivation actually gives (chapter 01 and 02):
+
+        |L_{k+1} - L_k| <= (1/(k+1)) ( V + 2 M_g R + (1/2) C M_H R^2 ),
+
+    with ``V = M_l`` (losses are non-negative, so ``|l_{k+1} - L_k| <= M_l``), the Taylor factor 1/2,
+    and ``C = 1`` when every ``H_i`` is positive semidefinite (the G-terms: then
+    ``||H_{k+1} - mean_i H_i|| <= M_H``) or ``C = 2`` for indefinite Hessians (``psd=False``).
+    ``M_g`` bounds ``||grad l_i(theta*)||``: under Assumption 1 it is 0; at a trained point it is not.
+    """
+    for name, value in (("M_l", M_l), ("M_H", M_H), ("R", R), ("M_g", M_g)):
+        _nonnegative(name, value)
+    c = 1.0 if psd else 2.0
+    out = (M_l + 2.0 * M_g * R + 0.5 * c * M_H * R**2) / (_k(k) + 1.0)
+    return float(out) if out.ndim == 0 else out
+
+
+#: The inequalities of appendix A.2 that :func:`a2_chain` evaluates, ``name: description``.
+A2_STEPS = {
+    "submultiplicative": "||F^T A F||_2 <= ||A||_2 ||F||_2^2",
+    "spectral_le_frobenius": "||A||_2 <= ||A||_F",
+    "frobenius_le_sqrt2": "||A||_F <= sqrt(2)  (paper)",
+    "spectral_le_half": "||A||_2 <= 1/2  (sharp)",
+    "stacking": "||F||_2^2 <= sum_p ||G^(p) kron x^(p)T||_2^2 = sum_p ||G^(p)||^2 ||x^(p)||^2",
+    "jacobian_paper": "||G^(p)||_2 <= prod_{s=p}^L ||W^(s)||_2 for all p  (paper)",
+    "jacobian_corrected": "||G^(p)||_2 <= prod_{s=p+1}^L ||W^(s)||_2 for all p",
+    "activation": "||x^(p)||_2 <= ||x||_2 prod_{s<p} ||W^(s)||_2 for all p",
+    "paper_per_sample": "||G-term_i|| <= A.2's per-sample form (paper)",
+    "paper_theorem": "||G-term_i|| <= Theorem 1 with M_x, M_W (paper)",
+    "corrected_per_sample": "||G-term_i|| <= (1/2) ||x_i||^2 sum_p prod_{s!=p} ||W^(s)||^2",
+    "corrected_constant": "||G-term_i|| <= (1/2) L M_x^2 M_W^{2(L-1)}",
+}
+
+
+@dataclass(frozen=True)
+class A2Chain:
+    """Both sides of every inequality in :data:`A2_STEPS`: ``lhs[name]`` and ``rhs[name]`` are ``(N,)``
+    float64 tensors (for the per-layer steps, the worst layer: ``max_p lhs_p / rhs_p`` is encoded
+    as ``lhs = max ratio``, ``rhs = 1``). ``held(name, rtol)`` is the per-sample boolean."""
+
+    lhs: dict
+    rhs: dict
+
+    def held(self, name: str, rtol: float = 1e-9) -> torch.Tensor:
+        return self.lhs[name] <= self.rhs[name] * (1 + rtol) + 1e-300
+
+    def fraction_held(self, name: str, rtol: float = 1e-9) -> float:
+        return float(self.held(name, rtol).double().mean())
+
+
+def a2_chain(model: Weights, x: torch.Tensor) -> A2Chain:
+    """Evaluate every inequality of appendix A.2 (and the corrected ones) on each sample of ``x``."""
+    weights = weight_list(model)
+    x = _inputs(x, weights)
+    f = forward_factors(weights, x)
+    norms = layer_spectral_norms(weights)
+    L, n = len(weights), x.shape[0]
+    A = softmax_hessian(f.logits)
+    a_spec = torch.linalg.matrix_norm(A, ord=2)
+    a_frob = torch.linalg.matrix_norm(A)
+    ntk = sum((a * a).sum(1)[:, None, None] * (g @ g.transpose(1, 2)) for g, a in zip(f.jacobians, f.activations))
+    f_sq = torch.linalg.eigvalsh(ntk)[:, -1].clamp_min(0)
+    g_norms = torch.stack([torch.linalg.matrix_norm(g, ord=2) for g in f.jacobians], 1)  # (N, L)
+    act_norms = torch.stack([a.norm(dim=1) for a in f.activations], 1)
+    gterm = g_term_norm_per_sample(weights, x)
+    ones = torch.ones(n, dtype=torch.float64, device=x.device)
+    tiny = torch.finfo(torch.float64).tiny
+
+    def worst_ratio(lhs: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
+        ratio = torch.where(lhs == 0, torch.zeros_like(lhs), lhs / rhs.clamp_min(tiny))
+        return ratio.max(1).values
+
+    suffix_from_p = torch.stack([torch.prod(norms[p:]) for p in range(L)])  # prod_{s=p}^L (p 1-based)
+    suffix_after_p = torch.stack([torch.prod(norms[p + 1:]) for p in range(L)])
+    prefix_before_p = torch.stack([torch.prod(norms[:p]) for p in range(L)])
+    lhs = {
+        "submultiplicative": gterm, "spectral_le_frobenius": a_spec, "frobenius_le_sqrt2": a_frob,
+        "spectral_le_half": a_spec, "stacking": f_sq,
+        "jacobian_paper": worst_ratio(g_norms, suffix_from_p.expand(n, L)),
+        "jacobian_corrected": worst_ratio(g_norms, suffix_after_p.expand(n, L)),
+        "activation": worst_ratio(act_norms, x.norm(dim=1)[:, None] * prefix_before_p[None]),
+        "paper_per_sample": gterm, "paper_theorem": gterm, "corrected_per_sample": gterm, "corrected_constant": gterm,
+    }
+    m_x, m_w = float(x.norm(dim=1).max()), float(norms.max())
+    rhs = {
+        "submultiplicative": a_spec * f_sq, "spectral_le_frobenius": a_frob,
+        "frobenius_le_sqrt2": SOFTMAX_HESSIAN_NORM_PAPER * ones, "spectral_le_half": SOFTMAX_HESSIAN_NORM_SHARP * ones,
+        "stacking": ((g_norms * act_norms) ** 2).sum(1),
+        "jacobian_paper": ones, "jacobian_corrected": ones, "activation": ones,
+        "paper_per_sample": theorem1_bound_per_sample(weights, x),
+        "paper_theorem": theorem1_constant(m_x, m_w, L) * ones,
+        "corrected_per_sample": corrected_bound_per_sample(weights, x),
+        "corrected_constant": corrected_constant(m_x, m_w, L) * ones,
+    }
+    return A2Chain(lhs, rhs)
+
+
+@dataclass(frozen=True)
+class DifferenceExpansion:
+    """``D(r) = L_{k+1}(theta + r v) - L_k(theta + r v)`` near ``r = 0`` (first ``k + 1`` samples of ``x``).
+
+    ``value = D(0) = (l_{k+1} - L_k)/(k+1)``; ``slope = D'(0) = (grad l_{k+1} - grad L_k)^T v/(k+1)``;
+    ``curvature = D''(0) = v^T (H_{k+1} - (1/k) sum_{i<=k} H_i) v/(k+1)`` (full Hessians);
+    ``gradient_norm = ||grad l_{k+1} - grad L_k||_2/(k+1)`` (the largest slope over all directions;
+    Assumption 1 makes it 0); ``true`` holds ``D(r)`` at ``radii``. :meth:`predict` is the Taylor polynomial
+    ``value + slope r + hessian_factor curvature r^2`` (``hessian_factor`` 1/2 from SymPy; the paper's
+    section 3.2 writes 1; ``gradient=False`` drops the slope as Assumption 1 would).
+    """
+
+    k: int
+    value: float
+    slope: float
+    curvature: float
+    gradient_norm: float
+    radii: torch.Tensor
+    true: torch.Tensor
+
+    def predict(self, radii=None, *, gradient: bool = True, hessian_factor: float = 0.5) -> torch.Tensor:
+        r = self.radii if radii is None else torch.as_tensor(radii, dtype=torch.float64)
+        return self.value + (self.slope * r if gradient else 0.0 * r) + hessian_factor * self.curvature * r**2
+
+
+def difference_expansion(model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int, direction: torch.Tensor,
+                         radii=None) -> DifferenceExpansion:
+    """Value, slope and curvature of ``L_{k+1} - L_k`` along the flat ``direction`` (``model.parameters()``
+    order, normalised to unit length here) at the model's parameters, by nested forward-mode
+    differentiation in float64, and the true difference at ``radii`` (default: none)."""
+    from torch.func import functional_call, grad, jvp
+
+    check_int("k", k, minimum=1, maximum=x.shape[0] - 1)
+    names = [name for name, _ in model.named_parameters()]
+    params = {name: p.detach().to(torch.float64) for name, p in model.named_parameters()}
+    device = next(iter(params.values())).device
+    v = torch.as_tensor(direction).detach().to(device=device, dtype=torch.float64)
+    if v.numel() != sum(p.numel() for p in params.values()):
+        raise ValueError(f"direction must have {sum(p.numel() for p in params.values())} entries, got {v.numel()}")
+    v = v / v.norm()
+    pieces = dict(zip(names, v.split([params[n].numel() for n in names])))
+    pieces = {n: pieces[n].reshape(params[n].shape) for n in names}
+    xs = torch.as_tensor(x[: k + 1]).to(device=device, dtype=torch.float64)
+    ys = torch.as_tensor(y[: k + 1]).to(device)
+    weights = torch.full((k + 1,), -1.0 / k, dtype=torch.float64, device=device)
+    weights[-1] = 1.0
+    weights = weights / (k + 1)
+
+    def difference(t):
+        moved = {n: params[n] + t * pieces[n] for n in names}
+        losses = torch.nn.functional.cross_entropy(functional_call(model, moved, (xs,)), ys, reduction="none")
+        return (losses * weights).sum()
+
+    t0, one = torch.zeros((), dtype=torch.float64, device=device), torch.ones((), dtype=torch.float64, device=device)
+    value, slope = jvp(difference, (t0,), (one,))
+    curvature = jvp(lambda t: jvp(difference, (t,), (one,))[1], (t0,), (one,))[1]
+
+    def difference_at(p):
+        losses = torch.nn.functional.cross_entropy(functional_call(model, p, (xs,)), ys, reduction="none")
+        return (losses * weights).sum()
+
+    gradient = grad(difference_at)(params)
+    gradient_norm = float(torch.sqrt(sum((g * g).sum() for g in gradient.values())))
+    radii = torch.zeros(0, dtype=torch.float64) if radii is None else torch.as_tensor(radii, dtype=torch.float64)
+    with torch.no_grad():
+        true = torch.stack([difference(torch.as_tensor(float(r), dtype=torch.float64, device=device)) for r in radii]) \
+            if radii.numel() else torch.zeros(0, dtype=torch.float64)
+    return DifferenceExpansion(int(k), float(value), float(slope), float(curvature), gradient_norm, radii.cpu(), true.cpu())

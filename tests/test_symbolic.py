@@ -1,0 +1,177 @@
+"""Every derivation of lhlib.symbolic asserted: identities simplify to 0, coefficients match.
+
+Where the paper's coefficient differs from SymPy's, the test asserts SymPy's and the size of the
+discrepancy (recorded in book/errata.md).
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import sympy as sp
+import torch
+
+from lhlib import bounds as B
+from lhlib import symbolic as S
+
+
+def test_loss_difference_identity_general_k():
+    r = S.loss_difference_identity()
+    assert r["residual"] == 0
+    # and for concrete k with concrete losses, by plain evaluation
+    for kk in range(1, 7):
+        values = {S.ell[j]: sp.Rational(random.Random(kk * 10 + j).randint(1, 50), 7) for j in range(1, kk + 2)}
+        lhs = r["difference"].subs(S.k, kk).doit().subs(values)
+        rhs = r["paper"].subs(S.k, kk).doit().subs(values)
+        assert sp.simplify(lhs - rhs) == 0
+
+
+def test_split_last_refuses_nothing_else():
+    expr = sp.Sum(S.ell[S.i], (S.i, 1, S.k))
+    assert S.split_last(expr) == expr
+
+
+def test_taylor_generic_coefficients():
+    for P in (1, 2, 3):
+        r = S.taylor_generic(P)
+        assert r["residuals"] == [0, 0, 0]
+        assert r["remainder"] != 0
+
+
+def test_expansion_difference_coefficients():
+    e = S.expansion_difference()
+    assert e.residual == 0
+    assert sp.simplify(e.value_coefficient - 1 / (S.k + 1)) == 0
+    assert sp.simplify(e.value_coefficient - e.paper_value_coefficient) == 0
+    # SymPy: the Hessian term carries 1/(2(k+1)); the paper writes 1/(k+1) (a factor 2 too large)
+    assert sp.simplify(e.hessian_coefficient - 1 / (2 * (S.k + 1))) == 0
+    assert sp.simplify(e.paper_hessian_coefficient / e.hessian_coefficient) == 2
+
+
+def test_assumption1_forces_new_gradient_zero():
+    assert S.assumption1_consequence()["residual"] == 0
+
+
+@pytest.mark.parametrize("K,label", [(2, 0), (3, 1), (4, 3)])
+def test_softmax_ce_hessian(K, label):
+    r = S.softmax_ce_hessian(K, label)
+    assert r["residual"] == sp.zeros(K, K)
+    # the gradient is p - y: its label component p_y - 1 is never zero for finite logits
+    y = sp.Matrix([1 if c == label else 0 for c in range(K)])
+    assert sp.simplify(r["gradient"] - (r["p"] - y)) == sp.zeros(K, 1)
+
+
+def test_softmax_ce_hessian_general_pattern():
+    assert S.softmax_ce_hessian_general()["residual"] == 0
+
+
+def test_softmax_hessian_facts():
+    for K in (2, 3, 4):
+        f = S.softmax_hessian_facts(K)
+        assert f["variance_residual"] == 0
+        assert all(r == 0 for r in f["gershgorin_residuals"])
+        assert f["paper_frobenius_residual"] == 0
+        assert f["trace_residual"] == 0
+        assert f["frobenius_identity_residual"] == 0
+    f = S.softmax_hessian_facts(2)
+    assert f["gershgorin_max"] == sp.Rational(1, 2)
+    assert f["frobenius_max"] == sp.Rational(1, 4)  # s_2 (1 - s_2) <= 1/4, so ||A||_F <= 1/2
+    assert f["max_K2"] == sp.Rational(1, 2) and f["argmax_K2"] == [sp.Rational(1, 2)]
+    assert set(sp.simplify(e) for e in f["eigenvalues_K2"]) == {0, sp.simplify(f["top_eigenvalue_K2"])}
+
+
+@pytest.mark.parametrize("widths", [(2, 2, 2), (2, 2, 2, 2)])
+def test_relu_network_structure(widths):
+    net = S.relu_network(widths)
+    # F built from G^(p) kron x^(p)T is the Jacobian of the logits
+    assert sp.expand(net.jacobian - net.F) == sp.zeros(*net.F.shape)
+    # logits are linear in each layer's weights: every diagonal block of grad^2 z_c is zero,
+    # while the off-diagonal (cross-layer) blocks are not
+    for hess in net.logit_hessians:
+        for (a0, a1) in net.block_slices:
+            assert hess[a0:a1, a0:a1] == sp.zeros(a1 - a0, a1 - a0)
+        (a0, a1), (b0, b1) = net.block_slices[-2], net.block_slices[-1]
+        assert hess[a0:a1, b0:b1] != sp.zeros(a1 - a0, b1 - b0)
+
+
+def test_relu_network_gauss_newton_decomposition():
+    """Hessian of softmax cross-entropy of the symbolic net = F^T A F + sum_c (p - y)_c grad^2 z_c,
+    checked exactly at random rational weights, input and masks."""
+    net = S.relu_network((2, 2, 2))
+    rng = random.Random(3)
+    values = {s: sp.Rational(rng.randint(-9, 9), rng.randint(1, 5)) for s in net.x.free_symbols | set(net.theta)}
+    # the masks of the region this point lies in (so that torch sees the same network)
+    pre = (net.weights[0] * net.x).subs(values)
+    values.update({net.masks[0][c, c]: 1 if bool(pre[c] > 0) else 0 for c in range(2)})
+    label = 1
+    z = net.logits
+    loss = sp.log(sum(sp.exp(v) for v in z)) - z[label]
+    at = lambda e: e.subs(values)
+    hess = sp.hessian(loss, net.theta)
+    p = sp.Matrix([sp.exp(v) for v in z]) / sum(sp.exp(v) for v in z)
+    A = sp.diag(*p) - p * p.T
+    y = sp.Matrix([1 if c == label else 0 for c in range(len(z))])
+    gterm = net.F.T * A * net.F
+    hterm = sum(((p - y)[c] * net.logit_hessians[c] for c in range(len(z))), sp.zeros(len(net.theta)))
+    residual = at(hess - gterm - hterm)
+    assert all(sp.simplify(e) == 0 for e in residual)
+    # and it agrees with torch's dense Hessian of the same network in float64
+    w1 = torch.tensor([[float(at(e)) for e in row] for row in net.weights[0].tolist()], dtype=torch.float64)
+    w2 = torch.tensor([[float(at(e)) for e in row] for row in net.weights[1].tolist()], dtype=torch.float64)
+    x = torch.tensor([float(at(e)) for e in net.x], dtype=torch.float64)
+    mask = torch.tensor([float(at(net.masks[0][c, c])) for c in range(2)], dtype=torch.float64)
+    assert torch.equal(mask, ((w1 @ x) > 0).double())
+    g = B.g_term_norm_per_sample([w1, w2], x[None])[0]
+    assert float(g) == pytest.approx(float(np.linalg.norm(np.array(at(gterm).evalf(), dtype=float), 2)), rel=1e-9)
+
+
+def test_h_term_vanishes_for_linear_model():
+    net = S.relu_network((3, 2))
+    assert all(hess == sp.zeros(len(net.theta)) for hess in net.logit_hessians)
+
+
+def test_geometric_sum():
+    r = S.geometric_sum()
+    assert r["residual"] == 0
+    assert r["at_one"] == S.L_ and r["paper_limit_at_one"] == S.L_
+
+
+def test_theorem1_expressions():
+    t = S.theorem1_expressions()
+    assert t["paper_residual"] == 0
+    assert sp.simplify(t["paper_L1"] - sp.sqrt(2) * S.M_W**2 * (S.M_x**2 + 1)) == 0
+    assert sp.simplify(t["paper_at_one"] - sp.sqrt(2) * S.L_ * (S.M_x**2 + 1)) == 0
+    assert sp.simplify(t["corrected"] - t["corrected_closed"]) == 0
+    assert t["corrected_L1"] == S.M_x**2 / 2
+    # the sympy constant agrees with the numeric evaluator
+    for L in (1, 2, 4):
+        for mw in (sp.Rational(1, 2), sp.Rational(3, 2)):
+            val = float(t["paper"].subs({S.L_: L, S.M_W: mw, S.M_x: 3}))
+            assert val == pytest.approx(B.theorem1_constant(3.0, float(mw), L), rel=1e-12)
+            cval = float(t["corrected_closed"].subs({S.L_: L, S.M_W: mw, S.M_x: 3}))
+            assert cval == pytest.approx(B.corrected_constant(3.0, float(mw), L), rel=1e-12)
+    # hidden-size form: leading behaviour (L M_x^2 + 1) sqrt2 M^{2L} h^{2L} as h -> oo
+    for L in (1, 2, 3):
+        lead = sp.limit(t["hidden_form"].subs(S.L_, L) / S.h ** (2 * L), S.h, sp.oo)
+        assert sp.simplify(lead - sp.sqrt(2) * S.M ** (2 * L) * (L * S.M_x**2 + 1)) == 0
+
+
+def test_lemma_expressions():
+    m = S.lemma_expressions()
+    M_l, M_H, R = m["symbols"]
+    assert m["assembled_residual"] == 0
+    # the statement and the proof agree only at R = 1
+    assert m["stated_minus_proved"] != 0
+    assert sp.simplify(m["stated_minus_proved"].subs(R, 1)) == 0
+    assert sp.simplify(m["ratio_derived_over_proved"].subs(M_H, 0) - sp.Rational(1, 2)) == 0
+    assert sp.simplify(m["ratio_derived_over_proved"].subs(M_l, 0) - sp.Rational(1, 4)) == 0
+    # numeric evaluators agree with the symbolic forms
+    vals = {S.k: 9, M_l: 2, M_H: 3, R: sp.Rational(1, 2)}
+    assert float(m["proved"].subs(vals)) == pytest.approx(B.lemma_bound(9, 2.0, 3.0, 0.5))
+    assert float(m["derived"].subs(vals)) == pytest.approx(B.lemma_bound_corrected(9, 2.0, 3.0, 0.5))
+
+
+def test_equation_latex():
+    assert S.equation(sp.Symbol("a"), sp.Symbol("b"), "<=") == r"a \leq b"
