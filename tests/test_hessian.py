@@ -1,0 +1,261 @@
+"""lhlib.hessian against dense ground truth (torch.func.hessian + eigvalsh, float64) and curvlinops."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, hessian, jacrev
+
+from lhlib import hessian as lh
+from lhlib.models import build_mlp
+
+RTOL = 1e-6
+
+
+def _problem(seed: int = 3, n: int = 7, input_dim: int = 6, hidden: int = 8, num_layers: int = 2, classes: int = 4):
+    model = build_mlp(input_dim, hidden, num_layers, classes, seed=seed).double()
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, input_dim, generator=generator, dtype=torch.float64)
+    y = torch.randint(0, classes, (n,), generator=generator)
+    return model, x, y
+
+
+def _dense(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
+    """Per-sample dense Hessians and G-terms (P x P) by torch.func, in float64."""
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    names = list(params)
+    flat0 = torch.cat([params[k].reshape(-1) for k in names])
+    sizes = [params[k].numel() for k in names]
+
+    def unflat(flat):
+        return {k: piece.reshape(params[k].shape) for k, piece in zip(names, flat.split(sizes))}
+
+    hessians, ggns = [], []
+    for i in range(x.shape[0]):
+        xi, yi = x[i : i + 1], y[i : i + 1]
+        hessians.append(hessian(lambda f: F.cross_entropy(functional_call(model, unflat(f), (xi,)), yi))(flat0))
+        jac = jacrev(lambda f: functional_call(model, unflat(f), (xi,))[0])(flat0)
+        p = torch.softmax(functional_call(model, params, (xi,))[0], 0)
+        ggns.append(jac.T @ (torch.diag(p) - torch.outer(p, p)) @ jac)
+    return torch.stack(hessians), torch.stack(ggns)
+
+
+def _norm(matrices: torch.Tensor) -> torch.Tensor:
+    return torch.linalg.eigvalsh(matrices).abs().amax(-1)
+
+
+@pytest.fixture(scope="module")
+def problem():
+    model, x, y = _problem()
+    dense_h, dense_g = _dense(model, x, y)
+    return model, x, y, dense_h, dense_g
+
+
+def test_ggn_norms_match_dense_mlp_and_generic(problem):
+    model, x, y, _, dense_g = problem
+    expected = _norm(dense_g)
+    assert bool((expected > 1e-3).all())
+    torch.testing.assert_close(lh.per_sample_ggn_norms(model, x, y, method="mlp"), expected, rtol=RTOL, atol=0)
+    torch.testing.assert_close(lh.per_sample_ggn_norms(model, x, y, method="generic"), expected, rtol=RTOL, atol=0)
+    torch.testing.assert_close(lh.per_sample_ggn_norms(model, x, batch_size=3), expected, rtol=RTOL, atol=0)
+
+
+def test_ggn_small_spectrum_is_nonzero_spectrum_of_g_term(problem):
+    model, x, _, _, dense_g = problem
+    small = torch.linalg.eigvalsh(lh.per_sample_ggn_small(model, x))
+    top = torch.linalg.eigvalsh(dense_g)[:, -small.shape[1]:]
+    torch.testing.assert_close(small, top, rtol=RTOL, atol=1e-12)
+    torch.testing.assert_close(lh.per_sample_ggn_traces(model, x), dense_g.diagonal(dim1=1, dim2=2).sum(1), rtol=RTOL, atol=0)
+
+
+def test_mlp_jacobian_factors_are_the_papers_F(problem):
+    model, x, _, _, _ = problem
+    factors, sq_inputs, logits = lh.mlp_layer_jacobian_factors(model, x)
+    torch.testing.assert_close(logits, model(x))
+    assert len(factors) == model.weight_matrices
+    jac = torch.func.vmap(torch.func.jacrev(lambda xi: model(xi[None])[0]))(x)  # dz/dx = G^(1) W^(1)
+    torch.testing.assert_close(factors[0] @ model.weights()[0], jac)
+    torch.testing.assert_close(sq_inputs[0], x.pow(2).sum(1))
+
+
+def test_generic_path_on_another_model():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 6), nn.Tanh(), nn.Linear(6, 3)).double()
+    x = torch.randn(4, 5, dtype=torch.float64)
+    y = torch.tensor([0, 2, 1, 1])
+    dense_h, dense_g = _dense(model, x, y)
+    torch.testing.assert_close(lh.per_sample_ggn_norms(model, x, y), _norm(dense_g), rtol=RTOL, atol=0)
+    result = lh.per_sample_hessian_norms(model, x, y, tol=1e-10, max_iter=150)
+    assert bool(result.converged.all())
+    torch.testing.assert_close(result.norms, _norm(dense_h), rtol=RTOL, atol=0)
+
+
+@pytest.mark.parametrize("operator", ["hessian", "ggn", "hterm"])
+def test_lanczos_norms_match_dense(problem, operator):
+    model, x, y, dense_h, dense_g = problem
+    dense = {"hessian": dense_h, "ggn": dense_g, "hterm": dense_h - dense_g}[operator]
+    result = lh.per_sample_hessian_norms(model, x, y, operator=operator, tol=1e-10, max_iter=200, seed=1)
+    assert bool(result.converged.all())
+    eigenvalues = torch.linalg.eigvalsh(dense)
+    torch.testing.assert_close(result.norms, eigenvalues.abs().amax(-1), rtol=RTOL, atol=0)
+    if operator != "ggn":  # the G-term's smallest eigenvalue is 0, tested in absolute terms below
+        torch.testing.assert_close(result.lambda_min, eigenvalues[:, 0], rtol=RTOL, atol=0)
+    torch.testing.assert_close(result.lambda_max, eigenvalues[:, -1], rtol=RTOL, atol=1e-12)
+
+
+def test_lanczos_reports_non_convergence(problem):
+    model, x, y, _, _ = problem
+    result = lh.per_sample_hessian_norms(model, x, y, max_iter=2, tol=1e-12)
+    assert not bool(result.converged.any())
+    assert bool((result.iterations == 2).all())
+
+
+def test_hessian_trace_equals_ggn_trace_for_relu_mlp(problem):
+    model, x, y, dense_h, dense_g = problem
+    exact = float(dense_g.diagonal(dim1=1, dim2=2).sum(1).mean())
+    assert float(dense_h.diagonal(dim1=1, dim2=2).sum(1).mean()) == pytest.approx(exact, rel=1e-10)  # H-term traceless
+    assert lh.ggn_trace(model, x, y) == pytest.approx(exact, rel=RTOL)
+    for operator in ("hessian", "ggn"):
+        estimate = lh.hessian_trace(model, x, y, probes=400, seed=0, operator=operator)
+        assert estimate.probes == 400 and estimate.stderr > 0
+        assert abs(estimate.estimate - exact) < 4 * estimate.stderr
+
+
+def test_hutchinson_quadratic_forms_are_exact(problem):
+    """Each Hutchinson term is v^T C v exactly; check it with one probe against the dense matrix."""
+    model, x, y, dense_h, dense_g = problem
+    v = torch.ones(dense_h.shape[1], dtype=torch.float64)
+    for operator, dense in (("hessian", dense_h), ("ggn", dense_g)):
+        value = lh._quadratic_forms(model, x, y, operator, [v], batch_size=3)[0]
+        assert value == pytest.approx(float(v @ dense.mean(0) @ v), rel=RTOL)
+
+
+def test_dataset_top_eigenvalues_match_dense(problem):
+    model, x, y, dense_h, dense_g = problem
+    top = lh.dataset_hessian_top_eigenvalues(model, x, y, k=3, tol=1e-12, batch_size=3)
+    expected_h = torch.linalg.eigvalsh(dense_h.mean(0)).flip(0)[:3].numpy()
+    expected_g = torch.linalg.eigvalsh(dense_g.mean(0)).flip(0)[:3].numpy()
+    assert top.hessian == pytest.approx(expected_h, rel=RTOL)
+    assert top.ggn == pytest.approx(expected_g, rel=RTOL)
+
+
+@pytest.mark.parametrize("operator", ["hessian", "ggn", "hterm"])
+def test_mean_matvec_matches_dense(problem, operator):
+    model, x, y, dense_h, dense_g = problem
+    dense = {"hessian": dense_h, "ggn": dense_g, "hterm": dense_h - dense_g}[operator].mean(0)
+    v = torch.randn(dense.shape[0], dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(lh.mean_matvec(model, x, y, operator, batch_size=2)(v), dense @ v, rtol=1e-10, atol=1e-12)
+
+
+def test_lemma_difference_norms_match_dense(problem):
+    model, x, y, dense_h, dense_g = problem
+    for operator, dense in (("hessian", dense_h), ("ggn", dense_g)):
+        got = lh.lemma_difference_norms(model, x, y, [1, 3, 6], operator=operator, tol=1e-12)
+        expected = [float(_norm(dense[k] - dense[:k].mean(0))) for k in (1, 3, 6)]
+        assert got == pytest.approx(expected, rel=RTOL)
+
+
+def test_float32_fast_path_agrees_with_float64():
+    model = build_mlp(784, 16, 3, 10, seed=0)
+    x = torch.rand(300, 784, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    fast = lh.per_sample_ggn_norms(model, x)
+    assert fast.dtype == torch.float32 and fast.shape == (300,)
+    torch.testing.assert_close(fast.double(), lh.per_sample_ggn_norms(model.double(), x.double()), rtol=1e-4, atol=0)
+
+
+def test_validation_errors(problem):
+    model, x, y, _, _ = problem
+    with pytest.raises(ValueError, match="operator"):
+        lh.per_sample_hessian_norms(model, x, y, operator="fisher")
+    with pytest.raises(ValueError, match="method"):
+        lh.per_sample_ggn_norms(model, x, method="dense")
+    with pytest.raises(ValueError, match="x must"):
+        lh.per_sample_ggn_norms(model, x[0])
+    with pytest.raises(ValueError, match="y must"):
+        lh.per_sample_hessian_norms(model, x, y[:2])
+    with pytest.raises(ValueError, match="k must"):
+        lh.dataset_hessian_top_eigenvalues(model, x, y, k=0)
+    with pytest.raises(ValueError, match="ks"):
+        lh.lemma_difference_norms(model, x, y, [x.shape[0]])
+    with pytest.raises(ValueError, match="probes"):
+        lh.hessian_trace(model, x, y, probes=1)
+
+
+# ---- against an independent implementation: curvlinops ------------------------------------------
+
+curvlinops = pytest.importorskip("curvlinops")
+
+
+def _curvlinops_dense(model, x, y, cls):
+    op = cls(model, nn.CrossEntropyLoss(), list(model.parameters()), [(x, y)], check_deterministic=False)
+    return op @ torch.eye(op.shape[1], dtype=torch.float64)
+
+
+def test_per_sample_norms_match_curvlinops(problem):
+    model, x, y, _, _ = problem
+    ggn = torch.stack([_curvlinops_dense(model, x[i : i + 1], y[i : i + 1], curvlinops.GGNLinearOperator) for i in range(len(x))])
+    hes = torch.stack([_curvlinops_dense(model, x[i : i + 1], y[i : i + 1], curvlinops.HessianLinearOperator) for i in range(len(x))])
+    torch.testing.assert_close(lh.per_sample_ggn_norms(model, x, y), _norm(ggn), rtol=RTOL, atol=0)
+    result = lh.per_sample_hessian_norms(model, x, y, tol=1e-10, max_iter=200)
+    torch.testing.assert_close(result.norms, _norm(hes), rtol=RTOL, atol=0)
+
+
+def test_dataset_eigenvalues_and_trace_match_curvlinops(problem):
+    model, x, y, _, _ = problem
+    ggn = _curvlinops_dense(model, x, y, curvlinops.GGNLinearOperator)
+    hes = _curvlinops_dense(model, x, y, curvlinops.HessianLinearOperator)
+    top = lh.dataset_hessian_top_eigenvalues(model, x, y, k=2, tol=1e-12)
+    assert top.hessian == pytest.approx(torch.linalg.eigvalsh(hes).flip(0)[:2].numpy(), rel=RTOL)
+    assert top.ggn == pytest.approx(torch.linalg.eigvalsh(ggn).flip(0)[:2].numpy(), rel=RTOL)
+    assert lh.ggn_trace(model, x) == pytest.approx(float(ggn.trace()), rel=RTOL)
+    assert lh.ggn_trace(model, x) == pytest.approx(float(hes.trace()), rel=RTOL)
+
+
+# ---- the chapter-03 helpers ---------------------------------------------------------------------
+
+
+def test_curvature_measurements_and_cache(problem):
+    model, x, y, dense_h, dense_g = problem
+    first = lh.curvature_measurements(model, x, y, full_samples=3, extreme_samples=2, top_k=2, tol=1e-10,
+                                      max_iter=200, eig_tol=1e-12, seed=0)
+    assert not first.from_cache and first.random_count == 3 and first.full_index.numel() == 5
+    torch.testing.assert_close(first.ggn_norms, _norm(dense_g), rtol=RTOL, atol=0)
+    rest = [i for i in range(len(x)) if i not in first.full_index[:3].tolist()]
+    largest = sorted(rest, key=lambda i: -float(_norm(dense_g[i : i + 1])))[:2]
+    assert sorted(first.full_index[3:].tolist()) == sorted(largest)
+    index = first.full_index
+    torch.testing.assert_close(first.hessian["norms"], _norm(dense_h[index]), rtol=RTOL, atol=0)
+    torch.testing.assert_close(first.hterm["norms"], _norm((dense_h - dense_g)[index]), rtol=RTOL, atol=0)
+    assert first.top_hessian == pytest.approx(torch.linalg.eigvalsh(dense_h.mean(0)).flip(0)[:2].numpy(), rel=RTOL)
+    again = lh.curvature_measurements(model, x, y, full_samples=3, extreme_samples=2, top_k=2, tol=1e-10,
+                                      max_iter=200, eig_tol=1e-12, seed=0)
+    assert again.from_cache
+    torch.testing.assert_close(again.hessian["norms"], first.hessian["norms"])
+
+
+def test_theorem1_checks_fields_and_validity(problem):
+    model, x, y, dense_h, dense_g = problem
+    ggn = _norm(dense_g)
+    index = torch.arange(len(x))
+    checks = lh.theorem1_checks(model, x, ggn, index, _norm(dense_h))
+    assert set(checks) == set(lh.BOUND_FORMS)
+    for form, check in checks.items():
+        assert check["held_ggn"] == (check["violations_ggn"] == 0)
+        assert check["held_ggn"] == (check["tightness_ggn"] >= 1 - 1e-5), form
+    for form in ("corrected", "corrected_per_sample", "activation_per_sample"):  # valid bounds on the G-term
+        assert checks[form]["held_ggn"]
+    # A bound far below the measurements is reported as violated, not hidden.
+    fake = lh.theorem1_checks(model, x, ggn * 1e12, index, _norm(dense_h) * 1e12)
+    assert not fake["paper"]["held_ggn"] and fake["paper"]["violations_ggn"] == len(x)
+    # Samples with zero curvature hold trivially and do not enter the ratios.
+    zero = ggn.clone()
+    zero[0] = 0
+    assert torch.isfinite(torch.tensor(lh.theorem1_checks(model, x, zero, index, _norm(dense_h))["paper"]["median_ratio_ggn"]))
+
+
+def test_quantile_summary():
+    summary = lh.quantile_summary(torch.arange(101.0))
+    assert summary == {"count": 101, "min": 0.0, "max": 100.0, "mean": 50.0, "q50": 50.0, "q90": 90.0, "q99": 99.0}
+    assert lh.quantile_summary(torch.zeros(0)) == {"count": 0}
