@@ -7,7 +7,9 @@ API (every ``model`` argument is an :class:`~lhlib.models.MLP` *or* a sequence o
 * ``weight_list(model)``: ``[W^(1), ..., W^(L)]``
 * ``layer_spectral_norms(model)``: ``(L,)`` tensor of ``||W^(p)||_2``
 * ``forward_factors(model, x)``: activations ``x^(p)``, masks ``D^(p)``, ``G^(p)``, logits, ``p``
+* ``per_sample_ntk(model, x)``: ``F_i F_i^T = sum_p ||x_i^(p)||^2 G_i^(p) G_i^(p)T`` and the logits
 * ``softmax_hessian(z)``: ``A = diag(p) - p p^T`` for logits ``z`` (batched)
+* ``softmax_hessian_factor(p)``, ``ggn_small_from_ntk(ntk, logits)``: the ``K x K`` route to the G-term
 * ``gauss_newton_jacobian(model, x_i)``: the ``K x P`` matrix ``F`` of one sample (dense)
 * ``g_term_norm_per_sample(model, x)``: exact ``||F_i^T A_i F_i||_2`` for every sample (``K x K`` work)
 * ``theorem1_constant(M_x, M_W, L)``: Theorem 1's right-hand side from the constants
@@ -23,9 +25,9 @@ API (every ``model`` argument is an :class:`~lhlib.models.MLP` *or* a sequence o
 * ``a2_chain(model, x)``: both sides of every inequality of A.2, per sample
 * ``difference_expansion(model, x, y, k, v)``: value, slope and curvature of ``L_{k+1} - L_k`` along ``v``
 
-For an :class:`~lhlib.models.MLP`, :func:`g_term_norm_per_sample` equals
-:func:`lhlib.hessian.per_sample_ggn_norms` (tested); this module's version also takes a bare list
-of weight matrices (``L = 1``, modified weights).
+:mod:`lhlib.hessian` builds its per-sample G-term norms of the MLP on :func:`per_sample_ntk` and
+:func:`ggn_small_from_ntk` (in the model's dtype); :func:`g_term_norm_per_sample` is the same in
+float64 for a bare list of weight matrices too (``L = 1``, modified weights).
 
 Notation (paper, section 3.3 and 4, bias-free): ``x^(1) = x``, ``z^(p) = W^(p) x^(p)``,
 ``x^(p+1) = ReLU(z^(p))``, logits ``z = z^(L)``, ``D^(p) = diag[z^(p) > 0]`` for ``p < L``,
@@ -66,6 +68,9 @@ __all__ = [
     "weight_list",
     "layer_spectral_norms",
     "forward_factors",
+    "per_sample_ntk",
+    "softmax_hessian_factor",
+    "ggn_small_from_ntk",
     "softmax_hessian",
     "gauss_newton_jacobian",
     "g_term_norm_per_sample",
@@ -96,8 +101,8 @@ SOFTMAX_HESSIAN_NORM_SHARP = 0.5
 Weights = nn.Module | Sequence[torch.Tensor]
 
 
-def weight_list(model: Weights) -> list[torch.Tensor]:
-    """``[W^(1), ..., W^(L)]`` (detached, float64) of an MLP, or of a sequence of matrices."""
+def weight_list(model: Weights, dtype: torch.dtype = torch.float64) -> list[torch.Tensor]:
+    """``[W^(1), ..., W^(L)]`` (detached, in ``dtype``) of an MLP, or of a sequence of matrices."""
     if isinstance(model, nn.Module):
         if not hasattr(model, "weights"):
             raise ValueError("model must be an lhlib MLP (with .weights()) or a sequence of weight matrices")
@@ -106,7 +111,7 @@ def weight_list(model: Weights) -> list[torch.Tensor]:
         weights = list(model)
     if not weights:
         raise ValueError("model must have at least one weight matrix")
-    weights = [w.detach().to(torch.float64) for w in weights]
+    weights = [w.detach().to(dtype) for w in weights]
     for p, (w, nxt) in enumerate(zip(weights[:-1], weights[1:]), start=1):
         if w.ndim != 2 or nxt.ndim != 2 or nxt.shape[1] != w.shape[0]:
             raise ValueError(f"weight matrices {p} and {p + 1} do not chain: shapes {tuple(w.shape)}, {tuple(nxt.shape)}")
@@ -114,7 +119,7 @@ def weight_list(model: Weights) -> list[torch.Tensor]:
 
 
 def _inputs(x: torch.Tensor, weights: list[torch.Tensor]) -> torch.Tensor:
-    x = torch.as_tensor(x).detach().to(torch.float64, copy=False)
+    x = torch.as_tensor(x).detach().to(weights[0].dtype, copy=False)
     if x.ndim == 1:
         x = x[None]
     if x.ndim != 2 or x.shape[1] != weights[0].shape[1]:
@@ -143,25 +148,40 @@ class ForwardFactors:
     probs: torch.Tensor
 
 
-def forward_factors(model: Weights, x: torch.Tensor) -> ForwardFactors:
+def forward_factors(model: Weights, x: torch.Tensor, dtype: torch.dtype = torch.float64) -> ForwardFactors:
     """Activations, ReLU masks and ``G^(p) = dz/dz^(p)`` of every sample, vectorised over samples.
 
     ``D^(p) = diag[z^(p) > 0]`` (PyTorch's ReLU derivative; the paper writes ``>=``, which differs
-    only where a pre-activation is exactly 0). ``G^(p) = G^(p+1) W^(p+1) D^(p)``.
+    only where a pre-activation is exactly 0). ``G^(p) = (G^(p+1) W^(p+1)) D^(p)``: one
+    ``(N K) x h`` by ``h x h`` product per layer. Computed in ``dtype`` (float64 by default, for the
+    bound checks; :mod:`lhlib.hessian` uses the model's own dtype for speed).
     """
-    weights = weight_list(model)
+    weights = weight_list(model, dtype)
     x = _inputs(x, weights)
     activations, masks = [x], []
     for w in weights[:-1]:
         z = activations[-1] @ w.T
-        masks.append((z > 0).to(torch.float64))
+        masks.append((z > 0).to(dtype))
         activations.append(torch.relu(z))
     logits = activations[-1] @ weights[-1].T
     n, k = logits.shape
-    jacobians = [torch.eye(k, dtype=torch.float64, device=x.device).expand(n, k, k)]
+    jacobians = [torch.eye(k, dtype=dtype, device=x.device).expand(n, k, k)]
     for w, mask in zip(reversed(weights[1:]), reversed(masks)):
-        jacobians.insert(0, (jacobians[0] @ w) * mask[:, None, :])
+        product = (jacobians[0].reshape(n * k, -1) @ w).view(n, k, -1)
+        jacobians.insert(0, product * mask[:, None, :])
     return ForwardFactors(activations, masks, jacobians, logits, torch.softmax(logits, dim=1))
+
+
+def per_sample_ntk(model: Weights, x: torch.Tensor, dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(F_i F_i^T, logits)``: the ``(N, K, K)`` per-sample neural tangent kernels and ``(N, K)`` logits.
+
+    With ``F = [G^(1) kron x^(1)T, ..., G^(L) kron x^(L)T]``,
+    ``F F^T = sum_p ||x^(p)||^2 G^(p) G^(p)T``, so no ``K x P`` object is formed.
+    """
+    factors = forward_factors(model, x, dtype)
+    ntk = sum((a * a).sum(1)[:, None, None] * (g @ g.transpose(1, 2))
+              for g, a in zip(factors.jacobians, factors.activations))
+    return ntk, factors.logits
 
 
 def softmax_hessian(z: torch.Tensor) -> torch.Tensor:
@@ -169,6 +189,21 @@ def softmax_hessian(z: torch.Tensor) -> torch.Tensor:
     (independent of the label). ``z`` is ``(..., K)``; returns ``(..., K, K)``."""
     p = torch.softmax(torch.as_tensor(z).to(torch.float64), dim=-1)
     return torch.diag_embed(p) - p[..., :, None] * p[..., None, :]
+
+
+def softmax_hessian_factor(p: torch.Tensor) -> torch.Tensor:
+    """``B`` with ``B B^T = diag(p) - p p^T`` (batched over leading axes): ``B = diag(s) - p s^T``,
+    ``s = sqrt(p)``. Proof: ``diag(s) s = p`` and ``s^T s = 1``."""
+    s = p.sqrt()
+    return torch.diag_embed(s) - p.unsqueeze(-1) * s.unsqueeze(-2)
+
+
+def ggn_small_from_ntk(ntk: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """The ``(N, K, K)`` symmetric ``B_i^T (F_i F_i^T) B_i``, ``A_i = B_i B_i^T``: its eigenvalues are the
+    nonzero eigenvalues of the G-term ``F_i^T A_i F_i`` (``F^T A F = (B^T F)^T (B^T F)``)."""
+    factor = softmax_hessian_factor(torch.softmax(logits, dim=-1))
+    small = factor.transpose(-1, -2) @ ntk @ factor
+    return 0.5 * (small + small.transpose(-1, -2))
 
 
 def gauss_newton_jacobian(model: Weights, x_i: torch.Tensor) -> torch.Tensor:
@@ -185,18 +220,9 @@ def gauss_newton_jacobian(model: Weights, x_i: torch.Tensor) -> torch.Tensor:
 
 
 def g_term_norm_per_sample(model: Weights, x: torch.Tensor) -> torch.Tensor:
-    """Exact ``||F_i^T A_i F_i||_2`` for every sample, ``(N,)``, without forming a ``P x P`` matrix.
-
-    The nonzero eigenvalues of ``F^T A F`` are those of the ``K x K`` matrix ``A^{1/2} (F F^T) A^{1/2}``
-    and ``F F^T = sum_p ||x^(p)||^2 G^(p) G^(p)T`` (the per-sample neural tangent kernel).
-    """
-    factors = forward_factors(model, x)
-    ntk = sum((a * a).sum(1)[:, None, None] * (g @ g.transpose(1, 2))
-              for g, a in zip(factors.jacobians, factors.activations))
-    evals, evecs = torch.linalg.eigh(softmax_hessian(factors.logits))
-    root = evecs @ torch.diag_embed(evals.clamp_min(0).sqrt()) @ evecs.transpose(1, 2)
-    inner = root @ ntk @ root
-    return torch.linalg.eigvalsh(0.5 * (inner + inner.transpose(1, 2)))[:, -1].clamp_min(0)
+    """Exact ``||F_i^T A_i F_i||_2`` for every sample, ``(N,)``, in float64, without a ``P x P`` matrix:
+    the largest eigenvalue of the ``K x K`` matrix of :func:`ggn_small_from_ntk`."""
+    return torch.linalg.eigvalsh(ggn_small_from_ntk(*per_sample_ntk(model, x)))[:, -1].clamp_min(0)
 
 
 def geometric_sum(q: float, terms: int) -> float:
@@ -295,7 +321,8 @@ def activation_bound_per_sample(model: Weights, x: torch.Tensor, *, a_norm: floa
     """``a_norm * sum_p ||x_i^(p)||^2 ||G_i^(p)||_2^2`` per sample ``(N,)``: the stacking step of A.2
     with the actual activations and the actual ``G^(p)`` (before the layer norms enter)."""
     factors = forward_factors(model, x)
-    terms = [(a * a).sum(1) * torch.linalg.matrix_norm(g, ord=2) ** 2
+    # ||G||_2^2 is the largest eigenvalue of the K x K matrix G G^T (cheaper than an SVD of G).
+    terms = [(a * a).sum(1) * torch.linalg.eigvalsh(g @ g.transpose(1, 2))[:, -1].clamp_min(0)
              for g, a in zip(factors.jacobians, factors.activations)]
     return a_norm * torch.stack(terms, 1).sum(1)
 
@@ -397,11 +424,11 @@ def a2_chain(model: Weights, x: torch.Tensor) -> A2Chain:
     A = softmax_hessian(f.logits)
     a_spec = torch.linalg.matrix_norm(A, ord=2)
     a_frob = torch.linalg.matrix_norm(A)
-    ntk = sum((a * a).sum(1)[:, None, None] * (g @ g.transpose(1, 2)) for g, a in zip(f.jacobians, f.activations))
+    ntk, _ = per_sample_ntk(weights, x)
     f_sq = torch.linalg.eigvalsh(ntk)[:, -1].clamp_min(0)
     g_norms = torch.stack([torch.linalg.matrix_norm(g, ord=2) for g in f.jacobians], 1)  # (N, L)
     act_norms = torch.stack([a.norm(dim=1) for a in f.activations], 1)
-    gterm = g_term_norm_per_sample(weights, x)
+    gterm = torch.linalg.eigvalsh(ggn_small_from_ntk(ntk, f.logits))[:, -1].clamp_min(0)
     ones = torch.ones(n, dtype=torch.float64, device=x.device)
     tiny = torch.finfo(torch.float64).tiny
 

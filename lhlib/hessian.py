@@ -54,13 +54,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, jacrev, jvp, vjp, vmap
 
+from lhlib.bounds import ggn_small_from_ntk, per_sample_ntk
 from lhlib.models import MLP
 from lhlib.validation import check_choice, check_float, check_int
 
 __all__ = [
     "OPERATORS",
-    "softmax_hessian_factor",
-    "mlp_layer_jacobian_factors",
     "per_sample_jjt",
     "per_sample_ggn_small",
     "per_sample_ggn_norms",
@@ -121,13 +120,6 @@ def _is_plain_mlp(model: nn.Module) -> bool:
     return isinstance(model, MLP) and all(linear.bias is None for linear in model.linears)
 
 
-def softmax_hessian_factor(p: torch.Tensor) -> torch.Tensor:
-    """``B`` with ``B B^T = diag(p) - p p^T`` (batched over leading axes): ``B = diag(s) - p s^T``,
-    ``s = sqrt(p)``. Proof: ``diag(s) s = p`` and ``s^T s = 1``."""
-    s = p.sqrt()
-    return torch.diag_embed(s) - p.unsqueeze(-1) * s.unsqueeze(-2)
-
-
 def _chunks(n: int, size: int):
     for start in range(0, n, size):
         yield slice(start, min(start + size, n))
@@ -138,48 +130,12 @@ def _chunks(n: int, size: int):
 # ----------------------------------------------------------------------------------------------
 
 
-@torch.no_grad()
-def mlp_layer_jacobian_factors(model: MLP, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
-    """The paper's factors of the logit Jacobian of the bias-free MLP, for a batch of samples.
-
-    Returns ``(G, sq_inputs, logits)``: ``G[p]`` is the ``(N, K, h_p)`` tensor of
-    ``G^(p) = dz / dz^(p) = W^(L) D^(L-1) ... W^(p+1) D^(p)`` (``G^(L) = I_K``), ``sq_inputs[p]``
-    the ``(N,)`` tensor of ``||x^(p)||^2`` (the squared input of layer ``p``), ``logits`` the
-    ``(N, K)`` logits. ``D^(p) = diag(z^(p) > 0)``, the derivative autograd uses for ReLU.
-    Layer ``p``'s block of the Jacobian is ``d z / d vec(W^(p)) = G^(p) (x) x^(p)^T`` (row-major
-    ``vec``).
-    """
-    if not _is_plain_mlp(model):
-        raise ValueError("mlp_layer_jacobian_factors needs a bias-free lhlib.models.MLP")
-    _check_data(x, None)
-    weights = model.weights()
-    inputs, masks = [x], []
-    for weight in weights[:-1]:
-        pre = inputs[-1] @ weight.T
-        masks.append(pre > 0)
-        inputs.append(pre.clamp_min(0))
-    logits = inputs[-1] @ weights[-1].T
-    n, k = logits.shape
-    factors = [torch.eye(k, dtype=x.dtype, device=x.device).expand(n, k, k)]
-    if masks:
-        factor = weights[-1].unsqueeze(0) * masks[-1].unsqueeze(1)  # G^(L-1) = W^(L) D^(L-1)
-        factors.append(factor)
-        for weight, mask in zip(reversed(weights[1:-1]), reversed(masks[:-1])):
-            # one (N K x h) @ (h x h) GEMM per layer, then the ReLU mask in place
-            factor = (factor.reshape(n * k, -1) @ weight).view(n, k, -1).mul_(mask.unsqueeze(1))
-            factors.append(factor)
-    factors.reverse()
-    sq_inputs = [inp.pow(2).sum(1) for inp in inputs]
-    return factors, sq_inputs, logits
-
-
 def _mlp_jjt(model: MLP, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    factors, sq_inputs, logits = mlp_layer_jacobian_factors(model, x)
-    n, k = logits.shape
-    jjt = sq_inputs[-1].view(n, 1, 1) * torch.eye(k, dtype=x.dtype, device=x.device)
-    for factor, sq in zip(factors[:-1], sq_inputs[:-1]):
-        jjt = jjt + sq.view(n, 1, 1) * (factor @ factor.transpose(1, 2))
-    return jjt, logits
+    """The paper's ``F F^T`` of every sample from the layer factors ``G^(p)``, in ``x``'s dtype."""
+    if not _is_plain_mlp(model):
+        raise ValueError("method='mlp' needs a bias-free lhlib.models.MLP")
+    _check_data(x, None)
+    return per_sample_ntk(model, x, dtype=x.dtype)
 
 
 def _generic_jjt(model: nn.Module, x: torch.Tensor, max_elements: int = 2**26) -> tuple[torch.Tensor, torch.Tensor]:
@@ -225,10 +181,7 @@ def per_sample_ggn_small(model: nn.Module, x: torch.Tensor, *, method: str = "au
     _check_data(x, None)
     out = []
     for s in _chunks(x.shape[0], batch_size):
-        jjt, logits = per_sample_jjt(model, x[s], method=method)
-        factor = softmax_hessian_factor(torch.softmax(logits, dim=1))
-        small = factor.transpose(1, 2) @ jjt @ factor
-        out.append(0.5 * (small + small.transpose(1, 2)))
+        out.append(ggn_small_from_ntk(*per_sample_jjt(model, x[s], method=method)))
     return torch.cat(out)
 
 

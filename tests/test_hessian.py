@@ -70,14 +70,18 @@ def test_ggn_small_spectrum_is_nonzero_spectrum_of_g_term(problem):
     torch.testing.assert_close(lh.per_sample_ggn_traces(model, x), dense_g.diagonal(dim1=1, dim2=2).sum(1), rtol=RTOL, atol=0)
 
 
-def test_mlp_jacobian_factors_are_the_papers_F(problem):
+def test_mlp_layer_factors_are_the_papers_F(problem):
+    from lhlib.bounds import forward_factors
+
     model, x, _, _, _ = problem
-    factors, sq_inputs, logits = lh.mlp_layer_jacobian_factors(model, x)
-    torch.testing.assert_close(logits, model(x))
-    assert len(factors) == model.weight_matrices
+    factors = forward_factors(model, x, dtype=x.dtype)
+    torch.testing.assert_close(factors.logits, model(x))
+    assert len(factors.jacobians) == model.weight_matrices
     jac = torch.func.vmap(torch.func.jacrev(lambda xi: model(xi[None])[0]))(x)  # dz/dx = G^(1) W^(1)
-    torch.testing.assert_close(factors[0] @ model.weights()[0], jac)
-    torch.testing.assert_close(sq_inputs[0], x.pow(2).sum(1))
+    torch.testing.assert_close(factors.jacobians[0] @ model.weights()[0], jac)
+    ntk, _ = lh.per_sample_jjt(model, x, method="mlp")
+    generic, _ = lh.per_sample_jjt(model, x, method="generic")
+    torch.testing.assert_close(ntk, generic)
 
 
 def test_generic_path_on_another_model():
