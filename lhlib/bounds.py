@@ -184,18 +184,39 @@ def per_sample_ntk(model: Weights, x: torch.Tensor, dtype: torch.dtype = torch.f
     return ntk, factors.logits
 
 
+def _complement(p: torch.Tensor) -> torch.Tensor:
+    """``1 - p_k`` for every class, accurate also when one ``p_k`` rounds to 1.
+
+    ``1 - p_k`` is exact where ``p_k <= 1/2``; for the one class that may exceed it, the complement is
+    the sum of the other (small, accurately known) probabilities instead of a cancelling difference.
+    """
+    complement = 1.0 - p
+    top = p.argmax(dim=-1, keepdim=True)
+    others = p.sum(-1, keepdim=True) - p.gather(-1, top)  # tiny cancellation only if p_top <= 1/2
+    others = torch.where(p.gather(-1, top) > 0.5, (p.scatter(-1, top, 0.0)).sum(-1, keepdim=True), others)
+    return complement.scatter(-1, top, others)
+
+
+def _with_diagonal(matrix: torch.Tensor, diagonal: torch.Tensor) -> torch.Tensor:
+    """``matrix`` (batched) with its diagonal replaced by ``diagonal``."""
+    eye = torch.eye(matrix.shape[-1], dtype=torch.bool, device=matrix.device)
+    return torch.where(eye, torch.diag_embed(diagonal), matrix)
+
+
 def softmax_hessian(z: torch.Tensor) -> torch.Tensor:
     """``A = diag(p) - p p^T`` with ``p = softmax(z)``: the Hessian of cross-entropy w.r.t. the logits
-    (independent of the label). ``z`` is ``(..., K)``; returns ``(..., K, K)``."""
+    (independent of the label). ``z`` is ``(..., K)``; returns ``(..., K, K)``. The diagonal is formed
+    as ``p_k (1 - p_k)`` with an accurate complement, so saturated logits keep their small curvature."""
     p = torch.softmax(torch.as_tensor(z).to(torch.float64), dim=-1)
-    return torch.diag_embed(p) - p[..., :, None] * p[..., None, :]
+    return _with_diagonal(-p[..., :, None] * p[..., None, :], p * _complement(p))
 
 
 def softmax_hessian_factor(p: torch.Tensor) -> torch.Tensor:
-    """``B`` with ``B B^T = diag(p) - p p^T`` (batched over leading axes): ``B = diag(s) - p s^T``,
-    ``s = sqrt(p)``. Proof: ``diag(s) s = p`` and ``s^T s = 1``."""
+    """``B`` with ``B B^T = diag(p) - p p^T`` (batched over leading axes): column ``j`` of ``B`` is
+    ``s_j (e_j - p)``, ``s = sqrt(p)``, i.e. ``B = diag(s) - p s^T``. Proof: ``B B^T = diag(p) - 2 p p^T
+    + p (s^T s) p^T`` and ``s^T s = 1``. The diagonal ``s_j (1 - p_j)`` uses an accurate complement."""
     s = p.sqrt()
-    return torch.diag_embed(s) - p.unsqueeze(-1) * s.unsqueeze(-2)
+    return _with_diagonal(-p.unsqueeze(-1) * s.unsqueeze(-2), s * _complement(p))
 
 
 def ggn_small_from_ntk(ntk: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:

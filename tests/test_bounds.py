@@ -272,3 +272,15 @@ def test_difference_expansion_against_dense():
     err = (e.true - e.predict()).abs()
     assert (err <= 10 * radii**3 + 1e-15).all()  # third order
     assert ((e.true - e.predict(gradient=False)).abs() > 0.5 * abs(e.slope) * radii).all()  # first order
+
+
+def test_softmax_hessian_keeps_saturated_curvature():
+    # p = softmax(50, 0, 0): 1 - p_1 rounds to 0 in float64, but A_11 = p_1 (p_2 + p_3) is about 3.9e-22.
+    z = torch.tensor([[50.0, 0.0, 0.0], [0.3, -1.2, 2.0]], dtype=torch.float64)
+    a = B.softmax_hessian(z)
+    tail = 2 * torch.exp(torch.tensor(-50.0, dtype=torch.float64))
+    assert float(a[0, 0, 0]) == pytest.approx(float(tail / (1 + tail) ** 2), rel=1e-12)
+    factor = B.softmax_hessian_factor(torch.softmax(z, dim=-1))
+    torch.testing.assert_close(factor @ factor.transpose(1, 2), a, rtol=1e-12, atol=0)
+    p = torch.softmax(z[1], dim=0)
+    torch.testing.assert_close(a[1], torch.diag(p) - torch.outer(p, p), rtol=1e-12, atol=1e-15)
