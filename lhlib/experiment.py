@@ -66,9 +66,11 @@ def trained_network(
     resolved = resolve_device(device)
     model = build_mlp(x.shape[1], hidden_size, num_layers, num_classes, seed)
     params = {
-        "data": tensor_fingerprint(x, y), "num_classes": num_classes, "hidden_size": hidden_size,
+        # Fingerprinting the data costs a pass over it: only worth it when the store is used.
+        "data": tensor_fingerprint(x, y) if use_cache else None, "num_classes": num_classes, "hidden_size": hidden_size,
         "num_layers": num_layers, "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
         "device_type": resolved.type, "torch": torch.__version__.split("+")[0], "cpu_threads": 1,
+        "optimizer": "Adam, fused kernel",  # what lhlib.train uses; its arithmetic differs in the last bits
     }
     computed = False
 

