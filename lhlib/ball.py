@@ -42,14 +42,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from lhlib.hessian import flat_parameters, mean_matvec, per_sample_ggn_traces
-from lhlib.landscape import RateFit, fit_rate_exponent, loss_difference_curves
+from lhlib.hessian import flat_parameters, mean_matvec, per_sample_ggn_traces, unflatten
+from lhlib.landscape import RateFit, fit_rate_exponent, loss_difference_curves, mean_abs_deviation
 from lhlib.validation import check_float, check_int
 
 __all__ = [
-    "check_configurations",
-    "check_positive_floats",
-    "unflatten",
     "isotropic_direction",
     "filter_normalized_direction",
     "top_hessian_direction",
@@ -75,46 +72,9 @@ __all__ = [
 # ----------------------------------------------------------------------------------------------
 
 
-def check_configurations(name: str, value) -> list[tuple[int, int]]:
-    """A non-empty list of distinct ``[hidden_size, num_layers]`` pairs (``hidden_size >= 1``,
-    ``num_layers >= 0``), as tuples; a one-line ValueError naming ``name`` otherwise."""
-    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) == 0:
-        raise ValueError(f"{name} must be a non-empty list of [hidden_size, num_layers] pairs, got {value!r}")
-    pairs = []
-    for item in value:
-        ok = (not isinstance(item, (str, bytes)) and isinstance(item, Sequence) and len(item) == 2
-              and all(isinstance(v, int) and not isinstance(v, bool) for v in item) and item[0] >= 1 and item[1] >= 0)
-        if not ok:
-            raise ValueError(f"{name} must be a list of [hidden_size >= 1, num_layers >= 0] integer pairs, got {item!r}")
-        pairs.append((int(item[0]), int(item[1])))
-    if len(set(pairs)) != len(pairs):
-        raise ValueError(f"{name} must not repeat configurations, got {value!r}")
-    return pairs
-
-
-def check_positive_floats(name: str, value) -> list[float]:
-    """A non-empty list of distinct numbers ``> 0``, as floats (sorted as given)."""
-    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) == 0:
-        raise ValueError(f"{name} must be a non-empty list of positive numbers, got {value!r}")
-    values = [check_float(name, v, minimum=0.0, strict_minimum=True) for v in value]
-    if len(set(values)) != len(values):
-        raise ValueError(f"{name} must not repeat entries, got {value!r}")
-    return values
-
-
 # ----------------------------------------------------------------------------------------------
 # Flat vectors <-> parameter dicts
 # ----------------------------------------------------------------------------------------------
-
-
-def unflatten(model: nn.Module, flat: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Split ``flat`` (``(..., P)``) into ``{name: (..., *shape)}`` in ``named_parameters()`` order."""
-    names, shapes = zip(*[(name, p.shape) for name, p in model.named_parameters()])
-    sizes = [math.prod(shape) for shape in shapes]
-    if flat.shape[-1] != sum(sizes):
-        raise ValueError(f"flat must have {sum(sizes)} entries in its last axis, got {flat.shape[-1]}")
-    lead = flat.shape[:-1]
-    return {name: piece.reshape(*lead, *shape) for name, piece, shape in zip(names, flat.split(sizes, dim=-1), shapes)}
 
 
 def _check_xy(x: torch.Tensor, y: torch.Tensor) -> None:
@@ -208,10 +168,6 @@ def _losses_fn(model: nn.Module):
     return losses
 
 
-def _mad(values: torch.Tensor) -> torch.Tensor:
-    return (values - values.mean(dim=-1, keepdim=True)).abs().mean(dim=-1)
-
-
 def ascent_direction(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, radius: float, *, start: torch.Tensor,
     steps: int = 8, step_angle: float = 0.5,
@@ -234,7 +190,7 @@ def ascent_direction(
     losses = _losses_fn(model)
 
     def objective(direction: torch.Tensor) -> torch.Tensor:
-        return _mad(losses(unflatten(model, theta + radius * direction), x, y))
+        return mean_abs_deviation(losses(unflatten(model, theta + radius * direction), x, y))
 
     d = (start / start.norm()).to(theta)
     with torch.no_grad():
@@ -347,7 +303,7 @@ def measure_ball(
                 kind, radius, mean,
                 fit_rate_exponent(curves, k_min=min(fit_k_min, mean.size - 1), bootstrap=bootstrap, seed=seed),
                 float((mean[tail] * (k[tail] + 1)).mean()), float((curves * (k + 1)).max()),
-                float(losses.max() - losses.min()), float(losses.max()), float(losses.mean()), float(_mad(losses)),
+                float(losses.max() - losses.min()), float(losses.max()), float(losses.mean()), float(mean_abs_deviation(losses)),
             ))
     return points
 

@@ -24,7 +24,6 @@ import gzip
 import hashlib
 import io
 import pickle
-import shutil
 import socket
 import subprocess
 import sys

@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from lhlib.cache import cached, tensor_fingerprint
 from lhlib.landscape import per_sample_losses

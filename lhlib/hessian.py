@@ -76,6 +76,7 @@ __all__ = [
     "lemma_difference_norms",
     "lanczos_extremes",
     "flat_parameters",
+    "unflatten",
     "CurvatureMeasurements",
     "curvature_measurements",
     "quantile_summary",
@@ -114,6 +115,15 @@ def flat_parameters(model: nn.Module) -> torch.Tensor:
     """All parameters of ``model`` as one vector, in ``named_parameters()`` order (the order every
     flat vector in this module uses)."""
     return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+
+def unflatten(model: nn.Module, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Split ``flat`` (``(..., P)``) into ``{name: (..., *shape)}`` in ``named_parameters()`` order:
+    the inverse of :func:`flat_parameters`, batched over leading axes."""
+    split, _, size = _flatteners(dict(model.named_parameters()))
+    if flat.shape[-1] != size:
+        raise ValueError(f"flat must have {size} entries in its last axis, got {flat.shape[-1]}")
+    return split(flat)
 
 
 def _is_plain_mlp(model: nn.Module) -> bool:

@@ -24,6 +24,7 @@ from lhlib.validation import check_float, check_int
 
 __all__ = [
     "per_sample_losses",
+    "mean_abs_deviation",
     "random_orders",
     "loss_difference_curves",
     "ema",
@@ -42,6 +43,12 @@ def per_sample_losses(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_
         [F.cross_entropy(model(x[s : s + batch_size]), y[s : s + batch_size], reduction="none")
          for s in range(0, x.shape[0], batch_size)]
     )
+
+
+def mean_abs_deviation(values: torch.Tensor) -> torch.Tensor:
+    """``mean_i |v_i - mean(v)|`` along the last axis: the limit of ``(k + 1) E|L_{k+1} - L_k|``
+    for per-sample losses ``v`` at a fixed point."""
+    return (values - values.mean(dim=-1, keepdim=True)).abs().mean(dim=-1)
 
 
 def random_orders(n: int, permutations: int, seed: int) -> torch.Tensor:

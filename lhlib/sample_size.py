@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from lhlib.bounds import lemma_bound
-from lhlib.landscape import loss_difference_curves
+from lhlib.landscape import loss_difference_curves, mean_abs_deviation
 from lhlib.validation import check_float, check_int
 
 __all__ = ["SampleSize", "log_window_smooth", "first_k_below", "sufficient_sample_size"]
@@ -104,10 +104,6 @@ def first_k_below(mean_curves: np.ndarray, epsilon: float) -> np.ndarray:
     return np.where(last == width - 1, np.inf, result)
 
 
-def _mad(values: np.ndarray) -> np.ndarray:
-    return np.abs(values - values.mean(axis=-1, keepdims=True)).mean(axis=-1)
-
-
 def sufficient_sample_size(
     losses: torch.Tensor | np.ndarray,
     epsilon: float,
@@ -159,8 +155,8 @@ def sufficient_sample_size(
     boot_measured = first_k_below(log_window_smooth(weights @ curves, window), epsilon)
     measured_ci = tuple(float(v) for v in np.quantile(boot_measured, [tail, 1.0 - tail], method="nearest"))
 
-    mad = float(_mad(values))
-    boot_mad = _mad(values[rng.integers(0, n, size=(bootstrap, n))])
+    mad = float(mean_abs_deviation(torch.from_numpy(values)))
+    boot_mad = mean_abs_deviation(torch.from_numpy(values[rng.integers(0, n, size=(bootstrap, n))])).numpy()
     extrapolated = mad / epsilon - 1.0
     extrapolated_ci = tuple(float(v) for v in np.quantile(boot_mad / epsilon - 1.0, [tail, 1.0 - tail]))
 

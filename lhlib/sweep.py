@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from lhlib.experiment import trained_network
-from lhlib.landscape import RateFit, ema, fit_rate_exponent, log_binned, loss_difference_curves
+from lhlib.landscape import RateFit, ema, fit_rate_exponent, log_binned, loss_difference_curves, mean_abs_deviation
 from lhlib.style import sweep_colors
 from lhlib.train import resolve_device
 from lhlib.validation import check_float, check_int, check_int_list
@@ -116,12 +116,11 @@ def _measure(network, settings: SweepSettings, hidden_size: int, num_layers: int
     curves = loss_difference_curves(network.losses, settings.permutations, settings.seed).numpy()
     lower, upper = np.quantile(curves, [0.25, 0.75], axis=0)
     mean = curves.mean(axis=0)
-    losses = network.losses.double()
     return ConfigurationResult(
         hidden_size, num_layers, network.model.weight_matrices, network.train_loss, network.train_accuracy,
         network.epoch_loss, network.losses, mean, lower, upper, ema(mean, settings.ema),
         fit_rate_exponent(curves, k_min=min(settings.fit_k_min, curves.shape[1] - 1), seed=settings.seed),
-        float((losses - losses.mean()).abs().mean()),
+        float(mean_abs_deviation(network.losses.double())),
     )
 
 

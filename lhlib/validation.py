@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-__all__ = ["check_int", "check_float", "check_choice", "check_int_list", "check_choices"]
+__all__ = ["check_int", "check_float", "check_choice", "check_int_list", "check_choices", "check_configurations",
+           "check_positive_floats"]
 
 
 def check_int(name: str, value: Any, *, minimum: int | None = None, maximum: int | None = None) -> int:
@@ -70,3 +71,30 @@ def check_int_list(name: str, values: Any, *, minimum: int | None = None) -> lis
     if len(set(values)) != len(values):
         raise ValueError(f"{name} must not repeat entries, got {values!r}")
     return list(values)
+
+
+def check_configurations(name: str, value) -> list[tuple[int, int]]:
+    """A non-empty list of distinct ``[hidden_size, num_layers]`` pairs (``hidden_size >= 1``,
+    ``num_layers >= 0``), as tuples; a one-line ValueError naming ``name`` otherwise."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) == 0:
+        raise ValueError(f"{name} must be a non-empty list of [hidden_size, num_layers] pairs, got {value!r}")
+    pairs = []
+    for item in value:
+        ok = (not isinstance(item, (str, bytes)) and isinstance(item, Sequence) and len(item) == 2
+              and all(isinstance(v, int) and not isinstance(v, bool) for v in item) and item[0] >= 1 and item[1] >= 0)
+        if not ok:
+            raise ValueError(f"{name} must be a list of [hidden_size >= 1, num_layers >= 0] integer pairs, got {item!r}")
+        pairs.append((int(item[0]), int(item[1])))
+    if len(set(pairs)) != len(pairs):
+        raise ValueError(f"{name} must not repeat configurations, got {value!r}")
+    return pairs
+
+
+def check_positive_floats(name: str, value) -> list[float]:
+    """A non-empty list of distinct numbers ``> 0``, as floats (sorted as given)."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) == 0:
+        raise ValueError(f"{name} must be a non-empty list of positive numbers, got {value!r}")
+    values = [check_float(name, v, minimum=0.0, strict_minimum=True) for v in value]
+    if len(set(values)) != len(values):
+        raise ValueError(f"{name} must not repeat entries, got {value!r}")
+    return values

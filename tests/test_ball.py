@@ -8,8 +8,6 @@ from torch.func import functional_call, hessian
 
 from lhlib.ball import (
     ascent_direction,
-    check_configurations,
-    check_positive_floats,
     expected_gradient_norm,
     filter_normalized_direction,
     gaussian_mean_square_mc,
@@ -22,11 +20,11 @@ from lhlib.ball import (
     measure_ball,
     per_sample_gradient_stats,
     top_hessian_direction,
-    unflatten,
 )
-from lhlib.hessian import flat_parameters
+from lhlib.hessian import flat_parameters, unflatten
 from lhlib.landscape import loss_difference_curves, per_sample_losses, random_orders
 from lhlib.models import build_mlp
+from lhlib.validation import check_configurations, check_positive_floats
 
 
 def tiny(n=24, dims=(5, 4, 1, 3), seed=0, dtype=torch.float64):

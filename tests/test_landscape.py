@@ -82,3 +82,10 @@ def test_log_binned_averages_each_bin():
     assert means.size == np.unique(np.geomspace(1, 1001, 11).astype(int)).size - 1
     constant = log_binned(np.full(500, 3.0))[1]
     np.testing.assert_allclose(constant, 3.0)
+
+
+def test_mean_abs_deviation_along_the_last_axis():
+    from lhlib.landscape import mean_abs_deviation
+
+    values = torch.tensor([[0.0, 2.0, 2.0, 4.0], [1.0, 1.0, 1.0, 1.0]], dtype=torch.float64)
+    torch.testing.assert_close(mean_abs_deviation(values), torch.tensor([1.0, 0.0], dtype=torch.float64))
