@@ -9,13 +9,19 @@ paper's settings: 10 epochs, Adam 1e-3, batch 64, h = 16, num_layers = 5):
 * lhlib: tensors held on the device, batches by indexing, per-sample losses in one batched pass
   (``lhlib.experiment.trained_network`` with the results store switched off).
 
-Usage: ``python benchmarks/bench_training.py [--repeats N]``. Prints both times and the ratio.
+Then a seed ensemble against sequential runs, side by side on the same data: ``--seeds S`` networks
+(default 8) trained one after another with :func:`lhlib.train.train` (one torch thread each, as
+lhlib trains a single network) against the same ``S`` seeds trained in one batched pass by
+:func:`lhlib.ensemble.train_ensemble`.
+
+Usage: ``python benchmarks/bench_training.py [--repeats N] [--seeds S]``. Prints the times and ratios.
 """
 
 from __future__ import annotations
 
 import argparse
 import gzip
+import os
 import shutil
 import tempfile
 import time
@@ -27,8 +33,10 @@ import torchvision
 from torch.utils.data import DataLoader, Subset
 
 from lhlib.data import FASHION_MNIST_DEBIAN, data_root, load_dataset
+from lhlib.ensemble import train_ensemble
 from lhlib.experiment import trained_network
 from lhlib.models import build_mlp
+from lhlib.train import train
 
 TRAIN_SIZE, EPOCHS, BATCH, LR, HIDDEN, LAYERS, SEED = 10000, 10, 64, 1e-3, 16, 5, 0
 
@@ -76,9 +84,37 @@ def lhlib_path() -> float:
     return network.train_loss
 
 
+def sequential_seeds(x, y, seeds) -> None:
+    for seed in seeds:
+        train(build_mlp(x.shape[1], HIDDEN, LAYERS, 10, seed=seed), x, y, epochs=EPOCHS, batch_size=BATCH, lr=LR,
+              seed=seed)
+
+
+def ensemble_seeds(x, y, seeds) -> None:
+    models = [build_mlp(x.shape[1], HIDDEN, LAYERS, 10, seed=seed) for seed in seeds]
+    train_ensemble(models, x, y, seeds=seeds, epochs=EPOCHS, batch_size=BATCH, lr=LR, threads=2)
+
+
+def compare_seed_ensemble(count: int, repeats: int) -> None:
+    data = load_dataset("fashion_mnist", TRAIN_SIZE)
+    seeds = list(range(count))
+    times = {"sequential": [], "ensemble": []}
+    for _ in range(repeats):
+        for name, run in (("sequential", sequential_seeds), ("ensemble", ensemble_seeds)):
+            start = time.perf_counter()
+            run(data.x, data.y, seeds)
+            times[name].append(time.perf_counter() - start)
+            print(f"{name:>10}: {times[name][-1]:6.2f} s  ({count} seeds)", flush=True)
+    best = {name: min(values) for name, values in times.items()}
+    print(f"{count} seeds: sequential {best['sequential']:.2f} s (1 torch thread each), "
+          f"ensemble {best['ensemble']:.2f} s (2 torch threads), "
+          f"speed-up {best['sequential'] / best['ensemble']:.1f}x; load average {os.getloadavg()[0]:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=1, help="timed runs of each approach (the minimum is reported)")
+    parser.add_argument("--seeds", type=int, default=8, help="seeds in the ensemble comparison")
     args = parser.parse_args()
     times = {"reference": [], "lhlib": []}
     with tempfile.TemporaryDirectory() as folder:
@@ -92,6 +128,7 @@ def main() -> None:
     best = {name: min(values) for name, values in times.items()}
     print(f"reference {best['reference']:.2f} s, lhlib {best['lhlib']:.2f} s, "
           f"speed-up {best['reference'] / best['lhlib']:.1f}x (torch threads: {torch.get_num_threads()})")
+    compare_seed_ensemble(args.seeds, args.repeats)
 
 
 if __name__ == "__main__":

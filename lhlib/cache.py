@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["cache_root", "cache_key", "tensor_fingerprint", "atomic_write_bytes", "cached", "load_result"]
+__all__ = ["cache_root", "cache_key", "tensor_fingerprint", "atomic_write_bytes", "cached", "load_result", "store_result"]
 
 # Bump when a change in lhlib alters what a cached computation returns.
 CACHE_FORMAT = 1
@@ -96,7 +96,12 @@ def cached(kind: str, params: dict[str, Any], compute: Callable[[], dict[str, An
             return result
     result = compute()
     if enabled:
-        stored = {k: v.detach().cpu() if isinstance(v, torch.Tensor) else v for k, v in result.items()}
-        stored["_params"] = _canonical(params)
-        atomic_write_bytes(_path(kind, params), lambda file: torch.save(stored, file))
+        store_result(kind, params, result)
     return result
+
+
+def store_result(kind: str, params: dict[str, Any], result: dict[str, Any]) -> None:
+    """Write ``result`` (tensors moved to the CPU) atomically under the key of ``(kind, params)``."""
+    stored = {k: v.detach().cpu() if isinstance(v, torch.Tensor) else v for k, v in result.items()}
+    stored["_params"] = _canonical(params)
+    atomic_write_bytes(_path(kind, params), lambda file: torch.save(stored, file))

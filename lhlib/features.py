@@ -514,7 +514,7 @@ def plot_feature_vs_direct(feature_results: dict, direct_results: dict, settings
             name = f"h = {key[0]}" if varying == "hidden_size" else f"num_layers = {key[1]}"
             k = np.arange(1, feature.mean.size + 1)
             top.plot(k, feature.smoothed, color=color,
-                     label=f"{name}: features {feature.fit.exponent:.3f}, pixels {direct.fit.exponent:.3f}")
+                     label=f"{name}: features {feature.rate_exponent:.3f}, pixels {direct.rate_exponent:.3f}")
             top.plot(k, direct.smoothed, color=color, ls="--", alpha=0.8)
             for result, style in ((feature, "-"), (direct, "--")):
                 centres, level = log_binned((k + 1) * result.mean)

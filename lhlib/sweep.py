@@ -1,16 +1,19 @@
-"""The paper's architecture sweep: train each (h, num_layers), measure its loss-difference curves.
+"""The paper's architecture sweep across training seeds: each (h, num_layers), its loss-difference curves.
 
 Figures 2-5 each show two panels per dataset: hidden sizes ``hidden_sizes`` at ``fixed_num_layers``
-and depths ``num_layers`` at ``fixed_hidden_size``. :func:`run_sweep` computes every configuration
-both panels need (the shared one once), :func:`plot_sweep` draws the paper's panels (EMA-smoothed,
-log y) above the unsmoothed mean with its spread and the fitted power law, and
-:func:`summary_rows` gives the per-configuration numbers a chapter writes to ``summary.json``.
-Chapters 04 (pixels) and 05 (backbone features) both use it.
+and depths ``num_layers`` at ``fixed_hidden_size``. :func:`run_sweep` trains every configuration
+both panels need (the shared one once) as a seed ensemble and measures every member;
+:func:`plot_sweep` draws the paper's panels with the spread across seeds beside the spread across
+random orders; :func:`ordering_tests` turns the paper's "wider gives smaller, deeper gives larger"
+into one-sided trend tests over all (configuration, seed) pairs; :func:`summary_rows` gives the
+numbers a chapter writes to ``summary.json``. Chapters 04 (pixels) and 05 (backbone features) use it.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from importlib import resources
 from typing import Any
 
 import matplotlib.pyplot as plt
@@ -18,14 +21,21 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from lhlib.experiment import trained_network
+from lhlib.experiment import TrainedNetwork, trained_networks
 from lhlib.landscape import RateFit, ema, fit_rate_exponent, log_binned, loss_difference_curves, mean_abs_deviation
+from lhlib.seed_stats import interval_across_seeds, share_at_chance, trend_test
 from lhlib.style import sweep_colors
 from lhlib.train import resolve_device
-from lhlib.validation import check_float, check_int, check_int_list
+from lhlib.validation import check_float, check_int, check_int_list, check_seeds
 
-__all__ = ["SweepSettings", "ConfigurationResult", "check_sweep_settings", "sweep_configurations",
-           "run_sweep", "plot_sweep", "summary_rows"]
+__all__ = ["SweepSettings", "SeedResult", "ConfigurationResult", "check_sweep_settings", "sweep_configurations",
+           "run_sweep", "plot_sweep", "ordering_tests", "summary_rows", "paper_values"]
+
+# The paper's two ordering claims (§5): the panel, the claimed direction of the level, the words.
+ORDERING_CLAIMS = {
+    "hidden_size": ("decreasing", "wider networks give smaller differences"),
+    "num_layers": ("increasing", "deeper networks give larger differences"),
+}
 
 
 @dataclass(frozen=True)
@@ -41,14 +51,19 @@ class SweepSettings:
     fixed_num_layers: int = 5
     permutations: int = 100
     ema: float = 0.99
-    seed: int = 0
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    collapse_share: float = 0.5
     device: str = "auto"
     fit_k_min: int = 10
 
 
 def check_sweep_settings(**parameters: Any) -> SweepSettings:
-    """Validate a chapter's sweep parameters (one-line ValueError naming the first bad one)."""
-    settings = dict(parameters)
+    """Validate a chapter's sweep parameters (one-line ValueError naming the first bad one); those
+    not given take :class:`SweepSettings`' defaults."""
+    unknown = set(parameters) - set(SweepSettings.__dataclass_fields__)
+    if unknown:
+        raise ValueError(f"unknown sweep settings {sorted(unknown)}; accepted: {sorted(SweepSettings.__dataclass_fields__)}")
+    settings = {**SweepSettings().__dict__, **parameters}
     check_int("epochs", settings["epochs"], minimum=1)
     check_int("batch_size", settings["batch_size"], minimum=1)
     check_float("lr", settings["lr"], minimum=0.0, strict_minimum=True)
@@ -58,7 +73,8 @@ def check_sweep_settings(**parameters: Any) -> SweepSettings:
     check_int("fixed_num_layers", settings["fixed_num_layers"], minimum=0)
     check_int("permutations", settings["permutations"], minimum=2)
     check_float("ema", settings["ema"], minimum=0.0, maximum=1.0)
-    check_int("seed", settings["seed"], minimum=0)
+    settings["seeds"] = tuple(check_seeds("seeds", settings["seeds"]))
+    check_float("collapse_share", settings["collapse_share"], minimum=0.0, maximum=1.0, strict_minimum=True)
     check_int("fit_k_min", settings["fit_k_min"], minimum=1)
     resolve_device(settings["device"])
     return SweepSettings(**settings)
@@ -71,106 +87,190 @@ def sweep_configurations(settings: SweepSettings) -> list[tuple[int, int]]:
     return list(dict.fromkeys(pairs))
 
 
-@dataclass(frozen=True)
-class ConfigurationResult:
-    """One configuration's trained network and loss-difference statistics over random orders.
+def _level(mean: np.ndarray) -> float:
+    """``(k + 1)`` times the mean curve averaged over the last tenth of ``k``: the ``C`` in ``C / (k + 1)``."""
+    k = np.arange(1, mean.size + 1)
+    tail = slice(-max(1, mean.size // 10), None)
+    return float(((k[tail] + 1) * mean[tail]).mean())
 
-    Curves are indexed by ``k = 1 .. N - 1``: ``mean`` is the average of ``|L_{k+1} - L_k|``
-    over orders, ``lower``/``upper`` its 25 % and 75 % quantiles across orders, ``smoothed`` the
-    paper's EMA of ``mean``. ``mean_abs_deviation`` is ``mean_i |l_i - mean(l)|``: at a fixed
-    point ``E|L_{k+1} - L_k| ~ mean_abs_deviation / (k + 1)`` for large ``k``.
+
+@dataclass(frozen=True)
+class SeedResult:
+    """One trained network (one seed) of a configuration and its curves over random orders.
+
+    ``mean`` is ``|L_{k+1} - L_k|`` averaged over orders, ``k = 1 .. N - 1``; ``fit`` its power law;
+    ``share_at_chance`` the fraction of per-sample losses at ``ln K``; ``collapsed`` whether that
+    share reaches the sweep's ``collapse_share``.
     """
 
-    hidden_size: int
-    num_layers: int
-    weight_matrices: int
+    seed: int
     train_loss: float
     train_accuracy: float
     epoch_loss: list[float]
     losses: torch.Tensor
     mean: np.ndarray
-    lower: np.ndarray
-    upper: np.ndarray
-    smoothed: np.ndarray
+    order_lower: np.ndarray
+    order_upper: np.ndarray
     fit: RateFit
     mean_abs_deviation: float
-
-    @property
-    def final_abs_diff(self) -> float:
-        """Mean ``|L_N - L_{N-1}|`` over orders: the last point of the curve."""
-        return float(self.mean[-1])
+    share_at_chance: float
+    collapsed: bool
 
     @property
     def level(self) -> float:
-        """``(k + 1)`` times the mean curve, averaged over the last tenth of ``k``.
-
-        The curve's constant ``C`` in ``C / (k + 1)``; far less noisy than the last point alone, and
-        equal to ``mean_abs_deviation`` in the limit.
-        """
-        k = np.arange(1, self.mean.size + 1)
-        tail = slice(-max(1, self.mean.size // 10), None)
-        return float(((k[tail] + 1) * self.mean[tail]).mean())
+        """The curve's constant ``C`` in ``C / (k + 1)``; equal to ``mean_abs_deviation`` in the limit."""
+        return _level(self.mean)
 
 
-def _measure(network, settings: SweepSettings, hidden_size: int, num_layers: int) -> ConfigurationResult:
-    curves = loss_difference_curves(network.losses, settings.permutations, settings.seed).numpy()
+@dataclass(frozen=True)
+class ConfigurationResult:
+    """One configuration across seeds.
+
+    Curves are indexed by ``k = 1 .. N - 1``: ``mean`` is the average over seeds of each seed's mean
+    over orders, ``smoothed`` the paper's EMA of it, ``seed_low``/``seed_high`` (and their EMAs
+    ``smoothed_low``/``smoothed_high``) the smallest and largest seed's curve at each ``k``, and
+    ``order_lower``/``order_upper`` the 25 % and 75 % quantiles across orders, averaged over seeds.
+    """
+
+    hidden_size: int
+    num_layers: int
+    weight_matrices: int
+    members: tuple[SeedResult, ...]
+    mean: np.ndarray
+    smoothed: np.ndarray
+    seed_low: np.ndarray
+    seed_high: np.ndarray
+    smoothed_low: np.ndarray
+    smoothed_high: np.ndarray
+    order_lower: np.ndarray
+    order_upper: np.ndarray
+
+    @property
+    def seeds(self) -> list[int]:
+        return [m.seed for m in self.members]
+
+    @property
+    def levels(self) -> list[float]:
+        return [m.level for m in self.members]
+
+    @property
+    def accuracies(self) -> list[float]:
+        return [m.train_accuracy for m in self.members]
+
+    @property
+    def collapsed_seeds(self) -> int:
+        return sum(m.collapsed for m in self.members)
+
+    @property
+    def level_mean(self) -> float:
+        return float(np.mean(self.levels))
+
+    @property
+    def level_ci95(self) -> tuple[float, float]:
+        """95 % Student-t interval of the level across seeds."""
+        return interval_across_seeds(self.levels)[1]
+
+    @property
+    def rate_exponent(self) -> float:
+        """The fitted exponent, averaged over seeds."""
+        return float(np.mean([m.fit.exponent for m in self.members]))
+
+    @property
+    def rate_exponent_ci95(self) -> tuple[float, float]:
+        """95 % Student-t interval of the fitted exponent across seeds."""
+        return interval_across_seeds([m.fit.exponent for m in self.members])[1]
+
+    @property
+    def mean_abs_deviation(self) -> float:
+        """Mean over seeds of the MAD of the per-sample losses."""
+        return float(np.mean([m.mean_abs_deviation for m in self.members]))
+
+    @property
+    def level(self) -> float:
+        """The level of the across-seed mean curve (equal to :attr:`level_mean`, the level being linear)."""
+        return _level(self.mean)
+
+
+def _measure_member(network: TrainedNetwork, settings: SweepSettings, num_classes: int) -> SeedResult:
+    curves = loss_difference_curves(network.losses, settings.permutations, network.seed).numpy()
     lower, upper = np.quantile(curves, [0.25, 0.75], axis=0)
+    share = share_at_chance(network.losses, num_classes)
+    return SeedResult(
+        network.seed, network.train_loss, network.train_accuracy, network.epoch_loss, network.losses,
+        curves.mean(axis=0), lower, upper,
+        fit_rate_exponent(curves, k_min=min(settings.fit_k_min, curves.shape[1] - 1), seed=network.seed),
+        float(mean_abs_deviation(network.losses.double())), share, share >= settings.collapse_share,
+    )
+
+
+def _combine(hidden_size, num_layers, weight_matrices, members, settings) -> ConfigurationResult:
+    curves = np.stack([m.mean for m in members])
+    smoothed_curves = ema(curves, settings.ema)
     mean = curves.mean(axis=0)
     return ConfigurationResult(
-        hidden_size, num_layers, network.model.weight_matrices, network.train_loss, network.train_accuracy,
-        network.epoch_loss, network.losses, mean, lower, upper, ema(mean, settings.ema),
-        fit_rate_exponent(curves, k_min=min(settings.fit_k_min, curves.shape[1] - 1), seed=settings.seed),
-        float(mean_abs_deviation(network.losses.double())),
+        hidden_size, num_layers, weight_matrices, tuple(members), mean, ema(mean, settings.ema),
+        curves.min(axis=0), curves.max(axis=0), smoothed_curves.min(axis=0), smoothed_curves.max(axis=0),
+        np.mean([m.order_lower for m in members], axis=0), np.mean([m.order_upper for m in members], axis=0),
     )
 
 
 def run_sweep(x: torch.Tensor, y: torch.Tensor, num_classes: int, settings: SweepSettings,
               label: str = "") -> dict[tuple[int, int], ConfigurationResult]:
-    """Train (or load from the results store) and measure every configuration of the sweep."""
+    """Train (or load from the results store) every configuration's seed ensemble and measure each member."""
     results = {}
     for hidden_size, num_layers in tqdm(sweep_configurations(settings), desc=f"{label} configurations".strip()):
-        network = trained_network(
-            x, y, num_classes=num_classes, hidden_size=hidden_size, num_layers=num_layers, epochs=settings.epochs,
-            batch_size=settings.batch_size, lr=settings.lr, seed=settings.seed, device=settings.device,
+        networks = trained_networks(
+            x, y, num_classes=num_classes, hidden_size=hidden_size, num_layers=num_layers, seeds=settings.seeds,
+            epochs=settings.epochs, batch_size=settings.batch_size, lr=settings.lr, device=settings.device,
         )
-        results[(hidden_size, num_layers)] = _measure(network, settings, hidden_size, num_layers)
+        members = [_measure_member(network, settings, num_classes) for network in networks]
+        results[(hidden_size, num_layers)] = _combine(hidden_size, num_layers, networks[0].model.weight_matrices,
+                                                      members, settings)
     return results
 
 
-def _panel(results, settings, varying: str):
+def _panel(results, settings, varying: str) -> list[ConfigurationResult]:
     if varying == "hidden_size":
-        return [results[(h, settings.fixed_num_layers)] for h in settings.hidden_sizes], "h"
-    return [results[(settings.fixed_hidden_size, n)] for n in settings.num_layers], "L"
+        return [results[(h, settings.fixed_num_layers)] for h in settings.hidden_sizes]
+    return [results[(settings.fixed_hidden_size, n)] for n in settings.num_layers]
+
+
+def _name(result: ConfigurationResult, varying: str) -> str:
+    name = f"h = {result.hidden_size}" if varying == "hidden_size" else f"L = {result.num_layers}"
+    return name + (f" ({result.collapsed_seeds}/{len(result.members)} collapsed)" if result.collapsed_seeds else "")
 
 
 def plot_sweep(results: dict[tuple[int, int], ConfigurationResult], settings: SweepSettings, title: str) -> plt.Figure:
-    """The paper's two panels (top: EMA of the mean, log y) and, below, the unsmoothed mean with its
-    interquartile band across orders on log-log axes (averaged in log-spaced bins of ``k``, so each
-    decade is readable), with each configuration's fitted power law."""
+    """The paper's two panels (top: EMA of the mean over seeds and orders, log y, shaded: range across
+    seeds) and, below, the unsmoothed mean on log-log axes (log-spaced bins of ``k``) with the range
+    across seeds shaded and the 25-75 % band across random orders as thin dotted lines."""
     fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), sharex="row")
+    seeds = len(settings.seeds)
     for column, varying in enumerate(("hidden_size", "num_layers")):
-        panel, symbol = _panel(results, settings, varying)
-        fixed = (f"num_layers = {settings.fixed_num_layers} (L = {settings.fixed_num_layers + 2} weight matrices)"
-                 if varying == "hidden_size" else f"h = {settings.fixed_hidden_size}")
+        panel = _panel(results, settings, varying)
+        fixed = (f"num_layers = {settings.fixed_num_layers}" if varying == "hidden_size"
+                 else f"h = {settings.fixed_hidden_size}")
         for result, color in zip(panel, sweep_colors(len(panel))):
-            name = (f"h = {result.hidden_size}" if varying == "hidden_size"
-                    else f"num_layers = {result.num_layers} (L = {result.weight_matrices})")
             k = np.arange(1, result.mean.size + 1)
-            axes[0, column].plot(k, result.smoothed, color=color, label=name)
-            centres, binned_mean = log_binned(result.mean)
-            axes[1, column].plot(centres, binned_mean, color=color, marker=".", ms=3, lw=1.0,
-                                 label=f"{name}: slope {result.fit.exponent:.3f}")
-            axes[1, column].fill_between(centres, log_binned(result.lower)[1], log_binned(result.upper)[1],
-                                         color=color, alpha=0.12, lw=0)
-            fit_k = np.array([result.fit.k_min, result.fit.k_max])
-            axes[1, column].plot(fit_k, np.exp(result.fit.log_constant) * fit_k ** result.fit.exponent,
-                                 color=color, ls="--", lw=0.8)
+            top, bottom = axes[0, column], axes[1, column]
+            top.plot(k, result.smoothed, color=color, label=_name(result, varying))
+            top.fill_between(k, result.smoothed_low, result.smoothed_high, color=color, alpha=0.15, lw=0)
+            centres, binned = log_binned(result.mean)
+            low, high = log_binned(result.seed_low)[1], log_binned(result.seed_high)[1]
+            low_ci, high_ci = result.rate_exponent_ci95
+            bottom.plot(centres, binned, color=color, lw=1.2,
+                        label=f"{_name(result, varying)}: slope {result.rate_exponent:.3f} [{low_ci:.3f}, {high_ci:.3f}]")
+            bottom.fill_between(centres, low, high, color=color, alpha=0.15, lw=0)
+            for band in (result.order_lower, result.order_upper):
+                bottom.plot(centres, log_binned(band)[1], color=color, ls=":", lw=0.7)
         axes[0, column].set(yscale="log", xlabel="sample size k",
                             ylabel=r"EMA of mean $|\mathcal{L}_{k+1}-\mathcal{L}_k|$ (nats)",
-                            title=f"{'hidden size' if symbol == 'h' else 'number of layers'} sweep, {fixed}")
+                            title=f"{'hidden size' if varying == 'hidden_size' else 'number of layers'} sweep, "
+                                  f"{fixed}\nshaded: range across {seeds} seeds")
         axes[1, column].set(xscale="log", yscale="log", xlabel="sample size k",
                             ylabel=r"mean $|\mathcal{L}_{k+1}-\mathcal{L}_k|$ (nats)",
-                            title="unsmoothed mean (log bins); band: 25-75 % of orders; dashed: fit")
+                            title=f"unsmoothed (log bins); shaded: range across seeds;\n"
+                                  f"dotted: 25-75 % across random orders; slope: mean [95 % CI] across seeds")
         axes[0, column].legend(loc="upper right")
         axes[1, column].legend(loc="lower left")
     fig.suptitle(title)
@@ -178,12 +278,40 @@ def plot_sweep(results: dict[tuple[int, int], ConfigurationResult], settings: Sw
     return fig
 
 
+def ordering_tests(results: dict[tuple[int, int], ConfigurationResult], settings: SweepSettings, dataset: str,
+                   *, permutations: int = 10000) -> list[dict[str, Any]]:
+    """The paper's two ordering claims as one-sided Spearman trend tests of the level over every
+    (configuration, seed) pair of a panel, once with every seed and once without collapsed seeds."""
+    tests = []
+    for panel, (direction, claim) in ORDERING_CLAIMS.items():
+        configurations = _panel(results, settings, panel)
+        for excluding in (False, True):
+            pairs = [(getattr(r, panel), m.level) for r in configurations for m in r.members
+                     if not (excluding and m.collapsed)]
+            x, levels = (np.array([p[i] for p in pairs], dtype=float) for i in (0, 1))
+            test = trend_test(x, levels, direction, permutations=permutations)
+            tests.append({"dataset": dataset, "panel": panel, "claim": claim, "excluding_collapsed": excluding,
+                          **test.as_dict()})
+    return tests
+
+
 def summary_rows(results: dict[tuple[int, int], ConfigurationResult]) -> list[dict[str, Any]]:
-    """Per-configuration numbers for ``summary.json``."""
+    """Per-configuration numbers for ``summary.json`` (lists are per seed, in ``seeds`` order)."""
     return [
         {"hidden_size": r.hidden_size, "num_layers": r.num_layers, "weight_matrices": r.weight_matrices,
-         "train_loss": r.train_loss, "train_accuracy": r.train_accuracy, "rate_exponent": r.fit.exponent,
-         "rate_exponent_ci": list(r.fit.ci), "fit_k_range": [r.fit.k_min, r.fit.k_max],
-         "final_abs_diff": r.final_abs_diff, "level": r.level, "mean_abs_deviation": r.mean_abs_deviation}
+         "seeds": r.seeds, "accuracies": r.accuracies, "train_losses": [m.train_loss for m in r.members],
+         "levels": r.levels, "level_mean": r.level_mean, "level_ci95": list(r.level_ci95),
+         "rate_exponents": [m.fit.exponent for m in r.members], "rate_exponent": r.rate_exponent,
+         "rate_exponent_ci95": list(r.rate_exponent_ci95), "fit_k_range": [r.members[0].fit.k_min, r.members[0].fit.k_max],
+         "mean_abs_deviations": [m.mean_abs_deviation for m in r.members],
+         "shares_at_chance": [m.share_at_chance for m in r.members], "collapsed_seeds": r.collapsed_seeds}
         for r in results.values()
     ]
+
+
+def paper_values(name: str) -> dict[str, Any]:
+    """An entry of ``lhlib/paper_values.json``: numbers read off the paper, with their provenance."""
+    table = json.loads(resources.files("lhlib").joinpath("paper_values.json").read_text())
+    if name not in table:
+        raise ValueError(f"name must be one of {sorted(table)}, got {name!r}")
+    return table[name]

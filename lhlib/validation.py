@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 __all__ = ["check_int", "check_float", "check_choice", "check_int_list", "check_choices", "check_configurations",
-           "check_positive_floats"]
+           "check_positive_floats", "check_seeds"]
 
 
 def check_int(name: str, value: Any, *, minimum: int | None = None, maximum: int | None = None) -> int:
@@ -98,3 +98,12 @@ def check_positive_floats(name: str, value) -> list[float]:
     if len(set(values)) != len(values):
         raise ValueError(f"{name} must not repeat entries, got {value!r}")
     return values
+
+
+def check_seeds(name: str, values: Any, *, minimum_count: int = 2) -> list[int]:
+    """A list of at least ``minimum_count`` distinct integer seeds ``>= 0`` (an interval across
+    seeds needs two)."""
+    seeds = check_int_list(name, values, minimum=0)
+    if len(seeds) < minimum_count:
+        raise ValueError(f"{name} must list at least {minimum_count} distinct seeds (integers >= 0), got {values!r}")
+    return seeds

@@ -1,12 +1,25 @@
 def test_chapter_04_smoke(run_chapter_smoke):
     summary = run_chapter_smoke("04_direct_classification")
+    seeds = summary["settings"]["seeds"]
+    assert len(seeds) >= 2
     rows = summary["datasets"]["digits"]["configurations"]
     assert {(r["hidden_size"], r["num_layers"]) for r in rows} == {(4, 1), (8, 1), (8, 2)}
     for row in rows:
         assert row["weight_matrices"] == row["num_layers"] + 2
-        low, high = row["rate_exponent_ci"]
+        assert row["seeds"] == seeds and len(row["accuracies"]) == len(row["levels"]) == len(seeds)
+        low, high = row["level_ci95"]
+        assert low <= row["level_mean"] <= high
+        low, high = row["rate_exponent_ci95"]
         assert low <= row["rate_exponent"] <= high
-        assert 0.0 <= row["train_accuracy"] <= 1.0 and row["final_abs_diff"] > 0
+        assert 0 <= row["collapsed_seeds"] <= len(seeds)
+        assert all(0.0 <= a <= 1.0 for a in row["accuracies"])
+    tests = summary["ordering_tests"]
+    assert {(t["panel"], t["excluding_collapsed"]) for t in tests} == {
+        (panel, excluding) for panel in ("hidden_size", "num_layers") for excluding in (False, True)}
+    for t in tests:
+        assert t["dataset"] == "digits"
+        assert t["verdict"] in {"supported", "not supported", "contradicted", "not testable"}
+        assert t["verdict"] == "not testable" or 0.0 < t["p_value"] <= 1.0
     assert summary["checks"]["identity_max_error"] < 1e-12
 
 
@@ -16,3 +29,5 @@ def test_chapter_04_rejects_bad_parameters_before_work(run_chapter_smoke):
 
     with pytest.raises(papermill.PapermillExecutionError, match="datasets must be one of"):
         run_chapter_smoke("04_direct_classification", datasets=["svhn"])
+    with pytest.raises(papermill.PapermillExecutionError, match="seeds must list at least 2"):
+        run_chapter_smoke("04_direct_classification", seeds=[3])

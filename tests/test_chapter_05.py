@@ -16,7 +16,12 @@ def _check_common(summary: dict) -> dict:
     digits = summary["datasets"]["digits"]
     assert len(digits["configurations"]) == len(digits["direct_configurations"]) == 3
     for row in digits["configurations"] + digits["direct_configurations"]:
-        assert math.isfinite(row["rate_exponent"]) and row["final_abs_diff"] > 0
+        assert math.isfinite(row["rate_exponent"]) and all(level > 0 for level in row["levels"])
+        assert row["seeds"] == summary["settings"]["seeds"] and 0 <= row["collapsed_seeds"] <= len(row["seeds"])
+        low, high = row["level_ci95"]
+        assert low <= row["level_mean"] <= high
+    assert {t["panel"] for t in summary["ordering_tests"]} == {"hidden_size", "num_layers"}
+    assert len(summary["ordering_tests"]) == len(summary["ordering_tests_pixels"]) == 4
     assert summary["checks"]["rgb_max_difference"] == 0
     assert digits["images_per_second"] > 0
     return digits

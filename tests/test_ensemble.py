@@ -1,0 +1,77 @@
+import pytest
+import torch
+
+from lhlib.ensemble import ensemble_per_sample_losses, train_ensemble
+from lhlib.experiment import trained_networks
+from lhlib.landscape import per_sample_losses
+from lhlib.models import build_mlp
+from lhlib.train import train
+
+
+def _toy(n=200, classes=4):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 8, generator=g)
+    y = (x[:, 0] > 0).long() + 2 * (x[:, 1] > 0).long()
+    return x, y % classes
+
+
+SEEDS = [0, 3, 11]
+
+
+@pytest.mark.parametrize("num_layers", [0, 2])
+def test_every_member_matches_the_single_run_of_its_seed(num_layers):
+    x, y = _toy(200)
+    # batch 48 leaves a smaller last batch (200 = 4 * 48 + 8), as a DataLoader would.
+    settings = dict(epochs=1, batch_size=48, lr=1e-2)
+    singles = [build_mlp(8, 16, num_layers, 4, seed=s) for s in SEEDS]
+    single_losses = [train(m, x, y, seed=s, **settings).epoch_loss for m, s in zip(singles, SEEDS)]
+    members = [build_mlp(8, 16, num_layers, 4, seed=s) for s in SEEDS]
+    histories = train_ensemble(members, x, y, seeds=SEEDS, **settings)
+    for single, member, loss, history in zip(singles, members, single_losses, histories):
+        for p, q in zip(single.weights(), member.weights()):
+            torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6)
+        assert history.epoch_loss == pytest.approx(loss, rel=1e-5)
+    # The members really differ: each had its own initialisation and its own batch order.
+    assert not torch.allclose(members[0].weights()[0], members[1].weights()[0])
+
+
+def test_member_order_is_its_own_seed_not_its_position():
+    x, y = _toy(120)
+    forward = [build_mlp(8, 6, 1, 4, seed=s) for s in (1, 2)]
+    backward = [build_mlp(8, 6, 1, 4, seed=s) for s in (2, 1)]
+    train_ensemble(forward, x, y, seeds=[1, 2], epochs=2, batch_size=32)
+    train_ensemble(backward, x, y, seeds=[2, 1], epochs=2, batch_size=32)
+    torch.testing.assert_close(forward[0].weights()[0], backward[1].weights()[0], rtol=1e-6, atol=1e-7)
+
+
+def test_ensemble_losses_match_per_network_losses():
+    x, y = _toy(300)
+    models = [build_mlp(8, 5, 1, 4, seed=s) for s in SEEDS]
+    losses, correct = ensemble_per_sample_losses(models, x, y, batch_size=128)
+    for s, model in enumerate(models):
+        torch.testing.assert_close(losses[s], per_sample_losses(model, x, y), rtol=1e-5, atol=1e-6)
+        assert torch.equal(correct[s], model(x).argmax(1) == y)
+
+
+def test_ensemble_rejects_mismatched_members():
+    x, y = _toy(20)
+    with pytest.raises(ValueError, match="one architecture"):
+        train_ensemble([build_mlp(8, 4, 1, 4, seed=0), build_mlp(8, 5, 1, 4, seed=1)], x, y, seeds=[0, 1])
+    with pytest.raises(ValueError, match="seeds must have one entry per model"):
+        train_ensemble([build_mlp(8, 4, 1, 4, seed=0)], x, y, seeds=[0, 1])
+    with pytest.raises(ValueError, match="seeds"):
+        train_ensemble([build_mlp(8, 4, 1, 4, seed=0)] * 2, x, y, seeds=[0, 0])
+
+
+def test_store_keys_each_member_by_its_seed():
+    x, y = _toy(160)
+    settings = dict(num_classes=4, hidden_size=6, num_layers=1, epochs=2, batch_size=32, lr=1e-2, device="cpu")
+    first = trained_networks(x, y, seeds=[0, 1], **settings)
+    assert [n.from_cache for n in first] == [False, False]
+    grown = trained_networks(x, y, seeds=[1, 0, 5], **settings)
+    assert [n.seed for n in grown] == [1, 0, 5]
+    assert [n.from_cache for n in grown] == [True, True, False]
+    assert torch.equal(grown[1].losses, first[0].losses)
+    # The new member equals the network trained on its own, to float32 rounding.
+    alone = trained_networks(x, y, seeds=[5], use_cache=False, **settings)[0]
+    torch.testing.assert_close(grown[2].losses, alone.losses, rtol=1e-5, atol=1e-6)
