@@ -12,6 +12,9 @@ API (every ``model`` argument is an :class:`~lhlib.models.MLP` *or* a sequence o
 * ``softmax_hessian_factor(p)``, ``ggn_small_from_ntk(ntk, logits)``: the ``K x K`` route to the G-term
 * ``gauss_newton_jacobian(model, x_i)``: the ``K x P`` matrix ``F`` of one sample (dense)
 * ``g_term_norm_per_sample(model, x)``: exact ``||F_i^T A_i F_i||_2`` for every sample (``K x K`` work)
+* ``full_hessian_dense(model, x, y)``, ``full_hessian_norm_dense``: the full per-sample Hessians (dense, tiny nets)
+* ``random_network(seed, ...)``: a random bias-free network with random per-layer scales, inputs, labels
+* ``full_hessian_check(model, x, y)``: full Hessian and G-term norms against the corrected constant
 * ``theorem1_constant(M_x, M_W, L)``: Theorem 1's right-hand side from the constants
 * ``theorem1_bound_paper(model, x)``: Theorem 1 exactly as stated (``M_W``, ``M_x`` maxima)
 * ``theorem1_bound_per_sample(model, x)``: A.2's intermediate form, each ``||x_i||``, actual norms
@@ -48,6 +51,9 @@ What the book found (chapter 02, ``book/errata.md``):
 * Hence ``||F_i^T A_i F_i||_2 <= (1/2) ||x_i||^2 sum_p prod_{s != p} ||W^(s)||_2^2
   <= (1/2) L M_x^2 M_W^{2(L-1)}``. The paper's bound is *not* an upper bound in general: it fails
   when the weights are small (e.g. ``L = 1``, ``W = 0``: the G-term is ``||x||^2 / K``, the bound 0).
+* The corrected bound, like the paper's, bounds the G-term only: the full Hessian adds the H-term,
+  whose cross-layer blocks do not shrink with the weights as fast as the bound does, and exceeds it
+  on some networks (:func:`full_hessian_check`; chapter 02).
 """
 
 from __future__ import annotations
@@ -74,6 +80,11 @@ __all__ = [
     "softmax_hessian",
     "gauss_newton_jacobian",
     "g_term_norm_per_sample",
+    "full_hessian_dense",
+    "full_hessian_norm_dense",
+    "random_network",
+    "FullHessianCheck",
+    "full_hessian_check",
     "geometric_sum",
     "theorem1_constant",
     "theorem1_bound_paper",
@@ -244,6 +255,119 @@ def g_term_norm_per_sample(model: Weights, x: torch.Tensor) -> torch.Tensor:
     """Exact ``||F_i^T A_i F_i||_2`` for every sample, ``(N,)``, in float64, without a ``P x P`` matrix:
     the largest eigenvalue of the ``K x K`` matrix of :func:`ggn_small_from_ntk`."""
     return torch.linalg.eigvalsh(ggn_small_from_ntk(*per_sample_ntk(model, x)))[:, -1].clamp_min(0)
+
+
+def full_hessian_dense(model: Weights, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The ``(N, P, P)`` full per-sample Hessians ``nabla^2_theta l(f_theta(x_i), y_i)`` of cross-entropy,
+    in float64, by ``torch.func.hessian`` vmapped over samples.
+
+    ``theta`` is the weights flattened row-major, layer after layer (the columns of
+    :func:`gauss_newton_jacobian`). Each Hessian is the G-term ``F_i^T A_i F_i`` plus the H-term
+    ``sum_c (p_i - y_i)_c nabla^2_theta z_c``; inside one activation region the ReLU is a fixed mask,
+    so this is the Hessian of the polynomial the network is there. Dense: for tiny networks only.
+    """
+    from torch.func import hessian, vmap
+
+    weights = weight_list(model)
+    x = _inputs(x, weights)
+    y = torch.as_tensor(y).to(x.device)
+    if y.shape != (x.shape[0],):
+        raise ValueError(f"y must have shape ({x.shape[0]},), got {tuple(y.shape)}")
+    shapes = [tuple(w.shape) for w in weights]
+    sizes = [w.numel() for w in weights]
+    theta = torch.cat([w.flatten() for w in weights])
+
+    def loss(t: torch.Tensor, x_i: torch.Tensor, y_i: torch.Tensor) -> torch.Tensor:
+        ws = [piece.reshape(shape) for piece, shape in zip(t.split(sizes), shapes)]
+        h = x_i
+        for w in ws[:-1]:
+            h = torch.relu(w @ h)
+        return torch.nn.functional.cross_entropy((ws[-1] @ h)[None], y_i[None])
+
+    return vmap(hessian(loss), in_dims=(None, 0, 0))(theta, x, y)
+
+
+def full_hessian_norm_dense(model: Weights, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``(N,)`` spectral norms ``max |lambda|`` of :func:`full_hessian_dense` (indefinite for ``L >= 2``)."""
+    return torch.linalg.eigvalsh(full_hessian_dense(model, x, y)).abs().amax(dim=1)
+
+
+def _log_uniform(rng, bounds: Sequence[float]) -> float:
+    low, high = float(bounds[0]), float(bounds[1])
+    if not 0 < low <= high:
+        raise ValueError(f"a log-uniform range needs 0 < low <= high, got {list(bounds)}")
+    return math.exp(rng.uniform(math.log(low), math.log(high)))
+
+
+def random_network(seed, *, width_range: Sequence[int] = (2, 6), matrices_range: Sequence[int] = (1, 5),
+                   classes_range: Sequence[int] = (2, 5), scale_range: Sequence[float] = (0.05, 5.0),
+                   input_norm_range: Sequence[float] = (0.1, 10.0), num_samples: int = 8):
+    """A random bias-free ReLU network with inputs and labels, ``(weights, x, y)``, for studies of the bounds.
+
+    ``seed`` is an int or a ``numpy.random.Generator`` (drawn from, so consecutive calls differ). The
+    number of weight matrices ``L``, the input width ``n``, the hidden width ``h`` (all hidden layers)
+    and the number of classes ``K`` are uniform on their closed ranges. ``W^(p) = s_p Z / sqrt(fan_in)``
+    with ``Z`` standard normal and ``s_p`` log-uniform on ``scale_range``, independently per layer; the
+    ``num_samples`` inputs are standard normal, rescaled together so that ``max_i ||x_i||_2`` is
+    log-uniform on ``input_norm_range``; labels are uniform. float64.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    for name, bounds in (("width_range", width_range), ("matrices_range", matrices_range), ("classes_range", classes_range)):
+        if len(bounds) != 2 or not 1 <= int(bounds[0]) <= int(bounds[1]):
+            raise ValueError(f"{name} must be [low, high] with 1 <= low <= high, got {list(bounds)}")
+    check_int("num_samples", num_samples, minimum=1)
+    L = int(rng.integers(matrices_range[0], matrices_range[1] + 1))
+    n, h = (int(rng.integers(width_range[0], width_range[1] + 1)) for _ in range(2))
+    K = int(rng.integers(max(2, classes_range[0]), classes_range[1] + 1))
+    dims = [n] + [h] * (L - 1) + [K]
+    generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
+    weights = [torch.randn(b, a, generator=generator, dtype=torch.float64) / math.sqrt(a) * _log_uniform(rng, scale_range)
+               for a, b in zip(dims[:-1], dims[1:])]
+    x = torch.randn(num_samples, n, generator=generator, dtype=torch.float64)
+    x = x / x.norm(dim=1).max() * _log_uniform(rng, input_norm_range)
+    y = torch.randint(0, K, (num_samples,), generator=generator)
+    return weights, x, y
+
+
+@dataclass(frozen=True)
+class FullHessianCheck:
+    """The full Hessian and the G-term of one network against the corrected Theorem 1.
+
+    ``full`` and ``gterm`` are the per-sample spectral norms ``(N,)`` of the full Hessian and of the
+    G-term; ``corrected_per_sample`` is :func:`corrected_bound_per_sample`; ``constant`` is
+    :func:`corrected_constant` ``(1/2) L M_x^2 M_W^{2(L-1)}`` with ``M_x = max_i ||x_i||`` and
+    ``M_W = max_p ||W^(p)||_2``. The corrected theorem bounds ``gterm`` (never exceeded); nothing
+    bounds the H-term, so ``full`` may exceed it.
+    """
+
+    full: torch.Tensor
+    gterm: torch.Tensor
+    corrected_per_sample: torch.Tensor
+    constant: float
+    M_x: float
+    M_W: float
+    L: int
+
+    def exceeds(self, which: str = "full", rtol: float = 1e-10) -> bool:
+        """Whether some sample's ``which`` (``"full"`` or ``"gterm"``) norm is above the constant."""
+        return bool((getattr(self, which) > self.constant * (1 + rtol)).any())
+
+    def worst_ratio(self, which: str = "full") -> float:
+        """``max_i norm_i / constant`` (``inf`` if the constant is 0 and a norm is not)."""
+        top = float(getattr(self, which).max())
+        return top / self.constant if self.constant > 0 else (math.inf if top > 0 else 0.0)
+
+
+def full_hessian_check(model: Weights, x: torch.Tensor, y: torch.Tensor) -> FullHessianCheck:
+    """:class:`FullHessianCheck` of one network on ``(x, y)`` (dense full Hessians: tiny networks only)."""
+    weights = weight_list(model)
+    x = _inputs(x, weights)
+    m_x, m_w = float(x.norm(dim=1).max()), float(layer_spectral_norms(weights).max())
+    return FullHessianCheck(full_hessian_norm_dense(weights, x, y), g_term_norm_per_sample(weights, x),
+                            corrected_bound_per_sample(weights, x), corrected_constant(m_x, m_w, len(weights)),
+                            m_x, m_w, len(weights))
 
 
 def geometric_sum(q: float, terms: int) -> float:

@@ -48,7 +48,7 @@ class SampleSize:
 
     ``measured`` is an int or ``None`` when not reached within the ``n`` objects (``reached``);
     ``measured_ci`` its ``confidence`` bootstrap interval over orders (``inf`` where a resample does
-    not reach ``epsilon``). ``extrapolated`` (``MAD/epsilon - 1``) and its interval are real numbers;
+    not reach ``epsilon``). ``extrapolated`` (``max(MAD/epsilon - 1, 1)``) and its interval are real numbers;
     ``bound`` is the lemma's ``k*`` (``None`` if no constants were available). ``mad`` is the mean
     absolute deviation of the losses, ``loss_bound``/``hessian_bound``/``radius`` the lemma's constants.
     """
@@ -157,8 +157,9 @@ def sufficient_sample_size(
 
     mad = float(mean_abs_deviation(torch.from_numpy(values)))
     boot_mad = mean_abs_deviation(torch.from_numpy(values[rng.integers(0, n, size=(bootstrap, n))])).numpy()
-    extrapolated = mad / epsilon - 1.0
-    extrapolated_ci = tuple(float(v) for v in np.quantile(boot_mad / epsilon - 1.0, [tail, 1.0 - tail]))
+    # A sample size is at least 1: a network whose losses are (nearly) all equal has settled at once.
+    extrapolated = max(mad / epsilon - 1.0, 1.0)
+    extrapolated_ci = tuple(float(v) for v in np.quantile(np.maximum(boot_mad / epsilon - 1.0, 1.0), [tail, 1.0 - tail]))
 
     constant = 2.0 * (m_l + hessian_bound * radius**2)
     bound = max(1, math.ceil(constant / epsilon - 1.0 - 1e-12))

@@ -98,7 +98,9 @@ def _level(mean: np.ndarray) -> float:
 class SeedResult:
     """One trained network (one seed) of a configuration and its curves over random orders.
 
-    ``mean`` is ``|L_{k+1} - L_k|`` averaged over orders, ``k = 1 .. N - 1``; ``fit`` its power law;
+    ``mean`` is ``|L_{k+1} - L_k|`` averaged over orders, ``k = 1 .. N - 1``; ``fit`` its power law
+    (``None`` when the curve is zero somewhere in the fitted range, as it is for a network whose
+    losses are all equal: a power law has no exponent there);
     ``share_at_chance`` the fraction of per-sample losses at ``ln K``; ``collapsed`` whether that
     share reaches the sweep's ``collapse_share``.
     """
@@ -111,7 +113,7 @@ class SeedResult:
     mean: np.ndarray
     order_lower: np.ndarray
     order_upper: np.ndarray
-    fit: RateFit
+    fit: RateFit | None
     mean_abs_deviation: float
     share_at_chance: float
     collapsed: bool
@@ -171,14 +173,22 @@ class ConfigurationResult:
         return interval_across_seeds(self.levels)[1]
 
     @property
+    def rate_exponents(self) -> list[float | None]:
+        """Each seed's fitted exponent (``None`` where the curve has none)."""
+        return [m.fit.exponent if m.fit is not None else None for m in self.members]
+
+    @property
     def rate_exponent(self) -> float:
-        """The fitted exponent, averaged over seeds."""
-        return float(np.mean([m.fit.exponent for m in self.members]))
+        """The fitted exponent, averaged over the seeds that have one (NaN if none has)."""
+        fitted = [e for e in self.rate_exponents if e is not None]
+        return float(np.mean(fitted)) if fitted else float("nan")
 
     @property
     def rate_exponent_ci95(self) -> tuple[float, float]:
-        """95 % Student-t interval of the fitted exponent across seeds."""
-        return interval_across_seeds([m.fit.exponent for m in self.members])[1]
+        """95 % Student-t interval of the fitted exponent across the seeds that have one (NaN if
+        fewer than two have)."""
+        fitted = [e for e in self.rate_exponents if e is not None]
+        return interval_across_seeds(fitted)[1] if len(fitted) >= 2 else (float("nan"), float("nan"))
 
     @property
     def mean_abs_deviation(self) -> float:
@@ -195,11 +205,13 @@ def _measure_member(network: TrainedNetwork, settings: SweepSettings, num_classe
     curves = loss_difference_curves(network.losses, settings.permutations, network.seed).numpy()
     lower, upper = np.quantile(curves, [0.25, 0.75], axis=0)
     share = share_at_chance(network.losses, num_classes)
+    mean = curves.mean(axis=0)
+    k_min = min(settings.fit_k_min, curves.shape[1] - 1)
+    fit = fit_rate_exponent(curves, k_min=k_min, seed=network.seed) if (mean[k_min - 1 :] > 0).all() else None
     return SeedResult(
         network.seed, network.train_loss, network.train_accuracy, network.epoch_loss, network.losses,
-        curves.mean(axis=0), lower, upper,
-        fit_rate_exponent(curves, k_min=min(settings.fit_k_min, curves.shape[1] - 1), seed=network.seed),
-        float(mean_abs_deviation(network.losses.double())), share, share >= settings.collapse_share,
+        mean, lower, upper, fit, float(mean_abs_deviation(network.losses.double())), share,
+        share >= settings.collapse_share,
     )
 
 
@@ -301,8 +313,8 @@ def summary_rows(results: dict[tuple[int, int], ConfigurationResult]) -> list[di
         {"hidden_size": r.hidden_size, "num_layers": r.num_layers, "weight_matrices": r.weight_matrices,
          "seeds": r.seeds, "accuracies": r.accuracies, "train_losses": [m.train_loss for m in r.members],
          "levels": r.levels, "level_mean": r.level_mean, "level_ci95": list(r.level_ci95),
-         "rate_exponents": [m.fit.exponent for m in r.members], "rate_exponent": r.rate_exponent,
-         "rate_exponent_ci95": list(r.rate_exponent_ci95), "fit_k_range": [r.members[0].fit.k_min, r.members[0].fit.k_max],
+         "rate_exponents": r.rate_exponents, "rate_exponent": r.rate_exponent,
+         "rate_exponent_ci95": list(r.rate_exponent_ci95),
          "mean_abs_deviations": [m.mean_abs_deviation for m in r.members],
          "shares_at_chance": [m.share_at_chance for m in r.members], "collapsed_seeds": r.collapsed_seeds}
         for r in results.values()

@@ -20,7 +20,13 @@ Chapter 02 (section 4 and appendix A)
                                            logits, Jacobian, ``F`` from ``G^(p) kron x^(p)T``, H-term
     ``geometric_sum(M, L)``                SymPy's summation of ``sum_p M^{2p}`` and the paper's closed form
     ``theorem1_expressions()``             every displayed form of Theorem 1, the paper's and the corrected
-    ``lemma_expressions()``                Lemma 1 as stated, as proved, and as the derivation gives it
+    ``theorem1_chain(L)``                  A.2's chain derived on a symbolic L-layer net: structure of G^(p)
+                                           and x^(p), the norm bounds read off it, both assemblies
+    ``corrected_true_shapes(L)``           the corrected bound's h-dependence with the true layer shapes
+    ``box_bound(expr, ranges)``            largest |expr| over a box of intervals (triangle inequality and
+                                           its sharper non-negative version)
+    ``lemma_expressions()``                Lemma 1 as stated and as proved, and the bounds SymPy derives from
+                                           the expansion (paper's steps; corrected steps)
     ``equation(lhs, rhs, rel)``            LaTeX for ``lhs rel rhs`` (for ``IPython.display.Math``)
 """
 
@@ -35,7 +41,7 @@ __all__ = [
     "running_mean", "split_last", "loss_difference_identity", "taylor_generic", "ExpansionDifference",
     "expansion_difference", "assumption1_consequence", "softmax_ce_hessian", "softmax_ce_hessian_general",
     "softmax_hessian_facts", "ReluNetwork", "relu_network", "geometric_sum", "theorem1_expressions",
-    "lemma_expressions", "equation", "is_zero",
+    "theorem1_chain", "corrected_true_shapes", "box_bound", "lemma_expressions", "equation", "is_zero",
 ]
 
 i = sp.Symbol("i", integer=True, positive=True)
@@ -381,26 +387,205 @@ def theorem1_expressions() -> dict:
     }
 
 
-def lemma_expressions() -> dict:
-    """Lemma 1 (A.3): ``stated`` (parenthesis as printed), ``proved`` (``2/(k+1)(M_l + M_H R^2)``),
-    ``stated_minus_proved`` (zero only when ``R = 1``), and ``derived``: the bound the second-order
-    expansion gives, ``(1/(k+1)) (M_l + (1/2) M_H R^2)`` for non-negative losses and PSD (G-term)
-    Hessians, with ``derived_indefinite`` ``(1/(k+1)) (M_l + M_H R^2)`` when the Hessians may be indefinite.
+def theorem1_chain(L: int = 3) -> dict:
+    """Appendix A.2's chain of inequalities derived by SymPy on a symbolic ``L``-layer network (widths 2).
+
+    Norm symbols ``N_s`` stand for ``||W^(s)||_2`` and ``X`` for ``||x||_2``. Structural steps, each an
+    exact SymPy identity on :func:`relu_network` (``*_residuals`` are lists of zero matrices or zeros):
+
+    * ``G_residuals``: ``G^(p)``, the product of the factors ``W^(L) D^(L-1) ... W^(p+1) D^(p)``, equals
+      ``dz/dz^(p)`` computed by SymPy as a Jacobian of the logits with respect to a symbolic
+      pre-activation at layer ``p`` (the paper's definition);
+    * ``activation_residuals``: ``D^(p-1) W^(p-1) ... D^(1) W^(1) x`` equals the activation ``x^(p)``;
+    * ``kron_residuals``: ``(G kron x^T)(G kron x^T)^T = (x^T x) G G^T`` for every block of ``F``, so
+      ``||G^(p) kron x^(p)T||_2 = ||G^(p)||_2 ||x^(p)||_2``;
+    * ``stack_residual``: ``F F^T = sum_p F_p F_p^T`` (then ``||F||^2 <= sum_p ||F_p||^2`` by Weyl's
+      inequality, which is checked numerically, not here).
+
+    Norm bounds read off the factor lists by sub-multiplicativity (``||D||_2 <= 1``): ``G_bound[p]``
+    (SymPy: ``prod_{s>p} N_s``) and ``activation_bound[p]`` (``X prod_{s<p} N_s``); ``paper_G_bound[p]``
+    is A.2's ``prod_{s>=p} N_s``, ``paper_extra_factor[p]`` its ratio to the derived one (``N_p``).
+    Assembled: ``corrected = (1/2) sum_p activation_bound^2 G_bound^2``, ``corrected_residual`` against
+    ``(1/2) X^2 sum_p prod_{s != p} N_s^2`` (what ``lhlib.bounds.corrected_bound_per_sample`` evaluates),
+    ``corrected_constant`` after ``N_s -> M_W``, ``X -> M_x`` and its residual against
+    ``(1/2) L M_x^2 M_W^{2(L-1)}``; ``monotone``: every coefficient of ``corrected`` is positive, so
+    substituting upper bounds is valid. ``paper`` assembles A.2's own steps (its ``G`` bound, its ``+1``
+    bias rows, ``||A|| <= sqrt2``), and ``paper_residual`` compares it, at ``N_s = M_W``, with
+    Theorem 1 as stated (0: the theorem is what its proof's steps give).
     """
-    M_l, M_H, R = sp.symbols(r"M_\ell M_H R", positive=True)
+    net = relu_network((2,) * (L + 1))
+    N = sp.symbols(f"N_1:{L + 1}", positive=True)
+    X = sp.Symbol(r"\|x\|", positive=True)
+    norm_of = {id(W): N[s] for s, W in enumerate(net.weights)}
+    G_factors, G_residuals, G_bound = [], [], []
+    for p in range(1, L + 1):
+        factors = []
+        for s in range(L, p, -1):  # W^(L) D^(L-1) ... W^(p+1) D^(p)
+            factors += [net.weights[s - 1], net.masks[s - 2]]
+        G_factors.append(factors)
+        product = sp.Mul(*factors) if factors else sp.eye(2)
+        u = sp.Matrix(sp.symbols(f"u_1:{net.weights[p - 1].shape[0] + 1}"))
+        h = u
+        for s in range(p, L):  # from the pre-activation z^(p) = u to the logits
+            h = net.weights[s] * (net.masks[s - 1] * h)
+        G_residuals.append(sp.expand(product - net.G[p - 1]) + sp.expand(h.jacobian(u) - net.G[p - 1]))
+        G_bound.append(sp.Mul(*[norm_of.get(id(f), 1) for f in factors]))
+    activation_residuals, activation_bound = [], []
+    for p in range(1, L + 1):
+        factors = []
+        for s in range(p - 1, 0, -1):  # D^(p-1) W^(p-1) ... D^(1) W^(1)
+            factors += [net.masks[s - 1], net.weights[s - 1]]
+        value = (sp.Mul(*factors) if factors else sp.eye(2)) * net.x
+        activation_residuals.append(sp.expand(value - net.activations[p - 1]))
+        activation_bound.append(X * sp.Mul(*[norm_of.get(id(f), 1) for f in factors]))
+    blocks = [net.F[:, a:b] for a, b in net.block_slices]
+    kron_residuals = [sp.expand(Fp * Fp.T - (net.activations[p].T * net.activations[p])[0, 0] * net.G[p] * net.G[p].T)
+                      for p, Fp in enumerate(blocks)]
+    stack_residual = sp.expand(net.F * net.F.T - sum((Fp * Fp.T for Fp in blocks), sp.zeros(2, 2)))
+    corrected = sp.Rational(1, 2) * sum(a**2 * g**2 for a, g in zip(activation_bound, G_bound))
+    leave_one_out = sp.Rational(1, 2) * X**2 * sum(sp.Mul(*[N[s] ** 2 for s in range(L) if s != p]) for p in range(L))
+    constants = {**{n: M_W for n in N}, X: M_x}
+    corrected_constant = sp.simplify(corrected.subs(constants))
+    paper_G_bound = [sp.Mul(*N[p - 1:]) for p in range(1, L + 1)]
+    paper = sp.sqrt(2) * sum((a**2 + 1) * g**2 for a, g in zip(activation_bound, paper_G_bound))
+    stated = theorem1_expressions()["paper"].subs(L_, L)
+    return {
+        "L": L, "N": N, "X": X, "network": net, "G_factors": G_factors, "G_residuals": G_residuals,
+        "activation_residuals": activation_residuals, "kron_residuals": kron_residuals, "stack_residual": stack_residual,
+        "G_bound": G_bound, "activation_bound": activation_bound, "paper_G_bound": paper_G_bound,
+        "paper_extra_factor": [sp.simplify(b / g) for b, g in zip(paper_G_bound, G_bound)],
+        "corrected": sp.expand(corrected), "leave_one_out": leave_one_out,
+        "corrected_residual": sp.simplify(corrected - leave_one_out),
+        "corrected_constant": corrected_constant,
+        "corrected_constant_residual": sp.simplify(corrected_constant - sp.Rational(1, 2) * L * M_x**2 * M_W ** (2 * (L - 1))),
+        "monotone": all(c > 0 for c in sp.Poly(corrected, *N, X).coeffs()),
+        "paper": sp.expand(paper), "paper_constant": sp.simplify(paper.subs(constants)),
+        "paper_residual": sp.simplify(paper.subs(constants) - stated),
+    }
+
+
+n_in, K_out = sp.symbols("n K", positive=True)
+
+
+def corrected_true_shapes(L: int) -> dict:
+    """The corrected bound's dependence on the hidden size ``h`` with the true layer shapes.
+
+    Under the paper's hidden-size hypothesis ``|w_ij| <= M``, ``||W||_2 <= ||W||_F <= sqrt(rows cols) M``,
+    attained by the matrix of equal entries ``M``: ``W^(1)`` is ``h x n``, so ``||W^(1)||_2 <= sqrt(n h) M``;
+    the hidden ``W^(p)`` are ``h x h`` (``<= h M``); ``W^(L)`` is ``K x h`` (``<= sqrt(K h) M``); for
+    ``L = 1``, ``W^(1)`` is ``K x n``. ``product_form`` is the corrected per-sample bound
+    ``(1/2) ||x||^2 sum_p prod_{s != p} ||W^(s)||_2^2`` with these norms (``||x|| = M_x``), a polynomial
+    in ``h``; ``degree`` its degree in ``h`` and ``leading`` its leading coefficient; ``local_exponent``
+    is ``d log(product_form) / d log h`` and ``asymptotic_exponent`` its limit as ``h -> oo``. ``hM_form`` is the corrected constant with the (invalid for
+    ``n > h``) substitution ``M_W = h M``, and ``hM_degree`` its degree, ``2(L - 1)``.
+    """
+    if L == 1:
+        squared = [n_in * K_out * M**2]
+    else:
+        squared = [n_in * h * M**2] + [h**2 * M**2] * (L - 2) + [K_out * h * M**2]
+    product_form = sp.expand(sp.Rational(1, 2) * M_x**2 * sum(sp.Mul(*[squared[s] for s in range(L) if s != p]) for p in range(L)))
+    poly = sp.Poly(product_form, h)
+    hM_form = sp.Rational(1, 2) * L * M_x**2 * (h * M) ** (2 * (L - 1))
+    local_exponent = sp.simplify(h * sp.diff(product_form, h) / product_form)
+    return {"L": L, "norms_squared": squared, "product_form": product_form, "degree": poly.degree(),
+            "leading": sp.factor(poly.LC()), "local_exponent": local_exponent,
+            "asymptotic_exponent": sp.simplify(sp.limit(local_exponent, h, sp.oo)),
+            "hM_form": hM_form, "hM_degree": sp.Poly(hM_form, h).degree()}
+
+
+def box_bound(expr, ranges: dict):
+    """The largest ``|expr|`` when every variable of ``expr`` ranges over an interval (interval arithmetic).
+
+    ``expr`` is linear in ``base[k + 1]`` and in sums ``Sum(c * base[i], (i, 1, k))`` for the
+    ``IndexedBase`` keys of ``ranges``, which map each base to ``(low, high)``: every ``base[j]``
+    lies in that interval, so such a sum lies in ``[k min(c low, c high), k max(c low, c high)]``.
+    For a linear form ``sum_j c_j t_j`` over a box the maximum is ``sum_j max(c_j low_j, c_j high_j)``
+    (each term at its own end); the bound is ``max(upper, -lower)``. With symmetric intervals this is
+    the triangle inequality; with ``low = 0`` it is the sharper "difference of two non-negative numbers".
+    The sign of every coefficient must be decidable (it is, for the positive symbol ``k``); otherwise
+    ValueError. Returns ``(bound, lower, upper)``, simplified.
+    """
+    expr = sp.expand(expr)
+    intervals, totals = {}, {}
+
+    def replace_sum(total):
+        if len(total.limits) != 1 or total.limits[0][0] != i or total.limits[0][1] != 1 or sp.simplify(total.limits[0][2] - k) != 0:
+            raise ValueError(f"only sums over i = 1..k are supported, got {total}")
+        function = sp.expand(total.function)
+        for base, (low, high) in ranges.items():
+            c = sp.simplify(function / base[i])
+            if not c.has(i) and not c.has(base):
+                if base not in totals:  # one variable per base: the sum of base[1..k], in [k low, k high]
+                    totals[base] = sp.Dummy(f"Sum_{base}")
+                    intervals[totals[base]] = (k * low, k * high)
+                return c * totals[base]
+        raise ValueError(f"cannot bound the summand {function}")
+
+    expr = expr.replace(lambda e: isinstance(e, sp.Sum), replace_sum)
+    for base, (low, high) in ranges.items():
+        symbol = sp.Dummy(f"{base}_new")
+        expr = expr.subs(base[k + 1], symbol)
+        intervals[symbol] = (low, high)
+    expr = sp.expand(expr)
+    leftover = expr.free_symbols - set(intervals) - {k} - set().union(*[sp.sympify(b).free_symbols for v in ranges.values() for b in v])
+    if any(isinstance(a, sp.Indexed) for a in expr.atoms(sp.Indexed)) or leftover:
+        raise ValueError(f"expression is not linear in the bounded variables alone: {expr}")
+    lower = upper = sp.Integer(0)
+    for symbol, (lo, hi) in intervals.items():
+        c = sp.simplify(expr.coeff(symbol))
+        if sp.simplify(expr.diff(symbol, 2)) != 0:
+            raise ValueError("expression is not linear")
+        if c.is_nonnegative:
+            lower, upper = lower + c * lo, upper + c * hi
+        elif c.is_nonpositive:
+            lower, upper = lower + c * hi, upper + c * lo
+        else:
+            raise ValueError(f"the sign of the coefficient {c} is not decidable")
+    rest = sp.simplify(expr.subs({symbol: 0 for symbol in intervals}))
+    lower, upper = sp.simplify(lower + rest), sp.simplify(upper + rest)
+    return sp.simplify(sp.Max(upper, -lower)), lower, upper
+
+
+def lemma_expressions() -> dict:
+    """Lemma 1 (A.3) derived by SymPy from the expansion, next to what the paper states.
+
+    ``stated`` is the displayed formula (parenthesis as printed), ``proved`` the proof's last line
+    ``2/(k+1) (M_l + M_H R^2)``, ``stated_minus_proved`` their difference (zero only at ``R = 1``).
+    The derivations start from :func:`expansion_difference` (SymPy's difference of the two
+    second-order expansions; ``a_i`` losses, ``s_i`` slopes, ``q_i = delta^T H_i delta``) and bound it
+    with :func:`box_bound`:
+
+    * ``paper_route``: the paper's own steps: its expansion (Hessian coefficient ``1/(k+1)``),
+      Assumption 1 (``s_i = 0``), ``|l_i| <= M_l`` and ``|q_i| <= M_H R^2`` with the triangle inequality;
+      ``paper_route_residual = paper_route - proved`` (0: the proof's arithmetic is right);
+    * ``derived``: SymPy's expansion, ``s_i = 0``, losses in ``[0, M_l]`` (cross-entropy is non-negative)
+      and ``q_i`` in ``[0, M_H R^2]`` (positive semidefinite G-terms);
+    * ``derived_indefinite``: the same with ``q_i`` in ``[-M_H R^2, M_H R^2]`` (full Hessians);
+    * ``derived_with_gradient``: the PSD case without Assumption 1, slopes ``|s_i| <= M_g R``.
+
+    The step ``|delta^T H delta| <= ||H||_2 ||delta||^2`` is the definition of the spectral norm and is
+    taken as given.
+    """
+    M_l, M_H, R, M_g = sp.symbols(r"M_\ell M_H R M_g", positive=True)
     sqrt2 = sp.sqrt(2)
     first = L_ * sqrt2 * M_x**2 * M_W ** (2 * L_)
     geometric = sqrt2 * M_W**2 * (M_W ** (2 * L_) - 1) / (M_W**2 - 1)
     stated = 2 / (k + 1) * (M_l + first + geometric * R**2)
     proved = 2 / (k + 1) * (M_l + M_H * R**2)
-    proved_sub = proved.subs(M_H, first + geometric)
-    # the proof's assembly: value term (<= 2 M_l) and Hessian term (<= 2 M_H) each over k+1
-    assembled = 2 * M_l / (k + 1) + 2 * M_H / (k + 1) * R**2
-    derived = (M_l + sp.Rational(1, 2) * M_H * R**2) / (k + 1)
+    expansion = expansion_difference()
+    mean = lambda base: sp.Sum(base[i], (i, 1, k)) / k
+    paper_expansion = (expansion.paper_value_coefficient * (a_[k + 1] - mean(a_))
+                       + expansion.paper_hessian_coefficient * (q_[k + 1] - mean(q_)))
+    none = (0, 0)
+    paper_route = box_bound(paper_expansion, {a_: (-M_l, M_l), q_: (-M_H * R**2, M_H * R**2)})[0]
+    derived = box_bound(expansion.total, {a_: (0, M_l), s_: none, q_: (0, M_H * R**2)})[0]
+    derived_indefinite = box_bound(expansion.total, {a_: (0, M_l), s_: none, q_: (-M_H * R**2, M_H * R**2)})[0]
+    derived_with_gradient = box_bound(expansion.total, {a_: (0, M_l), s_: (-M_g * R, M_g * R), q_: (0, M_H * R**2)})[0]
     return {
-        "symbols": (M_l, M_H, R), "stated": stated, "proved": proved, "assembled": assembled,
-        "assembled_residual": sp.simplify(assembled - proved),
-        "stated_minus_proved": sp.factor(sp.simplify(stated - proved_sub)),
-        "derived": derived, "derived_indefinite": (M_l + M_H * R**2) / (k + 1),
+        "symbols": (M_l, M_H, R), "M_g": M_g, "stated": stated, "proved": proved,
+        "stated_minus_proved": sp.factor(sp.simplify(stated - proved.subs(M_H, first + geometric))),
+        "paper_expansion": paper_expansion, "paper_route": paper_route,
+        "paper_route_residual": sp.simplify(paper_route - proved),
+        "derived": derived, "derived_indefinite": derived_indefinite, "derived_with_gradient": derived_with_gradient,
         "ratio_derived_over_proved": sp.simplify(derived / proved),
     }

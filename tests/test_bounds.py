@@ -284,3 +284,56 @@ def test_softmax_hessian_keeps_saturated_curvature():
     torch.testing.assert_close(factor @ factor.transpose(1, 2), a, rtol=1e-12, atol=0)
     p = torch.softmax(z[1], dim=0)
     torch.testing.assert_close(a[1], torch.diag(p) - torch.outer(p, p), rtol=1e-12, atol=1e-15)
+
+
+def test_full_hessian_dense_matches_torch_func(tiny):
+    """lhlib's dense per-sample Hessians equal torch.func's; for L = 1 the full Hessian is the G-term."""
+    model, x, y = tiny
+    weights = B.weight_list(model)
+    dense = B.full_hessian_dense(model, x, y)
+    for i in range(len(y)):
+        torch.testing.assert_close(dense[i], dense_pieces(weights, x[i], y[i])[0], rtol=1e-12, atol=1e-14)
+    linear = [torch.randn(3, 4, generator=torch.Generator().manual_seed(5), dtype=torch.float64)]
+    xs = torch.randn(5, 4, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    ys = torch.tensor([0, 1, 2, 0, 1])
+    torch.testing.assert_close(B.full_hessian_norm_dense(linear, xs, ys), B.g_term_norm_per_sample(linear, xs),
+                               rtol=1e-10, atol=1e-14)
+    with pytest.raises(ValueError, match="y must have shape"):
+        B.full_hessian_dense(model, x, y[:2])
+
+
+def test_random_network_is_reproducible_and_in_range():
+    w1, x1, y1 = B.random_network(3, input_norm_range=(0.5, 0.5))
+    w2, x2, y2 = B.random_network(3, input_norm_range=(0.5, 0.5))
+    assert all(torch.equal(a, b) for a, b in zip(w1, w2)) and torch.equal(x1, x2) and torch.equal(y1, y2)
+    assert 1 <= len(w1) <= 5 and 2 <= w1[-1].shape[0] <= 5 and 2 <= x1.shape[1] <= 6
+    assert float(x1.norm(dim=1).max()) == pytest.approx(0.5) and int(y1.max()) < w1[-1].shape[0]
+    rng = np.random.default_rng(0)
+    first, second = B.random_network(rng), B.random_network(rng)
+    assert len(first[0]) != len(second[0]) or not torch.equal(first[1], second[1])
+    with pytest.raises(ValueError, match="log-uniform"):
+        B.random_network(0, scale_range=(0.0, 1.0))
+
+
+def test_full_hessian_exceeds_corrected_constant():
+    """Erratum 3: the corrected constant bounds the G-term of every network, not the full Hessian.
+
+    Constructed: L = 2, weights eps * W0 (masks fixed). The H-term's cross-layer block has entries
+    (p - y)_c D_j x_k, independent of eps, so ||H|| stays near ||p - y|| ||x|| while the corrected
+    constant (1/2) L M_x^2 M_W^2 shrinks like eps^2. Searched: random networks from a fixed seed.
+    """
+    x = torch.tensor([[0.6, 0.8]], dtype=torch.float64)
+    y = torch.tensor([0])
+    w0 = [torch.tensor([[1.0, 0.5], [0.5, 1.0]], dtype=torch.float64), torch.tensor([[1.0, -1.0], [-1.0, 1.0]], dtype=torch.float64)]
+    for eps in (1e-1, 1e-2):
+        check = B.full_hessian_check([eps * w for w in w0], x, y)
+        assert not check.exceeds("gterm") and check.exceeds("full")
+        assert check.worst_ratio("full") > 0.1 / (eps**2 * float(B.layer_spectral_norms(w0).max()) ** 2)
+    rng = np.random.default_rng(0)
+    for searched in range(1, 61):  # the first exceedance of this seed comes after a few dozen networks at most
+        check = B.full_hessian_check(*B.random_network(rng))
+        assert not check.exceeds("gterm")
+        assert (check.gterm <= check.corrected_per_sample * (1 + 1e-10) + 1e-14).all()
+        if check.exceeds("full"):
+            break
+    assert check.exceeds("full") and check.L >= 2, f"no exceedance among {searched} random networks"

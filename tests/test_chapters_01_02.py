@@ -29,7 +29,7 @@ def test_notebook_is_stripped_and_has_conventions(chapter):
     assert "".join(notebook["cells"][0]["source"]).startswith(f"# {chapter[:2]}. ")
     assert 'if "google.colab" in sys.modules:' in "".join(notebook["cells"][1]["source"])
     params = "".join(_parameters_cell(chapter)["source"])
-    for name in ("seed = ", 'device = "auto"', f'output_dir = "results/paper/{chapter}"'):
+    for name in ("seeds = [", 'device = "auto"', f'output_dir = "results/paper/{chapter}"'):
         assert name in params
 
 
@@ -75,6 +75,15 @@ def test_chapter_02_smoke(run_chapter_smoke, tmp_path):
     assert held["random scales"]["paper_theorem"]["networks"] < 1.0
     counter = summary["counterexample_L1_zero_weights"]
     assert counter["gterm"] > counter["paper"] == 0.0
+    # the corrected constant bounds every G-term; where the full Hessian exceeds it, L >= 2
+    for family in summary["full_hessian_vs_corrected_constant"].values():
+        assert family["gterm_exceeds"] == 0 and family["worst_gterm_ratio"] <= 1 + 1e-9
+        assert all(L >= 2 for L in family["L_of_exceeding"])
+    shapes = summary["corrected_bound_true_shapes"]
+    assert shapes["degree_in_h"] == 2 * shapes["L"] - 3 and 2 * shapes["L"] - 4 <= shapes["local_exponent"] <= 2 * shapes["L"] - 3
+    # one trained network per seed
+    seeds = summary["parameters"]["seeds"]
+    assert [row["seed"] for row in summary["lemma_on_trained_networks"]["per_seed"]] == seeds
 
 
 def test_errata_references_resolve():

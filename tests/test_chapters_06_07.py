@@ -20,6 +20,10 @@ def test_chapter_06_smoke(run_chapter_smoke):
     for n in networks:
         assert n["weight_matrices"] == n["num_layers"] + 2
         assert n["grad_full_norm"] > 0 and n["M_H_max_ggn"] > 0
+    seeds = summary["settings"]["seeds"]
+    assert len(summary["networks_across_seeds"]) == len(networks)
+    for row in summary["networks_across_seeds"]:
+        assert row["seeds"] == seeds and len(row["M_H"]) == len(seeds) and all(m > 0 for m in row["M_l"])
     gaussian = summary["gaussian"]
     assert len(gaussian) == 2 and all(len(g["monte_carlo"]) == len(g["ks"]) for g in gaussian)
     assert summary["checks"]["gaussian_rel_error"][0] < 0.2
@@ -46,5 +50,11 @@ def test_chapter_07_smoke(run_chapter_smoke):
         # A smaller tolerance never needs fewer samples.
         assert c["at_theta_hat"][1]["extrapolated"] > c["at_theta_hat"][0]["extrapolated"]
         assert all(b["bound"] >= a["bound"] for a, b in zip(c["at_theta_hat"], c["in_ball"]))
+    seeds = summary["settings"]["seeds"]
+    assert len(configurations) == 3 * len(seeds) >= 6
+    for row in summary["k_star_across_seeds"]:
+        assert row["seeds"] == seeds and len(row["extrapolated"]) == len(seeds)
+        mean, (low, high) = row["extrapolated_mean_ci95"]
+        assert low <= mean <= high
     recipe = summary["recipe"]
     assert recipe["dataset"] == "digits" and math.isfinite(recipe["extrapolated"])

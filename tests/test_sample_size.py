@@ -81,3 +81,8 @@ def test_rejects_bad_input():
         sufficient_sample_size(torch.rand(10), 0.1, curves=np.ones((2, 5)))
     with pytest.raises(ValueError, match="radius"):
         sufficient_sample_size(torch.rand(10), 0.1, radius=-1.0)
+
+
+def test_equal_losses_need_one_sample():
+    result = sufficient_sample_size(torch.full((50,), 2.302585), 1e-3, permutations=4, bootstrap=4)
+    assert result.mad == 0.0 and result.extrapolated == 1.0 and result.extrapolated_ci == (1.0, 1.0)

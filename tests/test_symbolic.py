@@ -6,6 +6,7 @@ discrepancy (recorded in book/errata.md).
 
 from __future__ import annotations
 
+import math
 import random
 
 import numpy as np
@@ -158,19 +159,114 @@ def test_theorem1_expressions():
         assert sp.simplify(lead - sp.sqrt(2) * S.M ** (2 * L) * (L * S.M_x**2 + 1)) == 0
 
 
+def test_box_bound_against_corners():
+    """box_bound's interval arithmetic equals the brute-force maximum over the corners of the box."""
+    rng = random.Random(7)
+    a, q = S.a_, S.q_
+    for _ in range(20):
+        kk = rng.randint(1, 5)
+        c1, c2, c3, c4 = (sp.Rational(rng.randint(-9, 9), rng.randint(1, 4)) for _ in range(4))
+        (la, ha), (lq, hq) = sorted(rng.sample(range(-5, 6), 2)), sorted(rng.sample(range(-5, 6), 2))
+        expr = c1 * a[S.k + 1] + c2 * sp.Sum(a[S.i], (S.i, 1, S.k)) + c3 * q[S.k + 1] + c4 * sp.Sum(q[S.i], (S.i, 1, S.k))
+        bound = S.box_bound(expr, {a: (la, ha), q: (lq, hq)})[0].subs(S.k, kk)
+        corners = [abs(c1 * ta + c2 * sa + c3 * tq + c4 * sq)
+                   for ta in (la, ha) for sa in (kk * la, kk * ha) for tq in (lq, hq) for sq in (kk * lq, kk * hq)]
+        assert sp.simplify(bound - max(corners)) == 0
+    with pytest.raises(ValueError, match="not linear"):
+        S.box_bound(a[S.k + 1] ** 2, {a: (0, 1)})
+
+
 def test_lemma_expressions():
     m = S.lemma_expressions()
     M_l, M_H, R = m["symbols"]
-    assert m["assembled_residual"] == 0
+    M_g = m["M_g"]
+    # the paper's own steps (its coefficient 1/(k+1), |l| <= M_l, |q| <= M_H R^2, triangle inequality)
+    # give exactly the proof's last line
+    assert m["paper_route_residual"] == 0
+    assert sp.simplify(m["paper_route"] - 2 / (S.k + 1) * (M_l + M_H * R**2)) == 0
     # the statement and the proof agree only at R = 1
     assert m["stated_minus_proved"] != 0
     assert sp.simplify(m["stated_minus_proved"].subs(R, 1)) == 0
+    # from SymPy's expansion: erratum 12's constants
+    assert sp.simplify(m["derived"] - (M_l + M_H * R**2 / 2) / (S.k + 1)) == 0
+    assert sp.simplify(m["derived_indefinite"] - (M_l + M_H * R**2) / (S.k + 1)) == 0
+    assert sp.simplify(m["derived_with_gradient"] - (M_l + 2 * M_g * R + M_H * R**2 / 2) / (S.k + 1)) == 0
+    # with the paper's coefficient the same corrected steps would not give erratum 12's constant
+    wrong = S.box_bound(m["paper_expansion"], {S.a_: (0, M_l), S.q_: (0, M_H * R**2)})[0]
+    assert sp.simplify(wrong - m["derived"]) != 0
     assert sp.simplify(m["ratio_derived_over_proved"].subs(M_H, 0) - sp.Rational(1, 2)) == 0
     assert sp.simplify(m["ratio_derived_over_proved"].subs(M_l, 0) - sp.Rational(1, 4)) == 0
     # numeric evaluators agree with the symbolic forms
-    vals = {S.k: 9, M_l: 2, M_H: 3, R: sp.Rational(1, 2)}
+    vals = {S.k: 9, M_l: 2, M_H: 3, R: sp.Rational(1, 2), M_g: sp.Rational(3, 2)}
     assert float(m["proved"].subs(vals)) == pytest.approx(B.lemma_bound(9, 2.0, 3.0, 0.5))
     assert float(m["derived"].subs(vals)) == pytest.approx(B.lemma_bound_corrected(9, 2.0, 3.0, 0.5))
+    assert float(m["derived_indefinite"].subs(vals)) == pytest.approx(B.lemma_bound_corrected(9, 2.0, 3.0, 0.5, psd=False))
+    assert float(m["derived_with_gradient"].subs(vals)) == pytest.approx(B.lemma_bound_corrected(9, 2.0, 3.0, 0.5, M_g=1.5))
+
+
+@pytest.mark.parametrize("L", [1, 2, 3, 4])
+def test_theorem1_chain(L):
+    c = S.theorem1_chain(L)
+    zero = lambda m: m == sp.zeros(*m.shape)
+    assert all(zero(r) for r in c["G_residuals"]) and all(zero(r) for r in c["activation_residuals"])
+    assert all(zero(r) for r in c["kron_residuals"]) and zero(c["stack_residual"])
+    N = c["N"]
+    # the norm bounds read off the structure: G^(p) holds W^(p+1..L), x^(p) holds W^(1..p-1)
+    for p in range(1, L + 1):
+        assert c["G_bound"][p - 1] == sp.Mul(*N[p:])
+        assert c["activation_bound"][p - 1] == c["X"] * sp.Mul(*N[: p - 1])
+        assert c["paper_extra_factor"][p - 1] == N[p - 1]  # A.2's product has one factor too many
+    assert c["corrected_residual"] == 0 and c["corrected_constant_residual"] == 0 and c["monotone"]
+    assert sp.simplify(c["corrected_constant"] - S.theorem1_expressions()["corrected_closed"].subs(S.L_, L)) == 0
+    # the paper's steps, assembled, give Theorem 1 as stated
+    assert c["paper_residual"] == 0
+    # and the symbolic bound is what lhlib.bounds evaluates, at the norms of random weights
+    rng = np.random.default_rng(L)
+    dims = [3] + [4] * (L - 1) + [2]
+    weights = [torch.tensor(rng.normal(size=(b, a))) for a, b in zip(dims[:-1], dims[1:])]
+    x = torch.tensor(rng.normal(size=(1, 3)))
+    norms = B.layer_spectral_norms(weights)
+    value = c["corrected"].subs({**dict(zip(N, norms.tolist())), c["X"]: float(x.norm())})
+    assert float(value) == pytest.approx(float(B.corrected_bound_per_sample(weights, x)[0]), rel=1e-12)
+
+
+def _fitted_exponent(hs, values):
+    return float(np.polyfit(np.log(hs), np.log(values), 1)[0])
+
+
+@pytest.mark.parametrize("L", [2, 3, 4])
+def test_corrected_bound_exponent_of_h_true_shapes(L):
+    """Erratum 10: with the true shapes (h x n, h x h, K x h) and |w_ij| <= M, the corrected bound grows
+    like h^(2L-3), not like h^(2(L-1)) (which needs M_W = h M, false for the first and last layers);
+    with i.i.d. entries of fixed scale (||W|| ~ sqrt(fan_in) + sqrt(fan_out)) like h^(L-1)."""
+    t = S.corrected_true_shapes(L)
+    assert t["degree"] == 2 * L - 3 and t["hM_degree"] == 2 * (L - 1) != t["degree"]
+    expected = sp.Rational(1, 2) * S.M_x**2 * S.M ** (2 * (L - 1)) * (
+        (S.n_in + S.K_out) * S.h ** (2 * L - 3) + (L - 2) * S.n_in * S.K_out * S.h ** (2 * L - 4))
+    assert sp.expand(t["product_form"] - expected) == 0
+    assert t["asymptotic_exponent"] == 2 * L - 3
+    # numerically: matrices of equal entries M attain ||W|| = sqrt(rows cols) M, so lhlib's corrected
+    # bound equals the polynomial, and its log-log slope in h approaches 2L - 3
+    n, K, m_entry = 3, 2, 0.5
+    x = torch.ones(1, n, dtype=torch.float64) / math.sqrt(n)
+    hs = np.array([128, 256, 512])
+    values = []
+    for hh in hs:
+        dims = [n] + [int(hh)] * (L - 1) + [K]
+        weights = [torch.full((b, a), m_entry, dtype=torch.float64) for a, b in zip(dims[:-1], dims[1:])]
+        values.append(float(B.corrected_bound_per_sample(weights, x)[0]))
+        exact = t["product_form"].subs({S.h: int(hh), S.n_in: n, S.K_out: K, S.M: m_entry, S.M_x: 1})
+        assert values[-1] == pytest.approx(float(exact), rel=1e-9)
+    assert abs(_fitted_exponent(hs, values) - (2 * L - 3)) < 0.05
+    # random matrices with entries of fixed scale: the layer norms grow like sqrt(h), the bound like h^(L-1)
+    gen = torch.Generator().manual_seed(L)
+    values = []
+    for hh in hs:
+        dims = [n] + [int(hh)] * (L - 1) + [K]
+        weights = [torch.randn(b, a, generator=gen, dtype=torch.float64) for a, b in zip(dims[:-1], dims[1:])]
+        values.append(float(B.corrected_bound_per_sample(weights, x)[0]))
+    slope = _fitted_exponent(hs, values)
+    assert abs(slope - (L - 1)) < 0.35 and slope < 2 * (L - 1) - 0.5
 
 
 def test_equation_latex():
