@@ -19,8 +19,9 @@ matrix product may sum in different orders); ``tests/test_ensemble.py`` checks i
 
 Why batched weights rather than ``vmap`` over ``functional_call``: the paper's networks are tiny,
 so a training step costs per-operation overhead rather than arithmetic. One ``bmm`` per layer keeps
-``S`` members at about the operation count of one; ``vmap`` adds its own overhead per operation
-(about 3.5x slower here for ``S = 1``, h = 16, num_layers = 5, one thread).
+``S`` members at about the operation count of one; ``vmap`` adds its own overhead per operation,
+which made a one-member ensemble several times slower than :func:`lhlib.train.train` when tried.
+``benchmarks/bench_training.py`` times ``S`` seeds against ``S`` sequential runs.
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ from lhlib.train import resolve_device
 from lhlib.validation import check_float, check_int, check_int_list, check_seeds
 
 __all__ = ["SweepSettings", "SeedResult", "ConfigurationResult", "check_sweep_settings", "sweep_configurations",
-           "run_sweep", "plot_sweep", "ordering_tests", "summary_rows", "paper_values"]
+           "run_sweep", "plot_sweep", "ordering_tests", "sweep_table", "ordering_table", "summary_rows", "paper_values"]
 
 # The paper's two ordering claims (§5): the panel, the claimed direction of the level, the words.
 ORDERING_CLAIMS = {
@@ -305,6 +305,29 @@ def ordering_tests(results: dict[tuple[int, int], ConfigurationResult], settings
             tests.append({"dataset": dataset, "panel": panel, "claim": claim, "excluding_collapsed": excluding,
                           **test.as_dict()})
     return tests
+
+
+def sweep_table(results: dict[tuple[int, int], ConfigurationResult]) -> str:
+    """A Markdown table of every configuration across its seeds: accuracy (mean and range), collapsed
+    seeds, level and fitted exponent (mean and 95 % interval across seeds)."""
+    lines = []
+    for r in results.values():
+        accuracy = 100 * np.array(r.accuracies)
+        (level_low, level_high), (exp_low, exp_high) = r.level_ci95, r.rate_exponent_ci95
+        lines.append(f"| {r.hidden_size} | {r.num_layers} | {r.weight_matrices} | {accuracy.mean():.1f} "
+                     f"({accuracy.min():.1f}-{accuracy.max():.1f}) | {r.collapsed_seeds} of {len(r.members)} "
+                     f"| {r.level_mean:.4f} [{level_low:.4f}, {level_high:.4f}] "
+                     f"| {r.rate_exponent:.3f} [{exp_low:.3f}, {exp_high:.3f}] |")
+    return ("| h | num_layers | weight matrices L | train accuracy % (range) | collapsed seeds "
+            "| level C [95 % CI] | fitted exponent [95 % CI] |\n|---|---|---|---|---|---|---|\n" + "\n".join(lines))
+
+
+def ordering_table(tests: list[dict[str, Any]]) -> str:
+    """A Markdown table of :func:`ordering_tests` results."""
+    rows = [f"| {t['dataset']} | {t['claim']} | {'without' if t['excluding_collapsed'] else 'with'} | {t['pairs']} "
+            f"| {t['statistic']:.3f} | {t['p_value']:.4f} | {t['verdict']} |" for t in tests]
+    return ("| dataset | claim | collapsed seeds | pairs | Spearman rho | one-sided p | verdict |\n"
+            "|---|---|---|---|---|---|---|\n" + "\n".join(rows))
 
 
 def summary_rows(results: dict[tuple[int, int], ConfigurationResult]) -> list[dict[str, Any]]:
