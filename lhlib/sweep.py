@@ -129,9 +129,11 @@ class ConfigurationResult:
     """One configuration across seeds.
 
     Curves are indexed by ``k = 1 .. N - 1``: ``mean`` is the average over seeds of each seed's mean
-    over orders, ``smoothed`` the paper's EMA of it, ``seed_low``/``seed_high`` (and their EMAs
-    ``smoothed_low``/``smoothed_high``) the smallest and largest seed's curve at each ``k``, and
-    ``order_lower``/``order_upper`` the 25 % and 75 % quantiles across orders, averaged over seeds.
+    over orders, ``smoothed`` the paper's EMA of it. The spreads are over the *live* seeds, those
+    whose curve is not identically zero (all of them if none is): ``live_mean`` (and its EMA
+    ``live_smoothed``) their mean, ``seed_low``/``seed_high`` (and their EMAs
+    ``smoothed_low``/``smoothed_high``) the smallest and largest live seed's curve at each ``k``, and
+    ``order_lower``/``order_upper`` the 25 % and 75 % quantiles across orders, averaged over them.
     """
 
     hidden_size: int
@@ -140,6 +142,8 @@ class ConfigurationResult:
     members: tuple[SeedResult, ...]
     mean: np.ndarray
     smoothed: np.ndarray
+    live_mean: np.ndarray
+    live_smoothed: np.ndarray
     seed_low: np.ndarray
     seed_high: np.ndarray
     smoothed_low: np.ndarray
@@ -216,13 +220,17 @@ def _measure_member(network: TrainedNetwork, settings: SweepSettings, num_classe
 
 
 def _combine(hidden_size, num_layers, weight_matrices, members, settings) -> ConfigurationResult:
-    curves = np.stack([m.mean for m in members])
+    mean = np.mean([m.mean for m in members], axis=0)
+    # A network whose losses are all equal has a zero curve: it has no place on a log axis.
+    live = [m for m in members if m.fit is not None] or list(members)
+    curves = np.stack([m.mean for m in live])
     smoothed_curves = ema(curves, settings.ema)
-    mean = curves.mean(axis=0)
+    live_mean = curves.mean(axis=0)
     return ConfigurationResult(
         hidden_size, num_layers, weight_matrices, tuple(members), mean, ema(mean, settings.ema),
+        live_mean, ema(live_mean, settings.ema),
         curves.min(axis=0), curves.max(axis=0), smoothed_curves.min(axis=0), smoothed_curves.max(axis=0),
-        np.mean([m.order_lower for m in members], axis=0), np.mean([m.order_upper for m in members], axis=0),
+        np.mean([m.order_lower for m in live], axis=0), np.mean([m.order_upper for m in live], axis=0),
     )
 
 
@@ -248,13 +256,18 @@ def _panel(results, settings, varying: str) -> list[ConfigurationResult]:
 
 
 def _name(result: ConfigurationResult, varying: str) -> str:
-    name = f"h = {result.hidden_size}" if varying == "hidden_size" else f"L = {result.num_layers}"
-    return name + (f" ({result.collapsed_seeds}/{len(result.members)} collapsed)" if result.collapsed_seeds else "")
+    name = (f"h = {result.hidden_size}" if varying == "hidden_size"
+            else f"num_layers = {result.num_layers} (L = {result.weight_matrices})")
+    dead = sum(m.fit is None for m in result.members)
+    notes = ([f"{result.collapsed_seeds}/{len(result.members)} collapsed"] if result.collapsed_seeds else []) + (
+        [f"{dead} all at ln K"] if dead else [])
+    return name + (f" ({', '.join(notes)})" if notes else "")
 
 
 def plot_sweep(results: dict[tuple[int, int], ConfigurationResult], settings: SweepSettings, title: str) -> plt.Figure:
     """The paper's two panels (top: EMA of the mean over seeds and orders, log y, shaded: range across
-    seeds) and, below, the unsmoothed mean on log-log axes (log-spaced bins of ``k``) with the range
+    seeds; seeds whose losses are all equal, with a zero curve, are left out of lines and bands and
+    counted in the legend) and, below, the unsmoothed mean on log-log axes (log-spaced bins of ``k``) with the range
     across seeds shaded and the 25-75 % band across random orders as thin dotted lines."""
     fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), sharex="row")
     seeds = len(settings.seeds)
@@ -265,9 +278,9 @@ def plot_sweep(results: dict[tuple[int, int], ConfigurationResult], settings: Sw
         for result, color in zip(panel, sweep_colors(len(panel))):
             k = np.arange(1, result.mean.size + 1)
             top, bottom = axes[0, column], axes[1, column]
-            top.plot(k, result.smoothed, color=color, label=_name(result, varying))
+            top.plot(k, result.live_smoothed, color=color, label=_name(result, varying))
             top.fill_between(k, result.smoothed_low, result.smoothed_high, color=color, alpha=0.15, lw=0)
-            centres, binned = log_binned(result.mean)
+            centres, binned = log_binned(result.live_mean)
             low, high = log_binned(result.seed_low)[1], log_binned(result.seed_high)[1]
             low_ci, high_ci = result.rate_exponent_ci95
             bottom.plot(centres, binned, color=color, lw=1.2,
@@ -278,11 +291,11 @@ def plot_sweep(results: dict[tuple[int, int], ConfigurationResult], settings: Sw
         axes[0, column].set(yscale="log", xlabel="sample size k",
                             ylabel=r"EMA of mean $|\mathcal{L}_{k+1}-\mathcal{L}_k|$ (nats)",
                             title=f"{'hidden size' if varying == 'hidden_size' else 'number of layers'} sweep, "
-                                  f"{fixed}\nshaded: range across {seeds} seeds")
+                                  f"{fixed}\nline: mean, shaded: range, over {seeds} seeds")
         axes[1, column].set(xscale="log", yscale="log", xlabel="sample size k",
                             ylabel=r"mean $|\mathcal{L}_{k+1}-\mathcal{L}_k|$ (nats)",
-                            title=f"unsmoothed (log bins); shaded: range across seeds;\n"
-                                  f"dotted: 25-75 % across random orders; slope: mean [95 % CI] across seeds")
+                            title="unsmoothed, log bins; shaded: seeds' range\n"
+                                  "dotted: 25-75 % of random orders; slope: mean [95 % CI] over seeds")
         axes[0, column].legend(loc="upper right")
         axes[1, column].legend(loc="lower left")
     fig.suptitle(title)
