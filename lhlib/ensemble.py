@@ -36,7 +36,7 @@ from lhlib.models import MLP
 from lhlib.train import TrainingHistory, cpu_threads
 from lhlib.validation import check_float, check_int, check_int_list
 
-__all__ = ["stacked_weights", "ensemble_logits", "ensemble_per_sample_losses", "train_ensemble"]
+__all__ = ["ensemble_logits", "ensemble_per_sample_losses", "stacked_weights", "train_ensemble"]
 
 
 def stacked_weights(models: Sequence[MLP]) -> list[torch.Tensor]:

@@ -21,7 +21,7 @@ from lhlib.models import MLP, build_mlp
 from lhlib.train import resolve_device
 from lhlib.validation import check_float, check_int, check_int_list
 
-__all__ = ["TrainedNetwork", "trained_networks", "trained_network"]
+__all__ = ["TrainedNetwork", "trained_network", "trained_networks"]
 
 
 @dataclass(frozen=True)

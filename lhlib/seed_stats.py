@@ -23,7 +23,7 @@ from scipy.stats import t as student_t
 
 from lhlib.validation import check_choice, check_float, check_int
 
-__all__ = ["interval_across_seeds", "share_at_chance", "TrendTest", "trend_test"]
+__all__ = ["TrendTest", "interval_across_seeds", "share_at_chance", "trend_test"]
 
 
 def interval_across_seeds(values: Sequence[float], confidence: float = 0.95) -> tuple[float, tuple[float, float]]:

@@ -22,14 +22,33 @@ import torch
 from tqdm.auto import tqdm
 
 from lhlib.experiment import TrainedNetwork, trained_networks
-from lhlib.landscape import RateFit, ema, fit_rate_exponent, log_binned, loss_difference_curves, mean_abs_deviation
+from lhlib.landscape import (
+    RateFit,
+    ema,
+    fit_rate_exponent,
+    log_binned,
+    loss_difference_curves,
+    mean_abs_deviation,
+)
 from lhlib.seed_stats import interval_across_seeds, share_at_chance, trend_test
 from lhlib.style import sweep_colors
 from lhlib.train import resolve_device
 from lhlib.validation import check_float, check_int, check_int_list, check_seeds
 
-__all__ = ["SweepSettings", "SeedResult", "ConfigurationResult", "check_sweep_settings", "sweep_configurations",
-           "run_sweep", "plot_sweep", "ordering_tests", "sweep_table", "ordering_table", "summary_rows", "paper_values"]
+__all__ = [
+    "ConfigurationResult",
+    "SeedResult",
+    "SweepSettings",
+    "check_sweep_settings",
+    "ordering_table",
+    "ordering_tests",
+    "paper_values",
+    "plot_sweep",
+    "run_sweep",
+    "summary_rows",
+    "sweep_configurations",
+    "sweep_table",
+]
 
 # The paper's two ordering claims (§5): the panel, the claimed direction of the level, the words.
 ORDERING_CLAIMS = {

@@ -7,6 +7,7 @@ and asserts that the corrected form holds.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -54,7 +55,7 @@ def random_instance(rng, *, scaled=True):
     dims = [n] + [h] * (L - 1) + [k]
     gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
     weights = []
-    for a, b in zip(dims[:-1], dims[1:]):
+    for a, b in itertools.pairwise(dims):
         scale = math.exp(rng.uniform(math.log(0.05), math.log(2.0))) if scaled else 1.0
         weights.append(torch.randn(b, a, generator=gen, dtype=torch.float64) / math.sqrt(a) * scale)
     x = torch.randn(3, n, generator=gen, dtype=torch.float64) * math.exp(rng.uniform(0, math.log(10)))

@@ -22,7 +22,7 @@ SEEDS = [0, 3, 11]
 def test_every_member_matches_the_single_run_of_its_seed(num_layers):
     x, y = _toy(200)
     # batch 48 leaves a smaller last batch (200 = 4 * 48 + 8), as a DataLoader would.
-    settings = dict(epochs=1, batch_size=48, lr=1e-2)
+    settings = {"epochs": 1, "batch_size": 48, "lr": 1e-2}
     singles = [build_mlp(8, 16, num_layers, 4, seed=s) for s in SEEDS]
     single_losses = [train(m, x, y, seed=s, **settings).epoch_loss for m, s in zip(singles, SEEDS)]
     members = [build_mlp(8, 16, num_layers, 4, seed=s) for s in SEEDS]
@@ -65,7 +65,7 @@ def test_ensemble_rejects_mismatched_members():
 
 def test_store_keys_each_member_by_its_seed():
     x, y = _toy(160)
-    settings = dict(num_classes=4, hidden_size=6, num_layers=1, epochs=2, batch_size=32, lr=1e-2, device="cpu")
+    settings = {"num_classes": 4, "hidden_size": 6, "num_layers": 1, "epochs": 2, "batch_size": 32, "lr": 1e-2, "device": "cpu"}
     first = trained_networks(x, y, seeds=[0, 1], **settings)
     assert [n.from_cache for n in first] == [False, False]
     grown = trained_networks(x, y, seeds=[1, 0, 5], **settings)

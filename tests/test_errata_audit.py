@@ -14,7 +14,13 @@ import torch
 from torch.func import functional_call
 
 from lhlib.bounds import forward_factors, gauss_newton_jacobian, softmax_hessian
-from lhlib.landscape import ema, loss_difference_curves, mean_abs_deviation, per_sample_losses, random_orders
+from lhlib.landscape import (
+    ema,
+    loss_difference_curves,
+    mean_abs_deviation,
+    per_sample_losses,
+    random_orders,
+)
 from lhlib.models import build_mlp
 from lhlib.symbolic import softmax_ce_hessian
 

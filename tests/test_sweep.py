@@ -6,8 +6,16 @@ import torch
 
 from lhlib.experiment import TrainedNetwork
 from lhlib.models import build_mlp
-from lhlib.sweep import (_measure_member, check_sweep_settings, ordering_table, ordering_tests, paper_values,
-                         run_sweep, summary_rows, sweep_table)
+from lhlib.sweep import (
+    _measure_member,
+    check_sweep_settings,
+    ordering_table,
+    ordering_tests,
+    paper_values,
+    run_sweep,
+    summary_rows,
+    sweep_table,
+)
 
 
 def _toy(n=240):

@@ -6,6 +6,7 @@ discrepancy (recorded in book/errata.md).
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 
@@ -80,7 +81,7 @@ def test_softmax_hessian_facts():
     assert f["gershgorin_max"] == sp.Rational(1, 2)
     assert f["frobenius_max"] == sp.Rational(1, 4)  # s_2 (1 - s_2) <= 1/4, so ||A||_F <= 1/2
     assert f["max_K2"] == sp.Rational(1, 2) and f["argmax_K2"] == [sp.Rational(1, 2)]
-    assert set(sp.simplify(e) for e in f["eigenvalues_K2"]) == {0, sp.simplify(f["top_eigenvalue_K2"])}
+    assert {sp.simplify(e) for e in f["eigenvalues_K2"]} == {0, sp.simplify(f["top_eigenvalue_K2"])}
 
 
 @pytest.mark.parametrize("widths", [(2, 2, 2), (2, 2, 2, 2)])
@@ -223,7 +224,7 @@ def test_theorem1_chain(L):
     # and the symbolic bound is what lhlib.bounds evaluates, at the norms of random weights
     rng = np.random.default_rng(L)
     dims = [3] + [4] * (L - 1) + [2]
-    weights = [torch.tensor(rng.normal(size=(b, a))) for a, b in zip(dims[:-1], dims[1:])]
+    weights = [torch.tensor(rng.normal(size=(b, a))) for a, b in itertools.pairwise(dims)]
     x = torch.tensor(rng.normal(size=(1, 3)))
     norms = B.layer_spectral_norms(weights)
     value = c["corrected"].subs({**dict(zip(N, norms.tolist())), c["X"]: float(x.norm())})
@@ -253,7 +254,7 @@ def test_corrected_bound_exponent_of_h_true_shapes(L):
     values = []
     for hh in hs:
         dims = [n] + [int(hh)] * (L - 1) + [K]
-        weights = [torch.full((b, a), m_entry, dtype=torch.float64) for a, b in zip(dims[:-1], dims[1:])]
+        weights = [torch.full((b, a), m_entry, dtype=torch.float64) for a, b in itertools.pairwise(dims)]
         values.append(float(B.corrected_bound_per_sample(weights, x)[0]))
         exact = t["product_form"].subs({S.h: int(hh), S.n_in: n, S.K_out: K, S.M: m_entry, S.M_x: 1})
         assert values[-1] == pytest.approx(float(exact), rel=1e-9)
@@ -263,7 +264,7 @@ def test_corrected_bound_exponent_of_h_true_shapes(L):
     values = []
     for hh in hs:
         dims = [n] + [int(hh)] * (L - 1) + [K]
-        weights = [torch.randn(b, a, generator=gen, dtype=torch.float64) for a, b in zip(dims[:-1], dims[1:])]
+        weights = [torch.randn(b, a, generator=gen, dtype=torch.float64) for a, b in itertools.pairwise(dims)]
         values.append(float(B.corrected_bound_per_sample(weights, x)[0]))
     slope = _fitted_exponent(hs, values)
     assert abs(slope - (L - 1)) < 0.35 and slope < 2 * (L - 1) - 0.5
