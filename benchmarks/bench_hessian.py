@@ -29,9 +29,9 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lhlib.data import load_dataset  # noqa: E402
-from lhlib.experiment import trained_network  # noqa: E402
-from lhlib.hessian import per_sample_ggn_norms  # noqa: E402
+from lhlib.data import load_dataset
+from lhlib.experiment import trained_network
+from lhlib.hessian import per_sample_ggn_norms
 
 
 def power_iteration(model, x_i, y_i, *, operator: str, max_iter: int = 100, tol: float = 1e-3, seed: int = 0):
@@ -103,7 +103,7 @@ def main(argv=None) -> None:
           f"(L = {args.num_layers + 2} weight matrices), P = {parameters} parameters, float32, CPU")
 
     per_sample_ggn_norms(model, data.x[:256])  # warm-up
-    full_time, norms = best_of(args.repeats, lambda: per_sample_ggn_norms(model, data.x))
+    full_time, _ = best_of(args.repeats, lambda: per_sample_ggn_norms(model, data.x))
     print(f"\n[1] lhlib per_sample_ggn_norms, all {len(data.x)} samples: {full_time:.3f} s "
           f"(best of {args.repeats}, {torch.get_num_threads()} threads; target < 2 s) -> {'OK' if full_time < 2 else 'MISSED'}")
     if torch.get_num_threads() > 1:

@@ -47,23 +47,23 @@ from lhlib.landscape import RateFit, fit_rate_exponent, loss_difference_curves, 
 from lhlib.validation import check_float, check_int
 
 __all__ = [
-    "isotropic_direction",
-    "filter_normalized_direction",
-    "top_hessian_direction",
-    "ascent_direction",
-    "losses_at",
     "BallPoint",
-    "measure_ball",
-    "LossSlice",
-    "loss_slice",
-    "gradient_norms_over_k",
-    "GradientStats",
-    "per_sample_gradient_stats",
-    "expected_gradient_norm",
     "GaussianCriterion",
-    "gaussian_sigma",
+    "GradientStats",
+    "LossSlice",
+    "ascent_direction",
+    "expected_gradient_norm",
+    "filter_normalized_direction",
     "gaussian_mean_square_mc",
     "gaussian_mean_square_taylor",
+    "gaussian_sigma",
+    "gradient_norms_over_k",
+    "isotropic_direction",
+    "loss_slice",
+    "losses_at",
+    "measure_ball",
+    "per_sample_gradient_stats",
+    "top_hessian_direction",
 ]
 
 
@@ -298,7 +298,7 @@ def measure_ball(
             curves = loss_difference_curves(losses, permutations, seed).numpy()
             mean = curves.mean(axis=0)
             k = np.arange(1, mean.size + 1)
-            tail = slice(-max(1, int(round(mean.size * tail_fraction))), None)
+            tail = slice(-max(1, round(mean.size * tail_fraction)), None)
             points.append(BallPoint(
                 kind, radius, mean,
                 fit_rate_exponent(curves, k_min=min(fit_k_min, mean.size - 1), bootstrap=bootstrap, seed=seed),

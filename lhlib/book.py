@@ -25,7 +25,7 @@ from pathlib import Path
 
 from lhlib.validation import check_choice
 
-__all__ = ["PROFILES", "repository_root", "chapters", "profile_parameters", "run_chapters", "build_book"]
+__all__ = ["PROFILES", "build_book", "chapters", "profile_parameters", "repository_root", "run_chapters"]
 
 PROFILES = ("smoke", "cpu", "paper")
 

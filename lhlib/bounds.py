@@ -58,6 +58,7 @@ What the book found (chapter 02, ``book/errata.md``):
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -68,39 +69,39 @@ from torch import nn
 from lhlib.validation import check_float, check_int
 
 __all__ = [
+    "A2_STEPS",
     "SOFTMAX_HESSIAN_NORM_PAPER",
     "SOFTMAX_HESSIAN_NORM_SHARP",
+    "A2Chain",
+    "DifferenceExpansion",
     "ForwardFactors",
-    "weight_list",
-    "layer_spectral_norms",
-    "forward_factors",
-    "per_sample_ntk",
-    "softmax_hessian_factor",
-    "ggn_small_from_ntk",
-    "softmax_hessian",
-    "gauss_newton_jacobian",
-    "g_term_norm_per_sample",
-    "full_hessian_dense",
-    "full_hessian_norm_dense",
-    "random_network",
     "FullHessianCheck",
-    "full_hessian_check",
-    "geometric_sum",
-    "theorem1_constant",
-    "theorem1_bound_paper",
-    "theorem1_bound_per_sample",
-    "corrected_constant",
+    "a2_chain",
+    "activation_bound_per_sample",
     "corrected_bound",
     "corrected_bound_per_sample",
-    "activation_bound_per_sample",
+    "corrected_constant",
+    "difference_expansion",
+    "forward_factors",
+    "full_hessian_check",
+    "full_hessian_dense",
+    "full_hessian_norm_dense",
+    "g_term_norm_per_sample",
+    "gauss_newton_jacobian",
+    "geometric_sum",
+    "ggn_small_from_ntk",
+    "layer_spectral_norms",
     "lemma_bound",
     "lemma_bound_as_stated",
     "lemma_bound_corrected",
-    "A2_STEPS",
-    "A2Chain",
-    "a2_chain",
-    "DifferenceExpansion",
-    "difference_expansion",
+    "per_sample_ntk",
+    "random_network",
+    "softmax_hessian",
+    "softmax_hessian_factor",
+    "theorem1_bound_paper",
+    "theorem1_bound_per_sample",
+    "theorem1_constant",
+    "weight_list",
 ]
 
 #: The paper's bound on ``||diag(p) - p p^T||_2`` (through the Frobenius norm, appendix A.2).
@@ -123,7 +124,7 @@ def weight_list(model: Weights, dtype: torch.dtype = torch.float64) -> list[torc
     if not weights:
         raise ValueError("model must have at least one weight matrix")
     weights = [w.detach().to(dtype) for w in weights]
-    for p, (w, nxt) in enumerate(zip(weights[:-1], weights[1:]), start=1):
+    for p, (w, nxt) in enumerate(itertools.pairwise(weights), start=1):
         if w.ndim != 2 or nxt.ndim != 2 or nxt.shape[1] != w.shape[0]:
             raise ValueError(f"weight matrices {p} and {p + 1} do not chain: shapes {tuple(w.shape)}, {tuple(nxt.shape)}")
     return weights
@@ -324,7 +325,7 @@ def random_network(seed, *, width_range: Sequence[int] = (2, 6), matrices_range:
     dims = [n] + [h] * (L - 1) + [K]
     generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
     weights = [torch.randn(b, a, generator=generator, dtype=torch.float64) / math.sqrt(a) * _log_uniform(rng, scale_range)
-               for a, b in zip(dims[:-1], dims[1:])]
+               for a, b in itertools.pairwise(dims)]
     x = torch.randn(num_samples, n, generator=generator, dtype=torch.float64)
     x = x / x.norm(dim=1).max() * _log_uniform(rng, input_norm_range)
     y = torch.randint(0, K, (num_samples,), generator=generator)

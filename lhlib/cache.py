@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["cache_root", "cache_key", "tensor_fingerprint", "atomic_write_bytes", "cached", "load_result", "store_result"]
+__all__ = ["atomic_write_bytes", "cache_key", "cache_root", "cached", "load_result", "store_result", "tensor_fingerprint"]
 
 # Bump when a change in lhlib alters what a cached computation returns.
 CACHE_FORMAT = 1
@@ -80,7 +80,7 @@ def load_result(kind: str, params: dict[str, Any]) -> dict[str, Any] | None:
         return None
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # a file from another torch version or a damaged disk: recompute it
+    except Exception:  # noqa: BLE001 -- a file from another torch version or a damaged disk: recompute it
         return None
 
 

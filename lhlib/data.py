@@ -39,7 +39,7 @@ import torch
 from lhlib.cache import atomic_write_bytes, cache_root
 from lhlib.validation import check_choice, check_choices, check_int
 
-__all__ = ["DATASETS", "check_datasets", "DatasetInfo", "Dataset", "SourceUnavailable", "load_images", "load_dataset", "data_root"]
+__all__ = ["DATASETS", "Dataset", "DatasetInfo", "SourceUnavailable", "check_datasets", "data_root", "load_dataset", "load_images"]
 
 NETWORK_TIMEOUT_S = 20
 FASHION_MNIST_DEBIAN = Path("/usr/share/datasets/fashion-mnist")

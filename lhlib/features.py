@@ -54,9 +54,24 @@ from lhlib.train import resolve_device
 from lhlib.validation import check_choice, check_int
 
 __all__ = [
-    "DEFAULT_BACKBONE", "OFFLINE_BACKBONE", "POOLINGS", "HUB_TIMEOUT_S", "BackboneUnavailable",
-    "check_backbone", "to_rgb", "Backbone", "HubBackbone", "ModelBackbone", "OfflineCNNBackbone", "SmallCNN",
-    "make_backbone", "FeatureSet", "extract_features", "dataset_features", "plot_feature_vs_direct", "save_tiny_vit",
+    "DEFAULT_BACKBONE",
+    "HUB_TIMEOUT_S",
+    "OFFLINE_BACKBONE",
+    "POOLINGS",
+    "Backbone",
+    "BackboneUnavailable",
+    "FeatureSet",
+    "HubBackbone",
+    "ModelBackbone",
+    "OfflineCNNBackbone",
+    "SmallCNN",
+    "check_backbone",
+    "dataset_features",
+    "extract_features",
+    "make_backbone",
+    "plot_feature_vs_direct",
+    "save_tiny_vit",
+    "to_rgb",
 ]
 
 DEFAULT_BACKBONE = "google/vit-base-patch16-224"
@@ -169,7 +184,7 @@ def _resolve_revision(name: str, revision: str, timeout_s: float) -> str:
 
         if not hub.HF_HUB_OFFLINE:
             return HfApi().model_info(name, revision=revision, timeout=timeout_s).sha
-    except Exception as error:  # no network, DNS failure, timeout, unknown repository or revision
+    except Exception as error:  # noqa: BLE001 -- no network, DNS failure, timeout, unknown repository or revision
         reason = f"the hub did not answer ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
     ref = Path(HF_HUB_CACHE) / f"models--{name.replace('/', '--')}" / "refs" / revision
     if ref.is_file():

@@ -59,29 +59,29 @@ from lhlib.models import MLP
 from lhlib.validation import check_choice, check_float, check_int
 
 __all__ = [
-    "OPERATORS",
-    "per_sample_jjt",
-    "per_sample_ggn_small",
-    "per_sample_ggn_norms",
-    "per_sample_ggn_traces",
-    "HessianNorms",
-    "per_sample_hessian_norms",
-    "per_sample_matvec",
-    "mean_matvec",
-    "TopEigenvalues",
-    "dataset_hessian_top_eigenvalues",
-    "TraceEstimate",
-    "hessian_trace",
-    "ggn_trace",
-    "lemma_difference_norms",
-    "lanczos_extremes",
-    "flat_parameters",
-    "unflatten",
-    "CurvatureMeasurements",
-    "curvature_measurements",
-    "quantile_summary",
     "BOUND_FORMS",
+    "OPERATORS",
+    "CurvatureMeasurements",
+    "HessianNorms",
+    "TopEigenvalues",
+    "TraceEstimate",
+    "curvature_measurements",
+    "dataset_hessian_top_eigenvalues",
+    "flat_parameters",
+    "ggn_trace",
+    "hessian_trace",
+    "lanczos_extremes",
+    "lemma_difference_norms",
+    "mean_matvec",
+    "per_sample_ggn_norms",
+    "per_sample_ggn_small",
+    "per_sample_ggn_traces",
+    "per_sample_hessian_norms",
+    "per_sample_jjt",
+    "per_sample_matvec",
+    "quantile_summary",
     "theorem1_checks",
+    "unflatten",
 ]
 
 OPERATORS = ("hessian", "ggn", "hterm")
@@ -528,9 +528,9 @@ def _quadratic_forms(model, x, y, operator, vectors, batch_size):
         for s in _chunks(n, batch_size):
             xb, yb = x[s], y[s]
             if operator == "hessian":
-                value = jvp(lambda p: jvp(lambda q: loss_sum(q, xb, yb), (p,), (v,))[1], (params,), (v,))[1]
+                value = jvp(lambda p, xb=xb, yb=yb, v=v: jvp(lambda q: loss_sum(q, xb, yb), (p,), (v,))[1], (params,), (v,))[1]
             else:
-                z, jv = jvp(lambda p: logits_of(p, xb), (params,), (v,))
+                z, jv = jvp(lambda p, xb=xb: logits_of(p, xb), (params,), (v,))
                 prob = torch.softmax(z, dim=1)
                 value = (prob * jv * jv).sum() - ((prob * jv).sum(1) ** 2).sum()
             total += float(value)
@@ -628,7 +628,7 @@ def lemma_difference_norms(
     for k in ks:
         new = mean_matvec(model, x[k : k + 1], y[k : k + 1], operator, batch_size)
         old = mean_matvec(model, x[:k], y[:k], operator, batch_size)
-        low, high, _ = lanczos_extremes(lambda v: new(v) - old(v), size, dtype=dtype, device=device, tol=tol, seed=seed)
+        low, high, _ = lanczos_extremes(lambda v, new=new, old=old: new(v) - old(v), size, dtype=dtype, device=device, tol=tol, seed=seed)
         out.append(max(abs(low), abs(high)))
     return np.asarray(out)
 

@@ -12,6 +12,7 @@ vectorised over orders and ``k``.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,14 +24,14 @@ from torch import nn
 from lhlib.validation import check_float, check_int
 
 __all__ = [
-    "per_sample_losses",
-    "mean_abs_deviation",
-    "random_orders",
-    "loss_difference_curves",
-    "ema",
     "RateFit",
+    "ema",
     "fit_rate_exponent",
     "log_binned",
+    "loss_difference_curves",
+    "mean_abs_deviation",
+    "per_sample_losses",
+    "random_orders",
 ]
 
 
@@ -162,5 +163,5 @@ def log_binned(values: np.ndarray, bins: int = 60) -> tuple[np.ndarray, np.ndarr
     values = np.asarray(values, dtype=np.float64)
     edges = np.unique(np.geomspace(1, values.size + 1, bins + 1).astype(int))
     centres = np.sqrt(edges[:-1] * edges[1:])
-    means = np.array([values[a - 1 : b - 1].mean() for a, b in zip(edges[:-1], edges[1:])])
+    means = np.array([values[a - 1 : b - 1].mean() for a, b in itertools.pairwise(edges)])
     return centres, means

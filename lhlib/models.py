@@ -12,6 +12,8 @@ matrices, :attr:`MLP.weight_matrices`.
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import nn
 
@@ -40,7 +42,7 @@ class MLP(nn.Module):
         self.num_classes = num_classes
         widths = [input_dim] + [hidden_size] * (num_layers + 1) + [num_classes]
         self.linears = nn.ModuleList(
-            nn.Linear(fan_in, fan_out, bias=False) for fan_in, fan_out in zip(widths[:-1], widths[1:])
+            nn.Linear(fan_in, fan_out, bias=False) for fan_in, fan_out in itertools.pairwise(widths)
         )
 
     @property

@@ -39,7 +39,7 @@ from lhlib.bounds import lemma_bound
 from lhlib.landscape import loss_difference_curves, mean_abs_deviation
 from lhlib.validation import check_float, check_int
 
-__all__ = ["SampleSize", "log_window_smooth", "first_k_below", "sufficient_sample_size"]
+__all__ = ["SampleSize", "first_k_below", "log_window_smooth", "sufficient_sample_size"]
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt
 
 from lhlib.cache import atomic_write_bytes
 
-__all__ = ["use_style", "sweep_colors", "save_figure", "write_summary", "output_path"]
+__all__ = ["output_path", "save_figure", "sweep_colors", "use_style", "write_summary"]
 
 STYLE = {
     "figure.figsize": (6.4, 4.0),

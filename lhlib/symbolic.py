@@ -37,11 +37,29 @@ from dataclasses import dataclass
 import sympy as sp
 
 __all__ = [
-    "i", "k", "ell",
-    "running_mean", "split_last", "loss_difference_identity", "taylor_generic", "ExpansionDifference",
-    "expansion_difference", "assumption1_consequence", "softmax_ce_hessian", "softmax_ce_hessian_general",
-    "softmax_hessian_facts", "ReluNetwork", "relu_network", "geometric_sum", "theorem1_expressions",
-    "theorem1_chain", "corrected_true_shapes", "box_bound", "lemma_expressions", "equation", "is_zero",
+    "ExpansionDifference",
+    "ReluNetwork",
+    "assumption1_consequence",
+    "box_bound",
+    "corrected_true_shapes",
+    "ell",
+    "equation",
+    "expansion_difference",
+    "geometric_sum",
+    "i",
+    "is_zero",
+    "k",
+    "lemma_expressions",
+    "loss_difference_identity",
+    "relu_network",
+    "running_mean",
+    "softmax_ce_hessian",
+    "softmax_ce_hessian_general",
+    "softmax_hessian_facts",
+    "split_last",
+    "taylor_generic",
+    "theorem1_chain",
+    "theorem1_expressions",
 ]
 
 i = sp.Symbol("i", integer=True, positive=True)

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from lhlib.validation import check_float, check_int
 
-__all__ = ["resolve_device", "cpu_threads", "TrainingHistory", "train"]
+__all__ = ["TrainingHistory", "cpu_threads", "resolve_device", "train"]
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:

@@ -9,8 +9,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-__all__ = ["check_int", "check_float", "check_choice", "check_int_list", "check_choices", "check_configurations",
-           "check_positive_floats", "check_seeds"]
+__all__ = [
+    "check_choice",
+    "check_choices",
+    "check_configurations",
+    "check_float",
+    "check_int",
+    "check_int_list",
+    "check_positive_floats",
+    "check_seeds",
+]
 
 
 def check_int(name: str, value: Any, *, minimum: int | None = None, maximum: int | None = None) -> int:

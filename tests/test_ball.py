@@ -1,4 +1,5 @@
 import copy
+import itertools
 
 import numpy as np
 import pytest
@@ -97,7 +98,7 @@ def test_ascent_increases_the_spread_of_losses():
     start = isotropic_direction(model, 2)
     d, history = ascent_direction(model, x, y, 0.5, start=start, steps=4)
     assert float(d.norm()) == pytest.approx(1.0)
-    assert all(b >= a for a, b in zip(history, history[1:])) and history[-1] > history[0]
+    assert all(b >= a for a, b in itertools.pairwise(history)) and history[-1] > history[0]
     spread = losses_at(model, flat_parameters(model) + 0.5 * d, x, y)[0]
     assert float((spread - spread.mean()).abs().mean()) == pytest.approx(history[-1], rel=1e-10)
 
@@ -193,7 +194,7 @@ def test_gaussian_criterion_closed_form_against_dense_and_monte_carlo():
             w[o[:k]] = -1.0 / k
             w[o[k]] = 1.0
 
-            def d_of(flat):
+            def d_of(flat, w=w):
                 return (F.cross_entropy(functional_call(model, unflatten(model, flat), (x,)), y, reduction="none") * w).sum()
 
             g = torch.func.grad(d_of)(theta)

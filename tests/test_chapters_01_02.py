@@ -93,7 +93,7 @@ def test_errata_references_resolve():
     for chapter in ("01_loss_difference", "02_hessian_bound"):
         notebook = json.loads((ROOT / "notebooks" / f"{chapter}.ipynb").read_text())
         for cell in notebook["cells"]:
-            labels |= set(re.findall(r"^\(([a-z0-9-]+)\)=$", "".join(cell["source"]), flags=re.M))
+            labels |= set(re.findall(r"^\(([a-z0-9-]+)\)=$", "".join(cell["source"]), flags=re.MULTILINE))
     refs = set(re.findall(r"\{ref\}`(?:[^`<]*<)?([a-z0-9-]+)>?`", errata))
     assert refs and refs <= labels, sorted(refs - labels)
     for path, name in re.findall(r"`(tests/test_[a-z0-9_]+\.py)::([a-z0-9_]+)`", errata):

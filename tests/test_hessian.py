@@ -35,8 +35,8 @@ def _dense(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
     hessians, ggns = [], []
     for i in range(x.shape[0]):
         xi, yi = x[i : i + 1], y[i : i + 1]
-        hessians.append(hessian(lambda f: F.cross_entropy(functional_call(model, unflat(f), (xi,)), yi))(flat0))
-        jac = jacrev(lambda f: functional_call(model, unflat(f), (xi,))[0])(flat0)
+        hessians.append(hessian(lambda f, xi=xi, yi=yi: F.cross_entropy(functional_call(model, unflat(f), (xi,)), yi))(flat0))
+        jac = jacrev(lambda f, xi=xi: functional_call(model, unflat(f), (xi,))[0])(flat0)
         p = torch.softmax(functional_call(model, params, (xi,))[0], 0)
         ggns.append(jac.T @ (torch.diag(p) - torch.outer(p, p)) @ jac)
     return torch.stack(hessians), torch.stack(ggns)
@@ -240,7 +240,7 @@ def test_curvature_measurements_and_cache(problem):
 
 
 def test_theorem1_checks_fields_and_validity(problem):
-    model, x, y, dense_h, dense_g = problem
+    model, x, _, dense_h, dense_g = problem
     ggn = _norm(dense_g)
     index = torch.arange(len(x))
     checks = lh.theorem1_checks(model, x, ggn, index, _norm(dense_h))
