@@ -60,11 +60,13 @@ from __future__ import annotations
 
 import itertools
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.func import jvp
 
 from lhlib.validation import check_float, check_int
 
@@ -103,6 +105,12 @@ __all__ = [
     "theorem1_constant",
     "weight_list",
 ]
+
+# torch's first forward-mode product loads its jvp decompositions through the deprecated
+# torch.jit.script, which warns in every chapter that uses jvp; load them once, quietly.
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message=".*torch.jit.script.* is deprecated", category=FutureWarning)
+    jvp(torch.sin, (torch.zeros(1),), (torch.ones(1),))
 
 #: The paper's bound on ``||diag(p) - p p^T||_2`` (through the Frobenius norm, appendix A.2).
 SOFTMAX_HESSIAN_NORM_PAPER = math.sqrt(2.0)

@@ -44,6 +44,7 @@ for float64).
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -60,6 +61,7 @@ from lhlib.validation import check_choice, check_float, check_int
 
 __all__ = [
     "BOUND_FORMS",
+    "METHODS",
     "OPERATORS",
     "CurvatureMeasurements",
     "HessianNorms",
@@ -72,6 +74,7 @@ __all__ = [
     "hessian_trace",
     "lanczos_extremes",
     "lemma_difference_norms",
+    "linear_relu_weights",
     "mean_matvec",
     "per_sample_ggn_norms",
     "per_sample_ggn_small",
@@ -83,6 +86,9 @@ __all__ = [
     "theorem1_checks",
     "unflatten",
 ]
+
+METHODS = ("auto", "structured", "generic")
+"""How per-sample ``J J^T`` is computed: the bias-free Linear/ReLU structure, ``torch.func``, or whichever applies."""
 
 OPERATORS = ("hessian", "ggn", "hterm")
 """Which curvature matrix an operator applies: the full Hessian, its G-term, or its H-term."""
@@ -126,8 +132,51 @@ def unflatten(model: nn.Module, flat: torch.Tensor) -> dict[str, torch.Tensor]:
     return split(flat)
 
 
-def _is_plain_mlp(model: nn.Module) -> bool:
-    return isinstance(model, MLP) and all(linear.bias is None for linear in model.linears)
+# Modules that a bias-free Linear/ReLU stack may hold besides its Linear layers (the ReLUs may
+# equally be applied in ``forward`` with ``torch.relu``).
+_STACK_PASSIVE = (nn.ReLU, nn.Identity, nn.Flatten)
+
+
+def linear_relu_weights(model: nn.Module, probe: torch.Tensor | None = None) -> list[torch.Tensor] | None:
+    """``[W^(1), ..., W^(L)]`` when ``model`` computes ``z = W^(L) s(W^(L-1) ... s(W^(1) x))`` (``s`` = ReLU),
+    else ``None``.
+
+    An :class:`lhlib.models.MLP` without biases qualifies by its class. Any other module, whatever
+    class holds it (an ``nn.Sequential``, a class written like the authors', with the ReLUs as
+    modules or called in ``forward``), qualifies when its only parameters are the weights of
+    bias-free ``nn.Linear`` layers whose shapes chain in registration order, it has no buffers and
+    no modules other than ``nn.ReLU``, ``nn.Identity`` and ``nn.Flatten``, and its output on
+    ``probe`` and on ``-probe`` (2-D inputs) equals the stack's: modules alone do not say what
+    ``forward`` does with them.
+    """
+    if type(model) is MLP:
+        return model.weights() if all(linear.bias is None for linear in model.linears) else None
+    leaves = [m for m in model.modules() if next(m.children(), None) is None]
+    linears = [m for m in leaves if isinstance(m, nn.Linear)]
+    if (not linears or any(not isinstance(m, (nn.Linear, *_STACK_PASSIVE)) for m in leaves)
+            or any(linear.bias is not None for linear in linears) or next(model.buffers(), None) is not None):
+        return None
+    weights = [linear.weight for linear in linears]
+    if {id(p) for p in model.parameters()} != {id(w) for w in weights}:
+        return None
+    if any(nxt.shape[1] != w.shape[0] for w, nxt in itertools.pairwise(weights)):
+        return None
+    if probe is None:
+        return None
+    with torch.no_grad():
+        inputs = torch.cat([probe, -probe]).to(weights[0])
+        hidden = inputs
+        for w in weights[:-1]:
+            hidden = torch.relu(hidden @ w.T)
+        expected = hidden @ weights[-1].T
+        try:
+            actual = model(inputs)
+        except (RuntimeError, ValueError, TypeError):
+            return None
+    if actual.shape != expected.shape or not torch.allclose(actual, expected, rtol=1e-4,
+                                                           atol=1e-5 * float(expected.abs().max().clamp_min(1))):
+        return None
+    return weights
 
 
 def _chunks(n: int, size: int):
@@ -140,15 +189,9 @@ def _chunks(n: int, size: int):
 # ----------------------------------------------------------------------------------------------
 
 
-def _mlp_jjt(model: MLP, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The paper's ``F F^T`` of every sample from the layer factors ``G^(p)``, in ``x``'s dtype."""
-    if not _is_plain_mlp(model):
-        raise ValueError("method='mlp' needs a bias-free lhlib.models.MLP")
-    _check_data(x, None)
-    return per_sample_ntk(model, x, dtype=x.dtype)
-
-
 def _generic_jjt(model: nn.Module, x: torch.Tensor, max_elements: int = 2**26) -> tuple[torch.Tensor, torch.Tensor]:
+    """``J_i J_i^T`` of any model: ``vmap`` over samples of ``jacrev`` of the logits, in chunks of
+    samples whose Jacobians hold at most ``max_elements`` numbers; no ``P x P`` object is formed."""
     params, buffers = _params_buffers(model)
 
     def logits_of(p, xi):
@@ -162,25 +205,28 @@ def _generic_jjt(model: nn.Module, x: torch.Tensor, max_elements: int = 2**26) -
     chunk = max(1, max_elements // (k * size))
     blocks = []
     for s in _chunks(x.shape[0], chunk):
-        jac = per_sample_jacobian(params, x[s])
-        flat = torch.cat([j.reshape(j.shape[0], k, -1) for j in jac.values()], dim=2)
-        blocks.append(flat @ flat.transpose(1, 2))
+        # J J^T is the sum over parameter tensors of their blocks' J_p J_p^T: no concatenated copy.
+        blocks.append(sum(j.reshape(j.shape[0], k, -1) @ j.reshape(j.shape[0], k, -1).transpose(1, 2)
+                          for j in per_sample_jacobian(params, x[s]).values()))
     return torch.cat(blocks), logits
 
 
 def per_sample_jjt(model: nn.Module, x: torch.Tensor, *, method: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
     """``(J_i J_i^T, logits)`` for every sample: an ``(N, K, K)`` and an ``(N, K)`` tensor.
 
-    ``method`` is ``"mlp"`` (the layer structure of the bias-free MLP, no ``P``-sized object),
-    ``"generic"`` (``vmap(jacrev(functional_call))``, any model) or ``"auto"`` (``"mlp"`` when it
-    applies).
+    ``method`` is ``"structured"`` (the layer factors of a bias-free Linear/ReLU stack, recognised by
+    :func:`linear_relu_weights` whatever class holds it: ``J J^T = sum_p ||x^(p)||^2 G^(p) G^(p)T``, no
+    ``P``-sized object), ``"generic"`` (``vmap(jacrev(functional_call))``, any model) or ``"auto"``
+    (``"structured"`` when it applies).
     """
-    check_choice("method", method, ("auto", "mlp", "generic"))
+    check_choice("method", method, METHODS)
     _check_data(x, None)
-    if method == "auto":
-        method = "mlp" if _is_plain_mlp(model) else "generic"
-    if method == "mlp":
-        return _mlp_jjt(model, x)
+    weights = linear_relu_weights(model, x[:64]) if method != "generic" else None
+    if method == "structured" and weights is None:
+        raise ValueError("method='structured' needs a bias-free Linear/ReLU stack (see linear_relu_weights); "
+                         "use method='generic' or 'auto' for other models")
+    if weights is not None:
+        return per_sample_ntk([w.detach() for w in weights], x, dtype=x.dtype)
     return _generic_jjt(model, x)
 
 

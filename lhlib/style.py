@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt
 
 from lhlib.cache import atomic_write_bytes
 
-__all__ = ["output_path", "save_figure", "sweep_colors", "use_style", "write_summary"]
+__all__ = ["markdown_table", "output_path", "save_figure", "sweep_colors", "use_style", "write_summary"]
 
 STYLE = {
     "figure.figsize": (6.4, 4.0),
@@ -83,3 +83,16 @@ def write_summary(output_dir: str | Path, summary: dict[str, Any]) -> Path:
     text = json.dumps(_json_safe(summary), indent=2, sort_keys=True)
     atomic_write_bytes(path, lambda file: file.write(text.encode()))
     return path
+
+
+def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
+    """A Markdown table (``display(Markdown(...))`` renders it) with ``header`` and one line per row."""
+    if any(len(row) != len(header) for row in rows):
+        raise ValueError(f"every row must have {len(header)} cells, the header's length")
+
+    def cell(value: Any) -> str:
+        return str(value).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(map(cell, header)) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(map(cell, row)) + " |" for row in rows])
+

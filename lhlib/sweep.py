@@ -40,6 +40,8 @@ __all__ = [
     "SeedResult",
     "SweepSettings",
     "check_sweep_settings",
+    "combine_members",
+    "measure_member",
     "ordering_table",
     "ordering_tests",
     "paper_values",
@@ -224,7 +226,8 @@ class ConfigurationResult:
         return _level(self.mean)
 
 
-def _measure_member(network: TrainedNetwork, settings: SweepSettings, num_classes: int) -> SeedResult:
+def measure_member(network: TrainedNetwork, settings: SweepSettings, num_classes: int) -> SeedResult:
+    """One network's curves over ``settings.permutations`` random orders, their power-law fit, MAD and collapse."""
     curves = loss_difference_curves(network.losses, settings.permutations, network.seed).numpy()
     lower, upper = np.quantile(curves, [0.25, 0.75], axis=0)
     share = share_at_chance(network.losses, num_classes)
@@ -238,7 +241,8 @@ def _measure_member(network: TrainedNetwork, settings: SweepSettings, num_classe
     )
 
 
-def _combine(hidden_size, num_layers, weight_matrices, members, settings) -> ConfigurationResult:
+def combine_members(hidden_size, num_layers, weight_matrices, members, settings) -> ConfigurationResult:
+    """One configuration's :class:`ConfigurationResult` from its members (one :class:`SeedResult` per seed)."""
     mean = np.mean([m.mean for m in members], axis=0)
     # A network whose losses are all equal has a zero curve: it has no place on a log axis.
     live = [m for m in members if m.fit is not None] or list(members)
@@ -262,9 +266,9 @@ def run_sweep(x: torch.Tensor, y: torch.Tensor, num_classes: int, settings: Swee
             x, y, num_classes=num_classes, hidden_size=hidden_size, num_layers=num_layers, seeds=settings.seeds,
             epochs=settings.epochs, batch_size=settings.batch_size, lr=settings.lr, device=settings.device,
         )
-        members = [_measure_member(network, settings, num_classes) for network in networks]
-        results[(hidden_size, num_layers)] = _combine(hidden_size, num_layers, networks[0].model.weight_matrices,
-                                                      members, settings)
+        members = [measure_member(network, settings, num_classes) for network in networks]
+        results[(hidden_size, num_layers)] = combine_members(
+            hidden_size, num_layers, networks[0].model.weight_matrices, members, settings)
     return results
 
 

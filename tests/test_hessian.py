@@ -57,7 +57,7 @@ def test_ggn_norms_match_dense_mlp_and_generic(problem):
     model, x, y, _, dense_g = problem
     expected = _norm(dense_g)
     assert bool((expected > 1e-3).all())
-    torch.testing.assert_close(lh.per_sample_ggn_norms(model, x, y, method="mlp"), expected, rtol=RTOL, atol=0)
+    torch.testing.assert_close(lh.per_sample_ggn_norms(model, x, y, method="structured"), expected, rtol=RTOL, atol=0)
     torch.testing.assert_close(lh.per_sample_ggn_norms(model, x, y, method="generic"), expected, rtol=RTOL, atol=0)
     torch.testing.assert_close(lh.per_sample_ggn_norms(model, x, batch_size=3), expected, rtol=RTOL, atol=0)
 
@@ -79,7 +79,7 @@ def test_mlp_layer_factors_are_the_papers_F(problem):
     assert len(factors.jacobians) == model.weight_matrices
     jac = torch.func.vmap(torch.func.jacrev(lambda xi: model(xi[None])[0]))(x)  # dz/dx = G^(1) W^(1)
     torch.testing.assert_close(factors.jacobians[0] @ model.weights()[0], jac)
-    ntk, _ = lh.per_sample_jjt(model, x, method="mlp")
+    ntk, _ = lh.per_sample_jjt(model, x, method="structured")
     generic, _ = lh.per_sample_jjt(model, x, method="generic")
     torch.testing.assert_close(ntk, generic)
 

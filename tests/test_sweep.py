@@ -7,8 +7,8 @@ import torch
 from lhlib.experiment import TrainedNetwork
 from lhlib.models import build_mlp
 from lhlib.sweep import (
-    _measure_member,
     check_sweep_settings,
+    measure_member,
     ordering_table,
     ordering_tests,
     paper_values,
@@ -49,7 +49,7 @@ def test_a_dead_network_is_collapsed_and_has_no_exponent():
     settings = check_sweep_settings(permutations=4, seeds=[0, 1], fit_k_min=2)
     losses = torch.full((50,), math.log(10.0))
     dead = TrainedNetwork(0, build_mlp(4, 2, 0, 10, seed=0), losses, float(losses.mean()), 0.1, [2.3], False)
-    member = _measure_member(dead, settings, 10)
+    member = measure_member(dead, settings, 10)
     assert member.collapsed and member.share_at_chance == 1.0
     assert member.fit is None and member.level == 0.0 and member.mean_abs_deviation == 0.0
 

@@ -1,0 +1,372 @@
+"""Chapter 08's experiment: the paper's measurements for the MLP, a CNN and a ViT, across seeds.
+
+A *size* of a family is a ``(width, depth)`` pair (:mod:`lhlib.architectures`). The first size of a
+family is its reference; the others change its width or its depth, so each family has a width
+panel (the sizes at the reference depth) and a depth panel (the sizes at the reference width).
+
+:func:`run_families` trains every size of every family as a seed ensemble (through
+:func:`lhlib.experiment.trained_networks`) and measures each member's loss-difference curves as
+chapter 04 does (:func:`lhlib.sweep.measure_member`). :func:`network_curvature` measures one
+network's per-sample curvature: the exact G-term norms (:mod:`lhlib.hessian`, generic
+``torch.func`` engine or the structured path of a bias-free Linear/ReLU stack), the
+product-of-layer-norms bound where one exists (:mod:`lhlib.architecture_bounds`), the scaling
+exponent of ``J J^T``, and the full per-sample Hessian norm on a subsample (batched Lanczos).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from lhlib.architecture_bounds import jjt_scaling_exponents, layer_norm_bound_per_sample
+from lhlib.architectures import FAMILIES, VisionTransformer, weight_layers
+from lhlib.cache import cached, tensor_fingerprint
+from lhlib.experiment import TrainedNetwork, trained_networks
+from lhlib.hessian import per_sample_ggn_norms, per_sample_hessian_norms
+from lhlib.landscape import log_binned
+from lhlib.seed_stats import interval_across_seeds, trend_test
+from lhlib.style import sweep_colors
+from lhlib.sweep import ConfigurationResult, SweepSettings, combine_members, measure_member
+from lhlib.validation import check_float, check_int
+
+__all__ = [
+    "FAMILY_NAMES",
+    "FamilyConfiguration",
+    "NetworkCurvature",
+    "check_family_sizes",
+    "curvature_table",
+    "family_curvature",
+    "family_summary_rows",
+    "family_table",
+    "network_curvature",
+    "panel_sizes",
+    "plot_curvature",
+    "plot_family_curves",
+    "run_families",
+    "size_trend_tests",
+]
+
+FAMILY_NAMES = {"mlp": "MLP (the paper's)", "cnn": "CNN", "vit": "ViT"}
+"""How tables and figures name each family."""
+
+# Bumped when network_curvature changes what it stores.
+CURVATURE_VERSION = 1
+
+
+def check_family_sizes(sizes: Any) -> dict[str, tuple[tuple[int, int], ...]]:
+    """Validate ``sizes``: a non-empty dict from families to non-empty lists of distinct ``[width, depth]`` pairs.
+
+    Widths are at least 1 (a ViT's a multiple of its 2 heads), depths at least 1 (0 allowed for the MLP).
+    """
+    if not isinstance(sizes, dict) or not sizes:
+        raise ValueError(f"sizes must be a non-empty dict from families {list(FAMILIES)} to [width, depth] lists, "
+                         f"got {sizes!r}")
+    checked = {}
+    for family, pairs in sizes.items():
+        if family not in FAMILIES:
+            raise ValueError(f"sizes has unknown family {family!r}; accepted: {list(FAMILIES)}")
+        if not isinstance(pairs, (list, tuple)) or not pairs:
+            raise ValueError(f"sizes[{family!r}] must be a non-empty list of [width, depth] pairs, got {pairs!r}")
+        for pair in pairs:
+            if (not isinstance(pair, (list, tuple)) or len(pair) != 2
+                    or not all(isinstance(v, int) and not isinstance(v, bool) for v in pair)):
+                raise ValueError(f"sizes[{family!r}] must hold [width, depth] pairs of ints, got {pair!r}")
+            width, depth = pair
+            if width < 1 or depth < (0 if family == "mlp" else 1):
+                raise ValueError(f"sizes[{family!r}] needs width >= 1 and depth >= {0 if family == 'mlp' else 1}, "
+                                 f"got {list(pair)}")
+            if family == "vit" and width % 2:
+                raise ValueError(f"sizes['vit'] widths must be even (2 attention heads), got {width}")
+        as_tuples = tuple(tuple(pair) for pair in pairs)
+        if len(set(as_tuples)) != len(as_tuples):
+            raise ValueError(f"sizes[{family!r}] repeats a [width, depth] pair: {[list(p) for p in as_tuples]}")
+        checked[family] = as_tuples
+    return checked
+
+
+def panel_sizes(pairs: tuple[tuple[int, int], ...], varying: str) -> list[tuple[int, int]]:
+    """The sizes of a family's ``"width"`` panel (at the first size's depth) or ``"depth"`` panel
+    (at the first size's width), sorted by the varied quantity."""
+    width, depth = pairs[0]
+    if varying == "width":
+        return sorted(p for p in pairs if p[1] == depth)
+    if varying == "depth":
+        return sorted((p for p in pairs if p[0] == width), key=lambda p: p[1])
+    raise ValueError(f"varying must be 'width' or 'depth', got {varying!r}")
+
+
+@dataclass(frozen=True)
+class FamilyConfiguration:
+    """One size of one family across seeds: its trained networks and their curves."""
+
+    family: str
+    width: int
+    depth: int
+    parameters: int
+    networks: tuple[TrainedNetwork, ...]
+    curves: ConfigurationResult
+
+    @property
+    def label(self) -> str:
+        return f"{FAMILY_NAMES[self.family]} width {self.width}, depth {self.depth}"
+
+
+def run_families(x: torch.Tensor, y: torch.Tensor, num_classes: int, image_shape: tuple[int, int, int],
+                 sizes: dict[str, tuple[tuple[int, int], ...]], settings: SweepSettings,
+                 label: str = "") -> dict[tuple[str, int, int], FamilyConfiguration]:
+    """Train (or load) every size of every family for every seed and measure each member's curves."""
+    results = {}
+    configurations = [(family, *pair) for family, pairs in sizes.items() for pair in pairs]
+    for family, width, depth in tqdm(configurations, desc=f"{label} networks".strip()):
+        networks = trained_networks(
+            x, y, num_classes=num_classes, hidden_size=width, num_layers=depth, seeds=settings.seeds,
+            epochs=settings.epochs, batch_size=settings.batch_size, lr=settings.lr, device=settings.device,
+            family=family, image_shape=image_shape,
+        )
+        members = [measure_member(network, settings, num_classes) for network in networks]
+        model = networks[0].model
+        curves = combine_members(width, depth, weight_layers(model), members, settings)
+        results[(family, width, depth)] = FamilyConfiguration(
+            family, width, depth, sum(p.numel() for p in model.parameters()), tuple(networks), curves)
+    return results
+
+
+@dataclass(frozen=True)
+class NetworkCurvature:
+    """Per-sample curvature of one trained network on the first ``samples`` training samples.
+
+    ``ggn_norms`` ``(samples,)``: exact ``||J_i^T A_i J_i||_2``. ``bound`` ``(samples,)``: the
+    product-of-layer-norms bound (``None`` for the ViT, which has none). ``scaling_exponents`` and
+    ``hessian_norms`` (with ``hessian_converged``) cover the first ``hessian_samples`` samples: the
+    exponent of ``||J_i J_i^T||`` under scaling every parameter by ``factor``, and the full
+    per-sample Hessian norm ``max |lambda(H_i)|`` (Lanczos, relative tolerance 1e-3).
+    """
+
+    seed: int
+    ggn_norms: torch.Tensor
+    bound: torch.Tensor | None
+    scaling_exponents: torch.Tensor
+    hessian_norms: torch.Tensor
+    hessian_converged: torch.Tensor
+    from_cache: bool
+
+
+def network_curvature(network: TrainedNetwork, x: torch.Tensor, y: torch.Tensor, *, samples: int,
+                      hessian_samples: int, factor: float = 2.0, use_cache: bool = True) -> NetworkCurvature:
+    """Measure :class:`NetworkCurvature` for ``network`` on ``x[:samples]`` (cached in the results store)."""
+    n = x.shape[0]
+    check_int("samples", samples, minimum=1, maximum=n)
+    check_int("hessian_samples", hessian_samples, minimum=1, maximum=samples)
+    check_float("factor", factor, minimum=0.0, strict_minimum=True)
+    model = network.model
+    xs, ys = x[:samples], y[:samples]
+    params = {"version": CURVATURE_VERSION, "model": tensor_fingerprint(*[p.detach() for p in model.parameters()]),
+              "model_class": type(model).__name__, "data": tensor_fingerprint(xs, ys),
+              "hessian_samples": hessian_samples, "factor": factor, "torch": torch.__version__.split("+")[0]}
+    computed = False
+
+    def compute() -> dict:
+        nonlocal computed
+        computed = True
+        out = {"ggn_norms": per_sample_ggn_norms(model, xs, batch_size=512).double()}
+        if not isinstance(model, VisionTransformer):
+            out["bound"] = layer_norm_bound_per_sample(model, xs)
+        head = slice(0, hessian_samples)
+        out["scaling_exponents"] = jjt_scaling_exponents(model, xs[head], factor=factor)
+        norms = per_sample_hessian_norms(model, xs[head], ys[head], tol=1e-3, max_iter=80, seed=network.seed)
+        out["hessian_norms"], out["hessian_converged"] = norms.norms, norms.converged
+        return out
+
+    result = cached("network_curvature", params, compute, enabled=use_cache)
+    return NetworkCurvature(network.seed, result["ggn_norms"], result.get("bound"), result["scaling_exponents"],
+                            result["hessian_norms"], result["hessian_converged"], from_cache=not computed)
+
+
+def _interval(values) -> str:
+    mean, (low, high) = np.mean(values), interval_across_seeds(values)[1]
+    return f"{mean:.3g} [{low:.3g}, {high:.3g}]"
+
+
+def family_table(results: dict[tuple[str, int, int], FamilyConfiguration]) -> str:
+    """Markdown: per family and size, parameters, accuracy, collapsed seeds, level, level/MAD and exponent."""
+    rows = []
+    for r in results.values():
+        c = r.curves
+        accuracy = 100 * np.array(c.accuracies)
+        ratios = [m.level / m.mean_abs_deviation for m in c.members if m.mean_abs_deviation > 0]
+        exponent_low, exponent_high = c.rate_exponent_ci95
+        rows.append(f"| {FAMILY_NAMES[r.family]} | {r.width} | {r.depth} | {r.parameters} | {accuracy.mean():.1f} "
+                    f"({accuracy.min():.1f}-{accuracy.max():.1f}) | {c.collapsed_seeds} of {len(c.members)} "
+                    f"| {_interval(c.levels)} | {min(ratios, default=float('nan')):.3f}-"
+                    f"{max(ratios, default=float('nan')):.3f} "
+                    f"| {c.rate_exponent:.3f} [{exponent_low:.3f}, {exponent_high:.3f}] |")
+    return ("| family | width | depth | parameters | train accuracy % (range) | collapsed seeds "
+            "| level C [95 % CI] | level / MAD (range) | fitted exponent [95 % CI] |\n"
+            "|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows))
+
+
+def curvature_table(results: dict[tuple[str, int, int], FamilyConfiguration],
+                    curvature: dict[tuple[str, int, int], list[NetworkCurvature]]) -> str:
+    """Markdown: per family and size, the G-term norm, the bound's validity and tightness, the
+    scaling exponent of ``J J^T`` and the full-Hessian-to-G-term ratio, across seeds."""
+    rows = []
+    for key, measured in curvature.items():
+        r = results[key]
+        medians = [float(m.ggn_norms.median()) for m in measured]
+        if measured[0].bound is not None:
+            held = sum(int((m.ggn_norms <= m.bound * (1 + 1e-9)).sum()) for m in measured)
+            total = sum(m.ggn_norms.numel() for m in measured)
+            tightness = np.median(np.concatenate([(m.ggn_norms / m.bound).numpy() for m in measured]))
+            bound = f"{held} of {total} | {tightness:.2e}"
+        else:
+            bound = "no bound of this form | -"
+        exponents = np.concatenate([m.scaling_exponents.numpy() for m in measured])
+        exponents = exponents[np.isfinite(exponents)]
+        relu = "-" if r.family == "vit" else str(2 * (r.curves.weight_matrices - 1))
+        ratio = np.median(np.concatenate([(m.hessian_norms / m.ggn_norms[: m.hessian_norms.numel()]).numpy()
+                                          for m in measured]))
+        rows.append(f"| {FAMILY_NAMES[r.family]} | {r.width} | {r.depth} | {np.mean(medians):.3g} "
+                    f"({min(medians):.3g}-{max(medians):.3g}) | {bound} "
+                    f"| {np.median(exponents):.2f} ({exponents.min():.2f} to {exponents.max():.2f}) | {relu} "
+                    f"| {ratio:.2f} |")
+    return ("| family | width | depth | median G-term norm, mean over seeds (range) | samples within the layer-norm bound "
+            "| median G-term / bound | scaling exponent of JJ^T, median (range) | 2(L-1) "
+            "| median full Hessian / G-term |\n|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows))
+
+
+def size_trend_tests(values: dict[tuple[str, int, int], list[float]], sizes: dict[str, tuple[tuple[int, int], ...]],
+                     directions: dict[str, str], *, permutations: int = 10000) -> list[dict[str, Any]]:
+    """One-sided Spearman trend tests of per-seed ``values`` against width (width panel) and depth
+    (depth panel) for every family; ``directions`` maps ``"width"``/``"depth"`` to the claimed direction."""
+    tests = []
+    for family, pairs in sizes.items():
+        for varying, direction in directions.items():
+            panel = panel_sizes(pairs, varying)
+            if len(panel) < 2:
+                continue
+            column = 0 if varying == "width" else 1
+            x = [pair[column] for pair in panel for _ in values[(family, *pair)]]
+            v = [value for pair in panel for value in values[(family, *pair)]]
+            test = trend_test(x, v, direction, permutations=permutations)
+            tests.append({"family": family, "varying": varying, "direction": direction,
+                          "sizes": [list(p) for p in panel], **test.as_dict()})
+    return tests
+
+
+def family_curvature(results: dict[tuple[str, int, int], FamilyConfiguration], x: torch.Tensor, y: torch.Tensor, *,
+                     samples: int, hessian_samples: int, factor: float = 2.0,
+                     label: str = "") -> dict[tuple[str, int, int], list[NetworkCurvature]]:
+    """:func:`network_curvature` of every seed of every size in ``results`` (one list per size, in seed order)."""
+    check_int("samples", samples, minimum=1, maximum=x.shape[0])
+    check_int("hessian_samples", hessian_samples, minimum=1, maximum=samples)
+    return {key: [network_curvature(network, x, y, samples=samples, hessian_samples=hessian_samples, factor=factor)
+                  for network in r.networks]
+            for key, r in tqdm(results.items(), desc=f"{label} curvature".strip())}
+
+
+def family_summary_rows(results: dict[tuple[str, int, int], FamilyConfiguration],
+                        curvature: dict[tuple[str, int, int], list[NetworkCurvature]]) -> list[dict[str, Any]]:
+    """Per family and size, the numbers a chapter writes to ``summary.json`` (lists are per seed)."""
+    rows = []
+    for key, r in results.items():
+        c, measured = r.curves, curvature[key]
+        row = {"family": r.family, "width": r.width, "depth": r.depth, "parameters": r.parameters,
+               "linear_layers": c.weight_matrices, "seeds": c.seeds, "accuracies": c.accuracies,
+               "levels": c.levels, "level_mean": c.level_mean, "level_ci95": list(c.level_ci95),
+               "mean_abs_deviations": [m.mean_abs_deviation for m in c.members],
+               "rate_exponents": c.rate_exponents, "rate_exponent": c.rate_exponent,
+               "rate_exponent_ci95": list(c.rate_exponent_ci95), "collapsed_seeds": c.collapsed_seeds,
+               "ggn_norm_median": [float(m.ggn_norms.median()) for m in measured],
+               "ggn_norm_q90": [float(m.ggn_norms.quantile(0.9)) for m in measured],
+               "ggn_norm_max": [float(m.ggn_norms.max()) for m in measured],
+               "hessian_to_ggn_median": [float((m.hessian_norms / m.ggn_norms[: m.hessian_norms.numel()]).median())
+                                         for m in measured],
+               "scaling_exponent_range": [[float(e.min()), float(e.max())]
+                                          for e in (m.scaling_exponents[torch.isfinite(m.scaling_exponents)]
+                                                    for m in measured)]}
+        if measured[0].bound is not None:
+            row["bound_held"] = [int((m.ggn_norms <= m.bound * (1 + 1e-9)).sum()) for m in measured]
+            row["bound_tightness_median"] = [float((m.ggn_norms / m.bound).median()) for m in measured]
+        rows.append(row)
+    return rows
+
+
+def plot_family_curves(results: dict[str, dict[tuple[str, int, int], FamilyConfiguration]]) -> plt.Figure:
+    """One row per dataset, one panel per family: the unsmoothed mean ``|L_{k+1} - L_k|`` over orders
+    and seeds on log-log axes (log bins of ``k``), shaded from the lowest to the highest seed, with
+    ``C/(k+1)`` for the first size's level dashed."""
+    families = list(dict.fromkeys(key[0] for sweep in results.values() for key in sweep))
+    fig, axes = plt.subplots(len(results), len(families), figsize=(4.3 * len(families), 3.9 * len(results)),
+                             sharey="row", squeeze=False)
+    for row, (dataset, sweep) in zip(axes, results.items()):
+        for ax, family in zip(row, families):
+            members = [r for r in sweep.values() if r.family == family]
+            for r, color in zip(members, sweep_colors(len(members))):
+                c = r.curves
+                centres, binned = log_binned(c.live_mean)
+                low, high = log_binned(c.seed_low)[1], log_binned(c.seed_high)[1]
+                ax.plot(centres, binned, color=color,
+                        label=f"width {r.width}, depth {r.depth}: slope {c.rate_exponent:.2f}")
+                ax.fill_between(centres, low, high, color=color, alpha=0.2, lw=0)
+            reference = members[0].curves
+            k = np.arange(1, reference.mean.size + 1)
+            ax.plot(k, reference.level_mean / (k + 1), color="0.3", ls="--", lw=1, label="C/(k+1), first size")
+            ax.set(xscale="log", yscale="log", xlabel="sample size k", title=f"{dataset}: {FAMILY_NAMES[family]}")
+            ax.legend(loc="lower left")
+        row[0].set_ylabel(r"mean $|\mathcal{L}_{k+1}-\mathcal{L}_k|$ (nats)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_curvature(results: dict[str, dict[tuple[str, int, int], FamilyConfiguration]],
+                   curvature: dict[str, dict[tuple[str, int, int], list[NetworkCurvature]]]) -> plt.Figure:
+    """One row per dataset. Left: median per-sample G-term norm against the parameter count, one
+    point per seed. Middle: the distribution of G-term / layer-norm bound (MLP and CNN). Right: the
+    scaling exponent of ``J J^T`` of every sample, per size, with ``2(L-1)`` (the value of every
+    bias-free ReLU network) marked for the MLP and the CNN."""
+    markers = {"mlp": "o", "cnn": "s", "vit": "^"}
+    colors = dict(zip(FAMILIES, sweep_colors(len(FAMILIES))))
+    fig, axes = plt.subplots(len(results), 3, figsize=(14, 4.2 * len(results)), squeeze=False)
+    for (left, middle, right), (dataset, sweep) in zip(axes, results.items()):
+        measured_by_key = curvature[dataset]
+        labels, relu_labelled = [], False
+        for family in dict.fromkeys(key[0] for key in measured_by_key):
+            keys = [key for key in measured_by_key if key[0] == family]
+            for i, key in enumerate(keys):
+                r, measured = sweep[key], measured_by_key[key]
+                medians = [float(m.ggn_norms.median()) for m in measured]
+                left.scatter([r.parameters] * len(medians), medians, marker=markers[family], color=colors[family],
+                             label=FAMILY_NAMES[family] if i == 0 else None, alpha=0.8)
+                if measured[0].bound is not None:
+                    ratios = np.concatenate([(m.ggn_norms / m.bound).numpy() for m in measured])
+                    middle.hist(np.log10(ratios[ratios > 0]), bins=40, histtype="step", color=colors[family],
+                                ls=["-", "--", ":"][i % 3], label=f"{FAMILY_NAMES[family]} w {r.width} d {r.depth}")
+                exponents = np.concatenate([m.scaling_exponents.numpy() for m in measured])
+                exponents = exponents[np.isfinite(exponents)]
+                position = len(labels)
+                labels.append(f"{family}\nw{r.width} d{r.depth}")
+                jitter = np.linspace(-0.25, 0.25, exponents.size) if exponents.size > 1 else np.zeros(1)
+                right.scatter(position + jitter[: exponents.size], exponents, marker=markers[family],
+                              color=colors[family], s=8, alpha=0.5)
+                if family != "vit":
+                    right.hlines(2.0 * (r.curves.weight_matrices - 1), position - 0.4, position + 0.4, color="0.2",
+                                 lw=1.5, label="2(L-1), bias-free ReLU" if not relu_labelled else None)
+                    relu_labelled = True
+        left.set(xscale="log", yscale="log", xlabel="parameters P", ylabel=r"median $\|J_i^\top A_i J_i\|_2$",
+                 title=f"{dataset}: G-term norm, one point per seed")
+        middle.axvline(0, color="0.3", ls="--", lw=1, label="bound reached")
+        middle.set(xlabel=r"$\log_{10}$(G-term norm / layer-norm bound)", ylabel="samples",
+                   title=f"{dataset}: tightness of the bound")
+        right.set_xticks(range(len(labels)), labels, fontsize=7)
+        right.set(xlabel="family, width w, depth d",
+                  ylabel=r"exponent of $\|J_iJ_i^\top\|$ under $\theta\to c\,\theta$",
+                  title=f"{dataset}: homogeneity, one point per sample")
+        for ax in (left, middle, right):
+            ax.legend()
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,130 @@
+"""Chapter 08's experiment: size validation, training of every family through the results store,
+per-network curvature, trend tests, and the chapter itself under the smoke profile."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lhlib.experiment import trained_networks
+from lhlib.other_architectures import (
+    check_family_sizes,
+    family_curvature,
+    family_summary_rows,
+    network_curvature,
+    panel_sizes,
+    run_families,
+    size_trend_tests,
+)
+from lhlib.sweep import check_sweep_settings
+
+IMAGE = (1, 8, 8)
+
+
+@pytest.fixture(scope="module")
+def images():
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(60, 64, generator=generator) * 2 - 1
+    return x, (x[:, :32].sum(1) > x[:, 32:].sum(1)).long() + 2 * (x[:, 0] > 0).long()
+
+
+@pytest.mark.parametrize(("sizes", "message"), [
+    ({}, "sizes must be a non-empty dict"),
+    ({"rnn": [[4, 1]]}, "unknown family 'rnn'"),
+    ({"cnn": []}, r"sizes\['cnn'\] must be a non-empty list"),
+    ({"cnn": [[4]]}, r"must hold \[width, depth\] pairs of ints"),
+    ({"cnn": [[4, 1.5]]}, r"must hold \[width, depth\] pairs of ints"),
+    ({"cnn": [[4, 0]]}, r"needs width >= 1 and depth >= 1"),
+    ({"vit": [[5, 1]]}, "widths must be even"),
+    ({"mlp": [[4, 1], [4, 1]]}, "repeats a"),
+])
+def test_check_family_sizes_rejects_bad_sizes(sizes, message):
+    with pytest.raises(ValueError, match=message):
+        check_family_sizes(sizes)
+
+
+def test_panels_vary_the_first_size_in_width_or_depth():
+    pairs = check_family_sizes({"cnn": [[8, 2], [16, 2], [8, 3], [4, 2]]})["cnn"]
+    assert panel_sizes(pairs, "width") == [(4, 2), (8, 2), (16, 2)]
+    assert panel_sizes(pairs, "depth") == [(8, 2), (8, 3)]
+    assert check_family_sizes({"mlp": [[4, 0]]}) == {"mlp": ((4, 0),)}
+
+
+def test_trained_networks_of_other_families_are_stored_per_seed(images):
+    x, y = images
+    settings = {"num_classes": 4, "hidden_size": 4, "num_layers": 1, "epochs": 1, "batch_size": 16,
+                "device": "cpu", "family": "cnn", "image_shape": IMAGE}
+    first = trained_networks(x, y, seeds=[0, 1], **settings)
+    again = trained_networks(x, y, seeds=[1, 0, 2], **settings)
+    assert [n.from_cache for n in again] == [True, True, False]
+    assert torch.equal(again[1].losses, first[0].losses)
+    assert torch.equal(again[1].model.head.weight, first[0].model.head.weight)
+    assert not torch.equal(first[0].losses, first[1].losses)
+    with pytest.raises(ValueError, match="image_shape .* is needed for family = 'cnn'"):
+        trained_networks(x, y, seeds=[0, 1], **{**settings, "image_shape": None})
+    with pytest.raises(ValueError, match="image_shape must be .* with 64 entries"):
+        trained_networks(x, y, seeds=[0, 1], **{**settings, "image_shape": (1, 4, 4)})
+
+
+def test_run_families_and_curvature_on_every_family(images):
+    x, y = images
+    sizes = check_family_sizes({"mlp": [[4, 1], [8, 1]], "cnn": [[2, 1], [2, 2]], "vit": [[4, 1]]})
+    settings = check_sweep_settings(epochs=1, batch_size=16, permutations=4, seeds=[0, 1], device="cpu")
+    results = run_families(x, y, 4, IMAGE, sizes, settings)
+    assert list(results) == [("mlp", 4, 1), ("mlp", 8, 1), ("cnn", 2, 1), ("cnn", 2, 2), ("vit", 4, 1)]
+    assert results[("cnn", 2, 2)].curves.weight_matrices == 3
+    assert results[("mlp", 8, 1)].parameters == 64 * 8 + 8 * 8 + 8 * 4
+    curvature = family_curvature(results, x, y, samples=20, hessian_samples=3)
+    for key, measured in curvature.items():
+        assert [m.seed for m in measured] == [0, 1]
+        for m in measured:
+            assert m.ggn_norms.shape == (20,) and m.hessian_norms.shape == (3,)
+            assert (m.bound is None) == (key[0] == "vit")
+            if m.bound is not None:
+                assert (m.ggn_norms <= m.bound * (1 + 1e-9)).all()
+    network = results[("cnn", 2, 1)].networks[0]
+    assert network_curvature(network, x, y, samples=20, hessian_samples=3).from_cache
+    with pytest.raises(ValueError, match="hessian_samples must be"):
+        network_curvature(network, x, y, samples=20, hessian_samples=21)
+    rows = family_summary_rows(results, curvature)
+    assert {r["family"] for r in rows} == {"mlp", "cnn", "vit"}
+    assert all(len(r["ggn_norm_median"]) == 2 for r in rows)
+    medians = {key: [float(m.ggn_norms.median()) for m in measured] for key, measured in curvature.items()}
+    tests = size_trend_tests(medians, sizes, {"width": "increasing", "depth": "increasing"}, permutations=100)
+    # The ViT has one size, so no panel of two; the MLP has no depth panel.
+    assert [(t["family"], t["varying"]) for t in tests] == [("mlp", "width"), ("cnn", "depth")]
+    assert all(t["pairs"] == 4 for t in tests)
+
+
+def test_chapter_08_smoke(run_chapter_smoke):
+    summary = run_chapter_smoke("08_other_architectures")
+    seeds, samples = summary["settings"]["seeds"], summary["settings"]["curvature_samples"]
+    rows = summary["datasets"]["digits"]["configurations"]
+    assert {r["family"] for r in rows} == {"mlp", "cnn", "vit"} and len(rows) == 9
+    for row in rows:
+        assert row["seeds"] == seeds and len(row["ggn_norm_median"]) == len(seeds)
+        low, high = row["level_ci95"]
+        assert low <= row["level_mean"] <= high
+        low, high = row["rate_exponent_ci95"]
+        assert low <= row["rate_exponent"] <= high
+        assert all(value > 0 for value in row["ggn_norm_median"])
+        if row["family"] == "vit":
+            assert "bound_held" not in row
+        else:
+            assert row["bound_held"] == [samples] * len(seeds)
+            for low, high in row["scaling_exponent_range"]:
+                assert low == pytest.approx(2 * (row["linear_layers"] - 1)) == high
+    assert {t["verdict"] for t in summary["trend_tests"]} <= {"supported", "not supported", "contradicted",
+                                                                "not testable"}
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"sizes": {"rnn": [[4, 1]]}}, "unknown family 'rnn'"),
+    ({"hessian_samples": 500}, "hessian_samples must be"),
+    ({"scaling_factor": 1.0}, "scaling_factor must be a positive number other than 1"),
+])
+def test_chapter_08_rejects_bad_parameters_before_work(run_chapter_smoke, overrides, message):
+    import papermill
+
+    with pytest.raises(papermill.PapermillExecutionError, match=message):
+        run_chapter_smoke("08_other_architectures", **overrides)
