@@ -18,8 +18,10 @@ bias-free MLP of :mod:`lhlib.models` (the paper's network) the rows of ``J`` tha
     J J^T = sum_p ||x^(p)||^2 G^(p) G^(p)^T,
 
 and :func:`per_sample_ggn_norms` computes all ``G^(p)`` for a batch of samples by one backward
-recursion ``G^(p) = (G^(p+1) W^(p+1)) D^(p)``: no object of size ``P`` is formed at all. Any other
-model goes through ``torch.func`` (``vmap(jacrev(functional_call))``, ``K x P`` per sample).
+recursion ``G^(p) = (G^(p+1) W^(p+1)) D^(p)``: no object of size ``P`` is formed at all. This
+structured path serves any bias-free Linear/ReLU stack, whatever class holds it
+(:func:`linear_relu_weights`). Any other model goes through ``torch.func``
+(``vmap(jacrev(functional_call))``, ``K x P`` per sample, in chunks).
 
 *Full Hessian.* It is indefinite in general (the H-term of a ReLU network has zero trace, see
 :func:`hessian_trace`), so its spectral norm is ``max |lambda|``. :func:`per_sample_hessian_norms`

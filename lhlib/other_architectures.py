@@ -330,7 +330,7 @@ def plot_curvature(results: dict[str, dict[tuple[str, int, int], FamilyConfigura
     scaling exponent of ``J J^T`` of every sample, per size, with ``2(L-1)`` (the value of every
     bias-free ReLU network) marked for the MLP and the CNN."""
     markers = {"mlp": "o", "cnn": "s", "vit": "^"}
-    colors = dict(zip(FAMILIES, sweep_colors(len(FAMILIES))))
+    colors = {"mlp": "C0", "cnn": "C1", "vit": "C2"}  # categorical: the families are not an ordered sweep
     fig, axes = plt.subplots(len(results), 3, figsize=(14, 4.2 * len(results)), squeeze=False)
     for (left, middle, right), (dataset, sweep) in zip(axes, results.items()):
         measured_by_key = curvature[dataset]

@@ -51,7 +51,10 @@ class TrendTest:
     ``statistic`` is Spearman's rho over all pairs; ``p_value`` the one-sided permutation p-value
     of the claimed direction, ``p_value_opposite`` that of the other direction. ``verdict`` is
     ``"supported"`` (claimed direction significant at ``alpha``), ``"contradicted"`` (the opposite
-    is), ``"not supported"`` (neither) or ``"not testable"`` (fewer than 3 pairs or one distinct x).
+    is), ``"not supported"`` (neither) or ``"not testable"``: fewer than 3 pairs or one distinct x,
+    or too few pairs for any arrangement to reach ``alpha`` (``smallest_p_value``, the p-value of
+    values ordered exactly like ``x``, is not below ``alpha``: two sizes with three seeds each, for
+    example, can never give ``p < 0.05``).
     """
 
     statistic: float
@@ -61,6 +64,7 @@ class TrendTest:
     direction: str
     pairs: int
     alpha: float
+    smallest_p_value: float
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -93,7 +97,8 @@ def trend_test(
     if not (np.isfinite(x).all() and np.isfinite(values).all()):
         raise ValueError("x and values must be finite")
     if x.size < 3 or np.unique(x).size < 2 or np.unique(values).size < 2:
-        return TrendTest(float("nan"), float("nan"), float("nan"), "not testable", direction, int(x.size), alpha)
+        return TrendTest(float("nan"), float("nan"), float("nan"), "not testable", direction, int(x.size), alpha,
+                         float("nan"))
     x_ranks, y_ranks = rankdata(x), rankdata(values)
     rho = float(_rank_correlations(x_ranks, y_ranks[None])[0])
     rng = np.random.default_rng(seed)
@@ -102,5 +107,11 @@ def trend_test(
     below = (1 + np.count_nonzero(shuffled <= rho + 1e-12)) / (1 + permutations)
     above = (1 + np.count_nonzero(shuffled >= rho - 1e-12)) / (1 + permutations)
     p_claim, p_opposite = (below, above) if direction == "decreasing" else (above, below)
-    verdict = "supported" if p_claim < alpha else "contradicted" if p_opposite < alpha else "not supported"
-    return TrendTest(rho, float(p_claim), float(p_opposite), verdict, direction, int(x.size), alpha)
+    # The strongest association these x (with their ties) allow: values ranked exactly like x.
+    best = _rank_correlations(x_ranks, rng.permuted(np.tile(x_ranks, (permutations, 1)), axis=1))
+    smallest = (1 + np.count_nonzero(best >= 1 - 1e-12)) / (1 + permutations)
+    if smallest >= alpha:
+        verdict = "not testable"
+    else:
+        verdict = "supported" if p_claim < alpha else "contradicted" if p_opposite < alpha else "not supported"
+    return TrendTest(rho, float(p_claim), float(p_opposite), verdict, direction, int(x.size), alpha, float(smallest))
