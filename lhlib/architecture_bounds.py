@@ -20,11 +20,16 @@ the corrected Theorem 1 of chapter 02 with one overlap factor per layer (:func:`
 ``||C^(q)||_op`` is the exact spectral norm of the convolution as a linear map on its input
 (:func:`layer_operator_norms`, from the dense matrix of the map).
 
+The proof uses only that the linear maps are linear and that the activation is 1-Lipschitz with
+``s(0) = 0`` (ReLU here; ``tanh`` would do as well).
+
 *Homogeneity.* Scaling every parameter of a bias-free ReLU network with ``L`` linear maps by ``c``
 scales ``J`` by ``c^(L-1)``, so ``log(||J J^T||(c theta) / ||J J^T||(theta)) / log c = 2 (L - 1)``
-for every sample: exactly the scaling of the product of layer norms. :func:`jjt_scaling_exponents`
-measures this exponent for any model; LayerNorm, attention and GELU break it, and with it any
-bound of this product form.
+for every sample: exactly the scaling of the product of layer norms, so for these networks the
+bound and ``J J^T`` respond to the weights' scale alike. :func:`jjt_scaling_exponents` measures
+this exponent for any model. LayerNorm, attention, GELU and biases make it differ from sample to
+sample; that does not rule out some bound for such a network, but a product of layer norms, which
+scales as one power of ``c``, cannot follow ``J J^T`` there.
 """
 
 from __future__ import annotations
@@ -98,7 +103,7 @@ def layer_norm_bound_per_sample(model: nn.Module, x: torch.Tensor, *,
     return a_norm * (x.detach().double() ** 2).sum(1) * leave_one_out
 
 
-def jjt_scaling_exponents(model: nn.Module, x: torch.Tensor, *, factor: float = 2.0) -> torch.Tensor:
+def jjt_scaling_exponents(model: nn.Module, x: torch.Tensor, *, factor: float = 3.0) -> torch.Tensor:
     """``(N,)``: ``log(||J_i J_i^T||(c theta) / ||J_i J_i^T||(theta)) / log c`` with every parameter scaled
     by ``c = factor``; exactly ``2 (L - 1)`` for a bias-free ReLU network with ``L`` linear maps."""
     check_float("factor", factor, minimum=0.0, strict_minimum=True)

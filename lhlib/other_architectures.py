@@ -21,13 +21,15 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib.ticker import NullFormatter
 from tqdm.auto import tqdm
 
 from lhlib.architecture_bounds import jjt_scaling_exponents, layer_norm_bound_per_sample
 from lhlib.architectures import FAMILIES, VisionTransformer, weight_layers
+from lhlib.bounds import ggn_small_from_ntk
 from lhlib.cache import cached, tensor_fingerprint
 from lhlib.experiment import TrainedNetwork, trained_networks
-from lhlib.hessian import per_sample_ggn_norms, per_sample_hessian_norms
+from lhlib.hessian import per_sample_hessian_norms, per_sample_jjt
 from lhlib.landscape import log_binned
 from lhlib.seed_stats import interval_across_seeds, trend_test
 from lhlib.style import sweep_colors
@@ -55,7 +57,7 @@ FAMILY_NAMES = {"mlp": "MLP (the paper's)", "cnn": "CNN", "vit": "ViT"}
 """How tables and figures name each family."""
 
 # Bumped when network_curvature changes what it stores.
-CURVATURE_VERSION = 1
+CURVATURE_VERSION = 2
 
 
 def check_family_sizes(sizes: Any) -> dict[str, tuple[tuple[int, int], ...]]:
@@ -140,24 +142,48 @@ def run_families(x: torch.Tensor, y: torch.Tensor, num_classes: int, image_shape
 class NetworkCurvature:
     """Per-sample curvature of one trained network on the first ``samples`` training samples.
 
-    ``ggn_norms`` ``(samples,)``: exact ``||J_i^T A_i J_i||_2``. ``bound`` ``(samples,)``: the
-    product-of-layer-norms bound (``None`` for the ViT, which has none). ``scaling_exponents`` and
-    ``hessian_norms`` (with ``hessian_converged``) cover the first ``hessian_samples`` samples: the
-    exponent of ``||J_i J_i^T||`` under scaling every parameter by ``factor``, and the full
-    per-sample Hessian norm ``max |lambda(H_i)|`` (Lanczos, relative tolerance 1e-3).
+    ``ggn_norms`` ``(samples,)``: exact ``||J_i^T A_i J_i||_2``; ``jjt_norms``: ``||J_i J_i^T||_2``
+    (so ``ggn_norms / (jjt_norms / 2)`` is how far ``A_i`` falls short of its bound ``1/2``).
+    ``bound`` ``(samples,)``: the product-of-layer-norms bound (``None`` for the ViT, for which none
+    is derived). ``scaling_exponents``, ``hessian_norms`` and ``hterm_norms`` (with
+    ``hessian_converged``, both Lanczos runs converged) cover the first ``hessian_samples`` samples:
+    the exponent of ``||J_i J_i^T||`` under scaling every parameter by ``factor``, and the spectral
+    norms ``max |lambda|`` of the full per-sample Hessian and of its H-term (Lanczos, relative
+    tolerance 1e-4).
     """
 
     seed: int
     ggn_norms: torch.Tensor
+    jjt_norms: torch.Tensor
     bound: torch.Tensor | None
     scaling_exponents: torch.Tensor
     hessian_norms: torch.Tensor
+    hterm_norms: torch.Tensor
     hessian_converged: torch.Tensor
     from_cache: bool
 
+    @property
+    def softmax_slack(self) -> torch.Tensor:
+        """``||J_i^T A_i J_i|| / (||J_i J_i^T|| / 2)`` (at most 1, since ``||A_i|| <= 1/2``) of the samples
+        with ``J_i != 0`` (an input that switches off a whole ReLU layer has ``J_i = 0``)."""
+        live = self.jjt_norms > 0
+        return self.ggn_norms[live] / (self.jjt_norms[live] / 2)
+
+    @property
+    def converged_hessian_ratios(self) -> torch.Tensor:
+        """``||H_i|| / ||G-term_i||`` of the samples whose Lanczos runs converged."""
+        ggn = self.ggn_norms[: self.hessian_norms.numel()]
+        return (self.hessian_norms / ggn)[self.hessian_converged]
+
+    @property
+    def converged_hterm_ratios(self) -> torch.Tensor:
+        """``||H-term_i|| / ||G-term_i||`` of the samples whose Lanczos runs converged."""
+        ggn = self.ggn_norms[: self.hterm_norms.numel()]
+        return (self.hterm_norms / ggn)[self.hessian_converged]
+
 
 def network_curvature(network: TrainedNetwork, x: torch.Tensor, y: torch.Tensor, *, samples: int,
-                      hessian_samples: int, factor: float = 2.0, use_cache: bool = True) -> NetworkCurvature:
+                      hessian_samples: int, factor: float = 3.0, use_cache: bool = True) -> NetworkCurvature:
     """Measure :class:`NetworkCurvature` for ``network`` on ``x[:samples]`` (cached in the results store)."""
     n = x.shape[0]
     check_int("samples", samples, minimum=1, maximum=n)
@@ -173,18 +199,26 @@ def network_curvature(network: TrainedNetwork, x: torch.Tensor, y: torch.Tensor,
     def compute() -> dict:
         nonlocal computed
         computed = True
-        out = {"ggn_norms": per_sample_ggn_norms(model, xs, batch_size=512).double()}
+        pieces = [per_sample_jjt(model, xs[start : start + 512]) for start in range(0, samples, 512)]
+        jjt, logits = torch.cat([p[0] for p in pieces]).double(), torch.cat([p[1] for p in pieces]).double()
+        out = {"ggn_norms": torch.linalg.eigvalsh(ggn_small_from_ntk(jjt, logits))[:, -1].clamp_min(0),
+               "jjt_norms": torch.linalg.eigvalsh(jjt)[:, -1].clamp_min(0)}
         if not isinstance(model, VisionTransformer):
             out["bound"] = layer_norm_bound_per_sample(model, xs)
         head = slice(0, hessian_samples)
         out["scaling_exponents"] = jjt_scaling_exponents(model, xs[head], factor=factor)
-        norms = per_sample_hessian_norms(model, xs[head], ys[head], tol=1e-3, max_iter=80, seed=network.seed)
-        out["hessian_norms"], out["hessian_converged"] = norms.norms, norms.converged
+        converged = torch.ones(hessian_samples, dtype=torch.bool)
+        for operator in ("hessian", "hterm"):
+            norms = per_sample_hessian_norms(model, xs[head], ys[head], operator=operator, tol=1e-4, max_iter=120,
+                                             seed=network.seed)
+            out[f"{operator}_norms"], converged = norms.norms, converged & norms.converged
+        out["hessian_converged"] = converged
         return out
 
     result = cached("network_curvature", params, compute, enabled=use_cache)
-    return NetworkCurvature(network.seed, result["ggn_norms"], result.get("bound"), result["scaling_exponents"],
-                            result["hessian_norms"], result["hessian_converged"], from_cache=not computed)
+    return NetworkCurvature(network.seed, result["ggn_norms"], result["jjt_norms"], result.get("bound"),
+                            result["scaling_exponents"], result["hessian_norms"], result["hterm_norms"],
+                            result["hessian_converged"], from_cache=not computed)
 
 
 def _interval(values) -> str:
@@ -210,33 +244,43 @@ def family_table(results: dict[tuple[str, int, int], FamilyConfiguration]) -> st
             "|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows))
 
 
+def _median(tensors) -> float:
+    values = torch.cat([t.reshape(-1).double() for t in tensors])
+    return float(values.median()) if values.numel() else float("nan")
+
+
 def curvature_table(results: dict[tuple[str, int, int], FamilyConfiguration],
                     curvature: dict[tuple[str, int, int], list[NetworkCurvature]]) -> str:
-    """Markdown: per family and size, the G-term norm, the bound's validity and tightness, the
-    scaling exponent of ``J J^T`` and the full-Hessian-to-G-term ratio, across seeds."""
+    """Markdown: per family and size, across seeds, the G-term norm; the bound's validity and its
+    slack split into ``G-term / (||J J^T|| / 2)`` (how far ``A_i`` is from its bound 1/2) and
+    ``(||J J^T|| / 2) / bound`` (the layer-norm product's slack); the scaling exponent of ``J J^T``;
+    and the full Hessian's and the H-term's norms relative to the G-term's, on the samples whose
+    Lanczos runs converged."""
     rows = []
     for key, measured in curvature.items():
         r = results[key]
         medians = [float(m.ggn_norms.median()) for m in measured]
+        softmax_slack = _median([m.softmax_slack for m in measured])
         if measured[0].bound is not None:
             held = sum(int((m.ggn_norms <= m.bound * (1 + 1e-9)).sum()) for m in measured)
             total = sum(m.ggn_norms.numel() for m in measured)
-            tightness = np.median(np.concatenate([(m.ggn_norms / m.bound).numpy() for m in measured]))
-            bound = f"{held} of {total} | {tightness:.2e}"
+            bound = f"{held} of {total} | {_median([m.jjt_norms / 2 / m.bound for m in measured]):.2e}"
         else:
-            bound = "no bound of this form | -"
-        exponents = np.concatenate([m.scaling_exponents.numpy() for m in measured])
-        exponents = exponents[np.isfinite(exponents)]
-        relu = "-" if r.family == "vit" else str(2 * (r.curves.weight_matrices - 1))
-        ratio = np.median(np.concatenate([(m.hessian_norms / m.ggn_norms[: m.hessian_norms.numel()]).numpy()
-                                          for m in measured]))
+            bound = "none derived | -"
+        exponents = torch.cat([m.scaling_exponents for m in measured])
+        exponents = exponents[torch.isfinite(exponents)]
+        relu = "" if r.family == "vit" else f"; 2(L-1) = {2 * (r.curves.weight_matrices - 1)}"
+        converged = sum(int(m.hessian_converged.sum()) for m in measured)
+        lanczos = sum(m.hessian_converged.numel() for m in measured)
         rows.append(f"| {FAMILY_NAMES[r.family]} | {r.width} | {r.depth} | {np.mean(medians):.3g} "
-                    f"({min(medians):.3g}-{max(medians):.3g}) | {bound} "
-                    f"| {np.median(exponents):.2f} ({exponents.min():.2f} to {exponents.max():.2f}) | {relu} "
-                    f"| {ratio:.2f} |")
-    return ("| family | width | depth | median G-term norm, mean over seeds (range) | samples within the layer-norm bound "
-            "| median G-term / bound | scaling exponent of JJ^T, median (range) | 2(L-1) "
-            "| median full Hessian / G-term |\n|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows))
+                    f"({min(medians):.3g}-{max(medians):.3g}) | {softmax_slack:.3f} | {bound} "
+                    f"| {float(exponents.median()):.2f} ({float(exponents.min()):.2f} to {float(exponents.max()):.2f}){relu} "
+                    f"| {converged} of {lanczos} | {_median([m.converged_hessian_ratios for m in measured]):.2f} "
+                    f"| {_median([m.converged_hterm_ratios for m in measured]):.2f} |")
+    return ("| family | width | depth | median G-term norm, mean over seeds (range) | median G-term / (JJ^T norm / 2) "
+            "| samples within the layer-norm bound | median (JJ^T norm / 2) / bound "
+            "| scaling exponent of JJ^T, median (range) | Lanczos converged | median full Hessian / G-term "
+            "| median H-term / G-term |\n|---|---|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows))
 
 
 def size_trend_tests(values: dict[tuple[str, int, int], list[float]], sizes: dict[str, tuple[tuple[int, int], ...]],
@@ -259,7 +303,7 @@ def size_trend_tests(values: dict[tuple[str, int, int], list[float]], sizes: dic
 
 
 def family_curvature(results: dict[tuple[str, int, int], FamilyConfiguration], x: torch.Tensor, y: torch.Tensor, *,
-                     samples: int, hessian_samples: int, factor: float = 2.0,
+                     samples: int, hessian_samples: int, factor: float = 3.0,
                      label: str = "") -> dict[tuple[str, int, int], list[NetworkCurvature]]:
     """:func:`network_curvature` of every seed of every size in ``results`` (one list per size, in seed order)."""
     check_int("samples", samples, minimum=1, maximum=x.shape[0])
@@ -284,14 +328,17 @@ def family_summary_rows(results: dict[tuple[str, int, int], FamilyConfiguration]
                "ggn_norm_median": [float(m.ggn_norms.median()) for m in measured],
                "ggn_norm_q90": [float(m.ggn_norms.quantile(0.9)) for m in measured],
                "ggn_norm_max": [float(m.ggn_norms.max()) for m in measured],
-               "hessian_to_ggn_median": [float((m.hessian_norms / m.ggn_norms[: m.hessian_norms.numel()]).median())
-                                         for m in measured],
+               "ggn_to_half_jjt_median": [_median([m.softmax_slack]) for m in measured],
+               "hessian_converged": [int(m.hessian_converged.sum()) for m in measured],
+               "hessian_to_ggn_median": [_median([m.converged_hessian_ratios]) for m in measured],
+               "hterm_to_ggn_median": [_median([m.converged_hterm_ratios]) for m in measured],
                "scaling_exponent_range": [[float(e.min()), float(e.max())]
                                           for e in (m.scaling_exponents[torch.isfinite(m.scaling_exponents)]
                                                     for m in measured)]}
         if measured[0].bound is not None:
             row["bound_held"] = [int((m.ggn_norms <= m.bound * (1 + 1e-9)).sum()) for m in measured]
             row["bound_tightness_median"] = [float((m.ggn_norms / m.bound).median()) for m in measured]
+            row["bound_median"] = [float(m.bound.median()) for m in measured]
         rows.append(row)
     return rows
 
@@ -311,7 +358,7 @@ def plot_family_curves(results: dict[str, dict[tuple[str, int, int], FamilyConfi
                 centres, binned = log_binned(c.live_mean)
                 low, high = log_binned(c.seed_low)[1], log_binned(c.seed_high)[1]
                 ax.plot(centres, binned, color=color,
-                        label=f"width {r.width}, depth {r.depth}: slope {c.rate_exponent:.2f}")
+                        label=f"width {r.width}, depth {r.depth}: exponent {c.rate_exponent:.2f}")
                 ax.fill_between(centres, low, high, color=color, alpha=0.2, lw=0)
             reference = members[0].curves
             k = np.arange(1, reference.mean.size + 1)
@@ -326,7 +373,8 @@ def plot_family_curves(results: dict[str, dict[tuple[str, int, int], FamilyConfi
 def plot_curvature(results: dict[str, dict[tuple[str, int, int], FamilyConfiguration]],
                    curvature: dict[str, dict[tuple[str, int, int], list[NetworkCurvature]]]) -> plt.Figure:
     """One row per dataset. Left: median per-sample G-term norm against the parameter count, one
-    point per seed. Middle: the distribution of G-term / layer-norm bound (MLP and CNN). Right: the
+    point per seed. Middle: the empirical distribution function of G-term / layer-norm bound (MLP and
+    CNN). Right: the
     scaling exponent of ``J J^T`` of every sample, per size, with ``2(L-1)`` (the value of every
     bias-free ReLU network) marked for the MLP and the CNN."""
     markers = {"mlp": "o", "cnn": "s", "vit": "^"}
@@ -343,13 +391,15 @@ def plot_curvature(results: dict[str, dict[tuple[str, int, int], FamilyConfigura
                 left.scatter([r.parameters] * len(medians), medians, marker=markers[family], color=colors[family],
                              label=FAMILY_NAMES[family] if i == 0 else None, alpha=0.8)
                 if measured[0].bound is not None:
-                    ratios = np.concatenate([(m.ggn_norms / m.bound).numpy() for m in measured])
-                    middle.hist(np.log10(ratios[ratios > 0]), bins=40, histtype="step", color=colors[family],
-                                ls=["-", "--", ":"][i % 3], label=f"{FAMILY_NAMES[family]} w {r.width} d {r.depth}")
+                    ratios = np.sort(np.concatenate([(m.ggn_norms / m.bound).numpy() for m in measured]))
+                    ratios = ratios[ratios > 0]
+                    middle.step(ratios, np.arange(1, ratios.size + 1) / ratios.size, where="post",
+                                color=colors[family], ls=["-", "--", ":"][i % 3],
+                                label=f"{family} w{r.width} d{r.depth}")
                 exponents = np.concatenate([m.scaling_exponents.numpy() for m in measured])
                 exponents = exponents[np.isfinite(exponents)]
                 position = len(labels)
-                labels.append(f"{family}\nw{r.width} d{r.depth}")
+                labels.append(f"{family} w{r.width} d{r.depth}")
                 jitter = np.linspace(-0.25, 0.25, exponents.size) if exponents.size > 1 else np.zeros(1)
                 right.scatter(position + jitter[: exponents.size], exponents, marker=markers[family],
                               color=colors[family], s=8, alpha=0.5)
@@ -357,12 +407,14 @@ def plot_curvature(results: dict[str, dict[tuple[str, int, int], FamilyConfigura
                     right.hlines(2.0 * (r.curves.weight_matrices - 1), position - 0.4, position + 0.4, color="0.2",
                                  lw=1.5, label="2(L-1), bias-free ReLU" if not relu_labelled else None)
                     relu_labelled = True
-        left.set(xscale="log", yscale="log", xlabel="parameters P", ylabel=r"median $\|J_i^\top A_i J_i\|_2$",
+        left.set(xscale="log", yscale="log", xlabel="parameters P",
+                 ylabel=r"median $\|J_i^\top A_i J_i\|_2$ (nats per parameter$^2$)",
                  title=f"{dataset}: G-term norm, one point per seed")
-        middle.axvline(0, color="0.3", ls="--", lw=1, label="bound reached")
-        middle.set(xlabel=r"$\log_{10}$(G-term norm / layer-norm bound)", ylabel="samples",
-                   title=f"{dataset}: tightness of the bound")
-        right.set_xticks(range(len(labels)), labels, fontsize=7)
+        left.xaxis.set_minor_formatter(NullFormatter())
+        middle.axvline(1, color="0.3", ls="--", lw=1, label="bound reached")
+        middle.set(xscale="log", xlabel="G-term norm / layer-norm bound", ylabel="fraction of samples (all seeds)",
+                   title=f"{dataset}: how tight the bound is")
+        right.set_xticks(range(len(labels)), labels, fontsize=7, rotation=45, ha="right")
         right.set(xlabel="family, width w, depth d",
                   ylabel=r"exponent of $\|J_iJ_i^\top\|$ under $\theta\to c\,\theta$",
                   title=f"{dataset}: homogeneity, one point per sample")

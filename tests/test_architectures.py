@@ -160,6 +160,26 @@ def test_structured_path_refuses_a_forward_that_ignores_its_modules():
     assert linear_relu_weights(Reversed(), torch.randn(4, 64)) is None
 
 
+@pytest.mark.parametrize("image", [(1, 28, 28), (3, 9, 9)])
+def test_linear_maps_report_the_shapes_the_layers_see_and_the_overlap_of_their_patches(image):
+    model = ConvNet(image, 3, 3, 4).double()
+    seen = []
+    hooks = [layer.register_forward_hook(lambda module, inputs, output: seen.append(tuple(inputs[0].shape[1:])))
+             for layer, _ in linear_maps(model)]
+    model(torch.randn(2, torch.Size(image).numel(), dtype=torch.float64))
+    for hook in hooks:
+        hook.remove()
+    assert [shape for _, shape in linear_maps(model)] == seen
+    # c_p is the largest number of patches containing one input entry (counted by folding ones).
+    for (layer, shape), overlap in zip(linear_maps(model), patch_overlaps(model)):
+        if isinstance(layer, nn.Conv2d):
+            patches = F.unfold(torch.ones(1, *shape), 3, padding=1, stride=2)
+            counts = F.fold(patches, shape[1:], 3, padding=1, stride=2)
+            assert float(counts.max()) == overlap == 4.0
+        else:
+            assert overlap == 1.0
+
+
 def test_conv_operator_norms_match_the_dense_jacobian_of_the_map():
     model = tiny("cnn", 3, 2)
     for (layer, shape), norm in zip(linear_maps(model), layer_operator_norms(model)):

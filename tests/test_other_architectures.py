@@ -78,7 +78,11 @@ def test_run_families_and_curvature_on_every_family(images):
     for key, measured in curvature.items():
         assert [m.seed for m in measured] == [0, 1]
         for m in measured:
-            assert m.ggn_norms.shape == (20,) and m.hessian_norms.shape == (3,)
+            assert m.ggn_norms.shape == m.jjt_norms.shape == (20,) and m.hessian_norms.shape == (3,)
+            # ||J^T A J|| <= ||A|| ||J J^T|| with ||A|| <= 1/2; samples with J = 0 are left out of the ratio.
+            assert (m.ggn_norms <= m.jjt_norms / 2 * (1 + 1e-9)).all()
+            assert m.softmax_slack.numel() == int((m.jjt_norms > 0).sum()) and (m.softmax_slack <= 1 + 1e-9).all()
+            assert m.hterm_norms.shape == (3,) and m.converged_hessian_ratios.numel() == int(m.hessian_converged.sum())
             assert (m.bound is None) == (key[0] == "vit")
             if m.bound is not None:
                 assert (m.ggn_norms <= m.bound * (1 + 1e-9)).all()
