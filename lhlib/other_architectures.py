@@ -41,14 +41,17 @@ __all__ = [
     "FamilyConfiguration",
     "NetworkCurvature",
     "check_family_sizes",
+    "curvature_facts",
     "curvature_table",
     "family_curvature",
     "family_summary_rows",
     "family_table",
+    "landscape_facts",
     "network_curvature",
     "panel_sizes",
     "plot_curvature",
     "plot_family_curves",
+    "pooled_median",
     "run_families",
     "size_trend_tests",
 ]
@@ -244,7 +247,8 @@ def family_table(results: dict[tuple[str, int, int], FamilyConfiguration]) -> st
             "|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows))
 
 
-def _median(tensors) -> float:
+def pooled_median(tensors) -> float:
+    """The median of all entries of ``tensors`` together (NaN when there are none)."""
     values = torch.cat([t.reshape(-1).double() for t in tensors])
     return float(values.median()) if values.numel() else float("nan")
 
@@ -260,11 +264,11 @@ def curvature_table(results: dict[tuple[str, int, int], FamilyConfiguration],
     for key, measured in curvature.items():
         r = results[key]
         medians = [float(m.ggn_norms.median()) for m in measured]
-        softmax_slack = _median([m.softmax_slack for m in measured])
+        softmax_slack = pooled_median([m.softmax_slack for m in measured])
         if measured[0].bound is not None:
             held = sum(int((m.ggn_norms <= m.bound * (1 + 1e-9)).sum()) for m in measured)
             total = sum(m.ggn_norms.numel() for m in measured)
-            bound = f"{held} of {total} | {_median([m.jjt_norms / 2 / m.bound for m in measured]):.2e}"
+            bound = f"{held} of {total} | {pooled_median([m.jjt_norms / 2 / m.bound for m in measured]):.2e}"
         else:
             bound = "none derived | -"
         exponents = torch.cat([m.scaling_exponents for m in measured])
@@ -275,8 +279,8 @@ def curvature_table(results: dict[tuple[str, int, int], FamilyConfiguration],
         rows.append(f"| {FAMILY_NAMES[r.family]} | {r.width} | {r.depth} | {np.mean(medians):.3g} "
                     f"({min(medians):.3g}-{max(medians):.3g}) | {softmax_slack:.3f} | {bound} "
                     f"| {float(exponents.median()):.2f} ({float(exponents.min()):.2f} to {float(exponents.max()):.2f}){relu} "
-                    f"| {converged} of {lanczos} | {_median([m.converged_hessian_ratios for m in measured]):.2f} "
-                    f"| {_median([m.converged_hterm_ratios for m in measured]):.2f} |")
+                    f"| {converged} of {lanczos} | {pooled_median([m.converged_hessian_ratios for m in measured]):.2f} "
+                    f"| {pooled_median([m.converged_hterm_ratios for m in measured]):.2f} |")
     return ("| family | width | depth | median G-term norm, mean over seeds (range) | median G-term / (JJ^T norm / 2) "
             "| samples within the layer-norm bound | median (JJ^T norm / 2) / bound "
             "| scaling exponent of JJ^T, median (range) | Lanczos converged | median full Hessian / G-term "
@@ -328,10 +332,10 @@ def family_summary_rows(results: dict[tuple[str, int, int], FamilyConfiguration]
                "ggn_norm_median": [float(m.ggn_norms.median()) for m in measured],
                "ggn_norm_q90": [float(m.ggn_norms.quantile(0.9)) for m in measured],
                "ggn_norm_max": [float(m.ggn_norms.max()) for m in measured],
-               "ggn_to_half_jjt_median": [_median([m.softmax_slack]) for m in measured],
+               "ggn_to_half_jjt_median": [pooled_median([m.softmax_slack]) for m in measured],
                "hessian_converged": [int(m.hessian_converged.sum()) for m in measured],
-               "hessian_to_ggn_median": [_median([m.converged_hessian_ratios]) for m in measured],
-               "hterm_to_ggn_median": [_median([m.converged_hterm_ratios]) for m in measured],
+               "hessian_to_ggn_median": [pooled_median([m.converged_hessian_ratios]) for m in measured],
+               "hterm_to_ggn_median": [pooled_median([m.converged_hterm_ratios]) for m in measured],
                "scaling_exponent_range": [[float(e.min()), float(e.max())]
                                           for e in (m.scaling_exponents[torch.isfinite(m.scaling_exponents)]
                                                     for m in measured)]}
@@ -341,6 +345,56 @@ def family_summary_rows(results: dict[tuple[str, int, int], FamilyConfiguration]
             row["bound_median"] = [float(m.bound.median()) for m in measured]
         rows.append(row)
     return rows
+
+
+def landscape_facts(results: dict[str, dict[tuple[str, int, int], FamilyConfiguration]]) -> dict[str, dict[str, Any]]:
+    """Per family, over every dataset, size and seed: the range of fitted exponents, how many of their
+    bootstrap intervals contain -1, and the range of level / MAD."""
+    facts = {}
+    for family in dict.fromkeys(key[0] for sweep in results.values() for key in sweep):
+        members = [m for sweep in results.values() for key, r in sweep.items() if key[0] == family
+                   for m in r.curves.members]
+        fitted = [m for m in members if m.fit is not None]
+        exponents = [m.fit.exponent for m in fitted]
+        ratios = [m.level / m.mean_abs_deviation for m in members if m.mean_abs_deviation > 0]
+        facts[family] = {
+            "networks": len(members), "fitted": len(fitted),
+            "exponent_range": [min(exponents, default=float("nan")), max(exponents, default=float("nan"))],
+            "contains_minus_one": sum(m.fit.ci[0] <= -1.0 <= m.fit.ci[1] for m in fitted),
+            "level_to_mad_range": [min(ratios, default=float("nan")), max(ratios, default=float("nan"))],
+        }
+    return facts
+
+
+def curvature_facts(results: dict[str, dict[tuple[str, int, int], FamilyConfiguration]],
+                    curvature: dict[str, dict[tuple[str, int, int], list[NetworkCurvature]]]) -> dict[str, dict[str, Any]]:
+    """Per family, over every dataset, size and seed: the bound's validity and its two slack factors
+    (medians), the range of scaling exponents and (ReLU families) their largest deviation from
+    ``2(L-1)``, Lanczos convergence, and the median full-Hessian and H-term ratios to the G-term."""
+    facts = {}
+    for family in dict.fromkeys(key[0] for c in curvature.values() for key in c):
+        entries = [(results[name][key], m) for name, c in curvature.items() for key, ms in c.items()
+                   if key[0] == family for m in ms]
+        measured = [m for _, m in entries]
+        exponents = torch.cat([m.scaling_exponents for m in measured])
+        exponents = exponents[torch.isfinite(exponents)]
+        f = {"softmax_slack": pooled_median([m.softmax_slack for m in measured]),
+             "exponent_range": [float(exponents.min()), float(exponents.max())],
+             "lanczos_converged": sum(int(m.hessian_converged.sum()) for m in measured),
+             "lanczos_samples": sum(m.hessian_converged.numel() for m in measured),
+             "hessian_to_ggn": pooled_median([m.converged_hessian_ratios for m in measured]),
+             "hterm_to_ggn": pooled_median([m.converged_hterm_ratios for m in measured])}
+        if measured[0].bound is not None:
+            f["bound_held"] = sum(int((m.ggn_norms <= m.bound * (1 + 1e-9)).sum()) for m in measured)
+            f["bound_samples"] = sum(m.ggn_norms.numel() for m in measured)
+            f["tightness"] = pooled_median([m.ggn_norms / m.bound for m in measured])
+            f["product_slack"] = pooled_median([m.jjt_norms / 2 / m.bound for m in measured])
+        if family != "vit":  # 2(L-1) is the exponent of a bias-free ReLU network, not of the ViT
+            f["max_deviation_from_relu"] = max(
+                float((m.scaling_exponents - 2.0 * (r.curves.weight_matrices - 1)).abs().nan_to_num().max())
+                for r, m in entries)
+        facts[family] = f
+    return facts
 
 
 def plot_family_curves(results: dict[str, dict[tuple[str, int, int], FamilyConfiguration]]) -> plt.Figure:

@@ -9,8 +9,10 @@ import torch
 from lhlib.experiment import trained_networks
 from lhlib.other_architectures import (
     check_family_sizes,
+    curvature_facts,
     family_curvature,
     family_summary_rows,
+    landscape_facts,
     network_curvature,
     panel_sizes,
     run_families,
@@ -90,6 +92,14 @@ def test_run_families_and_curvature_on_every_family(images):
     assert network_curvature(network, x, y, samples=20, hessian_samples=3).from_cache
     with pytest.raises(ValueError, match="hessian_samples must be"):
         network_curvature(network, x, y, samples=20, hessian_samples=21)
+    facts = curvature_facts({"data": results}, {"data": curvature})
+    assert facts["cnn"]["bound_held"] == facts["cnn"]["bound_samples"] == 2 * 2 * 20  # two sizes, two seeds
+    assert facts["cnn"]["max_deviation_from_relu"] < 1e-6 and facts["mlp"]["max_deviation_from_relu"] < 1e-6
+    assert "bound_held" not in facts["vit"] and "max_deviation_from_relu" not in facts["vit"]
+    assert 0 < facts["vit"]["softmax_slack"] <= 1
+    landscape = landscape_facts({"data": results})
+    assert landscape["mlp"]["networks"] == 4 and landscape["vit"]["networks"] == 2
+    assert 0.5 < landscape["cnn"]["level_to_mad_range"][0] <= landscape["cnn"]["level_to_mad_range"][1] < 1.5
     rows = family_summary_rows(results, curvature)
     assert {r["family"] for r in rows} == {"mlp", "cnn", "vit"}
     assert all(len(r["ggn_norm_median"]) == 2 for r in rows)
