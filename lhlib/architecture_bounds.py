@@ -1,5 +1,5 @@
 """Theorem 1's structure beyond the MLP: a product-of-layer-norms bound for bias-free ReLU CNNs,
-and the homogeneity that such a bound needs.
+and the homogeneity test that tells whether such a product can follow a network's curvature.
 
 *The bound.* A bias-free ReLU network whose linear maps ``C^(1), ..., C^(L)`` are matrices or
 convolutions has logits ``z = C^(L) s(C^(L-1) ... s(C^(1) x))``. The Jacobian of ``z`` with
@@ -105,7 +105,8 @@ def layer_norm_bound_per_sample(model: nn.Module, x: torch.Tensor, *,
 
 def jjt_scaling_exponents(model: nn.Module, x: torch.Tensor, *, factor: float = 3.0) -> torch.Tensor:
     """``(N,)``: ``log(||J_i J_i^T||(c theta) / ||J_i J_i^T||(theta)) / log c`` with every parameter scaled
-    by ``c = factor``; exactly ``2 (L - 1)`` for a bias-free ReLU network with ``L`` linear maps."""
+    by ``c = factor``; exactly ``2 (L - 1)`` for a bias-free ReLU network with ``L`` linear maps.
+    NaN for a sample with ``J_i = 0`` (an input that switches off a whole ReLU layer)."""
     check_float("factor", factor, minimum=0.0, strict_minimum=True)
     if factor == 1.0:
         raise ValueError("factor must differ from 1 (the exponent is a ratio of logarithms), got 1.0")

@@ -15,12 +15,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from lhlib.architectures import FAMILIES, build_network
 from lhlib.cache import load_result, store_result, tensor_fingerprint
 from lhlib.ensemble import ensemble_per_sample_losses, train_ensemble
-from lhlib.landscape import per_sample_losses
 from lhlib.train import resolve_device, train
 from lhlib.validation import check_choice, check_float, check_int, check_int_list
 
@@ -74,10 +74,10 @@ def _train_members(family, image_shape, x, y, num_classes, hidden_size, num_laye
         threads = 2 if family == "cnn" else 1
         histories = [train(model, xd, yd, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, threads=threads)
                      for model, seed in zip(models, seeds)]
-        losses = [per_sample_losses(model, xd, yd) for model in models]
-        with torch.no_grad():
-            correct = [torch.cat([model(xd[s : s + 8192]).argmax(1) for s in range(0, len(xd), 8192)]) == yd
-                       for model in models]
+        with torch.no_grad():  # one forward pass gives both the losses and the predictions
+            logits = [torch.cat([model(xd[s : s + 8192]) for s in range(0, len(xd), 8192)]) for model in models]
+        losses = [F.cross_entropy(z, yd, reduction="none") for z in logits]
+        correct = [z.argmax(1) == yd for z in logits]
     return [{"state": {k: v.cpu() for k, v in model.state_dict().items()}, "losses": losses[s].float().cpu(),
              "accuracy": float(correct[s].float().mean()), "epoch_loss": histories[s].epoch_loss}
             for s, model in enumerate(models)]

@@ -6,6 +6,7 @@ what is accepted, so a papermill or command-line user sees at once what to chang
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -36,10 +37,13 @@ def check_float(
     name: str, value: Any, *, minimum: float | None = None, maximum: float | None = None,
     strict_minimum: bool = False,
 ) -> float:
-    """``value`` as a float in the stated range or a ValueError naming ``name``."""
+    """``value`` as a finite float in the stated range or a ValueError naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"{name} must be a number, got {value!r}")
     value = float(value)
+    # NaN passes every comparison below unnoticed, and no parameter of this book means anything at +-inf.
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value}")
     if minimum is not None and (value <= minimum if strict_minimum else value < minimum):
         relation = ">" if strict_minimum else ">="
         raise ValueError(f"{name} must be a number {relation} {minimum}, got {value}")

@@ -66,6 +66,10 @@ def test_training_validates_parameters():
         train(build_mlp(8, 4, 0, 4, seed=0), x, y, lr=-1.0)
     with pytest.raises(ValueError, match="device"):
         resolve_device("tpu")
+    # NaN passes every range comparison, so it is refused by name, as are infinities.
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        with pytest.raises(ValueError, match="lr must be a finite number"):
+            train(build_mlp(8, 4, 0, 4, seed=0), x, y, lr=bad)
 
 
 def test_trained_network_is_cached_and_identical():
