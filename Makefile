@@ -3,8 +3,11 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The profile `make book` builds: smoke, cpu (default) or paper.
+PROFILE ?= cpu
+LINTED := lhlib tests benchmarks
 
-.PHONY: install offline-packages data test book book-smoke benchmark clean
+.PHONY: install offline-packages data lint format test book book-smoke benchmark clean
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,12 +27,21 @@ offline-packages:
 data: $(STAMP) offline-packages
 	$(PY) -m lhlib.data fetch mnist fashion_mnist digits
 
+# ruff is pinned in requirements.txt; its configuration is in pyproject.toml.
+lint: $(STAMP)
+	$(PY) -m ruff check $(LINTED)
+	$(PY) -m ruff format --check $(LINTED)
+
+format: $(STAMP)
+	$(PY) -m ruff check --fix $(LINTED)
+	$(PY) -m ruff format $(LINTED)
+
 # Tests that need a dataset this machine cannot load are skipped, with the reason shown.
-test: $(STAMP) offline-packages
+test: lint offline-packages
 	$(PY) -m pytest -q
 
 book: data
-	$(PY) -m lhlib.book build --profile cpu
+	$(PY) -m lhlib.book build --profile $(PROFILE)
 
 book-smoke: data
 	$(PY) -m lhlib.book build --profile smoke

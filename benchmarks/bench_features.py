@@ -32,8 +32,11 @@ from lhlib.train import resolve_device
 def save_vit(folder: Path, model: str) -> Path:
     from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
 
-    config = (ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
-              if model == "tiny" else ViTConfig())  # ViTConfig() is ViT-B/16 at 224 x 224
+    config = (
+        ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+        if model == "tiny"
+        else ViTConfig()
+    )  # ViTConfig() is ViT-B/16 at 224 x 224
     torch.manual_seed(0)
     ViTForImageClassification(config).save_pretrained(folder)
     ViTImageProcessor().save_pretrained(folder)  # 224 x 224, mean = std = 0.5, as the checkpoint's
@@ -50,16 +53,32 @@ def main() -> None:
     parser.add_argument("--half", action="store_true", help="half precision (CUDA only)")
     args = parser.parse_args()
     device = resolve_device(args.device)
-    images = torch.randint(0, 256, (args.images, 1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    images = torch.randint(
+        0, 256, (args.images, 1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+    )
     with tempfile.TemporaryDirectory() as folder:
         backbone = HubBackbone(str(save_vit(Path(folder), args.model)), device=str(device), half_precision=args.half)
         backbone.prepare()
-        extract_features(backbone, images[: args.batch_size], dataset="bench", indices=(0, args.batch_size),
-                         batch_size=args.batch_size, use_cache=False, progress=False)  # warm-up
+        extract_features(
+            backbone,
+            images[: args.batch_size],
+            dataset="bench",
+            indices=(0, args.batch_size),
+            batch_size=args.batch_size,
+            use_cache=False,
+            progress=False,
+        )  # warm-up
         if device.type == "cuda":
             torch.cuda.synchronize()
-        ours = extract_features(backbone, images, dataset="bench", indices=(0, args.images),
-                                batch_size=args.batch_size, use_cache=False, progress=False)
+        ours = extract_features(
+            backbone,
+            images,
+            dataset="bench",
+            indices=(0, args.images),
+            batch_size=args.batch_size,
+            use_cache=False,
+            progress=False,
+        )
 
         from transformers import pipeline
 
@@ -71,12 +90,16 @@ def main() -> None:
         for image in pil:
             extractor(image, pool=True)
         reference = len(pil) / (time.perf_counter() - start)
-    print(f"ViT {args.model} on {device} ({torch.get_num_threads()} torch threads, batch {args.batch_size}"
-          f"{', half precision' if args.half else ''}):")
+    print(
+        f"ViT {args.model} on {device} ({torch.get_num_threads()} torch threads, batch {args.batch_size}"
+        f"{', half precision' if args.half else ''}):"
+    )
     print(f"  reference (pipeline, one PIL image at a time): {reference:8.1f} images/s")
     print(f"  lhlib (batched extract_features):               {ours.images_per_second:8.1f} images/s")
-    print(f"  speed-up {ours.images_per_second / reference:.1f}x; 10000 images would take "
-          f"{10000 / ours.images_per_second:.0f} s (lhlib) and {10000 / reference:.0f} s (reference)")
+    print(
+        f"  speed-up {ours.images_per_second / reference:.1f}x; 10000 images would take "
+        f"{10000 / ours.images_per_second:.0f} s (lhlib) and {10000 / reference:.0f} s (reference)"
+    )
 
 
 if __name__ == "__main__":

@@ -61,7 +61,7 @@ def power_iteration(model, x_i, y_i, *, operator: str, max_iter: int = 100, tol:
         jt_dummy = torch.autograd.grad(logits, params, grad_outputs=dummy, create_graph=True)
         prob = torch.softmax(logits.detach(), dim=1)
     eigenvalue, previous = 0.0, None
-    for iteration in range(1, max_iter + 1):
+    for iteration in range(1, max_iter + 1):  # noqa: B007 (returned after the loop)
         if operator == "hessian":
             product = torch.autograd.grad(grads, params, grad_outputs=v, retain_graph=True)
         else:
@@ -101,32 +101,47 @@ def main(argv=None) -> None:
         torch.set_num_threads(args.threads)
 
     data = load_dataset(args.dataset, args.train_size)
-    net = trained_network(data.x, data.y, num_classes=data.info.num_classes, hidden_size=args.hidden_size,
-                          num_layers=args.num_layers, device="cpu", family=args.family,
-                          image_shape=data.info.image_shape)
+    net = trained_network(
+        data.x,
+        data.y,
+        num_classes=data.info.num_classes,
+        hidden_size=args.hidden_size,
+        num_layers=args.num_layers,
+        device="cpu",
+        family=args.family,
+        image_shape=data.info.image_shape,
+    )
     model = net.model
     parameters = sum(p.numel() for p in model.parameters())
-    print(f"machine: {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, "
-          f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
-    print(f"network: {args.dataset}, {args.family}, width {args.hidden_size}, depth {args.num_layers} "
-          f"({weight_layers(model)} linear layers), P = {parameters} parameters, float32, CPU")
+    print(
+        f"machine: {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, "
+        f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}"
+    )
+    print(
+        f"network: {args.dataset}, {args.family}, width {args.hidden_size}, depth {args.num_layers} "
+        f"({weight_layers(model)} linear layers), P = {parameters} parameters, float32, CPU"
+    )
 
     target = 2.0 if args.family == "mlp" else 60.0
     per_sample_ggn_norms(model, data.x[:256])  # warm-up
     full_time, _ = best_of(args.repeats, lambda: per_sample_ggn_norms(model, data.x))
-    print(f"\n[1] lhlib per_sample_ggn_norms, all {len(data.x)} samples: {full_time:.3f} s "
-          f"(best of {args.repeats}, {torch.get_num_threads()} threads; target < {target:g} s) -> "
-          f"{'OK' if full_time < target else 'MISSED'}")
+    print(
+        f"\n[1] lhlib per_sample_ggn_norms, all {len(data.x)} samples: {full_time:.3f} s "
+        f"(best of {args.repeats}, {torch.get_num_threads()} threads; target < {target:g} s) -> "
+        f"{'OK' if full_time < target else 'MISSED'}"
+    )
     if args.family == "mlp":
         plain = nn.Sequential(*[module for linear in model.linears for module in (linear, nn.ReLU())][:-1])
         plain_time, plain_norms = best_of(args.repeats, lambda: per_sample_ggn_norms(plain, data.x))
         count = 1000
         generic_time, generic_norms = best_of(1, lambda: per_sample_ggn_norms(plain, data.x[:count], method="generic"))
         agree = float(((plain_norms[:count] - generic_norms).abs() / generic_norms.clamp_min(1e-30)).max())
-        print(f"    the same weights in a plain nn.Sequential: {plain_time:.3f} s (structured path recognised); "
-              f"the generic engine on its first {count} samples: {generic_time:.3f} s, "
-              f"ratio per sample {generic_time / count / (plain_time / len(data.x)):,.0f}x "
-              f"(max relative difference {agree:.1e})")
+        print(
+            f"    the same weights in a plain nn.Sequential: {plain_time:.3f} s (structured path recognised); "
+            f"the generic engine on its first {count} samples: {generic_time:.3f} s, "
+            f"ratio per sample {generic_time / count / (plain_time / len(data.x)):,.0f}x "
+            f"(max relative difference {agree:.1e})"
+        )
     if torch.get_num_threads() > 1:
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
@@ -149,14 +164,23 @@ def main(argv=None) -> None:
     relative = (power_values - exact.double()).abs() / exact.double().clamp_min(1e-30)
     iterations = torch.tensor([it for _, it in ggn_power], dtype=torch.float64)
     print(f"\n[2] the same {n} samples, G-term norm ||J_i^T A_i J_i||_2 per sample:")
-    print(f"    lhlib (exact, K x K eigenproblem, batched):   {lhlib_time:9.4f} s  ({1e6 * lhlib_time / n:9.1f} us/sample)")
-    print(f"    power iteration, GGN-vector products (autograd, one sample at a time):"
-          f" {ggn_time:9.2f} s  ({1e3 * ggn_time / n:7.2f} ms/sample, {iterations.mean():.1f} iterations on average)")
-    print(f"    ratio: {ggn_time / lhlib_time:,.0f}x   (agreement: median relative difference "
-          f"{relative.median():.1e}, max {relative.max():.1e}; power iteration stops at a 1e-3 relative change)")
-    print(f"    for reference, PyHessian-style power iteration on the full per-sample Hessian: {hessian_time:9.2f} s "
-          f"({1e3 * hessian_time / n:7.2f} ms/sample), ratio {hessian_time / lhlib_time:,.0f}x "
-          f"(a different matrix: it includes the H-term)")
+    print(
+        f"    lhlib (exact, K x K eigenproblem, batched):   {lhlib_time:9.4f} s"
+        f"  ({1e6 * lhlib_time / n:9.1f} us/sample)"
+    )
+    print(
+        f"    power iteration, GGN-vector products (autograd, one sample at a time):"
+        f" {ggn_time:9.2f} s  ({1e3 * ggn_time / n:7.2f} ms/sample, {iterations.mean():.1f} iterations on average)"
+    )
+    print(
+        f"    ratio: {ggn_time / lhlib_time:,.0f}x   (agreement: median relative difference "
+        f"{relative.median():.1e}, max {relative.max():.1e}; power iteration stops at a 1e-3 relative change)"
+    )
+    print(
+        f"    for reference, PyHessian-style power iteration on the full per-sample Hessian: {hessian_time:9.2f} s "
+        f"({1e3 * hessian_time / n:7.2f} ms/sample), ratio {hessian_time / lhlib_time:,.0f}x "
+        f"(a different matrix: it includes the H-term)"
+    )
 
 
 if __name__ == "__main__":

@@ -57,9 +57,11 @@ def torchvision_root(folder: Path) -> Path:
 def reference(root: Path) -> float:
     """The authors' approach; returns the mean per-sample loss at the trained point."""
     transform = torchvision.transforms.Compose(
-        [torchvision.transforms.ToTensor(), torchvision.transforms.Normalize((0.5,), (0.5,))])
-    dataset = Subset(torchvision.datasets.FashionMNIST(str(root), train=True, download=False, transform=transform),
-                     range(TRAIN_SIZE))
+        [torchvision.transforms.ToTensor(), torchvision.transforms.Normalize((0.5,), (0.5,))]
+    )
+    dataset = Subset(
+        torchvision.datasets.FashionMNIST(str(root), train=True, download=False, transform=transform), range(TRAIN_SIZE)
+    )
     torch.manual_seed(SEED)
     model = build_mlp(784, HIDDEN, LAYERS, 10, seed=SEED)
     optimizer = torch.optim.Adam(model.parameters(), lr=LR)
@@ -79,15 +81,33 @@ def reference(root: Path) -> float:
 
 def lhlib_path() -> float:
     data = load_dataset("fashion_mnist", TRAIN_SIZE)
-    network = trained_network(data.x, data.y, num_classes=10, hidden_size=HIDDEN, num_layers=LAYERS, epochs=EPOCHS,
-                              batch_size=BATCH, lr=LR, seed=SEED, device="cpu", use_cache=False)
+    network = trained_network(
+        data.x,
+        data.y,
+        num_classes=10,
+        hidden_size=HIDDEN,
+        num_layers=LAYERS,
+        epochs=EPOCHS,
+        batch_size=BATCH,
+        lr=LR,
+        seed=SEED,
+        device="cpu",
+        use_cache=False,
+    )
     return network.train_loss
 
 
 def sequential_seeds(x, y, seeds) -> None:
     for seed in seeds:
-        train(build_mlp(x.shape[1], HIDDEN, LAYERS, 10, seed=seed), x, y, epochs=EPOCHS, batch_size=BATCH, lr=LR,
-              seed=seed)
+        train(
+            build_mlp(x.shape[1], HIDDEN, LAYERS, 10, seed=seed),
+            x,
+            y,
+            epochs=EPOCHS,
+            batch_size=BATCH,
+            lr=LR,
+            seed=seed,
+        )
 
 
 def ensemble_seeds(x, y, seeds) -> None:
@@ -106,9 +126,11 @@ def compare_seed_ensemble(count: int, repeats: int) -> None:
             times[name].append(time.perf_counter() - start)
             print(f"{name:>10}: {times[name][-1]:6.2f} s  ({count} seeds)", flush=True)
     best = {name: min(values) for name, values in times.items()}
-    print(f"{count} seeds: sequential {best['sequential']:.2f} s (1 torch thread each), "
-          f"ensemble {best['ensemble']:.2f} s (2 torch threads), "
-          f"speed-up {best['sequential'] / best['ensemble']:.1f}x; load average {os.getloadavg()[0]:.2f}")
+    print(
+        f"{count} seeds: sequential {best['sequential']:.2f} s (1 torch thread each), "
+        f"ensemble {best['ensemble']:.2f} s (2 torch threads), "
+        f"speed-up {best['sequential'] / best['ensemble']:.1f}x; load average {os.getloadavg()[0]:.2f}"
+    )
 
 
 def main() -> None:
@@ -126,8 +148,10 @@ def main() -> None:
                 times[name].append(time.perf_counter() - start)
                 print(f"{name:>9}: {times[name][-1]:6.2f} s  (mean training loss at theta-hat {loss:.4f})", flush=True)
     best = {name: min(values) for name, values in times.items()}
-    print(f"reference {best['reference']:.2f} s, lhlib {best['lhlib']:.2f} s, "
-          f"speed-up {best['reference'] / best['lhlib']:.1f}x (torch threads: {torch.get_num_threads()})")
+    print(
+        f"reference {best['reference']:.2f} s, lhlib {best['lhlib']:.2f} s, "
+        f"speed-up {best['reference'] / best['lhlib']:.1f}x (torch threads: {torch.get_num_threads()})"
+    )
     compare_seed_ensemble(args.seeds, args.repeats)
 
 

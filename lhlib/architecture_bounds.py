@@ -46,13 +46,19 @@ from lhlib.hessian import per_sample_jjt
 from lhlib.models import MLP
 from lhlib.validation import check_float
 
-__all__ = ["jjt_scaling_exponents", "layer_norm_bound_per_sample", "layer_operator_norms", "linear_maps",
-           "patch_overlaps"]
+__all__ = [
+    "jjt_scaling_exponents",
+    "layer_norm_bound_per_sample",
+    "layer_operator_norms",
+    "linear_maps",
+    "patch_overlaps",
+]
 
 
 def linear_maps(model: nn.Module) -> list[tuple[nn.Module, tuple[int, ...]]]:
     """The linear maps ``C^(1), ..., C^(L)`` of an :class:`~lhlib.models.MLP` or a
-    :class:`~lhlib.architectures.ConvNet`, each with the shape of one input to it (no batch axis)."""
+    :class:`~lhlib.architectures.ConvNet`, each with the shape of one input to it (no batch axis).
+    """
     if isinstance(model, MLP):
         return [(linear, (linear.in_features,)) for linear in model.linears]
     if isinstance(model, ConvNet):
@@ -90,23 +96,27 @@ def patch_overlaps(model: nn.Module) -> torch.Tensor:
     return torch.tensor(factors, dtype=torch.float64)
 
 
-def layer_norm_bound_per_sample(model: nn.Module, x: torch.Tensor, *,
-                                a_norm: float = SOFTMAX_HESSIAN_NORM_SHARP) -> torch.Tensor:
+def layer_norm_bound_per_sample(
+    model: nn.Module, x: torch.Tensor, *, a_norm: float = SOFTMAX_HESSIAN_NORM_SHARP
+) -> torch.Tensor:
     """``(N,)`` float64: ``a_norm ||x_i||^2 sum_p c_p prod_{q != p} ||C^(q)||_op^2``, a bound on every
     sample's G-term norm ``||J_i^T A_i J_i||_2`` (module docstring). For the MLP (all ``c_p = 1``) it
-    is :func:`lhlib.bounds.corrected_bound_per_sample`."""
+    is :func:`lhlib.bounds.corrected_bound_per_sample`.
+    """
     check_float("a_norm", a_norm, minimum=0.0)
     squared = layer_operator_norms(model) ** 2
     overlaps = patch_overlaps(model)
-    leave_one_out = sum(overlaps[p] * torch.prod(torch.cat([squared[:p], squared[p + 1:]]))
-                        for p in range(len(squared)))
+    leave_one_out = sum(
+        overlaps[p] * torch.prod(torch.cat([squared[:p], squared[p + 1 :]])) for p in range(len(squared))
+    )
     return a_norm * (x.detach().double() ** 2).sum(1) * leave_one_out
 
 
 def jjt_scaling_exponents(model: nn.Module, x: torch.Tensor, *, factor: float = 3.0) -> torch.Tensor:
     """``(N,)``: ``log(||J_i J_i^T||(c theta) / ||J_i J_i^T||(theta)) / log c`` with every parameter scaled
     by ``c = factor``; exactly ``2 (L - 1)`` for a bias-free ReLU network with ``L`` linear maps.
-    NaN for a sample with ``J_i = 0`` (an input that switches off a whole ReLU layer)."""
+    NaN for a sample with ``J_i = 0`` (an input that switches off a whole ReLU layer).
+    """
     check_float("factor", factor, minimum=0.0, strict_minimum=True)
     if factor == 1.0:
         raise ValueError("factor must differ from 1 (the exponent is a ratio of logarithms), got 1.0")

@@ -36,8 +36,11 @@ FAMILIES = ("mlp", "cnn", "vit")
 
 
 def _check_image_shape(image_shape) -> tuple[int, int, int]:
-    if (not isinstance(image_shape, (tuple, list)) or len(image_shape) != 3
-            or not all(isinstance(s, int) and s >= 1 for s in image_shape)):
+    if (
+        not isinstance(image_shape, (tuple, list))
+        or len(image_shape) != 3
+        or not all(isinstance(s, int) and s >= 1 for s in image_shape)
+    ):
         raise ValueError(f"image_shape must be (channels, height, width) of positive ints, got {image_shape!r}")
     return tuple(image_shape)
 
@@ -65,6 +68,7 @@ class ConvNet(nn.Module):
         self.head = nn.Linear(channels * height * side, num_classes, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(N, K)`` of flattened images ``(N, C*H*W)``."""
         x = x.reshape(x.shape[0], *self.image_shape)
         for conv in self.convs:
             x = torch.relu(conv(x))
@@ -95,8 +99,16 @@ class _Block(nn.Module):
 class VisionTransformer(nn.Module):
     """A small ViT: patch embedding, position embedding, ``depth`` pre-LN blocks, mean pooling, linear head."""
 
-    def __init__(self, image_shape: tuple[int, int, int], width: int, depth: int, num_classes: int,
-                 *, grid: int = 4, heads: int = 2):
+    def __init__(
+        self,
+        image_shape: tuple[int, int, int],
+        width: int,
+        depth: int,
+        num_classes: int,
+        *,
+        grid: int = 4,
+        heads: int = 2,
+    ):
         super().__init__()
         self.image_shape = _check_image_shape(image_shape)
         check_int("width", width, minimum=1)
@@ -117,6 +129,7 @@ class VisionTransformer(nn.Module):
         self.head = nn.Linear(width, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(N, K)`` of flattened images ``(N, C*H*W)``."""
         images = x.reshape(x.shape[0], *self.image_shape)
         patches = F.unfold(images, self.patch_size, stride=self.patch_size).transpose(1, 2)
         tokens = self.embed(patches) + self.position
@@ -125,8 +138,9 @@ class VisionTransformer(nn.Module):
         return self.head(self.norm(tokens).mean(1))
 
 
-def build_network(family: str, image_shape: tuple[int, int, int], width: int, depth: int, num_classes: int,
-                  seed: int) -> nn.Module:
+def build_network(
+    family: str, image_shape: tuple[int, int, int], width: int, depth: int, num_classes: int, seed: int
+) -> nn.Module:
     """A network of ``family`` with PyTorch's default initialisation drawn from ``seed``.
 
     For ``"mlp"`` it is :func:`lhlib.models.build_mlp`'s network (``width`` = ``hidden_size``,

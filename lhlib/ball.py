@@ -122,7 +122,9 @@ def filter_normalized_direction(model: nn.Module, seed: int, *, unit: bool = Fal
             d = torch.zeros_like(w)
         else:
             rows, drows = w.reshape(w.shape[0], -1), d.reshape(d.shape[0], -1)
-            d = (drows * (rows.norm(dim=1, keepdim=True) / drows.norm(dim=1, keepdim=True).clamp_min(1e-300))).reshape(w.shape)
+            d = (drows * (rows.norm(dim=1, keepdim=True) / drows.norm(dim=1, keepdim=True).clamp_min(1e-300))).reshape(
+                w.shape
+            )
         pieces.append(d.reshape(-1))
     d = torch.cat(pieces)
     if unit:
@@ -136,7 +138,8 @@ def top_hessian_direction(
 ) -> tuple[torch.Tensor, float]:
     """``(v, lambda)``: unit top eigenvector and top eigenvalue of the mean Hessian of the loss on
     ``(x, y)`` at the model's parameters (ARPACK on :func:`lhlib.hessian.mean_matvec` products).
-    The sign of ``v`` is fixed so that its largest-magnitude entry is positive."""
+    The sign of ``v`` is fixed so that its largest-magnitude entry is positive.
+    """
     from scipy.sparse.linalg import LinearOperator, eigsh
 
     _check_xy(x, y)
@@ -169,8 +172,14 @@ def _losses_fn(model: nn.Module):
 
 
 def ascent_direction(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, radius: float, *, start: torch.Tensor,
-    steps: int = 8, step_angle: float = 0.5,
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    radius: float,
+    *,
+    start: torch.Tensor,
+    steps: int = 8,
+    step_angle: float = 0.5,
 ) -> tuple[torch.Tensor, list[float]]:
     """A direction ``d`` (unit) that makes the per-sample losses at ``theta-hat + radius d`` as unequal
     as a few ascent steps can: projected (Riemannian) gradient ascent on the unit sphere of the mean
@@ -224,8 +233,13 @@ def ascent_direction(
 
 @torch.no_grad()
 def losses_at(
-    model: nn.Module, thetas: torch.Tensor, x: torch.Tensor, y: torch.Tensor, *,
-    batch_size: int = 4096, max_elements: int = 2**24,
+    model: nn.Module,
+    thetas: torch.Tensor,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    batch_size: int = 4096,
+    max_elements: int = 2**24,
 ) -> torch.Tensor:
     """``(S, N)`` per-sample cross-entropies at each of the ``S`` flat parameter vectors ``thetas``.
 
@@ -274,12 +288,22 @@ class BallPoint:
 
 
 def measure_ball(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, directions: dict[str, torch.Tensor], radii: Sequence[float], *,
-    permutations: int = 100, seed: int = 0, fit_k_min: int = 10, tail_fraction: float = 0.1, bootstrap: int = 1000,
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    directions: dict[str, torch.Tensor],
+    radii: Sequence[float],
+    *,
+    permutations: int = 100,
+    seed: int = 0,
+    fit_k_min: int = 10,
+    tail_fraction: float = 0.1,
+    bootstrap: int = 1000,
 ) -> list[BallPoint]:
     """Loss-difference curves at ``theta-hat + R d`` for every direction ``d`` (unit vectors, keyed by
     kind) and radius ``R``: one :class:`BallPoint` per pair, in the order directions x radii.
-    A direction may also be a ``(len(radii), P)`` tensor with one unit direction per radius."""
+    A direction may also be a ``(len(radii), P)`` tensor with one unit direction per radius.
+    """
     _check_xy(x, y)
     radii = [check_float("radii", r, minimum=0.0) for r in radii]
     check_int("permutations", permutations, minimum=2)
@@ -292,19 +316,29 @@ def measure_ball(
         if direction.ndim == 1:
             direction = direction.expand(len(radii), -1)
         if direction.shape != (len(radii), theta.numel()):
-            raise ValueError(f"direction {kind!r} must have shape ({theta.numel()},) or ({len(radii)}, {theta.numel()})")
+            raise ValueError(
+                f"direction {kind!r} must have shape ({theta.numel()},) or ({len(radii)}, {theta.numel()})"
+            )
         all_losses = losses_at(model, theta + r[:, None] * direction, x, y).double().cpu()
         for radius, losses in zip(radii, all_losses):
             curves = loss_difference_curves(losses, permutations, seed).numpy()
             mean = curves.mean(axis=0)
             k = np.arange(1, mean.size + 1)
             tail = slice(-max(1, round(mean.size * tail_fraction)), None)
-            points.append(BallPoint(
-                kind, radius, mean,
-                fit_rate_exponent(curves, k_min=min(fit_k_min, mean.size - 1), bootstrap=bootstrap, seed=seed),
-                float((mean[tail] * (k[tail] + 1)).mean()), float((curves * (k + 1)).max()),
-                float(losses.max() - losses.min()), float(losses.max()), float(losses.mean()), float(mean_abs_deviation(losses)),
-            ))
+            points.append(
+                BallPoint(
+                    kind,
+                    radius,
+                    mean,
+                    fit_rate_exponent(curves, k_min=min(fit_k_min, mean.size - 1), bootstrap=bootstrap, seed=seed),
+                    float((mean[tail] * (k[tail] + 1)).mean()),
+                    float((curves * (k + 1)).max()),
+                    float(losses.max() - losses.min()),
+                    float(losses.max()),
+                    float(losses.mean()),
+                    float(mean_abs_deviation(losses)),
+                )
+            )
     return points
 
 
@@ -328,12 +362,21 @@ class LossSlice:
 
 
 def loss_slice(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, d1: torch.Tensor, d2: torch.Tensor,
-    alphas: Sequence[float], betas: Sequence[float], ks: Sequence[int], *, order: torch.Tensor | None = None,
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    d1: torch.Tensor,
+    d2: torch.Tensor,
+    alphas: Sequence[float],
+    betas: Sequence[float],
+    ks: Sequence[int],
+    *,
+    order: torch.Tensor | None = None,
 ) -> LossSlice:
     """``L_k`` and ``L_{k+1}`` for each ``k`` in ``ks`` on a grid of the plane through ``theta-hat``
     spanned by ``d1`` and ``d2`` (e.g. two filter-normalised directions), samples taken in ``order``
-    (default: as given). Only the first ``max(ks) + 1`` samples are evaluated."""
+    (default: as given). Only the first ``max(ks) + 1`` samples are evaluated.
+    """
     _check_xy(x, y)
     ks = [check_int("ks", k, minimum=1, maximum=x.shape[0] - 1) for k in ks]
     order = torch.arange(x.shape[0]) if order is None else order
@@ -345,8 +388,12 @@ def loss_slice(
     losses = losses_at(model, grid.reshape(-1, theta.numel()), x[needed], y[needed]).double().cpu()
     running = losses.cumsum(dim=1) / torch.arange(1, losses.shape[1] + 1, dtype=torch.float64)
     values = torch.stack([torch.stack([running[:, k - 1], running[:, k]]) for k in ks])
-    return LossSlice(np.asarray(alphas, dtype=np.float64), np.asarray(betas, dtype=np.float64), ks,
-                     values.reshape(len(ks), 2, len(alphas), len(betas)).numpy())
+    return LossSlice(
+        np.asarray(alphas, dtype=np.float64),
+        np.asarray(betas, dtype=np.float64),
+        ks,
+        values.reshape(len(ks), 2, len(alphas), len(betas)).numpy(),
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -359,7 +406,8 @@ def gradient_norms_over_k(
 ) -> np.ndarray:
     """``(len(orders), len(ks))`` array of ``||grad L_k(theta-hat)||_2``, ``L_k`` the mean loss over the
     first ``k`` samples of each order (rows of ``orders``). One backward pass per order: the
-    gradient sums over consecutive blocks ``k_{j-1} < i <= k_j`` are accumulated."""
+    gradient sums over consecutive blocks ``k_{j-1} < i <= k_j`` are accumulated.
+    """
     _check_xy(x, y)
     ks = sorted(check_int("ks", k, minimum=1, maximum=x.shape[0]) for k in ks)
     x, y = _on_model(model, x, y)
@@ -383,16 +431,20 @@ def gradient_norms_over_k(
 @dataclass(frozen=True)
 class GradientStats:
     """Per-sample gradients at ``theta-hat``: ``norms`` ``||grad l_i||`` (``(N,)``), ``full_norm``
-    ``||grad L_N||`` and ``trace_cov`` ``(1/N) sum_i ||grad l_i - grad L_N||^2``."""
+    ``||grad L_N||`` and ``trace_cov`` ``(1/N) sum_i ||grad l_i - grad L_N||^2``.
+    """
 
     norms: torch.Tensor
     full_norm: float
     trace_cov: float
 
 
-def per_sample_gradient_stats(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, max_elements: int = 2**24) -> GradientStats:
+def per_sample_gradient_stats(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, max_elements: int = 2**24
+) -> GradientStats:
     """Per-sample gradient norms (``vmap(grad)`` in chunks), the full-batch gradient norm and the
-    trace of the per-sample gradient covariance."""
+    trace of the per-sample gradient covariance.
+    """
     _check_xy(x, y)
     x, y = _on_model(model, x, y)
     params = {name: p.detach() for name, p in model.named_parameters()}
@@ -417,7 +469,8 @@ def per_sample_gradient_stats(model: nn.Module, x: torch.Tensor, y: torch.Tensor
 def expected_gradient_norm(k, n: int, full_norm: float, trace_cov: float) -> np.ndarray:
     """``sqrt(E ||grad L_k||^2)`` for ``L_k`` the mean over ``k`` samples drawn without replacement from
     ``n``: ``||grad L_N||^2 + (n - k) / (k (n - 1)) tr Sigma``. It falls like ``k^{-1/2}`` to the floor
-    ``||grad L_N||``, which is zero only if ``theta-hat`` is an exact minimum of the full loss."""
+    ``||grad L_N||``, which is zero only if ``theta-hat`` is an exact minimum of the full loss.
+    """
     k = np.asarray(k, dtype=np.float64)
     return np.sqrt(full_norm**2 + (n - k) / (k * (n - 1)) * trace_cov)
 
@@ -434,7 +487,8 @@ class GaussianCriterion:
     error (Monte Carlo: over parameter draws; closed form: over Hutchinson probes). For the closed
     form, ``terms`` holds its pieces (each averaged over orders): ``"value"`` ``D_0^2``, ``"gradient"``
     ``sigma^2 ||g||^2``, ``"trace"`` ``sigma^2 D_0 tr H``, ``"quartic"`` ``sigma^4 ((tr H)^2 + 2||H||_F^2)/4``,
-    all divided by ``(k+1)^2``."""
+    all divided by ``(k+1)^2``.
+    """
 
     sigma: float
     ks: list[int]
@@ -458,11 +512,19 @@ def _check_orders_ks(orders: torch.Tensor, ks: Sequence[int], n: int) -> list[in
 
 @torch.no_grad()
 def gaussian_mean_square_mc(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, sigma: float, ks: Sequence[int], orders: torch.Tensor, *,
-    samples: int = 64, seed: int = 0,
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    sigma: float,
+    ks: Sequence[int],
+    orders: torch.Tensor,
+    *,
+    samples: int = 64,
+    seed: int = 0,
 ) -> GaussianCriterion:
     """Monte Carlo estimate of ``E (L_{k+1}(theta) - L_k(theta))^2`` over ``samples`` draws
-    ``theta ~ N(theta-hat, sigma^2 I)``, the same draws for every ``k`` and order."""
+    ``theta ~ N(theta-hat, sigma^2 I)``, the same draws for every ``k`` and order.
+    """
     _check_xy(x, y)
     check_float("sigma", sigma, minimum=0.0)
     check_int("samples", samples, minimum=2)
@@ -483,8 +545,17 @@ def gaussian_mean_square_mc(
 
 
 def gaussian_mean_square_taylor(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, sigma: float, ks: Sequence[int], orders: torch.Tensor, *,
-    probes: int = 10, seed: int = 0, include_gradient: bool = True, batch_size: int = 2048,
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    sigma: float,
+    ks: Sequence[int],
+    orders: torch.Tensor,
+    *,
+    probes: int = 10,
+    seed: int = 0,
+    include_gradient: bool = True,
+    batch_size: int = 2048,
 ) -> GaussianCriterion:
     """The second-order closed form of the Gaussian-ball criterion.
 

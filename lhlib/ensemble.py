@@ -1,4 +1,4 @@
-"""Seed ensembles: ``S`` networks of one configuration trained together in one batched pass.
+r"""Seed ensembles: ``S`` networks of one configuration trained together in one batched pass.
 
 Member ``s`` is the run :func:`lhlib.train.train` would make with seed ``seeds[s]``: its own
 initialisation (the :class:`~lhlib.models.MLP` it was built with) and its own mini-batch order (a
@@ -8,9 +8,9 @@ evaluates every member on its own mini-batch with batched matrix products:
 
 .. math::
 
-    \\mathcal{L}(W) = \\sum_{s=1}^{S} \\frac{1}{B} \\sum_{b \\in \\mathcal{B}_s} \\ell\\bigl(f(x_b; W_s), y_b\\bigr),
-    \\qquad \\frac{\\partial \\mathcal{L}}{\\partial W_s}
-    = \\nabla_{W_s} \\frac{1}{B} \\sum_{b \\in \\mathcal{B}_s} \\ell\\bigl(f(x_b; W_s), y_b\\bigr),
+    \mathcal{L}(W) = \sum_{s=1}^{S} \frac{1}{B} \sum_{b \in \mathcal{B}_s} \ell\bigl(f(x_b; W_s), y_b\bigr),
+    \qquad \frac{\partial \mathcal{L}}{\partial W_s}
+    = \nabla_{W_s} \frac{1}{B} \sum_{b \in \mathcal{B}_s} \ell\bigl(f(x_b; W_s), y_b\bigr),
 
 so the gradient of the summed loss with respect to member ``s``'s slice is that member's own
 gradient, and Adam, being elementwise, updates each slice as it would update the member alone.
@@ -30,9 +30,9 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from lhlib.models import MLP
+from lhlib.progress import progress_bar
 from lhlib.train import TrainingHistory, cpu_threads
 from lhlib.validation import check_float, check_int, check_int_list
 
@@ -46,8 +46,9 @@ def stacked_weights(models: Sequence[MLP]) -> list[torch.Tensor]:
     shapes = {tuple(tuple(w.shape) for w in m.weights()) for m in models}
     if len(shapes) != 1:
         raise ValueError(f"models must share one architecture, got weight shapes {sorted(shapes)}")
-    return [torch.stack([m.weights()[p].detach().T for m in models]).contiguous()
-            for p in range(models[0].weight_matrices)]
+    return [
+        torch.stack([m.weights()[p].detach().T for m in models]).contiguous() for p in range(models[0].weight_matrices)
+    ]
 
 
 def ensemble_logits(weights: Sequence[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
@@ -112,7 +113,7 @@ def train_ensemble(
     # step's backward pass is over before the next step overwrites it.
     gathered = torch.empty(members * min(batch_size, n), x.shape[1], dtype=x.dtype, device=x.device)
     with cpu_threads(threads, x.device):
-        for epoch in tqdm(range(epochs), desc="epochs", disable=not progress, leave=False):
+        for epoch in progress_bar(range(epochs), desc="epochs", disable=not progress, leave=False):
             orders = torch.stack([torch.randperm(n, generator=g) for g in generators]).to(x.device)
             total = torch.zeros(members, device=x.device)
             for start in range(0, n, batch_size):
@@ -120,8 +121,11 @@ def train_ensemble(
                 batch = torch.index_select(x, 0, index, out=gathered[: index.numel()])
                 logits = ensemble_logits(weights, batch.view(members, -1, x.shape[1]))
                 # Each member's mean over its own batch, as F.cross_entropy(model(batch), labels).
-                losses = F.cross_entropy(logits.reshape(-1, classes), y.index_select(0, index),
-                                         reduction="none").view(members, -1).mean(dim=1)
+                losses = (
+                    F.cross_entropy(logits.reshape(-1, classes), y.index_select(0, index), reduction="none")
+                    .view(members, -1)
+                    .mean(dim=1)
+                )
                 optimizer.zero_grad(set_to_none=True)
                 losses.sum().backward()
                 optimizer.step()

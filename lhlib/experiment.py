@@ -2,11 +2,11 @@
 
 :func:`trained_networks` is what every chapter calls: a seed ensemble of one configuration. The
 paper's MLP trains all seeds in one batched pass (:mod:`lhlib.ensemble`); the other families of
-:mod:`lhlib.architectures` train one seed after another with :func:`lhlib.train.train`. Each member is stored in the results store
-under a key made of the data's fingerprint, every training parameter and its own seed, so a
-re-run, another chapter that needs the same networks, or a longer ``seeds`` list reuses every
-member already trained and trains only the missing ones. :func:`trained_network` is the one-seed
-case.
+:mod:`lhlib.architectures` train one seed after another with :func:`lhlib.train.train`. Each
+member is stored in the results store under a key made of the data's fingerprint, every training
+parameter and its own seed, so a re-run, another chapter that needs the same networks, or a
+longer ``seeds`` list reuses every member already trained and trains only the missing ones.
+:func:`trained_network` is the one-seed case.
 """
 
 from __future__ import annotations
@@ -46,11 +46,19 @@ class TrainedNetwork:
     from_cache: bool
 
 
-def _member_params(fingerprint, family, image_shape, num_classes, hidden_size, num_layers, epochs, batch_size, lr,
-                   seed, device_type):
+def _member_params(
+    fingerprint, family, image_shape, num_classes, hidden_size, num_layers, epochs, batch_size, lr, seed, device_type
+):
     params = {
-        "data": fingerprint, "num_classes": num_classes, "hidden_size": hidden_size, "num_layers": num_layers,
-        "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed, "device_type": device_type,
+        "data": fingerprint,
+        "num_classes": num_classes,
+        "hidden_size": hidden_size,
+        "num_layers": num_layers,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "seed": seed,
+        "device_type": device_type,
         "torch": torch.__version__.split("+")[0],
         # What lhlib.ensemble does; its arithmetic differs from lhlib.train's in the last bits.
         "training": "seed ensemble: batched weights, fused Adam",
@@ -60,27 +68,45 @@ def _member_params(fingerprint, family, image_shape, num_classes, hidden_size, n
     return params
 
 
-def _train_members(family, image_shape, x, y, num_classes, hidden_size, num_layers, seeds, epochs, batch_size, lr,
-                   device) -> list[dict]:
-    models = [build_network(family, image_shape, hidden_size, num_layers, num_classes, seed).to(device)
-              for seed in seeds]
+def _train_members(
+    family, image_shape, x, y, num_classes, hidden_size, num_layers, seeds, epochs, batch_size, lr, device
+) -> list[dict]:
+    models = [
+        build_network(family, image_shape, hidden_size, num_layers, num_classes, seed).to(device) for seed in seeds
+    ]
     xd, yd = x.to(device), y.to(device)
     if family == "mlp":
-        histories = train_ensemble(models, xd, yd, seeds=seeds, epochs=epochs, batch_size=batch_size, lr=lr,
-                                   threads=1 if len(seeds) == 1 else 2)
+        histories = train_ensemble(
+            models,
+            xd,
+            yd,
+            seeds=seeds,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            threads=1 if len(seeds) == 1 else 2,
+        )
         losses, correct = ensemble_per_sample_losses(models, xd, yd)
     else:
         # Two threads make a convolution step about 1.5 times faster here; the ViT's small matrices gain nothing.
         threads = 2 if family == "cnn" else 1
-        histories = [train(model, xd, yd, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, threads=threads)
-                     for model, seed in zip(models, seeds)]
+        histories = [
+            train(model, xd, yd, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, threads=threads)
+            for model, seed in zip(models, seeds)
+        ]
         with torch.no_grad():  # one forward pass gives both the losses and the predictions
             logits = [torch.cat([model(xd[s : s + 8192]) for s in range(0, len(xd), 8192)]) for model in models]
         losses = [F.cross_entropy(z, yd, reduction="none") for z in logits]
         correct = [z.argmax(1) == yd for z in logits]
-    return [{"state": {k: v.cpu() for k, v in model.state_dict().items()}, "losses": losses[s].float().cpu(),
-             "accuracy": float(correct[s].float().mean()), "epoch_loss": histories[s].epoch_loss}
-            for s, model in enumerate(models)]
+    return [
+        {
+            "state": {k: v.cpu() for k, v in model.state_dict().items()},
+            "losses": losses[s].float().cpu(),
+            "accuracy": float(correct[s].float().mean()),
+            "epoch_loss": histories[s].epoch_loss,
+        }
+        for s, model in enumerate(models)
+    ]
 
 
 def trained_networks(
@@ -117,7 +143,9 @@ def trained_networks(
         image_shape = (1, 1, x.shape[1])
     image_shape = tuple(image_shape)
     if len(image_shape) != 3 or torch.Size(image_shape).numel() != x.shape[1]:
-        raise ValueError(f"image_shape must be (channels, height, width) with {x.shape[1]} entries, got {image_shape!r}")
+        raise ValueError(
+            f"image_shape must be (channels, height, width) with {x.shape[1]} entries, got {image_shape!r}"
+        )
     check_int("hidden_size", hidden_size, minimum=1)
     check_int("num_layers", num_layers, minimum=0)
     seeds = check_int_list("seeds", list(seeds), minimum=0)
@@ -127,13 +155,28 @@ def trained_networks(
     resolved = resolve_device(device)
     # Fingerprinting the data costs a pass over it: only worth it when the store is used.
     fingerprint = tensor_fingerprint(x, y) if use_cache else None
-    params = {seed: _member_params(fingerprint, family, image_shape, num_classes, hidden_size, num_layers, epochs,
-                                   batch_size, lr, seed, resolved.type) for seed in seeds}
+    params = {
+        seed: _member_params(
+            fingerprint,
+            family,
+            image_shape,
+            num_classes,
+            hidden_size,
+            num_layers,
+            epochs,
+            batch_size,
+            lr,
+            seed,
+            resolved.type,
+        )
+        for seed in seeds
+    }
     stored = {seed: load_result("trained_network", params[seed]) if use_cache else None for seed in seeds}
     missing = [seed for seed in seeds if stored[seed] is None]
     if missing:
-        trained = _train_members(family, image_shape, x, y, num_classes, hidden_size, num_layers, missing, epochs,
-                                 batch_size, lr, resolved)
+        trained = _train_members(
+            family, image_shape, x, y, num_classes, hidden_size, num_layers, missing, epochs, batch_size, lr, resolved
+        )
         for seed, result in zip(missing, trained):
             if use_cache:
                 store_result("trained_network", params[seed], result)
@@ -144,9 +187,17 @@ def trained_networks(
         model.load_state_dict(stored[seed]["state"])
         model.eval()
         losses = stored[seed]["losses"]
-        networks.append(TrainedNetwork(seed, model, losses, float(losses.double().mean()),
-                                       float(stored[seed]["accuracy"]), list(stored[seed]["epoch_loss"]),
-                                       from_cache=seed not in missing))
+        networks.append(
+            TrainedNetwork(
+                seed,
+                model,
+                losses,
+                float(losses.double().mean()),
+                float(stored[seed]["accuracy"]),
+                list(stored[seed]["epoch_loss"]),
+                from_cache=seed not in missing,
+            )
+        )
     return networks
 
 

@@ -44,11 +44,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from lhlib.cache import cached, tensor_fingerprint
 from lhlib.data import DATASETS, load_images
 from lhlib.landscape import log_binned
+from lhlib.progress import progress_bar
 from lhlib.style import sweep_colors
 from lhlib.train import resolve_device
 from lhlib.validation import check_choice, check_int
@@ -90,10 +90,16 @@ class BackboneUnavailable(RuntimeError):
 
 def check_backbone(backbone: Any) -> str:
     """``backbone`` if it is ``"offline-cnn"``, a Hugging Face model id or a local checkpoint folder."""
-    if isinstance(backbone, str) and backbone and (backbone == OFFLINE_BACKBONE or _HF_ID.match(backbone) or Path(backbone).is_dir()):
+    if (
+        isinstance(backbone, str)
+        and backbone
+        and (backbone == OFFLINE_BACKBONE or _HF_ID.match(backbone) or Path(backbone).is_dir())
+    ):
         return backbone
-    raise ValueError(f"backbone must be {OFFLINE_BACKBONE!r}, a Hugging Face image-model id such as "
-                     f"{DEFAULT_BACKBONE!r}, or a local checkpoint folder; got {backbone!r}")
+    raise ValueError(
+        f"backbone must be {OFFLINE_BACKBONE!r}, a Hugging Face image-model id such as "
+        f"{DEFAULT_BACKBONE!r}, or a local checkpoint folder; got {backbone!r}"
+    )
 
 
 def to_rgb(images: torch.Tensor) -> torch.Tensor:
@@ -102,7 +108,9 @@ def to_rgb(images: torch.Tensor) -> torch.Tensor:
     A grayscale (``C = 1``, PIL mode ``"L"``) pixel ``v`` becomes ``(v, v, v)``; RGB images pass through.
     """
     if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] not in (1, 3):
-        raise ValueError(f"images must be a uint8 N x C x H x W tensor with C in (1, 3), got {images.dtype} {tuple(images.shape)}")
+        raise ValueError(
+            f"images must be a uint8 N x C x H x W tensor with C in (1, 3), got {images.dtype} {tuple(images.shape)}"
+        )
     return images.expand(-1, 3, -1, -1).contiguous() if images.shape[1] == 1 else images
 
 
@@ -121,10 +129,12 @@ class Backbone:
     name: str = ""
 
     def identity(self) -> dict[str, Any]:
+        """The settings that determine the features (the cache key of the features)."""
         raise NotImplementedError
 
     @property
     def provenance(self) -> str:
+        """One line naming the backbone and how it pools, for the chapter's provenance note."""
         raise NotImplementedError
 
     def prepare(self) -> None:
@@ -157,7 +167,8 @@ def _unavailable(name: str, revision: str, reason: str) -> BackboneUnavailable:
         f"cannot obtain the checkpoint {name!r} (revision {revision!r}): {reason}. Alternatives: "
         f"backbone={OFFLINE_BACKBONE!r} (a small CNN this book trains offline, clearly labelled as such); "
         f"allow network access to huggingface.co (e.g. on Colab); or put the checkpoint into the Hugging Face "
-        f"cache beforehand (`hf download {name}` on a connected machine, then copy $HF_HOME) and run with HF_HUB_OFFLINE=1"
+        f"cache beforehand (`hf download {name}` on a connected machine, then copy $HF_HOME)"
+        " and run with HF_HUB_OFFLINE=1"
     )
 
 
@@ -202,7 +213,8 @@ def _pooled(outputs, pooling: str) -> torch.Tensor:
 
 def _is_tensor_processor(processor) -> bool:
     """Whether ``processor`` works on torch tensors and takes ``device`` (transformers 5's torchvision
-    backend, transformers 4's "fast" processors), so resizing runs on the backbone's device."""
+    backend, transformers 4's "fast" processors), so resizing runs on the backbone's device.
+    """
     try:
         from transformers.image_processing_backends import TorchvisionBackend as Fast
     except ImportError:  # transformers 4
@@ -221,34 +233,60 @@ class ModelBackbone(Backbone):
     sends them (RGB, then the processor's resize, rescale and normalisation), in batches, on ``device``.
     """
 
-    def __init__(self, model, processor, *, name: str, pooling: str = "pooler", device: str = "auto",
-                 half_precision: bool = False, key: dict[str, Any] | None = None, note: str = ""):
+    def __init__(
+        self,
+        model,
+        processor,
+        *,
+        name: str,
+        pooling: str = "pooler",
+        device: str = "auto",
+        half_precision: bool = False,
+        key: dict[str, Any] | None = None,
+        note: str = "",
+    ):
         check_choice("pooling", pooling, POOLINGS)
         self.name, self.pooling, self.note = name, pooling, note
         self.device = resolve_device(device)
         self.dtype = torch.float16 if half_precision and self.device.type == "cuda" else torch.float32
         self.model, self.processor = model, processor
         self._key = key
-        self.feature_dim = int(model.config.hidden_size if pooling == "cls"
-                               else getattr(model.config, "pooler_output_size", None) or model.config.hidden_size)
+        self.feature_dim = int(
+            model.config.hidden_size
+            if pooling == "cls"
+            else getattr(model.config, "pooler_output_size", None) or model.config.hidden_size
+        )
 
     def _loaded(self):
         return self.model, self.processor
 
     def identity(self) -> dict[str, Any]:
-        key = self._key if self._key is not None else {
-            "weights": tensor_fingerprint(*self.model.state_dict().values()),
-            "processor": self.processor.to_dict()}
-        return {"backbone": self.name, **key, "pooling": self.pooling, "dtype": str(self.dtype).split(".")[-1],
-                "device_type": self.device.type}
+        """The settings that determine the features (the cache key of the features)."""
+        key = (
+            self._key
+            if self._key is not None
+            else {
+                "weights": tensor_fingerprint(*self.model.state_dict().values()),
+                "processor": self.processor.to_dict(),
+            }
+        )
+        return {
+            "backbone": self.name,
+            **key,
+            "pooling": self.pooling,
+            "dtype": str(self.dtype).split(".")[-1],
+            "device_type": self.device.type,
+        }
 
     @property
     def provenance(self) -> str:
+        """One line naming the backbone and how it pools, for the chapter's provenance note."""
         what = "pooler output tanh(dense(CLS))" if self.pooling == "pooler" else "final [CLS] hidden state"
         return f"{self.name}, {what}" + (f"; {self.note}" if self.note else "")
 
     @torch.no_grad()
     def embed(self, rgb: torch.Tensor) -> torch.Tensor:
+        """Features ``(N, D)`` of RGB images ``(N, 3, H, W)`` (uint8)."""
         model, processor = self._loaded()
         model.to(self.device, self.dtype).eval()
         extra = {"device": self.device} if _is_tensor_processor(processor) else {}
@@ -265,8 +303,17 @@ class HubBackbone(ModelBackbone):
     with ``std = config.initializer_range``, ``b = 0``) but from ``pooler_seed``.
     """
 
-    def __init__(self, name: str, *, revision: str = "main", pooling: str = "pooler", pooler_seed: int = 0,
-                 device: str = "auto", half_precision: bool = False, timeout_s: float = HUB_TIMEOUT_S):
+    def __init__(
+        self,
+        name: str,
+        *,
+        revision: str = "main",
+        pooling: str = "pooler",
+        pooler_seed: int = 0,
+        device: str = "auto",
+        half_precision: bool = False,
+        timeout_s: float = HUB_TIMEOUT_S,
+    ):
         check_choice("pooling", pooling, POOLINGS)
         check_int("pooler_seed", pooler_seed, minimum=0)
         self.name, self.pooling, self.pooler_seed, self.timeout_s = name, pooling, pooler_seed, timeout_s
@@ -281,9 +328,12 @@ class HubBackbone(ModelBackbone):
         self.pooler_initialised: bool | None = None
         import transformers
 
-        self._key = {"revision": self.revision, "pooler_seed": pooler_seed if pooling == "pooler" else None,
-                     "preprocessing": "to_rgb, then the checkpoint's AutoImageProcessor",
-                     "transformers": transformers.__version__.split(".")[0]}  # 4 and 5 resize slightly differently
+        self._key = {
+            "revision": self.revision,
+            "pooler_seed": pooler_seed if pooling == "pooler" else None,
+            "preprocessing": "to_rgb, then the checkpoint's AutoImageProcessor",
+            "transformers": transformers.__version__.split(".")[0],
+        }  # 4 and 5 resize slightly differently
         self.note = ""
 
     def _loaded(self):
@@ -297,8 +347,10 @@ class HubBackbone(ModelBackbone):
                     model, info = AutoModel.from_pretrained(self.name, output_loading_info=True, **where)
             except OSError as error:
                 raise _unavailable(self.name, self.requested_revision, str(error).splitlines()[0]) from error
-            missing = {key.split(".", 1)[-1] if key.startswith(model.base_model_prefix + ".") else key
-                       for key in info["missing_keys"]}
+            missing = {
+                key.split(".", 1)[-1] if key.startswith(model.base_model_prefix + ".") else key
+                for key in info["missing_keys"]
+            }
             self.pooler_initialised = any(key.startswith("pooler.") for key in missing)
             if self.pooler_initialised and self.pooling == "pooler":
                 generator = torch.Generator().manual_seed(self.pooler_seed)
@@ -310,15 +362,21 @@ class HubBackbone(ModelBackbone):
                             if module.bias is not None:
                                 module.bias.zero_()
             self.model, self.processor = model, processor
-            self.feature_dim = int(model.config.hidden_size if self.pooling == "cls"
-                                   else getattr(model.config, "pooler_output_size", None) or model.config.hidden_size)
+            self.feature_dim = int(
+                model.config.hidden_size
+                if self.pooling == "cls"
+                else getattr(model.config, "pooler_output_size", None) or model.config.hidden_size
+            )
             if self.pooler_initialised and self.pooling == "pooler":
-                self.note = (f"pooler weights absent from the checkpoint, drawn N(0, {std}^2) with seed {self.pooler_seed} "
-                             "(the authors' pipeline drew them unseeded)")
+                self.note = (
+                    f"pooler weights absent from the checkpoint, drawn N(0, {std}^2) with seed {self.pooler_seed} "
+                    "(the authors' pipeline drew them unseeded)"
+                )
         return self.model, self.processor
 
     @property
     def provenance(self) -> str:
+        """One line naming the backbone, its pooling and its revision."""
         what = "pooler output tanh(dense(CLS))" if self.pooling == "pooler" else "final [CLS] hidden state"
         where = "local folder" if self.local else f"revision {self.revision[:12]}"
         return f"{self.name} ({where}), {what}" + (f"; {self.note}" if self.note else "")
@@ -328,25 +386,36 @@ class SmallCNN(nn.Module):
     """The offline backbone: two conv-ReLU-maxpool blocks, a 4 x 4 average pool, then
     ``tanh(Linear(., feature_dim))`` as the embedding (bounded like ViT's pooler output), and a
     linear classifier on the embedding used only to train it. Inputs: uint8 RGB images mapped to
-    ``[-1, 1]`` as the ViT processor does (rescale, mean = std = 0.5), at their native resolution."""
+    ``[-1, 1]`` as the ViT processor does (rescale, mean = std = 0.5), at their native resolution.
+    """
 
     def __init__(self, num_classes: int, feature_dim: int = 768):
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(64 * 16, feature_dim), nn.Tanh(),
+            nn.Conv2d(3, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.AdaptiveAvgPool2d(4),
+            nn.Flatten(),
+            nn.Linear(64 * 16, feature_dim),
+            nn.Tanh(),
         )
         self.head = nn.Linear(feature_dim, num_classes)
 
     @staticmethod
     def normalise(rgb: torch.Tensor) -> torch.Tensor:
+        """uint8 RGB to ``[-1, 1]``."""
         return rgb.float() / 127.5 - 1.0
 
     def embed(self, rgb: torch.Tensor) -> torch.Tensor:
+        """Features ``(N, D)`` of RGB images ``(N, 3, H, W)`` (uint8)."""
         return self.body(self.normalise(rgb))
 
     def forward(self, rgb: torch.Tensor) -> torch.Tensor:
+        """Class logits of RGB images (the head is used only to train the backbone)."""
         return self.head(self.embed(rgb))
 
 
@@ -360,14 +429,26 @@ class OfflineCNNBackbone(Backbone):
 
     name = OFFLINE_BACKBONE
 
-    def __init__(self, train_images: torch.Tensor, train_labels: torch.Tensor, *, num_classes: int, source: str,
-                 seed: int = 0, device: str = "auto", epochs: int = OFFLINE_CNN["epochs"],
-                 batch_size: int = OFFLINE_CNN["batch_size"], lr: float = OFFLINE_CNN["lr"],
-                 feature_dim: int = OFFLINE_CNN["feature_dim"]):
+    def __init__(
+        self,
+        train_images: torch.Tensor,
+        train_labels: torch.Tensor,
+        *,
+        num_classes: int,
+        source: str,
+        seed: int = 0,
+        device: str = "auto",
+        epochs: int = OFFLINE_CNN["epochs"],
+        batch_size: int = OFFLINE_CNN["batch_size"],
+        lr: float = OFFLINE_CNN["lr"],
+        feature_dim: int = OFFLINE_CNN["feature_dim"],
+    ):
         check_int("seed", seed, minimum=0)
         check_int("epochs", epochs, minimum=1)
         if train_images.shape[0] < 2 * num_classes:
-            raise ValueError(f"the offline backbone needs at least {2 * num_classes} training images, got {train_images.shape[0]}")
+            raise ValueError(
+                f"the offline backbone needs at least {2 * num_classes} training images, got {train_images.shape[0]}"
+            )
         self.train_images, self.train_labels = to_rgb(train_images), train_labels
         self.num_classes, self.source, self.seed = num_classes, source, seed
         self.epochs, self.batch_size, self.lr, self.feature_dim = epochs, batch_size, lr, feature_dim
@@ -376,19 +457,31 @@ class OfflineCNNBackbone(Backbone):
         self.train_accuracy: float | None = None
 
     def _params(self) -> dict[str, Any]:
-        return {"architecture": "SmallCNN-v1", "data": tensor_fingerprint(self.train_images, self.train_labels),
-                "num_classes": self.num_classes, "seed": self.seed, "epochs": self.epochs, "batch_size": self.batch_size,
-                "lr": self.lr, "feature_dim": self.feature_dim, "device_type": self.device.type,
-                "torch": torch.__version__.split("+")[0]}
+        return {
+            "architecture": "SmallCNN-v1",
+            "data": tensor_fingerprint(self.train_images, self.train_labels),
+            "num_classes": self.num_classes,
+            "seed": self.seed,
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "lr": self.lr,
+            "feature_dim": self.feature_dim,
+            "device_type": self.device.type,
+            "torch": torch.__version__.split("+")[0],
+        }
 
     def identity(self) -> dict[str, Any]:
+        """The settings that determine the features (the cache key of the features)."""
         return {"backbone": self.name, **self._params()}
 
     @property
     def provenance(self) -> str:
+        """One line naming the backbone, how it was trained and its training accuracy."""
         accuracy = f", training accuracy {100 * self.train_accuracy:.1f} %" if self.train_accuracy is not None else ""
-        return (f"offline-cnn (NOT the paper's ViT): a small CNN trained by this book for {self.epochs} epochs on "
-                f"{self.source}, disjoint from the embedded images{accuracy}; {self.feature_dim}-d tanh embedding")
+        return (
+            f"offline-cnn (NOT the paper's ViT): a small CNN trained by this book for {self.epochs} epochs on "
+            f"{self.source}, disjoint from the embedded images{accuracy}; {self.feature_dim}-d tanh embedding"
+        )
 
     def _train(self) -> dict[str, Any]:
         from lhlib.train import train
@@ -399,12 +492,16 @@ class OfflineCNNBackbone(Backbone):
         model.to(self.device)
         x, y = self.train_images.to(self.device), self.train_labels.to(self.device)
         with torch.enable_grad():  # embed() may call this under no_grad
-            history = train(model, x, y, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, seed=self.seed,
-                            progress=True)
+            history = train(
+                model, x, y, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, seed=self.seed, progress=True
+            )
         with torch.no_grad():
             correct = torch.cat([model(x[s : s + 1024]).argmax(1) == y[s : s + 1024] for s in range(0, len(y), 1024)])
-        return {"state": {k: v.cpu() for k, v in model.state_dict().items()}, "epoch_loss": history.epoch_loss,
-                "accuracy": float(correct.float().mean())}
+        return {
+            "state": {k: v.cpu() for k, v in model.state_dict().items()},
+            "epoch_loss": history.epoch_loss,
+            "accuracy": float(correct.float().mean()),
+        }
 
     def _loaded(self) -> SmallCNN:
         if self.model is None:
@@ -416,6 +513,7 @@ class OfflineCNNBackbone(Backbone):
 
     @torch.no_grad()
     def embed(self, rgb: torch.Tensor) -> torch.Tensor:
+        """Features ``(N, D)`` of RGB images ``(N, 3, H, W)`` (uint8), on the CPU."""
         return self._loaded().embed(rgb.to(self.device)).float().cpu()
 
 
@@ -442,8 +540,16 @@ class FeatureSet:
     from_cache: bool = False
 
 
-def extract_features(backbone: Backbone, images: torch.Tensor, *, dataset: str, indices: tuple[int, int],
-                     batch_size: int = 64, use_cache: bool = True, progress: bool = True) -> FeatureSet:
+def extract_features(
+    backbone: Backbone,
+    images: torch.Tensor,
+    *,
+    dataset: str,
+    indices: tuple[int, int],
+    batch_size: int = 64,
+    use_cache: bool = True,
+    progress: bool = True,
+) -> FeatureSet:
     """Embed uint8 ``N x C x H x W`` ``images`` (grayscale converted to RGB first) in batches.
 
     ``dataset`` and ``indices`` (``(start, stop)`` into the dataset's training split) name the
@@ -455,8 +561,14 @@ def extract_features(backbone: Backbone, images: torch.Tensor, *, dataset: str, 
     if stop - start != images.shape[0]:
         raise ValueError(f"indices {indices} do not match the {images.shape[0]} images given")
     rgb = to_rgb(images)
-    params = {"format": FEATURE_FORMAT, **backbone.identity(), "dataset": dataset, "indices": [int(start), int(stop)],
-              "images": tensor_fingerprint(images), "to_rgb": "replicate grayscale channel (PIL convert('RGB'))"}
+    params = {
+        "format": FEATURE_FORMAT,
+        **backbone.identity(),
+        "dataset": dataset,
+        "indices": [int(start), int(stop)],
+        "images": tensor_fingerprint(images),
+        "to_rgb": "replicate grayscale channel (PIL convert('RGB'))",
+    }
     computed = False
 
     def compute() -> dict[str, Any]:
@@ -464,23 +576,46 @@ def extract_features(backbone: Backbone, images: torch.Tensor, *, dataset: str, 
         computed = True
         backbone.prepare()
         began = time.perf_counter()
-        chunks = [backbone.embed(rgb[s : s + batch_size])
-                  for s in tqdm(range(0, rgb.shape[0], batch_size), desc=f"{dataset} features", disable=not progress)]
+        chunks = [
+            backbone.embed(rgb[s : s + batch_size])
+            for s in progress_bar(range(0, rgb.shape[0], batch_size), desc=f"{dataset} features", disable=not progress)
+        ]
         seconds = time.perf_counter() - began
         x = torch.cat(chunks).float()
-        return {"x": x, "provenance": backbone.provenance, "seconds": seconds,
-                "images_per_second": rgb.shape[0] / max(seconds, 1e-9)}
+        return {
+            "x": x,
+            "provenance": backbone.provenance,
+            "seconds": seconds,
+            "images_per_second": rgb.shape[0] / max(seconds, 1e-9),
+        }
 
     result = cached("features", params, compute, enabled=use_cache)
     x = result["x"]
     if not torch.isfinite(x).all():
         raise FloatingPointError(f"non-finite features from {backbone.name} on {dataset}")
-    return FeatureSet(x, backbone.name, str(result["provenance"]), int(x.shape[1]), params,
-                      float(result["seconds"]), float(result["images_per_second"]), from_cache=not computed)
+    return FeatureSet(
+        x,
+        backbone.name,
+        str(result["provenance"]),
+        int(x.shape[1]),
+        params,
+        float(result["seconds"]),
+        float(result["images_per_second"]),
+        from_cache=not computed,
+    )
 
 
-def make_backbone(backbone: str, *, dataset: str, train_size: int, revision: str = "main", pooling: str = "pooler",
-                  seed: int = 0, device: str = "auto", half_precision: bool = False) -> Backbone:
+def make_backbone(
+    backbone: str,
+    *,
+    dataset: str,
+    train_size: int,
+    revision: str = "main",
+    pooling: str = "pooler",
+    seed: int = 0,
+    device: str = "auto",
+    half_precision: bool = False,
+) -> Backbone:
     """The backbone named ``backbone`` for embedding the first ``train_size`` images of ``dataset``.
 
     ``"offline-cnn"`` is trained on the next (up to) 10000 training images of the same dataset;
@@ -488,25 +623,36 @@ def make_backbone(backbone: str, *, dataset: str, train_size: int, revision: str
     """
     check_backbone(backbone)
     if backbone != OFFLINE_BACKBONE:
-        return HubBackbone(backbone, revision=revision, pooling=pooling, pooler_seed=seed, device=device,
-                           half_precision=half_precision)
+        return HubBackbone(
+            backbone, revision=revision, pooling=pooling, pooler_seed=seed, device=device, half_precision=half_precision
+        )
     available = DATASETS[dataset].train_available
     stop = min(train_size + OFFLINE_CNN["images"], available)
     if stop - train_size < 2 * DATASETS[dataset].num_classes:
-        raise ValueError(f"train_size must leave training images for backbone={OFFLINE_BACKBONE!r}: {dataset} has "
-                         f"{available}, train_size is {train_size}")
+        raise ValueError(
+            f"train_size must leave training images for backbone={OFFLINE_BACKBONE!r}: {dataset} has "
+            f"{available}, train_size is {train_size}"
+        )
     images, labels, info = load_images(dataset, stop)
     source = f"{dataset} training images {train_size}..{stop - 1}"
-    return OfflineCNNBackbone(images[train_size:stop], labels[train_size:stop], num_classes=info.num_classes,
-                              source=source, seed=seed, device=device)
+    return OfflineCNNBackbone(
+        images[train_size:stop],
+        labels[train_size:stop],
+        num_classes=info.num_classes,
+        source=source,
+        seed=seed,
+        device=device,
+    )
 
 
-def dataset_features(dataset: str, train_size: int, backbone: Backbone, *, batch_size: int = 64,
-                     use_cache: bool = True) -> tuple[FeatureSet, torch.Tensor, Any]:
+def dataset_features(
+    dataset: str, train_size: int, backbone: Backbone, *, batch_size: int = 64, use_cache: bool = True
+) -> tuple[FeatureSet, torch.Tensor, Any]:
     """Features of the first ``train_size`` training images of ``dataset``, their labels and metadata."""
     images, labels, info = load_images(dataset, train_size)
-    features = extract_features(backbone, images, dataset=dataset, indices=(0, train_size),
-                                batch_size=batch_size, use_cache=use_cache)
+    features = extract_features(
+        backbone, images, dataset=dataset, indices=(0, train_size), batch_size=batch_size, use_cache=use_cache
+    )
     return features, labels, info
 
 
@@ -520,30 +666,48 @@ def plot_feature_vs_direct(feature_results: dict, direct_results: dict, settings
     this row shows the level of each curve with the ``1/k`` taken out.
     """
     fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), sharex="row")
-    panels = (("hidden_size", [(h, settings.fixed_num_layers) for h in settings.hidden_sizes]),
-              ("num_layers", [(settings.fixed_hidden_size, n) for n in settings.num_layers]))
+    panels = (
+        ("hidden_size", [(h, settings.fixed_num_layers) for h in settings.hidden_sizes]),
+        ("num_layers", [(settings.fixed_hidden_size, n) for n in settings.num_layers]),
+    )
     for column, (varying, keys) in enumerate(panels):
         top, bottom = axes[0, column], axes[1, column]
         for key, color in zip(keys, sweep_colors(len(keys))):
             feature, direct = feature_results[key], direct_results[key]
             name = f"h = {key[0]}" if varying == "hidden_size" else f"num_layers = {key[1]}"
             k = np.arange(1, feature.mean.size + 1)
-            top.plot(k, feature.smoothed, color=color,
-                     label=f"{name}: features {feature.rate_exponent:.3f}, pixels {direct.rate_exponent:.3f}")
+            top.plot(
+                k,
+                feature.smoothed,
+                color=color,
+                label=f"{name}: features {feature.rate_exponent:.3f}, pixels {direct.rate_exponent:.3f}",
+            )
             top.plot(k, direct.smoothed, color=color, ls="--", alpha=0.8)
             for result, style in ((feature, "-"), (direct, "--")):
                 centres, level = log_binned((k + 1) * result.mean)
                 bottom.plot(centres, level, color=color, ls=style, lw=1.1)
             bottom.plot([k[-1]] * 2, [feature.mean_abs_deviation] * 2, color=color, marker="_", ms=14, mew=2, ls="")
             bottom.plot([k[-1]], [direct.mean_abs_deviation], color=color, marker="x", ms=6, ls="")
-        fixed = f"num_layers = {settings.fixed_num_layers}" if varying == "hidden_size" else f"h = {settings.fixed_hidden_size}"
+        fixed = (
+            f"num_layers = {settings.fixed_num_layers}"
+            if varying == "hidden_size"
+            else f"h = {settings.fixed_hidden_size}"
+        )
         sweep = "hidden size" if varying == "hidden_size" else "number of layers"
-        top.set(yscale="log", xlabel="sample size k", ylabel=r"EMA of mean $|\mathcal{L}_{k+1}-\mathcal{L}_k|$ (nats)",
-                title=f"{sweep} sweep, {fixed}; solid: features, dashed: pixels")
+        top.set(
+            yscale="log",
+            xlabel="sample size k",
+            ylabel=r"EMA of mean $|\mathcal{L}_{k+1}-\mathcal{L}_k|$ (nats)",
+            title=f"{sweep} sweep, {fixed}; solid: features, dashed: pixels",
+        )
         top.legend(loc="upper right", title="fitted exponents")
-        bottom.set(xscale="log", yscale="log", xlabel="sample size k",
-                   ylabel=r"$(k+1)\times$ mean $|\mathcal{L}_{k+1}-\mathcal{L}_k|$ (nats)",
-                   title="level with 1/k removed; at right: MAD of the losses\n(bar: features, cross: pixels)")
+        bottom.set(
+            xscale="log",
+            yscale="log",
+            xlabel="sample size k",
+            ylabel=r"$(k+1)\times$ mean $|\mathcal{L}_{k+1}-\mathcal{L}_k|$ (nats)",
+            title="level with 1/k removed; at right: MAD of the losses\n(bar: features, cross: pixels)",
+        )
     fig.suptitle(title)
     fig.tight_layout()
     return fig
@@ -556,8 +720,15 @@ def save_tiny_vit(folder: str | Path, *, image_size: int = 32, seed: int = 0) ->
     """
     from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
 
-    config = ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                       image_size=image_size, patch_size=8, num_labels=10)
+    config = ViTConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        image_size=image_size,
+        patch_size=8,
+        num_labels=10,
+    )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = ViTForImageClassification(config)

@@ -121,13 +121,15 @@ def _params_buffers(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str
 
 def flat_parameters(model: nn.Module) -> torch.Tensor:
     """All parameters of ``model`` as one vector, in ``named_parameters()`` order (the order every
-    flat vector in this module uses)."""
+    flat vector in this module uses).
+    """
     return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
 
 
 def unflatten(model: nn.Module, flat: torch.Tensor) -> dict[str, torch.Tensor]:
     """Split ``flat`` (``(..., P)``) into ``{name: (..., *shape)}`` in ``named_parameters()`` order:
-    the inverse of :func:`flat_parameters`, batched over leading axes."""
+    the inverse of :func:`flat_parameters`, batched over leading axes.
+    """
     split, _, size = _flatteners(dict(model.named_parameters()))
     if flat.shape[-1] != size:
         raise ValueError(f"flat must have {size} entries in its last axis, got {flat.shape[-1]}")
@@ -155,8 +157,12 @@ def linear_relu_weights(model: nn.Module, probe: torch.Tensor | None = None) -> 
         return model.weights() if all(linear.bias is None for linear in model.linears) else None
     leaves = [m for m in model.modules() if next(m.children(), None) is None]
     linears = [m for m in leaves if isinstance(m, nn.Linear)]
-    if (not linears or any(not isinstance(m, (nn.Linear, *_STACK_PASSIVE)) for m in leaves)
-            or any(linear.bias is not None for linear in linears) or next(model.buffers(), None) is not None):
+    if (
+        not linears
+        or any(not isinstance(m, (nn.Linear, *_STACK_PASSIVE)) for m in leaves)
+        or any(linear.bias is not None for linear in linears)
+        or next(model.buffers(), None) is not None
+    ):
         return None
     weights = [linear.weight for linear in linears]
     if {id(p) for p in model.parameters()} != {id(w) for w in weights}:
@@ -175,8 +181,9 @@ def linear_relu_weights(model: nn.Module, probe: torch.Tensor | None = None) -> 
             actual = model(inputs)
         except (RuntimeError, ValueError, TypeError):
             return None
-    if actual.shape != expected.shape or not torch.allclose(actual, expected, rtol=1e-4,
-                                                           atol=1e-5 * float(expected.abs().max().clamp_min(1))):
+    if actual.shape != expected.shape or not torch.allclose(
+        actual, expected, rtol=1e-4, atol=1e-5 * float(expected.abs().max().clamp_min(1))
+    ):
         return None
     return weights
 
@@ -193,7 +200,8 @@ def _chunks(n: int, size: int):
 
 def _generic_jjt(model: nn.Module, x: torch.Tensor, max_elements: int = 2**26) -> tuple[torch.Tensor, torch.Tensor]:
     """``J_i J_i^T`` of any model: ``vmap`` over samples of ``jacrev`` of the logits, in chunks of
-    samples whose Jacobians hold at most ``max_elements`` numbers; no ``P x P`` object is formed."""
+    samples whose Jacobians hold at most ``max_elements`` numbers; no ``P x P`` object is formed.
+    """
     params, buffers = _params_buffers(model)
 
     def logits_of(p, xi):
@@ -208,8 +216,12 @@ def _generic_jjt(model: nn.Module, x: torch.Tensor, max_elements: int = 2**26) -
     blocks = []
     for s in _chunks(x.shape[0], chunk):
         # J J^T is the sum over parameter tensors of their blocks' J_p J_p^T: no concatenated copy.
-        blocks.append(sum(j.reshape(j.shape[0], k, -1) @ j.reshape(j.shape[0], k, -1).transpose(1, 2)
-                          for j in per_sample_jacobian(params, x[s]).values()))
+        blocks.append(
+            sum(
+                j.reshape(j.shape[0], k, -1) @ j.reshape(j.shape[0], k, -1).transpose(1, 2)
+                for j in per_sample_jacobian(params, x[s]).values()
+            )
+        )
     return torch.cat(blocks), logits
 
 
@@ -225,16 +237,21 @@ def per_sample_jjt(model: nn.Module, x: torch.Tensor, *, method: str = "auto") -
     _check_data(x, None)
     weights = linear_relu_weights(model, x[:64]) if method != "generic" else None
     if method == "structured" and weights is None:
-        raise ValueError("method='structured' needs a bias-free Linear/ReLU stack (see linear_relu_weights); "
-                         "use method='generic' or 'auto' for other models")
+        raise ValueError(
+            "method='structured' needs a bias-free Linear/ReLU stack (see linear_relu_weights); "
+            "use method='generic' or 'auto' for other models"
+        )
     if weights is not None:
         return per_sample_ntk([w.detach() for w in weights], x, dtype=x.dtype)
     return _generic_jjt(model, x)
 
 
-def per_sample_ggn_small(model: nn.Module, x: torch.Tensor, *, method: str = "auto", batch_size: int = 4096) -> torch.Tensor:
+def per_sample_ggn_small(
+    model: nn.Module, x: torch.Tensor, *, method: str = "auto", batch_size: int = 4096
+) -> torch.Tensor:
     """The ``(N, K, K)`` symmetric matrices ``M_i = B_i^T J_i J_i^T B_i`` whose eigenvalues are the
-    nonzero eigenvalues of the per-sample G-terms ``J_i^T A_i J_i`` (``A_i = B_i B_i^T``)."""
+    nonzero eigenvalues of the per-sample G-terms ``J_i^T A_i J_i`` (``A_i = B_i B_i^T``).
+    """
     check_int("batch_size", batch_size, minimum=1)
     _check_data(x, None)
     out = []
@@ -258,7 +275,9 @@ def per_sample_ggn_norms(
     return torch.linalg.eigvalsh(small)[:, -1].clamp_min(0)
 
 
-def per_sample_ggn_traces(model: nn.Module, x: torch.Tensor, *, method: str = "auto", batch_size: int = 4096) -> torch.Tensor:
+def per_sample_ggn_traces(
+    model: nn.Module, x: torch.Tensor, *, method: str = "auto", batch_size: int = 4096
+) -> torch.Tensor:
     """Exact trace of every sample's G-term, ``tr(A_i J_i J_i^T)``, an ``(N,)`` tensor."""
     small = per_sample_ggn_small(model, x, method=method, batch_size=batch_size)
     return small.diagonal(dim1=1, dim2=2).sum(1)
@@ -276,7 +295,9 @@ def _flatteners(params: dict[str, torch.Tensor]):
 
     def unflatten(flat: torch.Tensor) -> dict[str, torch.Tensor]:
         lead = flat.shape[:-1]
-        return {name: piece.reshape(*lead, *shape) for name, piece, shape in zip(names, flat.split(sizes, dim=-1), shapes)}
+        return {
+            name: piece.reshape(*lead, *shape) for name, piece, shape in zip(names, flat.split(sizes, dim=-1), shapes)
+        }
 
     def flatten(tree: dict[str, torch.Tensor], lead: int) -> torch.Tensor:
         return torch.cat([tree[name].reshape(*tree[name].shape[:lead], -1) for name in names], dim=-1)
@@ -326,7 +347,9 @@ def per_sample_matvec(model: nn.Module, operator: str = "hessian", batch_size: i
     return matvec
 
 
-def mean_matvec(model: nn.Module, x: torch.Tensor, y: torch.Tensor, operator: str = "hessian", batch_size: int = 4096) -> Callable:
+def mean_matvec(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, operator: str = "hessian", batch_size: int = 4096
+) -> Callable:
     """``matvec(v) -> (1/N) sum_i C_i v`` for a flat vector ``v`` (the averaged Hessian, G-term
     or H-term of the loss on ``(x, y)``).
 
@@ -510,7 +533,9 @@ def _eigsh(matvec: Callable, size: int, k: int, which: str, dtype, device, tol: 
 
     operator = LinearOperator((size, size), matvec=apply, dtype=np.float64)
     v0 = np.random.default_rng(seed).standard_normal(size)
-    values = eigsh(operator, k=k, which=which, tol=tol, v0=v0, return_eigenvectors=False, ncv=min(size, max(2 * k + 1, 20)))
+    values = eigsh(
+        operator, k=k, which=which, tol=tol, v0=v0, return_eigenvectors=False, ncv=min(size, max(2 * k + 1, 20))
+    )
     return np.sort(values)[::-1]
 
 
@@ -523,7 +548,14 @@ class TopEigenvalues:
 
 
 def dataset_hessian_top_eigenvalues(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int = 5, *, tol: float = 1e-6, seed: int = 0, batch_size: int = 2048
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    k: int = 5,
+    *,
+    tol: float = 1e-6,
+    seed: int = 0,
+    batch_size: int = 2048,
 ) -> TopEigenvalues:
     """The ``k`` largest (algebraic) eigenvalues of ``(1/N) sum_i H_i`` and ``(1/N) sum_i G_i``.
 
@@ -549,7 +581,8 @@ def dataset_hessian_top_eigenvalues(
 @dataclass(frozen=True)
 class TraceEstimate:
     """Hutchinson estimate of a trace: ``estimate`` is the mean of ``v^T C v`` over ``probes``
-    Rademacher vectors ``v``, ``stderr`` its standard error (std / sqrt(probes))."""
+    Rademacher vectors ``v``, ``stderr`` its standard error (std / sqrt(probes)).
+    """
 
     estimate: float
     stderr: float
@@ -558,7 +591,8 @@ class TraceEstimate:
 
 def _quadratic_forms(model, x, y, operator, vectors, batch_size):
     """``v^T C v`` for each row ``v`` of ``vectors``: second directional derivatives by
-    forward-over-forward mode (Hessian) or ``||B^T J v||^2`` (G-term); no reverse pass."""
+    forward-over-forward mode (Hessian) or ``||B^T J v||^2`` (G-term); no reverse pass.
+    """
     params, buffers = _params_buffers(model)
     unflatten, _, _ = _flatteners(params)
     n = x.shape[0]
@@ -576,7 +610,9 @@ def _quadratic_forms(model, x, y, operator, vectors, batch_size):
         for s in _chunks(n, batch_size):
             xb, yb = x[s], y[s]
             if operator == "hessian":
-                value = jvp(lambda p, xb=xb, yb=yb, v=v: jvp(lambda q: loss_sum(q, xb, yb), (p,), (v,))[1], (params,), (v,))[1]
+                value = jvp(
+                    lambda p, xb=xb, yb=yb, v=v: jvp(lambda q: loss_sum(q, xb, yb), (p,), (v,))[1], (params,), (v,)
+                )[1]
             else:
                 z, jv = jvp(lambda p, xb=xb: logits_of(p, xb), (params,), (v,))
                 prob = torch.softmax(z, dim=1)
@@ -587,8 +623,14 @@ def _quadratic_forms(model, x, y, operator, vectors, batch_size):
 
 
 def hessian_trace(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, probes: int = 100, seed: int = 0, *,
-    operator: str = "hessian", batch_size: int = 2048,
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    probes: int = 100,
+    seed: int = 0,
+    *,
+    operator: str = "hessian",
+    batch_size: int = 2048,
 ) -> TraceEstimate:
     """Hutchinson's estimate of ``tr((1/N) sum_i C_i)`` for ``operator`` ``"hessian"`` or ``"ggn"``.
 
@@ -615,7 +657,14 @@ def ggn_trace(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, 
 
 
 def lanczos_extremes(
-    matvec: Callable, size: int, *, dtype=torch.float64, device="cpu", max_iter: int = 200, tol: float = 1e-6, seed: int = 0,
+    matvec: Callable,
+    size: int,
+    *,
+    dtype=torch.float64,
+    device="cpu",
+    max_iter: int = 200,
+    tol: float = 1e-6,
+    seed: int = 0,
     stall: int = 5,
 ) -> tuple[float, float, bool]:
     """``(lambda_min, lambda_max, converged)`` of a symmetric operator given by ``matvec`` on flat
@@ -623,7 +672,8 @@ def lanczos_extremes(
     Ritz values have residual bound ``|beta_m s_m| <= tol * max(|lambda_min|, |lambda_max|)``, or
     when ``max(|lambda_min|, |lambda_max|)`` moved by less than ``tol / 10`` (relative) over the last
     ``stall`` steps (``stall=0`` disables that: clustered extreme eigenvalues make residuals shrink
-    slowly while the Ritz values, accurate to the squared residual, have long settled)."""
+    slowly while the Ritz values, accurate to the squared residual, have long settled).
+    """
     check_int("max_iter", max_iter, minimum=1)
     generator = torch.Generator().manual_seed(seed)
     q = torch.randn(size, generator=generator, dtype=torch.float64).to(device=device, dtype=dtype)
@@ -657,8 +707,15 @@ def lanczos_extremes(
 
 
 def lemma_difference_norms(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, ks: Sequence[int], *, operator: str = "hessian",
-    tol: float = 1e-4, seed: int = 0, batch_size: int = 2048,
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    ks: Sequence[int],
+    *,
+    operator: str = "hessian",
+    tol: float = 1e-4,
+    seed: int = 0,
+    batch_size: int = 2048,
 ) -> np.ndarray:
     """``||C_{k+1} - (1/k) sum_{i<=k} C_i||_2`` for each ``k`` in ``ks`` (samples in the order of
     ``x``; shuffle first for a random order), ``C`` the Hessian or G-term: the lemma's term.
@@ -676,7 +733,9 @@ def lemma_difference_norms(
     for k in ks:
         new = mean_matvec(model, x[k : k + 1], y[k : k + 1], operator, batch_size)
         old = mean_matvec(model, x[:k], y[:k], operator, batch_size)
-        low, high, _ = lanczos_extremes(lambda v, new=new, old=old: new(v) - old(v), size, dtype=dtype, device=device, tol=tol, seed=seed)
+        low, high, _ = lanczos_extremes(
+            lambda v, new=new, old=old: new(v) - old(v), size, dtype=dtype, device=device, tol=tol, seed=seed
+        )
         out.append(max(abs(low), abs(high)))
     return np.asarray(out)
 
@@ -714,9 +773,20 @@ class CurvatureMeasurements:
 
 
 def curvature_measurements(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, full_samples: int = 256, extreme_samples: int = 16,
-    top_k: int = 5, eigen_samples: int | None = None, max_iter: int = 80, tol: float = 1e-3, eig_tol: float = 1e-4,
-    hterm: bool = True, seed: int = 0, use_cache: bool = True,
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    full_samples: int = 256,
+    extreme_samples: int = 16,
+    top_k: int = 5,
+    eigen_samples: int | None = None,
+    max_iter: int = 80,
+    tol: float = 1e-3,
+    eig_tol: float = 1e-4,
+    hterm: bool = True,
+    seed: int = 0,
+    use_cache: bool = True,
 ) -> CurvatureMeasurements:
     """G-term norms of every sample, full-Hessian and H-term norms of ``full_samples`` random plus
     ``extreme_samples`` largest-G samples (batched Lanczos), and the top ``top_k`` eigenvalues of
@@ -735,10 +805,19 @@ def curvature_measurements(
     check_int("seed", seed, minimum=0)
     params = {
         "version": MEASUREMENTS_VERSION,
-        "model": tensor_fingerprint(*[p.detach() for p in model.parameters()]), "model_class": type(model).__name__,
-        "data": tensor_fingerprint(x, y), "full_samples": full_samples, "extreme_samples": extreme_samples,
-        "top_k": top_k, "eigen_samples": eigen_count, "max_iter": max_iter, "tol": tol, "eig_tol": eig_tol,
-        "hterm": hterm, "seed": seed, "torch": torch.__version__.split("+")[0],
+        "model": tensor_fingerprint(*[p.detach() for p in model.parameters()]),
+        "model_class": type(model).__name__,
+        "data": tensor_fingerprint(x, y),
+        "full_samples": full_samples,
+        "extreme_samples": extreme_samples,
+        "top_k": top_k,
+        "eigen_samples": eigen_count,
+        "max_iter": max_iter,
+        "tol": tol,
+        "eig_tol": eig_tol,
+        "hterm": hterm,
+        "seed": seed,
+        "torch": torch.__version__.split("+")[0],
     }
     computed = False
 
@@ -759,18 +838,36 @@ def curvature_measurements(
         operators = ("hessian", "hterm") if hterm else ("hessian",)
         for operator in operators:
             if index.numel():
-                r = per_sample_hessian_norms(model, xd[index.to(device)], yd[index.to(device)], operator=operator,
-                                             max_iter=max_iter, tol=tol, seed=seed)
-                out[operator] = {"norms": r.norms, "lambda_min": r.lambda_min, "lambda_max": r.lambda_max,
-                                 "converged": r.converged}
+                r = per_sample_hessian_norms(
+                    model,
+                    xd[index.to(device)],
+                    yd[index.to(device)],
+                    operator=operator,
+                    max_iter=max_iter,
+                    tol=tol,
+                    seed=seed,
+                )
+                out[operator] = {
+                    "norms": r.norms,
+                    "lambda_min": r.lambda_min,
+                    "lambda_max": r.lambda_max,
+                    "converged": r.converged,
+                }
             else:
                 empty = torch.zeros(0, dtype=torch.float64)
-                out[operator] = {"norms": empty, "lambda_min": empty, "lambda_max": empty, "converged": torch.zeros(0, dtype=torch.bool)}
+                out[operator] = {
+                    "norms": empty,
+                    "lambda_min": empty,
+                    "lambda_max": empty,
+                    "converged": torch.zeros(0, dtype=torch.bool),
+                }
         if not hterm:
             out["hterm"] = {}
         size = sum(p.numel() for p in model.parameters())
         if top_k and top_k < size:
-            top = dataset_hessian_top_eigenvalues(model, xd[:eigen_count], yd[:eigen_count], k=top_k, tol=eig_tol, seed=seed)
+            top = dataset_hessian_top_eigenvalues(
+                model, xd[:eigen_count], yd[:eigen_count], k=top_k, tol=eig_tol, seed=seed
+            )
             out["top_hessian"], out["top_ggn"] = torch.as_tensor(top.hessian.copy()), torch.as_tensor(top.ggn.copy())
         else:
             out["top_hessian"] = out["top_ggn"] = torch.zeros(0, dtype=torch.float64)
@@ -778,8 +875,15 @@ def curvature_measurements(
 
     result = cached("curvature_measurements", params, compute, enabled=use_cache)
     return CurvatureMeasurements(
-        result["ggn_norms"], result["full_index"], int(result["random_count"]), result["hessian"], result["hterm"],
-        result["top_hessian"].numpy(), result["top_ggn"].numpy(), eigen_count, from_cache=not computed,
+        result["ggn_norms"],
+        result["full_index"],
+        int(result["random_count"]),
+        result["hessian"],
+        result["hterm"],
+        result["top_hessian"].numpy(),
+        result["top_ggn"].numpy(),
+        eigen_count,
+        from_cache=not computed,
     )
 
 
@@ -788,7 +892,12 @@ def quantile_summary(values: torch.Tensor | np.ndarray, quantiles: Sequence[floa
     values = np.asarray(torch.as_tensor(values).double().cpu())
     if values.size == 0:
         return {"count": 0}
-    out = {"count": int(values.size), "min": float(values.min()), "max": float(values.max()), "mean": float(values.mean())}
+    out = {
+        "count": int(values.size),
+        "min": float(values.min()),
+        "max": float(values.max()),
+        "mean": float(values.mean()),
+    }
     out.update({f"q{round(100 * q)}": float(np.quantile(values, q)) for q in quantiles})
     return out
 
@@ -803,8 +912,15 @@ BOUND_FORMS = {
 }
 
 
-def theorem1_checks(model: nn.Module, x: torch.Tensor, ggn_norms: torch.Tensor, full_index: torch.Tensor,
-                    hessian_norms: torch.Tensor, *, slack: float = 1e-5) -> dict:
+def theorem1_checks(
+    model: nn.Module,
+    x: torch.Tensor,
+    ggn_norms: torch.Tensor,
+    full_index: torch.Tensor,
+    hessian_norms: torch.Tensor,
+    *,
+    slack: float = 1e-5,
+) -> dict:
     """Every form of Theorem 1 in :data:`BOUND_FORMS` against measured norms.
 
     For each form: ``value`` (the number, or the quantiles of the per-sample numbers), ``held_ggn``

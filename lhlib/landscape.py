@@ -41,14 +41,17 @@ def per_sample_losses(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_
     check_int("batch_size", batch_size, minimum=1)
     model.eval()
     return torch.cat(
-        [F.cross_entropy(model(x[s : s + batch_size]), y[s : s + batch_size], reduction="none")
-         for s in range(0, x.shape[0], batch_size)]
+        [
+            F.cross_entropy(model(x[s : s + batch_size]), y[s : s + batch_size], reduction="none")
+            for s in range(0, x.shape[0], batch_size)
+        ]
     )
 
 
 def mean_abs_deviation(values: torch.Tensor) -> torch.Tensor:
     """``mean_i |v_i - mean(v)|`` along the last axis: the limit of ``(k + 1) E|L_{k+1} - L_k|``
-    for per-sample losses ``v`` at a fixed point."""
+    for per-sample losses ``v`` at a fixed point.
+    """
     return (values - values.mean(dim=-1, keepdim=True)).abs().mean(dim=-1)
 
 

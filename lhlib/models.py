@@ -55,15 +55,14 @@ class MLP(nn.Module):
         return [linear.weight for linear in self.linears]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(N, K)`` of inputs ``(N, d)``."""
         *hidden, last = self.linears
         for linear in hidden:
             x = torch.relu(linear(x))
         return last(x)
 
 
-def build_mlp(
-    input_dim: int, hidden_size: int, num_layers: int, num_classes: int, seed: int
-) -> MLP:
+def build_mlp(input_dim: int, hidden_size: int, num_layers: int, num_classes: int, seed: int) -> MLP:
     """An :class:`MLP` with PyTorch's default ``nn.Linear`` initialisation drawn from ``seed``.
 
     The global random state is left as it was.

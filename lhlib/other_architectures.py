@@ -22,7 +22,6 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from matplotlib.ticker import NullFormatter
-from tqdm.auto import tqdm
 
 from lhlib.architecture_bounds import jjt_scaling_exponents, layer_norm_bound_per_sample
 from lhlib.architectures import FAMILIES, VisionTransformer, weight_layers
@@ -31,6 +30,7 @@ from lhlib.cache import cached, tensor_fingerprint
 from lhlib.experiment import TrainedNetwork, trained_networks
 from lhlib.hessian import per_sample_hessian_norms, per_sample_jjt
 from lhlib.landscape import log_binned
+from lhlib.progress import progress_bar
 from lhlib.seed_stats import interval_across_seeds, trend_test
 from lhlib.style import sweep_colors
 from lhlib.sweep import ConfigurationResult, SweepSettings, combine_members, measure_member
@@ -69,8 +69,9 @@ def check_family_sizes(sizes: Any) -> dict[str, tuple[tuple[int, int], ...]]:
     Widths are at least 1 (a ViT's a multiple of its 2 heads), depths at least 1 (0 allowed for the MLP).
     """
     if not isinstance(sizes, dict) or not sizes:
-        raise ValueError(f"sizes must be a non-empty dict from families {list(FAMILIES)} to [width, depth] lists, "
-                         f"got {sizes!r}")
+        raise ValueError(
+            f"sizes must be a non-empty dict from families {list(FAMILIES)} to [width, depth] lists, got {sizes!r}"
+        )
     checked = {}
     for family, pairs in sizes.items():
         if family not in FAMILIES:
@@ -78,13 +79,17 @@ def check_family_sizes(sizes: Any) -> dict[str, tuple[tuple[int, int], ...]]:
         if not isinstance(pairs, (list, tuple)) or not pairs:
             raise ValueError(f"sizes[{family!r}] must be a non-empty list of [width, depth] pairs, got {pairs!r}")
         for pair in pairs:
-            if (not isinstance(pair, (list, tuple)) or len(pair) != 2
-                    or not all(isinstance(v, int) and not isinstance(v, bool) for v in pair)):
+            if (
+                not isinstance(pair, (list, tuple))
+                or len(pair) != 2
+                or not all(isinstance(v, int) and not isinstance(v, bool) for v in pair)
+            ):
                 raise ValueError(f"sizes[{family!r}] must hold [width, depth] pairs of ints, got {pair!r}")
             width, depth = pair
             if width < 1 or depth < (0 if family == "mlp" else 1):
-                raise ValueError(f"sizes[{family!r}] needs width >= 1 and depth >= {0 if family == 'mlp' else 1}, "
-                                 f"got {list(pair)}")
+                raise ValueError(
+                    f"sizes[{family!r}] needs width >= 1 and depth >= {0 if family == 'mlp' else 1}, got {list(pair)}"
+                )
             if family == "vit" and width % 2:
                 raise ValueError(f"sizes['vit'] widths must be even (2 attention heads), got {width}")
         as_tuples = tuple(tuple(pair) for pair in pairs)
@@ -96,7 +101,8 @@ def check_family_sizes(sizes: Any) -> dict[str, tuple[tuple[int, int], ...]]:
 
 def panel_sizes(pairs: tuple[tuple[int, int], ...], varying: str) -> list[tuple[int, int]]:
     """The sizes of a family's ``"width"`` panel (at the first size's depth) or ``"depth"`` panel
-    (at the first size's width), sorted by the varied quantity."""
+    (at the first size's width), sorted by the varied quantity.
+    """
     width, depth = pairs[0]
     if varying == "width":
         return sorted(p for p in pairs if p[1] == depth)
@@ -118,26 +124,43 @@ class FamilyConfiguration:
 
     @property
     def label(self) -> str:
+        """A legend label: family, width and depth."""
         return f"{FAMILY_NAMES[self.family]} width {self.width}, depth {self.depth}"
 
 
-def run_families(x: torch.Tensor, y: torch.Tensor, num_classes: int, image_shape: tuple[int, int, int],
-                 sizes: dict[str, tuple[tuple[int, int], ...]], settings: SweepSettings,
-                 label: str = "") -> dict[tuple[str, int, int], FamilyConfiguration]:
+def run_families(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    num_classes: int,
+    image_shape: tuple[int, int, int],
+    sizes: dict[str, tuple[tuple[int, int], ...]],
+    settings: SweepSettings,
+    label: str = "",
+) -> dict[tuple[str, int, int], FamilyConfiguration]:
     """Train (or load) every size of every family for every seed and measure each member's curves."""
     results = {}
     configurations = [(family, *pair) for family, pairs in sizes.items() for pair in pairs]
-    for family, width, depth in tqdm(configurations, desc=f"{label} networks".strip()):
+    for family, width, depth in progress_bar(configurations, desc=f"{label} networks".strip()):
         networks = trained_networks(
-            x, y, num_classes=num_classes, hidden_size=width, num_layers=depth, seeds=settings.seeds,
-            epochs=settings.epochs, batch_size=settings.batch_size, lr=settings.lr, device=settings.device,
-            family=family, image_shape=image_shape,
+            x,
+            y,
+            num_classes=num_classes,
+            hidden_size=width,
+            num_layers=depth,
+            seeds=settings.seeds,
+            epochs=settings.epochs,
+            batch_size=settings.batch_size,
+            lr=settings.lr,
+            device=settings.device,
+            family=family,
+            image_shape=image_shape,
         )
         members = [measure_member(network, settings, num_classes) for network in networks]
         model = networks[0].model
         curves = combine_members(width, depth, weight_layers(model), members, settings)
         results[(family, width, depth)] = FamilyConfiguration(
-            family, width, depth, sum(p.numel() for p in model.parameters()), tuple(networks), curves)
+            family, width, depth, sum(p.numel() for p in model.parameters()), tuple(networks), curves
+        )
     return results
 
 
@@ -168,7 +191,8 @@ class NetworkCurvature:
     @property
     def softmax_slack(self) -> torch.Tensor:
         """``||J_i^T A_i J_i|| / (||J_i J_i^T|| / 2)`` (at most 1, since ``||A_i|| <= 1/2``) of the samples
-        with ``J_i != 0`` (an input that switches off a whole ReLU layer has ``J_i = 0``)."""
+        with ``J_i != 0`` (an input that switches off a whole ReLU layer has ``J_i = 0``).
+        """
         live = self.jjt_norms > 0
         return self.ggn_norms[live] / (self.jjt_norms[live] / 2)
 
@@ -185,8 +209,16 @@ class NetworkCurvature:
         return (self.hterm_norms / ggn)[self.hessian_converged]
 
 
-def network_curvature(network: TrainedNetwork, x: torch.Tensor, y: torch.Tensor, *, samples: int,
-                      hessian_samples: int, factor: float = 3.0, use_cache: bool = True) -> NetworkCurvature:
+def network_curvature(
+    network: TrainedNetwork,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    samples: int,
+    hessian_samples: int,
+    factor: float = 3.0,
+    use_cache: bool = True,
+) -> NetworkCurvature:
     """Measure :class:`NetworkCurvature` for ``network`` on ``x[:samples]`` (cached in the results store)."""
     n = x.shape[0]
     check_int("samples", samples, minimum=1, maximum=n)
@@ -194,9 +226,15 @@ def network_curvature(network: TrainedNetwork, x: torch.Tensor, y: torch.Tensor,
     check_float("factor", factor, minimum=0.0, strict_minimum=True)
     model = network.model
     xs, ys = x[:samples], y[:samples]
-    params = {"version": CURVATURE_VERSION, "model": tensor_fingerprint(*[p.detach() for p in model.parameters()]),
-              "model_class": type(model).__name__, "data": tensor_fingerprint(xs, ys),
-              "hessian_samples": hessian_samples, "factor": factor, "torch": torch.__version__.split("+")[0]}
+    params = {
+        "version": CURVATURE_VERSION,
+        "model": tensor_fingerprint(*[p.detach() for p in model.parameters()]),
+        "model_class": type(model).__name__,
+        "data": tensor_fingerprint(xs, ys),
+        "hessian_samples": hessian_samples,
+        "factor": factor,
+        "torch": torch.__version__.split("+")[0],
+    }
     computed = False
 
     def compute() -> dict:
@@ -204,24 +242,35 @@ def network_curvature(network: TrainedNetwork, x: torch.Tensor, y: torch.Tensor,
         computed = True
         pieces = [per_sample_jjt(model, xs[start : start + 512]) for start in range(0, samples, 512)]
         jjt, logits = torch.cat([p[0] for p in pieces]).double(), torch.cat([p[1] for p in pieces]).double()
-        out = {"ggn_norms": torch.linalg.eigvalsh(ggn_small_from_ntk(jjt, logits))[:, -1].clamp_min(0),
-               "jjt_norms": torch.linalg.eigvalsh(jjt)[:, -1].clamp_min(0)}
+        out = {
+            "ggn_norms": torch.linalg.eigvalsh(ggn_small_from_ntk(jjt, logits))[:, -1].clamp_min(0),
+            "jjt_norms": torch.linalg.eigvalsh(jjt)[:, -1].clamp_min(0),
+        }
         if not isinstance(model, VisionTransformer):
             out["bound"] = layer_norm_bound_per_sample(model, xs)
         head = slice(0, hessian_samples)
         out["scaling_exponents"] = jjt_scaling_exponents(model, xs[head], factor=factor)
         converged = torch.ones(hessian_samples, dtype=torch.bool)
         for operator in ("hessian", "hterm"):
-            norms = per_sample_hessian_norms(model, xs[head], ys[head], operator=operator, tol=1e-4, max_iter=120,
-                                             seed=network.seed)
+            norms = per_sample_hessian_norms(
+                model, xs[head], ys[head], operator=operator, tol=1e-4, max_iter=120, seed=network.seed
+            )
             out[f"{operator}_norms"], converged = norms.norms, converged & norms.converged
         out["hessian_converged"] = converged
         return out
 
     result = cached("network_curvature", params, compute, enabled=use_cache)
-    return NetworkCurvature(network.seed, result["ggn_norms"], result["jjt_norms"], result.get("bound"),
-                            result["scaling_exponents"], result["hessian_norms"], result["hterm_norms"],
-                            result["hessian_converged"], from_cache=not computed)
+    return NetworkCurvature(
+        network.seed,
+        result["ggn_norms"],
+        result["jjt_norms"],
+        result.get("bound"),
+        result["scaling_exponents"],
+        result["hessian_norms"],
+        result["hterm_norms"],
+        result["hessian_converged"],
+        from_cache=not computed,
+    )
 
 
 def _interval(values) -> str:
@@ -237,14 +286,18 @@ def family_table(results: dict[tuple[str, int, int], FamilyConfiguration]) -> st
         accuracy = 100 * np.array(c.accuracies)
         ratios = [m.level / m.mean_abs_deviation for m in c.members if m.mean_abs_deviation > 0]
         exponent_low, exponent_high = c.rate_exponent_ci95
-        rows.append(f"| {FAMILY_NAMES[r.family]} | {r.width} | {r.depth} | {r.parameters} | {accuracy.mean():.1f} "
-                    f"({accuracy.min():.1f}-{accuracy.max():.1f}) | {c.collapsed_seeds} of {len(c.members)} "
-                    f"| {_interval(c.levels)} | {min(ratios, default=float('nan')):.3f}-"
-                    f"{max(ratios, default=float('nan')):.3f} "
-                    f"| {c.rate_exponent:.3f} [{exponent_low:.3f}, {exponent_high:.3f}] |")
-    return ("| family | width | depth | parameters | train accuracy % (range) | collapsed seeds "
-            "| level C [95 % CI] | level / MAD (range) | fitted exponent [95 % CI] |\n"
-            "|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows))
+        rows.append(
+            f"| {FAMILY_NAMES[r.family]} | {r.width} | {r.depth} | {r.parameters} | {accuracy.mean():.1f} "
+            f"({accuracy.min():.1f}-{accuracy.max():.1f}) | {c.collapsed_seeds} of {len(c.members)} "
+            f"| {_interval(c.levels)} | {min(ratios, default=float('nan')):.3f}-"
+            f"{max(ratios, default=float('nan')):.3f} "
+            f"| {c.rate_exponent:.3f} [{exponent_low:.3f}, {exponent_high:.3f}] |"
+        )
+    return (
+        "| family | width | depth | parameters | train accuracy % (range) | collapsed seeds "
+        "| level C [95 % CI] | level / MAD (range) | fitted exponent [95 % CI] |\n"
+        "|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows)
+    )
 
 
 def pooled_median(tensors) -> float:
@@ -253,13 +306,16 @@ def pooled_median(tensors) -> float:
     return float(values.median()) if values.numel() else float("nan")
 
 
-def curvature_table(results: dict[tuple[str, int, int], FamilyConfiguration],
-                    curvature: dict[tuple[str, int, int], list[NetworkCurvature]]) -> str:
+def curvature_table(
+    results: dict[tuple[str, int, int], FamilyConfiguration],
+    curvature: dict[tuple[str, int, int], list[NetworkCurvature]],
+) -> str:
     """Markdown: per family and size, across seeds, the G-term norm; the bound's validity and its
     slack split into ``G-term / (||J J^T|| / 2)`` (how far ``A_i`` is from its bound 1/2) and
     ``(||J J^T|| / 2) / bound`` (the layer-norm product's slack); the scaling exponent of ``J J^T``;
     and the full Hessian's and the H-term's norms relative to the G-term's, on the samples whose
-    Lanczos runs converged."""
+    Lanczos runs converged.
+    """
     rows = []
     for key, measured in curvature.items():
         r = results[key]
@@ -276,21 +332,31 @@ def curvature_table(results: dict[tuple[str, int, int], FamilyConfiguration],
         relu = "" if r.family == "vit" else f"; 2(L-1) = {2 * (r.curves.weight_matrices - 1)}"
         converged = sum(int(m.hessian_converged.sum()) for m in measured)
         lanczos = sum(m.hessian_converged.numel() for m in measured)
-        rows.append(f"| {FAMILY_NAMES[r.family]} | {r.width} | {r.depth} | {np.mean(medians):.3g} "
-                    f"({min(medians):.3g}-{max(medians):.3g}) | {softmax_slack:.3f} | {bound} "
-                    f"| {float(exponents.median()):.2f} ({float(exponents.min()):.2f} to {float(exponents.max()):.2f}){relu} "
-                    f"| {converged} of {lanczos} | {pooled_median([m.converged_hessian_ratios for m in measured]):.2f} "
-                    f"| {pooled_median([m.converged_hterm_ratios for m in measured]):.2f} |")
-    return ("| family | width | depth | median G-term norm, mean over seeds (range) | median G-term / (JJ^T norm / 2) "
-            "| samples within the layer-norm bound | median (JJ^T norm / 2) / bound "
-            "| scaling exponent of JJ^T, median (range) | Lanczos converged | median full Hessian / G-term "
-            "| median H-term / G-term |\n|---|---|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows))
+        rows.append(
+            f"| {FAMILY_NAMES[r.family]} | {r.width} | {r.depth} | {np.mean(medians):.3g} "
+            f"({min(medians):.3g}-{max(medians):.3g}) | {softmax_slack:.3f} | {bound} "
+            f"| {float(exponents.median()):.2f} ({float(exponents.min()):.2f} to {float(exponents.max()):.2f}){relu} "
+            f"| {converged} of {lanczos} | {pooled_median([m.converged_hessian_ratios for m in measured]):.2f} "
+            f"| {pooled_median([m.converged_hterm_ratios for m in measured]):.2f} |"
+        )
+    return (
+        "| family | width | depth | median G-term norm, mean over seeds (range) | median G-term / (JJ^T norm / 2) "
+        "| samples within the layer-norm bound | median (JJ^T norm / 2) / bound "
+        "| scaling exponent of JJ^T, median (range) | Lanczos converged | median full Hessian / G-term "
+        "| median H-term / G-term |\n|---|---|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows)
+    )
 
 
-def size_trend_tests(values: dict[tuple[str, int, int], list[float]], sizes: dict[str, tuple[tuple[int, int], ...]],
-                     directions: dict[str, str], *, permutations: int = 10000) -> list[dict[str, Any]]:
+def size_trend_tests(
+    values: dict[tuple[str, int, int], list[float]],
+    sizes: dict[str, tuple[tuple[int, int], ...]],
+    directions: dict[str, str],
+    *,
+    permutations: int = 10000,
+) -> list[dict[str, Any]]:
     """One-sided Spearman trend tests of per-seed ``values`` against width (width panel) and depth
-    (depth panel) for every family; ``directions`` maps ``"width"``/``"depth"`` to the claimed direction."""
+    (depth panel) for every family; ``directions`` maps ``"width"``/``"depth"`` to the claimed direction.
+    """
     tests = []
     for family, pairs in sizes.items():
         for varying, direction in directions.items():
@@ -301,44 +367,76 @@ def size_trend_tests(values: dict[tuple[str, int, int], list[float]], sizes: dic
             x = [pair[column] for pair in panel for _ in values[(family, *pair)]]
             v = [value for pair in panel for value in values[(family, *pair)]]
             test = trend_test(x, v, direction, permutations=permutations)
-            tests.append({"family": family, "varying": varying, "direction": direction,
-                          "sizes": [list(p) for p in panel], **test.as_dict()})
+            tests.append(
+                {
+                    "family": family,
+                    "varying": varying,
+                    "direction": direction,
+                    "sizes": [list(p) for p in panel],
+                    **test.as_dict(),
+                }
+            )
     return tests
 
 
-def family_curvature(results: dict[tuple[str, int, int], FamilyConfiguration], x: torch.Tensor, y: torch.Tensor, *,
-                     samples: int, hessian_samples: int, factor: float = 3.0,
-                     label: str = "") -> dict[tuple[str, int, int], list[NetworkCurvature]]:
+def family_curvature(
+    results: dict[tuple[str, int, int], FamilyConfiguration],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    samples: int,
+    hessian_samples: int,
+    factor: float = 3.0,
+    label: str = "",
+) -> dict[tuple[str, int, int], list[NetworkCurvature]]:
     """:func:`network_curvature` of every seed of every size in ``results`` (one list per size, in seed order)."""
     check_int("samples", samples, minimum=1, maximum=x.shape[0])
     check_int("hessian_samples", hessian_samples, minimum=1, maximum=samples)
-    return {key: [network_curvature(network, x, y, samples=samples, hessian_samples=hessian_samples, factor=factor)
-                  for network in r.networks]
-            for key, r in tqdm(results.items(), desc=f"{label} curvature".strip())}
+    return {
+        key: [
+            network_curvature(network, x, y, samples=samples, hessian_samples=hessian_samples, factor=factor)
+            for network in r.networks
+        ]
+        for key, r in progress_bar(results.items(), desc=f"{label} curvature".strip())
+    }
 
 
-def family_summary_rows(results: dict[tuple[str, int, int], FamilyConfiguration],
-                        curvature: dict[tuple[str, int, int], list[NetworkCurvature]]) -> list[dict[str, Any]]:
+def family_summary_rows(
+    results: dict[tuple[str, int, int], FamilyConfiguration],
+    curvature: dict[tuple[str, int, int], list[NetworkCurvature]],
+) -> list[dict[str, Any]]:
     """Per family and size, the numbers a chapter writes to ``summary.json`` (lists are per seed)."""
     rows = []
     for key, r in results.items():
         c, measured = r.curves, curvature[key]
-        row = {"family": r.family, "width": r.width, "depth": r.depth, "parameters": r.parameters,
-               "linear_layers": c.weight_matrices, "seeds": c.seeds, "accuracies": c.accuracies,
-               "levels": c.levels, "level_mean": c.level_mean, "level_ci95": list(c.level_ci95),
-               "mean_abs_deviations": [m.mean_abs_deviation for m in c.members],
-               "rate_exponents": c.rate_exponents, "rate_exponent": c.rate_exponent,
-               "rate_exponent_ci95": list(c.rate_exponent_ci95), "collapsed_seeds": c.collapsed_seeds,
-               "ggn_norm_median": [float(m.ggn_norms.median()) for m in measured],
-               "ggn_norm_q90": [float(m.ggn_norms.quantile(0.9)) for m in measured],
-               "ggn_norm_max": [float(m.ggn_norms.max()) for m in measured],
-               "ggn_to_half_jjt_median": [pooled_median([m.softmax_slack]) for m in measured],
-               "hessian_converged": [int(m.hessian_converged.sum()) for m in measured],
-               "hessian_to_ggn_median": [pooled_median([m.converged_hessian_ratios]) for m in measured],
-               "hterm_to_ggn_median": [pooled_median([m.converged_hterm_ratios]) for m in measured],
-               "scaling_exponent_range": [[float(e.min()), float(e.max())]
-                                          for e in (m.scaling_exponents[torch.isfinite(m.scaling_exponents)]
-                                                    for m in measured)]}
+        row = {
+            "family": r.family,
+            "width": r.width,
+            "depth": r.depth,
+            "parameters": r.parameters,
+            "linear_layers": c.weight_matrices,
+            "seeds": c.seeds,
+            "accuracies": c.accuracies,
+            "levels": c.levels,
+            "level_mean": c.level_mean,
+            "level_ci95": list(c.level_ci95),
+            "mean_abs_deviations": [m.mean_abs_deviation for m in c.members],
+            "rate_exponents": c.rate_exponents,
+            "rate_exponent": c.rate_exponent,
+            "rate_exponent_ci95": list(c.rate_exponent_ci95),
+            "collapsed_seeds": c.collapsed_seeds,
+            "ggn_norm_median": [float(m.ggn_norms.median()) for m in measured],
+            "ggn_norm_q90": [float(m.ggn_norms.quantile(0.9)) for m in measured],
+            "ggn_norm_max": [float(m.ggn_norms.max()) for m in measured],
+            "ggn_to_half_jjt_median": [pooled_median([m.softmax_slack]) for m in measured],
+            "hessian_converged": [int(m.hessian_converged.sum()) for m in measured],
+            "hessian_to_ggn_median": [pooled_median([m.converged_hessian_ratios]) for m in measured],
+            "hterm_to_ggn_median": [pooled_median([m.converged_hterm_ratios]) for m in measured],
+            "scaling_exponent_range": [
+                [float(e.min()), float(e.max())]
+                for e in (m.scaling_exponents[torch.isfinite(m.scaling_exponents)] for m in measured)
+            ],
+        }
         if measured[0].bound is not None:
             row["bound_held"] = [int((m.ggn_norms <= m.bound * (1 + 1e-9)).sum()) for m in measured]
             row["bound_tightness_median"] = [float((m.ggn_norms / m.bound).median()) for m in measured]
@@ -349,16 +447,19 @@ def family_summary_rows(results: dict[tuple[str, int, int], FamilyConfiguration]
 
 def landscape_facts(results: dict[str, dict[tuple[str, int, int], FamilyConfiguration]]) -> dict[str, dict[str, Any]]:
     """Per family, over every dataset, size and seed: the range of fitted exponents, how many of their
-    bootstrap intervals contain -1, and the range of level / MAD."""
+    bootstrap intervals contain -1, and the range of level / MAD.
+    """
     facts = {}
     for family in dict.fromkeys(key[0] for sweep in results.values() for key in sweep):
-        members = [m for sweep in results.values() for key, r in sweep.items() if key[0] == family
-                   for m in r.curves.members]
+        members = [
+            m for sweep in results.values() for key, r in sweep.items() if key[0] == family for m in r.curves.members
+        ]
         fitted = [m for m in members if m.fit is not None]
         exponents = [m.fit.exponent for m in fitted]
         ratios = [m.level / m.mean_abs_deviation for m in members if m.mean_abs_deviation > 0]
         facts[family] = {
-            "networks": len(members), "fitted": len(fitted),
+            "networks": len(members),
+            "fitted": len(fitted),
             "exponent_range": [min(exponents, default=float("nan")), max(exponents, default=float("nan"))],
             "contains_minus_one": sum(m.fit.ci[0] <= -1.0 <= m.fit.ci[1] for m in fitted),
             "level_to_mad_range": [min(ratios, default=float("nan")), max(ratios, default=float("nan"))],
@@ -366,24 +467,34 @@ def landscape_facts(results: dict[str, dict[tuple[str, int, int], FamilyConfigur
     return facts
 
 
-def curvature_facts(results: dict[str, dict[tuple[str, int, int], FamilyConfiguration]],
-                    curvature: dict[str, dict[tuple[str, int, int], list[NetworkCurvature]]]) -> dict[str, dict[str, Any]]:
+def curvature_facts(
+    results: dict[str, dict[tuple[str, int, int], FamilyConfiguration]],
+    curvature: dict[str, dict[tuple[str, int, int], list[NetworkCurvature]]],
+) -> dict[str, dict[str, Any]]:
     """Per family, over every dataset, size and seed: the bound's validity and its two slack factors
     (medians), the range of scaling exponents and (ReLU families) their largest deviation from
-    ``2(L-1)``, Lanczos convergence, and the median full-Hessian and H-term ratios to the G-term."""
+    ``2(L-1)``, Lanczos convergence, and the median full-Hessian and H-term ratios to the G-term.
+    """
     facts = {}
     for family in dict.fromkeys(key[0] for c in curvature.values() for key in c):
-        entries = [(results[name][key], m) for name, c in curvature.items() for key, ms in c.items()
-                   if key[0] == family for m in ms]
+        entries = [
+            (results[name][key], m)
+            for name, c in curvature.items()
+            for key, ms in c.items()
+            if key[0] == family
+            for m in ms
+        ]
         measured = [m for _, m in entries]
         exponents = torch.cat([m.scaling_exponents for m in measured])
         exponents = exponents[torch.isfinite(exponents)]
-        f = {"softmax_slack": pooled_median([m.softmax_slack for m in measured]),
-             "exponent_range": [float(exponents.min()), float(exponents.max())],
-             "lanczos_converged": sum(int(m.hessian_converged.sum()) for m in measured),
-             "lanczos_samples": sum(m.hessian_converged.numel() for m in measured),
-             "hessian_to_ggn": pooled_median([m.converged_hessian_ratios for m in measured]),
-             "hterm_to_ggn": pooled_median([m.converged_hterm_ratios for m in measured])}
+        f = {
+            "softmax_slack": pooled_median([m.softmax_slack for m in measured]),
+            "exponent_range": [float(exponents.min()), float(exponents.max())],
+            "lanczos_converged": sum(int(m.hessian_converged.sum()) for m in measured),
+            "lanczos_samples": sum(m.hessian_converged.numel() for m in measured),
+            "hessian_to_ggn": pooled_median([m.converged_hessian_ratios for m in measured]),
+            "hterm_to_ggn": pooled_median([m.converged_hterm_ratios for m in measured]),
+        }
         if measured[0].bound is not None:
             f["bound_held"] = sum(int((m.ggn_norms <= m.bound * (1 + 1e-9)).sum()) for m in measured)
             f["bound_samples"] = sum(m.ggn_norms.numel() for m in measured)
@@ -392,7 +503,8 @@ def curvature_facts(results: dict[str, dict[tuple[str, int, int], FamilyConfigur
         if family != "vit":  # 2(L-1) is the exponent of a bias-free ReLU network, not of the ViT
             f["max_deviation_from_relu"] = max(
                 float((m.scaling_exponents - 2.0 * (r.curves.weight_matrices - 1)).abs().nan_to_num().max())
-                for r, m in entries)
+                for r, m in entries
+            )
         facts[family] = f
     return facts
 
@@ -400,10 +512,12 @@ def curvature_facts(results: dict[str, dict[tuple[str, int, int], FamilyConfigur
 def plot_family_curves(results: dict[str, dict[tuple[str, int, int], FamilyConfiguration]]) -> plt.Figure:
     """One row per dataset, one panel per family: the unsmoothed mean ``|L_{k+1} - L_k|`` over orders
     and seeds on log-log axes (log bins of ``k``), shaded from the lowest to the highest seed, with
-    ``C/(k+1)`` for the first size's level dashed."""
+    ``C/(k+1)`` for the first size's level dashed.
+    """
     families = list(dict.fromkeys(key[0] for sweep in results.values() for key in sweep))
-    fig, axes = plt.subplots(len(results), len(families), figsize=(4.3 * len(families), 3.9 * len(results)),
-                             sharey="row", squeeze=False)
+    fig, axes = plt.subplots(
+        len(results), len(families), figsize=(4.3 * len(families), 3.9 * len(results)), sharey="row", squeeze=False
+    )
     for row, (dataset, sweep) in zip(axes, results.items()):
         for ax, family in zip(row, families):
             members = [r for r in sweep.values() if r.family == family]
@@ -411,8 +525,12 @@ def plot_family_curves(results: dict[str, dict[tuple[str, int, int], FamilyConfi
                 c = r.curves
                 centres, binned = log_binned(c.live_mean)
                 low, high = log_binned(c.seed_low)[1], log_binned(c.seed_high)[1]
-                ax.plot(centres, binned, color=color,
-                        label=f"width {r.width}, depth {r.depth}: exponent {c.rate_exponent:.2f}")
+                ax.plot(
+                    centres,
+                    binned,
+                    color=color,
+                    label=f"width {r.width}, depth {r.depth}: exponent {c.rate_exponent:.2f}",
+                )
                 ax.fill_between(centres, low, high, color=color, alpha=0.2, lw=0)
             reference = members[0].curves
             k = np.arange(1, reference.mean.size + 1)
@@ -424,13 +542,17 @@ def plot_family_curves(results: dict[str, dict[tuple[str, int, int], FamilyConfi
     return fig
 
 
-def plot_curvature(results: dict[str, dict[tuple[str, int, int], FamilyConfiguration]],
-                   curvature: dict[str, dict[tuple[str, int, int], list[NetworkCurvature]]]) -> plt.Figure:
-    """One row per dataset. Left: median per-sample G-term norm against the parameter count, one
-    point per seed. Middle: the empirical distribution function of G-term / layer-norm bound (MLP and
-    CNN). Right: the
-    scaling exponent of ``J J^T`` of every sample, per size, with ``2(L-1)`` (the value of every
-    bias-free ReLU network) marked for the MLP and the CNN."""
+def plot_curvature(
+    results: dict[str, dict[tuple[str, int, int], FamilyConfiguration]],
+    curvature: dict[str, dict[tuple[str, int, int], list[NetworkCurvature]]],
+) -> plt.Figure:
+    """One row per dataset.
+
+    Left: median per-sample G-term norm against the parameter count, one point per seed. Middle: the
+    empirical distribution function of G-term / layer-norm bound (MLP and CNN). Right: the scaling
+    exponent of ``J J^T`` of every sample, per size, with ``2(L-1)`` (the value of every bias-free
+    ReLU network) marked for the MLP and the CNN.
+    """
     markers = {"mlp": "o", "cnn": "s", "vit": "^"}
     colors = {"mlp": "C0", "cnn": "C1", "vit": "C2"}  # categorical: the families are not an ordered sweep
     fig, axes = plt.subplots(len(results), 3, figsize=(14, 4.2 * len(results)), squeeze=False)
@@ -442,36 +564,69 @@ def plot_curvature(results: dict[str, dict[tuple[str, int, int], FamilyConfigura
             for i, key in enumerate(keys):
                 r, measured = sweep[key], measured_by_key[key]
                 medians = [float(m.ggn_norms.median()) for m in measured]
-                left.scatter([r.parameters] * len(medians), medians, marker=markers[family], color=colors[family],
-                             label=FAMILY_NAMES[family] if i == 0 else None, alpha=0.8)
+                left.scatter(
+                    [r.parameters] * len(medians),
+                    medians,
+                    marker=markers[family],
+                    color=colors[family],
+                    label=FAMILY_NAMES[family] if i == 0 else None,
+                    alpha=0.8,
+                )
                 if measured[0].bound is not None:
                     ratios = np.sort(np.concatenate([(m.ggn_norms / m.bound).numpy() for m in measured]))
                     ratios = ratios[ratios > 0]
-                    middle.step(ratios, np.arange(1, ratios.size + 1) / ratios.size, where="post",
-                                color=colors[family], ls=["-", "--", ":"][i % 3],
-                                label=f"{family} w{r.width} d{r.depth}")
+                    middle.step(
+                        ratios,
+                        np.arange(1, ratios.size + 1) / ratios.size,
+                        where="post",
+                        color=colors[family],
+                        ls=["-", "--", ":"][i % 3],
+                        label=f"{family} w{r.width} d{r.depth}",
+                    )
                 exponents = np.concatenate([m.scaling_exponents.numpy() for m in measured])
                 exponents = exponents[np.isfinite(exponents)]
                 position = len(labels)
                 labels.append(f"{family} w{r.width} d{r.depth}")
                 jitter = np.linspace(-0.25, 0.25, exponents.size) if exponents.size > 1 else np.zeros(1)
-                right.scatter(position + jitter[: exponents.size], exponents, marker=markers[family],
-                              color=colors[family], s=8, alpha=0.5)
+                right.scatter(
+                    position + jitter[: exponents.size],
+                    exponents,
+                    marker=markers[family],
+                    color=colors[family],
+                    s=8,
+                    alpha=0.5,
+                )
                 if family != "vit":
-                    right.hlines(2.0 * (r.curves.weight_matrices - 1), position - 0.4, position + 0.4, color="0.2",
-                                 lw=1.5, label="2(L-1), bias-free ReLU" if not relu_labelled else None)
+                    right.hlines(
+                        2.0 * (r.curves.weight_matrices - 1),
+                        position - 0.4,
+                        position + 0.4,
+                        color="0.2",
+                        lw=1.5,
+                        label="2(L-1), bias-free ReLU" if not relu_labelled else None,
+                    )
                     relu_labelled = True
-        left.set(xscale="log", yscale="log", xlabel="parameters P",
-                 ylabel=r"median $\|J_i^\top A_i J_i\|_2$ (nats per parameter$^2$)",
-                 title=f"{dataset}: G-term norm, one point per seed")
+        left.set(
+            xscale="log",
+            yscale="log",
+            xlabel="parameters P",
+            ylabel=r"median $\|J_i^\top A_i J_i\|_2$ (nats per parameter$^2$)",
+            title=f"{dataset}: G-term norm, one point per seed",
+        )
         left.xaxis.set_minor_formatter(NullFormatter())
         middle.axvline(1, color="0.3", ls="--", lw=1, label="bound reached")
-        middle.set(xscale="log", xlabel="G-term norm / layer-norm bound", ylabel="fraction of samples (all seeds)",
-                   title=f"{dataset}: how tight the bound is")
+        middle.set(
+            xscale="log",
+            xlabel="G-term norm / layer-norm bound",
+            ylabel="fraction of samples (all seeds)",
+            title=f"{dataset}: how tight the bound is",
+        )
         right.set_xticks(range(len(labels)), labels, fontsize=7, rotation=45, ha="right")
-        right.set(xlabel="family, width w, depth d",
-                  ylabel=r"exponent of $\|J_iJ_i^\top\|$ under $\theta\to c\,\theta$",
-                  title=f"{dataset}: homogeneity, one point per sample")
+        right.set(
+            xlabel="family, width w, depth d",
+            ylabel=r"exponent of $\|J_iJ_i^\top\|$ under $\theta\to c\,\theta$",
+            title=f"{dataset}: homogeneity, one point per sample",
+        )
         for ax in (left, middle, right):
             ax.legend()
     fig.tight_layout()

@@ -78,7 +78,8 @@ class SampleSize:
 
 def log_window_smooth(curves: np.ndarray, window: float = 0.1) -> np.ndarray:
     """Average each row of ``(k+1) curves`` (column ``j`` is ``k = j + 1``) over ``k' in [k/(1+w), k(1+w)]``
-    and divide by ``k+1`` again; ``window = 0`` returns the curves unchanged."""
+    and divide by ``k+1`` again; ``window = 0`` returns the curves unchanged.
+    """
     curves = np.asarray(curves, dtype=np.float64)
     if window == 0:
         return curves
@@ -94,7 +95,8 @@ def log_window_smooth(curves: np.ndarray, window: float = 0.1) -> np.ndarray:
 
 def first_k_below(mean_curves: np.ndarray, epsilon: float) -> np.ndarray:
     """For each row of ``mean_curves`` (``(..., N-1)``, column ``j`` is ``k = j + 1``), the smallest ``k``
-    with every value from ``k`` on ``<= epsilon``; ``inf`` when the last value exceeds ``epsilon``."""
+    with every value from ``k`` on ``<= epsilon``; ``inf`` when the last value exceeds ``epsilon``.
+    """
     curves = np.asarray(mean_curves, dtype=np.float64)
     above = curves > epsilon
     width = curves.shape[-1]
@@ -129,7 +131,9 @@ def sufficient_sample_size(
     """
     losses = torch.as_tensor(losses).detach().cpu().double()
     if losses.ndim != 1 or losses.numel() < 3:
-        raise ValueError(f"losses must be a 1-D tensor of at least 3 per-sample losses, got shape {tuple(losses.shape)}")
+        raise ValueError(
+            f"losses must be a 1-D tensor of at least 3 per-sample losses, got shape {tuple(losses.shape)}"
+        )
     check_float("epsilon", epsilon, minimum=0.0, strict_minimum=True)
     check_int("permutations", permutations, minimum=2)
     check_int("seed", seed, minimum=0)
@@ -159,7 +163,9 @@ def sufficient_sample_size(
     boot_mad = mean_abs_deviation(torch.from_numpy(values[rng.integers(0, n, size=(bootstrap, n))])).numpy()
     # A sample size is at least 1: a network whose losses are (nearly) all equal has settled at once.
     extrapolated = max(mad / epsilon - 1.0, 1.0)
-    extrapolated_ci = tuple(float(v) for v in np.quantile(np.maximum(boot_mad / epsilon - 1.0, 1.0), [tail, 1.0 - tail]))
+    extrapolated_ci = tuple(
+        float(v) for v in np.quantile(np.maximum(boot_mad / epsilon - 1.0, 1.0), [tail, 1.0 - tail])
+    )
 
     constant = 2.0 * (m_l + hessian_bound * radius**2)
     bound = max(1, math.ceil(constant / epsilon - 1.0 - 1e-12))
@@ -167,6 +173,17 @@ def sufficient_sample_size(
     assert lemma_bound(bound, m_l, hessian_bound, radius) <= epsilon * (1 + 1e-9)
     reached = math.isfinite(measured)
     return SampleSize(
-        float(epsilon), n, reached, int(measured) if reached else None, measured_ci, float(extrapolated),
-        extrapolated_ci, bound, mad, m_l, float(hessian_bound), float(radius), confidence,
+        float(epsilon),
+        n,
+        reached,
+        int(measured) if reached else None,
+        measured_ci,
+        float(extrapolated),
+        extrapolated_ci,
+        bound,
+        mad,
+        m_l,
+        float(hessian_bound),
+        float(radius),
+        confidence,
     )

@@ -68,6 +68,7 @@ class TrendTest:
     smallest_p_value: float
 
     def as_dict(self) -> dict:
+        """The fields as a plain dict (for ``summary.json``)."""
         return asdict(self)
 
 
@@ -79,8 +80,13 @@ def _rank_correlations(x_ranks: np.ndarray, y_ranks: np.ndarray) -> np.ndarray:
 
 
 def trend_test(
-    x: Sequence[float], values: Sequence[float], direction: str, *,
-    permutations: int = 10000, alpha: float = 0.05, seed: int = 0,
+    x: Sequence[float],
+    values: Sequence[float],
+    direction: str,
+    *,
+    permutations: int = 10000,
+    alpha: float = 0.05,
+    seed: int = 0,
 ) -> TrendTest:
     """Spearman's rho of ``values`` against ``x`` with one-sided permutation p-values.
 
@@ -98,8 +104,9 @@ def trend_test(
     if not (np.isfinite(x).all() and np.isfinite(values).all()):
         raise ValueError("x and values must be finite")
     if x.size < 3 or np.unique(x).size < 2 or np.unique(values).size < 2:
-        return TrendTest(float("nan"), float("nan"), float("nan"), "not testable", direction, int(x.size), alpha,
-                         float("nan"))
+        return TrendTest(
+            float("nan"), float("nan"), float("nan"), "not testable", direction, int(x.size), alpha, float("nan")
+        )
     x_ranks, y_ranks = rankdata(x), rankdata(values)
     rho = float(_rank_correlations(x_ranks, y_ranks[None])[0])
     rng = np.random.default_rng(seed)

@@ -18,30 +18,12 @@ from lhlib.cache import atomic_write_bytes
 
 __all__ = ["markdown_table", "output_path", "save_figure", "sweep_colors", "use_style", "write_summary"]
 
-STYLE = {
-    "figure.figsize": (6.4, 4.0),
-    "figure.dpi": 110,
-    "savefig.dpi": 150,
-    "savefig.bbox": "tight",
-    "axes.grid": True,
-    "grid.alpha": 0.3,
-    "grid.linewidth": 0.6,
-    "axes.spines.top": False,
-    "axes.spines.right": False,
-    "axes.titlesize": 11,
-    "axes.labelsize": 10,
-    "legend.fontsize": 8,
-    "legend.frameon": False,
-    "xtick.labelsize": 9,
-    "ytick.labelsize": 9,
-    "lines.linewidth": 1.4,
-    "image.cmap": "viridis",
-}
+STYLE_FILE = Path(__file__).with_name("style.mplstyle")
 
 
 def use_style() -> None:
-    """Apply the book's matplotlib style."""
-    mpl.rcParams.update(STYLE)
+    """Apply the book's matplotlib style (``lhlib/style.mplstyle``)."""
+    plt.style.use(STYLE_FILE)
 
 
 def sweep_colors(count: int, cmap: str = "viridis") -> list:
@@ -95,4 +77,3 @@ def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
 
     lines = ["| " + " | ".join(map(cell, header)) + " |", "|" + "---|" * len(header)]
     return "\n".join(lines + ["| " + " | ".join(map(cell, row)) + " |" for row in rows])
-

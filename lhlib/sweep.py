@@ -19,7 +19,6 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from lhlib.experiment import TrainedNetwork, trained_networks
 from lhlib.landscape import (
@@ -30,6 +29,7 @@ from lhlib.landscape import (
     loss_difference_curves,
     mean_abs_deviation,
 )
+from lhlib.progress import progress_bar
 from lhlib.seed_stats import interval_across_seeds, share_at_chance, trend_test
 from lhlib.style import sweep_colors
 from lhlib.train import resolve_device
@@ -80,10 +80,13 @@ class SweepSettings:
 
 def check_sweep_settings(**parameters: Any) -> SweepSettings:
     """Validate a chapter's sweep parameters (one-line ValueError naming the first bad one); those
-    not given take :class:`SweepSettings`' defaults."""
+    not given take :class:`SweepSettings`' defaults.
+    """
     unknown = set(parameters) - set(SweepSettings.__dataclass_fields__)
     if unknown:
-        raise ValueError(f"unknown sweep settings {sorted(unknown)}; accepted: {sorted(SweepSettings.__dataclass_fields__)}")
+        raise ValueError(
+            f"unknown sweep settings {sorted(unknown)}; accepted: {sorted(SweepSettings.__dataclass_fields__)}"
+        )
     settings = {**SweepSettings().__dict__, **parameters}
     check_int("epochs", settings["epochs"], minimum=1)
     check_int("batch_size", settings["batch_size"], minimum=1)
@@ -174,22 +177,27 @@ class ConfigurationResult:
 
     @property
     def seeds(self) -> list[int]:
+        """The training seeds of the members."""
         return [m.seed for m in self.members]
 
     @property
     def levels(self) -> list[float]:
+        """Each member's level (the tail mean of ``(k + 1) E|L_{k+1} - L_k|``)."""
         return [m.level for m in self.members]
 
     @property
     def accuracies(self) -> list[float]:
+        """Each member's training accuracy."""
         return [m.train_accuracy for m in self.members]
 
     @property
     def collapsed_seeds(self) -> int:
+        """How many members collapsed."""
         return sum(m.collapsed for m in self.members)
 
     @property
     def level_mean(self) -> float:
+        """Mean level across the members."""
         return float(np.mean(self.levels))
 
     @property
@@ -211,7 +219,8 @@ class ConfigurationResult:
     @property
     def rate_exponent_ci95(self) -> tuple[float, float]:
         """95 % Student-t interval of the fitted exponent across the seeds that have one (NaN if
-        fewer than two have)."""
+        fewer than two have).
+        """
         fitted = [e for e in self.rate_exponents if e is not None]
         return interval_across_seeds(fitted)[1] if len(fitted) >= 2 else (float("nan"), float("nan"))
 
@@ -235,8 +244,17 @@ def measure_member(network: TrainedNetwork, settings: SweepSettings, num_classes
     k_min = min(settings.fit_k_min, curves.shape[1] - 1)
     fit = fit_rate_exponent(curves, k_min=k_min, seed=network.seed) if (mean[k_min - 1 :] > 0).all() else None
     return SeedResult(
-        network.seed, network.train_loss, network.train_accuracy, network.epoch_loss, network.losses,
-        mean, lower, upper, fit, float(mean_abs_deviation(network.losses.double())), share,
+        network.seed,
+        network.train_loss,
+        network.train_accuracy,
+        network.epoch_loss,
+        network.losses,
+        mean,
+        lower,
+        upper,
+        fit,
+        float(mean_abs_deviation(network.losses.double())),
+        share,
         share >= settings.collapse_share,
     )
 
@@ -250,25 +268,45 @@ def combine_members(hidden_size, num_layers, weight_matrices, members, settings)
     smoothed_curves = ema(curves, settings.ema)
     live_mean = curves.mean(axis=0)
     return ConfigurationResult(
-        hidden_size, num_layers, weight_matrices, tuple(members), mean, ema(mean, settings.ema),
-        live_mean, ema(live_mean, settings.ema),
-        curves.min(axis=0), curves.max(axis=0), smoothed_curves.min(axis=0), smoothed_curves.max(axis=0),
-        np.mean([m.order_lower for m in live], axis=0), np.mean([m.order_upper for m in live], axis=0),
+        hidden_size,
+        num_layers,
+        weight_matrices,
+        tuple(members),
+        mean,
+        ema(mean, settings.ema),
+        live_mean,
+        ema(live_mean, settings.ema),
+        curves.min(axis=0),
+        curves.max(axis=0),
+        smoothed_curves.min(axis=0),
+        smoothed_curves.max(axis=0),
+        np.mean([m.order_lower for m in live], axis=0),
+        np.mean([m.order_upper for m in live], axis=0),
     )
 
 
-def run_sweep(x: torch.Tensor, y: torch.Tensor, num_classes: int, settings: SweepSettings,
-              label: str = "") -> dict[tuple[int, int], ConfigurationResult]:
+def run_sweep(
+    x: torch.Tensor, y: torch.Tensor, num_classes: int, settings: SweepSettings, label: str = ""
+) -> dict[tuple[int, int], ConfigurationResult]:
     """Train (or load from the results store) every configuration's seed ensemble and measure each member."""
     results = {}
-    for hidden_size, num_layers in tqdm(sweep_configurations(settings), desc=f"{label} configurations".strip()):
+    for hidden_size, num_layers in progress_bar(sweep_configurations(settings), desc=f"{label} configurations".strip()):
         networks = trained_networks(
-            x, y, num_classes=num_classes, hidden_size=hidden_size, num_layers=num_layers, seeds=settings.seeds,
-            epochs=settings.epochs, batch_size=settings.batch_size, lr=settings.lr, device=settings.device,
+            x,
+            y,
+            num_classes=num_classes,
+            hidden_size=hidden_size,
+            num_layers=num_layers,
+            seeds=settings.seeds,
+            epochs=settings.epochs,
+            batch_size=settings.batch_size,
+            lr=settings.lr,
+            device=settings.device,
         )
         members = [measure_member(network, settings, num_classes) for network in networks]
         results[(hidden_size, num_layers)] = combine_members(
-            hidden_size, num_layers, networks[0].model.weight_matrices, members, settings)
+            hidden_size, num_layers, networks[0].model.weight_matrices, members, settings
+        )
     return results
 
 
@@ -279,11 +317,15 @@ def _panel(results, settings, varying: str) -> list[ConfigurationResult]:
 
 
 def _name(result: ConfigurationResult, varying: str) -> str:
-    name = (f"h = {result.hidden_size}" if varying == "hidden_size"
-            else f"num_layers = {result.num_layers} (L = {result.weight_matrices})")
+    name = (
+        f"h = {result.hidden_size}"
+        if varying == "hidden_size"
+        else f"num_layers = {result.num_layers} (L = {result.weight_matrices})"
+    )
     dead = sum(m.fit is None for m in result.members)
     notes = ([f"{result.collapsed_seeds}/{len(result.members)} collapsed"] if result.collapsed_seeds else []) + (
-        [f"{dead} all at ln K"] if dead else [])
+        [f"{dead} all at ln K"] if dead else []
+    )
     return name + (f" ({', '.join(notes)})" if notes else "")
 
 
@@ -291,13 +333,17 @@ def plot_sweep(results: dict[tuple[int, int], ConfigurationResult], settings: Sw
     """The paper's two panels (top: EMA of the mean over seeds and orders, log y, shaded: range across
     seeds; seeds whose losses are all equal, with a zero curve, are left out of lines and bands and
     counted in the legend) and, below, the unsmoothed mean on log-log axes (log-spaced bins of ``k``) with the range
-    across seeds shaded and the 25-75 % band across random orders as thin dotted lines."""
+    across seeds shaded and the 25-75 % band across random orders as thin dotted lines.
+    """
     fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), sharex="row")
     seeds = len(settings.seeds)
     for column, varying in enumerate(("hidden_size", "num_layers")):
         panel = _panel(results, settings, varying)
-        fixed = (f"num_layers = {settings.fixed_num_layers}" if varying == "hidden_size"
-                 else f"h = {settings.fixed_hidden_size}")
+        fixed = (
+            f"num_layers = {settings.fixed_num_layers}"
+            if varying == "hidden_size"
+            else f"h = {settings.fixed_hidden_size}"
+        )
         for result, color in zip(panel, sweep_colors(len(panel))):
             k = np.arange(1, result.mean.size + 1)
             top, bottom = axes[0, column], axes[1, column]
@@ -306,19 +352,31 @@ def plot_sweep(results: dict[tuple[int, int], ConfigurationResult], settings: Sw
             centres, binned = log_binned(result.live_mean)
             low, high = log_binned(result.seed_low)[1], log_binned(result.seed_high)[1]
             low_ci, high_ci = result.rate_exponent_ci95
-            bottom.plot(centres, binned, color=color, lw=1.2,
-                        label=f"{_name(result, varying)}: slope {result.rate_exponent:.3f} [{low_ci:.3f}, {high_ci:.3f}]")
+            bottom.plot(
+                centres,
+                binned,
+                color=color,
+                lw=1.2,
+                label=f"{_name(result, varying)}: slope {result.rate_exponent:.3f} [{low_ci:.3f}, {high_ci:.3f}]",
+            )
             bottom.fill_between(centres, low, high, color=color, alpha=0.15, lw=0)
             for band in (result.order_lower, result.order_upper):
                 bottom.plot(centres, log_binned(band)[1], color=color, ls=":", lw=0.7)
-        axes[0, column].set(yscale="log", xlabel="sample size k",
-                            ylabel=r"EMA of mean $|\mathcal{L}_{k+1}-\mathcal{L}_k|$ (nats)",
-                            title=f"{'hidden size' if varying == 'hidden_size' else 'number of layers'} sweep, "
-                                  f"{fixed}\nline: mean, shaded: range, over {seeds} seeds")
-        axes[1, column].set(xscale="log", yscale="log", xlabel="sample size k",
-                            ylabel=r"mean $|\mathcal{L}_{k+1}-\mathcal{L}_k|$ (nats)",
-                            title="unsmoothed, log bins; shaded: seeds' range\n"
-                                  "dotted: 25-75 % of random orders; slope: mean [95 % CI] over seeds")
+        axes[0, column].set(
+            yscale="log",
+            xlabel="sample size k",
+            ylabel=r"EMA of mean $|\mathcal{L}_{k+1}-\mathcal{L}_k|$ (nats)",
+            title=f"{'hidden size' if varying == 'hidden_size' else 'number of layers'} sweep, "
+            f"{fixed}\nline: mean, shaded: range, over {seeds} seeds",
+        )
+        axes[1, column].set(
+            xscale="log",
+            yscale="log",
+            xlabel="sample size k",
+            ylabel=r"mean $|\mathcal{L}_{k+1}-\mathcal{L}_k|$ (nats)",
+            title="unsmoothed, log bins; shaded: seeds' range\n"
+            "dotted: 25-75 % of random orders; slope: mean [95 % CI] over seeds",
+        )
         axes[0, column].legend(loc="upper right")
         axes[1, column].legend(loc="lower left")
     fig.suptitle(title)
@@ -326,56 +384,87 @@ def plot_sweep(results: dict[tuple[int, int], ConfigurationResult], settings: Sw
     return fig
 
 
-def ordering_tests(results: dict[tuple[int, int], ConfigurationResult], settings: SweepSettings, dataset: str,
-                   *, permutations: int = 10000) -> list[dict[str, Any]]:
+def ordering_tests(
+    results: dict[tuple[int, int], ConfigurationResult],
+    settings: SweepSettings,
+    dataset: str,
+    *,
+    permutations: int = 10000,
+) -> list[dict[str, Any]]:
     """The paper's two ordering claims as one-sided Spearman trend tests of the level over every
-    (configuration, seed) pair of a panel, once with every seed and once without collapsed seeds."""
+    (configuration, seed) pair of a panel, once with every seed and once without collapsed seeds.
+    """
     tests = []
     for panel, (direction, claim) in ORDERING_CLAIMS.items():
         configurations = _panel(results, settings, panel)
         for excluding in (False, True):
-            pairs = [(getattr(r, panel), m.level) for r in configurations for m in r.members
-                     if not (excluding and m.collapsed)]
+            pairs = [
+                (getattr(r, panel), m.level)
+                for r in configurations
+                for m in r.members
+                if not (excluding and m.collapsed)
+            ]
             x, levels = (np.array([p[i] for p in pairs], dtype=float) for i in (0, 1))
             test = trend_test(x, levels, direction, permutations=permutations)
-            tests.append({"dataset": dataset, "panel": panel, "claim": claim, "excluding_collapsed": excluding,
-                          **test.as_dict()})
+            tests.append(
+                {"dataset": dataset, "panel": panel, "claim": claim, "excluding_collapsed": excluding, **test.as_dict()}
+            )
     return tests
 
 
 def sweep_table(results: dict[tuple[int, int], ConfigurationResult]) -> str:
     """A Markdown table of every configuration across its seeds: accuracy (mean and range), collapsed
-    seeds, level and fitted exponent (mean and 95 % interval across seeds)."""
+    seeds, level and fitted exponent (mean and 95 % interval across seeds).
+    """
     lines = []
     for r in results.values():
         accuracy = 100 * np.array(r.accuracies)
         (level_low, level_high), (exp_low, exp_high) = r.level_ci95, r.rate_exponent_ci95
-        lines.append(f"| {r.hidden_size} | {r.num_layers} | {r.weight_matrices} | {accuracy.mean():.1f} "
-                     f"({accuracy.min():.1f}-{accuracy.max():.1f}) | {r.collapsed_seeds} of {len(r.members)} "
-                     f"| {r.level_mean:.4f} [{level_low:.4f}, {level_high:.4f}] "
-                     f"| {r.rate_exponent:.3f} [{exp_low:.3f}, {exp_high:.3f}] |")
-    return ("| h | num_layers | weight matrices L | train accuracy % (range) | collapsed seeds "
-            "| level C [95 % CI] | fitted exponent [95 % CI] |\n|---|---|---|---|---|---|---|\n" + "\n".join(lines))
+        lines.append(
+            f"| {r.hidden_size} | {r.num_layers} | {r.weight_matrices} | {accuracy.mean():.1f} "
+            f"({accuracy.min():.1f}-{accuracy.max():.1f}) | {r.collapsed_seeds} of {len(r.members)} "
+            f"| {r.level_mean:.4f} [{level_low:.4f}, {level_high:.4f}] "
+            f"| {r.rate_exponent:.3f} [{exp_low:.3f}, {exp_high:.3f}] |"
+        )
+    return (
+        "| h | num_layers | weight matrices L | train accuracy % (range) | collapsed seeds "
+        "| level C [95 % CI] | fitted exponent [95 % CI] |\n|---|---|---|---|---|---|---|\n" + "\n".join(lines)
+    )
 
 
 def ordering_table(tests: list[dict[str, Any]]) -> str:
     """A Markdown table of :func:`ordering_tests` results."""
-    rows = [f"| {t['dataset']} | {t['claim']} | {'without' if t['excluding_collapsed'] else 'with'} | {t['pairs']} "
-            f"| {t['statistic']:.3f} | {t['p_value']:.4f} | {t['verdict']} |" for t in tests]
-    return ("| dataset | claim | collapsed seeds | pairs | Spearman rho | one-sided p | verdict |\n"
-            "|---|---|---|---|---|---|---|\n" + "\n".join(rows))
+    rows = [
+        f"| {t['dataset']} | {t['claim']} | {'without' if t['excluding_collapsed'] else 'with'} | {t['pairs']} "
+        f"| {t['statistic']:.3f} | {t['p_value']:.4f} | {t['verdict']} |"
+        for t in tests
+    ]
+    return (
+        "| dataset | claim | collapsed seeds | pairs | Spearman rho | one-sided p | verdict |\n"
+        "|---|---|---|---|---|---|---|\n" + "\n".join(rows)
+    )
 
 
 def summary_rows(results: dict[tuple[int, int], ConfigurationResult]) -> list[dict[str, Any]]:
     """Per-configuration numbers for ``summary.json`` (lists are per seed, in ``seeds`` order)."""
     return [
-        {"hidden_size": r.hidden_size, "num_layers": r.num_layers, "weight_matrices": r.weight_matrices,
-         "seeds": r.seeds, "accuracies": r.accuracies, "train_losses": [m.train_loss for m in r.members],
-         "levels": r.levels, "level_mean": r.level_mean, "level_ci95": list(r.level_ci95),
-         "rate_exponents": r.rate_exponents, "rate_exponent": r.rate_exponent,
-         "rate_exponent_ci95": list(r.rate_exponent_ci95),
-         "mean_abs_deviations": [m.mean_abs_deviation for m in r.members],
-         "shares_at_chance": [m.share_at_chance for m in r.members], "collapsed_seeds": r.collapsed_seeds}
+        {
+            "hidden_size": r.hidden_size,
+            "num_layers": r.num_layers,
+            "weight_matrices": r.weight_matrices,
+            "seeds": r.seeds,
+            "accuracies": r.accuracies,
+            "train_losses": [m.train_loss for m in r.members],
+            "levels": r.levels,
+            "level_mean": r.level_mean,
+            "level_ci95": list(r.level_ci95),
+            "rate_exponents": r.rate_exponents,
+            "rate_exponent": r.rate_exponent,
+            "rate_exponent_ci95": list(r.rate_exponent_ci95),
+            "mean_abs_deviations": [m.mean_abs_deviation for m in r.members],
+            "shares_at_chance": [m.share_at_chance for m in r.members],
+            "collapsed_seeds": r.collapsed_seeds,
+        }
         for r in results.values()
     ]
 

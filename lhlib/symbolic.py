@@ -75,7 +75,7 @@ def is_zero(expr) -> bool:
 
 
 def equation(lhs, rhs, rel: str = "=") -> str:
-    """LaTeX of ``lhs rel rhs``; ``rel`` is ``=``, ``<=``, ``\\approx`` or any LaTeX relation."""
+    r"""LaTeX of ``lhs rel rhs``; ``rel`` is ``=``, ``<=``, ``\approx`` or any LaTeX relation."""
     rel = {"<=": r"\leq", ">=": r"\geq", "~": r"\approx"}.get(rel, rel)
     return f"{sp.latex(lhs)} {rel} {sp.latex(rhs)}"
 
@@ -83,6 +83,7 @@ def equation(lhs, rhs, rel: str = "=") -> str:
 # --------------------------------------------------------------------------------------------
 # Chapter 01: the loss difference
 # --------------------------------------------------------------------------------------------
+
 
 def running_mean(n, term=None):
     """``(1/n) sum_{i=1}^n term_i`` as an unevaluated SymPy sum (``term`` defaults to ``ell_i``)."""
@@ -97,6 +98,7 @@ def split_last(expr):
     must simplify to 0 (SymPy combines adjacent ranges), and ``Sum(f,(i,k+1,k+1))`` must evaluate to
     ``f(k + 1)``; a failure raises AssertionError.
     """
+
     def rewrite(s):
         f, (var, lo, hi) = s.function, s.limits[0]
         if sp.simplify(hi - (k + 1)) != 0:
@@ -119,8 +121,14 @@ def loss_difference_identity() -> dict:
     difference = L_k1 - L_k
     split = split_last(difference)
     paper = (ell[k + 1] - L_k) / (k + 1)
-    return {"L_k": L_k, "L_k1": L_k1, "difference": difference, "split": split, "paper": paper,
-            "residual": sp.simplify(split - paper)}
+    return {
+        "L_k": L_k,
+        "L_k1": L_k1,
+        "difference": difference,
+        "split": split,
+        "paper": paper,
+        "residual": sp.simplify(split - paper),
+    }
 
 
 def taylor_generic(P: int = 2) -> dict:
@@ -153,8 +161,15 @@ def taylor_generic(P: int = 2) -> dict:
     hess = sp.hessian(f, u).subs(at, simultaneous=True)
     expected = [f.subs(at, simultaneous=True), (grad.T * d)[0, 0], sp.Rational(1, 2) * (d.T * hess * d)[0, 0]]
     residuals = [sp.expand(c - e) for c, e in zip(coefficients, expected)]
-    return {"t": t, "function": f, "series": series, "coefficients": coefficients, "expected": expected,
-            "residuals": residuals, "remainder": series.coeff(t, 3)}
+    return {
+        "t": t,
+        "function": f,
+        "series": series,
+        "coefficients": coefficients,
+        "expected": expected,
+        "residuals": residuals,
+        "remainder": series.coeff(t, 3),
+    }
 
 
 @dataclass(frozen=True)
@@ -186,11 +201,18 @@ q_ = sp.IndexedBase("q")
 
 def expansion_difference() -> ExpansionDifference:
     """Section 3.2: expand ``L_k`` and ``L_{k+1}`` to second order (the Hessian of a mean is the mean of
-    the Hessians, so ``T[L_n] = (1/n) sum_i (a_i + s_i + q_i/2)``) and subtract, for general ``k``."""
+    the Hessians, so ``T[L_n] = (1/n) sum_i (a_i + s_i + q_i/2)``) and subtract, for general ``k``.
+    """
     per_sample = a_[i] + s_[i] + q_[i] / 2
-    expand = lambda n: sp.expand(sp.Sum(per_sample, (i, 1, n))) / n
+
+    def expand(n):
+        return sp.expand(sp.Sum(per_sample, (i, 1, n))) / n
+
     total = split_last(expand(k + 1)) - expand(k)
-    mean = lambda base: sp.Sum(base[i], (i, 1, k)) / k
+
+    def mean(base):
+        return sp.Sum(base[i], (i, 1, k)) / k
+
     value = (a_[k + 1] - mean(a_)) / (k + 1)
     gradient = (s_[k + 1] - mean(s_)) / (k + 1)
     hessian = (q_[k + 1] - mean(q_)) / (2 * (k + 1))
@@ -198,34 +220,50 @@ def expansion_difference() -> ExpansionDifference:
     # coefficients read off SymPy's total: derivative with respect to the new sample's terms
     value_coefficient = sp.cancel(sp.expand(total).coeff(a_[k + 1]))
     hessian_coefficient = sp.cancel(sp.expand(total).coeff(q_[k + 1]))
-    return ExpansionDifference(total, value, gradient, hessian, residual, value_coefficient,
-                               hessian_coefficient, 1 / (k + 1), 1 / (k + 1))
+    return ExpansionDifference(
+        total, value, gradient, hessian, residual, value_coefficient, hessian_coefficient, 1 / (k + 1), 1 / (k + 1)
+    )
 
 
 def assumption1_consequence() -> dict:
     """``(k+1) grad L_{k+1} - k grad L_k = grad ell_{k+1}``: if both gradients vanish (Assumption 1),
-    so does the new sample's own gradient. ``g`` stands for per-sample gradients (componentwise)."""
+    so does the new sample's own gradient. ``g`` stands for per-sample gradients (componentwise).
+    """
     g = sp.IndexedBase("g")
     lhs = (k + 1) * running_mean(k + 1, g[i]) - k * running_mean(k, g[i])
-    return {"lhs": lhs, "split": sp.simplify(split_last(lhs)), "rhs": g[k + 1],
-            "residual": sp.simplify(split_last(lhs) - g[k + 1])}
+    return {
+        "lhs": lhs,
+        "split": sp.simplify(split_last(lhs)),
+        "rhs": g[k + 1],
+        "residual": sp.simplify(split_last(lhs) - g[k + 1]),
+    }
 
 
 # --------------------------------------------------------------------------------------------
 # Chapter 02: cross-entropy Hessian, Gauss-Newton structure, Theorem 1, Lemma 1
 # --------------------------------------------------------------------------------------------
 
+
 def softmax_ce_hessian(K: int = 3, label: int = 0) -> dict:
     """``ell(z) = -log softmax(z)_label`` for ``K`` symbolic logits: its Hessian ``H`` (by SymPy),
-    ``A = diag(p) - p p^T`` and ``residual = simplify(H - A)`` (the zero matrix)."""
+    ``A = diag(p) - p p^T`` and ``residual = simplify(H - A)`` (the zero matrix).
+    """
     z = sp.symbols(f"z_1:{K + 1}", real=True)
     denominator = sum(sp.exp(v) for v in z)
     loss = sp.log(denominator) - z[label]
     hess = sp.hessian(loss, z)
     p = sp.Matrix([sp.exp(v) / denominator for v in z])
     A = sp.diag(*p) - p * p.T
-    return {"z": z, "loss": loss, "hessian": hess, "p": p, "A": A, "residual": sp.simplify(hess - A),
-            "gradient": sp.Matrix([sp.diff(loss, v) for v in z]), "label": label}
+    return {
+        "z": z,
+        "loss": loss,
+        "hessian": hess,
+        "p": p,
+        "A": A,
+        "residual": sp.simplify(hess - A),
+        "gradient": sp.Matrix([sp.diff(loss, v) for v in z]),
+        "label": label,
+    }
 
 
 def softmax_ce_hessian_general() -> dict:
@@ -241,14 +279,21 @@ def softmax_ce_hessian_general() -> dict:
     second = sp.diff(sp.log(S), z[a], z[b])
     # a, b in 1..K: every sifting sum picks its term (SymPy returns Piecewise((term, K >= a), (0, True)))
     sifted = second.doit().replace(lambda e: isinstance(e, sp.Piecewise), lambda e: e.args[0][0])
-    p = lambda c: sp.exp(z[c]) / S
+
+    def p(c):
+        return sp.exp(z[c]) / S
+
     pattern = p(a) * sp.KroneckerDelta(a, b) - p(a) * p(b)
-    return {"second_derivative": second, "sifted": sifted, "pattern": pattern,
-            "residual": sp.simplify(sifted - pattern)}
+    return {
+        "second_derivative": second,
+        "sifted": sifted,
+        "pattern": pattern,
+        "residual": sp.simplify(sifted - pattern),
+    }
 
 
 def softmax_hessian_facts(K: int = 3) -> dict:
-    """Facts about ``A = diag(p) - p p^T`` on the simplex (``p_K = 1 - sum of the others``):
+    """Facts about ``A = diag(p) - p p^T`` on the simplex (``p_K = 1 - sum of the others``).
 
     * ``quadratic_form`` ``v^T A v`` equals ``variance`` ``sum_k p_k (v_k - sum_l p_l v_l)^2``;
     * ``gershgorin_radius[k]`` ``sum_{l != k} |A_kl| = p_k (1 - p_k)``, so every eigenvalue lies in
@@ -271,7 +316,9 @@ def softmax_hessian_facts(K: int = 3) -> dict:
     variance = sum(pk * (vk - mean) ** 2 for pk, vk in zip(ps, v))
     radius = [sum(-A[r, c] for c in range(K) if c != r) for r in range(K)]  # off-diagonals are -p_r p_c < 0
     frob = sum(A[r, c] ** 2 for r in range(K) for c in range(K))
-    paper_frob = sum(pk**2 * (1 - pk) ** 2 for pk in ps) + sum(ps[r] ** 2 * ps[c] ** 2 for r in range(K) for c in range(K) if r != c)
+    paper_frob = sum(pk**2 * (1 - pk) ** 2 for pk in ps) + sum(
+        ps[r] ** 2 * ps[c] ** 2 for r in range(K) for c in range(K) if r != c
+    )
     s2 = sum(pk**2 for pk in ps)
     frobenius_identity = s2 * (1 - s2) - 2 * sum(pk * (pk - s2) ** 2 for pk in ps)
     q = sp.Symbol("p", positive=True)
@@ -280,18 +327,25 @@ def softmax_hessian_facts(K: int = 3) -> dict:
     top = 2 * q * (1 - q)
     argmax = sp.solve(sp.diff(top, q), q)
     return {
-        "p": p, "A": A, "quadratic_form": quadratic, "variance": variance,
+        "p": p,
+        "A": A,
+        "quadratic_form": quadratic,
+        "variance": variance,
         "variance_residual": sp.simplify(sp.expand((quadratic - variance).subs(simplex))),
         "gershgorin_radius": radius,
         "gershgorin_residuals": [sp.simplify((radius[r] - ps[r] * (1 - ps[r])).subs(simplex)) for r in range(K)],
         "gershgorin_max": sp.maximum(2 * q * (1 - q), q, sp.Interval(0, 1)),
-        "frobenius_squared": frob, "paper_frobenius_residual": sp.simplify(frob - paper_frob),
+        "frobenius_squared": frob,
+        "paper_frobenius_residual": sp.simplify(frob - paper_frob),
         "trace": sp.simplify(A.trace().subs(simplex)),
         "trace_residual": sp.simplify((A.trace() - (1 - sum(pk**2 for pk in ps))).subs(simplex)),
         "frobenius_identity": frobenius_identity,
         "frobenius_identity_residual": sp.simplify(sp.expand((frob - frobenius_identity).subs(simplex))),
         "frobenius_max": sp.maximum(q * (1 - q), q, sp.Interval(0, 1)),
-        "A_K2": A2, "eigenvalues_K2": ev2, "top_eigenvalue_K2": top, "argmax_K2": argmax,
+        "A_K2": A2,
+        "eigenvalues_K2": ev2,
+        "top_eigenvalue_K2": top,
+        "argmax_K2": argmax,
         "max_K2": top.subs(q, argmax[0]),
     }
 
@@ -327,8 +381,10 @@ def relu_network(widths=(2, 2, 2)) -> ReluNetwork:
     ``z = W^(L) D^(L-1) W^(L-1) ... D^(1) W^(1) x`` is a polynomial in the weights.
     """
     L = len(widths) - 1
-    weights = [sp.Matrix(widths[p + 1], widths[p], lambda r, c, p=p: sp.Symbol(f"w^{{({p + 1})}}_{{{r + 1}{c + 1}}}"))
-               for p in range(L)]
+    weights = [
+        sp.Matrix(widths[p + 1], widths[p], lambda r, c, p=p: sp.Symbol(f"w^{{({p + 1})}}_{{{r + 1}{c + 1}}}"))
+        for p in range(L)
+    ]
     masks = [sp.diag(*sp.symbols(f"d^{{({p + 1})}}_1:{widths[p + 1] + 1}")) for p in range(L - 1)]
     x = sp.Matrix(sp.symbols(f"x_1:{widths[0] + 1}"))
     activations = [x]
@@ -367,13 +423,20 @@ def _unit_branch(expr):
 
 def geometric_sum(base=M_W, L=L_) -> dict:
     """``sum_{p=1}^L base^{2p}`` summed by SymPy (a Piecewise with the ``base = 1`` case) and the paper's
-    closed form ``base^2 (base^{2L} - 1)/(base^2 - 1)``; ``residual`` compares them for ``base != 1``."""
+    closed form ``base^2 (base^{2L} - 1)/(base^2 - 1)``; ``residual`` compares them for ``base != 1``.
+    """
     summed = sp.Sum(base ** (2 * p_), (p_, 1, L))
     done = summed.doit()
     paper = base**2 * (base ** (2 * L) - 1) / (base**2 - 1)
     generic, at_one = _generic_branch(done), _unit_branch(done)
-    return {"sum": summed, "value": done, "paper": paper, "residual": sp.simplify(generic - paper),
-            "at_one": at_one, "paper_limit_at_one": sp.limit(paper, base, 1)}
+    return {
+        "sum": summed,
+        "value": done,
+        "paper": paper,
+        "residual": sp.simplify(generic - paper),
+        "at_one": at_one,
+        "paper_limit_at_one": sp.limit(paper, base, 1),
+    }
 
 
 def theorem1_expressions() -> dict:
@@ -394,12 +457,15 @@ def theorem1_expressions() -> dict:
     corrected_sum = sp.Sum(M_W ** (2 * (p_ - 1)) * M_W ** (2 * (L_ - p_)), (p_, 1, L_))
     corrected = sp.Rational(1, 2) * M_x**2 * corrected_sum.doit()  # the summand does not depend on p
     return {
-        "paper_chain_sum": chain_sum, "paper_chain_value": chain_value,
-        "paper": paper, "paper_residual": sp.simplify(sqrt2 * chain_generic - paper),
+        "paper_chain_sum": chain_sum,
+        "paper_chain_value": chain_value,
+        "paper": paper,
+        "paper_residual": sp.simplify(sqrt2 * chain_generic - paper),
         "paper_L1": sp.factor(sp.simplify(paper.subs(L_, 1))),
         "paper_at_one": sp.limit(paper, M_W, 1),
         "hidden_form": paper.subs(M_W, h * M),
-        "corrected_sum": corrected_sum, "corrected": sp.simplify(corrected),
+        "corrected_sum": corrected_sum,
+        "corrected": sp.simplify(corrected),
         "corrected_closed": sp.Rational(1, 2) * L_ * M_x**2 * M_W ** (2 * (L_ - 1)),
         "corrected_L1": sp.simplify(corrected.subs(L_, 1)),
     }
@@ -457,27 +523,42 @@ def theorem1_chain(L: int = 3) -> dict:
         activation_residuals.append(sp.expand(value - net.activations[p - 1]))
         activation_bound.append(X * sp.Mul(*[norm_of.get(id(f), 1) for f in factors]))
     blocks = [net.F[:, a:b] for a, b in net.block_slices]
-    kron_residuals = [sp.expand(Fp * Fp.T - (net.activations[p].T * net.activations[p])[0, 0] * net.G[p] * net.G[p].T)
-                      for p, Fp in enumerate(blocks)]
+    kron_residuals = [
+        sp.expand(Fp * Fp.T - (net.activations[p].T * net.activations[p])[0, 0] * net.G[p] * net.G[p].T)
+        for p, Fp in enumerate(blocks)
+    ]
     stack_residual = sp.expand(net.F * net.F.T - sum((Fp * Fp.T for Fp in blocks), sp.zeros(2, 2)))
     corrected = sp.Rational(1, 2) * sum(a**2 * g**2 for a, g in zip(activation_bound, G_bound))
     leave_one_out = sp.Rational(1, 2) * X**2 * sum(sp.Mul(*[N[s] ** 2 for s in range(L) if s != p]) for p in range(L))
     constants = {**{n: M_W for n in N}, X: M_x}
     corrected_constant = sp.simplify(corrected.subs(constants))
-    paper_G_bound = [sp.Mul(*N[p - 1:]) for p in range(1, L + 1)]
+    paper_G_bound = [sp.Mul(*N[p - 1 :]) for p in range(1, L + 1)]
     paper = sp.sqrt(2) * sum((a**2 + 1) * g**2 for a, g in zip(activation_bound, paper_G_bound))
     stated = theorem1_expressions()["paper"].subs(L_, L)
     return {
-        "L": L, "N": N, "X": X, "network": net, "G_factors": G_factors, "G_residuals": G_residuals,
-        "activation_residuals": activation_residuals, "kron_residuals": kron_residuals, "stack_residual": stack_residual,
-        "G_bound": G_bound, "activation_bound": activation_bound, "paper_G_bound": paper_G_bound,
+        "L": L,
+        "N": N,
+        "X": X,
+        "network": net,
+        "G_factors": G_factors,
+        "G_residuals": G_residuals,
+        "activation_residuals": activation_residuals,
+        "kron_residuals": kron_residuals,
+        "stack_residual": stack_residual,
+        "G_bound": G_bound,
+        "activation_bound": activation_bound,
+        "paper_G_bound": paper_G_bound,
         "paper_extra_factor": [sp.simplify(b / g) for b, g in zip(paper_G_bound, G_bound)],
-        "corrected": sp.expand(corrected), "leave_one_out": leave_one_out,
+        "corrected": sp.expand(corrected),
+        "leave_one_out": leave_one_out,
         "corrected_residual": sp.simplify(corrected - leave_one_out),
         "corrected_constant": corrected_constant,
-        "corrected_constant_residual": sp.simplify(corrected_constant - sp.Rational(1, 2) * L * M_x**2 * M_W ** (2 * (L - 1))),
+        "corrected_constant_residual": sp.simplify(
+            corrected_constant - sp.Rational(1, 2) * L * M_x**2 * M_W ** (2 * (L - 1))
+        ),
         "monotone": all(c > 0 for c in sp.Poly(corrected, *N, X).coeffs()),
-        "paper": sp.expand(paper), "paper_constant": sp.simplify(paper.subs(constants)),
+        "paper": sp.expand(paper),
+        "paper_constant": sp.simplify(paper.subs(constants)),
         "paper_residual": sp.simplify(paper.subs(constants) - stated),
     }
 
@@ -494,21 +575,31 @@ def corrected_true_shapes(L: int) -> dict:
     ``L = 1``, ``W^(1)`` is ``K x n``. ``product_form`` is the corrected per-sample bound
     ``(1/2) ||x||^2 sum_p prod_{s != p} ||W^(s)||_2^2`` with these norms (``||x|| = M_x``), a polynomial
     in ``h``; ``degree`` its degree in ``h`` and ``leading`` its leading coefficient; ``local_exponent``
-    is ``d log(product_form) / d log h`` and ``asymptotic_exponent`` its limit as ``h -> oo``. ``hM_form`` is the corrected constant with the (invalid for
-    ``n > h``) substitution ``M_W = h M``, and ``hM_degree`` its degree, ``2(L - 1)``.
+    is ``d log(product_form) / d log h`` and ``asymptotic_exponent`` its limit as ``h -> oo``.
+    ``hM_form`` is the corrected constant with the (invalid for ``n > h``) substitution ``M_W = h M``,
+    and ``hM_degree`` its degree, ``2(L - 1)``.
     """
     if L == 1:
         squared = [n_in * K_out * M**2]
     else:
         squared = [n_in * h * M**2] + [h**2 * M**2] * (L - 2) + [K_out * h * M**2]
-    product_form = sp.expand(sp.Rational(1, 2) * M_x**2 * sum(sp.Mul(*[squared[s] for s in range(L) if s != p]) for p in range(L)))
+    product_form = sp.expand(
+        sp.Rational(1, 2) * M_x**2 * sum(sp.Mul(*[squared[s] for s in range(L) if s != p]) for p in range(L))
+    )
     poly = sp.Poly(product_form, h)
     hM_form = sp.Rational(1, 2) * L * M_x**2 * (h * M) ** (2 * (L - 1))
     local_exponent = sp.simplify(h * sp.diff(product_form, h) / product_form)
-    return {"L": L, "norms_squared": squared, "product_form": product_form, "degree": poly.degree(),
-            "leading": sp.factor(poly.LC()), "local_exponent": local_exponent,
-            "asymptotic_exponent": sp.simplify(sp.limit(local_exponent, h, sp.oo)),
-            "hM_form": hM_form, "hM_degree": sp.Poly(hM_form, h).degree()}
+    return {
+        "L": L,
+        "norms_squared": squared,
+        "product_form": product_form,
+        "degree": poly.degree(),
+        "leading": sp.factor(poly.LC()),
+        "local_exponent": local_exponent,
+        "asymptotic_exponent": sp.simplify(sp.limit(local_exponent, h, sp.oo)),
+        "hM_form": hM_form,
+        "hM_degree": sp.Poly(hM_form, h).degree(),
+    }
 
 
 def box_bound(expr, ranges: dict):
@@ -527,7 +618,12 @@ def box_bound(expr, ranges: dict):
     intervals, totals = {}, {}
 
     def replace_sum(total):
-        if len(total.limits) != 1 or total.limits[0][0] != i or total.limits[0][1] != 1 or sp.simplify(total.limits[0][2] - k) != 0:
+        if (
+            len(total.limits) != 1
+            or total.limits[0][0] != i
+            or total.limits[0][1] != 1
+            or sp.simplify(total.limits[0][2] - k) != 0
+        ):
             raise ValueError(f"only sums over i = 1..k are supported, got {total}")
         function = sp.expand(total.function)
         for base, (low, high) in ranges.items():
@@ -545,7 +641,12 @@ def box_bound(expr, ranges: dict):
         expr = expr.subs(base[k + 1], symbol)
         intervals[symbol] = (low, high)
     expr = sp.expand(expr)
-    leftover = expr.free_symbols - set(intervals) - {k} - set().union(*[sp.sympify(b).free_symbols for v in ranges.values() for b in v])
+    leftover = (
+        expr.free_symbols
+        - set(intervals)
+        - {k}
+        - set().union(*[sp.sympify(b).free_symbols for v in ranges.values() for b in v])
+    )
     if any(isinstance(a, sp.Indexed) for a in expr.atoms(sp.Indexed)) or leftover:
         raise ValueError(f"expression is not linear in the bounded variables alone: {expr}")
     lower = upper = sp.Integer(0)
@@ -591,19 +692,29 @@ def lemma_expressions() -> dict:
     stated = 2 / (k + 1) * (M_l + first + geometric * R**2)
     proved = 2 / (k + 1) * (M_l + M_H * R**2)
     expansion = expansion_difference()
-    mean = lambda base: sp.Sum(base[i], (i, 1, k)) / k
-    paper_expansion = (expansion.paper_value_coefficient * (a_[k + 1] - mean(a_))
-                       + expansion.paper_hessian_coefficient * (q_[k + 1] - mean(q_)))
+
+    def mean(base):
+        return sp.Sum(base[i], (i, 1, k)) / k
+
+    paper_expansion = expansion.paper_value_coefficient * (
+        a_[k + 1] - mean(a_)
+    ) + expansion.paper_hessian_coefficient * (q_[k + 1] - mean(q_))
     none = (0, 0)
     paper_route = box_bound(paper_expansion, {a_: (-M_l, M_l), q_: (-M_H * R**2, M_H * R**2)})[0]
     derived = box_bound(expansion.total, {a_: (0, M_l), s_: none, q_: (0, M_H * R**2)})[0]
     derived_indefinite = box_bound(expansion.total, {a_: (0, M_l), s_: none, q_: (-M_H * R**2, M_H * R**2)})[0]
     derived_with_gradient = box_bound(expansion.total, {a_: (0, M_l), s_: (-M_g * R, M_g * R), q_: (0, M_H * R**2)})[0]
     return {
-        "symbols": (M_l, M_H, R), "M_g": M_g, "stated": stated, "proved": proved,
+        "symbols": (M_l, M_H, R),
+        "M_g": M_g,
+        "stated": stated,
+        "proved": proved,
         "stated_minus_proved": sp.factor(sp.simplify(stated - proved.subs(M_H, first + geometric))),
-        "paper_expansion": paper_expansion, "paper_route": paper_route,
+        "paper_expansion": paper_expansion,
+        "paper_route": paper_route,
         "paper_route_residual": sp.simplify(paper_route - proved),
-        "derived": derived, "derived_indefinite": derived_indefinite, "derived_with_gradient": derived_with_gradient,
+        "derived": derived,
+        "derived_indefinite": derived_indefinite,
+        "derived_with_gradient": derived_with_gradient,
         "ratio_derived_over_proved": sp.simplify(derived / proved),
     }

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
+from lhlib.progress import progress_bar
 from lhlib.validation import check_float, check_int
 
 __all__ = ["TrainingHistory", "cpu_threads", "resolve_device", "train"]
@@ -91,8 +91,10 @@ def train(
     model.train()
     epoch_loss = []
     with cpu_threads(threads, x.device):
-        for _ in tqdm(range(epochs), desc="epochs", disable=not progress, leave=False):
-            epoch_loss.append(_epoch(model, optimizer, x, y, torch.randperm(n, generator=generator).to(x.device), batch_size))
+        for _ in progress_bar(range(epochs), desc="epochs", disable=not progress, leave=False):
+            epoch_loss.append(
+                _epoch(model, optimizer, x, y, torch.randperm(n, generator=generator).to(x.device), batch_size)
+            )
     model.eval()
     return TrainingHistory(epoch_loss=epoch_loss)
 

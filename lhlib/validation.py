@@ -34,7 +34,11 @@ def check_int(name: str, value: Any, *, minimum: int | None = None, maximum: int
 
 
 def check_float(
-    name: str, value: Any, *, minimum: float | None = None, maximum: float | None = None,
+    name: str,
+    value: Any,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
     strict_minimum: bool = False,
 ) -> float:
     """``value`` as a finite float in the stated range or a ValueError naming ``name``."""
@@ -87,15 +91,24 @@ def check_int_list(name: str, values: Any, *, minimum: int | None = None) -> lis
 
 def check_configurations(name: str, value) -> list[tuple[int, int]]:
     """A non-empty list of distinct ``[hidden_size, num_layers]`` pairs (``hidden_size >= 1``,
-    ``num_layers >= 0``), as tuples; a one-line ValueError naming ``name`` otherwise."""
+    ``num_layers >= 0``), as tuples; a one-line ValueError naming ``name`` otherwise.
+    """
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) == 0:
         raise ValueError(f"{name} must be a non-empty list of [hidden_size, num_layers] pairs, got {value!r}")
     pairs = []
     for item in value:
-        ok = (not isinstance(item, (str, bytes)) and isinstance(item, Sequence) and len(item) == 2
-              and all(isinstance(v, int) and not isinstance(v, bool) for v in item) and item[0] >= 1 and item[1] >= 0)
+        ok = (
+            not isinstance(item, (str, bytes))
+            and isinstance(item, Sequence)
+            and len(item) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in item)
+            and item[0] >= 1
+            and item[1] >= 0
+        )
         if not ok:
-            raise ValueError(f"{name} must be a list of [hidden_size >= 1, num_layers >= 0] integer pairs, got {item!r}")
+            raise ValueError(
+                f"{name} must be a list of [hidden_size >= 1, num_layers >= 0] integer pairs, got {item!r}"
+            )
         pairs.append((int(item[0]), int(item[1])))
     if len(set(pairs)) != len(pairs):
         raise ValueError(f"{name} must not repeat configurations, got {value!r}")
@@ -114,7 +127,8 @@ def check_positive_floats(name: str, value) -> list[float]:
 
 def check_seeds(name: str, values: Any, *, minimum_count: int = 2) -> list[int]:
     """A list of at least ``minimum_count`` distinct integer seeds ``>= 0`` (an interval across
-    seeds needs two)."""
+    seeds needs two).
+    """
     seeds = check_int_list(name, values, minimum=0)
     if len(seeds) < minimum_count:
         raise ValueError(f"{name} must list at least {minimum_count} distinct seeds (integers >= 0), got {values!r}")

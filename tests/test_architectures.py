@@ -51,8 +51,11 @@ def dense_per_sample(model, x, y):
         jac = jacrev(logits)(theta, xi)
         p = torch.softmax(logits(theta, xi), 0)
         ggn.append(jac.T @ (torch.diag(p) - torch.outer(p, p)) @ jac)
-        full.append(torch.autograd.functional.hessian(
-            lambda flat, xi=xi, yi=yi: F.cross_entropy(logits(flat, xi)[None], yi[None]), theta))
+        full.append(
+            torch.autograd.functional.hessian(
+                lambda flat, xi=xi, yi=yi: F.cross_entropy(logits(flat, xi)[None], yi[None]), theta
+            )
+        )
     return torch.stack(ggn), torch.stack(full)
 
 
@@ -120,8 +123,9 @@ def sequential(widths, activation=nn.ReLU, bias=False):
     return nn.Sequential(*layers[:-1])
 
 
-@pytest.mark.parametrize("build", [lambda w: sequential(w), authors_style_network,
-                                   lambda w: nn.Sequential(nn.Flatten(), sequential(w))])
+@pytest.mark.parametrize(
+    "build", [lambda w: sequential(w), authors_style_network, lambda w: nn.Sequential(nn.Flatten(), sequential(w))]
+)
 def test_structured_path_recognises_any_bias_free_linear_relu_stack(build):
     torch.manual_seed(0)
     widths = [64, 6, 5, 3]
@@ -135,12 +139,15 @@ def test_structured_path_recognises_any_bias_free_linear_relu_stack(build):
     torch.testing.assert_close(logits, generic_logits)
 
 
-@pytest.mark.parametrize("model", [
-    sequential([64, 6, 3], activation=nn.Tanh),       # not ReLU
-    sequential([64, 6, 3], bias=True),                # biases
-    nn.Sequential(nn.Linear(64, 6, bias=False), nn.Linear(6, 3, bias=False)),  # no ReLU: forward differs
-    nn.Sequential(nn.Linear(64, 6, bias=False), nn.ReLU(), nn.Linear(5, 3, bias=False)),  # shapes do not chain
-])
+@pytest.mark.parametrize(
+    "model",
+    [
+        sequential([64, 6, 3], activation=nn.Tanh),  # not ReLU
+        sequential([64, 6, 3], bias=True),  # biases
+        nn.Sequential(nn.Linear(64, 6, bias=False), nn.Linear(6, 3, bias=False)),  # no ReLU: forward differs
+        nn.Sequential(nn.Linear(64, 6, bias=False), nn.ReLU(), nn.Linear(5, 3, bias=False)),  # shapes do not chain
+    ],
+)
 def test_structured_path_refuses_other_networks(model):
     x = torch.randn(4, 64)
     assert linear_relu_weights(model, x) is None
@@ -164,8 +171,10 @@ def test_structured_path_refuses_a_forward_that_ignores_its_modules():
 def test_linear_maps_report_the_shapes_the_layers_see_and_the_overlap_of_their_patches(image):
     model = ConvNet(image, 3, 3, 4).double()
     seen = []
-    hooks = [layer.register_forward_hook(lambda module, inputs, output: seen.append(tuple(inputs[0].shape[1:])))
-             for layer, _ in linear_maps(model)]
+    hooks = [
+        layer.register_forward_hook(lambda module, inputs, output: seen.append(tuple(inputs[0].shape[1:])))
+        for layer, _ in linear_maps(model)
+    ]
     model(torch.randn(2, torch.Size(image).numel(), dtype=torch.float64))
     for hook in hooks:
         hook.remove()
@@ -183,6 +192,7 @@ def test_linear_maps_report_the_shapes_the_layers_see_and_the_overlap_of_their_p
 def test_conv_operator_norms_match_the_dense_jacobian_of_the_map():
     model = tiny("cnn", 3, 2)
     for (layer, shape), norm in zip(linear_maps(model), layer_operator_norms(model)):
+
         def apply(v, layer=layer, shape=shape):
             return layer(v.reshape(1, *shape)).reshape(-1)
 

@@ -71,7 +71,9 @@ def test_directions_are_seeded_and_normalised():
 def test_losses_at_matches_the_model_at_each_point():
     model, x, y = tiny(n=30)
     theta = flat_parameters(model)
-    thetas = torch.stack([theta, theta + 0.1 * isotropic_direction(model, 0), theta - 0.3 * isotropic_direction(model, 1)])
+    thetas = torch.stack(
+        [theta, theta + 0.1 * isotropic_direction(model, 0), theta - 0.3 * isotropic_direction(model, 1)]
+    )
     out = losses_at(model, thetas, x, y, batch_size=7, max_elements=50)  # forces chunking in both axes
     assert out.shape == (3, 30)
     for row, t in zip(out, thetas):
@@ -195,7 +197,9 @@ def test_gaussian_criterion_closed_form_against_dense_and_monte_carlo():
             w[o[k]] = 1.0
 
             def d_of(flat, w=w):
-                return (F.cross_entropy(functional_call(model, unflatten(model, flat), (x,)), y, reduction="none") * w).sum()
+                return (
+                    F.cross_entropy(functional_call(model, unflatten(model, flat), (x,)), y, reduction="none") * w
+                ).sum()
 
             g = torch.func.grad(d_of)(theta)
             h = hessian(d_of)(theta)

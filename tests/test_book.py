@@ -1,7 +1,12 @@
 """The book runner, the notebooks' house rules, and a full `-W` build of the book in the smoke profile."""
 
 import json
+import os
+import re
 import shutil
+import sys
+import tempfile
+import time
 from pathlib import Path
 
 import nbformat
@@ -24,6 +29,9 @@ def test_notebooks_follow_the_house_rules(path):
     assert 'if "google.colab" in sys.modules:' in code[0].source, "first code cell installs lhlib on Colab only"
     assert "torch=" not in code[0].source and "install -q torch" not in code[0].source, "never pin torch on Colab"
     assert notebook.cells[0].cell_type == "markdown" and notebook.cells[0].source.startswith("# ")
+    # Chapters run where the book's build tools are absent (Colab): lhlib.glue, not myst_nb.
+    imports = re.findall(r"^\s*(?:from|import) ([\w.]+)", "\n".join(c.source for c in code), re.M)
+    assert not {name.split(".")[0] for name in imports} & {"myst_nb", "papermill", "sphinx", "jupyter_book", "tqdm"}
 
 
 def test_every_chapter_is_in_the_table_of_contents():
@@ -36,11 +44,16 @@ def test_every_chapter_is_in_the_table_of_contents():
 def test_profiles_name_only_known_chapters_and_parameters():
     profiles = json.loads((ROOT / "lhlib" / "profiles.json").read_text())
     assert set(profiles) == set(book.PROFILES)
-    for profile, chapters in profiles.items():
-        for chapter, parameters in chapters.items():
+    for profile, settings in profiles.items():
+        assert set(settings) == {"cell_timeout_s", "chapters"}
+        assert book.cell_timeout(profile) == settings["cell_timeout_s"] >= 60
+        for chapter, parameters in settings["chapters"].items():
             assert chapter in book.chapters(), f"{profile} names unknown chapter {chapter}"
-            source = "".join(c.source for c in nbformat.read(ROOT / "notebooks" / f"{chapter}.ipynb", 4).cells
-                             if "parameters" in c.metadata.get("tags", []))
+            source = "".join(
+                c.source
+                for c in nbformat.read(ROOT / "notebooks" / f"{chapter}.ipynb", 4).cells
+                if "parameters" in c.metadata.get("tags", [])
+            )
             for name in parameters:
                 assert f"{name} =" in source, f"{profile}/{chapter} sets {name}, which the notebook does not take"
 
@@ -57,8 +70,10 @@ def test_runner_rejects_unknown_profile_and_chapter():
 def _mini_root(tmp_path, source):
     (tmp_path / "notebooks").mkdir()
     notebook = nbformat.v4.new_notebook()
-    notebook.metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
-                         "language_info": {"name": "python"}}
+    notebook.metadata = {
+        "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+        "language_info": {"name": "python"},
+    }
     parameters = nbformat.v4.new_code_cell("output_dir = 'x'")
     parameters.metadata["tags"] = ["parameters"]
     notebook.cells = [parameters, nbformat.v4.new_code_cell(source)]
@@ -77,10 +92,42 @@ def test_runner_leaves_sources_alone_and_fails_loudly(tmp_path, capsys):
     assert (tmp_path / "_build" / "executed" / "smoke" / "01_mini.ipynb").exists()
 
 
-def test_runner_injects_output_dir(tmp_path):
-    _mini_root(tmp_path, "from pathlib import Path\nPath(output_dir).mkdir(parents=True)")
+def test_runner_injects_a_relative_output_dir_and_hides_progress_bars(tmp_path):
+    _mini_root(
+        tmp_path,
+        "import os\nfrom pathlib import Path\nPath(output_dir).mkdir(parents=True)\n"
+        "print(output_dir, os.environ['LHLIB_PROGRESS'])",
+    )
     book.run_chapters(["01_mini"], "cpu", root=tmp_path)
     assert (tmp_path / "results" / "cpu" / "01_mini").is_dir()
+    executed = nbformat.read(tmp_path / "_build" / "executed" / "cpu" / "01_mini.ipynb", 4)
+    assert executed.cells[-1].outputs[0]["text"] == "results/cpu/01_mini 0\n"
+    recorded = executed.metadata["papermill"]
+    assert (recorded["input_path"], recorded["output_path"]) == (
+        "notebooks/01_mini.ipynb",
+        "_build/executed/cpu/01_mini.ipynb",
+    )
+    assert "LHLIB_PROGRESS" not in os.environ, "the runner's kernel environment must not leak into this process"
+
+
+def test_a_hung_cell_fails_its_chapter_and_is_named(tmp_path, capsys):
+    _mini_root(tmp_path, "import time\ntime.sleep(60)")
+    start = time.perf_counter()
+    with pytest.raises(RuntimeError, match=r"01_mini \(cell 2 \('import time'\) timed out after 2 s\)"):
+        book.run_chapters([], "smoke", root=tmp_path, timeout=2)
+    assert time.perf_counter() - start < 50, "the cell must be stopped at its timeout, not run to its end"
+    assert "ran past the 2 s cell timeout" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="timeout must be"):
+        book.run_chapters([], "smoke", root=tmp_path, timeout=0)
+
+
+def test_check_notebooks_finds_outputs(tmp_path):
+    path = _mini_root(tmp_path, "1 + 1")
+    assert book.unstripped_notebooks([path]) == []
+    notebook = nbformat.read(path, 4)
+    notebook.cells[1].outputs = [nbformat.v4.new_output("execute_result", {"text/plain": "2"}, execution_count=1)]
+    nbformat.write(notebook, path)
+    assert book.unstripped_notebooks([path]) == [f"{path}: outputs not stripped in cells 2"]
 
 
 def test_smoke_book_builds_with_warnings_as_errors(tmp_path):
@@ -95,3 +142,10 @@ def test_smoke_book_builds_with_warnings_as_errors(tmp_path):
     page = (html / "notebooks" / "04_direct_classification.html").read_text()
     assert "colab.research.google.com" in page
     assert "cdn.jsdelivr.net/npm/mathjax" not in page, "MathJax must be served from the book itself"
+    # No page may show where the book was built: not the build tree, this checkout, its virtual
+    # environment, the home folder (the results store) or the temporary folder.
+    machine_paths = {str(tmp_path), str(ROOT), sys.prefix, str(Path.home()) + "/", tempfile.gettempdir() + "/"}
+    for path in sorted(html.rglob("*.html")):
+        text = path.read_text()
+        found = [m for m in machine_paths if m in text]
+        assert not found, f"{path.relative_to(html)} shows the build machine's path {found[0]!r}"

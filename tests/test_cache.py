@@ -9,7 +9,14 @@ from lhlib.cache import atomic_write_bytes, cache_key, cached, load_result, tens
 def test_key_changes_with_every_parameter():
     base = {"data": "abc", "hidden_size": 16, "num_layers": 5, "epochs": 10, "lr": 1e-3, "seed": 0}
     keys = {cache_key(base)}
-    for name, value in [("data", "abd"), ("hidden_size", 32), ("num_layers", 3), ("epochs", 9), ("lr", 2e-3), ("seed", 1)]:
+    for name, value in [
+        ("data", "abd"),
+        ("hidden_size", 32),
+        ("num_layers", 3),
+        ("epochs", 9),
+        ("lr", 2e-3),
+        ("seed", 1),
+    ]:
         keys.add(cache_key({**base, name: value}))
     assert len(keys) == 7
     assert cache_key(dict(reversed(list(base.items())))) == cache_key(base)  # order does not matter

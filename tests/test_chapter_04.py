@@ -15,7 +15,8 @@ def test_chapter_04_smoke(run_chapter_smoke):
         assert all(0.0 <= a <= 1.0 for a in row["accuracies"])
     tests = summary["ordering_tests"]
     assert {(t["panel"], t["excluding_collapsed"]) for t in tests} == {
-        (panel, excluding) for panel in ("hidden_size", "num_layers") for excluding in (False, True)}
+        (panel, excluding) for panel in ("hidden_size", "num_layers") for excluding in (False, True)
+    }
     for t in tests:
         assert t["dataset"] == "digits"
         assert t["verdict"] in {"supported", "not supported", "contradicted", "not testable"}

@@ -36,10 +36,18 @@ def test_notebook_is_stripped_and_has_conventions(chapter):
 def _assert_glue_complete(executed: Path) -> None:
     """Every {glue:text}`key` of the prose was glued by the executed notebook, and no cell failed."""
     notebook = json.loads(executed.read_text())
-    glued = {o["metadata"]["scrapbook"]["name"] for c in notebook["cells"] for o in c.get("outputs", [])
-             if "scrapbook" in o.get("metadata", {})}
-    used = {m for c in notebook["cells"] if c["cell_type"] == "markdown"
-            for m in re.findall(r"\{glue:text\}`([A-Za-z0-9_]+)", "".join(c["source"]))}
+    glued = {
+        o["metadata"]["scrapbook"]["name"]
+        for c in notebook["cells"]
+        for o in c.get("outputs", [])
+        if "scrapbook" in o.get("metadata", {})
+    }
+    used = {
+        m
+        for c in notebook["cells"]
+        if c["cell_type"] == "markdown"
+        for m in re.findall(r"\{glue:text\}`([A-Za-z0-9_]+)", "".join(c["source"]))
+    }
     assert used and used <= glued, sorted(used - glued)
     assert not any(o.get("output_type") == "error" for c in notebook["cells"] for o in c.get("outputs", []))
 
@@ -68,8 +76,15 @@ def test_chapter_02_smoke(run_chapter_smoke, tmp_path):
     assert a["worst_spectral_found"] <= 0.5 and a["worst_frobenius_found"] <= 0.5
     held = summary["a2_chain_fraction_held"]
     for family in held.values():
-        for step in ("submultiplicative", "spectral_le_half", "stacking", "jacobian_corrected", "activation",
-                     "corrected_per_sample", "corrected_constant"):
+        for step in (
+            "submultiplicative",
+            "spectral_le_half",
+            "stacking",
+            "jacobian_corrected",
+            "activation",
+            "corrected_per_sample",
+            "corrected_constant",
+        ):
             assert family[step]["samples"] == 1.0
     # the finding: the stated theorem fails on some randomly scaled networks
     assert held["random scales"]["paper_theorem"]["networks"] < 1.0
@@ -80,7 +95,10 @@ def test_chapter_02_smoke(run_chapter_smoke, tmp_path):
         assert family["gterm_exceeds"] == 0 and family["worst_gterm_ratio"] <= 1 + 1e-9
         assert all(L >= 2 for L in family["L_of_exceeding"])
     shapes = summary["corrected_bound_true_shapes"]
-    assert shapes["degree_in_h"] == 2 * shapes["L"] - 3 and 2 * shapes["L"] - 4 <= shapes["local_exponent"] <= 2 * shapes["L"] - 3
+    assert (
+        shapes["degree_in_h"] == 2 * shapes["L"] - 3
+        and 2 * shapes["L"] - 4 <= shapes["local_exponent"] <= 2 * shapes["L"] - 3
+    )
     # one trained network per seed
     seeds = summary["parameters"]["seeds"]
     assert [row["seed"] for row in summary["lemma_on_trained_networks"]["per_seed"]] == seeds
@@ -99,4 +117,6 @@ def test_errata_references_resolve():
     for path, name in re.findall(r"`(tests/test_[a-z0-9_]+\.py)::([a-z0-9_]+)`", errata):
         assert f"def {name}(" in (ROOT / path).read_text(), (path, name)
     for name in re.findall(r"`(test_[a-z0-9_]+)`", errata):
-        assert any(f"def {name}(" in (ROOT / "tests" / f).read_text() for f in ("test_symbolic.py", "test_bounds.py")), name
+        assert any(
+            f"def {name}(" in (ROOT / "tests" / f).read_text() for f in ("test_symbolic.py", "test_bounds.py")
+        ), name

@@ -48,9 +48,13 @@ def test_fashion_mnist_labels_are_the_published_first_ones():
 
 @pytest.mark.parametrize(
     ("datasets", "train_size", "message"),
-    [(["imagenet"], 10, "datasets must be one of"), (["mnist"], 0, "train_size must be an integer >= 2"),
-     (["digits"], 5000, "train_size must be <= 1797 for digits"), ("mnist", 10, "datasets must be a non-empty list"),
-     (["mnist", "mnist"], 10, "must not repeat")],
+    [
+        (["imagenet"], 10, "datasets must be one of"),
+        (["mnist"], 0, "train_size must be an integer >= 2"),
+        (["digits"], 5000, "train_size must be <= 1797 for digits"),
+        ("mnist", 10, "datasets must be a non-empty list"),
+        (["mnist", "mnist"], 10, "must not repeat"),
+    ],
 )
 def test_bad_requests_fail_before_loading(datasets, train_size, message):
     with pytest.raises(ValueError, match=message):

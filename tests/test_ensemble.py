@@ -65,7 +65,15 @@ def test_ensemble_rejects_mismatched_members():
 
 def test_store_keys_each_member_by_its_seed():
     x, y = _toy(160)
-    settings = {"num_classes": 4, "hidden_size": 6, "num_layers": 1, "epochs": 2, "batch_size": 32, "lr": 1e-2, "device": "cpu"}
+    settings = {
+        "num_classes": 4,
+        "hidden_size": 6,
+        "num_layers": 1,
+        "epochs": 2,
+        "batch_size": 32,
+        "lr": 1e-2,
+        "device": "cpu",
+    }
     first = trained_networks(x, y, seeds=[0, 1], **settings)
     assert [n.from_cache for n in first] == [False, False]
     grown = trained_networks(x, y, seeds=[1, 0, 5], **settings)

@@ -68,15 +68,24 @@ def test_tiny_vit_matches_the_authors_pipeline(tiny_vit):
         pil = Image.fromarray(image[0].numpy(), mode="L")  # the raw grayscale training image
         expected = torch.as_tensor(extractor(pil, pool=True, return_tensors=True)).reshape(-1)
         torch.testing.assert_close(row, expected, atol=1e-5, rtol=1e-5)
-    cls = extract_features(HubBackbone(str(tiny_vit), pooling="cls", device="cpu"), images, dataset="test",
-                           indices=(0, 5), use_cache=False)
+    cls = extract_features(
+        HubBackbone(str(tiny_vit), pooling="cls", device="cpu"), images, dataset="test", indices=(0, 5), use_cache=False
+    )
     assert cls.x.shape == (5, 32) and not torch.allclose(cls.x, features.x)
 
 
 def test_pooler_is_drawn_from_the_seed(tiny_vit):
     images = _gray(3)
-    run = lambda seed: extract_features(HubBackbone(str(tiny_vit), pooler_seed=seed, device="cpu"), images,
-                                        dataset="test", indices=(0, 3), use_cache=False).x
+
+    def run(seed):
+        return extract_features(
+            HubBackbone(str(tiny_vit), pooler_seed=seed, device="cpu"),
+            images,
+            dataset="test",
+            indices=(0, 3),
+            use_cache=False,
+        ).x
+
     assert torch.equal(run(0), run(0)) and not torch.allclose(run(0), run(1))
 
 
@@ -113,10 +122,10 @@ def test_feature_cache_hits_and_keys():
     assert second.provenance == "counting a" and second.feature_dim == 4
     # Every input that determines the features changes the key.
     variants = [
-        (_Counting("b"), images, "d", (0, 4)),            # backbone identity (weights, revision, pooling, ...)
-        (backbone, images, "other", (0, 4)),              # dataset
-        (backbone, images, "d", (4, 8)),                  # indices
-        (backbone, images.flip(0), "d", (0, 4)),          # the images themselves
+        (_Counting("b"), images, "d", (0, 4)),  # backbone identity (weights, revision, pooling, ...)
+        (backbone, images, "other", (0, 4)),  # dataset
+        (backbone, images, "d", (4, 8)),  # indices
+        (backbone, images.flip(0), "d", (0, 4)),  # the images themselves
     ]
     for candidate, imgs, dataset, indices in variants:
         before = candidate.calls
@@ -132,7 +141,10 @@ def test_processor_settings_enter_the_key(tiny_vit):
     model = AutoModel.from_pretrained(tiny_vit)
     small = AutoImageProcessor.from_pretrained(tiny_vit)
     other = AutoImageProcessor.from_pretrained(tiny_vit, image_mean=[0.4, 0.4, 0.4])
-    key = lambda processor: ModelBackbone(model, processor, name="tiny", device="cpu").identity()
+
+    def key(processor):
+        return ModelBackbone(model, processor, name="tiny", device="cpu").identity()
+
     assert key(small) != key(other) and key(small) == key(AutoImageProcessor.from_pretrained(tiny_vit))
 
 

@@ -35,7 +35,9 @@ def _dense(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
     hessians, ggns = [], []
     for i in range(x.shape[0]):
         xi, yi = x[i : i + 1], y[i : i + 1]
-        hessians.append(hessian(lambda f, xi=xi, yi=yi: F.cross_entropy(functional_call(model, unflat(f), (xi,)), yi))(flat0))
+        hessians.append(
+            hessian(lambda f, xi=xi, yi=yi: F.cross_entropy(functional_call(model, unflat(f), (xi,)), yi))(flat0)
+        )
         jac = jacrev(lambda f, xi=xi: functional_call(model, unflat(f), (xi,))[0])(flat0)
         p = torch.softmax(functional_call(model, params, (xi,))[0], 0)
         ggns.append(jac.T @ (torch.diag(p) - torch.outer(p, p)) @ jac)
@@ -65,9 +67,11 @@ def test_ggn_norms_match_dense_mlp_and_generic(problem):
 def test_ggn_small_spectrum_is_nonzero_spectrum_of_g_term(problem):
     model, x, _, _, dense_g = problem
     small = torch.linalg.eigvalsh(lh.per_sample_ggn_small(model, x))
-    top = torch.linalg.eigvalsh(dense_g)[:, -small.shape[1]:]
+    top = torch.linalg.eigvalsh(dense_g)[:, -small.shape[1] :]
     torch.testing.assert_close(small, top, rtol=RTOL, atol=1e-12)
-    torch.testing.assert_close(lh.per_sample_ggn_traces(model, x), dense_g.diagonal(dim1=1, dim2=2).sum(1), rtol=RTOL, atol=0)
+    torch.testing.assert_close(
+        lh.per_sample_ggn_traces(model, x), dense_g.diagonal(dim1=1, dim2=2).sum(1), rtol=RTOL, atol=0
+    )
 
 
 def test_mlp_layer_factors_are_the_papers_F(problem):
@@ -150,7 +154,9 @@ def test_mean_matvec_matches_dense(problem, operator):
     model, x, y, dense_h, dense_g = problem
     dense = {"hessian": dense_h, "ggn": dense_g, "hterm": dense_h - dense_g}[operator].mean(0)
     v = torch.randn(dense.shape[0], dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-    torch.testing.assert_close(lh.mean_matvec(model, x, y, operator, batch_size=2)(v), dense @ v, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(
+        lh.mean_matvec(model, x, y, operator, batch_size=2)(v), dense @ v, rtol=1e-10, atol=1e-12
+    )
 
 
 def test_lemma_difference_norms_match_dense(problem):
@@ -199,8 +205,12 @@ def _curvlinops_dense(model, x, y, cls):
 
 def test_per_sample_norms_match_curvlinops(problem):
     model, x, y, _, _ = problem
-    ggn = torch.stack([_curvlinops_dense(model, x[i : i + 1], y[i : i + 1], curvlinops.GGNLinearOperator) for i in range(len(x))])
-    hes = torch.stack([_curvlinops_dense(model, x[i : i + 1], y[i : i + 1], curvlinops.HessianLinearOperator) for i in range(len(x))])
+    ggn = torch.stack(
+        [_curvlinops_dense(model, x[i : i + 1], y[i : i + 1], curvlinops.GGNLinearOperator) for i in range(len(x))]
+    )
+    hes = torch.stack(
+        [_curvlinops_dense(model, x[i : i + 1], y[i : i + 1], curvlinops.HessianLinearOperator) for i in range(len(x))]
+    )
     torch.testing.assert_close(lh.per_sample_ggn_norms(model, x, y), _norm(ggn), rtol=RTOL, atol=0)
     result = lh.per_sample_hessian_norms(model, x, y, tol=1e-10, max_iter=200)
     torch.testing.assert_close(result.norms, _norm(hes), rtol=RTOL, atol=0)
@@ -222,8 +232,9 @@ def test_dataset_eigenvalues_and_trace_match_curvlinops(problem):
 
 def test_curvature_measurements_and_cache(problem):
     model, x, y, dense_h, dense_g = problem
-    first = lh.curvature_measurements(model, x, y, full_samples=3, extreme_samples=2, top_k=2, tol=1e-10,
-                                      max_iter=200, eig_tol=1e-12, seed=0)
+    first = lh.curvature_measurements(
+        model, x, y, full_samples=3, extreme_samples=2, top_k=2, tol=1e-10, max_iter=200, eig_tol=1e-12, seed=0
+    )
     assert not first.from_cache and first.random_count == 3 and first.full_index.numel() == 5
     torch.testing.assert_close(first.ggn_norms, _norm(dense_g), rtol=RTOL, atol=0)
     rest = [i for i in range(len(x)) if i not in first.full_index[:3].tolist()]
@@ -233,8 +244,9 @@ def test_curvature_measurements_and_cache(problem):
     torch.testing.assert_close(first.hessian["norms"], _norm(dense_h[index]), rtol=RTOL, atol=0)
     torch.testing.assert_close(first.hterm["norms"], _norm((dense_h - dense_g)[index]), rtol=RTOL, atol=0)
     assert first.top_hessian == pytest.approx(torch.linalg.eigvalsh(dense_h.mean(0)).flip(0)[:2].numpy(), rel=RTOL)
-    again = lh.curvature_measurements(model, x, y, full_samples=3, extreme_samples=2, top_k=2, tol=1e-10,
-                                      max_iter=200, eig_tol=1e-12, seed=0)
+    again = lh.curvature_measurements(
+        model, x, y, full_samples=3, extreme_samples=2, top_k=2, tol=1e-10, max_iter=200, eig_tol=1e-12, seed=0
+    )
     assert again.from_cache
     torch.testing.assert_close(again.hessian["norms"], first.hessian["norms"])
 
@@ -256,7 +268,9 @@ def test_theorem1_checks_fields_and_validity(problem):
     # Samples with zero curvature hold trivially and do not enter the ratios.
     zero = ggn.clone()
     zero[0] = 0
-    assert torch.isfinite(torch.tensor(lh.theorem1_checks(model, x, zero, index, _norm(dense_h))["paper"]["median_ratio_ggn"]))
+    assert torch.isfinite(
+        torch.tensor(lh.theorem1_checks(model, x, zero, index, _norm(dense_h))["paper"]["median_ratio_ggn"])
+    )
 
 
 def test_quantile_summary():

@@ -47,7 +47,7 @@ def test_ema_matches_the_recursion():
 def test_fit_recovers_a_known_exponent(exponent):
     rng = np.random.default_rng(0)
     k = np.arange(1, 5001)
-    curves = 0.3 * k ** exponent * rng.lognormal(0.0, 0.3, size=(50, k.size))
+    curves = 0.3 * k**exponent * rng.lognormal(0.0, 0.3, size=(50, k.size))
     fit = fit_rate_exponent(curves, k_min=10, bootstrap=300)
     assert fit.ci[0] <= exponent <= fit.ci[1]
     assert fit.exponent == pytest.approx(exponent, abs=0.02)

@@ -74,7 +74,16 @@ def test_training_validates_parameters():
 
 def test_trained_network_is_cached_and_identical():
     x, y = _toy()
-    kwargs = {"num_classes": 4, "hidden_size": 8, "num_layers": 1, "epochs": 2, "batch_size": 32, "lr": 1e-2, "seed": 0, "device": "cpu"}
+    kwargs = {
+        "num_classes": 4,
+        "hidden_size": 8,
+        "num_layers": 1,
+        "epochs": 2,
+        "batch_size": 32,
+        "lr": 1e-2,
+        "seed": 0,
+        "device": "cpu",
+    }
     fresh = trained_network(x, y, **kwargs)
     again = trained_network(x, y, **kwargs)
     assert not fresh.from_cache and again.from_cache

@@ -30,16 +30,19 @@ def images():
     return x, (x[:, :32].sum(1) > x[:, 32:].sum(1)).long() + 2 * (x[:, 0] > 0).long()
 
 
-@pytest.mark.parametrize(("sizes", "message"), [
-    ({}, "sizes must be a non-empty dict"),
-    ({"rnn": [[4, 1]]}, "unknown family 'rnn'"),
-    ({"cnn": []}, r"sizes\['cnn'\] must be a non-empty list"),
-    ({"cnn": [[4]]}, r"must hold \[width, depth\] pairs of ints"),
-    ({"cnn": [[4, 1.5]]}, r"must hold \[width, depth\] pairs of ints"),
-    ({"cnn": [[4, 0]]}, r"needs width >= 1 and depth >= 1"),
-    ({"vit": [[5, 1]]}, "widths must be even"),
-    ({"mlp": [[4, 1], [4, 1]]}, "repeats a"),
-])
+@pytest.mark.parametrize(
+    ("sizes", "message"),
+    [
+        ({}, "sizes must be a non-empty dict"),
+        ({"rnn": [[4, 1]]}, "unknown family 'rnn'"),
+        ({"cnn": []}, r"sizes\['cnn'\] must be a non-empty list"),
+        ({"cnn": [[4]]}, r"must hold \[width, depth\] pairs of ints"),
+        ({"cnn": [[4, 1.5]]}, r"must hold \[width, depth\] pairs of ints"),
+        ({"cnn": [[4, 0]]}, r"needs width >= 1 and depth >= 1"),
+        ({"vit": [[5, 1]]}, "widths must be even"),
+        ({"mlp": [[4, 1], [4, 1]]}, "repeats a"),
+    ],
+)
 def test_check_family_sizes_rejects_bad_sizes(sizes, message):
     with pytest.raises(ValueError, match=message):
         check_family_sizes(sizes)
@@ -54,8 +57,16 @@ def test_panels_vary_the_first_size_in_width_or_depth():
 
 def test_trained_networks_of_other_families_are_stored_per_seed(images):
     x, y = images
-    settings = {"num_classes": 4, "hidden_size": 4, "num_layers": 1, "epochs": 1, "batch_size": 16,
-                "device": "cpu", "family": "cnn", "image_shape": IMAGE}
+    settings = {
+        "num_classes": 4,
+        "hidden_size": 4,
+        "num_layers": 1,
+        "epochs": 1,
+        "batch_size": 16,
+        "device": "cpu",
+        "family": "cnn",
+        "image_shape": IMAGE,
+    }
     first = trained_networks(x, y, seeds=[0, 1], **settings)
     again = trained_networks(x, y, seeds=[1, 0, 2], **settings)
     assert [n.from_cache for n in again] == [True, True, False]
@@ -128,15 +139,22 @@ def test_chapter_08_smoke(run_chapter_smoke):
             assert row["bound_held"] == [samples] * len(seeds)
             for low, high in row["scaling_exponent_range"]:
                 assert low == pytest.approx(2 * (row["linear_layers"] - 1)) == high
-    assert {t["verdict"] for t in summary["trend_tests"]} <= {"supported", "not supported", "contradicted",
-                                                                "not testable"}
+    assert {t["verdict"] for t in summary["trend_tests"]} <= {
+        "supported",
+        "not supported",
+        "contradicted",
+        "not testable",
+    }
 
 
-@pytest.mark.parametrize(("overrides", "message"), [
-    ({"sizes": {"rnn": [[4, 1]]}}, "unknown family 'rnn'"),
-    ({"hessian_samples": 500}, "hessian_samples must be"),
-    ({"scaling_factor": 1.0}, "scaling_factor must be a positive number other than 1"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"sizes": {"rnn": [[4, 1]]}}, "unknown family 'rnn'"),
+        ({"hessian_samples": 500}, "hessian_samples must be"),
+        ({"scaling_factor": 1.0}, "scaling_factor must be a positive number other than 1"),
+    ],
+)
 def test_chapter_08_rejects_bad_parameters_before_work(run_chapter_smoke, overrides, message):
     import papermill
 

@@ -43,7 +43,9 @@ def test_measured_agrees_with_extrapolated_for_smooth_losses():
 def test_bound_is_the_smallest_k_satisfying_the_lemma():
     losses = torch.linspace(0.1, 3.0, 100)
     for radius, hessian_bound, epsilon in [(0.0, 0.0, 1e-2), (0.3, 40.0, 1e-3), (1.0, 5.0, 0.7)]:
-        result = sufficient_sample_size(losses, epsilon, permutations=4, radius=radius, hessian_bound=hessian_bound, bootstrap=4)
+        result = sufficient_sample_size(
+            losses, epsilon, permutations=4, radius=radius, hessian_bound=hessian_bound, bootstrap=4
+        )
         assert result.loss_bound == pytest.approx(3.0)
         assert lemma_bound(result.bound, 3.0, hessian_bound, radius) <= epsilon * (1 + 1e-9)
         if result.bound > 1:

@@ -36,8 +36,10 @@ def test_trend_test_statistic_is_spearman_and_p_values_are_calibrated():
     assert result.verdict == "supported" and result.p_value < 0.01
     assert trend_test(x, falling, "increasing", permutations=4000).verdict == "contradicted"
     # Under the null the one-sided p-value is uniform: about 5 % of tests reject at 0.05.
-    rejections = [trend_test(x, rng.standard_normal(x.size), "decreasing", permutations=400, seed=s).p_value < 0.05
-                  for s in range(300)]
+    rejections = [
+        trend_test(x, rng.standard_normal(x.size), "decreasing", permutations=400, seed=s).p_value < 0.05
+        for s in range(300)
+    ]
     assert 0.02 < np.mean(rejections) < 0.09
 
 

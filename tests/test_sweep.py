@@ -26,9 +26,17 @@ def _toy(n=240):
 
 def test_sweep_reports_every_seed_and_tests_both_claims():
     x, y = _toy()
-    settings = check_sweep_settings(epochs=1, batch_size=32, hidden_sizes=[3, 6], num_layers=[0, 1],
-                                    fixed_hidden_size=6, fixed_num_layers=1, permutations=4, seeds=[0, 1, 2],
-                                    device="cpu")
+    settings = check_sweep_settings(
+        epochs=1,
+        batch_size=32,
+        hidden_sizes=[3, 6],
+        num_layers=[0, 1],
+        fixed_hidden_size=6,
+        fixed_num_layers=1,
+        permutations=4,
+        seeds=[0, 1, 2],
+        device="cpu",
+    )
     results = run_sweep(x, y, 4, settings)
     assert set(results) == {(3, 1), (6, 1), (6, 0)}
     for r in results.values():
@@ -39,7 +47,11 @@ def test_sweep_reports_every_seed_and_tests_both_claims():
     assert all(len(row["levels"]) == 3 and row["level_ci95"][0] <= row["level_mean"] for row in rows)
     tests = ordering_tests(results, settings, "toy", permutations=50)
     assert [(t["panel"], t["excluding_collapsed"]) for t in tests] == [
-        ("hidden_size", False), ("hidden_size", True), ("num_layers", False), ("num_layers", True)]
+        ("hidden_size", False),
+        ("hidden_size", True),
+        ("num_layers", False),
+        ("num_layers", True),
+    ]
     assert tests[0]["pairs"] == 6 and tests[0]["direction"] == "decreasing"
     assert sweep_table(results).count("\n") == 1 + len(results)  # header, rule, one row each
     assert ordering_table(tests).count("\n") == 1 + len(tests)

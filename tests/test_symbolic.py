@@ -92,7 +92,7 @@ def test_relu_network_structure(widths):
     # logits are linear in each layer's weights: every diagonal block of grad^2 z_c is zero,
     # while the off-diagonal (cross-layer) blocks are not
     for hess in net.logit_hessians:
-        for (a0, a1) in net.block_slices:
+        for a0, a1 in net.block_slices:
             assert hess[a0:a1, a0:a1] == sp.zeros(a1 - a0, a1 - a0)
         (a0, a1), (b0, b1) = net.block_slices[-2], net.block_slices[-1]
         assert hess[a0:a1, b0:b1] != sp.zeros(a1 - a0, b1 - b0)
@@ -110,7 +110,10 @@ def test_relu_network_gauss_newton_decomposition():
     label = 1
     z = net.logits
     loss = sp.log(sum(sp.exp(v) for v in z)) - z[label]
-    at = lambda e: e.subs(values)
+
+    def at(e):
+        return e.subs(values)
+
     hess = sp.hessian(loss, net.theta)
     p = sp.Matrix([sp.exp(v) for v in z]) / sum(sp.exp(v) for v in z)
     A = sp.diag(*p) - p * p.T
@@ -168,10 +171,17 @@ def test_box_bound_against_corners():
         kk = rng.randint(1, 5)
         c1, c2, c3, c4 = (sp.Rational(rng.randint(-9, 9), rng.randint(1, 4)) for _ in range(4))
         (la, ha), (lq, hq) = sorted(rng.sample(range(-5, 6), 2)), sorted(rng.sample(range(-5, 6), 2))
-        expr = c1 * a[S.k + 1] + c2 * sp.Sum(a[S.i], (S.i, 1, S.k)) + c3 * q[S.k + 1] + c4 * sp.Sum(q[S.i], (S.i, 1, S.k))
+        expr = (
+            c1 * a[S.k + 1] + c2 * sp.Sum(a[S.i], (S.i, 1, S.k)) + c3 * q[S.k + 1] + c4 * sp.Sum(q[S.i], (S.i, 1, S.k))
+        )
         bound = S.box_bound(expr, {a: (la, ha), q: (lq, hq)})[0].subs(S.k, kk)
-        corners = [abs(c1 * ta + c2 * sa + c3 * tq + c4 * sq)
-                   for ta in (la, ha) for sa in (kk * la, kk * ha) for tq in (lq, hq) for sq in (kk * lq, kk * hq)]
+        corners = [
+            abs(c1 * ta + c2 * sa + c3 * tq + c4 * sq)
+            for ta in (la, ha)
+            for sa in (kk * la, kk * ha)
+            for tq in (lq, hq)
+            for sq in (kk * lq, kk * hq)
+        ]
         assert sp.simplify(bound - max(corners)) == 0
     with pytest.raises(ValueError, match="not linear"):
         S.box_bound(a[S.k + 1] ** 2, {a: (0, 1)})
@@ -201,14 +211,21 @@ def test_lemma_expressions():
     vals = {S.k: 9, M_l: 2, M_H: 3, R: sp.Rational(1, 2), M_g: sp.Rational(3, 2)}
     assert float(m["proved"].subs(vals)) == pytest.approx(B.lemma_bound(9, 2.0, 3.0, 0.5))
     assert float(m["derived"].subs(vals)) == pytest.approx(B.lemma_bound_corrected(9, 2.0, 3.0, 0.5))
-    assert float(m["derived_indefinite"].subs(vals)) == pytest.approx(B.lemma_bound_corrected(9, 2.0, 3.0, 0.5, psd=False))
-    assert float(m["derived_with_gradient"].subs(vals)) == pytest.approx(B.lemma_bound_corrected(9, 2.0, 3.0, 0.5, M_g=1.5))
+    assert float(m["derived_indefinite"].subs(vals)) == pytest.approx(
+        B.lemma_bound_corrected(9, 2.0, 3.0, 0.5, psd=False)
+    )
+    assert float(m["derived_with_gradient"].subs(vals)) == pytest.approx(
+        B.lemma_bound_corrected(9, 2.0, 3.0, 0.5, M_g=1.5)
+    )
 
 
 @pytest.mark.parametrize("L", [1, 2, 3, 4])
 def test_theorem1_chain(L):
     c = S.theorem1_chain(L)
-    zero = lambda m: m == sp.zeros(*m.shape)
+
+    def zero(m):
+        return m == sp.zeros(*m.shape)
+
     assert all(zero(r) for r in c["G_residuals"]) and all(zero(r) for r in c["activation_residuals"])
     assert all(zero(r) for r in c["kron_residuals"]) and zero(c["stack_residual"])
     N = c["N"]
@@ -242,8 +259,12 @@ def test_corrected_bound_exponent_of_h_true_shapes(L):
     with i.i.d. entries of fixed scale (||W|| ~ sqrt(fan_in) + sqrt(fan_out)) like h^(L-1)."""
     t = S.corrected_true_shapes(L)
     assert t["degree"] == 2 * L - 3 and t["hM_degree"] == 2 * (L - 1) != t["degree"]
-    expected = sp.Rational(1, 2) * S.M_x**2 * S.M ** (2 * (L - 1)) * (
-        (S.n_in + S.K_out) * S.h ** (2 * L - 3) + (L - 2) * S.n_in * S.K_out * S.h ** (2 * L - 4))
+    expected = (
+        sp.Rational(1, 2)
+        * S.M_x**2
+        * S.M ** (2 * (L - 1))
+        * ((S.n_in + S.K_out) * S.h ** (2 * L - 3) + (L - 2) * S.n_in * S.K_out * S.h ** (2 * L - 4))
+    )
     assert sp.expand(t["product_form"] - expected) == 0
     assert t["asymptotic_exponent"] == 2 * L - 3
     # numerically: matrices of equal entries M attain ||W|| = sqrt(rows cols) M, so lhlib's corrected

@@ -1,0 +1,280 @@
+"""What publishing needs: the workflow and citation files valid, one repository setting that every
+place follows, a light package whose wheel installs and imports, and chapters that run on Colab
+without the book's build tools."""
+
+import re
+import shutil
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+from lhlib import book, repository
+
+ROOT = Path(__file__).resolve().parent.parent
+CHECK_JSONSCHEMA = str(Path(sys.executable).with_name("check-jsonschema"))
+WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
+
+
+def _validate(schema: str, path: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [CHECK_JSONSCHEMA, "--builtin-schema", schema, str(path)], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_workflows_follow_githubs_schema(tmp_path):
+    assert WORKFLOWS, "the book needs a workflow that tests, builds and deploys it"
+    for path in WORKFLOWS:
+        result = _validate("vendor.github-workflows", path)
+        assert result.returncode == 0, result.stdout + result.stderr
+    # The validator can fail: a job without `runs-on` is refused.
+    broken = yaml.safe_load(WORKFLOWS[0].read_text())
+    del broken["jobs"]["test"]["runs-on"]
+    (tmp_path / "broken.yml").write_text(yaml.safe_dump(broken))
+    assert _validate("vendor.github-workflows", tmp_path / "broken.yml").returncode != 0
+
+
+def test_workflow_tests_builds_and_deploys_the_book():
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "book.yml").read_text())
+    triggers = workflow[True]  # YAML 1.1 reads the key `on` as True
+    assert triggers["push"]["branches"] == ["main"] and "pull_request" in triggers
+    assert triggers["workflow_dispatch"]["inputs"]["profile"]["options"] == list(book.PROFILES[1:]) + ["smoke"]
+    steps = {name: job["steps"] for name, job in workflow["jobs"].items()}
+    runs = {name: [step.get("run", "") for step in job] for name, job in steps.items()}
+    uses = {name: [step.get("uses", "").split("@")[0] for step in job] for name, job in steps.items()}
+    assert "make test" in runs["test"] and 'make book PROFILE="$PROFILE"' in runs["book"]
+    assert "actions/cache" in uses["test"] and "actions/cache" in uses["book"]
+    cached = [step["with"]["path"] for step in steps["book"] if step.get("uses", "").startswith("actions/cache")]
+    assert cached == ["~/.cache/pip", "~/.cache/lhlib"]
+    assert "actions/upload-artifact" in uses["book"] and "actions/upload-pages-artifact" in uses["book"]
+    assert uses["deploy"] == ["actions/deploy-pages"]
+    assert workflow["jobs"]["deploy"]["permissions"] == {"pages": "write", "id-token": "write"}
+    assert workflow["jobs"]["deploy"]["concurrency"]["group"] == "pages"
+    assert "gpu" in workflow["jobs"]["book"]["runs-on"] and "self-hosted" in workflow["jobs"]["book"]["runs-on"]
+    assert "`gpu`" in (ROOT / "book" / "reproducing.md").read_text(), "the GPU runner's label is documented"
+    # `make book PROFILE=...` is the same runner `make book` uses.
+    assert "$(PY) -m lhlib.book build --profile $(PROFILE)" in (ROOT / "Makefile").read_text()
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_citation_file_is_valid_and_cites_book_and_paper(tmp_path):
+    result = _validate("vendor.citation-file-format", ROOT / "CITATION.cff")
+    assert result.returncode == 0, result.stdout + result.stderr
+    citation = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    assert citation["type"] == "software" and citation["license"] == ["MIT", "CC-BY-4.0"]
+    (paper,) = citation["references"]
+    assert paper["doi"] == "10.48550/arXiv.2409.11995"
+    assert [a["family-names"] for a in paper["authors"]] == ["Kiselev", "Grabovoy"]
+    broken = {**citation, "cff-version": "not a version"}
+    (tmp_path / "CITATION.cff").write_text(yaml.safe_dump(broken))
+    assert _validate("vendor.citation-file-format", tmp_path / "CITATION.cff").returncode != 0
+
+
+def test_every_place_follows_the_repository_setting():
+    assert repository.disagreements(ROOT) == []
+    config = repository.read_repository(ROOT)
+    assert (config.owner, config.name, config.branch) == ("lhlib-book", "unraveling-the-hessian", "main")
+
+
+def _copy_of_the_book(tmp_path) -> Path:
+    for item in ("_config.yml", "pyproject.toml", "CITATION.cff", "notebooks"):
+        source = ROOT / item
+        (shutil.copytree if source.is_dir() else shutil.copy2)(source, tmp_path / item)
+    return tmp_path
+
+
+def test_set_repository_rewrites_every_place(tmp_path):
+    root = _copy_of_the_book(tmp_path)
+    old = repository.read_repository(root)
+    changed = repository.set_repository(root, "someone/my-fork", branch="draft")
+    assert len(changed) == 3 + len(book.chapters(root))
+    assert repository.disagreements(root) == []
+    new = repository.read_repository(root)
+    assert (new.owner, new.name, new.branch) == ("someone", "my-fork", "draft")
+    for path in [root / "_config.yml", root / "pyproject.toml", root / "CITATION.cff", *root.glob("notebooks/*")]:
+        text = path.read_text()
+        assert old.url not in text and old.pages_url not in text, path.name
+        assert new.url in text, path.name
+    assert (
+        "lhlib @ git+https://github.com/someone/my-fork@draft"
+        in (root / "notebooks" / "04_direct_classification.ipynb").read_text()
+    )
+    # Rewriting again changes nothing; a place edited by hand is reported, then repaired.
+    assert repository.set_repository(root, "someone/my-fork") == []
+    citation = root / "CITATION.cff"
+    citation.write_text(citation.read_text().replace("someone/my-fork", "someone/elsewhere"))
+    assert repository.disagreements(root) == [
+        'CITATION.cff: repository-code is not "https://github.com/someone/my-fork"'
+    ]
+    assert repository.sync_repository(root) == [citation] and repository.disagreements(root) == []
+
+
+@pytest.mark.parametrize(
+    ("slug", "branch", "message"),
+    [
+        ("no-slash", None, "repository must be OWNER/NAME"),
+        ("a/b/c", None, "repository must be OWNER/NAME"),
+        ("owner/name with space", None, "repository must be OWNER/NAME"),
+        ("owner/name", "../x", "branch must be a git branch name"),
+        ("owner/name", "a b", "branch must be a git branch name"),
+    ],
+)
+def test_set_repository_refuses_bad_coordinates_and_leaves_files_alone(tmp_path, slug, branch, message):
+    root = _copy_of_the_book(tmp_path)
+    before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    with pytest.raises(ValueError, match=message):
+        repository.set_repository(root, slug, branch)
+    assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before
+
+
+def test_command_line_errors_are_one_line(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        book.main(["set-repository", "not a slug"])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.endswith("error: repository must be OWNER/NAME (letters, digits, '-', '.', '_'), got 'not a slug'")
+
+
+def test_install_cell_installs_the_light_core_from_the_branch_and_hides_its_output():
+    config = repository.read_repository(ROOT)
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        first = next(c for c in nbformat.read(path, 4).cells if c.cell_type == "code")
+        assert f'%pip install -q "lhlib @ git+{config.url}@{config.branch}"' in first.source, path.name
+        assert "remove-output" in first.metadata["tags"]
+    # The light core: nothing that would replace Colab's IPython, Jupyter or torch build.
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    core = {re.split(r"[<>=\[ ;]", requirement)[0].lower() for requirement in project["dependencies"]}
+    assert core == {"torch", "torchvision", "numpy", "scipy", "sympy", "matplotlib", "scikit-learn", "tqdm"}
+    assert not any(re.search(r"[<>=]", requirement) for requirement in project["dependencies"]), "never pin on Colab"
+    assert set(project["optional-dependencies"]) == {"features", "book", "test"}
+
+
+def test_package_metadata_is_complete():
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    for key in ("authors", "license", "license-files", "readme", "urls", "classifiers", "requires-python"):
+        assert project.get(key), key
+    assert project["license"] == "MIT" and (ROOT / "LICENSE").read_text().startswith("MIT License")
+    assert "CC BY 4.0" in (ROOT / "LICENSE-CONTENT.md").read_text()
+    pinned = dict(line.split("==") for line in (ROOT / "requirements.txt").read_text().splitlines() if "==" in line)
+    assert f"ruff=={pinned['ruff']}" in project["optional-dependencies"]["test"]
+    hooks = yaml.safe_load((ROOT / ".pre-commit-config.yaml").read_text())["repos"]
+    ruff = next(r for r in hooks if r["repo"].endswith("ruff-pre-commit"))
+    assert ruff["rev"] == f"v{pinned['ruff']}" and {h["id"] for h in ruff["hooks"]} == {"ruff-check", "ruff-format"}
+    local = next(r for r in hooks if r["repo"] == "local")
+    assert local["hooks"][0]["entry"] == "python -m lhlib.book check-notebooks"
+
+
+def test_wheel_installs_and_imports_without_the_repository(tmp_path):
+    source = tmp_path / "source"
+    source.mkdir()
+    for item in ("lhlib", "pyproject.toml", "README.md", "LICENSE"):
+        (shutil.copytree if (ROOT / item).is_dir() else shutil.copy2)(ROOT / item, source / item)
+    shutil.rmtree(source / "lhlib" / "__pycache__", ignore_errors=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(source),
+        ],
+        check=True,
+        timeout=300,
+    )
+    (wheel,) = tmp_path.glob("lhlib-*.whl")
+    environment = tmp_path / "env"
+    venv.create(environment, with_pip=False)
+    python = environment / "bin" / "python"
+    site = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    # The dependencies come from this environment's site-packages, appended after the new one's.
+    dependencies = subprocess.run(
+        [sys.executable, "-c", "import numpy, os; print(os.path.dirname(os.path.dirname(numpy.__file__)))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    (Path(site) / "dependencies.pth").write_text(dependencies + "\n")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", site, str(wheel)],
+        check=True,
+        timeout=300,
+    )
+    modules = sorted(p.stem for p in (ROOT / "lhlib").glob("*.py") if p.stem != "__init__")
+    check = f"""
+import importlib, json, sys
+from importlib import resources
+import lhlib
+assert lhlib.__file__.startswith({site!r}), lhlib.__file__
+for name in {modules!r}:
+    importlib.import_module("lhlib." + name)
+for data in ("profiles.json", "paper_values.json"):
+    json.loads(resources.files("lhlib").joinpath(data).read_text())
+from lhlib.style import STYLE_FILE, use_style
+assert STYLE_FILE.is_file() and STYLE_FILE.is_relative_to({site!r})
+use_style()
+import matplotlib
+assert matplotlib.rcParams["savefig.bbox"] == "tight"
+# The light core: importing lhlib does not import the book's build tools or the backbone's library.
+heavy = sorted({{"papermill", "myst_nb", "sphinx", "transformers", "nbformat"}} & set(sys.modules))
+assert not heavy, heavy
+print("ok")
+"""
+    result = subprocess.run([str(python), "-c", check], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert result.stdout.strip() == "ok", result.stderr
+
+
+def test_a_chapter_runs_without_the_book_build_tools(run_chapter_smoke, tmp_path):
+    """As on Colab: no myst-nb, papermill or Sphinx in the kernel; glue falls back to a plain display."""
+    summary = run_chapter_smoke("07_sample_size", hide=("myst_nb", "papermill", "sphinx", "jupyter_book"))
+    assert summary
+    executed = nbformat.read(tmp_path / "07_sample_size.ipynb", 4)
+    outputs = [o for c in executed.cells if c.cell_type == "code" for o in c.outputs]
+    assert not any(o.get("output_type") == "error" for o in outputs)
+    assert not any("scrapbook" in o.get("metadata", {}) for o in outputs), "myst_nb.glue must not have run"
+    shown = "".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream")
+    assert re.search(r"^\w+ = \S", shown, re.M), "the glued values are shown as text"
+
+
+def test_glue_falls_back_to_plain_text_and_figures(monkeypatch, capsys):
+    import matplotlib.pyplot as plt
+    from IPython import display as ipython_display
+
+    from lhlib import glue as glue_module
+
+    shown = []
+    monkeypatch.setattr(glue_module, "myst_nb_available", lambda: False)
+    monkeypatch.setattr(ipython_display, "display", shown.append)
+    glue_module.glue("rate", 0.25, display=False)
+    glue_module.glue("verdict", "holds")
+    assert capsys.readouterr().out == "rate = 0.25\nverdict = holds\n"
+    fig = plt.figure()
+    glue_module.glue("fig_curves", fig, display=False)
+    assert shown == [fig]
+    plt.close(fig)
+
+
+def test_progress_bars_are_hidden_by_the_book_runner(monkeypatch):
+    from lhlib.progress import progress_bar, progress_enabled
+
+    monkeypatch.setenv("LHLIB_PROGRESS", "0")
+    assert not progress_enabled() and progress_bar(range(3), disable=False).disable
+    monkeypatch.setenv("LHLIB_PROGRESS", "1")
+    assert progress_enabled() and list(progress_bar(range(3), disable=True)) == [0, 1, 2]
