@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -33,15 +34,20 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 from lhlib.validation import check_choice, check_float
 
 __all__ = [
     "PROFILES",
+    "ChapterPlan",
     "build_book",
     "cell_timeout",
+    "chapter_inputs",
     "chapters",
+    "plan_chapters",
     "profile_parameters",
     "repository_root",
     "run_chapters",
@@ -82,6 +88,122 @@ def _check_chapters(names: list[str], root: Path) -> list[str]:
     for name in names:
         check_choice("chapter", name, available)
     return names or available
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _package_files() -> list[Path]:
+    """The sources and data files of lhlib: what a chapter imports."""
+    package = Path(__file__).parent
+    return sorted(p for p in package.iterdir() if p.is_file() and p.suffix in {".py", ".json", ".mplstyle"})
+
+
+def _listing_digest(folder: Path) -> str:
+    """SHA-256 of the relative path, size and modification time of every file under ``folder``."""
+    if not folder.is_dir():
+        return _sha256(b"")
+    entries = sorted(
+        f"{p.relative_to(folder)}\t{p.stat().st_size}\t{p.stat().st_mtime_ns}" for p in folder.rglob("*") if p.is_file()
+    )
+    return _sha256("\n".join(entries).encode())
+
+
+def chapter_inputs(root: Path, profile: str, name: str) -> dict[str, str]:
+    """SHA-256 digests of everything that determines a chapter's executed copy.
+
+    ``notebook``: the source notebook's bytes; ``parameters``: the profile's parameters for it (and
+    ``output_dir``); ``lhlib``: every file of the package; ``requirements``: ``requirements.txt``,
+    the Python version and the installed torch; ``data``: the listing (path, size, modification
+    time) of the data folder, which changes whenever a dataset is fetched or decoded again.
+    """
+    from importlib import metadata
+
+    from lhlib.cache import cache_root
+
+    parameters = {**profile_parameters(profile, name), "output_dir": f"results/{profile}/{name}"}
+    package = b"".join(p.name.encode() + b"\0" + p.read_bytes() + b"\0" for p in _package_files())
+    requirements = root / "requirements.txt"
+    environment = (requirements.read_bytes() if requirements.is_file() else b"") + (
+        f"\npython {sys.version}\ntorch {metadata.version('torch')}".encode()
+    )
+    return {
+        "notebook": _sha256((root / "notebooks" / f"{name}.ipynb").read_bytes()),
+        "parameters": _sha256(json.dumps(parameters, sort_keys=True).encode()),
+        "lhlib": _sha256(package),
+        "requirements": _sha256(environment),
+        "data": _listing_digest(cache_root() / "data"),
+    }
+
+
+_CHANGED = {
+    "notebook": "the notebook changed",
+    "parameters": "its parameters changed",
+    "lhlib": "lhlib changed",
+    "requirements": "the requirements changed",
+    "data": "the data changed",
+}
+
+
+@dataclass(frozen=True)
+class ChapterPlan:
+    """Whether :func:`run_chapters` executes a chapter (``run``) or reuses its last run, and why."""
+
+    name: str
+    run: bool
+    reason: str
+    inputs: dict[str, str]
+
+
+def _record_path(root: Path, profile: str, name: str) -> Path:
+    return root / "_build" / "executed" / profile / f"{name}.inputs.json"
+
+
+def plan_chapters(
+    names: list[str], profile: str, root: Path | None = None, *, force: bool = False
+) -> list[ChapterPlan]:
+    """For each chapter: re-execute it, or reuse the executed copy and ``results/`` of its last successful run.
+
+    A chapter is reused only when its last run succeeded, its executed copy and results folder
+    are still there, and every one of its :func:`chapter_inputs` is unchanged; ``force`` re-executes
+    everything.
+    """
+    root = root or repository_root()
+    check_choice("profile", profile, PROFILES)
+    plans = []
+    for name in _check_chapters(names, root):
+        inputs = chapter_inputs(root, profile, name)
+        record_path = _record_path(root, profile, name)
+        record = _read_record(record_path)
+        executed = root / "_build" / "executed" / profile / f"{name}.ipynb"
+        changed = [] if record is None else [_CHANGED[k] for k in _CHANGED if record["inputs"].get(k) != inputs[k]]
+        if force:
+            reason = "forced (--force)"
+        elif record is None:
+            reason = "no earlier successful run"
+        elif changed:
+            reason = ", ".join(changed)
+        elif not executed.is_file():
+            reason = "its executed copy is missing"
+        elif not (root / "results" / profile / name).is_dir():
+            reason = "its results folder is missing"
+        else:
+            plans.append(ChapterPlan(name, False, f"unchanged since {record['finished']}", inputs))
+            continue
+        plans.append(ChapterPlan(name, True, reason, inputs))
+    return plans
+
+
+def _read_record(path: Path) -> dict | None:
+    """The record of a chapter's last successful run, or None (also when it is unreadable)."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or not isinstance(record.get("inputs"), dict) or "finished" not in record:
+        return None
+    return record
 
 
 @contextlib.contextmanager
@@ -129,29 +251,43 @@ def _record_relative_paths(executed: Path, root: Path) -> None:
 
 
 def run_chapters(
-    names: list[str], profile: str, root: Path | None = None, *, timeout: float | None = None
+    names: list[str],
+    profile: str,
+    root: Path | None = None,
+    *,
+    timeout: float | None = None,
+    force: bool = False,
 ) -> list[Path]:
-    """Execute chapters with papermill; returns the executed notebooks.
+    """Execute the chapters that :func:`plan_chapters` says need it; returns every executed notebook.
 
     Each chapter runs with the repository as its working directory and ``output_dir`` relative to it.
-    ``timeout`` (default: the profile's :func:`cell_timeout`) bounds every cell. Raises on the first
-    failure only after the remaining chapters ran, so one broken chapter does not hide the state of
-    the rest.
+    ``timeout`` (default: the profile's :func:`cell_timeout`) bounds every cell. Per chapter, one
+    line says whether it ran or was reused and why; ``_build/executed/<profile>/report.json`` keeps
+    the same with the seconds each took. Raises on the first failure only after the remaining
+    chapters ran, so one broken chapter does not hide the state of the rest.
     """
     import papermill
 
     root = root or repository_root()
     check_choice("profile", profile, PROFILES)
-    names = _check_chapters(names, root)
     timeout = cell_timeout(profile) if timeout is None else check_float("timeout", timeout, minimum=1.0)
+    plans = plan_chapters(names, profile, root, force=force)
     executed_dir = root / "_build" / "executed" / profile
     executed_dir.mkdir(parents=True, exist_ok=True)
-    executed, failures = [], []
-    for name in names:
+    executed, failures, report = [], [], []
+    for plan in plans:
+        name = plan.name
+        target = executed_dir / f"{name}.ipynb"
+        if not plan.run:
+            print(f"[lhlib.book] {name} ({profile}): reused, {plan.reason}", file=sys.stderr, flush=True)
+            report.append({"chapter": name, "ran": False, "reason": plan.reason, "seconds": 0.0})
+            executed.append(target)
+            continue
         parameters = profile_parameters(profile, name)
         parameters["output_dir"] = f"results/{profile}/{name}"
-        target = executed_dir / f"{name}.ipynb"
-        print(f"[lhlib.book] {name} ({profile}) ...", file=sys.stderr, flush=True)
+        record = _record_path(root, profile, name)
+        record.unlink(missing_ok=True)  # a run that fails or is killed leaves no record, so it runs again
+        print(f"[lhlib.book] {name} ({profile}): running, {plan.reason} ...", file=sys.stderr, flush=True)
         start = time.perf_counter()
         try:
             # A static page has no use for progress bars (lhlib.progress).
@@ -168,26 +304,35 @@ def run_chapters(
         except papermill.PapermillExecutionError as error:
             print(f"[lhlib.book] {name} FAILED:\n{error}", file=sys.stderr, flush=True)
             failures.append(f"{name}")
+            report.append({"chapter": name, "ran": True, "reason": "failed", "seconds": time.perf_counter() - start})
             continue
         except TimeoutError:
             cell = _timed_out_cell(target)
             print(f"[lhlib.book] {name} FAILED: {cell} ran past the {timeout:g} s cell timeout", file=sys.stderr)
             failures.append(f"{name} ({cell} timed out after {timeout:g} s)")
+            report.append({"chapter": name, "ran": True, "reason": "timed out", "seconds": time.perf_counter() - start})
             continue
         finally:
             if target.exists():
                 _record_relative_paths(target, root)
-        print(f"[lhlib.book] {name} done in {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
+        seconds = time.perf_counter() - start
+        finished = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        record.write_text(json.dumps({"inputs": plan.inputs, "finished": finished, "seconds": round(seconds, 1)}))
+        print(f"[lhlib.book] {name} done in {seconds:.0f} s", file=sys.stderr, flush=True)
+        report.append({"chapter": name, "ran": True, "reason": plan.reason, "seconds": round(seconds, 1)})
         executed.append(target)
+    (executed_dir / "report.json").write_text(json.dumps(report, indent=1))
     if failures:
         raise RuntimeError(f"chapters failed under profile {profile!r}: {', '.join(failures)} (details above)")
     return executed
 
 
-def build_book(names: list[str], profile: str, root: Path | None = None, *, timeout: float | None = None) -> Path:
+def build_book(
+    names: list[str], profile: str, root: Path | None = None, *, timeout: float | None = None, force: bool = False
+) -> Path:
     """Run the chapters, stage them with the book's pages and build the HTML; returns ``index.html``."""
     root = root or repository_root()
-    run_chapters(names, profile, root, timeout=timeout)
+    run_chapters(names, profile, root, timeout=timeout, force=force)
     stage = root / "_build" / "stage" / profile
     if stage.exists():
         shutil.rmtree(stage)
@@ -241,6 +386,7 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("chapters", nargs="*", help="chapter names (default: all)")
         sub.add_argument("--profile", required=True, help=f"one of {', '.join(PROFILES)}")
         sub.add_argument("--cell-timeout", type=float, help="seconds per cell (default: the profile's cell_timeout_s)")
+        sub.add_argument("--force", action="store_true", help="re-execute every chapter, changed or not")
     sub = commands.add_parser("set-repository", help="point the book at another GitHub repository")
     sub.add_argument("slug", metavar="OWNER/NAME")
     sub.add_argument("--branch", help="the branch the book is published from (default: keep the current one)")
@@ -268,9 +414,9 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as error:
         parser.error(str(error))
     if args.command == "run":
-        run_chapters(args.chapters, args.profile, timeout=args.cell_timeout)
+        run_chapters(args.chapters, args.profile, timeout=args.cell_timeout, force=args.force)
     elif args.command == "build":
-        build_book(args.chapters, args.profile, timeout=args.cell_timeout)
+        build_book(args.chapters, args.profile, timeout=args.cell_timeout, force=args.force)
     elif args.command == "set-repository":
         for path in repository.set_repository(root, args.slug, args.branch):
             print(f"rewrote {path.relative_to(root)}")

@@ -149,3 +149,71 @@ def test_smoke_book_builds_with_warnings_as_errors(tmp_path):
         text = path.read_text()
         found = [m for m in machine_paths if m in text]
         assert not found, f"{path.relative_to(html)} shows the build machine's path {found[0]!r}"
+
+
+def _reasons(root, profile="smoke", **options):
+    return {plan.name: (plan.run, plan.reason) for plan in book.plan_chapters([], profile, root, **options)}
+
+
+def test_execution_cache_reuses_chapters_until_an_input_changes(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("LHLIB_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "book"
+    root.mkdir()
+    writes = "from pathlib import Path\nPath(output_dir).mkdir(parents=True, exist_ok=True)"
+    first = _mini_root(root, writes)
+    second = first.with_name("02_other.ipynb")
+    shutil.copy2(first, second)
+    book.run_chapters([], "smoke", root)
+    report = json.loads((root / "_build" / "executed" / "smoke" / "report.json").read_text())
+    assert [(r["chapter"], r["ran"], r["reason"]) for r in report] == [
+        ("01_mini", True, "no earlier successful run"),
+        ("02_other", True, "no earlier successful run"),
+    ]
+    capsys.readouterr()
+    book.run_chapters([], "smoke", root)  # nothing changed: nothing runs
+    assert capsys.readouterr().err.count(": reused, unchanged since ") == 2
+    assert all(not ran for ran, _ in _reasons(root).values())
+
+    # Each input, changed alone, re-executes exactly the chapters it determines.
+    notebook = nbformat.read(first, 4)
+    notebook.cells[1].source += "\n# an edited comment"
+    nbformat.write(notebook, first)
+    reasons = _reasons(root)
+    assert reasons["01_mini"] == (True, "the notebook changed") and not reasons["02_other"][0]
+    book.run_chapters(["01_mini"], "smoke", root)
+    real_parameters = book.profile_parameters
+    monkeypatch.setattr(
+        book, "profile_parameters", lambda p, c: {"seed": 1} if c == "02_other" else real_parameters(p, c)
+    )
+    assert _reasons(root)["02_other"] == (True, "its parameters changed") and not _reasons(root)["01_mini"][0]
+    monkeypatch.setattr(book, "profile_parameters", real_parameters)
+    extra = tmp_path / "extra.py"
+    extra.write_text("x = 1\n")
+    real_files = book._package_files
+    monkeypatch.setattr(book, "_package_files", lambda: [*real_files(), extra])
+    book.run_chapters([], "smoke", root)  # records the package with extra.py
+    extra.write_text("x = 2\n")
+    assert set(_reasons(root).values()) == {(True, "lhlib changed")}
+    extra.write_text("x = 1\n")
+    (root / "requirements.txt").write_text("torch==0\n")
+    assert set(_reasons(root).values()) == {(True, "the requirements changed")}
+    (root / "requirements.txt").unlink()
+    (tmp_path / "cache" / "data").mkdir(parents=True)
+    (tmp_path / "cache" / "data" / "decoded.npy").write_bytes(b"new data")
+    assert set(_reasons(root).values()) == {(True, "the data changed")}
+    (tmp_path / "cache" / "data" / "decoded.npy").unlink()
+    assert all(not ran for ran, _ in _reasons(root).values())
+    shutil.rmtree(root / "results" / "smoke" / "02_other")
+    assert _reasons(root)["02_other"] == (True, "its results folder is missing")
+    assert set(_reasons(root, force=True).values()) == {(True, "forced (--force)")}
+    # Another profile has its own executed copies.
+    assert set(_reasons(root, profile="cpu").values()) == {(True, "no earlier successful run")}
+
+    # A failed run leaves no record, so the chapter runs again next time.
+    notebook.cells[1].source = "raise RuntimeError('broken')"
+    nbformat.write(notebook, first)
+    with pytest.raises(RuntimeError, match="01_mini"):
+        book.run_chapters(["01_mini"], "smoke", root)
+    notebook.cells[1].source = writes
+    nbformat.write(notebook, first)
+    assert _reasons(root)["01_mini"] == (True, "no earlier successful run")

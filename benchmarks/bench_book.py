@@ -1,0 +1,73 @@
+"""Cold and warm builds of the book, side by side: every chapter executed with an empty results store,
+then the same build again with nothing changed (every chapter reused from the execution cache).
+
+    .venv/bin/python benchmarks/bench_book.py --profile smoke
+    .venv/bin/python benchmarks/bench_book.py --profile cpu     # the profile `make book` builds
+
+The build runs on a copy of the book's pages in a temporary folder with an empty results store
+(the datasets are linked in, not fetched again), so neither this checkout's executed copies nor its
+store are touched. Prints each chapter's cold time, both totals with the HTML build, and their ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from lhlib import book  # noqa: E402
+from lhlib.cache import cache_root  # noqa: E402
+
+PAGES = ("_config.yml", "_toc.yml", "book", "notebooks", "requirements.txt")
+
+
+def timed_build(root: Path, profile: str, chapters: list[str], force: bool) -> tuple[float, list[dict]]:
+    start = time.perf_counter()
+    book.build_book(chapters, profile, root, force=force)
+    seconds = time.perf_counter() - start
+    return seconds, json.loads((root / "_build" / "executed" / profile / "report.json").read_text())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="smoke", choices=book.PROFILES)
+    parser.add_argument("chapters", nargs="*", help="chapters to execute (default: all)")
+    args = parser.parse_args()
+    data = cache_root() / "data"
+    with tempfile.TemporaryDirectory(prefix="bench-book-") as folder:
+        root, store = Path(folder) / "book", Path(folder) / "store"
+        root.mkdir()
+        store.mkdir()
+        for item in PAGES:
+            source = ROOT / item
+            (shutil.copytree if source.is_dir() else shutil.copy2)(source, root / item)
+        if data.is_dir():
+            (store / "data").symlink_to(data, target_is_directory=True)
+        os.environ["LHLIB_CACHE"] = str(store)  # the chapters' kernels inherit it
+        cold, cold_report = timed_build(root, args.profile, args.chapters, force=True)
+        warm, warm_report = timed_build(root, args.profile, args.chapters, force=False)
+    load = os.getloadavg()
+    print(f"\nprofile {args.profile}, {os.cpu_count()} CPUs, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    import torch
+
+    print(f"torch threads in each chapter's kernel: {torch.get_num_threads()} unless the chapter's code sets its own\n")
+    print(f"{'chapter':<28} {'cold (s)':>9}  warm")
+    for cold_row, warm_row in zip(cold_report, warm_report):
+        status = f"{warm_row['seconds']:.1f} s, ran: {warm_row['reason']}" if warm_row["ran"] else "reused"
+        print(f"{cold_row['chapter']:<28} {cold_row['seconds']:9.1f}  {status}")
+    executed = sum(row["seconds"] for row in cold_report)
+    print(f"\ncold build: {cold:7.1f} s  (chapters {executed:.1f} s, HTML and staging {cold - executed:.1f} s)")
+    print(f"warm build: {warm:7.1f} s  (every chapter reused: {all(not r['ran'] for r in warm_report)})")
+    print(f"cold / warm: {cold / warm:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
