@@ -5,17 +5,26 @@ read back with ``torch.load(weights_only=True)``, so loading never runs arbitrar
 the SHA-256 of the canonical JSON of the parameters, so a changed parameter never reuses a stale
 result. Writes go to a temporary file in the same folder and are moved into place with
 :func:`os.replace`, so a run killed midway leaves either nothing or a complete file, and the next
-run resumes from whatever finished.
+run resumes from whatever finished; temporary files that a killed run left behind are removed.
+
+Every entry is verified when read: the file starts with the SHA-256 of the bytes that follow, and
+the entry holds the record of the parameters that made it. An entry whose bytes or record do not
+match (a flipped bit, a truncated copy, a file moved under another key, an older format) is
+discarded and recomputed, and one line on stderr says so.
 
 The store lives in ``$LHLIB_CACHE`` or, by default, ``~/.cache/lhlib``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import os
+import sys
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,12 +37,17 @@ __all__ = [
     "cache_root",
     "cached",
     "load_result",
+    "remove_stale_parts",
     "store_result",
     "tensor_fingerprint",
 ]
 
 # Bump when a change in lhlib alters what a cached computation returns.
 CACHE_FORMAT = 1
+# The first line of every entry; the second is the SHA-256 (hex) of the rest of the file.
+ENTRY_HEADER = b"lhlib results store entry, format 2\n"
+# A temporary file older than this was left by a killed write (a write takes seconds).
+STALE_PART_SECONDS = 3600
 
 
 def cache_root() -> Path:
@@ -61,16 +75,40 @@ def tensor_fingerprint(*tensors: torch.Tensor) -> str:
     return digest.hexdigest()[:32]
 
 
+def _ordinary_mode() -> int:
+    """The mode a plain ``open(path, "w")`` gives a new file (0o666 less the umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def remove_stale_parts(folder: Path) -> list[Path]:
+    """Delete the temporary ``.part`` files in ``folder`` older than :data:`STALE_PART_SECONDS`."""
+    now, removed = time.time(), []
+    for part in Path(folder).glob(".*.part"):
+        with contextlib.suppress(FileNotFoundError):
+            if now - part.stat().st_mtime > STALE_PART_SECONDS:
+                part.unlink()
+                removed.append(part)
+    return removed
+
+
 def atomic_write_bytes(path: Path, write: Callable[[Any], None]) -> None:
-    """Call ``write(file)`` on a temporary file next to ``path``, then move it onto ``path``."""
+    """Call ``write(file)`` on a temporary file next to ``path``, then move it onto ``path``.
+
+    The file gets ordinary permissions (as ``open`` would give it), and stale temporary files that
+    killed writes left in the folder are removed first.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_parts(path.parent)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
     try:
         with os.fdopen(handle, "wb") as file:
             write(file)
             file.flush()
             os.fsync(file.fileno())
+        os.chmod(temporary, _ordinary_mode())
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
@@ -81,15 +119,40 @@ def _path(kind: str, params: dict[str, Any]) -> Path:
     return cache_root() / "store" / kind / f"{cache_key(params)}.pt"
 
 
-def load_result(kind: str, params: dict[str, Any]) -> dict[str, Any] | None:
-    """The stored result for ``(kind, params)``, or ``None`` if there is none (or it is unreadable)."""
-    path = _path(kind, params)
-    if not path.exists():
-        return None
+def _verified(data: bytes, params: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
+    """``(result, "")`` for an entry whose checksum and parameter record match, else ``(None, why)``."""
+    if not data.startswith(ENTRY_HEADER):
+        return None, "it has no checksum (an older format or not an entry)"
+    digest, _, payload = data[len(ENTRY_HEADER) :].partition(b"\n")
+    if hashlib.sha256(payload).hexdigest().encode() != digest:
+        return None, "its bytes do not match their SHA-256"
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 -- a file from another torch version or a damaged disk: recompute it
+        result = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 -- checksum right but unreadable: written by another torch
+        return None, "torch cannot read it"
+    if not isinstance(result, dict) or result.get("_params") != _canonical(params):
+        return None, "it was made by other parameters"
+    return result, ""
+
+
+def load_result(kind: str, params: dict[str, Any]) -> dict[str, Any] | None:
+    """The stored result for ``(kind, params)``, verified; ``None`` if there is none or it fails verification.
+
+    An entry that fails is deleted, and one line on stderr names it and why.
+    """
+    path = _path(kind, params)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
         return None
+    result, problem = _verified(data, params)
+    if result is None:
+        path.unlink(missing_ok=True)
+        print(
+            f"lhlib.cache: discarded the stored {kind} entry {path.stem[:12]} ({problem}); recomputing it",
+            file=sys.stderr,
+        )
+    return result
 
 
 def cached(
@@ -114,4 +177,8 @@ def store_result(kind: str, params: dict[str, Any], result: dict[str, Any]) -> N
     """Write ``result`` (tensors moved to the CPU) atomically under the key of ``(kind, params)``."""
     stored = {k: v.detach().cpu() if isinstance(v, torch.Tensor) else v for k, v in result.items()}
     stored["_params"] = _canonical(params)
-    atomic_write_bytes(_path(kind, params), lambda file: torch.save(stored, file))
+    buffer = io.BytesIO()
+    torch.save(stored, buffer)
+    payload = buffer.getvalue()
+    digest = hashlib.sha256(payload).hexdigest().encode()
+    atomic_write_bytes(_path(kind, params), lambda file: file.write(ENTRY_HEADER + digest + b"\n" + payload))

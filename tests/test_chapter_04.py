@@ -32,3 +32,20 @@ def test_chapter_04_rejects_bad_parameters_before_work(run_chapter_smoke):
         run_chapter_smoke("04_direct_classification", datasets=["svhn"])
     with pytest.raises(papermill.PapermillExecutionError, match="seeds must list at least 2"):
         run_chapter_smoke("04_direct_classification", seeds=[3])
+
+
+def test_chapter_04_recomputes_damaged_store_entries(run_chapter_smoke, tmp_path, monkeypatch):
+    """One flipped bit in every stored network and its per-sample losses: the next run discards and
+    recomputes them, and the chapter's results equal those of the clean run."""
+    monkeypatch.setenv("LHLIB_CACHE", str(tmp_path / "store-of-this-test"))
+    clean = run_chapter_smoke("04_direct_classification")
+    entries = sorted((tmp_path / "store-of-this-test" / "store").rglob("*.pt"))
+    assert entries, "the chapter stores its networks"
+    for entry in entries:
+        data = bytearray(entry.read_bytes())
+        data[len(data) // 2] ^= 0x01
+        entry.write_bytes(bytes(data))
+    again = run_chapter_smoke("04_direct_classification")
+    assert again == clean
+    executed = (tmp_path / "04_direct_classification.ipynb").read_text()
+    assert executed.count("lhlib.cache: discarded the stored trained_network entry") == len(entries)
