@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import hashlib
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -95,9 +97,23 @@ def _sha256(data: bytes) -> str:
 
 
 def _package_files() -> list[Path]:
-    """The sources and data files of lhlib: what a chapter imports."""
+    """The sources and data files of lhlib: what a chapter imports (``profiles.json`` is not: each
+    chapter's own parameters are an input of their own, so editing one chapter's reruns that one).
+    """
     package = Path(__file__).parent
-    return sorted(p for p in package.iterdir() if p.is_file() and p.suffix in {".py", ".json", ".mplstyle"})
+    suffixes = {".py", ".json", ".mplstyle"}
+    return sorted(p for p in package.iterdir() if p.is_file() and p.suffix in suffixes and p.name != "profiles.json")
+
+
+@functools.lru_cache(maxsize=1)
+def _environment() -> bytes:
+    """Python, every installed distribution and its version, and whether torch sees a GPU."""
+    from importlib import metadata
+
+    import torch
+
+    installed = sorted(f"{d.metadata['Name']}=={d.version}" for d in metadata.distributions())
+    return "\n".join([sys.version, f"cuda {torch.cuda.is_available()}", *installed]).encode()
 
 
 def _listing_digest(folder: Path) -> str:
@@ -115,19 +131,16 @@ def chapter_inputs(root: Path, profile: str, name: str) -> dict[str, str]:
 
     ``notebook``: the source notebook's bytes; ``parameters``: the profile's parameters for it (and
     ``output_dir``); ``lhlib``: every file of the package; ``requirements``: ``requirements.txt``,
-    the Python version and the installed torch; ``data``: the listing (path, size, modification
+    the Python version, every installed distribution's version and whether a GPU is visible (a
+    chapter with ``device="auto"`` computes on it); ``data``: the listing (path, size, modification
     time) of the data folder, which changes whenever a dataset is fetched or decoded again.
     """
-    from importlib import metadata
-
     from lhlib.cache import cache_root
 
     parameters = {**profile_parameters(profile, name), "output_dir": f"results/{profile}/{name}"}
     package = b"".join(p.name.encode() + b"\0" + p.read_bytes() + b"\0" for p in _package_files())
     requirements = root / "requirements.txt"
-    environment = (requirements.read_bytes() if requirements.is_file() else b"") + (
-        f"\npython {sys.version}\ntorch {metadata.version('torch')}".encode()
-    )
+    environment = (requirements.read_bytes() if requirements.is_file() else b"") + b"\n" + _environment()
     return {
         "notebook": _sha256((root / "notebooks" / f"{name}.ipynb").read_bytes()),
         "parameters": _sha256(json.dumps(parameters, sort_keys=True).encode()),
@@ -267,10 +280,12 @@ def run_chapters(
     chapters ran, so one broken chapter does not hide the state of the rest.
     """
     import papermill
+    from nbclient.exceptions import CellTimeoutError
 
     root = root or repository_root()
     check_choice("profile", profile, PROFILES)
-    timeout = cell_timeout(profile) if timeout is None else check_float("timeout", timeout, minimum=1.0)
+    # nbclient takes whole seconds.
+    timeout = math.ceil(cell_timeout(profile) if timeout is None else check_float("timeout", timeout, minimum=1.0))
     plans = plan_chapters(names, profile, root, force=force)
     executed_dir = root / "_build" / "executed" / profile
     executed_dir.mkdir(parents=True, exist_ok=True)
@@ -302,20 +317,26 @@ def run_chapters(
                     execution_timeout=timeout,
                 )
         except papermill.PapermillExecutionError as error:
-            print(f"[lhlib.book] {name} FAILED:\n{error}", file=sys.stderr, flush=True)
-            failures.append(f"{name}")
-            report.append({"chapter": name, "ran": True, "reason": "failed", "seconds": time.perf_counter() - start})
-            continue
-        except TimeoutError:
+            failure, detail = name, f"\n{error}"
+        except CellTimeoutError:
             cell = _timed_out_cell(target)
-            print(f"[lhlib.book] {name} FAILED: {cell} ran past the {timeout:g} s cell timeout", file=sys.stderr)
-            failures.append(f"{name} ({cell} timed out after {timeout:g} s)")
-            report.append({"chapter": name, "ran": True, "reason": "timed out", "seconds": time.perf_counter() - start})
-            continue
+            failure, detail = (
+                f"{name} ({cell} timed out after {timeout} s)",
+                f": {cell} ran past the {timeout} s cell timeout",
+            )
+        except Exception as error:  # noqa: BLE001 -- a dead kernel or one that never started: report, go on
+            failure, detail = f"{name} ({type(error).__name__})", f": {type(error).__name__}: {error}"
+        else:
+            failure = None
         finally:
             if target.exists():
                 _record_relative_paths(target, root)
         seconds = time.perf_counter() - start
+        if failure is not None:
+            print(f"[lhlib.book] {name} FAILED{detail}", file=sys.stderr, flush=True)
+            failures.append(failure)
+            report.append({"chapter": name, "ran": True, "reason": "failed", "seconds": round(seconds, 1)})
+            continue
         finished = datetime.now(timezone.utc).isoformat(timespec="seconds")
         record.write_text(json.dumps({"inputs": plan.inputs, "finished": finished, "seconds": round(seconds, 1)}))
         print(f"[lhlib.book] {name} done in {seconds:.0f} s", file=sys.stderr, flush=True)
@@ -341,6 +362,14 @@ def build_book(
         source = root / item
         (shutil.copytree if source.is_dir() else shutil.copy2)(source, stage / item)
     # The table of contents lists every chapter; chapters not run now come from an earlier run.
+    others = [n for n in chapters(root) if n not in names] if names else []
+    for plan in plan_chapters(others, profile, root) if others else []:
+        if plan.run:
+            print(
+                f"[lhlib.book] warning: {plan.name}'s page is from an outdated run ({plan.reason});"
+                " build without chapter names to refresh it",
+                file=sys.stderr,
+            )
     for name in chapters(root):
         executed = root / "_build" / "executed" / profile / f"{name}.ipynb"
         if not executed.exists():

@@ -5,11 +5,14 @@
 * Jupyter Book's launch and repository buttons (it reads ``_config.yml`` itself);
 * every chapter's Colab install cell, which installs lhlib from ``OWNER/NAME`` at ``branch``, the ref
   the Colab button opens, so that notebook and package always match;
-* ``[project.urls]`` in ``pyproject.toml`` and ``repository-code`` and ``url`` in ``CITATION.cff``.
+* ``[project.urls]`` in ``pyproject.toml`` and ``repository-code`` and ``url`` in ``CITATION.cff``;
+* the branch that ``.github/workflows/book.yml`` builds and deploys.
 
 :func:`disagreements` lists every place that does not follow the setting; :func:`set_repository`
 rewrites the setting and everything that follows from it
-(``python -m lhlib.book set-repository OWNER/NAME [--branch BRANCH]``).
+(``python -m lhlib.book set-repository OWNER/NAME [--branch BRANCH]``). Files are read with YAML and
+TOML parsers, edited line by line (comments and other keys stay as they are) and parsed again to
+confirm the edit.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [
+    "INSTALL_CELL_TAG",
     "Repository",
     "colab_install_source",
     "disagreements",
@@ -32,6 +36,10 @@ _SLUG = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}")
 _BRANCH = re.compile(r"[A-Za-z0-9._/-]{1,200}")
 # The tag that hides the install cell's output in the rendered page.
 INSTALL_CELL_TAG = "remove-output"
+# What marks a chapter's install cell (the house rules require it in the first code cell).
+INSTALL_GUARD = 'if "google.colab" in sys.modules:'
+WORKFLOW = Path(".github") / "workflows" / "book.yml"
+URL_KEYS = ("Homepage", "Repository", "Issues")
 
 
 @dataclass(frozen=True)
@@ -57,6 +65,10 @@ class Repository:
         """The pip requirement that installs lhlib from this repository at ``branch``."""
         return f"lhlib @ git+{self.url}@{self.branch}"
 
+    def project_urls(self) -> dict[str, str]:
+        """``[project.urls]`` of ``pyproject.toml``."""
+        return dict(zip(URL_KEYS, (self.pages_url, self.url, f"{self.url}/issues")))
+
 
 def parse_slug(slug: str, branch: str = "main") -> Repository:
     """``OWNER/NAME`` (as GitHub spells it) and a branch name as a :class:`Repository`."""
@@ -68,53 +80,58 @@ def parse_slug(slug: str, branch: str = "main") -> Repository:
     return Repository(owner, name, branch)
 
 
-def _repository_block(config: str) -> tuple[int, int]:
-    """Start and end offsets of the indented block under the top-level ``repository:`` key."""
-    match = re.search(r"^repository:[ \t]*\n((?:[ \t]+.*\n?)*)", config, re.M)
-    if match is None:
-        raise ValueError("_config.yml has no top-level 'repository:' section")
-    return match.start(1), match.end(1)
+def _load_toml(text: str) -> dict:
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    return tomllib.loads(text)
+
+
+def _load_yaml(text: str):
+    import yaml
+
+    return yaml.safe_load(text)
 
 
 def read_repository(root: Path) -> Repository:
-    """The repository and branch that ``_config.yml`` names."""
-    config = (root / "_config.yml").read_text()
-    start, end = _repository_block(config)
-    block = config[start:end]
-    url = re.search(r"^[ \t]+url:[ \t]*(\S+)", block, re.M)
-    branch = re.search(r"^[ \t]+branch:[ \t]*(\S+)", block, re.M)
-    if url is None or not url.group(1).startswith("https://github.com/"):
-        raise ValueError("_config.yml: repository.url must be https://github.com/OWNER/NAME")
-    return parse_slug(url.group(1).removeprefix("https://github.com/"), branch.group(1) if branch else "main")
+    """The repository and branch that ``_config.yml`` names (``branch`` defaults to ``main``)."""
+    return _repository_of_config((root / "_config.yml").read_text())
+
+
+def _repository_of_config(config: str) -> Repository:
+    setting = (_load_yaml(config) or {}).get("repository") or {}
+    url = str(setting.get("url", ""))
+    if not url.startswith("https://github.com/"):
+        raise ValueError(f"_config.yml: repository.url must be https://github.com/OWNER/NAME, got {url!r}")
+    return parse_slug(url.removeprefix("https://github.com/").rstrip("/"), str(setting.get("branch", "main")))
 
 
 def colab_install_source(repository: Repository) -> str:
-    """The source of every chapter's first code cell."""
+    """The source of every chapter's install cell, its first code cell."""
     return (
         "# On Colab only: install lhlib's light core from the book's repository, at the branch the Colab\n"
         "# button opened, so that notebook and package match. Colab's own torch and Jupyter are kept.\n"
         "import sys\n"
         "\n"
-        'if "google.colab" in sys.modules:\n'
+        f"{INSTALL_GUARD}\n"
         f'    %pip install -q "{repository.requirement}"'
     )
 
 
-def _project_urls(repository: Repository) -> str:
-    return (
-        "[project.urls]\n"
-        f'Homepage = "{repository.pages_url}"\n'
-        f'Repository = "{repository.url}"\n'
-        f'Issues = "{repository.url}/issues"\n'
-    )
-
-
-def _citation_lines(repository: Repository) -> dict[str, str]:
-    return {"repository-code": f'"{repository.url}"', "url": f'"{repository.pages_url}"'}
-
-
 def _notebooks(root: Path) -> list[Path]:
     return sorted((root / "notebooks").glob("*.ipynb"))
+
+
+def _citation_values(repository: Repository) -> dict[str, str]:
+    return {"repository-code": repository.url, "url": repository.pages_url}
+
+
+def _workflow_branches(workflow: dict) -> tuple[list, list[str]]:
+    """The push branches of the workflow and the branches its ``refs/heads/...`` conditions name."""
+    triggers = workflow.get(True, workflow.get("on")) or {}  # YAML 1.1 reads the key `on` as True
+    pushed = ((triggers.get("push") or {}).get("branches")) or []
+    return pushed, re.findall(r"refs/heads/([A-Za-z0-9._/-]+)", repr(workflow))
 
 
 def disagreements(root: Path) -> list[str]:
@@ -130,43 +147,153 @@ def disagreements(root: Path) -> list[str]:
             problems.append(f"{path.name}: the first code cell is not the install cell for {repository.requirement}")
         elif INSTALL_CELL_TAG not in code[0].metadata.get("tags", []):
             problems.append(f"{path.name}: the install cell is not tagged {INSTALL_CELL_TAG!r}")
-    if _project_urls(repository) not in (root / "pyproject.toml").read_text():
-        problems.append(f"pyproject.toml: [project.urls] does not point at {repository.url}")
-    citation = (root / "CITATION.cff").read_text()
-    for key, value in _citation_lines(repository).items():
-        if not re.search(rf"^{re.escape(key)}: {re.escape(value)}$", citation, re.M):
-            problems.append(f"CITATION.cff: {key} is not {value}")
+    urls = _load_toml((root / "pyproject.toml").read_text()).get("project", {}).get("urls", {})
+    for key, value in repository.project_urls().items():
+        if urls.get(key) != value:
+            problems.append(f"pyproject.toml: [project.urls] {key} is {urls.get(key)!r}, not {value!r}")
+    for key, value in urls.items():
+        if key not in URL_KEYS and ("github.com/" in value or "github.io/" in value) and repository.url not in value:
+            problems.append(f"pyproject.toml: [project.urls] {key} points at another repository ({value})")
+    citation = _load_yaml((root / "CITATION.cff").read_text()) or {}
+    for key, value in _citation_values(repository).items():
+        if citation.get(key) != value:
+            problems.append(f"CITATION.cff: {key} is {citation.get(key)!r}, not {value!r}")
+    if (root / WORKFLOW).is_file():
+        pushed, conditions = _workflow_branches(_load_yaml((root / WORKFLOW).read_text()) or {})
+        if pushed != [repository.branch] or any(branch != repository.branch for branch in conditions):
+            problems.append(f"{WORKFLOW}: does not build and deploy the branch {repository.branch!r}")
     return problems
 
 
-def sync_repository(root: Path) -> list[Path]:
-    """Rewrite every place that follows ``_config.yml``'s repository setting; returns the files changed."""
+def _install_cell_index(cells: list) -> int | None:
+    for index, cell in enumerate(cells):
+        if cell.cell_type == "code" and INSTALL_GUARD in cell.source:
+            return index
+    return None
+
+
+def _sync_notebook(path: Path, repository: Repository) -> bool:
+    """Make the notebook's first code cell the install cell; never overwrite a cell of the chapter's own."""
     import nbformat
 
+    notebook = nbformat.read(path, as_version=4)
+    index = _install_cell_index(notebook.cells)
+    source = colab_install_source(repository)
+    if index is None:
+        first_code = next((i for i, c in enumerate(notebook.cells) if c.cell_type == "code"), len(notebook.cells))
+        cell = nbformat.v4.new_code_cell(source)
+        cell.metadata["tags"] = [INSTALL_CELL_TAG]
+        notebook.cells.insert(first_code, cell)
+    else:
+        cell = notebook.cells[index]
+        tags = cell.metadata.get("tags", [])
+        first_code = next(i for i, c in enumerate(notebook.cells) if c.cell_type == "code")
+        if cell.source == source and INSTALL_CELL_TAG in tags and index == first_code:
+            return False
+        cell.source = source
+        cell.metadata["tags"] = [*(t for t in tags if t != INSTALL_CELL_TAG), INSTALL_CELL_TAG]
+        if index != first_code:
+            notebook.cells.insert(first_code, notebook.cells.pop(index))
+    nbformat.write(notebook, path)
+    return True
+
+
+def _section_lines(lines: list[str], is_header, is_end) -> tuple[int, int]:
+    """``[start, end)`` of the lines after the header line that ``is_header`` picks, up to ``is_end``."""
+    start = next((i for i, line in enumerate(lines) if is_header(line)), None)
+    if start is None:
+        raise ValueError("section not found")
+    end = next((i for i in range(start + 1, len(lines)) if is_end(lines[i])), len(lines))
+    return start + 1, end
+
+
+def _set_keys(
+    lines: list[str], start: int, end: int, values: dict[str, str], *, pattern: str, value: str, new_key: str
+) -> list[str]:
+    """Set ``key`` lines between ``start`` and ``end``.
+
+    ``pattern`` matches a key's line with group 1 the text before its value, ``value`` formats the
+    value; a key not there is inserted after the section's last key line, its text before the value
+    formatted by ``new_key`` (``{indent}`` is the indentation of the section's keys).
+    """
+    lines = list(lines)
+    for key, text in values.items():
+        regex = re.compile(pattern.format(key=re.escape(key)))
+        hits = [i for i in range(start, end) if regex.match(lines[i])]
+        if hits:
+            lines[hits[0]] = regex.match(lines[hits[0]]).group(1) + value.format(text)
+            continue
+        keyed = [i for i in range(start, end) if lines[i].strip() and not lines[i].lstrip().startswith("#")]
+        indent = re.match(r"\s*", lines[keyed[0]]).group(0) if keyed else "  "
+        lines.insert(keyed[-1] + 1 if keyed else start, new_key.format(indent=indent, key=key) + value.format(text))
+        end += 1
+    return lines
+
+
+def _rewrite_config(text: str, repository: Repository) -> str:
+    lines = text.splitlines(keepends=False)
+    start, end = _section_lines(
+        lines, lambda line: re.match(r"repository:\s*(#.*)?$", line), lambda line: re.match(r"[^\s#]", line)
+    )
+    values = {"url": repository.url, "branch": repository.branch}
+    lines = _set_keys(lines, start, end, values, pattern=r"(\s+{key}:\s*)\S*", value="{}", new_key="{indent}{key}: ")
+    return "\n".join(lines) + "\n"
+
+
+def _rewrite_pyproject(text: str, repository: Repository) -> str:
+    lines = text.splitlines(keepends=False)
+    try:
+        start, end = _section_lines(
+            lines, lambda line: line.strip() == "[project.urls]", lambda line: line.startswith("[")
+        )
+    except ValueError:
+        lines += ["", "[project.urls]"]
+        start = end = len(lines)
+    lines = _set_keys(
+        lines, start, end, repository.project_urls(), pattern=r'({key}\s*=\s*)".*"', value='"{}"', new_key="{key} = "
+    )
+    return "\n".join(lines) + "\n"
+
+
+def _rewrite_citation(text: str, repository: Repository) -> str:
+    lines = text.splitlines(keepends=False)
+    for key, value in _citation_values(repository).items():
+        hits = [i for i, line in enumerate(lines) if re.match(rf"{re.escape(key)}:", line)]
+        if hits:
+            lines[hits[0]] = f'{key}: "{value}"'
+        else:
+            lines.append(f'{key}: "{value}"')
+    return "\n".join(lines) + "\n"
+
+
+def _rewrite_workflow(text: str, repository: Repository) -> str:
+    text = re.sub(r"^(\s+branches:\s*)\[[^\]]*\]", rf"\g<1>[{repository.branch}]", text, count=1, flags=re.M)
+    return re.sub(r"refs/heads/[A-Za-z0-9._/-]+", f"refs/heads/{repository.branch}", text)
+
+
+def sync_repository(root: Path) -> list[Path]:
+    """Rewrite every place that follows ``_config.yml``'s repository setting; returns the files changed.
+
+    Raises ``ValueError`` (and writes nothing more) if a rewritten file does not then agree.
+    """
     repository = read_repository(root)
-    changed = []
-    for path in _notebooks(root):
-        notebook = nbformat.read(path, as_version=4)
-        first = next(cell for cell in notebook.cells if cell.cell_type == "code")
-        tags = first.metadata.get("tags", [])
-        if first.source != colab_install_source(repository) or INSTALL_CELL_TAG not in tags:
-            first.source = colab_install_source(repository)
-            first.metadata["tags"] = [*(t for t in tags if t != INSTALL_CELL_TAG), INSTALL_CELL_TAG]
-            nbformat.write(notebook, path)
+    changed = [path for path in _notebooks(root) if _sync_notebook(path, repository)]
+    rewrites = [
+        (root / "pyproject.toml", _rewrite_pyproject),
+        (root / "CITATION.cff", _rewrite_citation),
+        (root / WORKFLOW, _rewrite_workflow),
+    ]
+    for path, rewrite in rewrites:
+        if not path.is_file():
+            continue
+        text = path.read_text()
+        updated = rewrite(text, repository)
+        if updated != text:
+            path.write_text(updated)
             changed.append(path)
-    pyproject = root / "pyproject.toml"
-    text = pyproject.read_text()
-    updated = re.sub(r"^\[project\.urls\]\n(?:[^\[\n].*\n)*", _project_urls(repository), text, count=1, flags=re.M)
-    if updated != text:
-        pyproject.write_text(updated)
-        changed.append(pyproject)
-    citation = root / "CITATION.cff"
-    text = updated = citation.read_text()
-    for key, value in _citation_lines(repository).items():
-        updated = re.sub(rf"^{re.escape(key)}: .*$", f"{key}: {value}", updated, count=1, flags=re.M)
-    if updated != text:
-        citation.write_text(updated)
-        changed.append(citation)
+    remaining = disagreements(root)
+    if remaining:
+        raise ValueError(f"after rewriting, still disagrees: {remaining[0]}")
     return changed
 
 
@@ -178,12 +305,12 @@ def set_repository(root: Path, slug: str, branch: str | None = None) -> list[Pat
     current = read_repository(root)
     repository = parse_slug(slug, current.branch if branch is None else branch)
     path = root / "_config.yml"
-    config = path.read_text()
-    start, end = _repository_block(config)
-    block = re.sub(r"^([ \t]+url:[ \t]*)\S+", rf"\g<1>{repository.url}", config[start:end], count=1, flags=re.M)
-    block = re.sub(r"^([ \t]+branch:[ \t]*)\S+", rf"\g<1>{repository.branch}", block, count=1, flags=re.M)
+    text = path.read_text()
+    updated = _rewrite_config(text, repository)
+    if _repository_of_config(updated) != repository:
+        raise ValueError("_config.yml: could not rewrite the repository section (edit it by hand)")
     changed = []
-    if block != config[start:end]:
-        path.write_text(config[:start] + block + config[end:])
+    if updated != text:
+        path.write_text(updated)
         changed.append(path)
     return changed + sync_repository(root)

@@ -121,6 +121,21 @@ def test_a_hung_cell_fails_its_chapter_and_is_named(tmp_path, capsys):
         book.run_chapters([], "smoke", root=tmp_path, timeout=0)
 
 
+def test_a_dead_kernel_fails_its_chapter_and_the_others_still_run(tmp_path, capsys):
+    _mini_root(tmp_path, "import os\nos._exit(1)")
+    (tmp_path / "fine").mkdir()
+    _mini_root(tmp_path / "fine", "x = 1")
+    shutil.copy2(tmp_path / "fine" / "notebooks" / "01_mini.ipynb", tmp_path / "notebooks" / "02_fine.ipynb")
+    with pytest.raises(RuntimeError, match=r"profile 'smoke': 01_mini \(DeadKernelError\)"):
+        book.run_chapters([], "smoke", root=tmp_path, timeout=30.5)  # fractional: rounded up for nbclient
+    report = json.loads((tmp_path / "_build" / "executed" / "smoke" / "report.json").read_text())
+    assert [(r["chapter"], r["reason"]) for r in report] == [
+        ("01_mini", "failed"),
+        ("02_fine", "no earlier successful run"),
+    ]
+    assert "01_mini FAILED: DeadKernelError" in capsys.readouterr().err
+
+
 def test_check_notebooks_finds_outputs(tmp_path):
     path = _mini_root(tmp_path, "1 + 1")
     assert book.unstripped_notebooks([path]) == []
@@ -145,8 +160,8 @@ def test_smoke_book_builds_with_warnings_as_errors(tmp_path):
     # No page may show where the book was built: not the build tree, this checkout, its virtual
     # environment, the home folder (the results store) or the temporary folder.
     machine_paths = {str(tmp_path), str(ROOT), sys.prefix, str(Path.home()) + "/", tempfile.gettempdir() + "/"}
-    for path in sorted(html.rglob("*.html")):
-        text = path.read_text()
+    for path in sorted(p for p in html.rglob("*") if p.suffix in {".html", ".ipynb", ".txt", ".js", ".json"}):
+        text = path.read_text(errors="replace")
         found = [m for m in machine_paths if m in text]
         assert not found, f"{path.relative_to(html)} shows the build machine's path {found[0]!r}"
 

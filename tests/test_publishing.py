@@ -81,7 +81,7 @@ def test_every_place_follows_the_repository_setting():
 
 
 def _copy_of_the_book(tmp_path) -> Path:
-    for item in ("_config.yml", "pyproject.toml", "CITATION.cff", "notebooks"):
+    for item in ("_config.yml", "pyproject.toml", "CITATION.cff", "notebooks", ".github"):
         source = ROOT / item
         (shutil.copytree if source.is_dir() else shutil.copy2)(source, tmp_path / item)
     return tmp_path
@@ -91,7 +91,7 @@ def test_set_repository_rewrites_every_place(tmp_path):
     root = _copy_of_the_book(tmp_path)
     old = repository.read_repository(root)
     changed = repository.set_repository(root, "someone/my-fork", branch="draft")
-    assert len(changed) == 3 + len(book.chapters(root))
+    assert len(changed) == 4 + len(book.chapters(root))
     assert repository.disagreements(root) == []
     new = repository.read_repository(root)
     assert (new.owner, new.name, new.branch) == ("someone", "my-fork", "draft")
@@ -99,6 +99,8 @@ def test_set_repository_rewrites_every_place(tmp_path):
         text = path.read_text()
         assert old.url not in text and old.pages_url not in text, path.name
         assert new.url in text, path.name
+    workflow = (root / ".github" / "workflows" / "book.yml").read_text()
+    assert "branches: [draft]" in workflow and "refs/heads/draft" in workflow and "refs/heads/main" not in workflow
     assert (
         "lhlib @ git+https://github.com/someone/my-fork@draft"
         in (root / "notebooks" / "04_direct_classification.ipynb").read_text()
@@ -108,9 +110,63 @@ def test_set_repository_rewrites_every_place(tmp_path):
     citation = root / "CITATION.cff"
     citation.write_text(citation.read_text().replace("someone/my-fork", "someone/elsewhere"))
     assert repository.disagreements(root) == [
-        'CITATION.cff: repository-code is not "https://github.com/someone/my-fork"'
+        "CITATION.cff: repository-code is 'https://github.com/someone/elsewhere', not 'https://github.com/someone/my-fork'"
     ]
     assert repository.sync_repository(root) == [citation] and repository.disagreements(root) == []
+
+
+def test_set_repository_keeps_comments_other_keys_and_the_chapters_own_cells(tmp_path):
+    root = _copy_of_the_book(tmp_path)
+    config = root / "_config.yml"
+    # A blank line and a comment inside the section, and no branch key: YAML allows both.
+    text = config.read_text()
+    assert '  path_to_book: ""\n  branch: main\n' in text
+    config.write_text(
+        text.replace('  path_to_book: ""\n  branch: main\n', '\n# where the book lives\n  path_to_book: ""\n')
+    )
+    assert repository.read_repository(root).branch == "main"
+    pyproject = root / "pyproject.toml"
+    pyproject.write_text(
+        pyproject.read_text().replace("[project.urls]\n", '[project.urls]\nChangelog = "https://example.org/changes"\n')
+    )
+    notebook_path = root / "notebooks" / "07_sample_size.ipynb"
+    notebook = nbformat.read(notebook_path, 4)
+    first_code = next(i for i, c in enumerate(notebook.cells) if c.cell_type == "code")
+    notebook.cells.insert(first_code, nbformat.v4.new_code_cell("import numpy as np  # the chapter's own first cell"))
+    nbformat.write(notebook, notebook_path)
+    assert any("07_sample_size" in p for p in repository.disagreements(root))
+    repository.set_repository(root, "someone/my-fork", branch="draft")
+    assert repository.disagreements(root) == []
+    assert repository.read_repository(root).branch == "draft"
+    assert "# where the book lives" in config.read_text()
+    assert 'Changelog = "https://example.org/changes"' in pyproject.read_text()
+    cells = [c.source for c in nbformat.read(notebook_path, 4).cells if c.cell_type == "code"]
+    assert cells[0] == repository.colab_install_source(repository.read_repository(root))
+    assert cells[1] == "import numpy as np  # the chapter's own first cell"
+    assert sum(repository.INSTALL_GUARD in c for c in cells) == 1
+
+
+def test_disagreements_see_every_url_and_the_workflow_branch(tmp_path):
+    root = _copy_of_the_book(tmp_path)
+    pyproject = root / "pyproject.toml"
+    text = pyproject.read_text()
+    pyproject.write_text(
+        text.replace("[project.urls]\n", '[project.urls]\nDocumentation = "https://github.com/old/place"\n')
+    )
+    assert repository.disagreements(root) == [
+        "pyproject.toml: [project.urls] Documentation points at another repository (https://github.com/old/place)"
+    ]
+    issues_line = 'Issues = "https://github.com/lhlib-book/unraveling-the-hessian/issues"\n'
+    assert issues_line in text
+    pyproject.write_text(text.replace(issues_line, ""))
+    assert repository.disagreements(root) == [
+        "pyproject.toml: [project.urls] Issues is None, not 'https://github.com/lhlib-book/unraveling-the-hessian/issues'"
+    ]
+    repository.sync_repository(root)
+    assert repository.disagreements(root) == [] and issues_line in pyproject.read_text()
+    workflow = root / ".github" / "workflows" / "book.yml"
+    workflow.write_text(workflow.read_text().replace("branches: [main]", "branches: [elsewhere]"))
+    assert repository.disagreements(root) == [".github/workflows/book.yml: does not build and deploy the branch 'main'"]
 
 
 @pytest.mark.parametrize(
@@ -169,7 +225,7 @@ def test_package_metadata_is_complete():
     ruff = next(r for r in hooks if r["repo"].endswith("ruff-pre-commit"))
     assert ruff["rev"] == f"v{pinned['ruff']}" and {h["id"] for h in ruff["hooks"]} == {"ruff-check", "ruff-format"}
     local = next(r for r in hooks if r["repo"] == "local")
-    assert local["hooks"][0]["entry"] == "python -m lhlib.book check-notebooks"
+    assert local["hooks"][0]["entry"] == ".venv/bin/python -m lhlib.book check-notebooks"
 
 
 def test_wheel_installs_and_imports_without_the_repository(tmp_path):
@@ -277,4 +333,4 @@ def test_progress_bars_are_hidden_by_the_book_runner(monkeypatch):
     monkeypatch.setenv("LHLIB_PROGRESS", "0")
     assert not progress_enabled() and progress_bar(range(3), disable=False).disable
     monkeypatch.setenv("LHLIB_PROGRESS", "1")
-    assert progress_enabled() and list(progress_bar(range(3), disable=True)) == [0, 1, 2]
+    assert progress_enabled() and not progress_bar(range(3)).disable
