@@ -397,11 +397,22 @@ def main(argv: list[str] | None = None) -> None:
     fetch = sub.add_parser("fetch", help="fetch and verify datasets")
     fetch.add_argument("datasets", nargs="+", help=f"any of {', '.join(DATASETS)}")
     args = parser.parse_args(argv)
+    try:
+        for name in args.datasets:
+            check_choice("dataset", name, DATASETS)
+    except ValueError as error:
+        parser.error(str(error))
+    failed = []
     for name in args.datasets:
-        check_choice("dataset", name, DATASETS)
-    for name in args.datasets:
-        info = load_images(name, train_size=2)[2]
+        try:
+            info = load_images(name, train_size=2)[2]
+        except (RuntimeError, ValueError, OSError) as error:  # no source could provide it
+            print(f"{name}: {str(error).splitlines()[0]}", file=sys.stderr)
+            failed.append(name)
+            continue
         print(f"{name}: available from {info.source} ({info.input_dim} inputs, {info.num_classes} classes)")
+    if failed:
+        parser.exit(1, f"python -m lhlib.data: error: not available: {', '.join(failed)}\n")
 
 
 if __name__ == "__main__":

@@ -66,6 +66,7 @@ __all__ = [
     "OfflineCNNBackbone",
     "SmallCNN",
     "check_backbone",
+    "check_revision",
     "dataset_features",
     "extract_features",
     "make_backbone",
@@ -80,25 +81,41 @@ POOLINGS = ("pooler", "cls")
 HUB_TIMEOUT_S = 20
 FEATURE_FORMAT = 1  # bump when the meaning of a cached feature changes
 OFFLINE_CNN = {"images": 10000, "epochs": 2, "batch_size": 128, "lr": 1e-3, "feature_dim": 768}
-_HF_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_HF_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9_][\w.-]*$")
 _SHA = re.compile(r"^[0-9a-f]{40}$")
+# A branch or tag name the hub accepts (``refs/pr/1`` included), and nothing that climbs out of a folder.
+_REF = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*(/[A-Za-z0-9_][A-Za-z0-9._-]*)*$")
 
 
 class BackboneUnavailable(RuntimeError):
     """The requested backbone's weights could not be obtained; the message names the alternatives."""
 
 
+def _is_local_checkpoint(backbone: str) -> bool:
+    return Path(backbone).is_dir() and (Path(backbone) / "config.json").is_file()
+
+
 def check_backbone(backbone: Any) -> str:
-    """``backbone`` if it is ``"offline-cnn"``, a Hugging Face model id or a local checkpoint folder."""
-    if (
-        isinstance(backbone, str)
-        and backbone
-        and (backbone == OFFLINE_BACKBONE or _HF_ID.match(backbone) or Path(backbone).is_dir())
-    ):
-        return backbone
+    """``backbone`` if it is ``"offline-cnn"``, a Hugging Face model id, or a local checkpoint folder
+    (one holding a model's ``config.json``).
+    """
+    if isinstance(backbone, str) and backbone:
+        if backbone == OFFLINE_BACKBONE or _is_local_checkpoint(backbone):
+            return backbone
+        if _HF_ID.fullmatch(backbone) and ".." not in backbone and not Path(backbone).exists():
+            return backbone
     raise ValueError(
         f"backbone must be {OFFLINE_BACKBONE!r}, a Hugging Face image-model id such as "
-        f"{DEFAULT_BACKBONE!r}, or a local checkpoint folder; got {backbone!r}"
+        f"{DEFAULT_BACKBONE!r}, or a local checkpoint folder holding a config.json; got {backbone!r}"
+    )
+
+
+def check_revision(revision: Any) -> str:
+    """``revision`` if it is a 40-character commit hash or a safe branch or tag name."""
+    if isinstance(revision, str) and (_SHA.fullmatch(revision) or (_REF.fullmatch(revision) and ".." not in revision)):
+        return revision
+    raise ValueError(
+        f"revision must be a commit hash (40 hex digits) or a branch or tag name such as 'main'; got {revision!r}"
     )
 
 
@@ -173,8 +190,11 @@ def _unavailable(name: str, revision: str, reason: str) -> BackboneUnavailable:
 
 
 def _folder_hash(folder: Path) -> str:
+    """SHA-256 of a checkpoint folder's weights and configuration; links that lead out of it are skipped."""
     digest = hashlib.sha256()
-    for path in sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in (".json", ".safetensors", ".bin")):
+    inside = folder.resolve()
+    files = [p for p in folder.iterdir() if p.is_file() and p.suffix in (".json", ".safetensors", ".bin")]
+    for path in sorted(p for p in files if p.resolve().is_relative_to(inside)):
         digest.update(path.name.encode())
         with open(path, "rb") as file:
             for block in iter(lambda: file.read(1 << 20), b""):
@@ -184,7 +204,8 @@ def _folder_hash(folder: Path) -> str:
 
 def _resolve_revision(name: str, revision: str, timeout_s: float) -> str:
     """A commit hash for ``revision`` of hub model ``name``: the hub's answer, else the local HF cache's."""
-    if _SHA.match(revision):
+    check_revision(revision)
+    if _SHA.fullmatch(revision):
         return revision
     from huggingface_hub import HfApi
     from huggingface_hub.constants import HF_HUB_CACHE
@@ -197,9 +218,13 @@ def _resolve_revision(name: str, revision: str, timeout_s: float) -> str:
             return HfApi().model_info(name, revision=revision, timeout=timeout_s).sha
     except Exception as error:  # noqa: BLE001 -- no network, DNS failure, timeout, unknown repository or revision
         reason = f"the hub did not answer ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
-    ref = Path(HF_HUB_CACHE) / f"models--{name.replace('/', '--')}" / "refs" / revision
-    if ref.is_file():
-        return ref.read_text().strip()
+    refs = Path(HF_HUB_CACHE) / f"models--{name.replace('/', '--')}" / "refs"
+    ref = refs / revision
+    # The ref file holds a commit hash; anything else (or a file outside refs/) is not a ref.
+    if ref.is_file() and ref.resolve().is_relative_to(refs.resolve()):
+        commit = ref.read_text(errors="replace").strip()
+        if _SHA.fullmatch(commit):
+            return commit
     raise _unavailable(name, revision, f"{reason}, and it is not in the local Hugging Face cache {HF_HUB_CACHE}")
 
 
@@ -319,7 +344,8 @@ class HubBackbone(ModelBackbone):
         self.name, self.pooling, self.pooler_seed, self.timeout_s = name, pooling, pooler_seed, timeout_s
         self.device = resolve_device(device)
         self.dtype = torch.float16 if half_precision and self.device.type == "cuda" else torch.float32
-        self.local = Path(name).is_dir()
+        check_backbone(name)
+        self.local = _is_local_checkpoint(name)
         self.requested_revision = revision
         with _hub_timeouts(timeout_s):
             self.revision = _folder_hash(Path(name)) if self.local else _resolve_revision(name, revision, timeout_s)

@@ -7,7 +7,9 @@ what is accepted, so a papermill or command-line user sees at once what to chang
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 __all__ = [
@@ -17,6 +19,7 @@ __all__ = [
     "check_float",
     "check_int",
     "check_int_list",
+    "check_output_dir",
     "check_positive_floats",
     "check_seeds",
 ]
@@ -133,3 +136,25 @@ def check_seeds(name: str, values: Any, *, minimum_count: int = 2) -> list[int]:
     if len(seeds) < minimum_count:
         raise ValueError(f"{name} must list at least {minimum_count} distinct seeds (integers >= 0), got {values!r}")
     return seeds
+
+
+def check_output_dir(name: str, value: Any) -> str:
+    """``value`` normalised, as a folder a chapter may write its figures and summary into.
+
+    An absolute path is accepted (a Colab user writes to Drive); a relative one must stay inside the
+    working directory. Refused: an empty path, the working directory itself, a path that climbs out
+    of it, and a folder that holds notebooks (the chapters' own folder).
+    """
+    if not isinstance(value, (str, os.PathLike)) or not str(value).strip():
+        raise ValueError(f"{name} must be a non-empty folder path, got {value!r}")
+    normalised = os.path.normpath(str(value))
+    if normalised == ".":
+        raise ValueError(f"{name} must be a folder below the working directory, not the working directory itself")
+    if not os.path.isabs(normalised) and normalised.split(os.sep)[0] == "..":
+        raise ValueError(f"{name} must be an absolute path or stay inside the working directory, got {value!r}")
+    folder = Path(normalised)
+    if folder.is_dir() and any(folder.glob("*.ipynb")):
+        raise ValueError(f"{name} must not be a folder holding notebooks, got {value!r}")
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{name} must be a folder, but {value!r} is a file")
+    return normalised

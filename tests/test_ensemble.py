@@ -83,3 +83,41 @@ def test_store_keys_each_member_by_its_seed():
     # The new member equals the network trained on its own, to float32 rounding.
     alone = trained_networks(x, y, seeds=[5], use_cache=False, **settings)[0]
     torch.testing.assert_close(grown[2].losses, alone.losses, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("family", ["mlp", "cnn"])
+def test_every_training_parameter_changes_the_store_key(family):
+    """A key that ignored one parameter would hand back a network trained with another value of it."""
+    from lhlib.cache import cache_key
+    from lhlib.experiment import _member_params
+
+    base = {
+        "fingerprint": "abc",
+        "family": family,
+        "image_shape": (1, 8, 8),
+        "num_classes": 10,
+        "hidden_size": 16,
+        "num_layers": 5,
+        "epochs": 10,
+        "batch_size": 64,
+        "lr": 1e-3,
+        "seed": 0,
+        "device_type": "cpu",
+    }
+    changed = {
+        "fingerprint": "abd",
+        "num_classes": 4,
+        "hidden_size": 32,
+        "num_layers": 3,
+        "epochs": 9,
+        "batch_size": 32,
+        "lr": 2e-3,
+        "seed": 1,
+        "device_type": "cuda",
+    }
+    if family != "mlp":
+        changed |= {"image_shape": (3, 8, 8), "family": "vit"}
+    keys = {cache_key(_member_params(**base))}
+    for name, value in changed.items():
+        keys.add(cache_key(_member_params(**{**base, name: value})))
+    assert len(keys) == 1 + len(changed)

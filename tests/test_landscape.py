@@ -89,3 +89,16 @@ def test_mean_abs_deviation_along_the_last_axis():
 
     values = torch.tensor([[0.0, 2.0, 2.0, 4.0], [1.0, 1.0, 1.0, 1.0]], dtype=torch.float64)
     torch.testing.assert_close(mean_abs_deviation(values), torch.tensor([1.0, 0.0], dtype=torch.float64))
+
+
+def test_bootstrap_interval_has_the_confidence_it_states():
+    """Known answer: a percentile interval of a near-normal bootstrap distribution is about
+    z_{0.975} / z_{0.75} = 1.96 / 0.674 = 2.91 times as wide at 95 % as at 50 %."""
+    rng = np.random.default_rng(0)
+    k = np.arange(1, 2001)
+    curves = (1.0 / (k + 1))[None, :] * rng.lognormal(0.0, 0.5, size=(400, k.size))
+    fits = {c: fit_rate_exponent(curves, k_min=10, bootstrap=4000, confidence=c, seed=1) for c in (0.5, 0.95)}
+    width = {c: fit.ci[1] - fit.ci[0] for c, fit in fits.items()}
+    assert fits[0.95].confidence == 0.95 and fits[0.95].ci[0] < fits[0.95].exponent < fits[0.95].ci[1]
+    assert 2.6 < width[0.95] / width[0.5] < 3.2
+    assert fit_rate_exponent(curves, k_min=10, bootstrap=4000, seed=1).ci == fits[0.95].ci

@@ -101,3 +101,22 @@ def test_cpu_threads_is_restored():
     with cpu_threads(1, torch.device("cpu")):
         assert torch.get_num_threads() == 1
     assert torch.get_num_threads() == before
+
+
+def test_train_refuses_a_zero_or_negative_learning_rate():
+    x, y = torch.randn(8, 4), torch.randint(0, 2, (8,))
+    for lr in (0.0, -1e-3):
+        with pytest.raises(ValueError, match="^lr must be a number > 0.0"):
+            train(build_mlp(4, 3, 0, 2, seed=0), x, y, epochs=1, lr=lr)
+
+
+def test_the_seed_decides_the_batch_order():
+    """Same initial weights, same data: only the order of the batches differs between seeds."""
+    x, y = torch.randn(64, 4, generator=torch.Generator().manual_seed(0)), torch.arange(64) % 2
+    weights = {}
+    for seed in (0, 0, 1):
+        model = build_mlp(4, 3, 0, 2, seed=7)
+        train(model, x, y, epochs=1, batch_size=8, lr=1e-2, seed=seed)
+        weights.setdefault(seed, []).append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert torch.equal(weights[0][0], weights[0][1]), "one seed, one order"
+    assert not torch.allclose(weights[0][0], weights[1][0]), "another seed must visit the batches in another order"
