@@ -19,7 +19,8 @@ Backbones, selected by name (:func:`make_backbone`):
 
 * a Hugging Face checkpoint id (default :data:`DEFAULT_BACKBONE`) or a local folder holding one,
   loaded with ``AutoImageProcessor`` and ``AutoModel`` (no ``trust_remote_code``), every hub request
-  under a timeout; ``revision`` is resolved to a commit hash that enters the cache key;
+  under a timeout and all of them within :data:`HUB_TOTAL_TIMEOUT_S`; ``revision`` is resolved to a
+  commit hash that enters the cache key;
 * ``"offline-cnn"``: a small CNN that this book trains itself, for machines without hub access, on
   training images disjoint from those it embeds (images ``train_size .. train_size + 10000`` of the
   same dataset), cached in the results store. Its :attr:`Backbone.provenance` says exactly that.
@@ -35,7 +36,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import re
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,7 +54,7 @@ from lhlib.landscape import log_binned
 from lhlib.progress import progress_bar
 from lhlib.style import sweep_colors
 from lhlib.train import resolve_device
-from lhlib.validation import check_choice, check_int
+from lhlib.validation import check_choice, check_float, check_int
 
 __all__ = [
     "DEFAULT_BACKBONE",
@@ -78,7 +81,8 @@ __all__ = [
 DEFAULT_BACKBONE = "google/vit-base-patch16-224"
 OFFLINE_BACKBONE = "offline-cnn"
 POOLINGS = ("pooler", "cls")
-HUB_TIMEOUT_S = 20
+HUB_TIMEOUT_S = 20  # one hub request
+HUB_TOTAL_TIMEOUT_S = 60  # everything one backbone asks of the hub (its client retries each request)
 FEATURE_FORMAT = 1  # bump when the meaning of a cached feature changes
 OFFLINE_CNN = {"images": 10000, "epochs": 2, "batch_size": 128, "lr": 1e-3, "feature_dim": 768}
 _HF_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9_][\w.-]*$")
@@ -187,6 +191,30 @@ def _unavailable(name: str, revision: str, reason: str) -> BackboneUnavailable:
         f"cache beforehand (`hf download {name}` on a connected machine, then copy $HF_HOME)"
         " and run with HF_HUB_OFFLINE=1"
     )
+
+
+def _within(seconds: float, call: Callable[[], Any]) -> Any:
+    """``call()``'s result, or ``TimeoutError`` once ``seconds`` have passed without one.
+
+    The call runs in a daemon thread: a host that accepts connections and never answers keeps that
+    thread waiting on its own timeouts, but not the chapter.
+    """
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = call()
+        except BaseException as error:  # noqa: BLE001 -- handed to the caller below
+            outcome["error"] = error
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        raise TimeoutError(f"no answer within {seconds:g} s")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 def _folder_hash(folder: Path) -> str:
@@ -338,8 +366,12 @@ class HubBackbone(ModelBackbone):
         device: str = "auto",
         half_precision: bool = False,
         timeout_s: float = HUB_TIMEOUT_S,
+        total_timeout_s: float = HUB_TOTAL_TIMEOUT_S,
     ):
         check_choice("pooling", pooling, POOLINGS)
+        check_float("timeout_s", timeout_s, minimum=0.0, strict_minimum=True)
+        check_float("total_timeout_s", total_timeout_s, minimum=0.0, strict_minimum=True)
+        self.total_timeout_s = total_timeout_s
         check_int("pooler_seed", pooler_seed, minimum=0)
         self.name, self.pooling, self.pooler_seed, self.timeout_s = name, pooling, pooler_seed, timeout_s
         self.device = resolve_device(device)
@@ -347,8 +379,10 @@ class HubBackbone(ModelBackbone):
         check_backbone(name)
         self.local = _is_local_checkpoint(name)
         self.requested_revision = revision
-        with _hub_timeouts(timeout_s):
-            self.revision = _folder_hash(Path(name)) if self.local else _resolve_revision(name, revision, timeout_s)
+        if self.local:
+            self.revision = _folder_hash(Path(name))
+        else:
+            self.revision = self._from_hub(lambda: _resolve_revision(name, revision, timeout_s))
         self.model = self.processor = None
         self.feature_dim: int | None = None
         self.pooler_initialised: bool | None = None
@@ -362,15 +396,30 @@ class HubBackbone(ModelBackbone):
         }  # 4 and 5 resize slightly differently
         self.note = ""
 
+    def _from_hub(self, call: Callable[[], Any]) -> Any:
+        """``call()`` under the per-request timeouts, and failed once :attr:`total_timeout_s` has passed."""
+
+        def bounded():
+            with _hub_timeouts(self.timeout_s):
+                return call()
+
+        try:
+            return _within(self.total_timeout_s, bounded)
+        except TimeoutError as error:
+            raise _unavailable(self.name, self.requested_revision, f"the hub did not answer ({error})") from error
+
     def _loaded(self):
         if self.model is None:
             from transformers import AutoImageProcessor, AutoModel
 
             where = {} if self.local else {"revision": self.revision}
+
+            def load():
+                processor = AutoImageProcessor.from_pretrained(self.name, **where)
+                return processor, *AutoModel.from_pretrained(self.name, output_loading_info=True, **where)
+
             try:
-                with _hub_timeouts(self.timeout_s):
-                    processor = AutoImageProcessor.from_pretrained(self.name, **where)
-                    model, info = AutoModel.from_pretrained(self.name, output_loading_info=True, **where)
+                processor, model, info = load() if self.local else self._from_hub(load)
             except OSError as error:
                 raise _unavailable(self.name, self.requested_revision, str(error).splitlines()[0]) from error
             missing = {

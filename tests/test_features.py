@@ -197,3 +197,57 @@ def test_offline_cnn_is_trained_on_disjoint_images_and_cached():
     assert second.from_cache and again.model is None and torch.equal(first.x, second.x)  # not even loaded
     with pytest.raises(ValueError, match="train_size must leave training images"):
         make_backbone("offline-cnn", dataset="digits", train_size=1797)
+
+
+def test_a_hub_that_never_answers_fails_within_the_total_timeout(tmp_path):
+    """A host that accepts connections and never answers: the backbone fails within its total
+    timeout, with one line naming the backbone and the offline choice."""
+    import socket
+    import subprocess
+    import sys
+    import threading
+
+    from lhlib.features import HUB_TOTAL_TIMEOUT_S
+
+    assert HUB_TOTAL_TIMEOUT_S <= 60
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    held = []
+
+    def accept_and_stay_silent():
+        while True:
+            try:
+                held.append(server.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=accept_and_stay_silent, daemon=True).start()
+    code = """
+import sys, time
+from lhlib.features import BackboneUnavailable, HubBackbone
+for revision in ("main", "a" * 40):  # resolving a branch, then downloading a pinned commit
+    start = time.perf_counter()
+    try:
+        HubBackbone("owner/model", revision=revision, timeout_s=1, total_timeout_s=4, device="cpu")._loaded()
+    except BackboneUnavailable as error:
+        print(f"{time.perf_counter() - start:.1f}", str(error).splitlines()[0])
+"""
+    environment = {
+        **__import__("os").environ,
+        "HF_ENDPOINT": f"http://127.0.0.1:{server.getsockname()[1]}",
+        "HF_HOME": str(tmp_path / "hf"),
+        "HF_HUB_OFFLINE": "0",
+    }
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, env=environment, timeout=120
+        )
+    finally:
+        server.close()
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 2, result.stdout + result.stderr
+    for line in lines:
+        seconds, message = line.split(" ", 1)
+        assert float(seconds) < 4 + 5, line
+        assert message.startswith("cannot obtain the checkpoint 'owner/model'") and "backbone='offline-cnn'" in message
