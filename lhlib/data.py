@@ -45,6 +45,7 @@ __all__ = [
     "Dataset",
     "DatasetInfo",
     "SourceUnavailable",
+    "check_dataset",
     "check_datasets",
     "data_root",
     "load_dataset",
@@ -485,6 +486,12 @@ def _check_request(name: str, train_size: int) -> DatasetSpec:
     if train_size > spec.train_available:
         raise ValueError(f"train_size must be <= {spec.train_available} for {name}, got {train_size}")
     return spec
+
+
+def check_dataset(dataset: str, train_size: int) -> str:
+    """Validate a chapter's one ``dataset`` and ``train_size`` against it."""
+    _check_request(dataset, train_size)
+    return dataset
 
 
 def check_datasets(datasets: list[str], train_size: int) -> list[str]:

@@ -225,6 +225,8 @@ def test_a_hub_that_never_answers_fails_within_the_total_timeout(tmp_path):
     threading.Thread(target=accept_and_stay_silent, daemon=True).start()
     code = """
 import sys, time
+import transformers  # imported before the clock starts: only the waits are timed
+from transformers import AutoImageProcessor, AutoModel
 from lhlib.features import BackboneUnavailable, HubBackbone
 for revision in ("main", "a" * 40):  # resolving a branch, then downloading a pinned commit
     start = time.perf_counter()
