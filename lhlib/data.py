@@ -316,7 +316,8 @@ def _decoded_once(folder: Path, decode: Callable[[], ImagesAndLabels]) -> Images
         except (OSError, ValueError):
             pass
         print(
-            f"lhlib.data: the decoded copy in {folder.name} does not match its SHA-256; decoding again", file=sys.stderr
+            f"lhlib.data: the decoded copy in {folder.name} has no matching SHA-256 record; decoding again",
+            file=sys.stderr,
         )
     images, labels = decode()
     manifest = {}

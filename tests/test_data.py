@@ -226,7 +226,7 @@ def test_cifar_archives_are_verified_read_safely_and_decoded_once(name, tmp_path
     capsys.readouterr()
     again, _ = data._cifar(name, download=False)
     np.testing.assert_array_equal(again, images)
-    assert "does not match its SHA-256; decoding again" in capsys.readouterr().err
+    assert "has no matching SHA-256 record; decoding again" in capsys.readouterr().err
     # A tampered archive is refused.
     _cifar_archive(archive_path, spec, [(b[0] // 2, b[1]) for b in batches])
     decoded.unlink()

@@ -253,3 +253,17 @@ for revision in ("main", "a" * 40):  # resolving a branch, then downloading a pi
         seconds, message = line.split(" ", 1)
         assert float(seconds) < 4 + 5, line
         assert message.startswith("cannot obtain the checkpoint 'owner/model'") and "backbone='offline-cnn'" in message
+
+
+def test_a_damaged_feature_entry_is_recomputed_to_the_same_features(capsys):
+    images = _gray(3, size=4)
+    backbone = _Counting("damaged")
+    first = extract_features(backbone, images, dataset="d", indices=(0, 3))
+    entry = max((cache_root() / "store" / "features").glob("*.pt"), key=lambda p: p.stat().st_mtime_ns)
+    data = bytearray(entry.read_bytes())
+    data[-1] ^= 0x01
+    entry.write_bytes(bytes(data))
+    capsys.readouterr()
+    again = extract_features(backbone, images, dataset="d", indices=(0, 3))
+    assert not again.from_cache and "discarded the stored features entry" in capsys.readouterr().err
+    assert torch.equal(again.x, first.x) and backbone.calls == 2

@@ -277,3 +277,20 @@ def test_quantile_summary():
     summary = lh.quantile_summary(torch.arange(101.0))
     assert summary == {"count": 101, "min": 0.0, "max": 100.0, "mean": 50.0, "q50": 50.0, "q90": 90.0, "q99": 99.0}
     assert lh.quantile_summary(torch.zeros(0)) == {"count": 0}
+
+
+def test_a_damaged_curvature_entry_is_recomputed_to_the_same_numbers(problem, capsys):
+    from lhlib.cache import cache_root
+
+    model, x, y, _, _ = problem
+    settings = {"full_samples": 3, "extreme_samples": 1, "top_k": 1, "tol": 1e-10, "max_iter": 200, "seed": 5}
+    first = lh.curvature_measurements(model, x, y, **settings)
+    entry = max((cache_root() / "store" / "curvature_measurements").glob("*.pt"), key=lambda p: p.stat().st_mtime_ns)
+    data = bytearray(entry.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    entry.write_bytes(bytes(data))
+    capsys.readouterr()
+    again = lh.curvature_measurements(model, x, y, **settings)
+    assert not again.from_cache and "discarded the stored curvature_measurements entry" in capsys.readouterr().err
+    torch.testing.assert_close(again.hessian["norms"], first.hessian["norms"], rtol=0, atol=0)
+    torch.testing.assert_close(again.ggn_norms, first.ggn_norms, rtol=0, atol=0)
