@@ -31,6 +31,7 @@ data: $(STAMP) offline-packages
 lint: $(STAMP)
 	$(PY) -m ruff check $(LINTED)
 	$(PY) -m ruff format --check $(LINTED)
+	$(PY) -m ruff check --select F notebooks  # undefined names and unused imports in the chapters
 
 format: $(STAMP)
 	$(PY) -m ruff check --fix $(LINTED)

@@ -27,11 +27,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from lhlib.models import MLP
+from lhlib.settings import FAMILIES
 from lhlib.validation import check_choice, check_int
 
-__all__ = ["FAMILIES", "ConvNet", "VisionTransformer", "build_network", "weight_layers"]
+__all__ = ["ConvNet", "VisionTransformer", "build_network", "weight_layers"]
 
-FAMILIES = ("mlp", "cnn", "vit")
 """The network families: the paper's MLP, a small CNN, a small vision transformer."""
 
 

@@ -27,9 +27,12 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+# torch is imported inside the functions that use it: lhlib.data's dataset checks import this
+# module and must run without torch (see lhlib.settings).
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "atomic_write_bytes",
@@ -67,6 +70,8 @@ def cache_key(params: dict[str, Any]) -> str:
 
 def tensor_fingerprint(*tensors: torch.Tensor) -> str:
     """SHA-256 of the tensors' dtypes, shapes and bytes: identifies a dataset in a cache key."""
+    import torch
+
     digest = hashlib.sha256()
     for tensor in tensors:
         tensor = tensor.detach().cpu().contiguous()
@@ -126,6 +131,8 @@ def _verified(data: bytes, params: dict[str, Any]) -> tuple[dict[str, Any] | Non
     digest, _, payload = data[len(ENTRY_HEADER) :].partition(b"\n")
     if hashlib.sha256(payload).hexdigest().encode() != digest:
         return None, "its bytes do not match their SHA-256"
+    import torch
+
     try:
         result = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
     except Exception:  # noqa: BLE001 -- checksum right but unreadable: written by another torch
@@ -175,6 +182,8 @@ def cached(
 
 def store_result(kind: str, params: dict[str, Any], result: dict[str, Any]) -> None:
     """Write ``result`` (tensors moved to the CPU) atomically under the key of ``(kind, params)``."""
+    import torch
+
     stored = {k: v.detach().cpu() if isinstance(v, torch.Tensor) else v for k, v in result.items()}
     stored["_params"] = _canonical(params)
     buffer = io.BytesIO()

@@ -36,12 +36,15 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from lhlib.cache import atomic_write_bytes, cache_root
 from lhlib.validation import check_choice, check_choices, check_int
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "DATASETS",
@@ -511,6 +514,8 @@ def check_datasets(datasets: list[str], train_size: int) -> list[str]:
 
 def load_images(name: str, train_size: int) -> tuple[torch.Tensor, torch.Tensor, DatasetInfo]:
     """The first ``train_size`` training images as uint8 ``N x C x H x W``, their labels and metadata."""
+    import torch  # here, so that the dataset checks above run without it
+
     spec = _check_request(name, train_size)
     failures = []
     for label, source in _sources(name):

@@ -18,9 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lhlib.architectures import FAMILIES, build_network
+from lhlib.architectures import build_network
 from lhlib.cache import load_result, store_result, tensor_fingerprint
 from lhlib.ensemble import ensemble_per_sample_losses, train_ensemble
+from lhlib.settings import FAMILIES
 from lhlib.train import resolve_device, train
 from lhlib.validation import check_choice, check_float, check_int, check_int_list
 
@@ -127,7 +128,7 @@ def trained_networks(
 ) -> list[TrainedNetwork]:
     """Train a network once per seed on ``(x, y)`` (or load members from the results store).
 
-    ``family`` is one of :data:`lhlib.architectures.FAMILIES`: the paper's MLP by default, for
+    ``family`` is one of :data:`lhlib.settings.FAMILIES`: the paper's MLP by default, for
     which ``hidden_size`` is ``h`` and ``num_layers`` counts the hidden-to-hidden layers. For
     ``"cnn"`` and ``"vit"``, ``hidden_size`` is the width (channels, embedding dimension) and
     ``num_layers`` the number of convolution or attention blocks, and ``image_shape`` (channels,

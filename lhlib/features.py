@@ -17,7 +17,7 @@ repeatable); ``pooling="cls"`` returns ``c`` itself.
 
 Backbones, selected by name (:func:`make_backbone`):
 
-* a Hugging Face checkpoint id (default :data:`DEFAULT_BACKBONE`) or a local folder holding one,
+* a Hugging Face checkpoint id (default :data:`lhlib.settings.DEFAULT_BACKBONE`) or a local folder holding one,
   loaded with ``AutoImageProcessor`` and ``AutoModel`` (no ``trust_remote_code``), every hub request
   under a timeout and all of them within :data:`HUB_TOTAL_TIMEOUT_S`; ``revision`` is resolved to a
   commit hash that enters the cache key;
@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -52,15 +51,20 @@ from lhlib.cache import cached, tensor_fingerprint
 from lhlib.data import DATASETS, load_images
 from lhlib.landscape import log_binned
 from lhlib.progress import progress_bar
+from lhlib.settings import (
+    OFFLINE_BACKBONE,
+    POOLINGS,
+    check_backbone,
+    check_revision,
+    is_commit,
+    is_local_checkpoint,
+)
 from lhlib.style import sweep_colors
 from lhlib.train import resolve_device
 from lhlib.validation import check_choice, check_float, check_int
 
 __all__ = [
-    "DEFAULT_BACKBONE",
     "HUB_TIMEOUT_S",
-    "OFFLINE_BACKBONE",
-    "POOLINGS",
     "Backbone",
     "BackboneUnavailable",
     "FeatureSet",
@@ -68,8 +72,6 @@ __all__ = [
     "ModelBackbone",
     "OfflineCNNBackbone",
     "SmallCNN",
-    "check_backbone",
-    "check_revision",
     "dataset_features",
     "extract_features",
     "make_backbone",
@@ -78,49 +80,14 @@ __all__ = [
     "to_rgb",
 ]
 
-DEFAULT_BACKBONE = "google/vit-base-patch16-224"
-OFFLINE_BACKBONE = "offline-cnn"
-POOLINGS = ("pooler", "cls")
 HUB_TIMEOUT_S = 20  # one hub request
 HUB_TOTAL_TIMEOUT_S = 60  # everything one backbone asks of the hub (its client retries each request)
 FEATURE_FORMAT = 1  # bump when the meaning of a cached feature changes
 OFFLINE_CNN = {"images": 10000, "epochs": 2, "batch_size": 128, "lr": 1e-3, "feature_dim": 768}
-_HF_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9_][\w.-]*$")
-_SHA = re.compile(r"^[0-9a-f]{40}$")
-# A branch or tag name the hub accepts (``refs/pr/1`` included), and nothing that climbs out of a folder.
-_REF = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*(/[A-Za-z0-9_][A-Za-z0-9._-]*)*$")
 
 
 class BackboneUnavailable(RuntimeError):
     """The requested backbone's weights could not be obtained; the message names the alternatives."""
-
-
-def _is_local_checkpoint(backbone: str) -> bool:
-    return Path(backbone).is_dir() and (Path(backbone) / "config.json").is_file()
-
-
-def check_backbone(backbone: Any) -> str:
-    """``backbone`` if it is ``"offline-cnn"``, a Hugging Face model id, or a local checkpoint folder
-    (one holding a model's ``config.json``).
-    """
-    if isinstance(backbone, str) and backbone:
-        if backbone == OFFLINE_BACKBONE or _is_local_checkpoint(backbone):
-            return backbone
-        if _HF_ID.fullmatch(backbone) and ".." not in backbone and not Path(backbone).exists():
-            return backbone
-    raise ValueError(
-        f"backbone must be {OFFLINE_BACKBONE!r}, a Hugging Face image-model id such as "
-        f"{DEFAULT_BACKBONE!r}, or a local checkpoint folder holding a config.json; got {backbone!r}"
-    )
-
-
-def check_revision(revision: Any) -> str:
-    """``revision`` if it is a 40-character commit hash or a safe branch or tag name."""
-    if isinstance(revision, str) and (_SHA.fullmatch(revision) or (_REF.fullmatch(revision) and ".." not in revision)):
-        return revision
-    raise ValueError(
-        f"revision must be a commit hash (40 hex digits) or a branch or tag name such as 'main'; got {revision!r}"
-    )
 
 
 def to_rgb(images: torch.Tensor) -> torch.Tensor:
@@ -233,7 +200,7 @@ def _folder_hash(folder: Path) -> str:
 def _resolve_revision(name: str, revision: str, timeout_s: float) -> str:
     """A commit hash for ``revision`` of hub model ``name``: the hub's answer, else the local HF cache's."""
     check_revision(revision)
-    if _SHA.fullmatch(revision):
+    if is_commit(revision):
         return revision
     from huggingface_hub import HfApi
     from huggingface_hub.constants import HF_HUB_CACHE
@@ -251,7 +218,7 @@ def _resolve_revision(name: str, revision: str, timeout_s: float) -> str:
     # The ref file holds a commit hash; anything else (or a file outside refs/) is not a ref.
     if ref.is_file() and ref.resolve().is_relative_to(refs.resolve()):
         commit = ref.read_text(errors="replace").strip()
-        if _SHA.fullmatch(commit):
+        if is_commit(commit):
             return commit
     raise _unavailable(name, revision, f"{reason}, and it is not in the local Hugging Face cache {HF_HUB_CACHE}")
 
@@ -377,7 +344,7 @@ class HubBackbone(ModelBackbone):
         self.device = resolve_device(device)
         self.dtype = torch.float16 if half_precision and self.device.type == "cuda" else torch.float32
         check_backbone(name)
-        self.local = _is_local_checkpoint(name)
+        self.local = is_local_checkpoint(name)
         self.requested_revision = revision
         if self.local:
             self.revision = _folder_hash(Path(name))

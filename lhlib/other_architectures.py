@@ -24,7 +24,7 @@ import torch
 from matplotlib.ticker import NullFormatter
 
 from lhlib.architecture_bounds import jjt_scaling_exponents, layer_norm_bound_per_sample
-from lhlib.architectures import FAMILIES, VisionTransformer, weight_layers
+from lhlib.architectures import VisionTransformer, weight_layers
 from lhlib.bounds import ggn_small_from_ntk
 from lhlib.cache import cached, tensor_fingerprint
 from lhlib.experiment import TrainedNetwork, trained_networks
@@ -32,15 +32,15 @@ from lhlib.hessian import per_sample_hessian_norms, per_sample_jjt
 from lhlib.landscape import log_binned
 from lhlib.progress import progress_bar
 from lhlib.seed_stats import interval_across_seeds, trend_test
+from lhlib.settings import SweepSettings
 from lhlib.style import sweep_colors
-from lhlib.sweep import ConfigurationResult, SweepSettings, combine_members, measure_member
+from lhlib.sweep import ConfigurationResult, combine_members, measure_member
 from lhlib.validation import check_float, check_int
 
 __all__ = [
     "FAMILY_NAMES",
     "FamilyConfiguration",
     "NetworkCurvature",
-    "check_family_sizes",
     "curvature_facts",
     "curvature_table",
     "family_curvature",
@@ -61,42 +61,6 @@ FAMILY_NAMES = {"mlp": "MLP (the paper's)", "cnn": "CNN", "vit": "ViT"}
 
 # Bumped when network_curvature changes what it stores.
 CURVATURE_VERSION = 2
-
-
-def check_family_sizes(sizes: Any) -> dict[str, tuple[tuple[int, int], ...]]:
-    """Validate ``sizes``: a non-empty dict from families to non-empty lists of distinct ``[width, depth]`` pairs.
-
-    Widths are at least 1 (a ViT's a multiple of its 2 heads), depths at least 1 (0 allowed for the MLP).
-    """
-    if not isinstance(sizes, dict) or not sizes:
-        raise ValueError(
-            f"sizes must be a non-empty dict from families {list(FAMILIES)} to [width, depth] lists, got {sizes!r}"
-        )
-    checked = {}
-    for family, pairs in sizes.items():
-        if family not in FAMILIES:
-            raise ValueError(f"sizes has unknown family {family!r}; accepted: {list(FAMILIES)}")
-        if not isinstance(pairs, (list, tuple)) or not pairs:
-            raise ValueError(f"sizes[{family!r}] must be a non-empty list of [width, depth] pairs, got {pairs!r}")
-        for pair in pairs:
-            if (
-                not isinstance(pair, (list, tuple))
-                or len(pair) != 2
-                or not all(isinstance(v, int) and not isinstance(v, bool) for v in pair)
-            ):
-                raise ValueError(f"sizes[{family!r}] must hold [width, depth] pairs of ints, got {pair!r}")
-            width, depth = pair
-            if width < 1 or depth < (0 if family == "mlp" else 1):
-                raise ValueError(
-                    f"sizes[{family!r}] needs width >= 1 and depth >= {0 if family == 'mlp' else 1}, got {list(pair)}"
-                )
-            if family == "vit" and width % 2:
-                raise ValueError(f"sizes['vit'] widths must be even (2 attention heads), got {width}")
-        as_tuples = tuple(tuple(pair) for pair in pairs)
-        if len(set(as_tuples)) != len(as_tuples):
-            raise ValueError(f"sizes[{family!r}] repeats a [width, depth] pair: {[list(p) for p in as_tuples]}")
-        checked[family] = as_tuples
-    return checked
 
 
 def panel_sizes(pairs: tuple[tuple[int, int], ...], varying: str) -> list[tuple[int, int]]:

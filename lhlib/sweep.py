@@ -31,15 +31,12 @@ from lhlib.landscape import (
 )
 from lhlib.progress import progress_bar
 from lhlib.seed_stats import interval_across_seeds, share_at_chance, trend_test
+from lhlib.settings import SweepSettings, sweep_configurations
 from lhlib.style import sweep_colors
-from lhlib.train import resolve_device
-from lhlib.validation import check_float, check_int, check_int_list, check_seeds
 
 __all__ = [
     "ConfigurationResult",
     "SeedResult",
-    "SweepSettings",
-    "check_sweep_settings",
     "combine_members",
     "measure_member",
     "ordering_table",
@@ -48,7 +45,6 @@ __all__ = [
     "plot_sweep",
     "run_sweep",
     "summary_rows",
-    "sweep_configurations",
     "sweep_table",
 ]
 
@@ -57,58 +53,6 @@ ORDERING_CLAIMS = {
     "hidden_size": ("decreasing", "wider networks give smaller differences"),
     "num_layers": ("increasing", "deeper networks give larger differences"),
 }
-
-
-@dataclass(frozen=True)
-class SweepSettings:
-    """Everything that determines a sweep's numbers besides the data (the paper's values by default)."""
-
-    epochs: int = 10
-    batch_size: int = 64
-    lr: float = 1e-3
-    hidden_sizes: tuple[int, ...] = (4, 8, 16, 32, 64)
-    num_layers: tuple[int, ...] = (1, 3, 5, 7, 10)
-    fixed_hidden_size: int = 16
-    fixed_num_layers: int = 5
-    permutations: int = 100
-    ema: float = 0.99
-    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
-    collapse_share: float = 0.5
-    device: str = "auto"
-    fit_k_min: int = 10
-
-
-def check_sweep_settings(**parameters: Any) -> SweepSettings:
-    """Validate a chapter's sweep parameters (one-line ValueError naming the first bad one); those
-    not given take :class:`SweepSettings`' defaults.
-    """
-    unknown = set(parameters) - set(SweepSettings.__dataclass_fields__)
-    if unknown:
-        raise ValueError(
-            f"unknown sweep settings {sorted(unknown)}; accepted: {sorted(SweepSettings.__dataclass_fields__)}"
-        )
-    settings = {**SweepSettings().__dict__, **parameters}
-    check_int("epochs", settings["epochs"], minimum=1)
-    check_int("batch_size", settings["batch_size"], minimum=1)
-    check_float("lr", settings["lr"], minimum=0.0, strict_minimum=True)
-    settings["hidden_sizes"] = tuple(check_int_list("hidden_sizes", settings["hidden_sizes"], minimum=1))
-    settings["num_layers"] = tuple(check_int_list("num_layers", settings["num_layers"], minimum=0))
-    check_int("fixed_hidden_size", settings["fixed_hidden_size"], minimum=1)
-    check_int("fixed_num_layers", settings["fixed_num_layers"], minimum=0)
-    check_int("permutations", settings["permutations"], minimum=2)
-    check_float("ema", settings["ema"], minimum=0.0, maximum=1.0)
-    settings["seeds"] = tuple(check_seeds("seeds", settings["seeds"]))
-    check_float("collapse_share", settings["collapse_share"], minimum=0.0, maximum=1.0, strict_minimum=True)
-    check_int("fit_k_min", settings["fit_k_min"], minimum=1)
-    resolve_device(settings["device"])
-    return SweepSettings(**settings)
-
-
-def sweep_configurations(settings: SweepSettings) -> list[tuple[int, int]]:
-    """The distinct ``(hidden_size, num_layers)`` pairs the two panels need, in a stable order."""
-    pairs = [(h, settings.fixed_num_layers) for h in settings.hidden_sizes]
-    pairs += [(settings.fixed_hidden_size, n) for n in settings.num_layers]
-    return list(dict.fromkeys(pairs))
 
 
 def _level(mean: np.ndarray) -> float:

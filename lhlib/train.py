@@ -16,21 +16,26 @@ import torch.nn.functional as F
 from torch import nn
 
 from lhlib.progress import progress_bar
-from lhlib.validation import check_float, check_int
+from lhlib.validation import check_device, check_float, check_int
 
 __all__ = ["TrainingHistory", "cpu_threads", "resolve_device", "train"]
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` is CUDA when available, else CPU; anything else is passed to ``torch.device``."""
-    if str(device) == "auto":
+    """The device ``device`` names (see :func:`lhlib.validation.check_device`), if it is present.
+
+    ``"auto"`` is CUDA when available, else CPU.
+    """
+    if isinstance(device, torch.device):
+        device = str(device)
+    check_device("device", device)
+    if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError) as error:
-        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}") from error
+    resolved = torch.device(device)
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} was asked for but CUDA is not available; use 'auto' or 'cpu'")
+    if resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {device!r} was asked for but MPS is not available; use 'auto' or 'cpu'")
     return resolved
 
 

@@ -1,13 +1,15 @@
 """One-line parameter checks, run before any expensive work starts.
 
 Every check raises :class:`ValueError` whose message names the parameter, the value it got and
-what is accepted, so a papermill or command-line user sees at once what to change.
+what is accepted, so a papermill or command-line user sees at once what to change. The module
+imports nothing heavier than the standard library, so a chapter's checks run before torch loads.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ __all__ = [
     "check_choice",
     "check_choices",
     "check_configurations",
+    "check_device",
     "check_float",
     "check_int",
     "check_int_list",
@@ -136,6 +139,20 @@ def check_seeds(name: str, values: Any, *, minimum_count: int = 2) -> list[int]:
     if len(seeds) < minimum_count:
         raise ValueError(f"{name} must list at least {minimum_count} distinct seeds (integers >= 0), got {values!r}")
     return seeds
+
+
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:[0-9]+)?")
+
+
+def check_device(name: str, value: Any) -> str:
+    """``value`` if it names a device: ``"auto"``, ``"cpu"``, ``"mps"``, ``"cuda"`` or ``"cuda:N"``.
+
+    Whether the device is present is :func:`lhlib.train.resolve_device`'s question; this check
+    only reads the string, so it runs without torch.
+    """
+    if isinstance(value, str) and _DEVICE.fullmatch(value):
+        return value
+    raise ValueError(f"{name} must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {value!r}")
 
 
 def check_output_dir(name: str, value: Any) -> str:

@@ -3,8 +3,9 @@
 For every case: the chapter fails; the error is one line that starts with the parameter's name; it
 fails in the chapter's validation cell (the first code cell after the parameters), before any data
 is loaded or any network trained; and nothing was written to ``output_dir`` or the results store.
-The runs stop at their first error, so each costs a kernel start and the validation cell; they run
-two at a time.
+The kernels cannot import torch, scipy, matplotlib or sympy (a ``sitecustomize`` refuses them), so
+a validation cell that needed them would fail with an ImportError and its case would fail; each
+run costs a kernel start and the light validation cell. They run two at a time.
 """
 
 from __future__ import annotations
@@ -13,16 +14,21 @@ import math
 import os
 import re
 import shutil
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import HIDE_MODULES
 
 from lhlib.book import profile_parameters
 
 ROOT = Path(__file__).resolve().parent.parent
 NAN, INF = math.nan, math.inf
+# What a validation cell must not need: the chapters' heavy imports.
+HEAVY_MODULES = {"torch", "torchvision", "scipy", "matplotlib", "sympy", "sklearn", "transformers"}
 
 # (chapter, parameter the error must name, overrides)
 CASES = [
@@ -35,6 +41,7 @@ CASES = [
     ("01_loss_difference", "num_radii", {"num_radii": 2}),
     ("01_loss_difference", "output_dir", {"output_dir": ""}),
     ("01_loss_difference", "hidden_size", {"hidden_size": 0}),
+    ("01_loss_difference", "device", {"device": "gpu"}),
     ("02_hessian_bound", "dataset", {"dataset": "svhn"}),
     ("02_hessian_bound", "lr", {"lr": -1.0}),
     ("02_hessian_bound", "batch_size", {"batch_size": 0}),
@@ -62,6 +69,7 @@ CASES = [
     ("04_direct_classification", "datasets", {"datasets": ["digits", "digits"]}),
     ("04_direct_classification", "output_dir", {"output_dir": "notebooks"}),
     ("04_direct_classification", "seeds", {"seeds": [3]}),
+    ("04_direct_classification", "device", {"device": "cuda:x"}),
     ("05_feature_extraction", "backbone", {"backbone": "../../etc"}),
     (
         "05_feature_extraction",
@@ -105,6 +113,13 @@ CASES = [
 def _case_id(case) -> str:
     chapter, name, overrides = case
     return f"{chapter[:2]}-{name}-{'-'.join(re.sub(r'[^A-Za-z0-9.]+', '', repr(v))[:12] for v in overrides.values())}"
+
+
+def _hide_heavy_modules(folder: Path) -> str:
+    """A ``PYTHONPATH`` whose ``sitecustomize`` refuses :data:`HEAVY_MODULES`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "sitecustomize.py").write_text(HIDE_MODULES.format(hidden=HEAVY_MODULES))
+    return os.pathsep.join(filter(None, [str(folder), os.environ.get("PYTHONPATH")]))
 
 
 def _validation_cell(notebook) -> int:
@@ -151,17 +166,15 @@ def _run(case, folder: Path) -> dict:
 def outcomes(tmp_path_factory):
     """Every case, run two at a time with one empty results store that must stay empty."""
     store = tmp_path_factory.mktemp("bad-inputs-store")
-    previous = os.environ.get("LHLIB_CACHE")
-    os.environ["LHLIB_CACHE"] = str(store)  # the kernels inherit it
+    mp = pytest.MonkeyPatch()
+    mp.setenv("LHLIB_CACHE", str(store))  # the kernels inherit both
+    mp.setenv("PYTHONPATH", _hide_heavy_modules(tmp_path_factory.mktemp("hide-modules")))
     try:
         folders = [tmp_path_factory.mktemp(f"case{i}") for i in range(len(CASES))]
         with ThreadPoolExecutor(max_workers=2) as pool:
             results = list(pool.map(_run, CASES, folders))
     finally:
-        if previous is None:
-            os.environ.pop("LHLIB_CACHE", None)
-        else:
-            os.environ["LHLIB_CACHE"] = previous
+        mp.undo()
     yield dict(zip(map(_case_id, CASES), results)), store
     for folder in folders:
         shutil.rmtree(folder, ignore_errors=True)
@@ -188,3 +201,18 @@ def test_a_bad_parameter_is_refused_first_by_name(case, outcomes):
 def test_nothing_reached_the_results_store(outcomes):
     _, store = outcomes
     assert list(store.iterdir()) == []
+
+
+@pytest.mark.parametrize("profile", ["smoke", "cpu", "paper"])
+@pytest.mark.parametrize("chapter", sorted(p.stem for p in (ROOT / "notebooks").glob("*.ipynb")))
+def test_good_parameters_pass_the_validation_cell_without_torch(chapter, profile, tmp_path):
+    """The validation cell accepts the profile's parameters in a Python that cannot import torch."""
+    notebook = nbformat.read(ROOT / "notebooks" / f"{chapter}.ipynb", as_version=4)
+    defaults = next(c.source for c in notebook.cells if "parameters" in c.metadata.get("tags", []))
+    overrides = "\n".join(f"{name} = {value!r}" for name, value in profile_parameters(profile, chapter).items())
+    program = "\n".join([defaults, overrides, notebook.cells[_validation_cell(notebook)].source])
+    env = {**os.environ, "PYTHONPATH": _hide_heavy_modules(tmp_path / "hide-modules")}
+    completed = subprocess.run(
+        [sys.executable, "-c", program], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]

@@ -8,7 +8,6 @@ import pytest
 import torch
 from PIL import Image
 
-import lhlib.cache
 from lhlib.cache import cache_root
 from lhlib.features import (
     Backbone,
@@ -16,12 +15,12 @@ from lhlib.features import (
     HubBackbone,
     ModelBackbone,
     OfflineCNNBackbone,
-    check_backbone,
     extract_features,
     make_backbone,
     save_tiny_vit,
     to_rgb,
 )
+from lhlib.settings import check_backbone
 
 
 def _gray(n: int = 6, size: int = 28, seed: int = 0) -> torch.Tensor:
@@ -157,7 +156,7 @@ def test_interrupted_write_leaves_no_file(monkeypatch):
         file.write(b"half a file")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(lhlib.cache.torch, "save", broken_save)
+    monkeypatch.setattr(torch, "save", broken_save)
     with pytest.raises(KeyboardInterrupt):
         extract_features(_Counting("interrupted"), images, dataset="d", indices=(0, 2))
     monkeypatch.undo()

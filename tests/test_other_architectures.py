@@ -8,7 +8,6 @@ import torch
 
 from lhlib.experiment import trained_networks
 from lhlib.other_architectures import (
-    check_family_sizes,
     curvature_facts,
     family_curvature,
     family_summary_rows,
@@ -18,7 +17,7 @@ from lhlib.other_architectures import (
     run_families,
     size_trend_tests,
 )
-from lhlib.sweep import check_sweep_settings
+from lhlib.settings import check_family_sizes, check_sweep_settings
 
 IMAGE = (1, 8, 8)
 

@@ -6,8 +6,8 @@ import torch
 
 from lhlib.experiment import TrainedNetwork
 from lhlib.models import build_mlp
+from lhlib.settings import check_sweep_settings
 from lhlib.sweep import (
-    check_sweep_settings,
     measure_member,
     ordering_table,
     ordering_tests,

@@ -5,14 +5,25 @@ import os
 
 import pytest
 
-from lhlib.features import DEFAULT_BACKBONE, OFFLINE_BACKBONE, check_backbone, check_revision
-from lhlib.validation import check_float, check_output_dir
+from lhlib.settings import DEFAULT_BACKBONE, OFFLINE_BACKBONE, check_backbone, check_revision
+from lhlib.validation import check_device, check_float, check_output_dir
 
 
 @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
 def test_floats_refuse_nan_and_infinities(value):
     with pytest.raises(ValueError, match=r"^lr must be a finite number"):
         check_float("lr", value, minimum=0.0)
+
+
+@pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "cuda:0", "cuda:12", "mps"])
+def test_device_names_accepted(device):
+    assert check_device("device", device) == device
+
+
+@pytest.mark.parametrize("device", ["gpu", "CUDA", "cuda:", "cuda:x", "cuda:0 ", "", None, 0])
+def test_device_names_refused(device):
+    with pytest.raises(ValueError, match=r"^device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got"):
+        check_device("device", device)
 
 
 def test_output_dir_is_normalised_and_may_be_absolute(tmp_path, monkeypatch):
