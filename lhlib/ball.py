@@ -24,7 +24,9 @@ It also computes the two-dimensional slices of Figure 1 (:func:`loss_slice`), th
 ``L_k`` at ``theta-hat`` against ``k`` (Assumption 1 says it is zero; :func:`gradient_norms_over_k`,
 :func:`per_sample_gradient_stats`), and the Gaussian-ball criterion
 ``E_{theta ~ N(theta-hat, sigma^2 I)} (L_{k+1}(theta) - L_k(theta))^2`` by Monte Carlo
-(:func:`gaussian_mean_square_mc`) and by its second-order closed form (:func:`gaussian_mean_square_taylor`).
+(:func:`gaussian_mean_square_mc`) and by its second-order closed form (:func:`gaussian_mean_square_taylor`),
+and chapter 01's second-order expansion of ``L_{k+1} - L_k`` along one direction
+(:func:`difference_expansion`).
 
 Flat parameter vectors follow :func:`lhlib.hessian.flat_parameters` (``model.parameters()`` order).
 Everything runs on the device of the model's parameters.
@@ -40,7 +42,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call, grad, vmap
+from torch.func import functional_call, grad, jvp, vmap
 
 from lhlib.hessian import flat_parameters, mean_matvec, per_sample_ggn_traces, unflatten
 from lhlib.landscape import RateFit, fit_rate_exponent, loss_difference_curves, mean_abs_deviation
@@ -48,10 +50,12 @@ from lhlib.validation import check_float, check_int
 
 __all__ = [
     "BallPoint",
+    "DifferenceExpansion",
     "GaussianCriterion",
     "GradientStats",
     "LossSlice",
     "ascent_direction",
+    "difference_expansion",
     "expected_gradient_norm",
     "filter_normalized_direction",
     "gaussian_mean_square_mc",
@@ -68,12 +72,7 @@ __all__ = [
 
 
 # ----------------------------------------------------------------------------------------------
-# Parameter checks for the chapters
-# ----------------------------------------------------------------------------------------------
-
-
-# ----------------------------------------------------------------------------------------------
-# Flat vectors <-> parameter dicts
+# Helpers
 # ----------------------------------------------------------------------------------------------
 
 
@@ -615,3 +614,83 @@ def gaussian_mean_square_taylor(
         total = total + averaged["gradient"]
     stderr = np.sqrt(quartic_var.sum(0)) / orders.shape[0]
     return GaussianCriterion(float(sigma), ks, total, stderr, averaged)
+
+
+# ----------------------------------------------------------------------------------------------
+# The second-order expansion of L_{k+1} - L_k along a direction (chapter 01)
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DifferenceExpansion:
+    r"""``D(r) = L_{k+1}(theta + r v) - L_k(theta + r v)`` near ``r = 0`` (first ``k + 1`` samples).
+
+    .. math::
+
+        D(0) = \frac{\ell_{k+1} - \mathcal{L}_k}{k+1}, \qquad
+        D'(0) = \frac{(\nabla \ell_{k+1} - \nabla \mathcal{L}_k)^\top v}{k+1}, \qquad
+        D''(0) = \frac{v^\top \bigl(\mathbf{H}_{k+1} - \tfrac1k \sum_{i \le k} \mathbf{H}_i\bigr) v}{k+1}
+
+    (full Hessians) are ``value``, ``slope`` and ``curvature``; ``gradient_norm`` is
+    ``||grad l_{k+1} - grad L_k||_2 / (k+1)``, the largest slope over all directions (Assumption 1
+    makes it 0); ``true`` holds ``D(r)`` at ``radii``.
+    """
+
+    k: int
+    value: float
+    slope: float
+    curvature: float
+    gradient_norm: float
+    radii: torch.Tensor
+    true: torch.Tensor
+
+    def predict(self, radii=None, *, gradient: bool = True, hessian_factor: float = 0.5) -> torch.Tensor:
+        """The Taylor polynomial ``value + slope r + hessian_factor curvature r^2`` at ``radii``.
+
+        ``hessian_factor`` is 1/2 by SymPy's expansion (the paper's section 3.2 writes 1);
+        ``gradient=False`` drops the slope, as Assumption 1 would.
+        """
+        r = self.radii if radii is None else torch.as_tensor(radii, dtype=torch.float64)
+        return self.value + (self.slope * r if gradient else 0.0 * r) + hessian_factor * self.curvature * r**2
+
+
+def difference_expansion(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int, direction: torch.Tensor, radii=None
+) -> DifferenceExpansion:
+    """Value, slope and curvature of ``L_{k+1} - L_k`` along ``direction`` at the model's parameters.
+
+    By nested forward-mode differentiation in float64. ``direction`` is a flat vector in
+    :func:`lhlib.hessian.flat_parameters` order, normalised to unit length here; ``radii`` (default
+    none) are the distances at which the true difference is also evaluated.
+    """
+    check_int("k", k, minimum=1, maximum=x.shape[0] - 1)
+    params = {name: p.detach().to(torch.float64) for name, p in model.named_parameters()}
+    device = next(iter(params.values())).device
+    v = torch.as_tensor(direction).detach().to(device=device, dtype=torch.float64)
+    if v.ndim != 1:
+        raise ValueError(f"direction must be a flat vector, got shape {tuple(v.shape)}")
+    pieces = unflatten(model, v / v.norm())
+    xs = torch.as_tensor(x[: k + 1]).to(device=device, dtype=torch.float64)
+    ys = torch.as_tensor(y[: k + 1]).to(device)
+    weights = torch.full((k + 1,), -1.0 / k, dtype=torch.float64, device=device)
+    weights[-1] = 1.0
+    weights = weights / (k + 1)
+
+    def difference_at(p):
+        losses = F.cross_entropy(functional_call(model, p, (xs,)), ys, reduction="none")
+        return (losses * weights).sum()
+
+    def difference(t):
+        return difference_at({n: params[n] + t * pieces[n] for n in params})
+
+    t0, one = torch.zeros((), dtype=torch.float64, device=device), torch.ones((), dtype=torch.float64, device=device)
+    value, slope = jvp(difference, (t0,), (one,))
+    curvature = jvp(lambda t: jvp(difference, (t,), (one,))[1], (t0,), (one,))[1]
+    gradient = grad(difference_at)(params)
+    gradient_norm = float(torch.sqrt(sum((g * g).sum() for g in gradient.values())))
+    radii = torch.zeros(0, dtype=torch.float64) if radii is None else torch.as_tensor(radii, dtype=torch.float64)
+    with torch.no_grad():
+        true = torch.stack([difference(r.to(device)) for r in radii]) if radii.numel() else radii
+    return DifferenceExpansion(
+        int(k), float(value), float(slope), float(curvature), gradient_norm, radii.cpu(), true.cpu()
+    )

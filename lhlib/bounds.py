@@ -7,11 +7,11 @@ API (every ``model`` argument is an :class:`~lhlib.models.MLP` *or* a sequence o
 * ``weight_list(model)``: ``[W^(1), ..., W^(L)]``
 * ``layer_spectral_norms(model)``: ``(L,)`` tensor of ``||W^(p)||_2``
 * ``forward_factors(model, x)``: activations ``x^(p)``, masks ``D^(p)``, ``G^(p)``, logits, ``p``
-* ``per_sample_ntk(model, x)``: ``F_i F_i^T = sum_p ||x_i^(p)||^2 G_i^(p) G_i^(p)T`` and the logits
+* ``forward_factors(model, x).jjt()``: ``F_i F_i^T = sum_p ||x_i^(p)||^2 G_i^(p) G_i^(p)T``
 * ``softmax_hessian(z)``: ``A = diag(p) - p p^T`` for logits ``z`` (batched)
-* ``softmax_hessian_factor(p)``, ``ggn_small_from_ntk(ntk, logits)``: the ``K x K`` route to the G-term
+* ``softmax_hessian_factor(p)``, ``ggn_small_from_jjt(jjt, logits)``, ``ggn_norms_from_jjt``: the
+  ``K x K`` route to the G-term and its exact norm
 * ``gauss_newton_jacobian(model, x_i)``: the ``K x P`` matrix ``F`` of one sample (dense)
-* ``g_term_norm_per_sample(model, x)``: exact ``||F_i^T A_i F_i||_2`` for every sample (``K x K`` work)
 * ``full_hessian_dense(model, x, y)``, ``full_hessian_norm_dense``: the full per-sample Hessians (dense, tiny nets)
 * ``random_network(seed, ...)``: a random bias-free network with random per-layer scales, inputs, labels
 * ``full_hessian_check(model, x, y)``: full Hessian and G-term norms against the corrected constant
@@ -26,11 +26,11 @@ API (every ``model`` argument is an :class:`~lhlib.models.MLP` *or* a sequence o
 * ``lemma_bound_as_stated(k, M_l, M_x, M_W, L, R)``: the lemma's displayed formula, parenthesis as printed
 * ``lemma_bound_corrected(k, M_l, M_H, R)``: ``(M_l + M_H R^2 / 2) / (k+1)`` (+ ``2 M_g R / (k+1)``)
 * ``a2_chain(model, x)``: both sides of every inequality of A.2, per sample
-* ``difference_expansion(model, x, y, k, v)``: value, slope and curvature of ``L_{k+1} - L_k`` along ``v``
 
-:mod:`lhlib.hessian` builds its per-sample G-term norms of the MLP on :func:`per_sample_ntk` and
-:func:`ggn_small_from_ntk` (in the model's dtype); :func:`g_term_norm_per_sample` is the same in
-float64 for a bare list of weight matrices too (``L = 1``, modified weights).
+:mod:`lhlib.hessian` builds its per-sample ``J J^T`` (:func:`lhlib.hessian.per_sample_jjt`) and
+G-term norms (:func:`lhlib.hessian.per_sample_ggn_norms`, any model, a bare list of weight
+matrices too, in any dtype) on :meth:`ForwardFactors.jjt` and :func:`ggn_norms_from_jjt`. The paper
+writes ``F`` for the Jacobian ``J`` of the logits; this package calls it ``J`` everywhere.
 
 Notation (paper, section 3.3 and 4, bias-free): ``x^(1) = x``, ``z^(p) = W^(p) x^(p)``,
 ``x^(p+1) = ReLU(z^(p))``, logits ``z = z^(L)``, ``D^(p) = diag[z^(p) > 0]`` for ``p < L``,
@@ -75,7 +75,6 @@ __all__ = [
     "SOFTMAX_HESSIAN_NORM_PAPER",
     "SOFTMAX_HESSIAN_NORM_SHARP",
     "A2Chain",
-    "DifferenceExpansion",
     "ForwardFactors",
     "FullHessianCheck",
     "a2_chain",
@@ -83,20 +82,18 @@ __all__ = [
     "corrected_bound",
     "corrected_bound_per_sample",
     "corrected_constant",
-    "difference_expansion",
     "forward_factors",
     "full_hessian_check",
     "full_hessian_dense",
     "full_hessian_norm_dense",
-    "g_term_norm_per_sample",
     "gauss_newton_jacobian",
     "geometric_sum",
-    "ggn_small_from_ntk",
+    "ggn_norms_from_jjt",
+    "ggn_small_from_jjt",
     "layer_spectral_norms",
     "lemma_bound",
     "lemma_bound_as_stated",
     "lemma_bound_corrected",
-    "per_sample_ntk",
     "random_network",
     "softmax_hessian",
     "softmax_hessian_factor",
@@ -169,6 +166,19 @@ class ForwardFactors:
     logits: torch.Tensor
     probs: torch.Tensor
 
+    def jjt(self) -> torch.Tensor:
+        r"""The ``(N, K, K)`` per-sample ``J_i J_i^T`` (the paper's ``F_i F_i^T``), no ``K x P`` object formed.
+
+        .. math::
+
+            J = [G^{(1)} \otimes x^{(1)\top}, \dots, G^{(L)} \otimes x^{(L)\top}]
+            \quad\Longrightarrow\quad
+            J J^\top = \sum_p \lVert x^{(p)} \rVert^2 \, G^{(p)} G^{(p)\top}.
+        """
+        return sum(
+            (a * a).sum(1)[:, None, None] * (g @ g.transpose(1, 2)) for g, a in zip(self.jacobians, self.activations)
+        )
+
 
 def forward_factors(model: Weights, x: torch.Tensor, dtype: torch.dtype = torch.float64) -> ForwardFactors:
     """Activations, ReLU masks and ``G^(p) = dz/dz^(p)`` of every sample, vectorised over samples.
@@ -192,21 +202,6 @@ def forward_factors(model: Weights, x: torch.Tensor, dtype: torch.dtype = torch.
         product = (jacobians[0].reshape(n * k, -1) @ w).view(n, k, -1)
         jacobians.insert(0, product * mask[:, None, :])
     return ForwardFactors(activations, masks, jacobians, logits, torch.softmax(logits, dim=1))
-
-
-def per_sample_ntk(
-    model: Weights, x: torch.Tensor, dtype: torch.dtype = torch.float64
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(F_i F_i^T, logits)``: the ``(N, K, K)`` per-sample neural tangent kernels and ``(N, K)`` logits.
-
-    With ``F = [G^(1) kron x^(1)T, ..., G^(L) kron x^(L)T]``,
-    ``F F^T = sum_p ||x^(p)||^2 G^(p) G^(p)T``, so no ``K x P`` object is formed.
-    """
-    factors = forward_factors(model, x, dtype)
-    ntk = sum(
-        (a * a).sum(1)[:, None, None] * (g @ g.transpose(1, 2)) for g, a in zip(factors.jacobians, factors.activations)
-    )
-    return ntk, factors.logits
 
 
 def _complement(p: torch.Tensor) -> torch.Tensor:
@@ -246,13 +241,33 @@ def softmax_hessian_factor(p: torch.Tensor) -> torch.Tensor:
     return _with_diagonal(-p.unsqueeze(-1) * s.unsqueeze(-2), s * _complement(p))
 
 
-def ggn_small_from_ntk(ntk: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-    """The ``(N, K, K)`` symmetric ``B_i^T (F_i F_i^T) B_i``, ``A_i = B_i B_i^T``: its eigenvalues are the
-    nonzero eigenvalues of the G-term ``F_i^T A_i F_i`` (``F^T A F = (B^T F)^T (B^T F)``).
+def ggn_small_from_jjt(jjt: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    r"""The ``(N, K, K)`` symmetric matrices whose eigenvalues are the nonzero ones of the G-terms.
+
+    With :math:`A_i = B_i B_i^\top` (:func:`softmax_hessian_factor`),
+    :math:`J_i^\top A_i J_i = (B_i^\top J_i)^\top (B_i^\top J_i)` has the nonzero spectrum of
+
+    .. math::
+
+        M_i = B_i^\top \, J_i J_i^\top \, B_i \in \mathbb{R}^{K \times K}.
+
+    Args:
+        jjt: ``(N, K, K)`` per-sample ``J_i J_i^T``.
+        logits: ``(N, K)`` logits, which give ``p_i = softmax(z_i)`` and hence ``B_i``.
+
+    Returns:
+        ``(N, K, K)`` tensor ``M_i``, symmetrised.
     """
     factor = softmax_hessian_factor(torch.softmax(logits, dim=-1))
-    small = factor.transpose(-1, -2) @ ntk @ factor
+    small = factor.transpose(-1, -2) @ jjt @ factor
     return 0.5 * (small + small.transpose(-1, -2))
+
+
+def ggn_norms_from_jjt(jjt: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    r"""Exact spectral norms :math:`\lVert J_i^\top A_i J_i \rVert_2`, the largest eigenvalue of each
+    :func:`ggn_small_from_jjt` matrix: an ``(N,)`` tensor.
+    """
+    return torch.linalg.eigvalsh(ggn_small_from_jjt(jjt, logits))[:, -1].clamp_min(0)
 
 
 def gauss_newton_jacobian(model: Weights, x_i: torch.Tensor) -> torch.Tensor:
@@ -266,13 +281,6 @@ def gauss_newton_jacobian(model: Weights, x_i: torch.Tensor) -> torch.Tensor:
     if factors.logits.shape[0] != 1:
         raise ValueError("gauss_newton_jacobian takes one sample (x_i of shape (n,) or (1, n))")
     return torch.cat([torch.kron(g[0], a[0][None, :]) for g, a in zip(factors.jacobians, factors.activations)], dim=1)
-
-
-def g_term_norm_per_sample(model: Weights, x: torch.Tensor) -> torch.Tensor:
-    """Exact ``||F_i^T A_i F_i||_2`` for every sample, ``(N,)``, in float64, without a ``P x P`` matrix:
-    the largest eigenvalue of the ``K x K`` matrix of :func:`ggn_small_from_ntk`.
-    """
-    return torch.linalg.eigvalsh(ggn_small_from_ntk(*per_sample_ntk(model, x)))[:, -1].clamp_min(0)
 
 
 def full_hessian_dense(model: Weights, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -395,10 +403,11 @@ def full_hessian_check(model: Weights, x: torch.Tensor, y: torch.Tensor) -> Full
     """:class:`FullHessianCheck` of one network on ``(x, y)`` (dense full Hessians: tiny networks only)."""
     weights = weight_list(model)
     x = _inputs(x, weights)
+    factors = forward_factors(weights, x)
     m_x, m_w = float(x.norm(dim=1).max()), float(layer_spectral_norms(weights).max())
     return FullHessianCheck(
         full_hessian_norm_dense(weights, x, y),
-        g_term_norm_per_sample(weights, x),
+        ggn_norms_from_jjt(factors.jjt(), factors.logits),
         corrected_bound_per_sample(weights, x),
         corrected_constant(m_x, m_w, len(weights)),
         m_x,
@@ -625,11 +634,11 @@ def a2_chain(model: Weights, x: torch.Tensor) -> A2Chain:
     A = softmax_hessian(f.logits)
     a_spec = torch.linalg.matrix_norm(A, ord=2)
     a_frob = torch.linalg.matrix_norm(A)
-    ntk, _ = per_sample_ntk(weights, x)
-    f_sq = torch.linalg.eigvalsh(ntk)[:, -1].clamp_min(0)
+    jjt = f.jjt()
+    f_sq = torch.linalg.eigvalsh(jjt)[:, -1].clamp_min(0)
     g_norms = torch.stack([torch.linalg.matrix_norm(g, ord=2) for g in f.jacobians], 1)  # (N, L)
     act_norms = torch.stack([a.norm(dim=1) for a in f.activations], 1)
-    gterm = torch.linalg.eigvalsh(ggn_small_from_ntk(ntk, f.logits))[:, -1].clamp_min(0)
+    gterm = ggn_norms_from_jjt(jjt, f.logits)
     ones = torch.ones(n, dtype=torch.float64, device=x.device)
     tiny = torch.finfo(torch.float64).tiny
 
@@ -670,81 +679,3 @@ def a2_chain(model: Weights, x: torch.Tensor) -> A2Chain:
         "corrected_constant": corrected_constant(m_x, m_w, L) * ones,
     }
     return A2Chain(lhs, rhs)
-
-
-@dataclass(frozen=True)
-class DifferenceExpansion:
-    """``D(r) = L_{k+1}(theta + r v) - L_k(theta + r v)`` near ``r = 0`` (first ``k + 1`` samples of ``x``).
-
-    ``value = D(0) = (l_{k+1} - L_k)/(k+1)``; ``slope = D'(0) = (grad l_{k+1} - grad L_k)^T v/(k+1)``;
-    ``curvature = D''(0) = v^T (H_{k+1} - (1/k) sum_{i<=k} H_i) v/(k+1)`` (full Hessians);
-    ``gradient_norm = ||grad l_{k+1} - grad L_k||_2/(k+1)`` (the largest slope over all directions;
-    Assumption 1 makes it 0); ``true`` holds ``D(r)`` at ``radii``. :meth:`predict` is the Taylor polynomial
-    ``value + slope r + hessian_factor curvature r^2`` (``hessian_factor`` 1/2 from SymPy; the paper's
-    section 3.2 writes 1; ``gradient=False`` drops the slope as Assumption 1 would).
-    """
-
-    k: int
-    value: float
-    slope: float
-    curvature: float
-    gradient_norm: float
-    radii: torch.Tensor
-    true: torch.Tensor
-
-    def predict(self, radii=None, *, gradient: bool = True, hessian_factor: float = 0.5) -> torch.Tensor:
-        """The second-order prediction ``value + slope r + hessian_factor curvature r^2`` at ``radii``."""
-        r = self.radii if radii is None else torch.as_tensor(radii, dtype=torch.float64)
-        return self.value + (self.slope * r if gradient else 0.0 * r) + hessian_factor * self.curvature * r**2
-
-
-def difference_expansion(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int, direction: torch.Tensor, radii=None
-) -> DifferenceExpansion:
-    """Value, slope and curvature of ``L_{k+1} - L_k`` along the flat ``direction`` (``model.parameters()``
-    order, normalised to unit length here) at the model's parameters, by nested forward-mode
-    differentiation in float64, and the true difference at ``radii`` (default: none).
-    """
-    from torch.func import functional_call, grad, jvp
-
-    check_int("k", k, minimum=1, maximum=x.shape[0] - 1)
-    names = [name for name, _ in model.named_parameters()]
-    params = {name: p.detach().to(torch.float64) for name, p in model.named_parameters()}
-    device = next(iter(params.values())).device
-    v = torch.as_tensor(direction).detach().to(device=device, dtype=torch.float64)
-    if v.numel() != sum(p.numel() for p in params.values()):
-        raise ValueError(f"direction must have {sum(p.numel() for p in params.values())} entries, got {v.numel()}")
-    v = v / v.norm()
-    pieces = dict(zip(names, v.split([params[n].numel() for n in names])))
-    pieces = {n: pieces[n].reshape(params[n].shape) for n in names}
-    xs = torch.as_tensor(x[: k + 1]).to(device=device, dtype=torch.float64)
-    ys = torch.as_tensor(y[: k + 1]).to(device)
-    weights = torch.full((k + 1,), -1.0 / k, dtype=torch.float64, device=device)
-    weights[-1] = 1.0
-    weights = weights / (k + 1)
-
-    def difference(t):
-        moved = {n: params[n] + t * pieces[n] for n in names}
-        losses = torch.nn.functional.cross_entropy(functional_call(model, moved, (xs,)), ys, reduction="none")
-        return (losses * weights).sum()
-
-    t0, one = torch.zeros((), dtype=torch.float64, device=device), torch.ones((), dtype=torch.float64, device=device)
-    value, slope = jvp(difference, (t0,), (one,))
-    curvature = jvp(lambda t: jvp(difference, (t,), (one,))[1], (t0,), (one,))[1]
-
-    def difference_at(p):
-        losses = torch.nn.functional.cross_entropy(functional_call(model, p, (xs,)), ys, reduction="none")
-        return (losses * weights).sum()
-
-    gradient = grad(difference_at)(params)
-    gradient_norm = float(torch.sqrt(sum((g * g).sum() for g in gradient.values())))
-    radii = torch.zeros(0, dtype=torch.float64) if radii is None else torch.as_tensor(radii, dtype=torch.float64)
-    with torch.no_grad():
-        true = (
-            torch.stack([difference(torch.as_tensor(float(r), dtype=torch.float64, device=device)) for r in radii])
-            if radii.numel()
-            else torch.zeros(0, dtype=torch.float64)
-        )
-    return DifferenceExpansion(
-        int(k), float(value), float(slope), float(curvature), gradient_norm, radii.cpu(), true.cpu()
-    )

@@ -42,14 +42,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import matplotlib.pyplot as plt
-import numpy as np
 import torch
 from torch import nn
 
 from lhlib.cache import cached, tensor_fingerprint
 from lhlib.data import DATASETS, load_images
-from lhlib.landscape import log_binned
 from lhlib.progress import progress_bar
 from lhlib.settings import (
     OFFLINE_BACKBONE,
@@ -59,7 +56,6 @@ from lhlib.settings import (
     is_commit,
     is_local_checkpoint,
 )
-from lhlib.style import sweep_colors
 from lhlib.train import resolve_device
 from lhlib.validation import check_choice, check_float, check_int
 
@@ -75,8 +71,6 @@ __all__ = [
     "dataset_features",
     "extract_features",
     "make_backbone",
-    "plot_feature_vs_direct",
-    "save_tiny_vit",
     "to_rgb",
 ]
 
@@ -696,85 +690,3 @@ def dataset_features(
         backbone, images, dataset=dataset, indices=(0, train_size), batch_size=batch_size, use_cache=use_cache
     )
     return features, labels, info
-
-
-def plot_feature_vs_direct(feature_results: dict, direct_results: dict, settings, title: str) -> plt.Figure:
-    """Features (solid) against pixels (dashed) for the same configurations, both sweeps.
-
-    Top: the paper's EMA-smoothed mean ``|L_{k+1} - L_k|`` on a log y axis, fitted exponents in the
-    legend. Bottom: ``(k + 1)`` times the unsmoothed mean, averaged over log-spaced bins of ``k``,
-    with each configuration's mean absolute deviation of the per-sample losses (dotted at the right
-    edge for features, crosses for pixels): at a fixed point ``(k + 1) E|L_{k+1} - L_k| -> MAD``, so
-    this row shows the level of each curve with the ``1/k`` taken out.
-    """
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), sharex="row")
-    panels = (
-        ("hidden_size", [(h, settings.fixed_num_layers) for h in settings.hidden_sizes]),
-        ("num_layers", [(settings.fixed_hidden_size, n) for n in settings.num_layers]),
-    )
-    for column, (varying, keys) in enumerate(panels):
-        top, bottom = axes[0, column], axes[1, column]
-        for key, color in zip(keys, sweep_colors(len(keys))):
-            feature, direct = feature_results[key], direct_results[key]
-            name = f"h = {key[0]}" if varying == "hidden_size" else f"num_layers = {key[1]}"
-            k = np.arange(1, feature.mean.size + 1)
-            top.plot(
-                k,
-                feature.smoothed,
-                color=color,
-                label=f"{name}: features {feature.rate_exponent:.3f}, pixels {direct.rate_exponent:.3f}",
-            )
-            top.plot(k, direct.smoothed, color=color, ls="--", alpha=0.8)
-            for result, style in ((feature, "-"), (direct, "--")):
-                centres, level = log_binned((k + 1) * result.mean)
-                bottom.plot(centres, level, color=color, ls=style, lw=1.1)
-            bottom.plot([k[-1]] * 2, [feature.mean_abs_deviation] * 2, color=color, marker="_", ms=14, mew=2, ls="")
-            bottom.plot([k[-1]], [direct.mean_abs_deviation], color=color, marker="x", ms=6, ls="")
-        fixed = (
-            f"num_layers = {settings.fixed_num_layers}"
-            if varying == "hidden_size"
-            else f"h = {settings.fixed_hidden_size}"
-        )
-        sweep = "hidden size" if varying == "hidden_size" else "number of layers"
-        top.set(
-            yscale="log",
-            xlabel="sample size k",
-            ylabel=r"EMA of mean $|\mathcal{L}_{k+1}-\mathcal{L}_k|$ (nats)",
-            title=f"{sweep} sweep, {fixed}; solid: features, dashed: pixels",
-        )
-        top.legend(loc="upper right", title="fitted exponents")
-        bottom.set(
-            xscale="log",
-            yscale="log",
-            xlabel="sample size k",
-            ylabel=r"$(k+1)\times$ mean $|\mathcal{L}_{k+1}-\mathcal{L}_k|$ (nats)",
-            title="level with 1/k removed; at right: MAD of the losses\n(bar: features, cross: pixels)",
-        )
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
-
-
-def save_tiny_vit(folder: str | Path, *, image_size: int = 32, seed: int = 0) -> Path:
-    """Write a tiny, randomly initialised ``ViTForImageClassification`` checkpoint and its image processor
-    to ``folder`` (no download). Like ``google/vit-base-patch16-224`` it has a classifier and no pooler, so
-    loading it as a backbone exercises the same ``transformers`` code path; for tests and offline demos only.
-    """
-    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
-
-    config = ViTConfig(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        image_size=image_size,
-        patch_size=8,
-        num_labels=10,
-    )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = ViTForImageClassification(config)
-    folder = Path(folder)
-    model.save_pretrained(folder)
-    ViTImageProcessor(size={"height": image_size, "width": image_size}).save_pretrained(folder)
-    return folder

@@ -36,9 +36,8 @@ products; :func:`hessian_trace` estimates their traces with Hutchinson's estimat
 the lemma's ``||H_{k+1} - (1/k) sum_{i<=k} H_i||_2`` (Lanczos with full reorthogonalisation,
 :func:`lanczos_extremes`). :func:`mean_matvec` and :func:`per_sample_matvec` expose the products.
 
-*Chapter 03.* :func:`curvature_measurements` bundles what chapter 03 measures on one network
-(cached in the results store) and :func:`theorem1_checks` compares it with every form of Theorem 1
-in :mod:`lhlib.bounds`.
+What chapter 03 measures on one network with these tools, and its comparison with every form of
+Theorem 1, are in :mod:`lhlib.hessian_in_practice`.
 
 Everything runs on the device of the model's parameters and in their dtype (use ``model.double()``
 for float64).
@@ -57,19 +56,16 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, jacrev, jvp, vjp, vmap
 
-from lhlib.bounds import ggn_small_from_ntk, per_sample_ntk
+from lhlib.bounds import Weights, forward_factors, ggn_norms_from_jjt, ggn_small_from_jjt
 from lhlib.models import MLP
 from lhlib.validation import check_choice, check_float, check_int
 
 __all__ = [
-    "BOUND_FORMS",
     "METHODS",
     "OPERATORS",
-    "CurvatureMeasurements",
     "HessianNorms",
     "TopEigenvalues",
     "TraceEstimate",
-    "curvature_measurements",
     "dataset_hessian_top_eigenvalues",
     "flat_parameters",
     "ggn_trace",
@@ -84,8 +80,6 @@ __all__ = [
     "per_sample_hessian_norms",
     "per_sample_jjt",
     "per_sample_matvec",
-    "quantile_summary",
-    "theorem1_checks",
     "unflatten",
 ]
 
@@ -201,8 +195,10 @@ def _chunks(n: int, size: int):
 def _generic_jjt(model: nn.Module, x: torch.Tensor, max_elements: int = 2**26) -> tuple[torch.Tensor, torch.Tensor]:
     """``J_i J_i^T`` of any model: ``vmap`` over samples of ``jacrev`` of the logits, in chunks of
     samples whose Jacobians hold at most ``max_elements`` numbers; no ``P x P`` object is formed.
+    The parameters are used in ``x``'s dtype.
     """
     params, buffers = _params_buffers(model)
+    params = {name: p.to(x.dtype) for name, p in params.items()}
 
     def logits_of(p, xi):
         return functional_call(model, (p, buffers), (xi.unsqueeze(0),)).squeeze(0)
@@ -225,58 +221,117 @@ def _generic_jjt(model: nn.Module, x: torch.Tensor, max_elements: int = 2**26) -
     return torch.cat(blocks), logits
 
 
-def per_sample_jjt(model: nn.Module, x: torch.Tensor, *, method: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
-    """``(J_i J_i^T, logits)`` for every sample: an ``(N, K, K)`` and an ``(N, K)`` tensor.
+def per_sample_jjt(
+    model: Weights, x: torch.Tensor, *, method: str = "auto", dtype: torch.dtype | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""``(J_i J_i^T, logits)`` for every sample: an ``(N, K, K)`` and an ``(N, K)`` tensor.
 
-    ``method`` is ``"structured"`` (the layer factors of a bias-free Linear/ReLU stack, recognised by
-    :func:`linear_relu_weights` whatever class holds it: ``J J^T = sum_p ||x^(p)||^2 G^(p) G^(p)T``, no
-    ``P``-sized object), ``"generic"`` (``vmap(jacrev(functional_call))``, any model) or ``"auto"``
-    (``"structured"`` when it applies).
+    ``J_i`` is the ``K x P`` Jacobian of sample ``i``'s logits with respect to the parameters (the
+    paper's ``F_i``). For a bias-free Linear/ReLU stack
+
+    .. math::
+
+        J_i J_i^\top = \sum_{p=1}^{L} \lVert x_i^{(p)} \rVert^2 \, G_i^{(p)} G_i^{(p)\top}
+
+    (:meth:`lhlib.bounds.ForwardFactors.jjt`), with no ``P``-sized object.
+
+    Args:
+        model: any ``nn.Module``, or a sequence of weight matrices ``[W^(1), ..., W^(L)]`` of a
+            bias-free ReLU network (``L = 1`` and modified weights included).
+        x: ``(N, n)`` inputs.
+        method: ``"structured"`` (the layer factors; the stack is recognised by
+            :func:`linear_relu_weights` whatever class holds it), ``"generic"``
+            (``vmap(jacrev(functional_call))``, any model) or ``"auto"`` (structured when it applies).
+        dtype: the precision of the computation; ``None`` is the model's own.
+
+    Returns:
+        ``(jjt, logits)`` in ``dtype``.
     """
     check_choice("method", method, METHODS)
     _check_data(x, None)
-    weights = linear_relu_weights(model, x[:64]) if method != "generic" else None
-    if method == "structured" and weights is None:
-        raise ValueError(
-            "method='structured' needs a bias-free Linear/ReLU stack (see linear_relu_weights); "
-            "use method='generic' or 'auto' for other models"
-        )
+    if not isinstance(model, nn.Module):
+        if method == "generic":
+            raise ValueError("method='generic' needs an nn.Module; a list of weight matrices is structured")
+        weights = list(model)
+    else:
+        weights = linear_relu_weights(model, x[:64]) if method != "generic" else None
+        if method == "structured" and weights is None:
+            raise ValueError(
+                "method='structured' needs a bias-free Linear/ReLU stack (see linear_relu_weights); "
+                "use method='generic' or 'auto' for other models"
+            )
+    dtype = dtype or (weights[0].dtype if weights is not None else _model_dtype_device(model)[0])
     if weights is not None:
-        return per_sample_ntk([w.detach() for w in weights], x, dtype=x.dtype)
-    return _generic_jjt(model, x)
+        factors = forward_factors([w.detach() for w in weights], x, dtype=dtype)
+        return factors.jjt(), factors.logits
+    return _generic_jjt(model, x.to(dtype))
 
 
 def per_sample_ggn_small(
-    model: nn.Module, x: torch.Tensor, *, method: str = "auto", batch_size: int = 4096
+    model: Weights,
+    x: torch.Tensor,
+    *,
+    method: str = "auto",
+    dtype: torch.dtype | None = None,
+    batch_size: int = 4096,
 ) -> torch.Tensor:
-    """The ``(N, K, K)`` symmetric matrices ``M_i = B_i^T J_i J_i^T B_i`` whose eigenvalues are the
-    nonzero eigenvalues of the per-sample G-terms ``J_i^T A_i J_i`` (``A_i = B_i B_i^T``).
+    r"""The ``(N, K, K)`` matrices :math:`M_i = B_i^\top J_i J_i^\top B_i` whose eigenvalues are the
+    nonzero eigenvalues of the per-sample G-terms :math:`J_i^\top A_i J_i` (:math:`A_i = B_i B_i^\top`,
+    :func:`lhlib.bounds.ggn_small_from_jjt`); arguments as :func:`per_sample_jjt`, in chunks of
+    ``batch_size`` samples.
     """
     check_int("batch_size", batch_size, minimum=1)
     _check_data(x, None)
-    out = []
-    for s in _chunks(x.shape[0], batch_size):
-        out.append(ggn_small_from_ntk(*per_sample_jjt(model, x[s], method=method)))
-    return torch.cat(out)
+    return torch.cat(
+        [
+            ggn_small_from_jjt(*per_sample_jjt(model, x[s], method=method, dtype=dtype))
+            for s in _chunks(x.shape[0], batch_size)
+        ]
+    )
 
 
 def per_sample_ggn_norms(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *, method: str = "auto", batch_size: int = 4096
+    model: Weights,
+    x: torch.Tensor,
+    y: torch.Tensor | None = None,
+    *,
+    method: str = "auto",
+    dtype: torch.dtype | None = None,
+    batch_size: int = 4096,
 ) -> torch.Tensor:
-    """Exact spectral norm ``||J_i^T A_i J_i||_2`` of every sample's G-term, an ``(N,)`` tensor.
+    r"""Exact spectral norm of every sample's G-term, an ``(N,)`` tensor.
 
-    It is the largest eigenvalue of the ``K x K`` matrix ``B_i^T J_i J_i^T B_i`` (see the module
-    docstring). ``y`` is accepted for symmetry with the other functions and not used: ``A_i``
-    does not depend on the label. Runs under ``torch.no_grad`` semantics for the MLP path.
+    It is the largest eigenvalue of a ``K x K`` matrix:
+
+    .. math::
+
+        \lVert J_i^\top A_i J_i \rVert_2 = \lambda_{\max}\bigl(B_i^\top J_i J_i^\top B_i\bigr).
+
+    Args:
+        model: as for :func:`per_sample_jjt`.
+        x: ``(N, n)`` inputs.
+        y: accepted for symmetry with the other per-sample functions and not used: ``A_i`` does
+            not depend on the label.
+        method: as for :func:`per_sample_jjt`.
+        dtype: the precision of the computation (``torch.float64`` for the bound checks);
+            ``None`` is the model's own.
+        batch_size: samples per chunk.
+
+    Returns:
+        ``(N,)`` tensor of norms, in ``dtype``.
     """
-    if y is not None:
-        _check_data(x, y)
-    small = per_sample_ggn_small(model, x, method=method, batch_size=batch_size)
-    return torch.linalg.eigvalsh(small)[:, -1].clamp_min(0)
+    check_int("batch_size", batch_size, minimum=1)
+    _check_data(x, y)
+    return torch.cat(
+        [
+            ggn_norms_from_jjt(*per_sample_jjt(model, x[s], method=method, dtype=dtype))
+            for s in _chunks(x.shape[0], batch_size)
+        ]
+    )
 
 
 def per_sample_ggn_traces(
-    model: nn.Module, x: torch.Tensor, *, method: str = "auto", batch_size: int = 4096
+    model: Weights, x: torch.Tensor, *, method: str = "auto", batch_size: int = 4096
 ) -> torch.Tensor:
     """Exact trace of every sample's G-term, ``tr(A_i J_i J_i^T)``, an ``(N,)`` tensor."""
     small = per_sample_ggn_small(model, x, method=method, batch_size=batch_size)
@@ -738,228 +793,3 @@ def lemma_difference_norms(
         )
         out.append(max(abs(low), abs(high)))
     return np.asarray(out)
-
-
-# ----------------------------------------------------------------------------------------------
-# Everything chapter 03 measures on one network, cached
-# ----------------------------------------------------------------------------------------------
-
-
-#: Bump when a change here alters what :func:`curvature_measurements` returns (its cache key).
-MEASUREMENTS_VERSION = 1
-
-
-@dataclass(frozen=True)
-class CurvatureMeasurements:
-    """Curvature of one network on ``(x, y)``.
-
-    ``ggn_norms`` ``(N,)``: exact ``||G_i||_2`` of every sample. ``full_index``: the samples that
-    got Lanczos on the full Hessian, the first ``random_count`` a uniform random subset, the rest
-    the samples with the largest G-term norm (where a bound is most at risk). For those,
-    ``hessian`` (full ``H_i``) and ``hterm`` (``H_i - G_i``) hold :class:`HessianNorms`-style
-    tensors: ``norms``, ``lambda_min``, ``lambda_max``, ``converged``. ``top_hessian``/``top_ggn``:
-    the largest eigenvalues of the averaged matrices over ``eigen_count`` samples (empty if none).
-    """
-
-    ggn_norms: torch.Tensor
-    full_index: torch.Tensor
-    random_count: int
-    hessian: dict
-    hterm: dict
-    top_hessian: np.ndarray
-    top_ggn: np.ndarray
-    eigen_count: int
-    from_cache: bool
-
-
-def curvature_measurements(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    *,
-    full_samples: int = 256,
-    extreme_samples: int = 16,
-    top_k: int = 5,
-    eigen_samples: int | None = None,
-    max_iter: int = 80,
-    tol: float = 1e-3,
-    eig_tol: float = 1e-4,
-    hterm: bool = True,
-    seed: int = 0,
-    use_cache: bool = True,
-) -> CurvatureMeasurements:
-    """G-term norms of every sample, full-Hessian and H-term norms of ``full_samples`` random plus
-    ``extreme_samples`` largest-G samples (batched Lanczos), and the top ``top_k`` eigenvalues of
-    the averaged Hessian and G-term over the first ``eigen_samples`` samples (all when ``None``,
-    none when ``top_k == 0``). Cached in the results store under the weights' and data's fingerprints
-    and every setting.
-    """
-    from lhlib.cache import cached, tensor_fingerprint
-
-    _check_data(x, y)
-    n = x.shape[0]
-    check_int("full_samples", full_samples, minimum=0, maximum=n)
-    check_int("extreme_samples", extreme_samples, minimum=0, maximum=n)
-    check_int("top_k", top_k, minimum=0)
-    eigen_count = n if eigen_samples is None else check_int("eigen_samples", eigen_samples, minimum=1, maximum=n)
-    check_int("seed", seed, minimum=0)
-    params = {
-        "version": MEASUREMENTS_VERSION,
-        "model": tensor_fingerprint(*[p.detach() for p in model.parameters()]),
-        "model_class": type(model).__name__,
-        "data": tensor_fingerprint(x, y),
-        "full_samples": full_samples,
-        "extreme_samples": extreme_samples,
-        "top_k": top_k,
-        "eigen_samples": eigen_count,
-        "max_iter": max_iter,
-        "tol": tol,
-        "eig_tol": eig_tol,
-        "hterm": hterm,
-        "seed": seed,
-        "torch": torch.__version__.split("+")[0],
-    }
-    computed = False
-
-    def compute() -> dict:
-        nonlocal computed
-        computed = True
-        dtype, device = _model_dtype_device(model)
-        xd, yd = x.to(device=device, dtype=dtype), y.to(device)
-        ggn = per_sample_ggn_norms(model, xd).cpu()
-        generator = torch.Generator().manual_seed(seed)
-        chosen = torch.randperm(n, generator=generator)[:full_samples]
-        rest = torch.ones(n, dtype=torch.bool)
-        rest[chosen] = False
-        candidates = torch.nonzero(rest).squeeze(1)
-        extreme = candidates[ggn[candidates].argsort(descending=True)[:extreme_samples]]
-        index = torch.cat([chosen, extreme])
-        out = {"ggn_norms": ggn, "full_index": index, "random_count": int(chosen.numel())}
-        operators = ("hessian", "hterm") if hterm else ("hessian",)
-        for operator in operators:
-            if index.numel():
-                r = per_sample_hessian_norms(
-                    model,
-                    xd[index.to(device)],
-                    yd[index.to(device)],
-                    operator=operator,
-                    max_iter=max_iter,
-                    tol=tol,
-                    seed=seed,
-                )
-                out[operator] = {
-                    "norms": r.norms,
-                    "lambda_min": r.lambda_min,
-                    "lambda_max": r.lambda_max,
-                    "converged": r.converged,
-                }
-            else:
-                empty = torch.zeros(0, dtype=torch.float64)
-                out[operator] = {
-                    "norms": empty,
-                    "lambda_min": empty,
-                    "lambda_max": empty,
-                    "converged": torch.zeros(0, dtype=torch.bool),
-                }
-        if not hterm:
-            out["hterm"] = {}
-        size = sum(p.numel() for p in model.parameters())
-        if top_k and top_k < size:
-            top = dataset_hessian_top_eigenvalues(
-                model, xd[:eigen_count], yd[:eigen_count], k=top_k, tol=eig_tol, seed=seed
-            )
-            out["top_hessian"], out["top_ggn"] = torch.as_tensor(top.hessian.copy()), torch.as_tensor(top.ggn.copy())
-        else:
-            out["top_hessian"] = out["top_ggn"] = torch.zeros(0, dtype=torch.float64)
-        return out
-
-    result = cached("curvature_measurements", params, compute, enabled=use_cache)
-    return CurvatureMeasurements(
-        result["ggn_norms"],
-        result["full_index"],
-        int(result["random_count"]),
-        result["hessian"],
-        result["hterm"],
-        result["top_hessian"].numpy(),
-        result["top_ggn"].numpy(),
-        eigen_count,
-        from_cache=not computed,
-    )
-
-
-def quantile_summary(values: torch.Tensor | np.ndarray, quantiles: Sequence[float] = (0.5, 0.9, 0.99)) -> dict:
-    """``{"min", "q50", "q90", "q99", "max", "mean", "count"}`` of a 1-D array (float64), for summaries."""
-    values = np.asarray(torch.as_tensor(values).double().cpu())
-    if values.size == 0:
-        return {"count": 0}
-    out = {
-        "count": int(values.size),
-        "min": float(values.min()),
-        "max": float(values.max()),
-        "mean": float(values.mean()),
-    }
-    out.update({f"q{round(100 * q)}": float(np.quantile(values, q)) for q in quantiles})
-    return out
-
-
-#: The forms of Theorem 1 that :func:`theorem1_checks` evaluates (all from :mod:`lhlib.bounds`).
-BOUND_FORMS = {
-    "paper": "Theorem 1 as stated (M_x, M_W maxima, sqrt 2, +1 bias rows)",
-    "paper_per_sample": "A.2's form with each ||x_i|| and the actual layer norms",
-    "corrected": "corrected: (1/2) M_x^2 sum_p prod_{s != p} ||W^(s)||^2",
-    "corrected_per_sample": "corrected with each ||x_i||",
-    "activation_per_sample": "(1/2) sum_p ||x_i^(p)||^2 ||G_i^(p)||^2 (actual activations)",
-}
-
-
-def theorem1_checks(
-    model: nn.Module,
-    x: torch.Tensor,
-    ggn_norms: torch.Tensor,
-    full_index: torch.Tensor,
-    hessian_norms: torch.Tensor,
-    *,
-    slack: float = 1e-5,
-) -> dict:
-    """Every form of Theorem 1 in :data:`BOUND_FORMS` against measured norms.
-
-    For each form: ``value`` (the number, or the quantiles of the per-sample numbers), ``held_ggn``
-    (bound >= ``||G_i||_2 (1 - slack)`` on every sample), ``held_hessian`` (the same for the full
-    ``||H_i||_2`` on the ``full_index`` samples), ``violations_ggn``/``violations_hessian`` (counts)
-    and ``tightness_ggn``/``tightness_hessian``: the smallest ratio bound / measured norm over the
-    samples with a nonzero norm (for a single-number bound that is bound / max norm; NaN when every
-    norm is zero), ``median_ratio_ggn`` the median ratio. A ratio below 1 is a violation.
-    ``slack`` absorbs float32 rounding of the measured norms.
-    """
-    from lhlib import bounds
-
-    ggn = ggn_norms.double().cpu()
-    full = hessian_norms.double().cpu()
-    index = full_index.cpu()
-    forms = {
-        "paper": bounds.theorem1_bound_paper(model, x),
-        "paper_per_sample": bounds.theorem1_bound_per_sample(model, x).cpu(),
-        "corrected": bounds.corrected_bound(model, x),
-        "corrected_per_sample": bounds.corrected_bound_per_sample(model, x).cpu(),
-        "activation_per_sample": bounds.activation_bound_per_sample(model, x).cpu(),
-    }
-    out = {}
-    for name, bound in forms.items():
-        per_sample = torch.as_tensor(bound, dtype=torch.float64).expand_as(ggn) if not torch.is_tensor(bound) else bound
-        # Ratios only where the measured norm is positive: a sample whose logits do not depend on the
-        # weights (every ReLU path dead) has zero curvature, and any bound holds there trivially.
-        live_g, live_h = ggn > 0, full > 0
-        ratio_g = per_sample[live_g] / ggn[live_g]
-        ratio_h = per_sample[index][live_h] / full[live_h]
-        out[name] = {
-            "description": BOUND_FORMS[name],
-            "value": float(bound) if not torch.is_tensor(bound) else quantile_summary(bound),
-            "held_ggn": bool((per_sample >= ggn * (1 - slack)).all()),
-            "violations_ggn": int((per_sample < ggn * (1 - slack)).sum()),
-            "tightness_ggn": float(ratio_g.min()) if ratio_g.numel() else float("nan"),
-            "median_ratio_ggn": float(ratio_g.median()) if ratio_g.numel() else float("nan"),
-            "held_hessian": bool((per_sample[index] >= full * (1 - slack)).all()),
-            "violations_hessian": int((per_sample[index] < full * (1 - slack)).sum()),
-            "tightness_hessian": float(ratio_h.min()) if ratio_h.numel() else float("nan"),
-        }
-    return out

@@ -18,22 +18,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from matplotlib.ticker import NullFormatter
 
 from lhlib.architecture_bounds import jjt_scaling_exponents, layer_norm_bound_per_sample
 from lhlib.architectures import VisionTransformer, weight_layers
-from lhlib.bounds import ggn_small_from_ntk
+from lhlib.bounds import ggn_norms_from_jjt
 from lhlib.cache import cached, tensor_fingerprint
 from lhlib.experiment import TrainedNetwork, trained_networks
 from lhlib.hessian import per_sample_hessian_norms, per_sample_jjt
-from lhlib.landscape import log_binned
 from lhlib.progress import progress_bar
 from lhlib.seed_stats import interval_across_seeds, trend_test
 from lhlib.settings import SweepSettings
-from lhlib.style import sweep_colors
 from lhlib.sweep import ConfigurationResult, combine_members, measure_member
 from lhlib.validation import check_float, check_int
 
@@ -49,8 +45,6 @@ __all__ = [
     "landscape_facts",
     "network_curvature",
     "panel_sizes",
-    "plot_curvature",
-    "plot_family_curves",
     "pooled_median",
     "run_families",
     "size_trend_tests",
@@ -207,7 +201,7 @@ def network_curvature(
         pieces = [per_sample_jjt(model, xs[start : start + 512]) for start in range(0, samples, 512)]
         jjt, logits = torch.cat([p[0] for p in pieces]).double(), torch.cat([p[1] for p in pieces]).double()
         out = {
-            "ggn_norms": torch.linalg.eigvalsh(ggn_small_from_ntk(jjt, logits))[:, -1].clamp_min(0),
+            "ggn_norms": ggn_norms_from_jjt(jjt, logits),
             "jjt_norms": torch.linalg.eigvalsh(jjt)[:, -1].clamp_min(0),
         }
         if not isinstance(model, VisionTransformer):
@@ -471,127 +465,3 @@ def curvature_facts(
             )
         facts[family] = f
     return facts
-
-
-def plot_family_curves(results: dict[str, dict[tuple[str, int, int], FamilyConfiguration]]) -> plt.Figure:
-    """One row per dataset, one panel per family: the unsmoothed mean ``|L_{k+1} - L_k|`` over orders
-    and seeds on log-log axes (log bins of ``k``), shaded from the lowest to the highest seed, with
-    ``C/(k+1)`` for the first size's level dashed.
-    """
-    families = list(dict.fromkeys(key[0] for sweep in results.values() for key in sweep))
-    fig, axes = plt.subplots(
-        len(results), len(families), figsize=(4.3 * len(families), 3.9 * len(results)), sharey="row", squeeze=False
-    )
-    for row, (dataset, sweep) in zip(axes, results.items()):
-        for ax, family in zip(row, families):
-            members = [r for r in sweep.values() if r.family == family]
-            for r, color in zip(members, sweep_colors(len(members))):
-                c = r.curves
-                centres, binned = log_binned(c.live_mean)
-                low, high = log_binned(c.seed_low)[1], log_binned(c.seed_high)[1]
-                ax.plot(
-                    centres,
-                    binned,
-                    color=color,
-                    label=f"width {r.width}, depth {r.depth}: exponent {c.rate_exponent:.2f}",
-                )
-                ax.fill_between(centres, low, high, color=color, alpha=0.2, lw=0)
-            reference = members[0].curves
-            k = np.arange(1, reference.mean.size + 1)
-            ax.plot(k, reference.level_mean / (k + 1), color="0.3", ls="--", lw=1, label="C/(k+1), first size")
-            ax.set(xscale="log", yscale="log", xlabel="sample size k", title=f"{dataset}: {FAMILY_NAMES[family]}")
-            ax.legend(loc="lower left")
-        row[0].set_ylabel(r"mean $|\mathcal{L}_{k+1}-\mathcal{L}_k|$ (nats)")
-    fig.tight_layout()
-    return fig
-
-
-def plot_curvature(
-    results: dict[str, dict[tuple[str, int, int], FamilyConfiguration]],
-    curvature: dict[str, dict[tuple[str, int, int], list[NetworkCurvature]]],
-) -> plt.Figure:
-    """One row per dataset.
-
-    Left: median per-sample G-term norm against the parameter count, one point per seed. Middle: the
-    empirical distribution function of G-term / layer-norm bound (MLP and CNN). Right: the scaling
-    exponent of ``J J^T`` of every sample, per size, with ``2(L-1)`` (the value of every bias-free
-    ReLU network) marked for the MLP and the CNN.
-    """
-    markers = {"mlp": "o", "cnn": "s", "vit": "^"}
-    colors = {"mlp": "C0", "cnn": "C1", "vit": "C2"}  # categorical: the families are not an ordered sweep
-    fig, axes = plt.subplots(len(results), 3, figsize=(14, 4.2 * len(results)), squeeze=False)
-    for (left, middle, right), (dataset, sweep) in zip(axes, results.items()):
-        measured_by_key = curvature[dataset]
-        labels, relu_labelled = [], False
-        for family in dict.fromkeys(key[0] for key in measured_by_key):
-            keys = [key for key in measured_by_key if key[0] == family]
-            for i, key in enumerate(keys):
-                r, measured = sweep[key], measured_by_key[key]
-                medians = [float(m.ggn_norms.median()) for m in measured]
-                left.scatter(
-                    [r.parameters] * len(medians),
-                    medians,
-                    marker=markers[family],
-                    color=colors[family],
-                    label=FAMILY_NAMES[family] if i == 0 else None,
-                    alpha=0.8,
-                )
-                if measured[0].bound is not None:
-                    ratios = np.sort(np.concatenate([(m.ggn_norms / m.bound).numpy() for m in measured]))
-                    ratios = ratios[ratios > 0]
-                    middle.step(
-                        ratios,
-                        np.arange(1, ratios.size + 1) / ratios.size,
-                        where="post",
-                        color=colors[family],
-                        ls=["-", "--", ":"][i % 3],
-                        label=f"{family} w{r.width} d{r.depth}",
-                    )
-                exponents = np.concatenate([m.scaling_exponents.numpy() for m in measured])
-                exponents = exponents[np.isfinite(exponents)]
-                position = len(labels)
-                labels.append(f"{family} w{r.width} d{r.depth}")
-                jitter = np.linspace(-0.25, 0.25, exponents.size) if exponents.size > 1 else np.zeros(1)
-                right.scatter(
-                    position + jitter[: exponents.size],
-                    exponents,
-                    marker=markers[family],
-                    color=colors[family],
-                    s=8,
-                    alpha=0.5,
-                )
-                if family != "vit":
-                    right.hlines(
-                        2.0 * (r.curves.weight_matrices - 1),
-                        position - 0.4,
-                        position + 0.4,
-                        color="0.2",
-                        lw=1.5,
-                        label="2(L-1), bias-free ReLU" if not relu_labelled else None,
-                    )
-                    relu_labelled = True
-        left.set(
-            xscale="log",
-            yscale="log",
-            xlabel="parameters P",
-            ylabel=r"median $\|J_i^\top A_i J_i\|_2$ (nats per parameter$^2$)",
-            title=f"{dataset}: G-term norm, one point per seed",
-        )
-        left.xaxis.set_minor_formatter(NullFormatter())
-        middle.axvline(1, color="0.3", ls="--", lw=1, label="bound reached")
-        middle.set(
-            xscale="log",
-            xlabel="G-term norm / layer-norm bound",
-            ylabel="fraction of samples (all seeds)",
-            title=f"{dataset}: how tight the bound is",
-        )
-        right.set_xticks(range(len(labels)), labels, fontsize=7, rotation=45, ha="right")
-        right.set(
-            xlabel="family, width w, depth d",
-            ylabel=r"exponent of $\|J_iJ_i^\top\|$ under $\theta\to c\,\theta$",
-            title=f"{dataset}: homogeneity, one point per sample",
-        )
-        for ax in (left, middle, right):
-            ax.legend()
-    fig.tight_layout()
-    return fig

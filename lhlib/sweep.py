@@ -3,7 +3,7 @@
 Figures 2-5 each show two panels per dataset: hidden sizes ``hidden_sizes`` at ``fixed_num_layers``
 and depths ``num_layers`` at ``fixed_hidden_size``. :func:`run_sweep` trains every configuration
 both panels need (the shared one once) as a seed ensemble and measures every member;
-:func:`plot_sweep` draws the paper's panels with the spread across seeds beside the spread across
+:func:`lhlib.figures.plot_sweep` draws the paper's panels with the spread across seeds beside the spread across
 random orders; :func:`ordering_tests` turns the paper's "wider gives smaller, deeper gives larger"
 into one-sided trend tests over all (configuration, seed) pairs; :func:`summary_rows` gives the
 numbers a chapter writes to ``summary.json``. Chapters 04 (pixels) and 05 (backbone features) use it.
@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
@@ -25,14 +24,12 @@ from lhlib.landscape import (
     RateFit,
     ema,
     fit_rate_exponent,
-    log_binned,
     loss_difference_curves,
     mean_abs_deviation,
 )
 from lhlib.progress import progress_bar
 from lhlib.seed_stats import interval_across_seeds, share_at_chance, trend_test
 from lhlib.settings import SweepSettings, sweep_configurations
-from lhlib.style import sweep_colors
 
 __all__ = [
     "ConfigurationResult",
@@ -41,8 +38,8 @@ __all__ = [
     "measure_member",
     "ordering_table",
     "ordering_tests",
+    "panel_configurations",
     "paper_values",
-    "plot_sweep",
     "run_sweep",
     "summary_rows",
     "sweep_table",
@@ -254,78 +251,11 @@ def run_sweep(
     return results
 
 
-def _panel(results, settings, varying: str) -> list[ConfigurationResult]:
+def panel_configurations(results, settings, varying: str) -> list[ConfigurationResult]:
+    """The results of one panel: the hidden sizes at ``fixed_num_layers``, or the depths at ``fixed_hidden_size``."""
     if varying == "hidden_size":
         return [results[(h, settings.fixed_num_layers)] for h in settings.hidden_sizes]
     return [results[(settings.fixed_hidden_size, n)] for n in settings.num_layers]
-
-
-def _name(result: ConfigurationResult, varying: str) -> str:
-    name = (
-        f"h = {result.hidden_size}"
-        if varying == "hidden_size"
-        else f"num_layers = {result.num_layers} (L = {result.weight_matrices})"
-    )
-    dead = sum(m.fit is None for m in result.members)
-    notes = ([f"{result.collapsed_seeds}/{len(result.members)} collapsed"] if result.collapsed_seeds else []) + (
-        [f"{dead} all at ln K"] if dead else []
-    )
-    return name + (f" ({', '.join(notes)})" if notes else "")
-
-
-def plot_sweep(results: dict[tuple[int, int], ConfigurationResult], settings: SweepSettings, title: str) -> plt.Figure:
-    """The paper's two panels (top: EMA of the mean over seeds and orders, log y, shaded: range across
-    seeds; seeds whose losses are all equal, with a zero curve, are left out of lines and bands and
-    counted in the legend) and, below, the unsmoothed mean on log-log axes (log-spaced bins of ``k``) with the range
-    across seeds shaded and the 25-75 % band across random orders as thin dotted lines.
-    """
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), sharex="row")
-    seeds = len(settings.seeds)
-    for column, varying in enumerate(("hidden_size", "num_layers")):
-        panel = _panel(results, settings, varying)
-        fixed = (
-            f"num_layers = {settings.fixed_num_layers}"
-            if varying == "hidden_size"
-            else f"h = {settings.fixed_hidden_size}"
-        )
-        for result, color in zip(panel, sweep_colors(len(panel))):
-            k = np.arange(1, result.mean.size + 1)
-            top, bottom = axes[0, column], axes[1, column]
-            top.plot(k, result.live_smoothed, color=color, label=_name(result, varying))
-            top.fill_between(k, result.smoothed_low, result.smoothed_high, color=color, alpha=0.15, lw=0)
-            centres, binned = log_binned(result.live_mean)
-            low, high = log_binned(result.seed_low)[1], log_binned(result.seed_high)[1]
-            low_ci, high_ci = result.rate_exponent_ci95
-            bottom.plot(
-                centres,
-                binned,
-                color=color,
-                lw=1.2,
-                label=f"{_name(result, varying)}: slope {result.rate_exponent:.3f} [{low_ci:.3f}, {high_ci:.3f}]",
-            )
-            bottom.fill_between(centres, low, high, color=color, alpha=0.15, lw=0)
-            for band in (result.order_lower, result.order_upper):
-                bottom.plot(centres, log_binned(band)[1], color=color, ls=":", lw=0.7)
-        axes[0, column].set(
-            yscale="log",
-            xlabel="sample size k",
-            ylabel=r"EMA of mean $|\mathcal{L}_{k+1}-\mathcal{L}_k|$ (nats)",
-            title=f"{'hidden size' if varying == 'hidden_size' else 'number of layers'} sweep, "
-            f"{fixed}\nline: mean, shaded: range, over {seeds} seeds",
-        )
-        axes[1, column].set(
-            xscale="log",
-            yscale="log",
-            xlabel="sample size k",
-            ylabel=r"mean $|\mathcal{L}_{k+1}-\mathcal{L}_k|$ (nats)",
-            title="unsmoothed, log bins; shaded: seeds' range\n"
-            "dotted: 25-75 % of random orders; slope: mean [95 % CI] over seeds",
-        )
-        axes[0, column].legend(loc="upper right")
-        axes[1, column].legend(loc="lower left")
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
 
 
 def ordering_tests(
@@ -340,7 +270,7 @@ def ordering_tests(
     """
     tests = []
     for panel, (direction, claim) in ORDERING_CLAIMS.items():
-        configurations = _panel(results, settings, panel)
+        configurations = panel_configurations(results, settings, panel)
         for excluding in (False, True):
             pairs = [
                 (getattr(r, panel), m.level)

@@ -20,6 +20,34 @@ def _private_cache(tmp_path_factory):
     mp.undo()
 
 
+@pytest.fixture(scope="session")
+def tiny_vit(tmp_path_factory) -> Path:
+    """A tiny, randomly initialised ``ViTForImageClassification`` checkpoint and its image processor.
+
+    Like ``google/vit-base-patch16-224`` it has a classifier and no pooler, so loading it as a
+    backbone exercises the same ``transformers`` code path, with no download.
+    """
+    import torch
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+    config = ViTConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        image_size=32,
+        patch_size=8,
+        num_labels=10,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = ViTForImageClassification(config)
+    folder = tmp_path_factory.mktemp("tiny-vit")
+    model.save_pretrained(folder)
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
+    return folder
+
+
 HIDE_MODULES = """
 import sys
 from importlib.abc import MetaPathFinder

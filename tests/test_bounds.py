@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from torch.func import hessian, jacrev
 
 from lhlib import bounds as B
+from lhlib.ball import difference_expansion
+from lhlib.hessian import per_sample_ggn_norms
 from lhlib.models import build_mlp
 
 
@@ -83,6 +85,10 @@ def test_layer_spectral_norms(tiny):
     np.testing.assert_allclose(norms.numpy(), expected, rtol=1e-12)
 
 
+def ggn_norms_64(model, x):
+    return per_sample_ggn_norms(model, torch.as_tensor(x), dtype=torch.float64)
+
+
 def test_jacobian_is_stacked_kronecker(tiny):
     """F = [G^(p) kron x^(p)T]_p equals the logit Jacobian; F^T A F is the Gauss-Newton term."""
     model, x, y = tiny
@@ -92,15 +98,15 @@ def test_jacobian_is_stacked_kronecker(tiny):
         F_ = B.gauss_newton_jacobian(model, x[i])
         torch.testing.assert_close(F_, jac, rtol=0, atol=1e-13)
         exact = torch.linalg.matrix_norm(gterm, ord=2)
-        torch.testing.assert_close(B.g_term_norm_per_sample(model, x[i : i + 1])[0], exact, rtol=1e-10, atol=1e-14)
+        torch.testing.assert_close(ggn_norms_64(model, x[i : i + 1])[0], exact, rtol=1e-10, atol=1e-14)
         # The full Hessian is G-term + H-term; for L >= 2 the H-term is not zero.
         assert torch.linalg.matrix_norm(full - gterm) > 1e-3
 
 
 def test_g_term_norm_vectorised_matches_loop(tiny):
     model, x, _ = tiny
-    batch = B.g_term_norm_per_sample(model, x)
-    single = torch.stack([B.g_term_norm_per_sample(model, x[i : i + 1])[0] for i in range(len(x))])
+    batch = ggn_norms_64(model, x)
+    single = torch.stack([ggn_norms_64(model, x[i : i + 1])[0] for i in range(len(x))])
     torch.testing.assert_close(batch, single)
 
 
@@ -126,7 +132,7 @@ def test_chain_of_a2_on_random_networks():
         weights, x = random_instance(rng)
         f = B.forward_factors(weights, x)
         norms = B.layer_spectral_norms(weights)
-        g = B.g_term_norm_per_sample(weights, x)
+        g = ggn_norms_64(weights, x)
         a = torch.linalg.matrix_norm(B.softmax_hessian(f.logits), ord=2)
         for i in range(len(x)):
             Fi = B.gauss_newton_jacobian(weights, x[i])
@@ -156,7 +162,7 @@ def test_paper_bound_fails_small_weights():
     """Finding: Theorem 1 as stated is not an upper bound. L = 1, W = 0: G-term ||x||^2 / K, bound 0."""
     x = torch.tensor([[3.0, 4.0]], dtype=torch.float64)
     weights = [torch.zeros(3, 2, dtype=torch.float64)]
-    g = B.g_term_norm_per_sample(weights, x)
+    g = ggn_norms_64(weights, x)
     torch.testing.assert_close(g, torch.tensor([25.0 / 3], dtype=torch.float64))
     assert B.theorem1_bound_paper(weights, x) == 0.0
     assert B.corrected_bound(weights, x) == pytest.approx(12.5)
@@ -168,7 +174,7 @@ def test_paper_bound_fails_on_some_random_networks():
     fails_stated, fails_per_sample = 0, 0
     for _ in range(100):
         weights, x = random_instance(rng)
-        g = B.g_term_norm_per_sample(weights, x)
+        g = ggn_norms_64(weights, x)
         fails_stated += bool(g.max() > B.theorem1_bound_paper(weights, x))
         fails_per_sample += bool((g > B.theorem1_bound_per_sample(weights, x)).any())
         assert (g <= B.corrected_bound_per_sample(weights, x) * (1 + 1e-10) + 1e-14).all()
@@ -177,7 +183,7 @@ def test_paper_bound_fails_on_some_random_networks():
 
 def test_paper_bound_holds_at_default_init(tiny):
     model, x, _ = tiny
-    g = B.g_term_norm_per_sample(model, x)
+    g = ggn_norms_64(model, x)
     assert (g <= B.theorem1_bound_per_sample(model, x)).all()
     assert g.max() <= B.theorem1_bound_paper(model, x)
 
@@ -230,14 +236,18 @@ def test_validation_messages():
         B.theorem1_constant(1.0, 1.0, 0)
 
 
-def test_matches_chapter03_ggn_norms(tiny):
-    from lhlib.hessian import per_sample_ggn_norms
-
+def test_one_g_term_norm_for_modules_weight_lists_and_both_engines(tiny):
+    """The structured path (a module or its weight list) and torch.func's agree in float64;
+    the float32 computation agrees to float32 accuracy."""
     model, x, _ = tiny
-    torch.testing.assert_close(
-        B.g_term_norm_per_sample(model, x), per_sample_ggn_norms(model.double(), x).double(), rtol=1e-9, atol=1e-14
-    )
-    model.float()
+    structured = ggn_norms_64(model, x)
+    torch.testing.assert_close(ggn_norms_64(B.weight_list(model), x), structured, rtol=0, atol=0)
+    generic = per_sample_ggn_norms(model, x, method="generic", dtype=torch.float64)
+    assert generic.dtype == torch.float64
+    torch.testing.assert_close(generic, structured, rtol=1e-9, atol=1e-14)
+    single = per_sample_ggn_norms(model.float(), x.float())
+    assert single.dtype == torch.float32
+    torch.testing.assert_close(single.double(), structured, rtol=1e-4, atol=1e-7)
 
 
 def test_a2_chain_agrees_with_direct_checks():
@@ -287,7 +297,7 @@ def test_difference_expansion_against_dense():
         return (losses[k] - losses[:k].mean()) / (k + 1)
 
     radii = torch.logspace(-5, -3, 5, dtype=torch.float64)
-    e = B.difference_expansion(model, x, y, k, v * 3.0, radii)  # direction normalised inside
+    e = difference_expansion(model, x, y, k, v * 3.0, radii)  # direction normalised inside
     assert e.value == pytest.approx(float(diff(theta)), rel=1e-12)
     assert e.slope == pytest.approx(float(torch.func.grad(diff)(theta) @ v), rel=1e-9)
     assert e.gradient_norm == pytest.approx(float(torch.func.grad(diff)(theta).norm()), rel=1e-9)
@@ -321,7 +331,7 @@ def test_full_hessian_dense_matches_torch_func(tiny):
     xs = torch.randn(5, 4, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
     ys = torch.tensor([0, 1, 2, 0, 1])
     torch.testing.assert_close(
-        B.full_hessian_norm_dense(linear, xs, ys), B.g_term_norm_per_sample(linear, xs), rtol=1e-10, atol=1e-14
+        B.full_hessian_norm_dense(linear, xs, ys), ggn_norms_64(linear, xs), rtol=1e-10, atol=1e-14
     )
     with pytest.raises(ValueError, match="y must have shape"):
         B.full_hessian_dense(model, x, y[:2])

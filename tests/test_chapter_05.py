@@ -7,8 +7,6 @@ import math
 
 import pytest
 
-from lhlib.features import save_tiny_vit
-
 CHAPTER = "05_feature_extraction"
 
 
@@ -35,9 +33,8 @@ def test_smoke_offline_backbone(run_chapter_smoke):
     assert "digits training images 400..1796" in digits["backbone_provenance"]
 
 
-def test_smoke_tiny_vit_checkpoint(run_chapter_smoke, tmp_path):
-    folder = save_tiny_vit(tmp_path / "tiny-vit")
-    summary = run_chapter_smoke(CHAPTER, backbone=str(folder))
+def test_smoke_tiny_vit_checkpoint(run_chapter_smoke, tiny_vit):
+    summary = run_chapter_smoke(CHAPTER, backbone=str(tiny_vit))
     digits = _check_common(summary)
     assert digits["feature_dim"] == 32
     assert "pooler output" in digits["backbone_provenance"] and "seed 0" in digits["backbone_provenance"]

@@ -17,7 +17,6 @@ from lhlib.features import (
     OfflineCNNBackbone,
     extract_features,
     make_backbone,
-    save_tiny_vit,
     to_rgb,
 )
 from lhlib.settings import check_backbone
@@ -25,11 +24,6 @@ from lhlib.settings import check_backbone
 
 def _gray(n: int = 6, size: int = 28, seed: int = 0) -> torch.Tensor:
     return torch.randint(0, 256, (n, 1, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
-
-
-@pytest.fixture(scope="module")
-def tiny_vit(tmp_path_factory):
-    return save_tiny_vit(tmp_path_factory.mktemp("tiny-vit"))
 
 
 def test_to_rgb_is_pil_convert_rgb():

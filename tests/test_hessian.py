@@ -9,6 +9,7 @@ from torch import nn
 from torch.func import functional_call, hessian, jacrev
 
 from lhlib import hessian as lh
+from lhlib import hessian_in_practice as hip
 from lhlib.models import build_mlp
 
 RTOL = 1e-6
@@ -232,7 +233,7 @@ def test_dataset_eigenvalues_and_trace_match_curvlinops(problem):
 
 def test_curvature_measurements_and_cache(problem):
     model, x, y, dense_h, dense_g = problem
-    first = lh.curvature_measurements(
+    first = hip.curvature_measurements(
         model, x, y, full_samples=3, extreme_samples=2, top_k=2, tol=1e-10, max_iter=200, eig_tol=1e-12, seed=0
     )
     assert not first.from_cache and first.random_count == 3 and first.full_index.numel() == 5
@@ -244,7 +245,7 @@ def test_curvature_measurements_and_cache(problem):
     torch.testing.assert_close(first.hessian["norms"], _norm(dense_h[index]), rtol=RTOL, atol=0)
     torch.testing.assert_close(first.hterm["norms"], _norm((dense_h - dense_g)[index]), rtol=RTOL, atol=0)
     assert first.top_hessian == pytest.approx(torch.linalg.eigvalsh(dense_h.mean(0)).flip(0)[:2].numpy(), rel=RTOL)
-    again = lh.curvature_measurements(
+    again = hip.curvature_measurements(
         model, x, y, full_samples=3, extreme_samples=2, top_k=2, tol=1e-10, max_iter=200, eig_tol=1e-12, seed=0
     )
     assert again.from_cache
@@ -255,28 +256,28 @@ def test_theorem1_checks_fields_and_validity(problem):
     model, x, _, dense_h, dense_g = problem
     ggn = _norm(dense_g)
     index = torch.arange(len(x))
-    checks = lh.theorem1_checks(model, x, ggn, index, _norm(dense_h))
-    assert set(checks) == set(lh.BOUND_FORMS)
+    checks = hip.theorem1_checks(model, x, ggn, index, _norm(dense_h))
+    assert set(checks) == set(hip.BOUND_FORMS)
     for form, check in checks.items():
         assert check["held_ggn"] == (check["violations_ggn"] == 0)
         assert check["held_ggn"] == (check["tightness_ggn"] >= 1 - 1e-5), form
     for form in ("corrected", "corrected_per_sample", "activation_per_sample"):  # valid bounds on the G-term
         assert checks[form]["held_ggn"]
     # A bound far below the measurements is reported as violated, not hidden.
-    fake = lh.theorem1_checks(model, x, ggn * 1e12, index, _norm(dense_h) * 1e12)
+    fake = hip.theorem1_checks(model, x, ggn * 1e12, index, _norm(dense_h) * 1e12)
     assert not fake["paper"]["held_ggn"] and fake["paper"]["violations_ggn"] == len(x)
     # Samples with zero curvature hold trivially and do not enter the ratios.
     zero = ggn.clone()
     zero[0] = 0
     assert torch.isfinite(
-        torch.tensor(lh.theorem1_checks(model, x, zero, index, _norm(dense_h))["paper"]["median_ratio_ggn"])
+        torch.tensor(hip.theorem1_checks(model, x, zero, index, _norm(dense_h))["paper"]["median_ratio_ggn"])
     )
 
 
 def test_quantile_summary():
-    summary = lh.quantile_summary(torch.arange(101.0))
+    summary = hip.quantile_summary(torch.arange(101.0))
     assert summary == {"count": 101, "min": 0.0, "max": 100.0, "mean": 50.0, "q50": 50.0, "q90": 90.0, "q99": 99.0}
-    assert lh.quantile_summary(torch.zeros(0)) == {"count": 0}
+    assert hip.quantile_summary(torch.zeros(0)) == {"count": 0}
 
 
 def test_a_damaged_curvature_entry_is_recomputed_to_the_same_numbers(problem, capsys):
@@ -284,13 +285,13 @@ def test_a_damaged_curvature_entry_is_recomputed_to_the_same_numbers(problem, ca
 
     model, x, y, _, _ = problem
     settings = {"full_samples": 3, "extreme_samples": 1, "top_k": 1, "tol": 1e-10, "max_iter": 200, "seed": 5}
-    first = lh.curvature_measurements(model, x, y, **settings)
+    first = hip.curvature_measurements(model, x, y, **settings)
     entry = max((cache_root() / "store" / "curvature_measurements").glob("*.pt"), key=lambda p: p.stat().st_mtime_ns)
     data = bytearray(entry.read_bytes())
     data[len(data) // 2] ^= 0x10
     entry.write_bytes(bytes(data))
     capsys.readouterr()
-    again = lh.curvature_measurements(model, x, y, **settings)
+    again = hip.curvature_measurements(model, x, y, **settings)
     assert not again.from_cache and "discarded the stored curvature_measurements entry" in capsys.readouterr().err
     torch.testing.assert_close(again.hessian["norms"], first.hessian["norms"], rtol=0, atol=0)
     torch.testing.assert_close(again.ggn_norms, first.ggn_norms, rtol=0, atol=0)

@@ -283,7 +283,7 @@ for name in {modules!r}:
     importlib.import_module("lhlib." + name)
 for data in ("profiles.json", "paper_values.json"):
     json.loads(resources.files("lhlib").joinpath(data).read_text())
-from lhlib.style import STYLE_FILE, use_style
+from lhlib.figures import STYLE_FILE, use_style
 assert STYLE_FILE.is_file() and STYLE_FILE.is_relative_to({site!r})
 use_style()
 import matplotlib

@@ -17,6 +17,7 @@ import torch
 
 from lhlib import bounds as B
 from lhlib import symbolic as S
+from lhlib.hessian import per_sample_ggn_norms
 
 
 def test_loss_difference_identity_general_k():
@@ -128,7 +129,7 @@ def test_relu_network_gauss_newton_decomposition():
     x = torch.tensor([float(at(e)) for e in net.x], dtype=torch.float64)
     mask = torch.tensor([float(at(net.masks[0][c, c])) for c in range(2)], dtype=torch.float64)
     assert torch.equal(mask, ((w1 @ x) > 0).double())
-    g = B.g_term_norm_per_sample([w1, w2], x[None])[0]
+    g = per_sample_ggn_norms([w1, w2], x[None], dtype=torch.float64)[0]
     assert float(g) == pytest.approx(float(np.linalg.norm(np.array(at(gterm).evalf(), dtype=float), 2)), rel=1e-9)
 
 

@@ -1,7 +1,6 @@
-"""One figure style for the whole book, and the helpers that save figures and summaries.
+"""What a chapter reports besides its figures: ``summary.json`` and its tables.
 
-Every chapter calls :func:`use_style` once, then :func:`save_figure` for each figure (PNG for
-the book, PDF for papers) and :func:`write_summary` for its ``summary.json``.
+Every chapter ends with :func:`write_summary`; tables it shows go through :func:`markdown_table`.
 """
 
 from __future__ import annotations
@@ -11,25 +10,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-import matplotlib as mpl
-import matplotlib.pyplot as plt
-
 from lhlib.cache import atomic_write_bytes
 
-__all__ = ["markdown_table", "output_path", "save_figure", "sweep_colors", "use_style", "write_summary"]
-
-STYLE_FILE = Path(__file__).with_name("style.mplstyle")
-
-
-def use_style() -> None:
-    """Apply the book's matplotlib style (``lhlib/style.mplstyle``)."""
-    plt.style.use(STYLE_FILE)
-
-
-def sweep_colors(count: int, cmap: str = "viridis") -> list:
-    """``count`` colours ordered along ``cmap``, so a sweep reads from dark (small) to light (large)."""
-    colormap = plt.get_cmap(cmap)
-    return [colormap(0.9 * i / max(count - 1, 1)) for i in range(count)]
+__all__ = ["markdown_table", "output_path", "write_summary"]
 
 
 def output_path(output_dir: str | Path) -> Path:
@@ -37,14 +20,6 @@ def output_path(output_dir: str | Path) -> Path:
     path = Path(output_dir)
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def save_figure(fig: mpl.figure.Figure, output_dir: str | Path, name: str) -> Path:
-    """Save ``fig`` as ``<output_dir>/<name>.png`` and ``.pdf``; returns the PNG path."""
-    folder = output_path(output_dir)
-    fig.savefig(folder / f"{name}.pdf")
-    fig.savefig(folder / f"{name}.png")
-    return folder / f"{name}.png"
 
 
 def _json_safe(value: Any) -> Any:

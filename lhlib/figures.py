@@ -1,0 +1,360 @@
+"""Every figure of the book: one style, the plots the chapters share, and a checked save.
+
+Every chapter calls :func:`use_style` once, then :func:`save_figure` for each figure (PNG for the
+book, PDF for papers). :func:`save_figure` refuses a figure that misleads: an axis whose range has
+collapsed to a point, or a plotted value that is a clipping floor (a sentinel such as ``1e-12``
+standing for "zero" or "not measured") rather than a measurement.
+
+The plots: :func:`plot_sweep` (the paper's Figures 2-5, chapter 04), :func:`plot_feature_vs_direct`
+(chapter 05), :func:`plot_family_curves` and :func:`plot_curvature` (chapter 08).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib as mpl
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.ticker import NullFormatter
+
+from lhlib.landscape import log_binned
+from lhlib.other_architectures import FAMILY_NAMES, FamilyConfiguration, NetworkCurvature
+from lhlib.report import output_path
+from lhlib.settings import SweepSettings
+from lhlib.sweep import ConfigurationResult, panel_configurations
+
+__all__ = [
+    "CLIPPING_FLOORS",
+    "STYLE_FILE",
+    "check_figure",
+    "plot_curvature",
+    "plot_family_curves",
+    "plot_feature_vs_direct",
+    "plot_sweep",
+    "save_figure",
+    "sweep_colors",
+    "use_style",
+]
+
+STYLE_FILE = Path(__file__).with_name("style.mplstyle")
+
+CLIPPING_FLOORS = (1e-12, 1e-15, 1e-30, 1e-300, float(np.finfo(np.float32).tiny), float(np.finfo(np.float64).tiny))
+"""Values that code writes in place of zero or of a missing number (``clamp_min(1e-12)`` and the
+like); :func:`check_figure` refuses a figure that plots one as data."""
+
+
+def use_style() -> None:
+    """Apply the book's matplotlib style (``lhlib/style.mplstyle``)."""
+    plt.style.use(STYLE_FILE)
+
+
+def sweep_colors(count: int, cmap: str = "viridis") -> list:
+    """``count`` colours ordered along ``cmap``, so a sweep reads from dark (small) to light (large)."""
+    colormap = plt.get_cmap(cmap)
+    return [colormap(0.9 * i / max(count - 1, 1)) for i in range(count)]
+
+
+def _plotted_values(ax: mpl.axes.Axes) -> list[tuple[str, np.ndarray]]:
+    """``(what, values)`` for the data an Axes draws: line and scatter coordinates, bar edges."""
+    values = []
+    for line in ax.get_lines():
+        values += [("x", np.asarray(line.get_xdata(), dtype=float)), ("y", np.asarray(line.get_ydata(), dtype=float))]
+    for collection in ax.collections:
+        offsets = np.asarray(collection.get_offsets(), dtype=float).reshape(-1, 2)
+        values += [("x", offsets[:, 0]), ("y", offsets[:, 1])]
+    for patch in ax.patches:
+        if isinstance(patch, mpl.patches.Rectangle):
+            values += [("x", np.array([patch.get_x()])), ("y", np.array([patch.get_y() + patch.get_height()]))]
+    return values
+
+
+def check_figure(fig: mpl.figure.Figure, name: str) -> None:
+    """Refuse ``fig`` (a ValueError naming ``name`` and the panel) if it would mislead a reader.
+
+    A panel with data fails when an axis range has collapsed (``top / bottom < 1.001`` on a log
+    axis, a span below ``1e-9`` of the magnitude on a linear one) or when it plots a value from
+    :data:`CLIPPING_FLOORS`.
+    """
+    for index, ax in enumerate(fig.axes):
+        values = _plotted_values(ax)
+        if not any(v.size for _, v in values):
+            continue  # a colour bar or an empty panel
+        where = f"figure {name!r}, panel {index} ({ax.get_title()!r})"
+        for axis, (low, high), scale in (("x", ax.get_xlim(), ax.get_xscale()), ("y", ax.get_ylim(), ax.get_yscale())):
+            low, high = sorted((low, high))
+            if scale == "log" and low > 0:
+                collapsed = math.log10(high) - math.log10(low) < math.log10(1.001)
+            else:
+                collapsed = high - low <= 1e-9 * max(abs(high), abs(low), 1e-300)
+            if collapsed:
+                raise ValueError(f"{where}: the {axis} axis has collapsed to [{low:.6g}, {high:.6g}]")
+        for axis, data in values:
+            for floor in CLIPPING_FLOORS:
+                if np.any(np.isclose(data, floor, rtol=1e-9, atol=0)):
+                    raise ValueError(f"{where}: {axis} value {floor:g} is a clipping floor, not a measurement")
+
+
+def save_figure(fig: mpl.figure.Figure, output_dir: str | Path, name: str) -> Path:
+    """Check ``fig`` (:func:`check_figure`), then save it as ``<output_dir>/<name>.png`` and ``.pdf``.
+
+    Returns:
+        The PNG's path.
+    """
+    fig.canvas.draw()  # settles the axis limits the check reads
+    check_figure(fig, name)
+    folder = output_path(output_dir)
+    fig.savefig(folder / f"{name}.pdf")
+    fig.savefig(folder / f"{name}.png")
+    return folder / f"{name}.png"
+
+
+def _configuration_name(result: ConfigurationResult, varying: str) -> str:
+    name = (
+        f"h = {result.hidden_size}"
+        if varying == "hidden_size"
+        else f"num_layers = {result.num_layers} (L = {result.weight_matrices})"
+    )
+    dead = sum(m.fit is None for m in result.members)
+    notes = ([f"{result.collapsed_seeds}/{len(result.members)} collapsed"] if result.collapsed_seeds else []) + (
+        [f"{dead} all at ln K"] if dead else []
+    )
+    return name + (f" ({', '.join(notes)})" if notes else "")
+
+
+def plot_sweep(results: dict[tuple[int, int], ConfigurationResult], settings: SweepSettings, title: str) -> plt.Figure:
+    """The paper's two panels (top: EMA of the mean over seeds and orders, log y, shaded: range across
+    seeds; seeds whose losses are all equal, with a zero curve, are left out of lines and bands and
+    counted in the legend) and, below, the unsmoothed mean on log-log axes (log-spaced bins of ``k``) with the range
+    across seeds shaded and the 25-75 % band across random orders as thin dotted lines.
+    """
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), sharex="row")
+    seeds = len(settings.seeds)
+    for column, varying in enumerate(("hidden_size", "num_layers")):
+        panel = panel_configurations(results, settings, varying)
+        fixed = (
+            f"num_layers = {settings.fixed_num_layers}"
+            if varying == "hidden_size"
+            else f"h = {settings.fixed_hidden_size}"
+        )
+        for result, color in zip(panel, sweep_colors(len(panel))):
+            k = np.arange(1, result.mean.size + 1)
+            top, bottom = axes[0, column], axes[1, column]
+            top.plot(k, result.live_smoothed, color=color, label=_configuration_name(result, varying))
+            top.fill_between(k, result.smoothed_low, result.smoothed_high, color=color, alpha=0.15, lw=0)
+            centres, binned = log_binned(result.live_mean)
+            low, high = log_binned(result.seed_low)[1], log_binned(result.seed_high)[1]
+            low_ci, high_ci = result.rate_exponent_ci95
+            bottom.plot(
+                centres,
+                binned,
+                color=color,
+                lw=1.2,
+                label=f"{_configuration_name(result, varying)}: slope {result.rate_exponent:.3f} "
+                f"[{low_ci:.3f}, {high_ci:.3f}]",
+            )
+            bottom.fill_between(centres, low, high, color=color, alpha=0.15, lw=0)
+            for band in (result.order_lower, result.order_upper):
+                bottom.plot(centres, log_binned(band)[1], color=color, ls=":", lw=0.7)
+        axes[0, column].set(
+            yscale="log",
+            xlabel="sample size k",
+            ylabel=r"EMA of mean $|\mathcal{L}_{k+1}-\mathcal{L}_k|$ (nats)",
+            title=f"{'hidden size' if varying == 'hidden_size' else 'number of layers'} sweep, "
+            f"{fixed}\nline: mean, shaded: range, over {seeds} seeds",
+        )
+        axes[1, column].set(
+            xscale="log",
+            yscale="log",
+            xlabel="sample size k",
+            ylabel=r"mean $|\mathcal{L}_{k+1}-\mathcal{L}_k|$ (nats)",
+            title="unsmoothed, log bins; shaded: seeds' range\n"
+            "dotted: 25-75 % of random orders; slope: mean [95 % CI] over seeds",
+        )
+        axes[0, column].legend(loc="upper right")
+        axes[1, column].legend(loc="lower left")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_feature_vs_direct(feature_results: dict, direct_results: dict, settings, title: str) -> plt.Figure:
+    """Features (solid) against pixels (dashed) for the same configurations, both sweeps.
+
+    Top: the paper's EMA-smoothed mean ``|L_{k+1} - L_k|`` on a log y axis, fitted exponents in the
+    legend. Bottom: ``(k + 1)`` times the unsmoothed mean, averaged over log-spaced bins of ``k``,
+    with each configuration's mean absolute deviation of the per-sample losses (dotted at the right
+    edge for features, crosses for pixels): at a fixed point ``(k + 1) E|L_{k+1} - L_k| -> MAD``, so
+    this row shows the level of each curve with the ``1/k`` taken out.
+    """
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), sharex="row")
+    panels = (
+        ("hidden_size", [(h, settings.fixed_num_layers) for h in settings.hidden_sizes]),
+        ("num_layers", [(settings.fixed_hidden_size, n) for n in settings.num_layers]),
+    )
+    for column, (varying, keys) in enumerate(panels):
+        top, bottom = axes[0, column], axes[1, column]
+        for key, color in zip(keys, sweep_colors(len(keys))):
+            feature, direct = feature_results[key], direct_results[key]
+            name = f"h = {key[0]}" if varying == "hidden_size" else f"num_layers = {key[1]}"
+            k = np.arange(1, feature.mean.size + 1)
+            top.plot(
+                k,
+                feature.smoothed,
+                color=color,
+                label=f"{name}: features {feature.rate_exponent:.3f}, pixels {direct.rate_exponent:.3f}",
+            )
+            top.plot(k, direct.smoothed, color=color, ls="--", alpha=0.8)
+            for result, style in ((feature, "-"), (direct, "--")):
+                centres, level = log_binned((k + 1) * result.mean)
+                bottom.plot(centres, level, color=color, ls=style, lw=1.1)
+            bottom.plot([k[-1]] * 2, [feature.mean_abs_deviation] * 2, color=color, marker="_", ms=14, mew=2, ls="")
+            bottom.plot([k[-1]], [direct.mean_abs_deviation], color=color, marker="x", ms=6, ls="")
+        fixed = (
+            f"num_layers = {settings.fixed_num_layers}"
+            if varying == "hidden_size"
+            else f"h = {settings.fixed_hidden_size}"
+        )
+        sweep = "hidden size" if varying == "hidden_size" else "number of layers"
+        top.set(
+            yscale="log",
+            xlabel="sample size k",
+            ylabel=r"EMA of mean $|\mathcal{L}_{k+1}-\mathcal{L}_k|$ (nats)",
+            title=f"{sweep} sweep, {fixed}; solid: features, dashed: pixels",
+        )
+        top.legend(loc="upper right", title="fitted exponents")
+        bottom.set(
+            xscale="log",
+            yscale="log",
+            xlabel="sample size k",
+            ylabel=r"$(k+1)\times$ mean $|\mathcal{L}_{k+1}-\mathcal{L}_k|$ (nats)",
+            title="level with 1/k removed; at right: MAD of the losses\n(bar: features, cross: pixels)",
+        )
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_family_curves(results: dict[str, dict[tuple[str, int, int], FamilyConfiguration]]) -> plt.Figure:
+    """One row per dataset, one panel per family: the unsmoothed mean ``|L_{k+1} - L_k|`` over orders
+    and seeds on log-log axes (log bins of ``k``), shaded from the lowest to the highest seed, with
+    ``C/(k+1)`` for the first size's level dashed.
+    """
+    families = list(dict.fromkeys(key[0] for sweep in results.values() for key in sweep))
+    fig, axes = plt.subplots(
+        len(results), len(families), figsize=(4.3 * len(families), 3.9 * len(results)), sharey="row", squeeze=False
+    )
+    for row, (dataset, sweep) in zip(axes, results.items()):
+        for ax, family in zip(row, families):
+            members = [r for r in sweep.values() if r.family == family]
+            for r, color in zip(members, sweep_colors(len(members))):
+                c = r.curves
+                centres, binned = log_binned(c.live_mean)
+                low, high = log_binned(c.seed_low)[1], log_binned(c.seed_high)[1]
+                ax.plot(
+                    centres,
+                    binned,
+                    color=color,
+                    label=f"width {r.width}, depth {r.depth}: exponent {c.rate_exponent:.2f}",
+                )
+                ax.fill_between(centres, low, high, color=color, alpha=0.2, lw=0)
+            reference = members[0].curves
+            k = np.arange(1, reference.mean.size + 1)
+            ax.plot(k, reference.level_mean / (k + 1), color="0.3", ls="--", lw=1, label="C/(k+1), first size")
+            ax.set(xscale="log", yscale="log", xlabel="sample size k", title=f"{dataset}: {FAMILY_NAMES[family]}")
+            ax.legend(loc="lower left")
+        row[0].set_ylabel(r"mean $|\mathcal{L}_{k+1}-\mathcal{L}_k|$ (nats)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_curvature(
+    results: dict[str, dict[tuple[str, int, int], FamilyConfiguration]],
+    curvature: dict[str, dict[tuple[str, int, int], list[NetworkCurvature]]],
+) -> plt.Figure:
+    """One row per dataset.
+
+    Left: median per-sample G-term norm against the parameter count, one point per seed. Middle: the
+    empirical distribution function of G-term / layer-norm bound (MLP and CNN). Right: the scaling
+    exponent of ``J J^T`` of every sample, per size, with ``2(L-1)`` (the value of every bias-free
+    ReLU network) marked for the MLP and the CNN.
+    """
+    markers = {"mlp": "o", "cnn": "s", "vit": "^"}
+    colors = {"mlp": "C0", "cnn": "C1", "vit": "C2"}  # categorical: the families are not an ordered sweep
+    fig, axes = plt.subplots(len(results), 3, figsize=(14, 4.2 * len(results)), squeeze=False)
+    for (left, middle, right), (dataset, sweep) in zip(axes, results.items()):
+        measured_by_key = curvature[dataset]
+        labels, relu_labelled = [], False
+        for family in dict.fromkeys(key[0] for key in measured_by_key):
+            keys = [key for key in measured_by_key if key[0] == family]
+            for i, key in enumerate(keys):
+                r, measured = sweep[key], measured_by_key[key]
+                medians = [float(m.ggn_norms.median()) for m in measured]
+                left.scatter(
+                    [r.parameters] * len(medians),
+                    medians,
+                    marker=markers[family],
+                    color=colors[family],
+                    label=FAMILY_NAMES[family] if i == 0 else None,
+                    alpha=0.8,
+                )
+                if measured[0].bound is not None:
+                    ratios = np.sort(np.concatenate([(m.ggn_norms / m.bound).numpy() for m in measured]))
+                    ratios = ratios[ratios > 0]
+                    middle.step(
+                        ratios,
+                        np.arange(1, ratios.size + 1) / ratios.size,
+                        where="post",
+                        color=colors[family],
+                        ls=["-", "--", ":"][i % 3],
+                        label=f"{family} w{r.width} d{r.depth}",
+                    )
+                exponents = np.concatenate([m.scaling_exponents.numpy() for m in measured])
+                exponents = exponents[np.isfinite(exponents)]
+                position = len(labels)
+                labels.append(f"{family} w{r.width} d{r.depth}")
+                jitter = np.linspace(-0.25, 0.25, exponents.size) if exponents.size > 1 else np.zeros(1)
+                right.scatter(
+                    position + jitter[: exponents.size],
+                    exponents,
+                    marker=markers[family],
+                    color=colors[family],
+                    s=8,
+                    alpha=0.5,
+                )
+                if family != "vit":
+                    right.hlines(
+                        2.0 * (r.curves.weight_matrices - 1),
+                        position - 0.4,
+                        position + 0.4,
+                        color="0.2",
+                        lw=1.5,
+                        label="2(L-1), bias-free ReLU" if not relu_labelled else None,
+                    )
+                    relu_labelled = True
+        left.set(
+            xscale="log",
+            yscale="log",
+            xlabel="parameters P",
+            ylabel=r"median $\|J_i^\top A_i J_i\|_2$ (nats per parameter$^2$)",
+            title=f"{dataset}: G-term norm, one point per seed",
+        )
+        left.xaxis.set_minor_formatter(NullFormatter())
+        middle.axvline(1, color="0.3", ls="--", lw=1, label="bound reached")
+        middle.set(
+            xscale="log",
+            xlabel="G-term norm / layer-norm bound",
+            ylabel="fraction of samples (all seeds)",
+            title=f"{dataset}: how tight the bound is",
+        )
+        right.set_xticks(range(len(labels)), labels, fontsize=7, rotation=45, ha="right")
+        right.set(
+            xlabel="family, width w, depth d",
+            ylabel=r"exponent of $\|J_iJ_i^\top\|$ under $\theta\to c\,\theta$",
+            title=f"{dataset}: homogeneity, one point per sample",
+        )
+        for ax in (left, middle, right):
+            ax.legend()
+    fig.tight_layout()
+    return fig

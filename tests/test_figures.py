@@ -1,0 +1,100 @@
+"""The figure checks of lhlib.figures and the writers of lhlib.report."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from lhlib.figures import CLIPPING_FLOORS, check_figure, save_figure, sweep_colors, use_style  # noqa: E402
+from lhlib.report import markdown_table, write_summary  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    use_style()
+    yield
+    plt.close("all")
+
+
+def _figure(x, y, *, xscale="log", yscale="log", kind="plot"):
+    fig, ax = plt.subplots()
+    getattr(ax, kind)(x, y)
+    ax.set(xscale=xscale, yscale=yscale, title="a panel")
+    fig.canvas.draw()
+    return fig
+
+
+def test_an_ordinary_figure_is_saved_as_png_and_pdf(tmp_path):
+    k = np.arange(1, 100)
+    fig = _figure(k, 1 / k)
+    path = save_figure(fig, tmp_path / "out", "ordinary")
+    assert path == tmp_path / "out" / "ordinary.png" and path.stat().st_size > 0
+    assert (tmp_path / "out" / "ordinary.pdf").stat().st_size > 0
+
+
+@pytest.mark.parametrize("floor", CLIPPING_FLOORS)
+@pytest.mark.parametrize("kind", ["plot", "scatter"])
+def test_a_clipping_floor_plotted_as_data_is_refused(floor, kind, tmp_path):
+    values = np.array([1e-3, 1e-2, 1e-1])
+    fig = _figure([1.0, 2.0, 3.0, 4.0], np.append(values, floor), kind=kind)
+    with pytest.raises(ValueError, match=r"^figure 'clipped', panel 0 \('a panel'\): y value .* clipping floor"):
+        save_figure(fig, tmp_path, "clipped")
+    assert not list(tmp_path.iterdir()), "nothing is written for a refused figure"
+
+
+def test_a_histogram_whose_bins_start_at_a_floor_is_refused():
+    fig, ax = plt.subplots()
+    ax.hist(np.r_[np.full(5, 1e-12), np.geomspace(1e-3, 1.0, 50)], bins=np.geomspace(1e-12, 1.0, 30))
+    ax.set_xscale("log")
+    with pytest.raises(ValueError, match="x value 1e-12 is a clipping floor"):
+        check_figure(fig, "histogram")
+
+
+def test_values_near_a_floor_but_measured_pass():
+    fig = _figure([1.0, 2.0, 3.0], [1.0000001e-12, 3e-12, 1e-11])
+    check_figure(fig, "near")
+
+
+@pytest.mark.parametrize(
+    "y, yscale",
+    [([5.0, 5.0 + 1e-12, 5.0], "linear"), ([1e5, 1e5 * (1 + 1e-6), 1e5], "log")],
+)
+def test_a_collapsed_axis_is_refused(y, yscale):
+    fig = _figure([1.0, 2.0, 3.0], y, xscale="linear", yscale=yscale)
+    fig.axes[0].set_ylim(min(y), max(y))
+    with pytest.raises(ValueError, match="the y axis has collapsed"):
+        check_figure(fig, "flat")
+
+
+def test_an_empty_panel_and_a_colour_bar_are_not_checked():
+    fig, (ax, empty) = plt.subplots(1, 2)
+    image = ax.imshow(np.arange(12.0).reshape(3, 4))
+    fig.colorbar(image, ax=ax)
+    empty.axis("off")
+    fig.canvas.draw()
+    check_figure(fig, "with colour bar")
+
+
+def test_sweep_colors_are_distinct_and_ordered():
+    colors = sweep_colors(5)
+    assert len({tuple(c) for c in colors}) == 5
+    assert sweep_colors(1) == [plt.get_cmap("viridis")(0.0)]
+
+
+def test_write_summary_converts_scalars_and_non_finite_numbers(tmp_path):
+    path = write_summary(tmp_path / "chapter", {"a": np.float64(1.5), "b": [math.inf, np.int64(2)], 3: math.nan})
+    assert json.loads(path.read_text()) == {"a": 1.5, "b": ["inf", 2], "3": "nan"}
+
+
+def test_markdown_table_escapes_pipes_and_checks_row_lengths():
+    table = markdown_table(["name", "value"], [["a|b", 1], ["c\nd", 2.5]])
+    assert table.splitlines() == ["| name | value |", "|---|---|", "| a\\|b | 1 |", "| c d | 2.5 |"]
+    with pytest.raises(ValueError, match="every row must have 2 cells"):
+        markdown_table(["name", "value"], [["only one"]])
