@@ -2,16 +2,12 @@
 
 API (every ``model`` argument is an :class:`~lhlib.models.MLP` *or* a sequence of weight matrices
 ``[W^(1), ..., W^(L)]``, ``W^(p)`` of shape ``out x in``, so ``L = 1`` and perturbed weights work too;
-``x`` is ``(N, n)``; results are float64):
+``x`` is ``(N, n)``; results are float64). The network's layer factors ``x^(p)``, ``D^(p)``, ``G^(p)``
+(:func:`lhlib.hessian.forward_factors`), ``A = diag(p) - p p^T`` (:func:`lhlib.hessian.softmax_hessian`)
+and the exact per-sample G-term norms (:func:`lhlib.hessian.per_sample_ggn_norms`) are the engine's;
+this module bounds them:
 
-* ``weight_list(model)``: ``[W^(1), ..., W^(L)]``
 * ``layer_spectral_norms(model)``: ``(L,)`` tensor of ``||W^(p)||_2``
-* ``forward_factors(model, x)``: activations ``x^(p)``, masks ``D^(p)``, ``G^(p)``, logits, ``p``
-* ``forward_factors(model, x).jjt()``: ``F_i F_i^T = sum_p ||x_i^(p)||^2 G_i^(p) G_i^(p)T``
-* ``softmax_hessian(z)``: ``A = diag(p) - p p^T`` for logits ``z`` (batched)
-* ``softmax_hessian_factor(p)``, ``ggn_small_from_jjt(jjt, logits)``, ``ggn_norms_from_jjt``: the
-  ``K x K`` route to the G-term and its exact norm
-* ``gauss_newton_jacobian(model, x_i)``: the ``K x P`` matrix ``F`` of one sample (dense)
 * ``full_hessian_dense(model, x, y)``, ``full_hessian_norm_dense``: the full per-sample Hessians (dense, tiny nets)
 * ``random_network(seed, ...)``: a random bias-free network with random per-layer scales, inputs, labels
 * ``full_hessian_check(model, x, y)``: full Hessian and G-term norms against the corrected constant
@@ -27,10 +23,7 @@ API (every ``model`` argument is an :class:`~lhlib.models.MLP` *or* a sequence o
 * ``lemma_bound_corrected(k, M_l, M_H, R)``: ``(M_l + M_H R^2 / 2) / (k+1)`` (+ ``2 M_g R / (k+1)``)
 * ``a2_chain(model, x)``: both sides of every inequality of A.2, per sample
 
-:mod:`lhlib.hessian` builds its per-sample ``J J^T`` (:func:`lhlib.hessian.per_sample_jjt`) and
-G-term norms (:func:`lhlib.hessian.per_sample_ggn_norms`, any model, a bare list of weight
-matrices too, in any dtype) on :meth:`ForwardFactors.jjt` and :func:`ggn_norms_from_jjt`. The paper
-writes ``F`` for the Jacobian ``J`` of the logits; this package calls it ``J`` everywhere.
+The paper writes ``F`` for the Jacobian ``J`` of the logits; this package calls it ``J`` everywhere.
 
 Notation (paper, section 3.3 and 4, bias-free): ``x^(1) = x``, ``z^(p) = W^(p) x^(p)``,
 ``x^(p+1) = ReLU(z^(p))``, logits ``z = z^(L)``, ``D^(p) = diag[z^(p) > 0]`` for ``p < L``,
@@ -60,14 +53,19 @@ from __future__ import annotations
 
 import itertools
 import math
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from torch import nn
-from torch.func import jvp
 
+from lhlib.hessian import (
+    Weights,
+    forward_factors,
+    ggn_norms_from_jjt,
+    network_inputs,
+    softmax_hessian,
+    weight_list,
+)
 from lhlib.validation import check_float, check_int
 
 __all__ = [
@@ -75,39 +73,25 @@ __all__ = [
     "SOFTMAX_HESSIAN_NORM_PAPER",
     "SOFTMAX_HESSIAN_NORM_SHARP",
     "A2Chain",
-    "ForwardFactors",
     "FullHessianCheck",
     "a2_chain",
     "activation_bound_per_sample",
     "corrected_bound",
     "corrected_bound_per_sample",
     "corrected_constant",
-    "forward_factors",
     "full_hessian_check",
     "full_hessian_dense",
     "full_hessian_norm_dense",
-    "gauss_newton_jacobian",
     "geometric_sum",
-    "ggn_norms_from_jjt",
-    "ggn_small_from_jjt",
     "layer_spectral_norms",
     "lemma_bound",
     "lemma_bound_as_stated",
     "lemma_bound_corrected",
     "random_network",
-    "softmax_hessian",
-    "softmax_hessian_factor",
     "theorem1_bound_paper",
     "theorem1_bound_per_sample",
     "theorem1_constant",
-    "weight_list",
 ]
-
-# torch's first forward-mode product loads its jvp decompositions through the deprecated
-# torch.jit.script, which warns in every chapter that uses jvp; load them once, quietly.
-with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", message=".*torch.jit.script.* is deprecated", category=FutureWarning)
-    jvp(torch.sin, (torch.zeros(1),), (torch.ones(1),))
 
 #: The paper's bound on ``||diag(p) - p p^T||_2`` (through the Frobenius norm, appendix A.2).
 SOFTMAX_HESSIAN_NORM_PAPER = math.sqrt(2.0)
@@ -115,172 +99,10 @@ SOFTMAX_HESSIAN_NORM_PAPER = math.sqrt(2.0)
 #: supremum over softmax outputs is exactly 1/2 (attained for ``K = 2`` at ``p = (1/2, 1/2)``).
 SOFTMAX_HESSIAN_NORM_SHARP = 0.5
 
-Weights = nn.Module | Sequence[torch.Tensor]
-
-
-def weight_list(model: Weights, dtype: torch.dtype = torch.float64) -> list[torch.Tensor]:
-    """``[W^(1), ..., W^(L)]`` (detached, in ``dtype``) of an MLP, or of a sequence of matrices."""
-    if isinstance(model, nn.Module):
-        if not hasattr(model, "weights"):
-            raise ValueError("model must be an lhlib MLP (with .weights()) or a sequence of weight matrices")
-        weights = list(model.weights())
-    else:
-        weights = list(model)
-    if not weights:
-        raise ValueError("model must have at least one weight matrix")
-    weights = [w.detach().to(dtype) for w in weights]
-    for p, (w, nxt) in enumerate(itertools.pairwise(weights), start=1):
-        if w.ndim != 2 or nxt.ndim != 2 or nxt.shape[1] != w.shape[0]:
-            raise ValueError(
-                f"weight matrices {p} and {p + 1} do not chain: shapes {tuple(w.shape)}, {tuple(nxt.shape)}"
-            )
-    return weights
-
-
-def _inputs(x: torch.Tensor, weights: list[torch.Tensor]) -> torch.Tensor:
-    x = torch.as_tensor(x).detach().to(weights[0].dtype, copy=False)
-    if x.ndim == 1:
-        x = x[None]
-    if x.ndim != 2 or x.shape[1] != weights[0].shape[1]:
-        raise ValueError(f"x must have shape (N, {weights[0].shape[1]}), got {tuple(x.shape)}")
-    return x.to(weights[0].device)
-
 
 def layer_spectral_norms(model: Weights) -> torch.Tensor:
     """``(L,)`` float64 tensor of the spectral norms ``||W^(p)||_2`` (largest singular values)."""
     return torch.stack([torch.linalg.matrix_norm(w, ord=2) for w in weight_list(model)])
-
-
-@dataclass(frozen=True)
-class ForwardFactors:
-    """The pieces of the G-term of every sample (index 0 of each tensor is the sample).
-
-    ``activations[p-1]`` is ``x^(p)`` ``(N, n_p)`` for ``p = 1..L``; ``masks[p-1]`` is the diagonal of
-    ``D^(p)`` ``(N, n_{p+1})`` for ``p = 1..L-1``; ``jacobians[p-1]`` is ``G^(p)`` ``(N, K, n_{p+1})``
-    for ``p = 1..L`` (``G^(L) = I``); ``logits`` ``(N, K)`` and ``probs = softmax(logits)``.
-    """
-
-    activations: list[torch.Tensor]
-    masks: list[torch.Tensor]
-    jacobians: list[torch.Tensor]
-    logits: torch.Tensor
-    probs: torch.Tensor
-
-    def jjt(self) -> torch.Tensor:
-        r"""The ``(N, K, K)`` per-sample ``J_i J_i^T`` (the paper's ``F_i F_i^T``), no ``K x P`` object formed.
-
-        .. math::
-
-            J = [G^{(1)} \otimes x^{(1)\top}, \dots, G^{(L)} \otimes x^{(L)\top}]
-            \quad\Longrightarrow\quad
-            J J^\top = \sum_p \lVert x^{(p)} \rVert^2 \, G^{(p)} G^{(p)\top}.
-        """
-        return sum(
-            (a * a).sum(1)[:, None, None] * (g @ g.transpose(1, 2)) for g, a in zip(self.jacobians, self.activations)
-        )
-
-
-def forward_factors(model: Weights, x: torch.Tensor, dtype: torch.dtype = torch.float64) -> ForwardFactors:
-    """Activations, ReLU masks and ``G^(p) = dz/dz^(p)`` of every sample, vectorised over samples.
-
-    ``D^(p) = diag[z^(p) > 0]`` (PyTorch's ReLU derivative; the paper writes ``>=``, which differs
-    only where a pre-activation is exactly 0). ``G^(p) = (G^(p+1) W^(p+1)) D^(p)``: one
-    ``(N K) x h`` by ``h x h`` product per layer. Computed in ``dtype`` (float64 by default, for the
-    bound checks; :mod:`lhlib.hessian` uses the model's own dtype for speed).
-    """
-    weights = weight_list(model, dtype)
-    x = _inputs(x, weights)
-    activations, masks = [x], []
-    for w in weights[:-1]:
-        z = activations[-1] @ w.T
-        masks.append((z > 0).to(dtype))
-        activations.append(torch.relu(z))
-    logits = activations[-1] @ weights[-1].T
-    n, k = logits.shape
-    jacobians = [torch.eye(k, dtype=dtype, device=x.device).expand(n, k, k)]
-    for w, mask in zip(reversed(weights[1:]), reversed(masks)):
-        product = (jacobians[0].reshape(n * k, -1) @ w).view(n, k, -1)
-        jacobians.insert(0, product * mask[:, None, :])
-    return ForwardFactors(activations, masks, jacobians, logits, torch.softmax(logits, dim=1))
-
-
-def _complement(p: torch.Tensor) -> torch.Tensor:
-    """``1 - p_k`` for every class, accurate also when one ``p_k`` rounds to 1.
-
-    ``1 - p_k`` is exact where ``p_k <= 1/2``; for the one class that may exceed it, the complement is
-    the sum of the other (small, accurately known) probabilities instead of a cancelling difference.
-    """
-    complement = 1.0 - p
-    top = p.argmax(dim=-1, keepdim=True)
-    others = p.sum(-1, keepdim=True) - p.gather(-1, top)  # tiny cancellation only if p_top <= 1/2
-    others = torch.where(p.gather(-1, top) > 0.5, (p.scatter(-1, top, 0.0)).sum(-1, keepdim=True), others)
-    return complement.scatter(-1, top, others)
-
-
-def _with_diagonal(matrix: torch.Tensor, diagonal: torch.Tensor) -> torch.Tensor:
-    """``matrix`` (batched) with its diagonal replaced by ``diagonal``."""
-    eye = torch.eye(matrix.shape[-1], dtype=torch.bool, device=matrix.device)
-    return torch.where(eye, torch.diag_embed(diagonal), matrix)
-
-
-def softmax_hessian(z: torch.Tensor) -> torch.Tensor:
-    """``A = diag(p) - p p^T`` with ``p = softmax(z)``: the Hessian of cross-entropy w.r.t. the logits
-    (independent of the label). ``z`` is ``(..., K)``; returns ``(..., K, K)``. The diagonal is formed
-    as ``p_k (1 - p_k)`` with an accurate complement, so saturated logits keep their small curvature.
-    """
-    p = torch.softmax(torch.as_tensor(z).to(torch.float64), dim=-1)
-    return _with_diagonal(-p[..., :, None] * p[..., None, :], p * _complement(p))
-
-
-def softmax_hessian_factor(p: torch.Tensor) -> torch.Tensor:
-    """``B`` with ``B B^T = diag(p) - p p^T`` (batched over leading axes): column ``j`` of ``B`` is
-    ``s_j (e_j - p)``, ``s = sqrt(p)``, i.e. ``B = diag(s) - p s^T``. Proof: ``B B^T = diag(p) - 2 p p^T
-    + p (s^T s) p^T`` and ``s^T s = 1``. The diagonal ``s_j (1 - p_j)`` uses an accurate complement.
-    """
-    s = p.sqrt()
-    return _with_diagonal(-p.unsqueeze(-1) * s.unsqueeze(-2), s * _complement(p))
-
-
-def ggn_small_from_jjt(jjt: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-    r"""The ``(N, K, K)`` symmetric matrices whose eigenvalues are the nonzero ones of the G-terms.
-
-    With :math:`A_i = B_i B_i^\top` (:func:`softmax_hessian_factor`),
-    :math:`J_i^\top A_i J_i = (B_i^\top J_i)^\top (B_i^\top J_i)` has the nonzero spectrum of
-
-    .. math::
-
-        M_i = B_i^\top \, J_i J_i^\top \, B_i \in \mathbb{R}^{K \times K}.
-
-    Args:
-        jjt: ``(N, K, K)`` per-sample ``J_i J_i^T``.
-        logits: ``(N, K)`` logits, which give ``p_i = softmax(z_i)`` and hence ``B_i``.
-
-    Returns:
-        ``(N, K, K)`` tensor ``M_i``, symmetrised.
-    """
-    factor = softmax_hessian_factor(torch.softmax(logits, dim=-1))
-    small = factor.transpose(-1, -2) @ jjt @ factor
-    return 0.5 * (small + small.transpose(-1, -2))
-
-
-def ggn_norms_from_jjt(jjt: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-    r"""Exact spectral norms :math:`\lVert J_i^\top A_i J_i \rVert_2`, the largest eigenvalue of each
-    :func:`ggn_small_from_jjt` matrix: an ``(N,)`` tensor.
-    """
-    return torch.linalg.eigvalsh(ggn_small_from_jjt(jjt, logits))[:, -1].clamp_min(0)
-
-
-def gauss_newton_jacobian(model: Weights, x_i: torch.Tensor) -> torch.Tensor:
-    """The ``K x P`` matrix ``F = [G^(1) kron x^(1)T, ..., G^(L) kron x^(L)T]`` of one sample.
-
-    Columns follow ``torch.cat([W.flatten() for W in weights])`` (row-major), so ``F`` equals the
-    Jacobian of the logits with respect to the flattened weights and ``F^T A F`` is the G-term.
-    Dense: for tiny networks and tests.
-    """
-    factors = forward_factors(model, x_i)
-    if factors.logits.shape[0] != 1:
-        raise ValueError("gauss_newton_jacobian takes one sample (x_i of shape (n,) or (1, n))")
-    return torch.cat([torch.kron(g[0], a[0][None, :]) for g, a in zip(factors.jacobians, factors.activations)], dim=1)
 
 
 def full_hessian_dense(model: Weights, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -295,7 +117,7 @@ def full_hessian_dense(model: Weights, x: torch.Tensor, y: torch.Tensor) -> torc
     from torch.func import hessian, vmap
 
     weights = weight_list(model)
-    x = _inputs(x, weights)
+    x = network_inputs(x, weights)
     y = torch.as_tensor(y).to(x.device)
     if y.shape != (x.shape[0],):
         raise ValueError(f"y must have shape ({x.shape[0]},), got {tuple(y.shape)}")
@@ -402,7 +224,7 @@ class FullHessianCheck:
 def full_hessian_check(model: Weights, x: torch.Tensor, y: torch.Tensor) -> FullHessianCheck:
     """:class:`FullHessianCheck` of one network on ``(x, y)`` (dense full Hessians: tiny networks only)."""
     weights = weight_list(model)
-    x = _inputs(x, weights)
+    x = network_inputs(x, weights)
     factors = forward_factors(weights, x)
     m_x, m_w = float(x.norm(dim=1).max()), float(layer_spectral_norms(weights).max())
     return FullHessianCheck(
@@ -441,7 +263,7 @@ def theorem1_bound_paper(model: Weights, x: torch.Tensor) -> float:
     ``M_x = max_i ||x_i||_2`` and ``L`` the number of weight matrices (``num_layers + 2`` for the MLP).
     """
     weights = weight_list(model)
-    x = _inputs(x, weights)
+    x = network_inputs(x, weights)
     return theorem1_constant(
         float(torch.linalg.vector_norm(x, dim=1).max()), float(layer_spectral_norms(weights).max()), len(weights)
     )
@@ -467,7 +289,7 @@ def theorem1_bound_per_sample(
     product from ``s = p`` kept as printed). Theorem 1 is this with every norm replaced by its maximum.
     """
     weights = weight_list(model)
-    x = _inputs(x, weights)
+    x = network_inputs(x, weights)
     prefix, suffix = _suffix_prefix(layer_spectral_norms(weights))
     xsq = (x * x).sum(1)
     return a_norm * (xsq[:, None] * (prefix * suffix)[None, :] + suffix[None, :]).sum(1)
@@ -491,7 +313,7 @@ def corrected_bound_per_sample(
     1-Lipschitz with ReLU(0) = 0), a bias-free ``F`` has no ``+1`` rows and ``||A||_2 <= 1/2``.
     """
     weights = weight_list(model)
-    x = _inputs(x, weights)
+    x = network_inputs(x, weights)
     return a_norm * (x * x).sum(1) * _leave_one_out_products(layer_spectral_norms(weights))
 
 
@@ -500,7 +322,7 @@ def corrected_bound(model: Weights, x: torch.Tensor, *, a_norm: float = SOFTMAX_
     number bounding every sample's G-term; ``<= corrected_constant(M_x, M_W, L)``.
     """
     weights = weight_list(model)
-    x = _inputs(x, weights)
+    x = network_inputs(x, weights)
     m_x = float(torch.linalg.vector_norm(x, dim=1).max())
     return float(a_norm * m_x**2 * _leave_one_out_products(layer_spectral_norms(weights)))
 
@@ -627,7 +449,7 @@ class A2Chain:
 def a2_chain(model: Weights, x: torch.Tensor) -> A2Chain:
     """Evaluate every inequality of appendix A.2 (and the corrected ones) on each sample of ``x``."""
     weights = weight_list(model)
-    x = _inputs(x, weights)
+    x = network_inputs(x, weights)
     f = forward_factors(weights, x)
     norms = layer_spectral_norms(weights)
     L, n = len(weights), x.shape[0]

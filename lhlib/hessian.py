@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -56,32 +57,47 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, jacrev, jvp, vjp, vmap
 
-from lhlib.bounds import Weights, forward_factors, ggn_norms_from_jjt, ggn_small_from_jjt
 from lhlib.models import MLP
 from lhlib.validation import check_choice, check_float, check_int
 
 __all__ = [
     "METHODS",
     "OPERATORS",
+    "ForwardFactors",
     "HessianNorms",
     "TopEigenvalues",
     "TraceEstimate",
+    "Weights",
     "dataset_hessian_top_eigenvalues",
     "flat_parameters",
+    "forward_factors",
+    "gauss_newton_jacobian",
+    "ggn_norms_from_jjt",
+    "ggn_small_from_jjt",
     "ggn_trace",
     "hessian_trace",
     "lanczos_extremes",
     "lemma_difference_norms",
     "linear_relu_weights",
     "mean_matvec",
+    "network_inputs",
     "per_sample_ggn_norms",
     "per_sample_ggn_small",
     "per_sample_ggn_traces",
     "per_sample_hessian_norms",
     "per_sample_jjt",
     "per_sample_matvec",
+    "softmax_hessian",
+    "softmax_hessian_factor",
     "unflatten",
+    "weight_list",
 ]
+
+# torch's first forward-mode product loads its jvp decompositions through the deprecated
+# torch.jit.script, which warns in every chapter that uses jvp; load them once, quietly.
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message=".*torch.jit.script.* is deprecated", category=FutureWarning)
+    jvp(torch.sin, (torch.zeros(1),), (torch.ones(1),))
 
 METHODS = ("auto", "structured", "generic")
 """How per-sample ``J J^T`` is computed: the bias-free Linear/ReLU structure, ``torch.func``, or whichever applies."""
@@ -185,6 +201,174 @@ def linear_relu_weights(model: nn.Module, probe: torch.Tensor | None = None) -> 
 def _chunks(n: int, size: int):
     for start in range(0, n, size):
         yield slice(start, min(start + size, n))
+
+
+# ----------------------------------------------------------------------------------------------
+# The layer factors of a bias-free ReLU network (the paper's sections 3.3 and 4), and A = B B^T
+# ----------------------------------------------------------------------------------------------
+
+Weights = nn.Module | Sequence[torch.Tensor]
+
+
+def weight_list(model: Weights, dtype: torch.dtype = torch.float64) -> list[torch.Tensor]:
+    """``[W^(1), ..., W^(L)]`` (detached, in ``dtype``) of an MLP, or of a sequence of matrices."""
+    if isinstance(model, nn.Module):
+        if not hasattr(model, "weights"):
+            raise ValueError("model must be an lhlib MLP (with .weights()) or a sequence of weight matrices")
+        weights = list(model.weights())
+    else:
+        weights = list(model)
+    if not weights:
+        raise ValueError("model must have at least one weight matrix")
+    weights = [w.detach().to(dtype) for w in weights]
+    for p, (w, nxt) in enumerate(itertools.pairwise(weights), start=1):
+        if w.ndim != 2 or nxt.ndim != 2 or nxt.shape[1] != w.shape[0]:
+            raise ValueError(
+                f"weight matrices {p} and {p + 1} do not chain: shapes {tuple(w.shape)}, {tuple(nxt.shape)}"
+            )
+    return weights
+
+
+def network_inputs(x: torch.Tensor, weights: list[torch.Tensor]) -> torch.Tensor:
+    """``x`` as an ``(N, n)`` tensor in the dtype and on the device of ``weights`` (one sample may be 1-D)."""
+    x = torch.as_tensor(x).detach().to(weights[0].dtype, copy=False)
+    if x.ndim == 1:
+        x = x[None]
+    if x.ndim != 2 or x.shape[1] != weights[0].shape[1]:
+        raise ValueError(f"x must have shape (N, {weights[0].shape[1]}), got {tuple(x.shape)}")
+    return x.to(weights[0].device)
+
+
+@dataclass(frozen=True)
+class ForwardFactors:
+    """The pieces of the G-term of every sample (index 0 of each tensor is the sample).
+
+    ``activations[p-1]`` is ``x^(p)`` ``(N, n_p)`` for ``p = 1..L``; ``masks[p-1]`` is the diagonal of
+    ``D^(p)`` ``(N, n_{p+1})`` for ``p = 1..L-1``; ``jacobians[p-1]`` is ``G^(p)`` ``(N, K, n_{p+1})``
+    for ``p = 1..L`` (``G^(L) = I``); ``logits`` ``(N, K)`` and ``probs = softmax(logits)``.
+    """
+
+    activations: list[torch.Tensor]
+    masks: list[torch.Tensor]
+    jacobians: list[torch.Tensor]
+    logits: torch.Tensor
+    probs: torch.Tensor
+
+    def jjt(self) -> torch.Tensor:
+        r"""The ``(N, K, K)`` per-sample ``J_i J_i^T`` (the paper's ``F_i F_i^T``), no ``K x P`` object formed.
+
+        .. math::
+
+            J = [G^{(1)} \otimes x^{(1)\top}, \dots, G^{(L)} \otimes x^{(L)\top}]
+            \quad\Longrightarrow\quad
+            J J^\top = \sum_p \lVert x^{(p)} \rVert^2 \, G^{(p)} G^{(p)\top}.
+        """
+        return sum(
+            (a * a).sum(1)[:, None, None] * (g @ g.transpose(1, 2)) for g, a in zip(self.jacobians, self.activations)
+        )
+
+
+def forward_factors(model: Weights, x: torch.Tensor, dtype: torch.dtype = torch.float64) -> ForwardFactors:
+    """Activations, ReLU masks and ``G^(p) = dz/dz^(p)`` of every sample, vectorised over samples.
+
+    ``D^(p) = diag[z^(p) > 0]`` (PyTorch's ReLU derivative; the paper writes ``>=``, which differs
+    only where a pre-activation is exactly 0). ``G^(p) = (G^(p+1) W^(p+1)) D^(p)``: one
+    ``(N K) x h`` by ``h x h`` product per layer. Computed in ``dtype`` (float64 by default, for the
+    bound checks; :mod:`lhlib.hessian` uses the model's own dtype for speed).
+    """
+    weights = weight_list(model, dtype)
+    x = network_inputs(x, weights)
+    activations, masks = [x], []
+    for w in weights[:-1]:
+        z = activations[-1] @ w.T
+        masks.append((z > 0).to(dtype))
+        activations.append(torch.relu(z))
+    logits = activations[-1] @ weights[-1].T
+    n, k = logits.shape
+    jacobians = [torch.eye(k, dtype=dtype, device=x.device).expand(n, k, k)]
+    for w, mask in zip(reversed(weights[1:]), reversed(masks)):
+        product = (jacobians[0].reshape(n * k, -1) @ w).view(n, k, -1)
+        jacobians.insert(0, product * mask[:, None, :])
+    return ForwardFactors(activations, masks, jacobians, logits, torch.softmax(logits, dim=1))
+
+
+def _complement(p: torch.Tensor) -> torch.Tensor:
+    """``1 - p_k`` for every class, accurate also when one ``p_k`` rounds to 1.
+
+    ``1 - p_k`` is exact where ``p_k <= 1/2``; for the one class that may exceed it, the complement is
+    the sum of the other (small, accurately known) probabilities instead of a cancelling difference.
+    """
+    complement = 1.0 - p
+    top = p.argmax(dim=-1, keepdim=True)
+    others = p.sum(-1, keepdim=True) - p.gather(-1, top)  # tiny cancellation only if p_top <= 1/2
+    others = torch.where(p.gather(-1, top) > 0.5, (p.scatter(-1, top, 0.0)).sum(-1, keepdim=True), others)
+    return complement.scatter(-1, top, others)
+
+
+def _with_diagonal(matrix: torch.Tensor, diagonal: torch.Tensor) -> torch.Tensor:
+    """``matrix`` (batched) with its diagonal replaced by ``diagonal``."""
+    eye = torch.eye(matrix.shape[-1], dtype=torch.bool, device=matrix.device)
+    return torch.where(eye, torch.diag_embed(diagonal), matrix)
+
+
+def softmax_hessian(z: torch.Tensor) -> torch.Tensor:
+    """``A = diag(p) - p p^T`` with ``p = softmax(z)``: the Hessian of cross-entropy w.r.t. the logits
+    (independent of the label). ``z`` is ``(..., K)``; returns ``(..., K, K)``. The diagonal is formed
+    as ``p_k (1 - p_k)`` with an accurate complement, so saturated logits keep their small curvature.
+    """
+    p = torch.softmax(torch.as_tensor(z).to(torch.float64), dim=-1)
+    return _with_diagonal(-p[..., :, None] * p[..., None, :], p * _complement(p))
+
+
+def softmax_hessian_factor(p: torch.Tensor) -> torch.Tensor:
+    """``B`` with ``B B^T = diag(p) - p p^T`` (batched over leading axes): column ``j`` of ``B`` is
+    ``s_j (e_j - p)``, ``s = sqrt(p)``, i.e. ``B = diag(s) - p s^T``. Proof: ``B B^T = diag(p) - 2 p p^T
+    + p (s^T s) p^T`` and ``s^T s = 1``. The diagonal ``s_j (1 - p_j)`` uses an accurate complement.
+    """
+    s = p.sqrt()
+    return _with_diagonal(-p.unsqueeze(-1) * s.unsqueeze(-2), s * _complement(p))
+
+
+def ggn_small_from_jjt(jjt: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    r"""The ``(N, K, K)`` symmetric matrices whose eigenvalues are the nonzero ones of the G-terms.
+
+    With :math:`A_i = B_i B_i^\top` (:func:`softmax_hessian_factor`),
+    :math:`J_i^\top A_i J_i = (B_i^\top J_i)^\top (B_i^\top J_i)` has the nonzero spectrum of
+
+    .. math::
+
+        M_i = B_i^\top \, J_i J_i^\top \, B_i \in \mathbb{R}^{K \times K}.
+
+    Args:
+        jjt: ``(N, K, K)`` per-sample ``J_i J_i^T``.
+        logits: ``(N, K)`` logits, which give ``p_i = softmax(z_i)`` and hence ``B_i``.
+
+    Returns:
+        ``(N, K, K)`` tensor ``M_i``, symmetrised.
+    """
+    factor = softmax_hessian_factor(torch.softmax(logits, dim=-1))
+    small = factor.transpose(-1, -2) @ jjt @ factor
+    return 0.5 * (small + small.transpose(-1, -2))
+
+
+def ggn_norms_from_jjt(jjt: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    r"""Exact spectral norms :math:`\lVert J_i^\top A_i J_i \rVert_2`, the largest eigenvalue of each
+    :func:`ggn_small_from_jjt` matrix: an ``(N,)`` tensor.
+    """
+    return torch.linalg.eigvalsh(ggn_small_from_jjt(jjt, logits))[:, -1].clamp_min(0)
+
+
+def gauss_newton_jacobian(model: Weights, x_i: torch.Tensor) -> torch.Tensor:
+    """The ``K x P`` matrix ``F = [G^(1) kron x^(1)T, ..., G^(L) kron x^(L)T]`` of one sample.
+
+    Columns follow ``torch.cat([W.flatten() for W in weights])`` (row-major), so ``F`` equals the
+    Jacobian of the logits with respect to the flattened weights and ``F^T A F`` is the G-term.
+    Dense: for tiny networks and tests.
+    """
+    factors = forward_factors(model, x_i)
+    if factors.logits.shape[0] != 1:
+        raise ValueError("gauss_newton_jacobian takes one sample (x_i of shape (n,) or (1, n))")
+    return torch.cat([torch.kron(g[0], a[0][None, :]) for g, a in zip(factors.jacobians, factors.activations)], dim=1)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch.func import hessian, jacrev
 
 from lhlib import bounds as B
+from lhlib import hessian as H
 from lhlib.ball import difference_expansion
 from lhlib.hessian import per_sample_ggn_norms
 from lhlib.models import build_mlp
@@ -51,7 +52,7 @@ def dense_pieces(weights, x_i, y_i):
 
     full = hessian(loss)(theta)
     jac = jacrev(logits)(theta)
-    gterm = jac.T @ B.softmax_hessian(logits(theta)) @ jac
+    gterm = jac.T @ H.softmax_hessian(logits(theta)) @ jac
     return full, jac, gterm
 
 
@@ -92,10 +93,10 @@ def ggn_norms_64(model, x):
 def test_jacobian_is_stacked_kronecker(tiny):
     """F = [G^(p) kron x^(p)T]_p equals the logit Jacobian; F^T A F is the Gauss-Newton term."""
     model, x, y = tiny
-    weights = B.weight_list(model)
+    weights = H.weight_list(model)
     for i in range(len(y)):
         full, jac, gterm = dense_pieces(weights, x[i], y[i])
-        F_ = B.gauss_newton_jacobian(model, x[i])
+        F_ = H.gauss_newton_jacobian(model, x[i])
         torch.testing.assert_close(F_, jac, rtol=0, atol=1e-13)
         exact = torch.linalg.matrix_norm(gterm, ord=2)
         torch.testing.assert_close(ggn_norms_64(model, x[i : i + 1])[0], exact, rtol=1e-10, atol=1e-14)
@@ -116,13 +117,13 @@ def test_softmax_hessian_norm_sharp_half():
         torch.randn(2000, 6, generator=gen, dtype=torch.float64)
         * torch.logspace(-1, 1.5, 2000, dtype=torch.float64)[:, None]
     )
-    a = B.softmax_hessian(z)
+    a = H.softmax_hessian(z)
     spec = torch.linalg.matrix_norm(a, ord=2)
     frob = torch.linalg.matrix_norm(a)
     assert (spec <= frob + 1e-15).all() and (frob <= B.SOFTMAX_HESSIAN_NORM_PAPER).all()
     assert (spec <= B.SOFTMAX_HESSIAN_NORM_SHARP + 1e-15).all()
     # attained for K = 2 at equal logits
-    assert float(torch.linalg.matrix_norm(B.softmax_hessian(torch.zeros(2)), ord=2)) == pytest.approx(0.5)
+    assert float(torch.linalg.matrix_norm(H.softmax_hessian(torch.zeros(2)), ord=2)) == pytest.approx(0.5)
 
 
 def test_chain_of_a2_on_random_networks():
@@ -130,12 +131,12 @@ def test_chain_of_a2_on_random_networks():
     rng = np.random.default_rng(0)
     for _ in range(60):
         weights, x = random_instance(rng)
-        f = B.forward_factors(weights, x)
+        f = H.forward_factors(weights, x)
         norms = B.layer_spectral_norms(weights)
         g = ggn_norms_64(weights, x)
-        a = torch.linalg.matrix_norm(B.softmax_hessian(f.logits), ord=2)
+        a = torch.linalg.matrix_norm(H.softmax_hessian(f.logits), ord=2)
         for i in range(len(x)):
-            Fi = B.gauss_newton_jacobian(weights, x[i])
+            Fi = H.gauss_newton_jacobian(weights, x[i])
             f2 = torch.linalg.matrix_norm(Fi, ord=2) ** 2
             assert g[i] <= a[i] * f2 * (1 + 1e-10) + 1e-14  # sub-multiplicativity
             blocks = sum(
@@ -241,7 +242,7 @@ def test_one_g_term_norm_for_modules_weight_lists_and_both_engines(tiny):
     the float32 computation agrees to float32 accuracy."""
     model, x, _ = tiny
     structured = ggn_norms_64(model, x)
-    torch.testing.assert_close(ggn_norms_64(B.weight_list(model), x), structured, rtol=0, atol=0)
+    torch.testing.assert_close(ggn_norms_64(H.weight_list(model), x), structured, rtol=0, atol=0)
     generic = per_sample_ggn_norms(model, x, method="generic", dtype=torch.float64)
     assert generic.dtype == torch.float64
     torch.testing.assert_close(generic, structured, rtol=1e-9, atol=1e-14)
@@ -311,10 +312,10 @@ def test_difference_expansion_against_dense():
 def test_softmax_hessian_keeps_saturated_curvature():
     # p = softmax(50, 0, 0): 1 - p_1 rounds to 0 in float64, but A_11 = p_1 (p_2 + p_3) is about 3.9e-22.
     z = torch.tensor([[50.0, 0.0, 0.0], [0.3, -1.2, 2.0]], dtype=torch.float64)
-    a = B.softmax_hessian(z)
+    a = H.softmax_hessian(z)
     tail = 2 * torch.exp(torch.tensor(-50.0, dtype=torch.float64))
     assert float(a[0, 0, 0]) == pytest.approx(float(tail / (1 + tail) ** 2), rel=1e-12)
-    factor = B.softmax_hessian_factor(torch.softmax(z, dim=-1))
+    factor = H.softmax_hessian_factor(torch.softmax(z, dim=-1))
     torch.testing.assert_close(factor @ factor.transpose(1, 2), a, rtol=1e-12, atol=0)
     p = torch.softmax(z[1], dim=0)
     torch.testing.assert_close(a[1], torch.diag(p) - torch.outer(p, p), rtol=1e-12, atol=1e-15)
@@ -323,7 +324,7 @@ def test_softmax_hessian_keeps_saturated_curvature():
 def test_full_hessian_dense_matches_torch_func(tiny):
     """lhlib's dense per-sample Hessians equal torch.func's; for L = 1 the full Hessian is the G-term."""
     model, x, y = tiny
-    weights = B.weight_list(model)
+    weights = H.weight_list(model)
     dense = B.full_hessian_dense(model, x, y)
     for i in range(len(y)):
         torch.testing.assert_close(dense[i], dense_pieces(weights, x[i], y[i])[0], rtol=1e-12, atol=1e-14)

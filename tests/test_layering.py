@@ -1,0 +1,69 @@
+"""lhlib's layering: the engine never imports what is built on it, and there are no import cycles."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "lhlib"
+
+# Lower layers first; a module may import only modules of its own layer or lower ones.
+LAYERS = [
+    {"validation", "settings", "cache", "progress", "glue", "repository", "symbolic"},
+    {"data"},
+    {"models"},
+    {"architectures", "train", "ensemble"},
+    {"landscape", "hessian"},
+    {"bounds", "ball", "architecture_bounds", "sample_size", "seed_stats"},
+    {"experiment"},
+    {"sweep", "features", "hessian_in_practice", "other_architectures"},
+    {"report", "figures", "book"},
+]
+
+
+def _imports() -> dict[str, set[str]]:
+    """Every lhlib module and the lhlib modules it imports (anywhere in its source)."""
+    graph = {}
+    for path in PACKAGE.glob("*.py"):
+        imported = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "lhlib":
+                parts = node.module.split(".")
+                imported |= {parts[1]} if len(parts) > 1 else {alias.name for alias in node.names}
+            elif isinstance(node, ast.Import):
+                imported |= {a.name.split(".")[1] for a in node.names if a.name.startswith("lhlib.")}
+        graph[path.stem] = imported - {path.stem}
+    return graph
+
+
+def test_every_module_has_a_layer():
+    modules = set(_imports()) - {"__init__"}
+    placed = set().union(*LAYERS)
+    assert modules == placed, f"unplaced: {sorted(modules - placed)}; gone: {sorted(placed - modules)}"
+
+
+@pytest.mark.parametrize("module", sorted(set().union(*LAYERS)))
+def test_no_module_imports_a_higher_layer(module):
+    level = {name: i for i, layer in enumerate(LAYERS) for name in layer}
+    higher = {name for name in _imports()[module] if level[name] > level[module]}
+    assert not higher, f"lhlib.{module} (layer {level[module]}) imports {sorted(higher)} from above it"
+
+
+def test_there_are_no_import_cycles():
+    graph = _imports()
+    state: dict[str, str] = {}
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = "open"
+        for name in sorted(graph.get(module, ())):
+            if state.get(name) == "open":
+                raise AssertionError(f"import cycle: {' -> '.join([*path, module, name])}")
+            if name not in state:
+                visit(name, [*path, module])
+        state[module] = "done"
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [])
