@@ -95,7 +95,7 @@ __all__ = [
 
 #: The paper's bound on ``||diag(p) - p p^T||_2`` (through the Frobenius norm, appendix A.2).
 SOFTMAX_HESSIAN_NORM_PAPER = math.sqrt(2.0)
-#: The sharp bound: ``v^T A v = Var_p(v) <= (max v - min v)^2 / 4 <= 1/2`` for unit ``v``; the
+#: The sharp bound, since ``v^T A v = Var_p(v) <= (max v - min v)^2 / 4 <= 1/2`` for unit ``v``; the
 #: supremum over softmax outputs is exactly 1/2 (attained for ``K = 2`` at ``p = (1/2, 1/2)``).
 SOFTMAX_HESSIAN_NORM_SHARP = 0.5
 
@@ -110,7 +110,7 @@ def full_hessian_dense(model: Weights, x: torch.Tensor, y: torch.Tensor) -> torc
     in float64, by ``torch.func.hessian`` vmapped over samples.
 
     ``theta`` is the weights flattened row-major, layer after layer (the columns of
-    :func:`gauss_newton_jacobian`). Each Hessian is the G-term ``F_i^T A_i F_i`` plus the H-term
+    :func:`lhlib.hessian.gauss_newton_jacobian`). Each Hessian is the G-term ``F_i^T A_i F_i`` plus the H-term
     ``sum_c (p_i - y_i)_c nabla^2_theta z_c``; inside one activation region the ReLU is a fixed mask,
     so this is the Hessian of the polynomial the network is there. Dense: for tiny networks only.
     """
@@ -394,9 +394,11 @@ def lemma_bound_as_stated(k, M_l: float, M_x: float, M_W: float, L: int, R: floa
 def lemma_bound_corrected(
     k, M_l: float, M_H: float, R: float, *, psd: bool = True, M_g: float = 0.0
 ) -> torch.Tensor | float:
-    """The loss-difference bound the second-order derivation actually gives (chapter 01 and 02).
+    r"""The loss-difference bound the second-order derivation actually gives (chapter 01 and 02).
 
-        |L_{k+1} - L_k| <= (1/(k+1)) ( V + 2 M_g R + (1/2) C M_H R^2 ),
+    .. math::
+
+        |\mathcal{L}_{k+1} - \mathcal{L}_k| \le \frac{1}{k+1}\Bigl(V + 2 M_g R + \tfrac12 C M_{\mathbf H} R^2\Bigr),
 
     with ``V = M_l`` (losses are non-negative, so ``|l_{k+1} - L_k| <= M_l``), the Taylor factor 1/2,
     and ``C = 1`` when every ``H_i`` is positive semidefinite (the G-terms: then

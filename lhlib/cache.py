@@ -49,8 +49,8 @@ __all__ = [
 CACHE_FORMAT = 1
 # The first line of every entry; the second is the SHA-256 (hex) of the rest of the file.
 ENTRY_HEADER = b"lhlib results store entry, format 2\n"
-# A temporary file older than this was left by a killed write (a write takes seconds).
 STALE_PART_SECONDS = 3600
+"""Age in seconds after which a ``.part`` file is taken to be left by a killed write."""
 
 
 def cache_root() -> Path:
@@ -88,7 +88,7 @@ def _ordinary_mode() -> int:
 
 
 def remove_stale_parts(folder: Path) -> list[Path]:
-    """Delete the temporary ``.part`` files in ``folder`` older than :data:`STALE_PART_SECONDS`."""
+    """Delete the temporary ``.part`` files in ``folder`` older than ``STALE_PART_SECONDS``."""
     now, removed = time.time(), []
     for part in Path(folder).glob(".*.part"):
         with contextlib.suppress(FileNotFoundError):

@@ -19,7 +19,7 @@ Backbones, selected by name (:func:`make_backbone`):
 
 * a Hugging Face checkpoint id (default :data:`lhlib.settings.DEFAULT_BACKBONE`) or a local folder holding one,
   loaded with ``AutoImageProcessor`` and ``AutoModel`` (no ``trust_remote_code``), every hub request
-  under a timeout and all of them within :data:`HUB_TOTAL_TIMEOUT_S`; ``revision`` is resolved to a
+  under a timeout and all of them within ``HUB_TOTAL_TIMEOUT_S``; ``revision`` is resolved to a
   commit hash that enters the cache key;
 * ``"offline-cnn"``: a small CNN that this book trains itself, for machines without hub access, on
   training images disjoint from those it embeds (images ``train_size .. train_size + 10000`` of the
@@ -75,7 +75,8 @@ __all__ = [
 ]
 
 HUB_TIMEOUT_S = 20  # one hub request
-HUB_TOTAL_TIMEOUT_S = 60  # everything one backbone asks of the hub (its client retries each request)
+HUB_TOTAL_TIMEOUT_S = 60
+"""Seconds for everything one backbone asks of the hub (its client retries each request)."""
 FEATURE_FORMAT = 1  # bump when the meaning of a cached feature changes
 OFFLINE_CNN = {"images": 10000, "epochs": 2, "batch_size": 128, "lr": 1e-3, "feature_dim": 768}
 

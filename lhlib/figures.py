@@ -56,14 +56,27 @@ def sweep_colors(count: int, cmap: str = "viridis") -> list:
     return [colormap(0.9 * i / max(count - 1, 1)) for i in range(count)]
 
 
+def _numbers(values) -> np.ndarray:
+    """``values`` as a float array of the numbers shown (masked entries dropped); empty if not numeric."""
+    values = np.ma.asarray(values)
+    try:
+        return np.asarray(values.compressed() if np.ma.isMaskedArray(values) else values, dtype=float).ravel()
+    except (TypeError, ValueError):  # categorical data: nothing to check
+        return np.zeros(0)
+
+
 def _plotted_values(ax: mpl.axes.Axes) -> list[tuple[str, np.ndarray]]:
-    """``(what, values)`` for the data an Axes draws: line and scatter coordinates, bar edges."""
-    values = []
-    for line in ax.get_lines():
-        values += [("x", np.asarray(line.get_xdata(), dtype=float)), ("y", np.asarray(line.get_ydata(), dtype=float))]
+    """``(axis, values)`` for the measurements an Axes draws where a clipping floor would show.
+
+    Lines: their y values (x is usually a parameter such as ``k`` or a radius). Scatter points:
+    both coordinates. Bars and histogram bins: their left edges and tops. Filled bands, error
+    bars and reference lines are not read.
+    """
+    values = [("y", _numbers(line.get_ydata())) for line in ax.get_lines()]
     for collection in ax.collections:
-        offsets = np.asarray(collection.get_offsets(), dtype=float).reshape(-1, 2)
-        values += [("x", offsets[:, 0]), ("y", offsets[:, 1])]
+        if isinstance(collection, mpl.collections.PathCollection):  # scatter
+            offsets = _numbers(collection.get_offsets()).reshape(-1, 2)
+            values += [("x", offsets[:, 0]), ("y", offsets[:, 1])]
     for patch in ax.patches:
         if isinstance(patch, mpl.patches.Rectangle):
             values += [("x", np.array([patch.get_x()])), ("y", np.array([patch.get_y() + patch.get_height()]))]
@@ -73,14 +86,21 @@ def _plotted_values(ax: mpl.axes.Axes) -> list[tuple[str, np.ndarray]]:
 def check_figure(fig: mpl.figure.Figure, name: str) -> None:
     """Refuse ``fig`` (a ValueError naming ``name`` and the panel) if it would mislead a reader.
 
-    A panel with data fails when an axis range has collapsed (``top / bottom < 1.001`` on a log
-    axis, a span below ``1e-9`` of the magnitude on a linear one) or when it plots a value from
-    :data:`CLIPPING_FLOORS`.
+    A panel that draws data fails when an axis range has collapsed (``top / bottom < 1.001`` on a
+    log axis, a span below ``1e-9`` of the magnitude on a linear one: what is left is rounding) or
+    when a line, scatter point or bar sits at a value of :data:`CLIPPING_FLOORS`. Colour bars and
+    empty panels are not checked.
     """
+    colour_bars = {
+        id(image.colorbar.ax)
+        for ax in fig.axes
+        for image in [*ax.images, *ax.collections]
+        if getattr(image, "colorbar", None) is not None
+    }
     for index, ax in enumerate(fig.axes):
         values = _plotted_values(ax)
-        if not any(v.size for _, v in values):
-            continue  # a colour bar or an empty panel
+        if id(ax) in colour_bars or not any(v.size for _, v in values):
+            continue
         where = f"figure {name!r}, panel {index} ({ax.get_title()!r})"
         for axis, (low, high), scale in (("x", ax.get_xlim(), ax.get_xscale()), ("y", ax.get_ylim(), ax.get_yscale())):
             low, high = sorted((low, high))

@@ -103,7 +103,7 @@ METHODS = ("auto", "structured", "generic")
 """How per-sample ``J J^T`` is computed: the bias-free Linear/ReLU structure, ``torch.func``, or whichever applies."""
 
 OPERATORS = ("hessian", "ggn", "hterm")
-"""Which curvature matrix an operator applies: the full Hessian, its G-term, or its H-term."""
+"""The curvature matrix an operator applies, by name (the full Hessian, its G-term, or its H-term)."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -417,7 +417,7 @@ def per_sample_jjt(
 
         J_i J_i^\top = \sum_{p=1}^{L} \lVert x_i^{(p)} \rVert^2 \, G_i^{(p)} G_i^{(p)\top}
 
-    (:meth:`lhlib.bounds.ForwardFactors.jjt`), with no ``P``-sized object.
+    (:meth:`ForwardFactors.jjt`), with no ``P``-sized object.
 
     Args:
         model: any ``nn.Module``, or a sequence of weight matrices ``[W^(1), ..., W^(L)]`` of a
@@ -461,7 +461,7 @@ def per_sample_ggn_small(
 ) -> torch.Tensor:
     r"""The ``(N, K, K)`` matrices :math:`M_i = B_i^\top J_i J_i^\top B_i` whose eigenvalues are the
     nonzero eigenvalues of the per-sample G-terms :math:`J_i^\top A_i J_i` (:math:`A_i = B_i B_i^\top`,
-    :func:`lhlib.bounds.ggn_small_from_jjt`); arguments as :func:`per_sample_jjt`, in chunks of
+    :func:`ggn_small_from_jjt`); arguments as :func:`per_sample_jjt`, in chunks of
     ``batch_size`` samples.
     """
     check_int("batch_size", batch_size, minimum=1)

@@ -82,7 +82,7 @@ class FamilyConfiguration:
 
     @property
     def label(self) -> str:
-        """A legend label: family, width and depth."""
+        """The legend label of this size, with its family, width and depth."""
         return f"{FAMILY_NAMES[self.family]} width {self.width}, depth {self.depth}"
 
 

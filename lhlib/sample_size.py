@@ -1,4 +1,4 @@
-"""Sample-size determination from the loss landscape: how many objects until it stops moving.
+r"""Sample-size determination from the loss landscape: how many objects until it stops moving.
 
 The paper closes by suggesting that the convergence of ``L_k`` be used to decide when a training
 sample is large enough. Made concrete: given the per-sample losses ``l_1, ..., l_N`` of a trained
@@ -6,7 +6,10 @@ model (at ``theta-hat``, or at any fixed ``theta``), the *sufficient sample size
 ``epsilon`` is the smallest ``k*`` such that the expected one-object change of the empirical loss
 stays below ``epsilon`` from then on:
 
-    k* = min { k : E |L_{j+1} - L_j| <= epsilon for every j >= k },
+.. math::
+
+    k^*(\varepsilon) = \min\bigl\{k : \mathbb{E}\,|\mathcal{L}_{j+1} - \mathcal{L}_j| \le \varepsilon
+    \ \text{for every } j \ge k\bigr\},
 
 the expectation being over the order in which the objects arrive. :func:`sufficient_sample_size`
 gives three answers with uncertainties:

@@ -142,8 +142,11 @@ def check_family_sizes(sizes: Any) -> dict[str, tuple[tuple[int, int], ...]]:
 
 
 DEFAULT_BACKBONE = "google/vit-base-patch16-224"
+"""The paper's backbone, a Hugging Face model id."""
 OFFLINE_BACKBONE = "offline-cnn"
+"""The small CNN this book trains offline in place of the ViT, clearly labelled as such."""
 POOLINGS = ("pooler", "cls")
+"""The ways a ViT's output becomes one feature vector (its pooler output, or the CLS token)."""
 _HF_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9_][\w.-]*$")
 _SHA = re.compile(r"^[0-9a-f]{40}$")
 # A branch or tag name the hub accepts (``refs/pr/1`` included), and nothing that climbs out of a folder.

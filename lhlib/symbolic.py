@@ -3,31 +3,34 @@
 API (every function returns SymPy expressions, matrices or small dataclasses of them; nothing is
 only printed):
 
-Chapter 01 (section 3, the loss difference)
-    ``running_mean(n)``                    ``L_n = (1/n) sum_{i<=n} ell_i`` (symbolic sum)
-    ``split_last(expr)``                   rewrite ``sum_{i=1}^{k+1}`` as ``sum_{i=1}^{k} + (term k+1)``
-    ``loss_difference_identity()``         ``L_{k+1} - L_k`` and ``(ell_{k+1} - L_k)/(k+1)``, general k
-    ``taylor_generic(P)``                  second-order Taylor of a generic ``ell(theta)``, ``P`` params
-    ``expansion_difference()``             difference of the two expansions, split into value,
-                                           gradient and Hessian parts, with the paper's coefficients
-    ``assumption1_consequence()``          Assumption 1 forces ``grad ell_{k+1}(theta*) = 0``
+Chapter 01 (section 3, the loss difference):
 
-Chapter 02 (section 4 and appendix A)
-    ``softmax_ce_hessian(K, label)``       the Hessian of cross-entropy w.r.t. logits, and ``diag(p) - p p^T``
-    ``softmax_ce_hessian_general()``       the same for symbolic ``K`` (index form with Kronecker deltas)
-    ``softmax_hessian_facts(K)``           quadratic form = variance, Gershgorin radii, Frobenius terms
-    ``relu_network(widths)``               a bias-free ReLU net with symbolic weights, inputs and masks:
-                                           logits, Jacobian, ``F`` from ``G^(p) kron x^(p)T``, H-term
-    ``geometric_sum(M, L)``                SymPy's summation of ``sum_p M^{2p}`` and the paper's closed form
-    ``theorem1_expressions()``             every displayed form of Theorem 1, the paper's and the corrected
-    ``theorem1_chain(L)``                  A.2's chain derived on a symbolic L-layer net: structure of G^(p)
-                                           and x^(p), the norm bounds read off it, both assemblies
-    ``corrected_true_shapes(L)``           the corrected bound's h-dependence with the true layer shapes
-    ``box_bound(expr, ranges)``            largest |expr| over a box of intervals (triangle inequality and
-                                           its sharper non-negative version)
-    ``lemma_expressions()``                Lemma 1 as stated and as proved, and the bounds SymPy derives from
-                                           the expansion (paper's steps; corrected steps)
-    ``equation(lhs, rhs, rel)``            LaTeX for ``lhs rel rhs`` (for ``IPython.display.Math``)
+* ``running_mean(n)``: ``L_n = (1/n) sum_{i<=n} ell_i`` (symbolic sum)
+* ``split_last(expr)``: rewrite ``sum_{i=1}^{k+1}`` as ``sum_{i=1}^{k} + (term k+1)``
+* ``loss_difference_identity()``: ``L_{k+1} - L_k`` and ``(ell_{k+1} - L_k)/(k+1)``, general k
+* ``taylor_generic(P)``: second-order Taylor of a generic ``ell(theta)``, ``P`` params
+* ``expansion_difference()``: difference of the two expansions, split into value, gradient and
+  Hessian parts, with the paper's coefficients
+* ``assumption1_consequence()``: Assumption 1 forces ``grad ell_{k+1}(theta*) = 0``
+
+Chapter 02 (section 4 and appendix A):
+
+* ``softmax_ce_hessian(K, label)``: the Hessian of cross-entropy w.r.t. logits, and ``diag(p) - p
+  p^T``
+* ``softmax_ce_hessian_general()``: the same for symbolic ``K`` (index form with Kronecker deltas)
+* ``softmax_hessian_facts(K)``: quadratic form = variance, Gershgorin radii, Frobenius terms
+* ``relu_network(widths)``: a bias-free ReLU net with symbolic weights, inputs and masks: logits,
+  Jacobian, ``F`` from ``G^(p) kron x^(p)T``, H-term
+* ``geometric_sum(M, L)``: SymPy's summation of ``sum_p M^{2p}`` and the paper's closed form
+* ``theorem1_expressions()``: every displayed form of Theorem 1, the paper's and the corrected
+* ``theorem1_chain(L)``: A.2's chain derived on a symbolic L-layer net: structure of G^(p) and
+  x^(p), the norm bounds read off it, both assemblies
+* ``corrected_true_shapes(L)``: the corrected bound's h-dependence with the true layer shapes
+* ``box_bound(expr, ranges)``: largest ``|expr|`` over a box of intervals (triangle inequality and
+  its sharper non-negative version)
+* ``lemma_expressions()``: Lemma 1 as stated and as proved, and the bounds SymPy derives from the
+  expansion (paper's steps; corrected steps)
+* ``equation(lhs, rhs, rel)``: LaTeX for ``lhs rel rhs`` (for ``IPython.display.Math``)
 """
 
 from __future__ import annotations

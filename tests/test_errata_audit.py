@@ -13,7 +13,7 @@ import sympy as sp
 import torch
 from torch.func import functional_call
 
-from lhlib.bounds import forward_factors, gauss_newton_jacobian, softmax_hessian
+from lhlib.hessian import forward_factors, gauss_newton_jacobian, softmax_hessian
 from lhlib.landscape import (
     ema,
     loss_difference_curves,

@@ -73,9 +73,17 @@ def test_a_collapsed_axis_is_refused(y, yscale):
         check_figure(fig, "flat")
 
 
+def test_a_parameter_on_the_x_axis_of_a_line_may_equal_a_floor_and_categories_pass():
+    fig, (radii, categories) = plt.subplots(1, 2)
+    radii.loglog([1e-12, 1e-9, 1e-6], [1e-20, 1e-14, 1e-8])  # a line's x is a parameter, not a measurement
+    categories.plot(["a", "b", "c"], [1.0, 2.0, 3.0])
+    fig.canvas.draw()
+    check_figure(fig, "parameters")
+
+
 def test_an_empty_panel_and_a_colour_bar_are_not_checked():
     fig, (ax, empty) = plt.subplots(1, 2)
-    image = ax.imshow(np.arange(12.0).reshape(3, 4))
+    image = ax.imshow(np.array([[1.0, 1.0 + 1e-12]]))
     fig.colorbar(image, ax=ax)
     empty.axis("off")
     fig.canvas.draw()

@@ -76,7 +76,7 @@ def test_ggn_small_spectrum_is_nonzero_spectrum_of_g_term(problem):
 
 
 def test_mlp_layer_factors_are_the_papers_F(problem):
-    from lhlib.bounds import forward_factors
+    from lhlib.hessian import forward_factors
 
     model, x, _, _, _ = problem
     factors = forward_factors(model, x, dtype=x.dtype)
