@@ -334,3 +334,16 @@ def test_progress_bars_are_hidden_by_the_book_runner(monkeypatch):
     assert not progress_enabled() and progress_bar(range(3), disable=False).disable
     monkeypatch.setenv("LHLIB_PROGRESS", "1")
     assert progress_enabled() and not progress_bar(range(3)).disable
+
+
+def test_jupyterlab_renders_the_chapters_myst():
+    """`jupyter lab notebooks/` (the README's entry) has the jupyterlab-myst extension enabled."""
+    listing = subprocess.run(
+        [str(Path(sys.executable).with_name("jupyter")), "labextension", "list"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    lines = (listing.stdout + listing.stderr).splitlines()
+    myst = [line for line in lines if "jupyterlab-myst" in line]
+    assert myst and "enabled" in myst[0] and "OK" in myst[0], "\n".join(lines)
