@@ -16,7 +16,7 @@ and builds the HTML there with Jupyter Book, warnings treated as errors, into ``
 
 ``set-repository`` points the book at another GitHub repository (:mod:`lhlib.repository`);
 ``check-repository`` lists what disagrees with ``_config.yml``; ``check-notebooks`` checks that
-notebooks are committed with their outputs stripped (the pre-commit hook).
+notebooks are valid nbformat and committed with their outputs stripped (the pre-commit hook).
 
 Profiles: ``smoke`` (seconds per chapter, for tests), ``cpu`` (the paper's settings on the datasets
 this machine can load offline), ``paper`` (the notebooks' own defaults: everything, for a GPU).
@@ -53,7 +53,7 @@ __all__ = [
     "profile_parameters",
     "repository_root",
     "run_chapters",
-    "unstripped_notebooks",
+    "notebook_problems",
 ]
 
 PROFILES = ("smoke", "cpu", "paper")
@@ -394,13 +394,22 @@ def build_book(
     return index
 
 
-def unstripped_notebooks(paths: list[Path]) -> list[str]:
-    """One line per notebook among ``paths`` that has outputs or execution counts (empty: all stripped)."""
+def notebook_problems(paths: list[Path]) -> list[str]:
+    """One line per notebook among ``paths`` that breaks nbformat's schema or has outputs or execution
+    counts (empty: all valid and stripped).
+    """
     import nbformat
 
     problems = []
     for path in paths:
-        cells = nbformat.read(path, as_version=4).cells
+        notebook = nbformat.read(path, as_version=4)
+        try:
+            nbformat.validate(notebook)
+        except nbformat.ValidationError as error:
+            problems.append(
+                f"{path}: not valid nbformat {notebook.nbformat}.{notebook.nbformat_minor}: {error.message}"
+            )
+        cells = notebook.cells
         dirty = [i + 1 for i, c in enumerate(cells) if c.cell_type == "code" and (c.outputs or c.execution_count)]
         if dirty:
             problems.append(f"{path}: outputs not stripped in cells {', '.join(map(str, dirty))}")
@@ -420,7 +429,9 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("slug", metavar="OWNER/NAME")
     sub.add_argument("--branch", help="the branch the book is published from (default: keep the current one)")
     commands.add_parser("check-repository", help="list what disagrees with _config.yml's repository")
-    sub = commands.add_parser("check-notebooks", help="fail on notebooks committed with outputs")
+    sub = commands.add_parser(
+        "check-notebooks", help="fail on notebooks that break nbformat or are committed with outputs"
+    )
     sub.add_argument("notebooks", nargs="*", type=Path, help="notebooks (default: notebooks/*.ipynb)")
     return parser
 
@@ -454,7 +465,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.command == "check-repository":
             problems = repository.disagreements(root)
         else:
-            problems = unstripped_notebooks(args.notebooks or sorted((root / "notebooks").glob("*.ipynb")))
+            problems = notebook_problems(args.notebooks or sorted((root / "notebooks").glob("*.ipynb")))
         for problem in problems:
             print(problem, file=sys.stderr)
         if problems:

@@ -136,13 +136,25 @@ def test_a_dead_kernel_fails_its_chapter_and_the_others_still_run(tmp_path, caps
     assert "01_mini FAILED: DeadKernelError" in capsys.readouterr().err
 
 
-def test_check_notebooks_finds_outputs(tmp_path):
+def test_the_chapters_are_valid_and_stripped():
+    assert book.notebook_problems(sorted((ROOT / "notebooks").glob("*.ipynb"))) == []
+
+
+def test_check_notebooks_finds_outputs_and_schema_errors(tmp_path):
     path = _mini_root(tmp_path, "1 + 1")
-    assert book.unstripped_notebooks([path]) == []
+    assert book.notebook_problems([path]) == []
     notebook = nbformat.read(path, 4)
     notebook.cells[1].outputs = [nbformat.v4.new_output("execute_result", {"text/plain": "2"}, execution_count=1)]
     nbformat.write(notebook, path)
-    assert book.unstripped_notebooks([path]) == [f"{path}: outputs not stripped in cells 2"]
+    assert book.notebook_problems([path]) == [f"{path}: outputs not stripped in cells 2"]
+    raw = json.loads(path.read_text())
+    raw["nbformat_minor"] = 4  # cell ids need nbformat 4.5
+    raw["cells"][1]["outputs"], raw["cells"][1]["execution_count"] = [], None
+    raw["cells"][1]["id"] = "an-id"
+    path.write_text(json.dumps(raw))
+    assert book.notebook_problems([path]) == [
+        f"{path}: not valid nbformat 4.4: Additional properties are not allowed ('id' was unexpected)"
+    ]
 
 
 def test_smoke_book_builds_with_warnings_as_errors(tmp_path):

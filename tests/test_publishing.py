@@ -208,7 +208,7 @@ def test_install_cell_installs_the_light_core_from_the_branch_and_hides_its_outp
     core = {re.split(r"[<>=\[ ;]", requirement)[0].lower() for requirement in project["dependencies"]}
     assert core == {"torch", "torchvision", "numpy", "scipy", "sympy", "matplotlib", "scikit-learn", "tqdm"}
     assert not any(re.search(r"[<>=]", requirement) for requirement in project["dependencies"]), "never pin on Colab"
-    assert set(project["optional-dependencies"]) == {"features", "book", "test"}
+    assert set(project["optional-dependencies"]) == {"features", "book", "lab", "test"}
 
 
 def test_package_metadata_is_complete():
