@@ -40,7 +40,15 @@ __all__ = [
 
 STYLE_FILE = Path(__file__).with_name("style.mplstyle")
 
-CLIPPING_FLOORS = (1e-12, 1e-15, 1e-30, 1e-300, float(np.finfo(np.float32).tiny), float(np.finfo(np.float64).tiny))
+CLIPPING_FLOORS = (
+    1e-12,
+    1e-15,
+    1e-22,
+    1e-30,
+    1e-300,
+    float(np.finfo(np.float32).tiny),
+    float(np.finfo(np.float64).tiny),
+)
 """Values that code writes in place of zero or of a missing number (``clamp_min(1e-12)`` and the
 like); :func:`check_figure` refuses a figure that plots one as data."""
 
@@ -58,9 +66,8 @@ def sweep_colors(count: int, cmap: str = "viridis") -> list:
 
 def _numbers(values) -> np.ndarray:
     """``values`` as a float array of the numbers shown (masked entries dropped); empty if not numeric."""
-    values = np.ma.asarray(values)
     try:
-        return np.asarray(values.compressed() if np.ma.isMaskedArray(values) else values, dtype=float).ravel()
+        return np.ma.asarray(values, dtype=float).compressed()
     except (TypeError, ValueError):  # categorical data: nothing to check
         return np.zeros(0)
 
@@ -75,8 +82,8 @@ def _plotted_values(ax: mpl.axes.Axes) -> list[tuple[str, np.ndarray]]:
     values = [("y", _numbers(line.get_ydata())) for line in ax.get_lines()]
     for collection in ax.collections:
         if isinstance(collection, mpl.collections.PathCollection):  # scatter
-            offsets = _numbers(collection.get_offsets()).reshape(-1, 2)
-            values += [("x", offsets[:, 0]), ("y", offsets[:, 1])]
+            offsets = np.ma.asarray(collection.get_offsets()).reshape(-1, 2)
+            values += [("x", _numbers(offsets[:, 0])), ("y", _numbers(offsets[:, 1]))]
     for patch in ax.patches:
         if isinstance(patch, mpl.patches.Rectangle):
             values += [("x", np.array([patch.get_x()])), ("y", np.array([patch.get_y() + patch.get_height()]))]
@@ -122,7 +129,7 @@ def save_figure(fig: mpl.figure.Figure, output_dir: str | Path, name: str) -> Pa
     Returns:
         The PNG's path.
     """
-    fig.canvas.draw()  # settles the axis limits the check reads
+    fig.draw_without_rendering()  # settles the axis limits the check reads
     check_figure(fig, name)
     folder = output_path(output_dir)
     fig.savefig(folder / f"{name}.pdf")

@@ -51,6 +51,7 @@ CASES = [
     ("02_hessian_bound", "logit_scale_max", {"logit_scale_max": NAN}),
     ("02_hessian_bound", "output_dir", {"output_dir": "../../x"}),
     ("02_hessian_bound", "hidden_sizes", {"hidden_sizes": []}),
+    ("02_hessian_bound", "seeds", {"seeds": [0, 0]}),
     ("03_hessian_in_practice", "top_k", {"top_k": 10000}),
     ("03_hessian_in_practice", "lemma_points", {"lemma_points": 100000}),
     ("03_hessian_in_practice", "lanczos_tol", {"lanczos_tol": NAN}),

@@ -57,6 +57,14 @@ def test_a_histogram_whose_bins_start_at_a_floor_is_refused():
         check_figure(fig, "histogram")
 
 
+def test_a_scatter_point_missing_one_coordinate_does_not_hide_a_floor():
+    fig, ax = plt.subplots()
+    ax.scatter([1.0, np.nan, 3.0], [1e-3, 1e-2, 1e-12])
+    ax.set(xscale="log", yscale="log")
+    with pytest.raises(ValueError, match="y value 1e-12 is a clipping floor"):
+        check_figure(fig, "scatter")
+
+
 def test_values_near_a_floor_but_measured_pass():
     fig = _figure([1.0, 2.0, 3.0], [1.0000001e-12, 3e-12, 1e-11])
     check_figure(fig, "near")
