@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -70,7 +71,9 @@ __all__ = [
     "SmallCNN",
     "dataset_features",
     "extract_features",
+    "features_table",
     "make_backbone",
+    "pil_rgb_difference",
     "to_rgb",
 ]
 
@@ -95,6 +98,21 @@ def to_rgb(images: torch.Tensor) -> torch.Tensor:
             f"images must be a uint8 N x C x H x W tensor with C in (1, 3), got {images.dtype} {tuple(images.shape)}"
         )
     return images.expand(-1, 3, -1, -1).contiguous() if images.shape[1] == 1 else images
+
+
+def pil_rgb_difference(images: torch.Tensor) -> int:
+    """Largest ``|to_rgb(images) - PIL convert("RGB")|`` over every pixel and channel (0: they agree).
+
+    The authors' pipeline converts each PIL image with ``convert("RGB")``; :func:`to_rgb` does the
+    same for a batch. This compares the two image by image.
+    """
+    from PIL import Image
+
+    ours = to_rgb(images).permute(0, 2, 3, 1).numpy().astype(int)
+    # uint8 H x W is PIL mode "L", H x W x 3 mode "RGB".
+    pixels = images[:, 0] if images.shape[1] == 1 else images.permute(0, 2, 3, 1)
+    pil = np.stack([np.asarray(Image.fromarray(p.numpy()).convert("RGB")) for p in pixels])
+    return int(np.abs(ours - pil.astype(int)).max())
 
 
 # --------------------------------------------------------------------------------------------------
@@ -575,6 +593,23 @@ class FeatureSet:
     seconds: float = 0.0
     images_per_second: float = 0.0
     from_cache: bool = False
+
+
+def features_table(features: dict[str, FeatureSet]) -> tuple[list[str], list[list[Any]]]:
+    """Per dataset: dimension, value range, extraction speed, cache use and backbone, as ``(header, rows)``."""
+    header = ["Dataset", "Dimension", "Value range", "Images / s", "From cache", "Backbone"]
+    rows = [
+        [
+            name,
+            f.feature_dim,
+            f"[{f.x.min():.2f}, {f.x.max():.2f}]",
+            f"{f.images_per_second:.0f}",
+            "yes" if f.from_cache else "no",
+            f.provenance,
+        ]
+        for name, f in features.items()
+    ]
+    return header, rows
 
 
 def extract_features(

@@ -1,9 +1,11 @@
 """Every figure of the book: one style, the plots the chapters share, and a checked save.
 
-Every chapter calls :func:`use_style` once, then :func:`save_figure` for each figure (PNG for the
-book, PDF for papers). :func:`save_figure` refuses a figure that misleads: an axis whose range has
-collapsed to a point, or a plotted value that is a clipping floor (a sentinel such as ``1e-12``
-standing for "zero" or "not measured") rather than a measurement.
+Every chapter calls :func:`use_style` once, then :func:`show_figure` for each figure: it saves
+it (:func:`save_figure`, PNG for the book, PDF for papers) and glues it under its file name,
+for the chapter's captioned ``{glue:figure}`` directive. :func:`save_figure` refuses a figure
+that misleads: an axis whose range has collapsed to a point, or a plotted value that is a
+clipping floor (a sentinel such as ``1e-12`` standing for "zero" or "not measured") rather than a
+measurement.
 
 The plots: :func:`plot_sweep` (the paper's Figures 2-5, chapter 04), :func:`plot_feature_vs_direct`
 (chapter 05), :func:`plot_family_curves` and :func:`plot_curvature` (chapter 08).
@@ -19,6 +21,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import NullFormatter
 
+from lhlib.glue import glue
 from lhlib.landscape import log_binned
 from lhlib.other_architectures import FAMILY_NAMES, FamilyConfiguration, NetworkCurvature
 from lhlib.report import output_path
@@ -34,6 +37,7 @@ __all__ = [
     "plot_feature_vs_direct",
     "plot_sweep",
     "save_figure",
+    "show_figure",
     "sweep_colors",
     "use_style",
 ]
@@ -137,6 +141,22 @@ def save_figure(fig: mpl.figure.Figure, output_dir: str | Path, name: str) -> Pa
     return folder / f"{name}.png"
 
 
+def show_figure(fig: mpl.figure.Figure, output_dir: str | Path, name: str) -> Path:
+    """Save ``fig`` (:func:`save_figure`), glue it as ``name`` for the page's ``{glue:figure}`` and close it.
+
+    The chapter's Markdown places the figure with its caption, label and alt text:
+    ``{glue:figure} name`` with ``:name: fig-...`` and ``:alt:``, cited with ``{numref}``. Without
+    ``myst-nb`` (on Colab) :func:`lhlib.glue.glue` shows the figure under the cell instead.
+
+    Returns:
+        The PNG's path.
+    """
+    path = save_figure(fig, output_dir, name)
+    glue(name, fig, display=False)
+    plt.close(fig)
+    return path
+
+
 def _configuration_name(result: ConfigurationResult, varying: str) -> str:
     name = (
         f"h = {result.hidden_size}"
@@ -150,13 +170,15 @@ def _configuration_name(result: ConfigurationResult, varying: str) -> str:
     return name + (f" ({', '.join(notes)})" if notes else "")
 
 
-def plot_sweep(results: dict[tuple[int, int], ConfigurationResult], settings: SweepSettings, title: str) -> plt.Figure:
-    """The paper's two panels (top: EMA of the mean over seeds and orders, log y, shaded: range across
-    seeds; seeds whose losses are all equal, with a zero curve, are left out of lines and bands and
-    counted in the legend) and, below, the unsmoothed mean on log-log axes (log-spaced bins of ``k``) with the range
-    across seeds shaded and the 25-75 % band across random orders as thin dotted lines.
-    """
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), sharex="row")
+def _stacked_panels(headings: dict[str, str]) -> tuple[plt.Figure, np.ndarray]:
+    """A figure with a 2 x 2 block of panels per dataset, stacked; each row's panels share ``x``."""
+    fig, axes = plt.subplots(2 * len(headings), 2, figsize=(11, 7.5 * len(headings)), squeeze=False)
+    for row in axes:
+        row[1].sharex(row[0])
+    return fig, axes
+
+
+def _draw_sweep(axes: np.ndarray, results, settings: SweepSettings, heading: str) -> None:
     seeds = len(settings.seeds)
     for column, varying in enumerate(("hidden_size", "num_layers")):
         panel = panel_configurations(results, settings, varying)
@@ -165,9 +187,9 @@ def plot_sweep(results: dict[tuple[int, int], ConfigurationResult], settings: Sw
             if varying == "hidden_size"
             else f"h = {settings.fixed_hidden_size}"
         )
+        top, bottom = axes[0, column], axes[1, column]
         for result, color in zip(panel, sweep_colors(len(panel))):
             k = np.arange(1, result.mean.size + 1)
-            top, bottom = axes[0, column], axes[1, column]
             top.plot(k, result.live_smoothed, color=color, label=_configuration_name(result, varying))
             top.fill_between(k, result.smoothed_low, result.smoothed_high, color=color, alpha=0.15, lw=0)
             centres, binned = log_binned(result.live_mean)
@@ -184,14 +206,14 @@ def plot_sweep(results: dict[tuple[int, int], ConfigurationResult], settings: Sw
             bottom.fill_between(centres, low, high, color=color, alpha=0.15, lw=0)
             for band in (result.order_lower, result.order_upper):
                 bottom.plot(centres, log_binned(band)[1], color=color, ls=":", lw=0.7)
-        axes[0, column].set(
+        top.set(
             yscale="log",
             xlabel="sample size k",
             ylabel=r"EMA of mean $|\mathcal{L}_{k+1}-\mathcal{L}_k|$ (nats)",
-            title=f"{'hidden size' if varying == 'hidden_size' else 'number of layers'} sweep, "
-            f"{fixed}\nline: mean, shaded: range, over {seeds} seeds",
+            title=f"{heading}\n{'hidden size' if varying == 'hidden_size' else 'number of layers'} sweep, "
+            f"{fixed}; line: mean, shaded: range, over {seeds} seeds",
         )
-        axes[1, column].set(
+        bottom.set(
             xscale="log",
             yscale="log",
             xlabel="sample size k",
@@ -199,23 +221,33 @@ def plot_sweep(results: dict[tuple[int, int], ConfigurationResult], settings: Sw
             title="unsmoothed, log bins; shaded: seeds' range\n"
             "dotted: 25-75 % of random orders; slope: mean [95 % CI] over seeds",
         )
-        axes[0, column].legend(loc="upper right")
-        axes[1, column].legend(loc="lower left")
-    fig.suptitle(title)
+        top.legend(loc="upper right")
+        bottom.legend(loc="lower left")
+
+
+def plot_sweep(sweeps: dict[str, dict], settings: SweepSettings, headings: dict[str, str]) -> plt.Figure:
+    r"""The paper's two panels per dataset, with what the smoothing hides below them.
+
+    Args:
+        sweeps: Per dataset, :func:`lhlib.sweep.run_sweep`'s results.
+        settings: The sweep's settings (the panels' sizes).
+        headings: Per dataset, the first line of its panels' titles.
+
+    Returns:
+        One 2 x 2 block per dataset. Top: the EMA of the mean of
+        :math:`|\mathcal{L}_{k+1}-\mathcal{L}_k|` over seeds and orders, log ``y``, shaded from the
+        lowest to the highest seed (seeds whose losses are all equal, with a zero curve, are left out of
+        lines and bands and counted in the legend). Bottom: the unsmoothed mean on log-log axes (log
+        bins of ``k``), the seeds' range shaded and the 25-75 % band over random orders dotted.
+    """
+    fig, axes = _stacked_panels(headings)
+    for block, (name, results) in enumerate(sweeps.items()):
+        _draw_sweep(axes[2 * block : 2 * block + 2], results, settings, headings[name])
     fig.tight_layout()
     return fig
 
 
-def plot_feature_vs_direct(feature_results: dict, direct_results: dict, settings, title: str) -> plt.Figure:
-    """Features (solid) against pixels (dashed) for the same configurations, both sweeps.
-
-    Top: the paper's EMA-smoothed mean ``|L_{k+1} - L_k|`` on a log y axis, fitted exponents in the
-    legend. Bottom: ``(k + 1)`` times the unsmoothed mean, averaged over log-spaced bins of ``k``,
-    with each configuration's mean absolute deviation of the per-sample losses (dotted at the right
-    edge for features, crosses for pixels): at a fixed point ``(k + 1) E|L_{k+1} - L_k| -> MAD``, so
-    this row shows the level of each curve with the ``1/k`` taken out.
-    """
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), sharex="row")
+def _draw_feature_vs_direct(axes: np.ndarray, feature_results, direct_results, settings, heading: str) -> None:
     panels = (
         ("hidden_size", [(h, settings.fixed_num_layers) for h in settings.hidden_sizes]),
         ("num_layers", [(settings.fixed_hidden_size, n) for n in settings.num_layers]),
@@ -248,7 +280,7 @@ def plot_feature_vs_direct(feature_results: dict, direct_results: dict, settings
             yscale="log",
             xlabel="sample size k",
             ylabel=r"EMA of mean $|\mathcal{L}_{k+1}-\mathcal{L}_k|$ (nats)",
-            title=f"{sweep} sweep, {fixed}; solid: features, dashed: pixels",
+            title=f"{heading}\n{sweep} sweep, {fixed}; solid: features, dashed: pixels",
         )
         top.legend(loc="upper right", title="fitted exponents")
         bottom.set(
@@ -258,7 +290,32 @@ def plot_feature_vs_direct(feature_results: dict, direct_results: dict, settings
             ylabel=r"$(k+1)\times$ mean $|\mathcal{L}_{k+1}-\mathcal{L}_k|$ (nats)",
             title="level with 1/k removed; at right: MAD of the losses\n(bar: features, cross: pixels)",
         )
-    fig.suptitle(title)
+
+
+def plot_feature_vs_direct(
+    feature_sweeps: dict[str, dict], direct_sweeps: dict[str, dict], settings: SweepSettings, headings: dict[str, str]
+) -> plt.Figure:
+    r"""Features (solid) against pixels (dashed) for the same configurations, both sweeps, per dataset.
+
+    Args:
+        feature_sweeps: Per dataset, :func:`lhlib.sweep.run_sweep`'s results on the features.
+        direct_sweeps: The same on the pixels.
+        settings: The sweeps' settings.
+        headings: Per dataset, the first line of its panels' titles.
+
+    Returns:
+        One 2 x 2 block per dataset. Top: the paper's EMA-smoothed mean
+        :math:`|\mathcal{L}_{k+1}-\mathcal{L}_k|` on a log ``y`` axis, fitted exponents in the legend.
+        Bottom: :math:`(k+1)` times the unsmoothed mean over log bins of ``k``, with each
+        configuration's mean absolute deviation of the per-sample losses at the right edge (bar:
+        features, cross: pixels): at a fixed point
+        :math:`(k+1)\,\mathbb{E}|\mathcal{L}_{k+1}-\mathcal{L}_k| \to \mathrm{MAD}`, so this row shows
+        each curve's level with the :math:`1/k` taken out.
+    """
+    fig, axes = _stacked_panels(headings)
+    for block, name in enumerate(feature_sweeps):
+        rows = axes[2 * block : 2 * block + 2]
+        _draw_feature_vs_direct(rows, feature_sweeps[name], direct_sweeps[name], settings, headings[name])
     fig.tight_layout()
     return fig
 

@@ -1,6 +1,9 @@
-"""What a chapter reports besides its figures: ``summary.json`` and its tables.
+"""What a chapter reports besides its figures: its findings, ``summary.json`` and its tables.
 
-Every chapter ends with :func:`write_summary`; tables it shows go through :func:`markdown_table`.
+Every chapter keeps one :class:`Findings` record: the values its prose cites go in through
+:meth:`Findings.cite` (glued for ``{glue:text}``), the data only the summary carries through
+:meth:`Findings.record`, and :meth:`Findings.write` writes both to ``summary.json``
+(:func:`write_summary`). Tables go through :func:`show_table` (:func:`markdown_table`).
 """
 
 from __future__ import annotations
@@ -11,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from lhlib.cache import atomic_write_bytes
+from lhlib.glue import glue
 
-__all__ = ["markdown_table", "output_path", "write_summary"]
+__all__ = ["Findings", "markdown_table", "output_path", "show_table", "write_summary"]
 
 
 def output_path(output_dir: str | Path) -> Path:
@@ -52,3 +56,56 @@ def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
 
     lines = ["| " + " | ".join(map(cell, header)) + " |", "|" + "---|" * len(header)]
     return "\n".join(lines + ["| " + " | ".join(map(cell, row)) + " |" for row in rows])
+
+
+def show_table(header: list[str], rows: list[list[Any]], title: str | None = None) -> None:
+    """Display :func:`markdown_table` of ``header`` and ``rows`` under the cell, after a bold ``title``.
+
+    The book renders Markdown outputs as MyST, so the table is an HTML table on the page.
+    """
+    from IPython.display import Markdown, display
+
+    table = markdown_table(header, rows)
+    display(Markdown(f"**{title}**\n\n{table}" if title else table))
+
+
+class Findings:
+    """One chapter's findings: what its prose cites and what its ``summary.json`` holds.
+
+    Args:
+        output_dir: The chapter's output folder; :meth:`write` puts ``summary.json`` there.
+
+    A value goes in once, under one name: :meth:`cite` for a value the prose cites as
+    ``{glue:text}`name``` (it is glued and kept under ``"findings"`` in the summary), :meth:`record`
+    for data only the summary carries (kept at the summary's top level). So every number on the page
+    is in ``summary.json`` too, from the same record.
+    """
+
+    def __init__(self, output_dir: str | Path):
+        self.output_dir = Path(output_dir)
+        self.cited: dict[str, Any] = {}
+        self.recorded: dict[str, Any] = {}
+
+    def _check_new(self, name: str) -> None:
+        if name in self.cited or name in self.recorded or name == "findings":
+            raise ValueError(f"finding {name!r} is recorded twice; every finding has one name")
+
+    def cite(self, **values: Any) -> None:
+        """Keep each value and glue it under its name for the prose (``myst_nb.glue``, not displayed)."""
+        for name, value in values.items():
+            self._check_new(name)
+            self.cited[name] = value
+            glue(name, value, display=False)
+
+    def record(self, **values: Any) -> None:
+        """Keep each value for ``summary.json`` only."""
+        for name, value in values.items():
+            self._check_new(name)
+            self.recorded[name] = value
+
+    def __getitem__(self, name: str) -> Any:
+        return self.cited[name] if name in self.cited else self.recorded[name]
+
+    def write(self) -> Path:
+        """Write ``{**recorded, "findings": cited}`` as ``summary.json`` (:func:`write_summary`)."""
+        return write_summary(self.output_dir, {**self.recorded, "findings": self.cited})

@@ -110,8 +110,9 @@ def _repository_of_config(config: str) -> Repository:
 def colab_install_source(repository: Repository) -> str:
     """The source of every chapter's install cell, its first code cell."""
     return (
-        "# On Colab only: install lhlib's light core from the book's repository, at the branch the Colab\n"
-        "# button opened, so that notebook and package match. Colab's own torch and Jupyter are kept.\n"
+        "# On Colab only: install lhlib's light core from the book's repository,\n"
+        "# at the branch the Colab button opened, so that notebook and package\n"
+        "# match. Colab's own torch and Jupyter are kept.\n"
         "import sys\n"
         "\n"
         f"{INSTALL_GUARD}\n"

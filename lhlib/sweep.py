@@ -12,6 +12,7 @@ numbers a chapter writes to ``summary.json``. Chapters 04 (pixels) and 05 (backb
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -35,13 +36,21 @@ __all__ = [
     "ConfigurationResult",
     "SeedResult",
     "combine_members",
+    "compare_with_paper_figure",
+    "comparison_phrase",
+    "comparison_table",
+    "hidden_size_peaks",
+    "identity_max_error",
     "measure_member",
     "ordering_table",
     "ordering_tests",
+    "ordering_verdicts",
     "panel_configurations",
+    "paired_sweep_facts",
     "paper_values",
     "run_sweep",
     "summary_rows",
+    "sweep_facts",
     "sweep_table",
 ]
 
@@ -286,37 +295,275 @@ def ordering_tests(
     return tests
 
 
-def sweep_table(results: dict[tuple[int, int], ConfigurationResult]) -> str:
-    """A Markdown table of every configuration across its seeds: accuracy (mean and range), collapsed
-    seeds, level and fitted exponent (mean and 95 % interval across seeds).
+def sweep_table(results: dict[tuple[int, int], ConfigurationResult]) -> tuple[list[str], list[list[str]]]:
+    """Every configuration across its seeds, as ``(header, rows)`` for :func:`lhlib.report.show_table`.
+
+    Columns: accuracy (mean and range), collapsed seeds, level and fitted exponent (mean and 95 %
+    interval across seeds).
     """
-    lines = []
+    rows = []
     for r in results.values():
         accuracy = 100 * np.array(r.accuracies)
         (level_low, level_high), (exp_low, exp_high) = r.level_ci95, r.rate_exponent_ci95
-        lines.append(
-            f"| {r.hidden_size} | {r.num_layers} | {r.weight_matrices} | {accuracy.mean():.1f} "
-            f"({accuracy.min():.1f}-{accuracy.max():.1f}) | {r.collapsed_seeds} of {len(r.members)} "
-            f"| {r.level_mean:.4f} [{level_low:.4f}, {level_high:.4f}] "
-            f"| {r.rate_exponent:.3f} [{exp_low:.3f}, {exp_high:.3f}] |"
+        rows.append(
+            [
+                r.hidden_size,
+                r.num_layers,
+                r.weight_matrices,
+                f"{accuracy.mean():.1f} ({accuracy.min():.1f}-{accuracy.max():.1f})",
+                f"{r.collapsed_seeds} of {len(r.members)}",
+                f"{r.level_mean:.4f} [{level_low:.4f}, {level_high:.4f}]",
+                f"{r.rate_exponent:.3f} [{exp_low:.3f}, {exp_high:.3f}]",
+            ]
         )
-    return (
-        "| h | num_layers | weight matrices L | train accuracy % (range) | collapsed seeds "
-        "| level C [95 % CI] | fitted exponent [95 % CI] |\n|---|---|---|---|---|---|---|\n" + "\n".join(lines)
-    )
+    header = [
+        "h",
+        "num_layers",
+        "weight matrices L",
+        "train accuracy % (range)",
+        "collapsed seeds",
+        "level C [95 % CI]",
+        "fitted exponent [95 % CI]",
+    ]
+    return header, rows
 
 
-def ordering_table(tests: list[dict[str, Any]]) -> str:
-    """A Markdown table of :func:`ordering_tests` results."""
+def ordering_table(tests: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """:func:`ordering_tests` results as ``(header, rows)`` for :func:`lhlib.report.show_table`."""
+    header = ["dataset", "claim", "collapsed seeds", "pairs", "Spearman rho", "one-sided p", "verdict"]
     rows = [
-        f"| {t['dataset']} | {t['claim']} | {'without' if t['excluding_collapsed'] else 'with'} | {t['pairs']} "
-        f"| {t['statistic']:.3f} | {t['p_value']:.4f} | {t['verdict']} |"
+        [
+            t["dataset"],
+            t["claim"],
+            "without" if t["excluding_collapsed"] else "with",
+            t["pairs"],
+            f"{t['statistic']:.3f}",
+            f"{t['p_value']:.4f}",
+            t["verdict"],
+        ]
         for t in tests
     ]
-    return (
-        "| dataset | claim | collapsed seeds | pairs | Spearman rho | one-sided p | verdict |\n"
-        "|---|---|---|---|---|---|---|\n" + "\n".join(rows)
+    return header, rows
+
+
+def ordering_verdicts(tests: list[dict[str, Any]], panel: str, excluding: bool) -> str:
+    """One phrase per dataset for the prose: ``"mnist: supported (rho -0.52, p 0.001); ..."``.
+
+    Args:
+        tests: :func:`ordering_tests` results, any datasets.
+        panel: ``"hidden_size"`` or ``"num_layers"``.
+        excluding: The tests without the collapsed seeds (``True``) or with every seed.
+    """
+    return "; ".join(
+        f"{t['dataset']}: {t['verdict']} (rho {t['statistic']:.2f}, p {t['p_value']:.3g})"
+        for t in tests
+        if t["panel"] == panel and t["excluding_collapsed"] == excluding
     )
+
+
+def identity_max_error(member: SeedResult, permutations: int) -> float:
+    r"""Largest gap between a network's curves and chapter 01's identity, over random orders and ``k``.
+
+    At a fixed point
+    :math:`\mathcal{L}_{k+1}-\mathcal{L}_k = (\ell_{k+1}-\mathcal{L}_k)/(k+1)` exactly; this
+    recomputes the right-hand side from the per-sample losses in the orders
+    :func:`lhlib.landscape.loss_difference_curves` draws and returns the largest absolute difference
+    from that function's curves (rounding error only).
+    """
+    from lhlib.landscape import random_orders
+
+    losses = member.losses.double()
+    ordered = losses[random_orders(losses.numel(), permutations, member.seed)]
+    k = torch.arange(1, losses.numel(), dtype=torch.float64)
+    running_mean = ordered.cumsum(1) / torch.arange(1, losses.numel() + 1, dtype=torch.float64)
+    identity = ((ordered[:, 1:] - running_mean[:, :-1]) / (k + 1)).abs()
+    curves = loss_difference_curves(member.losses, permutations, member.seed)
+    return float((identity - curves).abs().max())
+
+
+def _live_levels(result: ConfigurationResult) -> list[float]:
+    return [m.level for m in result.members if not m.collapsed]
+
+
+def sweep_facts(sweeps: dict[str, dict[tuple[int, int], ConfigurationResult]]) -> dict[str, Any]:
+    r"""What the prose says about every network of every dataset's sweep.
+
+    Returns:
+        ``n_networks``, ``n_configurations``; ``n_dead`` (every loss at :math:`\ln K`: a zero
+        curve, no exponent) and ``n_fitted``; ``exponent_min``/``exponent_max`` and
+        ``exponent_ci_contains_minus_one`` over the fitted ones; ``mad_ratio_min``/``max``, the
+        level over the MAD of the losses; ``level_vs_mad_spearman``; ``seed_level_spread_max``,
+        the largest ratio of highest to lowest level among the seeds of one configuration that did
+        not collapse, with ``seed_level_spread_where``; ``configuration_level_spread_max``, the
+        same between configurations of one dataset (mean over live seeds); ``collapsed_summary``.
+    """
+    from scipy.stats import spearmanr
+
+    networks = [m for sweep in sweeps.values() for r in sweep.values() for m in r.members]
+    fitted = [m for m in networks if m.fit is not None]
+    exponents = np.array([m.fit.exponent for m in fitted])
+    mad_ratios = np.array([m.level / m.mean_abs_deviation for m in networks if m.mean_abs_deviation > 0])
+    spreads = {
+        (name, key): max(levels) / min(levels)
+        for name, sweep in sweeps.items()
+        for key, r in sweep.items()
+        if len(levels := _live_levels(r)) >= 2
+    }
+    widest = max(spreads, key=spreads.get) if spreads else None
+    typical = [
+        [float(np.mean(_live_levels(r))) for r in sweep.values() if _live_levels(r)] for sweep in sweeps.values()
+    ]
+    collapsed = [
+        f"{name} h = {h}, num_layers = {n}: {r.collapsed_seeds} of {len(r.members)} seeds"
+        for name, sweep in sweeps.items()
+        for (h, n), r in sweep.items()
+        if r.collapsed_seeds
+    ]
+    return {
+        "n_networks": len(networks),
+        "n_configurations": sum(len(sweep) for sweep in sweeps.values()),
+        "n_fitted": len(fitted),
+        "n_dead": len(networks) - len(fitted),
+        "exponent_min": float(exponents.min()) if fitted else math.nan,
+        "exponent_max": float(exponents.max()) if fitted else math.nan,
+        "exponent_ci_contains_minus_one": f"{sum(m.fit.ci[0] <= -1.0 <= m.fit.ci[1] for m in fitted)} of {len(fitted)}",
+        "mad_ratio_min": float(mad_ratios.min()) if mad_ratios.size else math.nan,
+        "mad_ratio_max": float(mad_ratios.max()) if mad_ratios.size else math.nan,
+        "level_vs_mad_spearman": float(
+            spearmanr([m.level for m in networks], [m.mean_abs_deviation for m in networks]).statistic
+        ),
+        "seed_level_spread_max": spreads[widest] if widest else math.nan,
+        "seed_level_spread_where": f"{widest[0]}, h = {widest[1][0]}, num_layers = {widest[1][1]}"
+        if widest
+        else "no configuration has two seeds that did not collapse",
+        "configuration_level_spread_max": max((max(t) / min(t) for t in typical if t), default=math.nan),
+        "collapsed_summary": "; ".join(collapsed) if collapsed else "none collapsed in this run",
+    }
+
+
+def hidden_size_peaks(sweeps: dict[str, dict], settings: SweepSettings) -> str:
+    """Per dataset, the hidden size whose live seeds have the highest mean level, as one phrase."""
+    peaks = {
+        name: max(
+            settings.hidden_sizes,
+            key=lambda h, sweep=sweep: np.mean(_live_levels(sweep[(h, settings.fixed_num_layers)]) or [0.0]),
+        )
+        for name, sweep in sweeps.items()
+    }
+    return "; ".join(f"{name}: h = {h}" for name, h in peaks.items())
+
+
+def compare_with_paper_figure(
+    sweep: dict[tuple[int, int], ConfigurationResult] | None, settings: SweepSettings, figure: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """This book's smoothed curves beside values read off a panel of the paper, at the panel's ``k``.
+
+    Args:
+        sweep: The dataset's sweep, or ``None`` when this run has not got that dataset.
+        settings: The sweep's settings.
+        figure: A :func:`paper_values` entry with ``k``, ``fixed_num_layers`` and per-``h`` ``values``.
+
+    Returns:
+        One row per hidden size: the paper's value, the mean over seeds, the lowest and highest seed
+        and the collapsed seeds. Empty when the run cannot be compared (another dataset, fewer images
+        than ``k``, another depth or other hidden sizes).
+    """
+    paper = {int(h): value for h, value in figure["values"].items()}
+    j = figure["k"] - 1  # column j of a curve holds k = j + 1
+    if (
+        sweep is None
+        or settings.fixed_num_layers != figure["fixed_num_layers"]
+        or not set(paper) <= set(settings.hidden_sizes)
+        or next(iter(sweep.values())).smoothed.size <= j
+    ):
+        return []
+    rows = []
+    for h, value in paper.items():
+        r = sweep[(h, settings.fixed_num_layers)]
+        rows.append(
+            {
+                "hidden_size": h,
+                "paper": value,
+                "mean_over_seeds": float(r.smoothed[j]),
+                "seed_low": float(r.smoothed_low[j]),
+                "seed_high": float(r.smoothed_high[j]),
+                "collapsed_seeds": r.collapsed_seeds,
+            }
+        )
+    return rows
+
+
+def comparison_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
+    """:func:`compare_with_paper_figure`'s rows as ``(header, rows)`` for :func:`lhlib.report.show_table`."""
+    header = ["h", "paper", "this book: mean over seeds", "lowest seed", "highest seed", "collapsed seeds"]
+    keys = ("paper", "mean_over_seeds", "seed_low", "seed_high")
+    return header, [[r["hidden_size"], *(f"{r[key]:.2e}" for key in keys), r["collapsed_seeds"]] for r in rows]
+
+
+def comparison_phrase(rows: list[dict[str, Any]]) -> str:
+    """What :func:`compare_with_paper_figure` found, as a clause for the prose."""
+    if not rows:
+        return "this run does not include the paper's dataset with its settings, so the comparison is skipped"
+    inside = sum(r["seed_low"] <= r["paper"] <= r["seed_high"] for r in rows)
+    lowest = min(rows, key=lambda r: r["mean_over_seeds"])["hidden_size"]
+    return (
+        "the paper's value lies within the range of this book's seeds (leaving out any whose losses all "
+        f"sit at ln K) for {inside} of {len(rows)} hidden sizes, and the lowest mean curve here is h = {lowest}"
+    )
+
+
+def paired_sweep_facts(feature_sweeps: dict[str, dict], direct_sweeps: dict[str, dict]) -> dict[str, Any]:
+    """Feature heads against pixel networks of the same configuration and seed, pair by pair.
+
+    Returns:
+        ``n_networks`` (pairs) and ``n_fitted_pairs`` (both have an exponent); the ranges of the
+        feature and pixel exponents, ``exponent_gap_max`` and ``feature_ci_contains_minus_one``;
+        the ratio of feature to pixel level (``level_ratio_min``/``median``/``max``,
+        ``lower_with_features``) and of their MADs (``mad_ratio_median``);
+        ``accuracy_gain_median`` in percentage points; ``level_vs_mad_spearman`` over all networks;
+        ``collapsed_counts``.
+    """
+    from scipy.stats import spearmanr
+
+    pairs = [
+        (f, d)
+        for name, sweep in feature_sweeps.items()
+        for key, r in sweep.items()
+        for f, d in zip(r.members, direct_sweeps[name][key].members)
+    ]
+    fitted = [(f, d) for f, d in pairs if f.fit is not None and d.fit is not None]
+    features = np.array([f.fit.exponent for f, _ in fitted])
+    pixels = np.array([d.fit.exponent for _, d in fitted])
+    level_ratios = np.array([f.level / d.level for f, d in fitted])
+    every = [m for pair in pairs for m in pair]
+
+    def extreme(values: np.ndarray, reduce) -> float:
+        return float(reduce(values)) if values.size else math.nan
+
+    return {
+        "n_networks": len(pairs),
+        "n_fitted_pairs": len(fitted),
+        "feature_exponent_min": extreme(features, np.min),
+        "feature_exponent_max": extreme(features, np.max),
+        "direct_exponent_min": extreme(pixels, np.min),
+        "direct_exponent_max": extreme(pixels, np.max),
+        "exponent_gap_max": extreme(np.abs(features - pixels), np.max),
+        "feature_ci_contains_minus_one": f"{sum(f.fit.ci[0] <= -1.0 <= f.fit.ci[1] for f, _ in fitted)} "
+        f"of {len(fitted)}",
+        "level_ratio_min": extreme(level_ratios, np.min),
+        "level_ratio_median": extreme(level_ratios, np.median),
+        "level_ratio_max": extreme(level_ratios, np.max),
+        "lower_with_features": f"{int((level_ratios < 1).sum())} of {len(fitted)}",
+        "mad_ratio_median": extreme(
+            np.array([f.mean_abs_deviation / d.mean_abs_deviation for f, d in fitted]), np.median
+        ),
+        "accuracy_gain_median": float(100 * np.median([f.train_accuracy - d.train_accuracy for f, d in pairs])),
+        "level_vs_mad_spearman": float(
+            spearmanr([m.level for m in every], [m.mean_abs_deviation for m in every]).statistic
+        ),
+        "collapsed_counts": f"{sum(f.collapsed for f, _ in pairs)} of {len(pairs)} feature heads and "
+        f"{sum(d.collapsed for _, d in pairs)} of {len(pairs)} pixel networks",
+    }
 
 
 def summary_rows(results: dict[tuple[int, int], ConfigurationResult]) -> list[dict[str, Any]]:

@@ -21,7 +21,7 @@ def test_chapter_04_smoke(run_chapter_smoke):
         assert t["dataset"] == "digits"
         assert t["verdict"] in {"supported", "not supported", "contradicted", "not testable"}
         assert t["verdict"] == "not testable" or 0.0 < t["p_value"] <= 1.0
-    assert summary["checks"]["identity_max_error"] < 1e-12
+    assert summary["findings"]["identity_max_error"] < 1e-12
 
 
 def test_chapter_04_rejects_bad_parameters_before_work(run_chapter_smoke):

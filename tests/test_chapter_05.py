@@ -20,7 +20,7 @@ def _check_common(summary: dict) -> dict:
         assert low <= row["level_mean"] <= high
     assert {t["panel"] for t in summary["ordering_tests"]} == {"hidden_size", "num_layers"}
     assert len(summary["ordering_tests"]) == len(summary["ordering_tests_pixels"]) == 4
-    assert summary["checks"]["rgb_max_difference"] == 0
+    assert summary["findings"]["rgb_max_difference"] == 0
     assert digits["images_per_second"] > 0
     return digits
 

@@ -17,6 +17,7 @@ from lhlib.features import (
     OfflineCNNBackbone,
     extract_features,
     make_backbone,
+    pil_rgb_difference,
     to_rgb,
 )
 from lhlib.settings import check_backbone
@@ -35,6 +36,17 @@ def test_to_rgb_is_pil_convert_rgb():
     assert torch.equal(to_rgb(rgb), rgb)
     with pytest.raises(ValueError, match="uint8"):
         to_rgb(images.float())
+
+
+def test_pil_rgb_difference_is_zero_for_to_rgb_and_sees_a_changed_pixel(monkeypatch):
+    import lhlib.features as features
+
+    images = _gray()
+    rgb = torch.randint(0, 256, (2, 3, 5, 5), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    assert pil_rgb_difference(images) == 0 and pil_rgb_difference(rgb) == 0
+    broken = lambda batch: to_rgb(batch).clone().index_fill_(1, torch.tensor([2]), 0)  # noqa: E731
+    monkeypatch.setattr(features, "to_rgb", broken)
+    assert pil_rgb_difference(images) == int(images.max())
 
 
 def test_check_backbone(tiny_vit):

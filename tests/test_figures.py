@@ -12,8 +12,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from lhlib.figures import CLIPPING_FLOORS, check_figure, save_figure, sweep_colors, use_style  # noqa: E402
-from lhlib.report import markdown_table, write_summary  # noqa: E402
+from lhlib.figures import CLIPPING_FLOORS, check_figure, save_figure, show_figure, sweep_colors, use_style  # noqa: E402
+from lhlib.report import Findings, markdown_table, show_table, write_summary  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -114,3 +114,39 @@ def test_markdown_table_escapes_pipes_and_checks_row_lengths():
     assert table.splitlines() == ["| name | value |", "|---|---|", "| a\\|b | 1 |", "| c d | 2.5 |"]
     with pytest.raises(ValueError, match="every row must have 2 cells"):
         markdown_table(["name", "value"], [["only one"]])
+
+
+def test_findings_glue_what_the_prose_cites_and_write_everything_once(tmp_path, monkeypatch):
+    import lhlib.report as report
+
+    glued = []
+    monkeypatch.setattr(report, "glue", lambda name, value, display: glued.append((name, value, display)))
+    findings = Findings(tmp_path / "chapter")
+    findings.cite(n_seeds=5, ratio=np.float64(0.25))
+    findings.record(settings={"seeds": [0, 1]})
+    assert glued == [("n_seeds", 5, False), ("ratio", 0.25, False)] and findings["settings"] == {"seeds": [0, 1]}
+    for twice in ({"n_seeds": 3}, {"settings": {}}, {"findings": 1}):
+        with pytest.raises(ValueError, match="recorded twice"):
+            findings.record(**twice)
+    summary = json.loads(findings.write().read_text())
+    assert summary == {"settings": {"seeds": [0, 1]}, "findings": {"n_seeds": 5, "ratio": 0.25}}
+
+
+def test_show_table_displays_one_markdown_table(monkeypatch, capsys):
+    import IPython.display
+
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", shown.append)
+    show_table(["a", "b"], [[1, 2]], title="Numbers")
+    assert shown[0].data == "**Numbers**\n\n| a | b |\n|---|---|\n| 1 | 2 |"
+
+
+def test_show_figure_saves_glues_and_closes(tmp_path, monkeypatch):
+    import lhlib.figures as figures
+
+    glued = []
+    monkeypatch.setattr(figures, "glue", lambda name, value, display: glued.append((name, display)))
+    fig = _figure(np.arange(1, 10), np.arange(1, 10) ** -1.0)
+    path = show_figure(fig, tmp_path, "curve")
+    assert path == tmp_path / "curve.png" and path.is_file() and (tmp_path / "curve.pdf").is_file()
+    assert glued == [("curve", False)] and not plt.fignum_exists(fig.number)

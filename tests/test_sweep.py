@@ -8,12 +8,20 @@ from lhlib.experiment import TrainedNetwork
 from lhlib.models import build_mlp
 from lhlib.settings import check_sweep_settings
 from lhlib.sweep import (
+    compare_with_paper_figure,
+    comparison_phrase,
+    comparison_table,
+    hidden_size_peaks,
+    identity_max_error,
     measure_member,
     ordering_table,
     ordering_tests,
+    ordering_verdicts,
+    paired_sweep_facts,
     paper_values,
     run_sweep,
     summary_rows,
+    sweep_facts,
     sweep_table,
 )
 
@@ -53,8 +61,75 @@ def test_sweep_reports_every_seed_and_tests_both_claims():
         ("num_layers", True),
     ]
     assert tests[0]["pairs"] == 6 and tests[0]["direction"] == "decreasing"
-    assert sweep_table(results).count("\n") == 1 + len(results)  # header, rule, one row each
-    assert ordering_table(tests).count("\n") == 1 + len(tests)
+    header, rows = sweep_table(results)
+    assert len(rows) == len(results) and all(len(row) == len(header) for row in rows)
+    header, rows = ordering_table(tests)
+    assert len(rows) == len(tests) and all(len(row) == len(header) for row in rows)
+    assert ordering_verdicts(tests, "hidden_size", False).startswith(f"toy: {tests[0]['verdict']} (rho ")
+
+    facts = sweep_facts({"toy": results})
+    members = [m for r in results.values() for m in r.members]
+    assert facts["n_networks"] == len(members) == 9 and facts["n_configurations"] == 3
+    assert facts["n_fitted"] + facts["n_dead"] == 9
+    fitted = [m.fit.exponent for m in members if m.fit is not None]
+    assert facts["exponent_min"] == min(fitted) and facts["exponent_max"] == max(fitted)
+    live = [[m.level for m in r.members if not m.collapsed] for r in results.values()]
+    assert facts["seed_level_spread_max"] == max(max(v) / min(v) for v in live if len(v) >= 2)
+    assert hidden_size_peaks({"toy": results}, settings) in ("toy: h = 3", "toy: h = 6")
+
+    # The same sweep as its own pixel twin: every ratio is one, every gap zero.
+    paired = paired_sweep_facts({"toy": results}, {"toy": results})
+    assert paired["n_networks"] == 9 and paired["exponent_gap_max"] == 0.0
+    assert paired["level_ratio_median"] == 1.0 and paired["lower_with_features"].startswith("0 of")
+
+    # The paper's panel uses other sizes and 5 layers: no comparison, and the prose says so.
+    figure = paper_values("figure4_fashion_mnist_hidden_size")
+    assert compare_with_paper_figure(results, settings, figure) == []
+    assert "skipped" in comparison_phrase([])
+
+    # One figure for every dataset: a 2 x 2 block each, titled by its heading, and it passes the checks.
+    from lhlib.figures import check_figure, plot_feature_vs_direct, plot_sweep
+
+    headings = {"first": "first dataset", "second": "second dataset"}
+    for fig in (
+        plot_sweep({"first": results, "second": results}, settings, headings),
+        plot_feature_vs_direct(
+            {"first": results, "second": results}, {"first": results, "second": results}, settings, headings
+        ),
+    ):
+        assert len(fig.axes) == 8
+        assert [ax.get_title().split("\n")[0] for ax in fig.axes[::4]] == ["first dataset", "second dataset"]
+        fig.draw_without_rendering()
+        check_figure(fig, "sweep")
+
+
+def test_the_identity_of_chapter_01_reproduces_the_curves():
+    x, y = _toy(80)
+    settings = check_sweep_settings(
+        epochs=1, hidden_sizes=[4], num_layers=[0], fixed_hidden_size=4, fixed_num_layers=0, seeds=[0, 1]
+    )
+    member = run_sweep(x, y, 4, settings)[(4, 0)].members[1]
+    assert identity_max_error(member, permutations=6) < 1e-12
+
+
+def test_the_comparison_with_the_paper_reads_the_panel_at_its_k():
+    figure = {"k": 3, "fixed_num_layers": 1, "values": {"2": 0.5, "4": 0.01}}
+
+    class Curve:
+        def __init__(self, level):
+            self.smoothed = np.full(5, level)
+            self.smoothed_low, self.smoothed_high = self.smoothed / 2, self.smoothed * 2
+            self.collapsed_seeds = 0
+
+    sweep = {(2, 1): Curve(0.4), (4, 1): Curve(0.1)}
+    settings = check_sweep_settings(hidden_sizes=[2, 4], num_layers=[1], fixed_hidden_size=2, fixed_num_layers=1)
+    rows = compare_with_paper_figure(sweep, settings, figure)
+    assert [r["paper"] for r in rows] == [0.5, 0.01] and rows[0]["mean_over_seeds"] == 0.4
+    assert comparison_phrase(rows).endswith("for 1 of 2 hidden sizes, and the lowest mean curve here is h = 4")
+    header, table = comparison_table(rows)
+    assert table[1][1] == "1.00e-02" and len(header) == len(table[1])
+    too_short = {**figure, "k": 6}  # a curve of 5 points has no k = 6
+    assert compare_with_paper_figure(sweep, settings, too_short) == []
 
 
 def test_a_dead_network_is_collapsed_and_has_no_exponent():

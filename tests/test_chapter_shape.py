@@ -1,0 +1,84 @@
+"""Every chapter in chapter 04's shape: short code cells, captioned figures, one findings record."""
+
+from __future__ import annotations
+
+import ast
+import re
+import statistics
+from collections import Counter
+from pathlib import Path
+
+import nbformat
+import pytest
+
+NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
+# The chapters already in this shape; the others follow (issue "Readability").
+SHAPED = ["04_direct_classification", "05_feature_extraction"]
+MAX_CELL_LINES, MAX_MEDIAN_LINES, MAX_LINE = 30, 12, 79
+SHOWN = re.compile(r'show_figure\([^"]*"(\w+)"\)')
+GLUED = re.compile(r"```\{glue:figure\} (\w+)\n((?::\w+:[^\n]*\n)*)\n?(.*?)```", re.S)
+
+
+def _cells(stem: str, kind: str) -> list[str]:
+    notebook = nbformat.read(next(p for p in NOTEBOOKS if p.stem == stem), as_version=4)
+    return [cell.source for cell in notebook.cells if cell.cell_type == kind]
+
+
+def _figure_directives(stem: str) -> dict[str, dict[str, str]]:
+    directives = {}
+    for markdown in _cells(stem, "markdown"):
+        for name, options, caption in GLUED.findall(markdown):
+            fields = dict(re.findall(r":(\w+): *(.*)", options))
+            directives[name] = {**fields, "caption": caption.strip()}
+    return directives
+
+
+@pytest.mark.parametrize("stem", SHAPED)
+def test_code_cells_are_short_and_narrow(stem):
+    code = _cells(stem, "code")
+    lengths = [len(source.splitlines()) for source in code]
+    assert max(lengths) <= MAX_CELL_LINES, f"a code cell of {max(lengths)} lines"
+    assert statistics.median(lengths) <= MAX_MEDIAN_LINES
+    # The install cell's pip line holds the repository's URL, whatever its length.
+    lines = [line for source in code for line in source.splitlines() if "%pip install" not in line]
+    wide = [line for line in lines if len(line) > MAX_LINE]
+    assert not wide, f"{len(wide)} code lines over {MAX_LINE} characters, first: {wide[0]!r}"
+
+
+@pytest.mark.parametrize("stem", SHAPED)
+def test_every_figure_is_captioned_labelled_described_and_cited(stem):
+    code, markdown = "\n".join(_cells(stem, "code")), "\n".join(_cells(stem, "markdown"))
+    assert "save_figure(" not in code and "plt.show(" not in code, "figures go through show_figure"
+    shown = SHOWN.findall(code)
+    assert shown, "a chapter without figures"
+    directives = _figure_directives(stem)
+    for name in shown:
+        assert name in directives, f"figure {name!r} has no {{glue:figure}} directive"
+        figure = directives[name]
+        label = figure.get("name", "")
+        assert label.startswith(f"fig-{stem[:2]}-"), f"figure {name!r}: label {label!r}"
+        assert len(figure.get("alt", "")) >= 40, f"figure {name!r}: alt text missing or too short"
+        assert len(figure["caption"]) >= 40, f"figure {name!r}: caption missing or too short"
+        assert f"{{numref}}`{label}`" in markdown, f"figure {name!r} is never cited with {{numref}}"
+    assert set(directives) <= set(shown), "a {glue:figure} directive names no figure of the chapter"
+
+
+@pytest.mark.parametrize("stem", SHAPED)
+def test_tables_and_numbers_go_through_one_record(stem):
+    code = _cells(stem, "code")
+    joined = "\n".join(code)
+    assert "|---" not in joined and "Markdown(" not in joined, "tables go through lhlib.report.show_table"
+    assert "glue(" not in joined and "write_summary(" not in joined, "numbers go through one Findings record"
+    assert joined.count("Findings(output_dir)") == 1
+    assert "findings.write()" in code[-1], "the last code cell writes the findings"
+
+
+def test_no_helper_is_defined_in_two_notebooks():
+    defined = Counter()
+    for path in NOTEBOOKS:
+        for source in _cells(path.stem, "code"):
+            # IPython magics become `pass`, keeping the cell's indentation valid Python.
+            tree = ast.parse(re.sub(r"^(\s*)[%!].*$", r"\1pass", source, flags=re.M))
+            defined.update({n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.ClassDef)})
+    twice = sorted(name for name, count in defined.items() if count > 1)
+    assert not twice, f"defined in more than one notebook cell: {twice}"
