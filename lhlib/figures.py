@@ -234,10 +234,10 @@ def plot_sweep(sweeps: dict[str, dict], settings: SweepSettings, headings: dict[
         headings: Per dataset, the first line of its panels' titles.
 
     Returns:
-        One 2 x 2 block per dataset. Top: the EMA of the mean of
+        The figure, a 2 x 2 block of panels per dataset. On top, the EMA of the mean of
         :math:`|\mathcal{L}_{k+1}-\mathcal{L}_k|` over seeds and orders, log ``y``, shaded from the
         lowest to the highest seed (seeds whose losses are all equal, with a zero curve, are left out of
-        lines and bands and counted in the legend). Bottom: the unsmoothed mean on log-log axes (log
+        lines and bands and counted in the legend). Below, the unsmoothed mean on log-log axes (log
         bins of ``k``), the seeds' range shaded and the 25-75 % band over random orders dotted.
     """
     fig, axes = _stacked_panels(headings)
@@ -304,9 +304,9 @@ def plot_feature_vs_direct(
         headings: Per dataset, the first line of its panels' titles.
 
     Returns:
-        One 2 x 2 block per dataset. Top: the paper's EMA-smoothed mean
+        The figure, a 2 x 2 block of panels per dataset. On top, the paper's EMA-smoothed mean
         :math:`|\mathcal{L}_{k+1}-\mathcal{L}_k|` on a log ``y`` axis, fitted exponents in the legend.
-        Bottom: :math:`(k+1)` times the unsmoothed mean over log bins of ``k``, with each
+        Below, :math:`(k+1)` times the unsmoothed mean over log bins of ``k``, with each
         configuration's mean absolute deviation of the per-sample losses at the right edge (bar:
         features, cross: pixels): at a fixed point
         :math:`(k+1)\,\mathbb{E}|\mathcal{L}_{k+1}-\mathcal{L}_k| \to \mathrm{MAD}`, so this row shows

@@ -37,17 +37,25 @@ __all__ = [
     "FAMILY_NAMES",
     "FamilyConfiguration",
     "NetworkCurvature",
+    "TREND_CLAIMS",
+    "conclusions_table",
+    "curvature_citations",
     "curvature_facts",
     "curvature_table",
     "family_curvature",
+    "family_trend_tests",
     "family_summary_rows",
     "family_table",
+    "landscape_citations",
     "landscape_facts",
     "network_curvature",
     "panel_sizes",
     "pooled_median",
     "run_families",
     "size_trend_tests",
+    "trend_citations",
+    "trend_table",
+    "trend_verdicts",
 ]
 
 FAMILY_NAMES = {"mlp": "MLP (the paper's)", "cnn": "CNN", "vit": "ViT"}
@@ -236,8 +244,12 @@ def _interval(values) -> str:
     return f"{mean:.3g} [{low:.3g}, {high:.3g}]"
 
 
-def family_table(results: dict[tuple[str, int, int], FamilyConfiguration]) -> str:
-    """Markdown: per family and size, parameters, accuracy, collapsed seeds, level, level/MAD and exponent."""
+def family_table(results: dict[tuple[str, int, int], FamilyConfiguration]) -> tuple[list[str], list[list[Any]]]:
+    """Per family and size: parameters, accuracy, collapsed seeds, level, level/MAD and exponent.
+
+    Returns:
+        ``(header, rows)`` for :func:`lhlib.report.show_table`.
+    """
     rows = []
     for r in results.values():
         c = r.curves
@@ -245,17 +257,30 @@ def family_table(results: dict[tuple[str, int, int], FamilyConfiguration]) -> st
         ratios = [m.level / m.mean_abs_deviation for m in c.members if m.mean_abs_deviation > 0]
         exponent_low, exponent_high = c.rate_exponent_ci95
         rows.append(
-            f"| {FAMILY_NAMES[r.family]} | {r.width} | {r.depth} | {r.parameters} | {accuracy.mean():.1f} "
-            f"({accuracy.min():.1f}-{accuracy.max():.1f}) | {c.collapsed_seeds} of {len(c.members)} "
-            f"| {_interval(c.levels)} | {min(ratios, default=float('nan')):.3f}-"
-            f"{max(ratios, default=float('nan')):.3f} "
-            f"| {c.rate_exponent:.3f} [{exponent_low:.3f}, {exponent_high:.3f}] |"
+            [
+                FAMILY_NAMES[r.family],
+                r.width,
+                r.depth,
+                r.parameters,
+                f"{accuracy.mean():.1f} ({accuracy.min():.1f}-{accuracy.max():.1f})",
+                f"{c.collapsed_seeds} of {len(c.members)}",
+                _interval(c.levels),
+                f"{min(ratios, default=float('nan')):.3f}-{max(ratios, default=float('nan')):.3f}",
+                f"{c.rate_exponent:.3f} [{exponent_low:.3f}, {exponent_high:.3f}]",
+            ]
         )
-    return (
-        "| family | width | depth | parameters | train accuracy % (range) | collapsed seeds "
-        "| level C [95 % CI] | level / MAD (range) | fitted exponent [95 % CI] |\n"
-        "|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows)
-    )
+    header = [
+        "family",
+        "width",
+        "depth",
+        "parameters",
+        "train accuracy % (range)",
+        "collapsed seeds",
+        "level C [95 % CI]",
+        "level / MAD (range)",
+        "fitted exponent [95 % CI]",
+    ]
+    return header, rows
 
 
 def pooled_median(tensors) -> float:
@@ -267,42 +292,61 @@ def pooled_median(tensors) -> float:
 def curvature_table(
     results: dict[tuple[str, int, int], FamilyConfiguration],
     curvature: dict[tuple[str, int, int], list[NetworkCurvature]],
-) -> str:
-    """Markdown: per family and size, across seeds, the G-term norm; the bound's validity and its
-    slack split into ``G-term / (||J J^T|| / 2)`` (how far ``A_i`` is from its bound 1/2) and
-    ``(||J J^T|| / 2) / bound`` (the layer-norm product's slack); the scaling exponent of ``J J^T``;
-    and the full Hessian's and the H-term's norms relative to the G-term's, on the samples whose
-    Lanczos runs converged.
+) -> tuple[list[str], list[list[Any]]]:
+    r"""Per family and size, across seeds: the G-term norm and what bounds and explains it.
+
+    The columns: the G-term norm; the bound's validity and its slack split into
+    :math:`\text{G-term}/(\|J_iJ_i^\top\|/2)` (how far :math:`A_i` is from its bound 1/2) and
+    :math:`(\|J_iJ_i^\top\|/2)/\text{bound}` (the layer-norm product's slack); the scaling exponent
+    of :math:`J_iJ_i^\top`; and the full Hessian's and the H-term's norms relative to the G-term's, on
+    the samples whose Lanczos runs converged.
+
+    Returns:
+        ``(header, rows)`` for :func:`lhlib.report.show_table`.
     """
     rows = []
     for key, measured in curvature.items():
         r = results[key]
         medians = [float(m.ggn_norms.median()) for m in measured]
-        softmax_slack = pooled_median([m.softmax_slack for m in measured])
         if measured[0].bound is not None:
             held = sum(int((m.ggn_norms <= m.bound * (1 + 1e-9)).sum()) for m in measured)
             total = sum(m.ggn_norms.numel() for m in measured)
-            bound = f"{held} of {total} | {pooled_median([m.jjt_norms / 2 / m.bound for m in measured]):.2e}"
+            bound = [f"{held} of {total}", f"{pooled_median([m.jjt_norms / 2 / m.bound for m in measured]):.2e}"]
         else:
-            bound = "none derived | -"
+            bound = ["none derived", "-"]
         exponents = torch.cat([m.scaling_exponents for m in measured])
         exponents = exponents[torch.isfinite(exponents)]
         relu = "" if r.family == "vit" else f"; 2(L-1) = {2 * (r.curves.weight_matrices - 1)}"
         converged = sum(int(m.hessian_converged.sum()) for m in measured)
         lanczos = sum(m.hessian_converged.numel() for m in measured)
         rows.append(
-            f"| {FAMILY_NAMES[r.family]} | {r.width} | {r.depth} | {np.mean(medians):.3g} "
-            f"({min(medians):.3g}-{max(medians):.3g}) | {softmax_slack:.3f} | {bound} "
-            f"| {float(exponents.median()):.2f} ({float(exponents.min()):.2f} to {float(exponents.max()):.2f}){relu} "
-            f"| {converged} of {lanczos} | {pooled_median([m.converged_hessian_ratios for m in measured]):.2f} "
-            f"| {pooled_median([m.converged_hterm_ratios for m in measured]):.2f} |"
+            [
+                FAMILY_NAMES[r.family],
+                r.width,
+                r.depth,
+                f"{np.mean(medians):.3g} ({min(medians):.3g}-{max(medians):.3g})",
+                f"{pooled_median([m.softmax_slack for m in measured]):.3f}",
+                *bound,
+                f"{float(exponents.median()):.2f} ({float(exponents.min()):.2f} to {float(exponents.max()):.2f}){relu}",
+                f"{converged} of {lanczos}",
+                f"{pooled_median([m.converged_hessian_ratios for m in measured]):.2f}",
+                f"{pooled_median([m.converged_hterm_ratios for m in measured]):.2f}",
+            ]
         )
-    return (
-        "| family | width | depth | median G-term norm, mean over seeds (range) | median G-term / (JJ^T norm / 2) "
-        "| samples within the layer-norm bound | median (JJ^T norm / 2) / bound "
-        "| scaling exponent of JJ^T, median (range) | Lanczos converged | median full Hessian / G-term "
-        "| median H-term / G-term |\n|---|---|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows)
-    )
+    header = [
+        "family",
+        "width",
+        "depth",
+        "median G-term norm, mean over seeds (range)",
+        "median G-term / (JJ^T norm / 2)",
+        "samples within the layer-norm bound",
+        "median (JJ^T norm / 2) / bound",
+        "scaling exponent of JJ^T, median (range)",
+        "Lanczos converged",
+        "median full Hessian / G-term",
+        "median H-term / G-term",
+    ]
+    return header, rows
 
 
 def size_trend_tests(
@@ -465,3 +509,193 @@ def curvature_facts(
             )
         facts[family] = f
     return facts
+
+
+def landscape_citations(landscape: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """:func:`landscape_facts` as the phrases the chapter cites, ``<family>_exponents`` and the like."""
+    cited = {}
+    for family, facts in landscape.items():
+        cited[f"{family}_exponents"] = "{:.3f} to {:.3f}".format(*facts["exponent_range"])
+        cited[f"{family}_contains"] = f"{facts['contains_minus_one']} of {facts['fitted']}"
+        cited[f"{family}_mad_ratios"] = "{:.3f} to {:.3f}".format(*facts["level_to_mad_range"])
+    return cited
+
+
+def curvature_citations(curvature_summary: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """:func:`curvature_facts` as the phrases the chapter cites, with ``bound_verdict`` over families."""
+    cited = {}
+    for family, f in curvature_summary.items():
+        cited[f"{family}_softmax_slack"] = f"{f['softmax_slack']:.3f}"
+        cited[f"{family}_exponent_range"] = "{:.2f} to {:.2f}".format(*f["exponent_range"])
+        cited[f"{family}_hessian_ratio"] = f"{f['hessian_to_ggn']:.2f}"
+        cited[f"{family}_hterm_ratio"] = f"{f['hterm_to_ggn']:.2f}"
+        cited[f"{family}_converged"] = f"{f['lanczos_converged']} of {f['lanczos_samples']}"
+        if "max_deviation_from_relu" in f:
+            cited[f"{family}_deviation"] = f"{f['max_deviation_from_relu']:.1e}"
+        if "bound_held" in f:
+            cited[f"{family}_bound_held"] = f"{f['bound_held']} of {f['bound_samples']}"
+            cited[f"{family}_tightness"] = f"{f['tightness']:.1e}"
+            cited[f"{family}_product_slack"] = f"{f['product_slack']:.1e}"
+    exceeding = {
+        family: f["bound_samples"] - f["bound_held"] for family, f in curvature_summary.items() if "bound_held" in f
+    }
+    if not exceeding:
+        cited["bound_verdict"] = "no family of this run has a layer-norm bound"
+    elif not any(exceeding.values()):
+        cited["bound_verdict"] = "every sample lies within the layer-norm bound"
+    else:
+        cited["bound_verdict"] = "; ".join(
+            f"{n} samples of the {FAMILY_NAMES[family]} exceed the layer-norm bound"
+            for family, n in exceeding.items()
+            if n
+        )
+    return cited
+
+
+# What each trend test measures, and the direction the paper's reading claims for it.
+TREND_CLAIMS = {
+    "ggn": ("median G-term norm", {"width": "increasing", "depth": "increasing"}),
+    "bound": ("median layer-norm bound", {"width": "increasing"}),
+    "level": ("level", {"width": "decreasing", "depth": "increasing"}),
+}
+
+
+def family_trend_tests(
+    results: dict[str, dict[tuple[str, int, int], FamilyConfiguration]],
+    curvature: dict[str, dict[tuple[str, int, int], list[NetworkCurvature]]],
+    sizes: dict[str, tuple[tuple[int, int], ...]],
+    *,
+    permutations: int = 10000,
+) -> dict[str, list[dict[str, Any]]]:
+    """:func:`size_trend_tests` of the three quantities of ``TREND_CLAIMS``, per dataset.
+
+    Each seed contributes its median G-term norm, its median layer-norm bound (families that have
+    one) and its level. Returns the tests under ``"ggn"``, ``"bound"`` and ``"level"``, each test
+    carrying its ``dataset`` and ``quantity``.
+    """
+    tests = {kind: [] for kind in TREND_CLAIMS}
+    for name, sweep in results.items():
+        values = {
+            "ggn": {key: [float(m.ggn_norms.median()) for m in ms] for key, ms in curvature[name].items()},
+            "bound": {
+                key: [float(m.bound.median()) for m in ms]
+                for key, ms in curvature[name].items()
+                if ms[0].bound is not None
+            },
+            "level": {key: r.curves.levels for key, r in sweep.items()},
+        }
+        for kind, (quantity, directions) in TREND_CLAIMS.items():
+            tested = {f: pairs for f, pairs in sizes.items() if any(key[0] == f for key in values[kind])}
+            found = size_trend_tests(values[kind], tested, directions, permutations=permutations)
+            tests[kind] += [{"dataset": name, "quantity": quantity, **t} for t in found]
+    return tests
+
+
+def trend_table(tests: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
+    """Trend tests (:func:`family_trend_tests`) as ``(header, rows)`` for :func:`lhlib.report.show_table`."""
+    header = [
+        "dataset",
+        "family",
+        "quantity",
+        "varied",
+        "claimed direction",
+        "pairs",
+        "Spearman rho",
+        "one-sided p",
+        "smallest attainable p",
+        "verdict",
+    ]
+    rows = [
+        [
+            t["dataset"],
+            FAMILY_NAMES[t["family"]],
+            t["quantity"],
+            t["varying"],
+            t["direction"],
+            t["pairs"],
+            f"{t['statistic']:.2f}",
+            f"{t['p_value']:.3g}",
+            f"{t['smallest_p_value']:.3g}",
+            t["verdict"],
+        ]
+        for t in tests
+    ]
+    return header, rows
+
+
+def trend_verdicts(tests: list[dict[str, Any]], family: str, varying: str) -> str:
+    """Per dataset, the verdict of ``family``'s test in the ``varying`` panel (``"not tested"`` if none)."""
+    chosen = [t for t in tests if t["family"] == family and t["varying"] == varying]
+    return "; ".join(f"{t['dataset']}: {t['verdict']}" for t in chosen) or "not tested"
+
+
+def trend_citations(tests: dict[str, list[dict[str, Any]]], families) -> dict[str, Any]:
+    """The verdicts the chapter cites and how many survive a Bonferroni correction over all tests."""
+    cited = {}
+    for family in families:
+        cited[f"{family}_bound_width"] = trend_verdicts(tests["bound"], family, "width")
+        for varying in ("width", "depth"):
+            cited[f"{family}_ggn_{varying}"] = trend_verdicts(tests["ggn"], family, varying)
+            cited[f"{family}_level_{varying}"] = trend_verdicts(tests["level"], family, varying)
+    every = [t for kind in tests.values() for t in kind]
+    testable = [t for t in every if t["verdict"] != "not testable"]
+    bonferroni = 0.05 / max(len(testable), 1)
+    survivors = sum(min(t["p_value"], t["p_value_opposite"]) < bonferroni for t in testable)
+    cited["n_trend_tests"] = len(every)
+    cited["bonferroni_survivors"] = f"{survivors} of {len(testable)} testable verdicts have p < {bonferroni:.2g}"
+    return cited
+
+
+def conclusions_table(
+    landscape: dict[str, dict[str, Any]],
+    curvature_summary: dict[str, dict[str, Any]],
+    tests: dict[str, list[dict[str, Any]]],
+) -> tuple[list[str], list[list[str]]]:
+    """The chapter's closing table: each conclusion of the paper and what every family says of it."""
+    families = list(landscape)
+
+    def bound(f: dict[str, Any]) -> str:
+        if "bound_held" not in f:
+            return "none derived here; a product of layer norms cannot follow J J^T (next row)"
+        return f"holds on {f['bound_held']} of {f['bound_samples']} samples; median G-term/bound {f['tightness']:.1e}"
+
+    def scaling(family: str, f: dict[str, Any]) -> str:
+        low, high = f["exponent_range"]
+        if family == "vit":
+            return f"exponent from {low:.2f} to {high:.2f}: no single power"
+        return f"largest deviation from 2(L-1): {f['max_deviation_from_relu']:.1e}"
+
+    def landscape_cell(f: dict[str, Any]) -> str:
+        low, high = f["exponent_range"]
+        return (
+            f"exponents {low:.3f} to {high:.3f}; CI contains -1 for {f['contains_minus_one']} of {f['fitted']} networks"
+        )
+
+    c = curvature_summary
+    rows = [
+        ["the loss difference at theta-hat decays like 1/k", *(landscape_cell(landscape[f]) for f in families)],
+        [
+            "its level is the MAD of the per-sample losses",
+            *("level/MAD {:.3f} to {:.3f}".format(*landscape[f]["level_to_mad_range"]) for f in families),
+        ],
+        ["wider networks give smaller differences", *(trend_verdicts(tests["level"], f, "width") for f in families)],
+        ["deeper networks give larger differences", *(trend_verdicts(tests["level"], f, "depth") for f in families)],
+        ["a product of layer norms bounds the per-sample G-term", *(bound(c[f]) for f in families)],
+        [
+            "J_i J_i^T scales with the weights like the product of layer norms (exponent 2(L-1))",
+            *(scaling(f, c[f]) for f in families),
+        ],
+        [
+            "the G-term grows with width, as the bound does",
+            *(trend_verdicts(tests["ggn"], f, "width") for f in families),
+        ],
+        [
+            "the G-term grows with depth, as the bound does",
+            *(trend_verdicts(tests["ggn"], f, "depth") for f in families),
+        ],
+        [
+            "the G-term carries the per-sample curvature (median H-term / G-term norm)",
+            *(f"{c[f]['hterm_to_ggn']:.2f} (full Hessian / G-term {c[f]['hessian_to_ggn']:.2f})" for f in families),
+        ],
+    ]
+    return ["conclusion", *(FAMILY_NAMES[f] for f in families)], rows

@@ -464,8 +464,8 @@ def compare_with_paper_figure(
         figure: A :func:`paper_values` entry with ``k``, ``fixed_num_layers`` and per-``h`` ``values``.
 
     Returns:
-        One row per hidden size: the paper's value, the mean over seeds, the lowest and highest seed
-        and the collapsed seeds. Empty when the run cannot be compared (another dataset, fewer images
+        The rows, one per hidden size, with the paper's value, the mean over seeds, the lowest and
+        highest seed and the collapsed seeds. Empty when the run cannot be compared (another dataset, fewer images
         than ``k``, another depth or other hidden sizes).
     """
     paper = {int(h): value for h, value in figure["values"].items()}

@@ -8,14 +8,18 @@ import torch
 
 from lhlib.experiment import trained_networks
 from lhlib.other_architectures import (
+    conclusions_table,
+    curvature_citations,
     curvature_facts,
     family_curvature,
     family_summary_rows,
+    family_trend_tests,
     landscape_facts,
     network_curvature,
     panel_sizes,
     run_families,
     size_trend_tests,
+    trend_citations,
 )
 from lhlib.settings import check_family_sizes, check_sweep_settings
 
@@ -118,6 +122,16 @@ def test_run_families_and_curvature_on_every_family(images):
     # The ViT has one size, so no panel of two; the MLP has no depth panel.
     assert [(t["family"], t["varying"]) for t in tests] == [("mlp", "width"), ("cnn", "depth")]
     assert all(t["pairs"] == 4 for t in tests)
+    every = family_trend_tests({"data": results}, {"data": curvature}, sizes, permutations=100)
+    assert every["ggn"] == [{"dataset": "data", "quantity": "median G-term norm", **t} for t in tests]
+    assert [t["family"] for t in every["bound"]] == ["mlp"]  # the CNN's bound panel varies depth only
+    cited = trend_citations(every, sizes)
+    assert cited["vit_ggn_width"] == "not tested" and cited["mlp_ggn_width"].startswith("data: ")
+    assert cited["n_trend_tests"] == sum(map(len, every.values()))
+    assert curvature_citations(facts)["bound_verdict"] == "every sample lies within the layer-norm bound"
+    header, rows = conclusions_table(landscape, facts, every)
+    assert header[1:] == ["MLP (the paper's)", "CNN", "ViT"] and all(len(row) == 4 for row in rows)
+    assert rows[4][3].startswith("none derived")  # no layer-norm bound for the ViT
 
 
 def test_chapter_08_smoke(run_chapter_smoke):
