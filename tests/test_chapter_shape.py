@@ -45,7 +45,7 @@ def test_code_cells_are_short_and_narrow(stem):
     assert not wide, f"{len(wide)} code lines over {MAX_LINE} characters, first: {wide[0]!r}"
 
 
-@pytest.mark.parametrize("stem", SHAPED)
+@pytest.mark.parametrize("stem", [path.stem for path in NOTEBOOKS])
 def test_every_figure_is_captioned_labelled_described_and_cited(stem):
     code, markdown = "\n".join(_cells(stem, "code")), "\n".join(_cells(stem, "markdown"))
     assert "save_figure(" not in code and "plt.show(" not in code, "figures go through show_figure"
