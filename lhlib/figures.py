@@ -8,7 +8,8 @@ clipping floor (a sentinel such as ``1e-12`` standing for "zero" or "not measure
 measurement.
 
 The plots: :func:`plot_sweep` (the paper's Figures 2-5, chapter 04), :func:`plot_feature_vs_direct`
-(chapter 05), :func:`plot_family_curves` and :func:`plot_curvature` (chapter 08).
+(chapter 05), :func:`plot_sample_size_vs_tolerance`, :func:`plot_sample_size_vs_architecture` and
+:func:`plot_holdout` (chapter 07), :func:`plot_family_curves` and :func:`plot_curvature` (chapter 08).
 """
 
 from __future__ import annotations
@@ -19,12 +20,14 @@ from pathlib import Path
 import matplotlib as mpl
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.lines import Line2D
 from matplotlib.ticker import NullFormatter
 
 from lhlib.glue import glue
 from lhlib.landscape import log_binned
 from lhlib.other_architectures import FAMILY_NAMES, FamilyConfiguration, NetworkCurvature
 from lhlib.report import output_path
+from lhlib.sample_size_study import NetworkSampleSizes
 from lhlib.settings import SweepSettings
 from lhlib.sweep import ConfigurationResult, panel_configurations
 
@@ -35,6 +38,9 @@ __all__ = [
     "plot_curvature",
     "plot_family_curves",
     "plot_feature_vs_direct",
+    "plot_holdout",
+    "plot_sample_size_vs_architecture",
+    "plot_sample_size_vs_tolerance",
     "plot_sweep",
     "save_figure",
     "show_figure",
@@ -440,5 +446,154 @@ def plot_curvature(
         )
         for ax in (left, middle, right):
             ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def _sample_size_line(constant: float, epsilons: np.ndarray) -> np.ndarray:
+    r""":math:`k^* = C/\varepsilon - 1`; below one object it is no sample size (NaN)."""
+    k_star = constant / epsilons - 1
+    return np.where(k_star >= 1, k_star, np.nan)
+
+
+def plot_sample_size_vs_tolerance(
+    results: dict[tuple[str, int, int], list[NetworkSampleSizes]],
+    reference: tuple[int, int],
+    names: dict[str, str],
+    *,
+    train_size: int,
+    relative_radius: float,
+) -> plt.Figure:
+    r"""The sufficient sample size against the tolerance for the reference configuration, per dataset.
+
+    Args:
+        results: :func:`lhlib.sample_size_study.sample_size_study`'s results.
+        reference: ``(h, num_layers)`` of the configuration drawn.
+        names: Dataset key to the name shown, in drawing order.
+        train_size: Objects at hand; sample sizes beyond it are shaded grey.
+        relative_radius: :math:`R/\|\hat\theta\|` of the lemma's ball, for the legend.
+
+    Returns:
+        The figure: per dataset, the first seed's measured :math:`k^*` with its interval (points),
+        :math:`\mathrm{MAD}/\varepsilon-1` (solid, mean over seeds, shaded from the lowest to the
+        highest seed) and the lemma's :math:`k^*` at the trained point (dashed) and in the ball
+        (dotted), on log-log axes.
+    """
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    colors = dict(zip(names, sweep_colors(len(names), "tab10")))
+    for name, color in colors.items():
+        members = results[(name, *reference)]
+        first = members[0]
+        epsilons = sorted(first.at_theta_hat, reverse=True)
+        fine = np.geomspace(min(epsilons), max(epsilons), 50)
+        mads = np.array([m.at_theta_hat[epsilons[0]].mad for m in members])
+        loss_bound = first.at_theta_hat[epsilons[0]].loss_bound
+        low, high = _sample_size_line(mads.min(), fine), _sample_size_line(mads.max(), fine)
+        low = np.where(np.isnan(low) & ~np.isnan(high), 1.0, low)  # the band runs down to one object
+        ax.fill_between(fine, low, high, color=color, alpha=0.15, lw=0)
+        ax.plot(fine, _sample_size_line(mads.mean(), fine), color=color)
+        ax.plot(fine, _sample_size_line(2 * loss_bound, fine), color=color, ls="--", lw=0.9)
+        in_ball = 2 * (loss_bound + first.hessian_bound * first.radius**2)
+        ax.plot(fine, _sample_size_line(in_ball, fine), color=color, ls=":", lw=0.9)
+        reached = [e for e in epsilons if first.at_theta_hat[e].reached]
+        if reached:
+            y = np.array([first.at_theta_hat[e].measured for e in reached], dtype=float)
+            ci = np.array([first.at_theta_hat[e].measured_ci for e in reached], dtype=float)
+            ci = np.where(np.isfinite(ci), ci, y[:, None])
+            ax.errorbar(reached, y, yerr=[y - ci[:, 0], ci[:, 1] - y], fmt="o", color=color, ms=4)
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel=r"tolerance $\varepsilon$ (nats)",
+        ylabel=r"sufficient sample size $k^*$ (objects)",
+        title=f"h = {reference[0]}, num_layers = {reference[1]}",
+    )
+    bottom, top = ax.get_ylim()
+    ax.set_ylim(max(bottom, 1), top)  # a sample size is at least one object
+    if top > train_size:
+        ax.axhspan(train_size, top, color="grey", alpha=0.12, lw=0)
+        ax.set_ylim(top=top)
+    handles = [Line2D([], [], color=c, label=names[n]) for n, c in colors.items()]
+    handles += [
+        Line2D([], [], color="k", label="MAD/ε − 1, mean (shaded: seeds)"),
+        Line2D([], [], color="k", ls="--", label="Lemma 1, R = 0"),
+        Line2D([], [], color="k", ls=":", label=f"Lemma 1, R = {relative_radius:g} ||θ̂||"),
+        Line2D([], [], color="k", marker="o", ls="", label="measured, first seed (95 % CI)"),
+    ]
+    ax.legend(handles=handles, fontsize=7, loc="upper right")
+    fig.tight_layout()
+    return fig
+
+
+def plot_sample_size_vs_architecture(
+    results: dict[tuple[str, int, int], list[NetworkSampleSizes]],
+    settings: SweepSettings,
+    names: dict[str, str],
+    epsilon: float,
+) -> plt.Figure:
+    """The extrapolated :math:`k^*` at ``epsilon`` across the hidden-size and the depth panels.
+
+    Returns:
+        The figure: per dataset, the mean over seeds with bars from the lowest to the highest seed,
+        and crosses at the measured :math:`k^*` of the seeds whose curve reached ``epsilon``.
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    panels = [
+        (settings.hidden_sizes, [(h, settings.fixed_num_layers) for h in settings.hidden_sizes], "hidden size h"),
+        (settings.num_layers, [(settings.fixed_hidden_size, n) for n in settings.num_layers], "num_layers"),
+    ]
+    for name, color in zip(names, sweep_colors(len(names), "tab10")):
+        for ax, (values, keys, label) in zip(axes, panels):
+            k_star = np.array([[m.at_theta_hat[epsilon].extrapolated for m in results[(name, *key)]] for key in keys])
+            mean = k_star.mean(1)
+            ax.errorbar(
+                values,
+                mean,
+                yerr=[mean - k_star.min(1), k_star.max(1) - mean],
+                fmt="o-",
+                color=color,
+                ms=3,
+                capsize=2,
+                label=f"{names[name]}: extrapolated",
+            )
+            measured = [
+                (v, m.at_theta_hat[epsilon].measured)
+                for v, key in zip(values, keys)
+                for m in results[(name, *key)]
+                if m.at_theta_hat[epsilon].reached
+            ]
+            ax.plot([v for v, _ in measured], [k for _, k in measured], "x", color=color, ms=5)
+            ax.set(xlabel=label, yscale="log")
+    axes[0].set(
+        xscale="log",
+        ylabel=rf"$k^*$ at $\varepsilon$ = {epsilon:g} nats (bars: seed range; x: measured)",
+        title=f"num_layers = {settings.fixed_num_layers}",
+    )
+    axes[1].set(title=f"h = {settings.fixed_hidden_size}")
+    axes[1].legend(loc="best", fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_holdout(holdout: list[dict], pilot_size: int) -> plt.Figure:
+    """:func:`lhlib.sample_size_study.holdout_check`'s cases: predicted against observed :math:`k^*`,
+    on log-log axes, with the line ``y = x``.
+    """
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    if holdout:
+        observed = np.array([h["observed"] for h in holdout], dtype=float)
+        predicted = np.array([h["predicted"] for h in holdout])
+        ci = np.array([h["predicted_ci"] for h in holdout])
+        ax.errorbar(observed, predicted, yerr=[predicted - ci[:, 0], ci[:, 1] - predicted], fmt="o", ms=3, alpha=0.7)
+        lim = [min(observed.min(), predicted.min()) / 1.5, max(observed.max(), predicted.max()) * 1.5]
+        ax.plot(lim, lim, color="black", lw=0.8, label="y = x")
+        ax.legend(loc="upper left")
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel=r"$k^*$ measured on the remaining objects",
+        ylabel=rf"$k^*$ extrapolated from the first {pilot_size}",
+        title="hold-out check, every network and tolerance",
+    )
     fig.tight_layout()
     return fig

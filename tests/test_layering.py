@@ -18,7 +18,7 @@ LAYERS = [
     {"landscape", "hessian"},
     {"bounds", "ball", "architecture_bounds", "sample_size", "seed_stats"},
     {"experiment"},
-    {"sweep", "features", "hessian_in_practice", "other_architectures"},
+    {"sweep", "features", "hessian_in_practice", "other_architectures", "sample_size_study"},
     {"report", "figures", "book"},
 ]
 

@@ -88,3 +88,58 @@ def test_rejects_bad_input():
 def test_equal_losses_need_one_sample():
     result = sufficient_sample_size(torch.full((50,), 2.302585), 1e-3, permutations=4, bootstrap=4)
     assert result.mad == 0.0 and result.extrapolated == 1.0 and result.extrapolated_ci == (1.0, 1.0)
+
+
+def test_the_study_sizes_every_seed_of_every_configuration_and_checks_a_pilot():
+    from lhlib.data import load_dataset
+    from lhlib.sample_size_study import (
+        holdout_check,
+        holdout_facts,
+        nearest_tolerance,
+        sample_size_facts,
+        sample_size_study,
+        sample_size_table,
+        study_summary,
+    )
+    from lhlib.settings import check_sweep_settings
+
+    data = {"digits": load_dataset("digits", 300)}
+    settings = check_sweep_settings(
+        epochs=1,
+        hidden_sizes=[4, 8],
+        num_layers=[1],
+        fixed_hidden_size=8,
+        fixed_num_layers=1,
+        permutations=8,
+        seeds=[0, 1],
+        device="cpu",
+    )
+    epsilons = [1e-2, 1e-3]
+    results = sample_size_study(data, settings, epsilons, bound_relative_radius=0.01, bootstrap=20, confidence=0.9)
+    assert set(results) == {("digits", 4, 1), ("digits", 8, 1)}
+    member = results[("digits", 8, 1)][1]
+    assert member.seed == 1 and set(member.at_theta_hat) == set(member.in_ball) == set(epsilons)
+    # The ball's constant is the largest per-sample G-term norm, and a ball never needs fewer objects.
+    assert all(m.in_ball[e].bound >= m.at_theta_hat[e].bound for ms in results.values() for m in ms for e in epsilons)
+    assert member.in_ball[1e-3].hessian_bound == member.hessian_bound > 0
+    direct = sufficient_sample_size(member.losses, 1e-3, permutations=8, seed=1, bootstrap=20, confidence=0.9)
+    assert member.at_theta_hat[1e-3].extrapolated == direct.extrapolated
+    assert member.at_theta_hat[1e-3].measured == direct.measured
+
+    assert nearest_tolerance(epsilons, 2e-3) == 1e-3 and nearest_tolerance(epsilons, 5e-2) == 1e-2
+    header, rows = sample_size_table(results, "digits", 1e-3)
+    assert len(rows) == 2 and all(len(row) == len(header) for row in rows)
+    facts = sample_size_facts(results, epsilons, 1e-3)
+    extrapolated = {key: [m.at_theta_hat[1e-3].extrapolated for m in ms] for key, ms in results.items()}
+    means = [np.mean(v) for v in extrapolated.values()]
+    assert facts["architecture_spread"] == pytest.approx(max(means) / min(means))
+    summary = study_summary(results, 1e-3)
+    assert len(summary["configurations"]) == 4 and len(summary["k_star_across_seeds"]) == 2
+
+    holdout = holdout_check(results, 100, epsilons, permutations=8, seed=0, bootstrap=20, confidence=0.9)
+    assert all(h["seed"] == 0 and h["observed"] >= 10 for h in holdout)
+    assert holdout_facts([])["holdout_cases"] == 0
+    exact = [{"predicted": 100.0, "observed": 100, "predicted_ci": [90, 110]},
+             {"predicted": 200.0, "observed": 100, "predicted_ci": [150, 250]}]  # fmt: skip
+    facts = holdout_facts(exact)
+    assert facts["holdout_max_error"] == pytest.approx(1.0) and facts["holdout_within_ci"] == 0.5

@@ -1,0 +1,306 @@
+r"""Chapter 07's experiment: the sufficient sample size of every network of the paper's sweep.
+
+For every dataset, configuration and training seed, :func:`sample_size_study` computes
+:func:`lhlib.sample_size.sufficient_sample_size` at each tolerance, at the trained point and in a
+ball of radius :math:`R = r\,\|\hat\theta\|` (with :math:`M_{\mathbf H}` the largest per-sample
+G-term norm). :func:`holdout_check` asks whether a pilot sample predicts what the rest of the data
+shows. The other functions turn the results into the chapter's tables, findings and summary.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from lhlib.data import Dataset
+from lhlib.experiment import trained_networks
+from lhlib.hessian import flat_parameters, per_sample_ggn_norms
+from lhlib.landscape import loss_difference_curves
+from lhlib.progress import progress_bar
+from lhlib.sample_size import SampleSize, sufficient_sample_size
+from lhlib.seed_stats import interval_across_seeds
+from lhlib.settings import SweepSettings, sweep_configurations
+from lhlib.train import resolve_device
+
+__all__ = [
+    "NetworkSampleSizes",
+    "holdout_check",
+    "holdout_facts",
+    "nearest_tolerance",
+    "sample_size_facts",
+    "sample_size_record",
+    "sample_size_study",
+    "sample_size_table",
+    "study_summary",
+]
+
+
+@dataclass(frozen=True)
+class NetworkSampleSizes:
+    r"""One trained network (one seed) and its sufficient sample sizes per tolerance.
+
+    ``at_theta_hat`` and ``in_ball`` map each tolerance to a
+    :class:`lhlib.sample_size.SampleSize`; ``in_ball`` uses Lemma 1 at distance ``radius`` with
+    ``hessian_bound`` :math:`M_{\mathbf H}=\max_i\|\mathbf J_i^\top\mathbf A_i\mathbf J_i\|_2`.
+    """
+
+    seed: int
+    losses: torch.Tensor
+    train_loss: float
+    radius: float
+    hessian_bound: float
+    at_theta_hat: dict[float, SampleSize]
+    in_ball: dict[float, SampleSize]
+
+
+def sample_size_study(
+    data: dict[str, Dataset],
+    settings: SweepSettings,
+    epsilons: list[float],
+    *,
+    bound_relative_radius: float,
+    bootstrap: int,
+    confidence: float,
+) -> dict[tuple[str, int, int], list[NetworkSampleSizes]]:
+    r"""Train (or load) every configuration of the sweep from every seed and size its sample.
+
+    Args:
+        data: The datasets, by name.
+        settings: The sweep: configurations, training recipe, seeds, ``permutations``, ``device``.
+        epsilons: Tolerances on :math:`\mathbb{E}|\mathcal{L}_{k+1}-\mathcal{L}_k|` (nats).
+        bound_relative_radius: :math:`R/\|\hat\theta\|` of the lemma's ball.
+        bootstrap: Resamples of every interval.
+        confidence: The intervals' level.
+
+    Returns:
+        Per ``(dataset, h, num_layers)``, one :class:`NetworkSampleSizes` per seed.
+    """
+    device = resolve_device(settings.device)
+    results = {}
+    for name, d in data.items():
+        for h, depth in progress_bar(sweep_configurations(settings), desc=f"{name} networks"):
+            ensemble = trained_networks(
+                d.x,
+                d.y,
+                num_classes=d.info.num_classes,
+                hidden_size=h,
+                num_layers=depth,
+                seeds=settings.seeds,
+                epochs=settings.epochs,
+                batch_size=settings.batch_size,
+                lr=settings.lr,
+                device=settings.device,
+            )
+            results[(name, h, depth)] = [
+                _network_sample_sizes(net, d, device, settings, epsilons, bound_relative_radius, bootstrap, confidence)
+                for net in ensemble
+            ]
+    return results
+
+
+def _network_sample_sizes(net, d, device, settings, epsilons, relative_radius, bootstrap, confidence):
+    model = net.model.to(device)
+    radius = relative_radius * float(flat_parameters(model).norm())
+    hessian_bound = float(per_sample_ggn_norms(model, d.x.to(device)).max())
+    curves = loss_difference_curves(net.losses, settings.permutations, net.seed).numpy()
+    common = dict(
+        curves=curves, permutations=settings.permutations, seed=net.seed, bootstrap=bootstrap, confidence=confidence
+    )
+    return NetworkSampleSizes(
+        seed=net.seed,
+        losses=net.losses,
+        train_loss=net.train_loss,
+        radius=radius,
+        hessian_bound=hessian_bound,
+        at_theta_hat={eps: sufficient_sample_size(net.losses, eps, **common) for eps in epsilons},
+        in_ball={
+            eps: sufficient_sample_size(net.losses, eps, radius=radius, hessian_bound=hessian_bound, **common)
+            for eps in epsilons
+        },
+    )
+
+
+def nearest_tolerance(epsilons: list[float], target: float) -> float:
+    """The tolerance of ``epsilons`` closest to ``target`` on a log scale."""
+    return min(epsilons, key=lambda e: abs(math.log(e / target)))
+
+
+def _across_seeds(values) -> str:
+    mean, (low, high) = interval_across_seeds(values)
+    return f"{mean:.0f} [{low:.0f}, {high:.0f}]"
+
+
+def sample_size_table(results, dataset: str, epsilon: float) -> tuple[list[str], list[list[str]]]:
+    r"""Per configuration of ``dataset`` at tolerance ``epsilon``, as ``(header, rows)``.
+
+    The columns: mean training loss; how many seeds' curves reached :math:`\varepsilon` within the
+    data and their mean measured :math:`k^*`; the extrapolated :math:`k^*` (mean and 95 % interval
+    across seeds); and the lemma's :math:`k^*` at the trained point and in the ball (means).
+    """
+    rows = []
+    for (name, h, depth), members in results.items():
+        if name != dataset:
+            continue
+        at = [m.at_theta_hat[epsilon] for m in members]
+        reached = [s.measured for s in at if s.reached]
+        rows.append(
+            [
+                h,
+                depth,
+                f"{np.mean([m.train_loss for m in members]):.3f}",
+                f"{len(reached)} of {len(at)}" + (f": {np.mean(reached):.0f}" if reached else ""),
+                _across_seeds([s.extrapolated for s in at]),
+                f"{np.mean([s.bound for s in at]):.3g}",
+                f"{np.mean([m.in_ball[epsilon].bound for m in members]):.3g}",
+            ]
+        )
+    header = [
+        "h",
+        "num_layers",
+        "train loss (mean)",
+        "seeds reaching ε: mean measured k*",
+        "k* extrapolated, mean [95 % CI across seeds]",
+        "bound, R = 0 (mean)",
+        "bound, R > 0 (mean)",
+    ]
+    return header, rows
+
+
+def _range(values: list[float]) -> tuple[float, float]:
+    return (float(np.min(values)), float(np.max(values))) if values else (math.nan, math.nan)
+
+
+def sample_size_facts(results, epsilons: list[float], epsilon: float) -> dict[str, float | str]:
+    """What the chapter cites about every network: extrapolation against measurement, the lemma's
+    overshoot and the spread of :math:`k^*` at ``epsilon`` between configurations and between seeds.
+    """
+    every = [(m.at_theta_hat[e], m.in_ball[e]) for members in results.values() for m in members for e in epsilons]
+    reached = [(s, b) for s, b in every if s.reached]
+    agreement = _range([s.extrapolated / s.measured for s, _ in reached])
+    bound = _range([s.bound / s.measured for s, _ in reached])
+    ball = _range([b.bound / s.measured for s, b in reached])
+    per_configuration = {
+        key: [m.at_theta_hat[epsilon].extrapolated for m in members] for key, members in results.items()
+    }
+    means = [np.mean(v) for v in per_configuration.values()]
+    seed_spreads = {key: max(v) / min(v) for key, v in per_configuration.items()}
+    widest = max(seed_spreads, key=seed_spreads.get)
+    return {
+        "eps_table": epsilon,
+        "n_reached": f"{len(reached)} of {len(every)}",
+        "extrapolated_over_measured_min": agreement[0],
+        "extrapolated_over_measured_max": agreement[1],
+        "bound_ratio_min": bound[0],
+        "bound_ratio_max": bound[1],
+        "bound_ball_ratio_min": ball[0],
+        "bound_ball_ratio_max": ball[1],
+        "architecture_spread": float(max(means) / min(means)),
+        "seed_spread_max": float(seed_spreads[widest]),
+        "seed_spread_where": f"{widest[0]}, h = {widest[1]}, num_layers = {widest[2]}",
+    }
+
+
+def holdout_check(
+    results, pilot_size: int, epsilons: list[float], *, permutations: int, seed: int, bootstrap: int, confidence: float
+) -> list[dict]:
+    """Predict :math:`k^*` from the first ``pilot_size`` losses; measure it on the remaining ones.
+
+    Uses each configuration's first seed (the check is of the rule's statistics) and keeps the
+    cases where the remaining objects' curve reached the tolerance at ``k >= 10``.
+
+    Returns:
+        One record per kept (network, tolerance): the prediction with its interval and the
+        observation with its interval.
+    """
+    holdout = []
+    for (name, h, depth), members in results.items():
+        first = members[0]
+        pilot, rest = first.losses[:pilot_size], first.losses[pilot_size:]
+        rest_curves = loss_difference_curves(rest, permutations, seed + 1).numpy()
+        common = dict(seed=seed, bootstrap=bootstrap, confidence=confidence)
+        for eps in epsilons:
+            predicted = sufficient_sample_size(pilot, eps, permutations=permutations, **common)
+            observed = sufficient_sample_size(rest, eps, curves=rest_curves, **common)
+            if observed.reached and observed.measured >= 10:
+                holdout.append(
+                    {
+                        "dataset": name,
+                        "hidden_size": h,
+                        "num_layers": depth,
+                        "seed": first.seed,
+                        "epsilon": eps,
+                        "predicted": predicted.extrapolated,
+                        "predicted_ci": list(predicted.extrapolated_ci),
+                        "observed": observed.measured,
+                        "observed_ci": list(observed.measured_ci),
+                    }
+                )
+    return holdout
+
+
+def holdout_facts(holdout: list[dict]) -> dict[str, float | int]:
+    r"""How far the pilot's prediction was from the observation: the median and largest relative
+    error :math:`e^{|\log(\text{predicted}/\text{observed})|}-1` and the share inside the pilot's interval.
+    """
+    if not holdout:
+        return {"holdout_cases": 0, "holdout_median_error": math.nan, "holdout_max_error": math.nan,
+                "holdout_within_ci": math.nan}  # fmt: skip
+    log_error = np.abs(np.log([h["predicted"] / h["observed"] for h in holdout]))
+    within = np.mean([h["predicted_ci"][0] <= h["observed"] <= h["predicted_ci"][1] for h in holdout])
+    return {
+        "holdout_cases": len(holdout),
+        "holdout_median_error": float(np.expm1(np.median(log_error))),
+        "holdout_max_error": float(np.expm1(np.max(log_error))),
+        "holdout_within_ci": float(within),
+    }
+
+
+def sample_size_record(s: SampleSize) -> dict:
+    """A :class:`lhlib.sample_size.SampleSize` as a ``summary.json`` record."""
+    return {
+        "epsilon": s.epsilon,
+        "measured": s.measured,
+        "measured_ci": list(s.measured_ci),
+        "reached": s.reached,
+        "extrapolated": s.extrapolated,
+        "extrapolated_ci": list(s.extrapolated_ci),
+        "bound": s.bound,
+        "bound_ratio": s.bound_ratio,
+        "mad": s.mad,
+        "loss_bound": s.loss_bound,
+    }
+
+
+def study_summary(results, epsilon: float) -> dict[str, list[dict]]:
+    """Every network's sample sizes, and :math:`k^*` at ``epsilon`` across seeds, for ``summary.json``."""
+    configurations = [
+        {
+            "dataset": name,
+            "hidden_size": h,
+            "num_layers": depth,
+            "seed": m.seed,
+            "train_loss": m.train_loss,
+            "radius": m.radius,
+            "M_H_max_ggn": m.hessian_bound,
+            "at_theta_hat": [sample_size_record(s) for s in m.at_theta_hat.values()],
+            "in_ball": [sample_size_record(s) for s in m.in_ball.values()],
+        }
+        for (name, h, depth), members in results.items()
+        for m in members
+    ]
+    across = [
+        {
+            "dataset": name,
+            "hidden_size": h,
+            "num_layers": depth,
+            "epsilon": epsilon,
+            "seeds": [m.seed for m in members],
+            "extrapolated": (values := [m.at_theta_hat[epsilon].extrapolated for m in members]),
+            "extrapolated_mean_ci95": interval_across_seeds(values),
+        }
+        for (name, h, depth), members in results.items()
+    ]
+    return {"configurations": configurations, "k_star_across_seeds": across}
