@@ -7,8 +7,9 @@ that misleads: an axis whose range has collapsed to a point, or a plotted value 
 clipping floor (a sentinel such as ``1e-12`` standing for "zero" or "not measured") rather than a
 measurement.
 
-The plots: :func:`plot_sweep` (the paper's Figures 2-5, chapter 04), :func:`plot_feature_vs_direct`
-(chapter 05), :func:`plot_sample_size_vs_tolerance`, :func:`plot_sample_size_vs_architecture` and
+The plots: :func:`plot_expansion_error` and :func:`plot_triangle_split` (chapter 01),
+:func:`plot_sweep` (the paper's Figures 2-5, chapter 04), :func:`plot_feature_vs_direct` (chapter
+05), :func:`plot_sample_size_vs_tolerance`, :func:`plot_sample_size_vs_architecture` and
 :func:`plot_holdout` (chapter 07), :func:`plot_family_curves` and :func:`plot_curvature` (chapter 08).
 """
 
@@ -20,11 +21,13 @@ from pathlib import Path
 import matplotlib as mpl
 import matplotlib.pyplot as plt
 import numpy as np
+import torch
 from matplotlib.lines import Line2D
 from matplotlib.ticker import NullFormatter
 
 from lhlib.glue import glue
 from lhlib.landscape import log_binned
+from lhlib.loss_difference import TaylorCheck
 from lhlib.other_architectures import FAMILY_NAMES, FamilyConfiguration, NetworkCurvature
 from lhlib.report import output_path
 from lhlib.sample_size_study import NetworkSampleSizes
@@ -36,12 +39,14 @@ __all__ = [
     "STYLE_FILE",
     "check_figure",
     "plot_curvature",
+    "plot_expansion_error",
     "plot_family_curves",
     "plot_feature_vs_direct",
     "plot_holdout",
     "plot_sample_size_vs_architecture",
     "plot_sample_size_vs_tolerance",
     "plot_sweep",
+    "plot_triangle_split",
     "save_figure",
     "show_figure",
     "sweep_colors",
@@ -596,4 +601,76 @@ def plot_holdout(holdout: list[dict], pilot_size: int) -> plt.Figure:
         title="hold-out check, every network and tolerance",
     )
     fig.tight_layout()
+    return fig
+
+
+def plot_expansion_error(check: TaylorCheck, orders: dict[str, float], floor: float, k: int) -> plt.Figure:
+    r"""The error of each Taylor prediction of :math:`D(r)` against :math:`r`, median over directions.
+
+    Args:
+        check: :func:`lhlib.loss_difference.taylor_check`'s measurements.
+        orders: Per prediction, its fitted slope (NaN: at rounding level), for the legend.
+        floor: The float64 rounding floor, drawn dashed.
+        k: The objects before the new one, for the title.
+
+    Returns:
+        The log-log figure, with the median first ReLU change dotted. Radii where a prediction
+        matched :math:`D(r)` to the last bit have no error to draw on a log axis and are left out.
+    """
+    fig, ax = plt.subplots()
+    for (name, error), style in zip(check.errors.items(), ("-o", "-s", "-^")):
+        slope = orders[name]
+        label = f"{name}: slope {slope:.2f}" if np.isfinite(slope) else f"{name}: at rounding level"
+        median = error.median(0).values
+        drawn = median > 0
+        ax.loglog(check.radii[drawn], median[drawn], style, ms=3, label=label)
+    ax.axvline(check.smooth_radius, color="gray", ls=":", label="first ReLU change (median)")
+    ax.axhline(floor, color="gray", ls="--", lw=0.8, label="float64 rounding floor")
+    ax.set(
+        xlabel=r"distance $r = \|\theta - \hat\theta\|_2$ (parameter units)",
+        ylabel=r"$|D(r) - \mathrm{prediction}|$ (nats)",
+        title=f"Taylor predictions of $\\mathcal{{L}}_{{k+1}} - \\mathcal{{L}}_k$, k = {k}, "
+        f"median of {len(check.kinks)} directions",
+    )
+    ax.legend()
+    return fig
+
+
+def plot_triangle_split(check: TaylorCheck, curves: dict[str, torch.Tensor], k: int) -> plt.Figure:
+    r"""How far :math:`|D(r)|` rises above :math:`|D(0)|`, against what each split allows.
+
+    Args:
+        check: :func:`lhlib.loss_difference.taylor_check`'s measurements.
+        curves: :func:`lhlib.loss_difference.triangle_split`'s ``true``, ``paper`` and ``derived``.
+        k: The objects before the new one, for the title.
+
+    Returns:
+        The log-log figure: each direction's rise where it is positive (blue), the paper's allowance
+        :math:`r^2\|\Delta_H\|_2/(k+1)` (red, dashed) and the allowance with the gradient term
+        (black, dotted); grey, the median first ReLU change.
+    """
+    value = abs(check.expansions[0].value)
+    radii = check.radii
+    rise = curves["true"] - value
+    rise = torch.where(rise > 0, rise, torch.full_like(rise, math.nan))  # drawn only where positive
+    fig, ax = plt.subplots()
+    ax.loglog(radii, rise.T, color="C0", alpha=0.5, lw=0.8)
+    ax.loglog([], [], color="C0", label=r"$|D(r)| - |D(0)|$, each direction (where positive)")
+    ax.loglog(radii, curves["paper"] - value, "C3--", label=r"paper's allowance: $r^2\|\Delta_H\|_2/(k+1)$")
+    ax.loglog(
+        radii,
+        curves["derived"] - value,
+        "k:",
+        label=r"with gradient: $r\|\Delta_g\|_2/(k+1) + r^2\|\Delta_H\|_2/(2(k+1))$",
+    )
+    ax.axvline(check.smooth_radius, color="gray", ls=":", lw=0.8)
+    positive = rise[torch.isfinite(rise)]
+    top = 10 * float((curves["paper"] - value).max())
+    ax.set_ylim(float(positive.min()) / 10 if positive.numel() else top / 1e12, top)
+    ax.set(
+        xlabel=r"distance $r = \|\theta - \hat\theta\|_2$ (parameter units)",
+        ylabel="rise above the value term (nats)",
+        title=f"The triangle-inequality split at the trained point, k = {k}",
+    )
+    ax.legend(fontsize=7)
     return fig

@@ -30,7 +30,7 @@ Chapter 02 (section 4 and appendix A):
   its sharper non-negative version)
 * ``lemma_expressions()``: Lemma 1 as stated and as proved, and the bounds SymPy derives from the
   expansion (paper's steps; corrected steps)
-* ``equation(lhs, rhs, rel)``: LaTeX for ``lhs rel rhs`` (for ``IPython.display.Math``)
+* ``equation(lhs, rhs, rel)``: LaTeX for ``lhs rel rhs``; ``show_equation`` displays it as math
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ __all__ = [
     "loss_difference_identity",
     "relu_network",
     "running_mean",
+    "show_equation",
     "softmax_ce_hessian",
     "softmax_ce_hessian_general",
     "softmax_hessian_facts",
@@ -81,6 +82,13 @@ def equation(lhs, rhs, rel: str = "=") -> str:
     r"""LaTeX of ``lhs rel rhs``; ``rel`` is ``=``, ``<=``, ``\approx`` or any LaTeX relation."""
     rel = {"<=": r"\leq", ">=": r"\geq", "~": r"\approx"}.get(rel, rel)
     return f"{sp.latex(lhs)} {rel} {sp.latex(rhs)}"
+
+
+def show_equation(lhs, rhs, rel: str = "=") -> None:
+    """Display :func:`equation` as typeset math under the cell (IPython's ``Math``)."""
+    from IPython.display import Math, display
+
+    display(Math(equation(lhs, rhs, rel)))
 
 
 # --------------------------------------------------------------------------------------------

@@ -13,7 +13,13 @@ import pytest
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
 # The chapters already in this shape; the others follow (issue "Readability").
-SHAPED = ["04_direct_classification", "05_feature_extraction", "07_sample_size", "08_other_architectures"]
+SHAPED = [
+    "01_loss_difference",
+    "04_direct_classification",
+    "05_feature_extraction",
+    "07_sample_size",
+    "08_other_architectures",
+]
 MAX_CELL_LINES, MAX_MEDIAN_LINES, MAX_LINE = 30, 12, 79
 SHOWN = re.compile(r'show_figure\([^"]*"(\w+)"\)')
 GLUED = re.compile(r"```\{glue:figure\} (\w+)\n((?::\w+:[^\n]*\n)*)\n?(.*?)```", re.S)

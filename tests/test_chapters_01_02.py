@@ -55,17 +55,17 @@ def _assert_glue_complete(executed: Path) -> None:
 def test_chapter_01_smoke(run_chapter_smoke, tmp_path):
     summary = run_chapter_smoke("01_loss_difference")
     _assert_glue_complete(tmp_path / "01_loss_difference.ipynb")
-    assert summary["identity_max_abs_error"] < 1e-12
+    findings = summary["findings"]
+    assert findings["identity_error"] < 1e-12
     assert summary["coefficients"]["hessian_sympy"] == "1/(2*k + 2)"
     assert summary["coefficients"]["hessian_paper"] == "1/(k + 1)"
     # fitted error orders inside the smooth region ("nan" when too few radii rise above rounding)
-    orders = summary["expansion_error_orders"]
-    for name, expected in (("Assumption 1 (no gradient)", 1), ("paper's coefficient", 2)):
-        if orders[name] != "nan":
-            assert abs(orders[name] - expected) < 0.2
-    assert orders["Assumption 1 (no gradient)"] != "nan"
-    assert summary["second_order_max_error_in_smooth_region"] < 1e-12
-    assert summary["triangle_split"]["derived_split_held_fraction_smooth"] == 1.0
+    for name, expected in (("order_assumption", 1), ("order_paper", 2)):
+        if findings[name] != "nan":
+            assert abs(findings[name] - expected) < 0.2
+    assert findings["order_assumption"] != "nan"
+    assert findings["second_max_error"] < 1e-12
+    assert findings["derived_split_held_fraction_smooth"] == 1.0
 
 
 def test_chapter_02_smoke(run_chapter_smoke, tmp_path):

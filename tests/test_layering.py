@@ -18,7 +18,7 @@ LAYERS = [
     {"landscape", "hessian"},
     {"bounds", "ball", "architecture_bounds", "sample_size", "seed_stats"},
     {"experiment"},
-    {"sweep", "features", "hessian_in_practice", "other_architectures", "sample_size_study"},
+    {"sweep", "features", "hessian_in_practice", "other_architectures", "sample_size_study", "loss_difference"},
     {"report", "figures", "book"},
 ]
 

@@ -1,0 +1,241 @@
+r"""Chapter 01's experiment: the expansion of :math:`\mathcal{L}_{k+1}-\mathcal{L}_k` checked on a trained network.
+
+:func:`identity_error` checks the exact identity
+:math:`\mathcal{L}_{k+1}-\mathcal{L}_k=(\ell_{k+1}-\mathcal{L}_k)/(k+1)`; :func:`assumption1_facts`
+measures how far a trained network is from Assumption 1; :func:`taylor_check` compares three
+Taylor predictions of :math:`D(r)=\mathcal{L}_{k+1}(\hat\theta+rv)-\mathcal{L}_k(\hat\theta+rv)` with
+the exact value along random directions, up to where the first ReLU changes
+(:func:`first_relu_change`); :func:`triangle_split` tests the paper's split of :math:`|D(r)|`.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from lhlib.ball import DifferenceExpansion, difference_expansion, gradient_norms_over_k, isotropic_direction
+from lhlib.data import Dataset
+from lhlib.experiment import TrainedNetwork
+from lhlib.hessian import forward_factors, weight_list
+from lhlib.models import build_mlp
+from lhlib.progress import progress_bar
+
+__all__ = [
+    "PREDICTORS",
+    "TaylorCheck",
+    "assumption1_facts",
+    "first_relu_change",
+    "fitted_order",
+    "identity_error",
+    "rounding_floor",
+    "taylor_check",
+    "taylor_facts",
+    "triangle_split",
+]
+
+PREDICTORS = {
+    "second order (SymPy)": {"gradient": True, "hessian_factor": 0.5},
+    "paper's coefficient": {"gradient": True, "hessian_factor": 1.0},
+    "Assumption 1 (no gradient)": {"gradient": False, "hessian_factor": 0.5},
+}
+"""The three predictions of :math:`D(r)`: the options of :meth:`lhlib.ball.DifferenceExpansion.predict`."""
+
+
+def identity_error(losses: torch.Tensor) -> float:
+    r"""Largest :math:`|(\mathcal{L}_{k+1}-\mathcal{L}_k)-(\ell_{k+1}-\mathcal{L}_k)/(k+1)|`.
+
+    Args:
+        losses: Per-sample losses, ``N`` or ``S x N`` (one row per network), in the order they arrive.
+
+    Returns:
+        The largest gap over rows and ``k`` in float64: rounding error, as the identity is exact.
+    """
+    losses = torch.atleast_2d(losses).double()
+    counts = torch.arange(1, losses.shape[1] + 1, dtype=torch.float64)
+    running = losses.cumsum(1) / counts
+    direct = running[:, 1:] - running[:, :-1]
+    formula = (losses[:, 1:] - running[:, :-1]) / counts[1:]
+    return float((direct - formula).abs().max())
+
+
+def assumption1_facts(
+    network: TrainedNetwork, ensemble: list[TrainedNetwork], data: Dataset, k: int, *, hidden_size: int, num_layers: int
+) -> dict[str, float]:
+    r"""How far the trained point is from Assumption 1 (:math:`\nabla\mathcal{L}_k(\theta^*)=0` for every ``k``).
+
+    Returns:
+        For ``network``: the smallest, median and zero share of the last layer's per-sample gradient
+        norms :math:`\|\mathbf p_i-\mathbf y_i\|\,\|\mathbf x_i^{(L)}\|` and
+        :math:`\|\nabla\mathcal{L}_k\|`, :math:`\|\nabla\mathcal{L}_{k+1}\|` (dataset order); over the
+        ``ensemble``, the range of :math:`\|\nabla\mathcal{L}_k\|` and of its ratio to the same norm at
+        each seed's initialisation.
+    """
+    x, y = data.x.double(), data.y
+    factors = forward_factors(network.model, data.x)
+    onehot = nn.functional.one_hot(y, data.info.num_classes).double()
+    last_layer = (factors.probs - onehot).norm(dim=1) * factors.activations[-1].norm(dim=1)
+    order = torch.arange(len(y))[None]
+
+    def gradient_norm(model: nn.Module, ks: list[int]) -> torch.Tensor:
+        return gradient_norms_over_k(copy.deepcopy(model).double(), x, y, ks, order)[0]
+
+    at_k = gradient_norm(network.model, [k, k + 1])
+    trained = np.array([float(gradient_norm(m.model, [k])[0]) for m in ensemble])
+    initial = np.array(
+        [
+            float(
+                gradient_norm(
+                    build_mlp(data.info.input_dim, hidden_size, num_layers, data.info.num_classes, m.seed), [k]
+                )[0]
+            )
+            for m in ensemble
+        ]
+    )
+    return {
+        "min_last_layer_gradient": float(last_layer.min()),
+        "median_last_layer_gradient": float(last_layer.median()),
+        "fraction_zero_last_layer_gradient": float((last_layer == 0).double().mean()),
+        "grad_norm_L_k": float(at_k[0]),
+        "grad_norm_L_k1": float(at_k[1]),
+        "grad_norm_L_k_seed_min": float(trained.min()),
+        "grad_norm_L_k_seed_max": float(trained.max()),
+        "grad_ratio_trained_over_initial_min": float((trained / initial).min()),
+        "grad_ratio_trained_over_initial_max": float((trained / initial).max()),
+    }
+
+
+def first_relu_change(model: nn.Module, x: torch.Tensor, direction: torch.Tensor, radii: torch.Tensor) -> float:
+    r"""The largest of ``radii`` up to which no ReLU of ``x`` changes along :math:`\hat\theta + r v`.
+
+    Returns:
+        The last radius before the first change of any ReLU mask (0 if it changes at the first).
+    """
+    weights = weight_list(model)
+    pieces = direction.split([w.numel() for w in weights])
+    base = forward_factors(weights, x).masks
+    for index, r in enumerate(radii):
+        moved = [w + float(r) * d.reshape(w.shape) for w, d in zip(weights, pieces)]
+        if not all(torch.equal(m0, m1) for m0, m1 in zip(base, forward_factors(moved, x).masks)):
+            return float(radii[index - 1]) if index > 0 else 0.0
+    return float(radii[-1])
+
+
+@dataclass(frozen=True)
+class TaylorCheck:
+    """:func:`taylor_check`'s measurements.
+
+    ``errors`` maps each of :data:`PREDICTORS` to ``directions x radii`` absolute errors;
+    ``kinks`` holds each direction's :func:`first_relu_change` and ``smooth_radius`` their median.
+    """
+
+    radii: torch.Tensor
+    expansions: list[DifferenceExpansion]
+    errors: dict[str, torch.Tensor]
+    kinks: list[float]
+    smooth_radius: float
+
+
+def taylor_check(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int, radii: torch.Tensor, *, directions: int, seed: int
+) -> TaylorCheck:
+    r"""Compare the three :data:`PREDICTORS` with the exact :math:`D(r)` along random unit directions.
+
+    Direction ``j`` is :func:`lhlib.ball.isotropic_direction` with seed ``seed + j``; each
+    prediction's error is :math:`|D(r)-\text{prediction}(r)|` (float64).
+    """
+    expansions, kinks, errors = [], [], {name: [] for name in PREDICTORS}
+    for j in progress_bar(range(directions), desc="directions"):
+        direction = isotropic_direction(model, seed + j).double()
+        expansion = difference_expansion(model, x, y, k, direction, radii)
+        expansions.append(expansion)
+        for name, options in PREDICTORS.items():
+            errors[name].append((expansion.true - expansion.predict(**options)).abs())
+        kinks.append(first_relu_change(model, x[: k + 1], direction, radii))
+    return TaylorCheck(
+        radii=radii,
+        expansions=expansions,
+        errors={name: torch.stack(rows) for name, rows in errors.items()},
+        kinks=kinks,
+        smooth_radius=float(np.median(kinks)),
+    )
+
+
+def rounding_floor(losses: torch.Tensor, k: int) -> float:
+    """The float64 rounding floor of :math:`D(r)`.
+
+    A hundred ulps of the largest of the first ``k + 1`` losses, divided by ``k + 1``.
+    """
+    return float(1e2 * np.finfo(np.float64).eps * float(losses[: k + 1].max()) / (k + 1))
+
+
+def fitted_order(error: torch.Tensor, radii: torch.Tensor, smooth_radius: float, floor: float) -> float:
+    """Least-squares slope of log median error against log ``r``.
+
+    Fitted on the radii inside the smooth region where the median error is clearly above the
+    rounding ``floor``; NaN with fewer than three such radii.
+    """
+    median = error.median(0).values
+    keep = (radii <= smooth_radius) & (median > floor)
+    if int(keep.sum()) < 3:
+        return math.nan
+    return float(np.polyfit(np.log(radii[keep].numpy()), np.log(median[keep].numpy()), 1)[0])
+
+
+def taylor_facts(check: TaylorCheck, floor: float) -> dict[str, float]:
+    """Each prediction's fitted order and the second-order error inside every direction's smooth region."""
+    inside = torch.stack([check.radii <= kink for kink in check.kinks])
+    second = check.errors["second order (SymPy)"]
+    orders = {name: fitted_order(err, check.radii, check.smooth_radius, floor) for name, err in check.errors.items()}
+    return {
+        "order_second": orders["second order (SymPy)"],
+        "order_paper": orders["paper's coefficient"],
+        "order_assumption": orders["Assumption 1 (no gradient)"],
+        "second_max_error": float(second[inside].max()) if inside.any() else math.nan,
+        "smooth_radius": check.smooth_radius,
+        "value_scale": abs(check.expansions[0].value),
+    }
+
+
+def triangle_split(check: TaylorCheck, delta_h: float, k: int) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+    r"""The paper's split :math:`|D(r)|\le|D(0)|+r^2\|\Delta_H\|/(k+1)` against the one with the gradient term.
+
+    Args:
+        check: :func:`taylor_check`'s measurements.
+        delta_h: :math:`\|\Delta_H\|_2` at the trained point.
+        k: The objects before the new one.
+
+    Returns:
+        The facts (terms at the trained point, the median radius where the gradient term stops
+        beating the curvature term, and the share of (direction, radius) pairs where each split held)
+        and the curves :func:`lhlib.figures.plot_triangle_split` draws (``true``, ``paper``, ``derived``).
+    """
+    value = check.expansions[0].value
+    gradient = check.expansions[0].gradient_norm  # ||Delta_g|| / (k + 1), the same for every direction
+    radii = check.radii
+    crossover = [abs(e.slope) / (0.5 * abs(e.curvature)) if e.curvature != 0 else math.inf for e in check.expansions]
+    true = torch.stack([e.true for e in check.expansions]).abs()
+    paper = abs(value) + radii**2 * delta_h / (k + 1)
+    derived = abs(value) + radii * gradient + 0.5 * radii**2 * delta_h / (k + 1)
+    inside = radii <= check.smooth_radius
+
+    def held(bound: torch.Tensor, where: torch.Tensor) -> float:
+        if not where.any():
+            return math.nan
+        return float((true[:, where] <= bound[where] * (1 + 1e-9)).double().mean())
+
+    everywhere = torch.ones_like(inside)
+    facts = {
+        "delta_h_norm": delta_h,
+        "value_term": value,
+        "gradient_term_norm": gradient,
+        "median_crossover_radius": float(np.median(crossover)),
+        "paper_split_held_fraction": held(paper, everywhere),
+        "derived_split_held_fraction_smooth": held(derived, inside),
+        "derived_split_held_fraction_all": held(derived, everywhere),
+    }
+    return facts, {"true": true, "paper": paper, "derived": derived}
