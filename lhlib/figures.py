@@ -9,7 +9,9 @@ measurement.
 
 The plots: :func:`plot_expansion_error` and :func:`plot_triangle_split` (chapter 01),
 :func:`plot_sweep` (the paper's Figures 2-5, chapter 04), :func:`plot_feature_vs_direct` (chapter
-05), :func:`plot_sample_size_vs_tolerance`, :func:`plot_sample_size_vs_architecture` and
+05), :func:`plot_ball_curves`, :func:`plot_ball_constants`, :func:`plot_ball_ratios`,
+:func:`plot_gradient_norms`, :func:`plot_loss_slice` and :func:`plot_gaussian_criterion` (chapter
+06), :func:`plot_sample_size_vs_tolerance`, :func:`plot_sample_size_vs_architecture` and
 :func:`plot_holdout` (chapter 07), :func:`plot_family_curves` and :func:`plot_curvature` (chapter 08).
 """
 
@@ -25,6 +27,9 @@ import torch
 from matplotlib.lines import Line2D
 from matplotlib.ticker import NullFormatter
 
+from lhlib.ball import LossSlice
+from lhlib.ball_study import KINDS, Ball, BallNetwork, growth_slopes
+from lhlib.bounds import lemma_bound
 from lhlib.glue import glue
 from lhlib.landscape import log_binned
 from lhlib.loss_difference import TaylorCheck
@@ -38,11 +43,17 @@ __all__ = [
     "CLIPPING_FLOORS",
     "STYLE_FILE",
     "check_figure",
+    "plot_ball_constants",
+    "plot_ball_curves",
+    "plot_ball_ratios",
     "plot_curvature",
     "plot_expansion_error",
     "plot_family_curves",
     "plot_feature_vs_direct",
+    "plot_gaussian_criterion",
+    "plot_gradient_norms",
     "plot_holdout",
+    "plot_loss_slice",
     "plot_sample_size_vs_architecture",
     "plot_sample_size_vs_tolerance",
     "plot_sweep",
@@ -673,4 +684,228 @@ def plot_triangle_split(check: TaylorCheck, curves: dict[str, torch.Tensor], k: 
         title=f"The triangle-inequality split at the trained point, k = {k}",
     )
     ax.legend(fontsize=7)
+    return fig
+
+
+def plot_ball_curves(ball: Ball, network: BallNetwork, relative_radii: list[float], title: str) -> plt.Figure:
+    r"""One network's mean :math:`|\mathcal{L}_{k+1}(\theta)-\mathcal{L}_k(\theta)|` at distance :math:`R`.
+
+    Returns:
+        Two log-log panels (isotropic and ascent directions): the trained point's curve in black and,
+        for up to four radii, the curve with Lemma 1's bound for the same :math:`R` dashed.
+    """
+    shown = sorted(set(np.linspace(0, len(relative_radii) - 1, min(4, len(relative_radii))).round().astype(int)))
+    k = np.arange(1, ball.base.mean.size + 1)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    for ax, kind in zip(axes, ["isotropic", "ascent"]):
+        ax.plot(k, ball.base.mean, color="black", lw=1.0, label=r"$R = 0$ (the paper's curves)")
+        points = [p for p in ball.points if p.kind == kind]
+        for index, color in zip(shown, sweep_colors(len(shown), "plasma")):
+            p = points[index]
+            ax.plot(k, p.mean, color=color, lw=0.9, label=rf"$R = {relative_radii[index]:g}\,\|\hat\theta\|$")
+            bound = lemma_bound(torch.as_tensor(k), network.M_l, network.M_H, p.radius).numpy()
+            ax.plot(k, bound, color=color, ls="--", lw=0.9)
+        ax.set(xscale="log", yscale="log", xlabel="sample size k", title=f"{kind} direction; dashed: Lemma 1's bound")
+    axes[0].set_ylabel(r"mean $|\mathcal{L}_{k+1}(\theta)-\mathcal{L}_k(\theta)|$ (nats)")
+    axes[0].legend(loc="lower left")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_ball_constants(balls: dict, networks: dict, references: dict[str, tuple], names: dict[str, str]) -> plt.Figure:
+    r"""The constant :math:`C(R)` and its growth :math:`C(R)-C(0)` against :math:`R`, one row per dataset.
+
+    Args:
+        balls: :func:`lhlib.ball_study.measure_balls`'s results.
+        networks: :func:`lhlib.ball_study.ball_networks`'s first-seed networks.
+        references: Per dataset, the key of the network drawn.
+        names: Per dataset, the name shown.
+
+    Returns:
+        Left: :math:`C(R)` per kind of direction, Lemma 1's :math:`2(M_\ell+M_{\mathbf H}R^2)` (black),
+        :math:`C(0)` (dashed grey) and the largest loss at :math:`\theta` (dotted). Right: the growth,
+        with grey guides of slope 1 and 2; radii without growth are counted in the legend.
+    """
+    fig, axes = plt.subplots(len(references), 2, figsize=(11, 4 * len(references)), squeeze=False)
+    for (name, key), (left, right) in zip(references.items(), axes):
+        v, b = networks[key], balls[key]
+        radii = np.array(b.radii)
+        fine = np.geomspace(radii[0], radii[-1], 100)
+        for kind, color in zip(KINDS, sweep_colors(len(KINDS), "tab10")):
+            points = [p for p in b.points if p.kind == kind]
+            c = np.array([p.tail_constant for p in points])
+            left.plot(radii, c, "o-", color=color, ms=3, label=kind)
+            left.plot(radii, [p.max_loss for p in points], ":", color=color, lw=0.8)
+            rise = c - b.base.tail_constant
+            up = rise > 0
+            label = f"{kind}: slope {growth_slopes(b, kind)['all']:.2f}"
+            label += f", {int((~up).sum())} radii without growth" if not up.all() else ""
+            right.plot(radii[up], rise[up], "o-", color=color, ms=3, label=label)
+        left.plot(fine, 2 * (v.M_l + v.M_H * fine**2), color="black", label=r"Lemma 1: $2(M_\ell+M_H R^2)$")
+        left.axhline(b.base.tail_constant, color="grey", lw=0.8, ls="--", label=r"$C(0)$")
+        top_growth = max(p.tail_constant for p in b.points) - b.base.tail_constant
+        for power, style in [(1, "-."), (2, "--")]:
+            right.plot(
+                fine, top_growth * (fine / radii[-1]) ** power, color="grey", ls=style, lw=0.8, label=f"slope {power}"
+            )
+        left.set(
+            xscale="log",
+            yscale="log",
+            xlabel=r"distance $R=\|\theta-\hat\theta\|$",
+            ylabel=r"$C(R)=(k+1)\,\mathbb{E}|\mathcal{L}_{k+1}-\mathcal{L}_k|$ (nats)",
+            title=f"{names[name]}: measured constant (dotted: max loss at $\\theta$)",
+        )
+        right.set(
+            xscale="log",
+            yscale="log",
+            xlabel=r"distance $R$",
+            ylabel=r"$C(R)-C(0)$ (nats)",
+            title="growth of the constant with R",
+        )
+        left.legend(loc="upper left")
+        right.legend(loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def plot_ball_ratios(records: list[dict]) -> plt.Figure:
+    r"""Lemma 1's bound over the measured mean (tightest ``k``) against :math:`R/\|\hat\theta\|`, per network.
+
+    Returns:
+        Two log-log panels (isotropic and ascent directions), one line per network, the line at 1.
+    """
+    keys = list(dict.fromkeys((r["dataset"], r["hidden_size"], r["num_layers"]) for r in records))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    for ax, kind in zip(axes, ["isotropic", "ascent"]):
+        for key, color in zip(keys, sweep_colors(len(keys), "viridis")):
+            chosen = [
+                r for r in records if (r["dataset"], r["hidden_size"], r["num_layers"]) == key and r["kind"] == kind
+            ]
+            ax.plot(
+                [r["relative_radius"] for r in chosen],
+                [r["ratio_tightest"] for r in chosen],
+                "o-",
+                ms=3,
+                color=color,
+                label=f"{key[0]}, h = {key[1]}, num_layers = {key[2]}",
+            )
+        ax.axhline(1.0, color="black", lw=0.8)
+        ax.set(xscale="log", yscale="log", xlabel=r"$R/\|\hat\theta\|$", title=f"{kind} direction")
+    axes[0].set_ylabel("Lemma 1's bound / measured mean (tightest k)")
+    axes[1].legend(loc="upper left", fontsize=6)
+    fig.tight_layout()
+    return fig
+
+
+def plot_gradient_norms(
+    gradient: dict[str, dict], networks: dict[str, BallNetwork], titles: dict[str, str]
+) -> plt.Figure:
+    r""":math:`\|\nabla\mathcal{L}_k(\hat\theta)\|_2` against ``k``, one panel per dataset.
+
+    Args:
+        gradient: Per dataset, :func:`lhlib.ball_study.gradient_study`'s result.
+        networks: Per dataset, the network measured (its full-batch gradient norm is the floor).
+        titles: Per dataset, the panel's title.
+
+    Returns:
+        Thin lines per order, their root mean square in bold, the expectation dashed, the floor red.
+    """
+    fig, axes = plt.subplots(1, len(gradient), figsize=(5.5 * len(gradient), 4), squeeze=False)
+    for ax, (name, g) in zip(axes[0], gradient.items()):
+        for row in g["norms"]:
+            ax.plot(g["ks"], row, color="tab:blue", lw=0.6, alpha=0.5)
+        rms = np.sqrt((g["norms"] ** 2).mean(0))
+        ax.plot(g["ks"], rms, color="tab:blue", lw=1.5, label=r"measured, root mean square over orders")
+        expected = r"$\sqrt{\|\nabla\mathcal{L}_N\|^2+\frac{N-k}{k(N-1)}\mathrm{tr}\,\Sigma}$"
+        ax.plot(g["ks"], g["expected"], color="black", ls="--", label=expected)
+        floor = networks[name].grads.full_norm
+        ax.axhline(floor, color="tab:red", lw=0.8, label=r"floor $\|\nabla\mathcal{L}_N(\hat\theta)\|$")
+        ax.set(
+            xscale="log",
+            yscale="log",
+            xlabel="sample size k",
+            ylabel=r"$\|\nabla\mathcal{L}_k(\hat\theta)\|_2$",
+            title=titles[name],
+        )
+        ax.legend(loc="upper right")
+    fig.tight_layout()
+    return fig
+
+
+def plot_loss_slice(plane: LossSlice, title: str) -> plt.Figure:
+    r"""The paper's Figure 1 computed: :math:`\mathcal{L}_k`, :math:`\mathcal{L}_{k+1}` and their difference on a plane.
+
+    Returns:
+        One row per ``k`` of ``plane``: the two losses (a log colour scale when they span more than a
+        decade) and their difference on its own symmetric scale; the cross marks :math:`\hat\theta`.
+    """
+    fig, axes = plt.subplots(len(plane.ks), 3, figsize=(12, 3.75 * len(plane.ks)), squeeze=False)
+    grid_a, grid_b = np.meshgrid(plane.alphas, plane.betas, indexing="ij")
+    for row, k in enumerate(plane.ks):
+        lk, lk1 = plane.values[row]
+        low, high = max(min(lk.min(), lk1.min()), 1e-3), max(lk.max(), lk1.max())
+        log_scale = high / low > 10  # a log colour scale only when the loss spans more than a decade
+        levels = np.geomspace(low, high, 15) if log_scale else np.linspace(low, high, 15)
+        for col, (values, name) in enumerate(
+            [(lk, rf"$\mathcal{{L}}_{{{k}}}$"), (lk1, rf"$\mathcal{{L}}_{{{k + 1}}}$")]
+        ):
+            ax = axes[row, col]
+            norm = mpl.colors.LogNorm() if log_scale else None
+            cs = ax.contourf(grid_a, grid_b, np.clip(values, low, None), levels=levels, cmap="viridis", norm=norm)
+            ax.plot(0, 0, "w+", ms=8)
+            scale = ", log colour scale" if log_scale else ""
+            ax.set(title=f"{name} (nats{scale})", xlabel=r"$\alpha$", ylabel=r"$\beta$")
+            fig.colorbar(cs, ax=ax, format="%.3g")
+        diff = lk1 - lk
+        limit = float(np.abs(diff).max())
+        cs = axes[row, 2].contourf(grid_a, grid_b, diff, levels=np.linspace(-limit, limit, 17), cmap="RdBu_r")
+        axes[row, 2].plot(0, 0, "k+", ms=8)
+        axes[row, 2].set(
+            title=rf"$\mathcal{{L}}_{{{k + 1}}}-\mathcal{{L}}_{{{k}}}$ (max $|\cdot|$ = {limit:.2g} nats)",
+            xlabel=r"$\alpha$",
+            ylabel=r"$\beta$",
+        )
+        fig.colorbar(cs, ax=axes[row, 2], format="%.2g")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_gaussian_criterion(ks: list[int], study: list[dict]) -> plt.Figure:
+    r"""The Gaussian-ball criterion against ``k``: Monte Carlo beside the closed form, and their gap.
+
+    Args:
+        ks: The sample sizes.
+        study: :func:`lhlib.ball_study.gaussian_study`'s balls.
+
+    Returns:
+        Left: Monte Carlo with two standard errors (points), the closed form (solid) and the closed
+        form without its gradient term (dotted), one colour per radius. Right: their relative gap.
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for g, color in zip(study, sweep_colors(len(study), "plasma")):
+        label = rf"$\sigma\sqrt{{P}} = {g['relative_radius']:g}\,\|\hat\theta\|$"
+        mc, taylor = g["mc"], g["taylor"]
+        axes[0].errorbar(ks, mc.value, yerr=2 * mc.stderr, fmt="o", ms=3, color=color, label=f"Monte Carlo, {label}")
+        axes[0].plot(ks, taylor.value, "-", color=color, lw=1.0, label="second-order closed form")
+        axes[0].plot(ks, taylor.value - taylor.terms["gradient"], ":", color=color, lw=1.0)
+        axes[1].plot(ks, np.abs(taylor.value / mc.value - 1), "o-", color=color, ms=3, label=label)
+    axes[0].set(
+        xscale="log",
+        yscale="log",
+        xlabel="sample size k",
+        ylabel=r"$\mathbb{E}_\theta(\mathcal{L}_{k+1}(\theta)-\mathcal{L}_k(\theta))^2$ (nats$^2$)",
+        title="Gaussian-ball criterion (dotted: without the gradient term)",
+    )
+    axes[1].set(
+        xscale="log",
+        yscale="log",
+        xlabel="sample size k",
+        ylabel="|closed form / Monte Carlo - 1|",
+        title="agreement of the closed form",
+    )
+    axes[0].legend(loc="lower left", fontsize=6)
+    axes[1].legend(loc="upper left")
+    fig.tight_layout()
     return fig

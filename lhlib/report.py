@@ -31,6 +31,8 @@ def _json_safe(value: Any) -> Any:
         return {str(k): _json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_json_safe(v) for v in value]
+    if hasattr(value, "tolist") and getattr(value, "ndim", 0) > 0:  # numpy arrays and tensors
+        return _json_safe(value.tolist())
     if hasattr(value, "item") and getattr(value, "ndim", 0) == 0:
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
@@ -39,7 +41,7 @@ def _json_safe(value: Any) -> Any:
 
 
 def write_summary(output_dir: str | Path, summary: dict[str, Any]) -> Path:
-    """Write ``summary`` as ``<output_dir>/summary.json`` atomically (numpy/torch scalars converted)."""
+    """Write ``summary`` as ``<output_dir>/summary.json`` atomically (numpy/torch scalars and arrays converted)."""
     path = output_path(output_dir) / "summary.json"
     text = json.dumps(_json_safe(summary), indent=2, sort_keys=True)
     atomic_write_bytes(path, lambda file: file.write(text.encode()))

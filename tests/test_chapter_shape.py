@@ -17,6 +17,7 @@ SHAPED = [
     "01_loss_difference",
     "04_direct_classification",
     "05_feature_extraction",
+    "06_convergence_in_a_ball",
     "07_sample_size",
     "08_other_architectures",
 ]

@@ -104,9 +104,14 @@ def test_sweep_colors_are_distinct_and_ordered():
     assert sweep_colors(1) == [plt.get_cmap("viridis")(0.0)]
 
 
-def test_write_summary_converts_scalars_and_non_finite_numbers(tmp_path):
-    path = write_summary(tmp_path / "chapter", {"a": np.float64(1.5), "b": [math.inf, np.int64(2)], 3: math.nan})
-    assert json.loads(path.read_text()) == {"a": 1.5, "b": ["inf", 2], "3": "nan"}
+def test_write_summary_converts_scalars_arrays_and_non_finite_numbers(tmp_path):
+    import torch
+
+    summary = {"a": np.float64(1.5), "b": [math.inf, np.int64(2)], 3: math.nan}
+    summary |= {"array": np.array([1.0, np.nan]), "tensor": torch.tensor([[1, 2]])}
+    path = write_summary(tmp_path / "chapter", summary)
+    expected = {"a": 1.5, "b": ["inf", 2], "3": "nan", "array": [1.0, "nan"], "tensor": [[1, 2]]}
+    assert json.loads(path.read_text()) == expected
 
 
 def test_markdown_table_escapes_pipes_and_checks_row_lengths():

@@ -18,7 +18,15 @@ LAYERS = [
     {"landscape", "hessian"},
     {"bounds", "ball", "architecture_bounds", "sample_size", "seed_stats"},
     {"experiment"},
-    {"sweep", "features", "hessian_in_practice", "other_architectures", "sample_size_study", "loss_difference"},
+    {
+        "sweep",
+        "features",
+        "hessian_in_practice",
+        "other_architectures",
+        "sample_size_study",
+        "loss_difference",
+        "ball_study",
+    },
     {"report", "figures", "book"},
 ]
 

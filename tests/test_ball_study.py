@@ -1,0 +1,110 @@
+"""Chapter 06's experiment on a small problem: constants, balls, records, facts, gradients, slices."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from lhlib.ball import LossSlice
+from lhlib.ball_study import (
+    KINDS,
+    ball_facts,
+    ball_networks,
+    ball_records,
+    gaussian_facts,
+    gaussian_records,
+    gaussian_study,
+    gradient_facts,
+    gradient_study,
+    growth_slopes,
+    measure_balls,
+    network_records,
+    network_table,
+    reference_table,
+    slice_facts,
+)
+from lhlib.data import load_dataset
+from lhlib.hessian import per_sample_ggn_norms
+
+
+@pytest.fixture(scope="module")
+def study():
+    data = {"digits": load_dataset("digits", 120)}
+    cpu = torch.device("cpu")
+    networks, across = ball_networks(data, [(4, 1)], seeds=[0, 1], epochs=1, batch_size=32, lr=1e-3, device=cpu)
+    radii = [0.01, 0.1, 1.0]
+    common = dict(eigen_samples=40, ascent_samples=40, ascent_steps=2, permutations=4, fit_k_min=5, seed=0)
+    balls = measure_balls(networks, data, radii, device=cpu, **common)
+    return data, networks, across, balls, radii
+
+
+def test_constants_and_balls_of_every_network(study):
+    data, networks, across, balls, radii = study
+    key = ("digits", 4, 1)
+    v = networks[key]
+    assert [w.net.seed for w in across[key]] == [0, 1] and across[key][0] is v
+    assert v.M_l == float(v.net.losses.max())
+    assert v.M_H == pytest.approx(float(per_sample_ggn_norms(v.model, data["digits"].x).max()))
+    assert v.M_g > 0 and math.isnan(across[key][1].M_g)  # per-sample gradients: the first seed only
+    assert v.top_eigenvalue > 0 and [p.kind for p in balls[key].points] == [k for k in KINDS for _ in radii]
+    header, rows = network_table(networks, across)
+    assert len(rows) == 1 and len(rows[0]) == len(header)
+
+
+def test_records_and_facts_agree_with_the_lemma(study):
+    _, networks, across, balls, radii = study
+    key = ("digits", 4, 1)
+    records = ball_records(balls, networks, radii)
+    assert len(records) == len(KINDS) * len(radii)
+    v = networks[key]
+    for r in records:
+        assert r["bound_constant"] == pytest.approx(2 * (v.M_l + v.M_H * r["radius"] ** 2))
+        assert r["held_every_order"] == (r["loss_range"] <= r["bound_constant"])
+    facts = ball_facts(records, networks, balls, key, radii)
+    assert facts["n_points"] == len(records) and facts["small_R"] == 0.01 and facts["large_R"] == 1.0
+    assert facts["ratio_min"] == min(r["ratio_tightest"] for r in records)
+    header, rows = reference_table(balls[key], v)
+    assert len(rows) == len(records) and len(rows[0]) == len(header)
+    summary = network_records(networks, across, balls)
+    assert summary["networks"][0]["C0"] == balls[key].base.tail_constant
+    assert summary["networks_across_seeds"][0]["seeds"] == [0, 1]
+
+
+def test_growth_slopes_read_a_quadratic_rise():
+    class Point:
+        def __init__(self, kind, radius, constant):
+            self.kind, self.radius, self.tail_constant = kind, radius, constant
+
+    radii = np.geomspace(0.01, 1, 6)
+    base = Point("trained point", 0.0, 1.0)
+    ball = type("B", (), {"base": base, "points": [Point("isotropic", r, 1.0 + 3 * r**2) for r in radii]})()
+    slopes = growth_slopes(ball, "isotropic")
+    assert slopes["all"] == pytest.approx(2.0) and slopes["small_R"] == pytest.approx(2.0)
+
+
+def test_gradient_and_gaussian_studies(study):
+    data, networks, _, _, _ = study
+    v, d = networks[("digits", 4, 1)], data["digits"]
+    gradient = gradient_study(v, d, points=6, orders=3, seed=5, device=torch.device("cpu"))
+    assert gradient["norms"].shape == (3, len(gradient["ks"])) and gradient["ks"][-1] == 120
+    # At k = N every order holds all samples: the norm is the full-batch gradient's.
+    assert np.allclose(gradient["norms"][:, -1], v.grads.full_norm, rtol=1e-4)
+    facts = gradient_facts({"digits": gradient}, v)
+    assert facts["grad_sample_rms"] >= facts["grad_full_norm"]
+    ks, balls = gaussian_study(
+        v, d, [0.01, 0.05], k_points=3, orders=2, samples=4, probes=2, seed=0, device=torch.device("cpu")
+    )
+    facts = gaussian_facts(ks, balls)
+    records = gaussian_records(ks, balls)
+    assert facts["gauss_rel_error_small"] == records[0]["relative_error"] and len(records) == 2
+
+
+def test_slice_facts_measure_the_largest_difference():
+    losses = np.arange(9.0).reshape(3, 3)
+    values = np.stack([np.stack([losses, losses + 0.5]), np.stack([losses, losses.copy()])])
+    values[1, 1, 1, 1] += 0.05  # the large k: a difference at the centre only
+    facts = slice_facts(LossSlice(np.linspace(-1, 1, 3), np.linspace(-1, 1, 3), [10, 1000], values))
+    assert facts["slice_diff_small"] == 0.5 and facts["slice_diff_large"] == 0.05
+    assert facts["slice_diff_ratio"] == pytest.approx(10.0) and facts["slice_centre_fraction"] == 1.0
+    assert facts["slice_k_ratio"] == pytest.approx(1001 / 11)
