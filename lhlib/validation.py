@@ -82,13 +82,16 @@ def check_choices(name: str, values: Any, accepted: Iterable[str]) -> list[str]:
     return list(values)
 
 
-def check_int_list(name: str, values: Any, *, minimum: int | None = None) -> list[int]:
-    """A non-empty list of distinct integers, each ``>= minimum``."""
+def check_int_list(name: str, values: Any, *, minimum: int | None = None, maximum: int | None = None) -> list[int]:
+    """A non-empty list of distinct integers, each ``>= minimum`` and ``<= maximum`` (where given)."""
     if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or len(values) == 0:
         raise ValueError(f"{name} must be a non-empty list of integers, got {values!r}")
     for value in values:
-        if isinstance(value, bool) or not isinstance(value, int) or (minimum is not None and value < minimum):
-            bound = f" >= {minimum}" if minimum is not None else ""
+        below = minimum is not None and isinstance(value, int) and value < minimum
+        above = maximum is not None and isinstance(value, int) and value > maximum
+        if isinstance(value, bool) or not isinstance(value, int) or below or above:
+            bounds = [f">= {minimum}"] * (minimum is not None) + [f"<= {maximum}"] * (maximum is not None)
+            bound = f" {' and '.join(bounds)}" if bounds else ""
             raise ValueError(f"{name} must be a list of integers{bound}, got {values!r}")
     if len(set(values)) != len(values):
         raise ValueError(f"{name} must not repeat entries, got {values!r}")

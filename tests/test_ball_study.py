@@ -105,6 +105,6 @@ def test_slice_facts_measure_the_largest_difference():
     values = np.stack([np.stack([losses, losses + 0.5]), np.stack([losses, losses.copy()])])
     values[1, 1, 1, 1] += 0.05  # the large k: a difference at the centre only
     facts = slice_facts(LossSlice(np.linspace(-1, 1, 3), np.linspace(-1, 1, 3), [10, 1000], values))
-    assert facts["slice_diff_small"] == 0.5 and facts["slice_diff_large"] == 0.05
+    assert facts["slice_diff_small"] == 0.5 and facts["slice_diff_large"] == pytest.approx(0.05)
     assert facts["slice_diff_ratio"] == pytest.approx(10.0) and facts["slice_centre_fraction"] == 1.0
     assert facts["slice_k_ratio"] == pytest.approx(1001 / 11)

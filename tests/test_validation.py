@@ -120,3 +120,15 @@ def test_a_ref_file_that_is_not_a_commit_or_leads_outside_is_not_used(tmp_path, 
     for ref in ("junk", "escape"):
         with pytest.raises(features.BackboneUnavailable):
             features._resolve_revision("owner/model", ref, 1.0)
+
+
+def test_int_lists_are_checked_against_both_bounds():
+    from lhlib.validation import check_int_list
+
+    assert check_int_list("slice_ks", [10, 1000], minimum=1, maximum=1000) == [10, 1000]
+    with pytest.raises(ValueError, match=r"^slice_ks must be a list of integers >= 1 and <= 999, got \[10, 1000\]$"):
+        check_int_list("slice_ks", [10, 1000], minimum=1, maximum=999)
+    with pytest.raises(ValueError, match=r"^classes must be a list of integers >= 2, got \[1\]$"):
+        check_int_list("classes", [1], minimum=2)
+    with pytest.raises(ValueError, match="must not repeat"):
+        check_int_list("seeds", [1, 1])
