@@ -8,6 +8,7 @@ clipping floor (a sentinel such as ``1e-12`` standing for "zero" or "not measure
 measurement.
 
 The plots: :func:`plot_expansion_error` and :func:`plot_triangle_split` (chapter 01),
+:func:`plot_softmax_hessian`, :func:`plot_full_hessian` and :func:`plot_tightness` (chapter 02),
 :func:`plot_sweep` (the paper's Figures 2-5, chapter 04), :func:`plot_feature_vs_direct` (chapter
 05), :func:`plot_ball_curves`, :func:`plot_ball_constants`, :func:`plot_ball_ratios`,
 :func:`plot_gradient_norms`, :func:`plot_loss_slice` and :func:`plot_gaussian_criterion` (chapter
@@ -29,7 +30,8 @@ from matplotlib.ticker import NullFormatter
 
 from lhlib.ball import LossSlice
 from lhlib.ball_study import KINDS, Ball, BallNetwork, growth_slopes
-from lhlib.bounds import lemma_bound
+from lhlib.bound_study import TIGHTNESS_FORMS
+from lhlib.bounds import SOFTMAX_HESSIAN_NORM_PAPER, FullHessianCheck, lemma_bound
 from lhlib.glue import glue
 from lhlib.landscape import log_binned
 from lhlib.loss_difference import TaylorCheck
@@ -50,13 +52,16 @@ __all__ = [
     "plot_expansion_error",
     "plot_family_curves",
     "plot_feature_vs_direct",
+    "plot_full_hessian",
     "plot_gaussian_criterion",
     "plot_gradient_norms",
     "plot_holdout",
     "plot_loss_slice",
     "plot_sample_size_vs_architecture",
     "plot_sample_size_vs_tolerance",
+    "plot_softmax_hessian",
     "plot_sweep",
+    "plot_tightness",
     "plot_triangle_split",
     "save_figure",
     "show_figure",
@@ -908,4 +913,89 @@ def plot_gaussian_criterion(ks: list[int], study: list[dict]) -> plt.Figure:
     axes[0].legend(loc="lower left", fontsize=6)
     axes[1].legend(loc="upper left")
     fig.tight_layout()
+    return fig
+
+
+def plot_softmax_hessian(rows: list[dict], num_logits: int) -> plt.Figure:
+    r"""The worst :math:`\|\mathrm{diag}(p)-pp^\top\|_2` found in each bin of the largest probability :math:`q`.
+
+    Args:
+        rows: :func:`lhlib.bound_study.softmax_hessian_study`'s result, one line per :math:`K`.
+        num_logits: Logit vectors per :math:`K`, for the title.
+
+    Returns:
+        The figure with the Gershgorin envelope :math:`2q(1-q)` (dashed) and the paper's
+        :math:`\sqrt2` (dotted).
+    """
+    bins = np.linspace(0, 1, 41)
+    fig, ax = plt.subplots()
+    for r in rows:
+        which = np.digitize(r["pmax"].numpy(), bins) - 1
+        spec, q = r["spec"].numpy(), r["pmax"].numpy()
+        # In each bin, the worst logit vector found, drawn at its own q.
+        picks = [
+            np.flatnonzero(which == b)[spec[which == b].argmax()] for b in range(len(bins) - 1) if (which == b).any()
+        ]
+        ax.plot(q[picks], spec[picks], "-o", ms=2.5, label=f"largest found, K = {r['K']}")
+    q = np.linspace(0, 1, 401)
+    ax.plot(q, np.where(q >= 0.5, 2 * q * (1 - q), 0.5), "k--", lw=1, label=r"Gershgorin: $2q(1-q)$ for $q \geq 1/2$")
+    ax.axhline(SOFTMAX_HESSIAN_NORM_PAPER, color="C3", ls=":", label=r"paper: $\sqrt{2}$")
+    ax.set_ylim(0, 1.5)
+    ax.set(
+        xlabel=r"largest probability $q = \max_k p_k$ (dimensionless)",
+        ylabel=r"$\|\mathrm{diag}(p) - pp^\top\|_2$ (dimensionless)",
+        title=f"Worst case over {num_logits} random logit vectors per K (one per bin of q)",
+    )
+    ax.legend(fontsize=7, ncol=2)
+    return fig
+
+
+def plot_full_hessian(families: dict[str, list[FullHessianCheck]]) -> plt.Figure:
+    r"""The largest per-sample full-Hessian and G-term norms of each network against the corrected constant.
+
+    Returns:
+        A log-log scatter, one point per network and kind, with the diagonal dashed. Networks whose
+        ReLU paths are all off have no G-term to draw on a log axis; the legend counts them.
+    """
+    fig, ax = plt.subplots()
+    for (name, checks), color in zip(families.items(), ("C0", "C1")):
+        constant = np.array([c.constant for c in checks])
+        ax.loglog(
+            constant, [float(c.full.max()) for c in checks], "o", ms=3, color=color, label=f"{name}: full Hessian"
+        )
+        gterm = np.array([float(c.gterm.max()) for c in checks])
+        live = gterm > 0
+        hidden = f" ({int((~live).sum())} at 0 not shown)" if not live.all() else ""
+        ax.loglog(constant[live], gterm[live], "x", ms=3, color=color, alpha=0.5, label=f"{name}: G-term{hidden}")
+    span = np.array(ax.get_xlim())
+    ax.loglog(span, span, "k--", lw=1, label="= corrected constant")
+    ax.set_ylim(bottom=max(ax.get_ylim()[0], 1e-8))
+    ax.set(
+        xlabel=r"corrected constant $\frac{1}{2} L M_x^2 M_W^{2(L-1)}$ (loss units)",
+        ylabel=r"largest per-sample norm (loss units)",
+        title="Random bias-free networks: one point per network",
+    )
+    ax.legend(fontsize=7)
+    return fig
+
+
+def plot_tightness(tight: dict[str, dict]) -> plt.Figure:
+    r"""Box plots of bound / :math:`\|J_i^\top A_iJ_i\|_2` per sample, one panel per family of networks.
+
+    Args:
+        tight: :func:`lhlib.bound_study.tightness`'s result.
+
+    Returns:
+        The figure: one box per form of :data:`lhlib.bound_study.TIGHTNESS_FORMS` (numbered, named
+        below the panels), whiskers over the full range, the line at 1 dashed (below it: violated).
+    """
+    fig, axes = plt.subplots(1, len(tight), figsize=(11, 3.8), sharey=True, squeeze=False)
+    for ax, (family, forms) in zip(axes[0], tight.items()):
+        ax.boxplot([forms[name]["ratios"].numpy() for name in TIGHTNESS_FORMS], whis=(0, 100), showfliers=False)
+        ax.set_xticks(range(1, len(TIGHTNESS_FORMS) + 1), [f"({j + 1})" for j in range(len(TIGHTNESS_FORMS))])
+        ax.axhline(1, color="C3", ls="--", lw=1)
+        ax.set(yscale="log", title=family, xlabel="form of the bound")
+    axes[0, 0].set_ylabel(r"bound / $\|J_i^\top A_i J_i\|_2$  (below 1: violated)")
+    names = "   ".join(f"({j + 1}) {label}" for j, label in enumerate(TIGHTNESS_FORMS.values()))
+    fig.text(0.5, -0.06, names, ha="center", fontsize=8)
     return fig

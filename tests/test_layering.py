@@ -26,6 +26,7 @@ LAYERS = [
         "sample_size_study",
         "loss_difference",
         "ball_study",
+        "bound_study",
     },
     {"report", "figures", "book"},
 ]

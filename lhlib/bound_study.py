@@ -1,0 +1,315 @@
+r"""Chapter 02's experiments: Theorem 1 and its proof's steps measured on many networks.
+
+:func:`softmax_hessian_study` measures :math:`\|\mathrm{diag}(p)-pp^\top\|` over random logits;
+:func:`dense_hessian_study` compares the full per-sample Hessian with the G-term and the bounds on
+tiny networks; :func:`full_hessian_families` puts the corrected constant against the full Hessian;
+:func:`a2_families` runs every step of the proof in appendix A.2 on the paper's grid at
+initialisation, on randomly scaled networks and on trained ones (:func:`a2_held`,
+:func:`tightness`); :func:`lemma_on_trained` evaluates the lemma's bounds on the trained networks.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+from lhlib import bounds as B
+from lhlib.data import Dataset
+from lhlib.experiment import TrainedNetwork, trained_network
+from lhlib.hessian import per_sample_ggn_norms, softmax_hessian, weight_list
+from lhlib.models import build_mlp
+from lhlib.progress import progress_bar
+
+__all__ = [
+    "FAMILY_SHAPE",
+    "TIGHTNESS_FORMS",
+    "a2_families",
+    "a2_held",
+    "a2_table",
+    "dense_hessian_study",
+    "full_hessian_families",
+    "full_hessian_summary",
+    "full_hessian_table",
+    "lemma_on_trained",
+    "softmax_hessian_study",
+    "softmax_hessian_table",
+    "tightness",
+]
+
+FAMILY_SHAPE = {"width_range": (2, 6), "matrices_range": (1, 5), "classes_range": (2, 5)}
+"""The shapes of :func:`full_hessian_families`' random networks."""
+
+TIGHTNESS_FORMS = {
+    "paper_theorem": "Theorem 1 as stated",
+    "paper_per_sample": "A.2 per-sample form",
+    "corrected_constant": r"corrected, $\frac{1}{2} L M_x^2 M_W^{2(L-1)}$",
+    "corrected_per_sample": "corrected, per sample",
+}
+"""The forms of the bound :func:`tightness` compares with the G-term, and their names."""
+
+
+def softmax_hessian_study(
+    classes: list[int], num_logits: int, logit_scale_max: float, generator: torch.Generator
+) -> list[dict[str, Any]]:
+    r""":math:`A=\mathrm{diag}(p)-pp^\top` for random logits, per number of classes :math:`K`.
+
+    The logits are :math:`\mathcal N(0, s^2I)` with :math:`s` log-uniform in
+    ``[0.1, logit_scale_max]``, drawn from ``generator``.
+
+    Returns:
+        Per :math:`K`: ``spec`` and ``frob``, the spectral and Frobenius norms of each :math:`A`, and
+        ``pmax``, its largest probability :math:`q`.
+    """
+    rows = []
+    for K in classes:
+        log_scale = torch.empty(num_logits, 1, dtype=torch.float64).uniform_(
+            math.log(0.1), math.log(logit_scale_max), generator=generator
+        )
+        z = torch.randn(num_logits, K, generator=generator, dtype=torch.float64) * log_scale.exp()
+        A = softmax_hessian(z)
+        rows.append(
+            {
+                "K": K,
+                "spec": torch.linalg.eigvalsh(A)[:, -1],  # A is symmetric positive semi-definite
+                "frob": torch.linalg.matrix_norm(A),
+                "pmax": torch.softmax(z, 1).max(1).values,
+            }
+        )
+    return rows
+
+
+def softmax_hessian_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """The largest norms found per :math:`K` beside the paper's and the sharp bound, as ``(header, rows)``."""
+    header = ["K", "max ‖A‖₂ found", "max ‖A‖_F found", "paper's bound √2", "sharp bound 1/2"]
+    return header, [
+        [r["K"], f"{float(r['spec'].max()):.6f}", f"{float(r['frob'].max()):.6f}", f"{math.sqrt(2):.4f}", "0.5"]
+        for r in rows
+    ]
+
+
+def dense_hessian_study(
+    num_networks: int, rng: np.random.Generator, generator: torch.Generator
+) -> list[dict[str, float]]:
+    r"""Tiny random networks whose full per-sample Hessians are formed densely.
+
+    Each has 8 inputs, 2 to 6 hidden units, 0 to 2 hidden-to-hidden layers and 3 classes, and four
+    samples with inputs :math:`3\,\mathcal N(0, I)`.
+
+    Returns:
+        One row per sample: ``L``, the G-term norm ``g``, the full Hessian's ``full`` and the paper's
+        and the corrected per-sample bounds.
+    """
+    rows = []
+    for _ in progress_bar(range(num_networks), desc="dense Hessians"):
+        depth = int(rng.integers(0, 3))
+        model = build_mlp(8, int(rng.integers(2, 7)), depth, 3, seed=int(rng.integers(2**31)))
+        weights = weight_list(model)
+        xs = torch.randn(4, 8, generator=generator, dtype=torch.float64) * 3
+        ys = torch.randint(0, 3, (4,), generator=generator)
+        full = B.full_hessian_norm_dense(weights, xs, ys)
+        g = per_sample_ggn_norms(weights, xs, dtype=torch.float64)
+        paper, corrected = B.theorem1_bound_per_sample(weights, xs), B.corrected_bound_per_sample(weights, xs)
+        rows += [
+            {
+                "L": len(weights),
+                "g": float(g[i]),
+                "full": float(full[i]),
+                "paper": float(paper[i]),
+                "corrected": float(corrected[i]),
+            }
+            for i in range(len(xs))
+        ]
+    return rows
+
+
+def full_hessian_families(
+    rng: np.random.Generator, families: dict[str, dict[str, Any]]
+) -> dict[str, list[B.FullHessianCheck]]:
+    """Random networks (:data:`FAMILY_SHAPE`) whose full Hessian meets the corrected constant.
+
+    Args:
+        rng: Draws every network.
+        families: Per family, ``count`` networks with ``scale_range`` and ``input_norm_range``.
+
+    Returns:
+        Per family, one :func:`lhlib.bounds.full_hessian_check` per network.
+    """
+    return {
+        name: [
+            B.full_hessian_check(
+                *B.random_network(
+                    rng, scale_range=spec["scale_range"], input_norm_range=spec["input_norm_range"], **FAMILY_SHAPE
+                )
+            )
+            for _ in progress_bar(range(spec["count"]), desc=f"{name} networks")
+        ]
+        for name, spec in families.items()
+    }
+
+
+def full_hessian_summary(families: dict[str, list[B.FullHessianCheck]]) -> dict[str, dict[str, Any]]:
+    """Per family: how often the full Hessian and the G-term exceed the constant, and the weights' range."""
+    return {
+        name: {
+            "networks": len(checks),
+            "full_exceeds": sum(c.exceeds("full") for c in checks),
+            "gterm_exceeds": sum(c.exceeds("gterm") for c in checks),
+            "worst_full_ratio": max(c.worst_ratio("full") for c in checks),
+            "worst_gterm_ratio": max(c.worst_ratio("gterm") for c in checks),
+            "M_W_min": min(c.M_W for c in checks),
+            "M_W_max": max(c.M_W for c in checks),
+            "M_x_max": max(c.M_x for c in checks),
+            "L_of_exceeding": sorted({c.L for c in checks if c.exceeds("full")}),
+        }
+        for name, checks in families.items()
+    }
+
+
+def full_hessian_table(summary: dict[str, dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
+    """:func:`full_hessian_summary` as ``(header, rows)``."""
+    header = [
+        "family",
+        "networks",
+        "full Hessian above the constant",
+        "G-term above it",
+        "largest full / constant",
+        "M_W range",
+    ]
+    rows = [
+        [
+            name,
+            s["networks"],
+            s["full_exceeds"],
+            s["gterm_exceeds"],
+            f"{s['worst_full_ratio']:.3g}",
+            f"{s['M_W_min']:.2f} to {s['M_W_max']:.2f}",
+        ]
+        for name, s in summary.items()
+    ]
+    return header, rows
+
+
+def a2_families(
+    data: Dataset,
+    *,
+    hidden_sizes: list[int],
+    num_layers: list[int],
+    num_inputs: int,
+    num_random_networks: int,
+    scale_range: tuple[float, float],
+    trained: dict[str, Any],
+    seeds: list[int],
+    study_seed: int,
+) -> tuple[dict[str, list[B.A2Chain]], dict[int, TrainedNetwork]]:
+    """Every step of the proof in appendix A.2 (:func:`lhlib.bounds.a2_chain`) on three families.
+
+    The paper's grid of hidden sizes and depths at initialisation (seed ``study_seed``) on the first
+    ``num_inputs`` images; ``num_random_networks`` randomly scaled small networks (numpy seed
+    ``study_seed + 1``); and the network ``trained`` describes (``hidden_size``, ``num_layers``,
+    ``epochs``, ``batch_size``, ``lr``, ``device``) trained from each of ``seeds``, on every image.
+
+    Returns:
+        The chains per family and the trained networks per seed.
+    """
+    families = {"paper grid, initialisation": [], "random scales": [], "trained": []}
+    x_images = data.x[:num_inputs].double()
+    grid = [(h, depth) for depth in num_layers for h in hidden_sizes]
+    for h, depth in progress_bar(grid, desc="grid networks"):
+        model = build_mlp(data.info.input_dim, h, depth, data.info.num_classes, seed=study_seed)
+        families["paper grid, initialisation"].append(B.a2_chain(model, x_images))
+    rng = np.random.default_rng(study_seed + 1)
+    for _ in progress_bar(range(num_random_networks), desc="random networks"):
+        weights, xs, _ = B.random_network(
+            rng, width_range=(2, 8), classes_range=(2, 10), scale_range=scale_range, input_norm_range=(1.0, 100.0)
+        )
+        families["random scales"].append(B.a2_chain(weights, xs))
+    runs = {}
+    for seed in progress_bar(seeds, desc="trained networks"):
+        runs[seed] = trained_network(data.x, data.y, num_classes=data.info.num_classes, seed=seed, **trained)
+        families["trained"].append(B.a2_chain(runs[seed].model, data.x.double()))
+    return families, runs
+
+
+def a2_held(families: dict[str, list[B.A2Chain]]) -> dict[str, dict[str, dict[str, float]]]:
+    """Per family and step of :data:`lhlib.bounds.A2_STEPS`, how often it held.
+
+    Returns:
+        The share of networks on which it held for every sample (``networks``) and the share of
+        samples (``samples``).
+    """
+    return {
+        family: {
+            name: {
+                "networks": float(np.mean([bool(c.held(name).all()) for c in chains])),
+                "samples": float(torch.cat([c.held(name) for c in chains]).double().mean()),
+            }
+            for name in B.A2_STEPS
+        }
+        for family, chains in families.items()
+    }
+
+
+def a2_table(held: dict[str, dict[str, dict[str, float]]]) -> tuple[list[str], list[list[str]]]:
+    """:func:`a2_held` as ``(header, rows)``: per step, networks held % (samples held %) per family."""
+    rows = [
+        [
+            B.A2_STEPS[name],
+            *(f"{100 * held[f][name]['networks']:.0f}% ({100 * held[f][name]['samples']:.1f}%)" for f in held),
+        ]
+        for name in B.A2_STEPS
+    ]
+    return ["step", *held], rows
+
+
+def tightness(families: dict[str, list[B.A2Chain]]) -> dict[str, dict[str, Any]]:
+    r"""Per family and form of :data:`TIGHTNESS_FORMS`: the ratios bound / :math:`\|J_i^\top A_iJ_i\|_2`.
+
+    Samples whose ReLUs are all off have no G-term and cannot violate anything; they are left out.
+
+    Returns:
+        Per family and form, the ``ratios`` (a tensor over samples) with their ``min_ratio`` and
+        ``median_ratio``.
+    """
+    result = {}
+    for family, chains in families.items():
+        result[family] = {}
+        for name in TIGHTNESS_FORMS:
+            ratios = torch.cat([c.rhs[name][c.lhs[name] > 0] / c.lhs[name][c.lhs[name] > 0] for c in chains])
+            result[family][name] = {
+                "ratios": ratios,
+                "min_ratio": float(ratios.min()),
+                "median_ratio": float(ratios.median()),
+            }
+    return result
+
+
+def lemma_on_trained(runs: dict[int, TrainedNetwork], data: Dataset, k: int) -> list[dict[str, float]]:
+    r"""The lemma's bounds at ``k`` with :math:`R=1` on each trained network, beside what they bound.
+
+    Returns:
+        Per seed: :math:`M_\ell`, :math:`M_W`, Theorem 1's and the corrected :math:`M_{\mathbf H}`,
+        the measured largest G-term, the lemma as proved, as stated and corrected, and the measured
+        value term :math:`|\ell_{k+1}-\mathcal{L}_k|/(k+1)` in dataset order.
+    """
+    m_x = float(data.x.double().norm(dim=1).max())
+    rows = []
+    for seed, run in runs.items():
+        m_l, m_w = float(run.losses.max()), float(B.layer_spectral_norms(run.model).max())
+        row = {
+            "seed": seed,
+            "M_l": m_l,
+            "M_W": m_w,
+            "M_H_paper": B.theorem1_bound_paper(run.model, data.x),
+            "M_H_corrected": B.corrected_bound(run.model, data.x),
+            "measured_max_gterm": float(per_sample_ggn_norms(run.model, data.x, dtype=torch.float64).max()),
+        }
+        row["paper_proved"] = B.lemma_bound(k, m_l, row["M_H_paper"], 1.0)
+        row["paper_stated"] = B.lemma_bound_as_stated(k, m_l, m_x, m_w, run.model.weight_matrices, 1.0)
+        row["corrected"] = B.lemma_bound_corrected(k, m_l, row["M_H_corrected"], 1.0)
+        losses = run.losses.double()
+        row["measured_value_term"] = float(abs(losses[k] - losses[:k].mean()) / (k + 1))
+        rows.append(row)
+    return rows

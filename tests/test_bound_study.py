@@ -1,0 +1,66 @@
+"""Chapter 02's experiments on small inputs: shapes, the sharp softmax bound, summaries and tables."""
+
+import numpy as np
+import pytest
+import torch
+
+from lhlib import bound_study as study
+from lhlib.data import load_dataset
+
+
+def test_softmax_hessian_norms_stay_under_one_half():
+    rows = study.softmax_hessian_study([2, 5], 500, 20.0, torch.Generator().manual_seed(0))
+    assert [r["K"] for r in rows] == [2, 5]
+    for r in rows:
+        assert r["spec"].shape == r["frob"].shape == r["pmax"].shape == (500,)
+        assert (r["spec"] <= 0.5 + 1e-12).all() and (r["spec"] <= r["frob"] + 1e-12).all()
+    header, table = study.softmax_hessian_table(rows)
+    assert len(table) == 2 and len(table[0]) == len(header)
+
+
+def test_dense_hessian_rows_and_the_corrected_bound_on_the_g_term():
+    rows = study.dense_hessian_study(6, np.random.default_rng(0), torch.Generator().manual_seed(0))
+    assert len(rows) == 6 * 4 and all(r["L"] in (2, 3, 4) for r in rows)
+    assert all(r["g"] <= r["corrected"] * (1 + 1e-9) for r in rows)  # the corrected bound holds for the G-term
+
+
+def test_full_hessian_summary_and_table():
+    families = study.full_hessian_families(
+        np.random.default_rng(0), {"wide": {"count": 5, "scale_range": [0.05, 5.0], "input_norm_range": [0.1, 10.0]}}
+    )
+    summary = study.full_hessian_summary(families)
+    wide = summary["wide"]
+    assert wide["networks"] == 5 and wide["gterm_exceeds"] == 0 and wide["worst_gterm_ratio"] <= 1 + 1e-9
+    assert wide["M_W_min"] <= wide["M_W_max"] and all(L >= 2 for L in wide["L_of_exceeding"])
+    header, rows = study.full_hessian_table(summary)
+    assert rows[0][:2] == ["wide", 5] and len(rows[0]) == len(header)
+
+
+def test_a2_families_held_tightness_and_the_lemma_on_trained_networks():
+    data = load_dataset("digits", 120)
+    families, runs = study.a2_families(
+        data,
+        hidden_sizes=[4],
+        num_layers=[0, 1],
+        num_inputs=30,
+        num_random_networks=4,
+        scale_range=(0.05, 2.0),
+        seeds=[0, 1],
+        study_seed=0,
+        trained={"hidden_size": 4, "num_layers": 0, "epochs": 1, "batch_size": 32, "lr": 1e-3, "device": "cpu"},
+    )
+    assert [len(chains) for chains in families.values()] == [2, 4, 2] and list(runs) == [0, 1]
+    held = study.a2_held(families)
+    for family in held.values():
+        assert family["corrected_per_sample"]["samples"] == 1.0
+    header, rows = study.a2_table(held)
+    assert header[1:] == list(families) and len(rows) == len(held["trained"])
+    tight = study.tightness(families)
+    for forms in tight.values():
+        assert forms["corrected_per_sample"]["min_ratio"] >= 1 - 1e-9  # the corrected bound holds
+        assert forms["paper_theorem"]["median_ratio"] == pytest.approx(float(forms["paper_theorem"]["ratios"].median()))
+    rows = study.lemma_on_trained(runs, data, 60)
+    assert [r["seed"] for r in rows] == [0, 1]
+    for r in rows:
+        assert r["measured_max_gterm"] <= r["M_H_corrected"] * (1 + 1e-9)
+        assert r["corrected"] >= r["measured_value_term"]
