@@ -133,6 +133,12 @@ class DatasetSpec:
     torchvision_class: str | None
     remedy: str  # what to install or enable when no source works
 
+    @property
+    def input_dim(self) -> int:
+        """Inputs of a flattened image: channels times height times width."""
+        channels, height, width = self.image_shape
+        return channels * height * width
+
 
 DATASETS: dict[str, DatasetSpec] = {
     "mnist": DatasetSpec(

@@ -9,6 +9,8 @@ measurement.
 
 The plots: :func:`plot_expansion_error` and :func:`plot_triangle_split` (chapter 01),
 :func:`plot_softmax_hessian`, :func:`plot_full_hessian` and :func:`plot_tightness` (chapter 02),
+:func:`plot_ggn_histograms`, :func:`plot_bounds`, :func:`plot_h_term`, :func:`plot_averaged_hessian`
+and :func:`plot_lemma_term` (chapter 03),
 :func:`plot_sweep` (the paper's Figures 2-5, chapter 04), :func:`plot_feature_vs_direct` (chapter
 05), :func:`plot_ball_curves`, :func:`plot_ball_constants`, :func:`plot_ball_ratios`,
 :func:`plot_gradient_norms`, :func:`plot_loss_slice` and :func:`plot_gaussian_criterion` (chapter
@@ -33,6 +35,7 @@ from lhlib.ball_study import KINDS, Ball, BallNetwork, growth_slopes
 from lhlib.bound_study import TIGHTNESS_FORMS
 from lhlib.bounds import SOFTMAX_HESSIAN_NORM_PAPER, FullHessianCheck, lemma_bound
 from lhlib.glue import glue
+from lhlib.hessian_in_practice import FORM_LABELS, MeasuredNetwork, sweep_axis
 from lhlib.landscape import log_binned
 from lhlib.loss_difference import TaylorCheck
 from lhlib.other_architectures import FAMILY_NAMES, FamilyConfiguration, NetworkCurvature
@@ -45,17 +48,22 @@ __all__ = [
     "CLIPPING_FLOORS",
     "STYLE_FILE",
     "check_figure",
+    "plot_averaged_hessian",
     "plot_ball_constants",
     "plot_ball_curves",
     "plot_ball_ratios",
+    "plot_bounds",
     "plot_curvature",
     "plot_expansion_error",
     "plot_family_curves",
     "plot_feature_vs_direct",
     "plot_full_hessian",
+    "plot_ggn_histograms",
     "plot_gaussian_criterion",
     "plot_gradient_norms",
+    "plot_h_term",
     "plot_holdout",
+    "plot_lemma_term",
     "plot_loss_slice",
     "plot_sample_size_vs_architecture",
     "plot_sample_size_vs_tolerance",
@@ -998,4 +1006,222 @@ def plot_tightness(tight: dict[str, dict]) -> plt.Figure:
     axes[0, 0].set_ylabel(r"bound / $\|J_i^\top A_i J_i\|_2$  (below 1: violated)")
     names = "   ".join(f"({j + 1}) {label}" for j, label in enumerate(TIGHTNESS_FORMS.values()))
     fig.text(0.5, -0.06, names, ha="center", fontsize=8)
+    return fig
+
+
+Measured = dict[str, dict[tuple[int, int], MeasuredNetwork]]
+FORM_COLORS = dict(zip(FORM_LABELS, ("C3", "C1", "C2", "C4", "C0")))
+SWEEPS = ("hidden_size", "num_layers")
+
+
+def plot_ggn_histograms(results: Measured, settings: SweepSettings, names: dict[str, str]) -> plt.Figure:
+    r"""Histograms of the per-sample G-term norm :math:`\|\mathbf G_i\|_2` of every training sample.
+
+    Returns:
+        One row per dataset, the hidden-size sweep left and the depth sweep right, log-log. A sample
+        whose ReLU paths are all off has no curvature; a log axis cannot show it, so the legend
+        counts such samples.
+    """
+    fig, axes = plt.subplots(len(results), 2, figsize=(10, 3.2 * len(results)), squeeze=False)
+    for row, (name, networks) in zip(axes, results.items()):
+        for ax, varying in zip(row, SWEEPS):
+            keys = sweep_axis(settings, varying)[0]
+            norms = [networks[k].trained.ggn_norms.double() for k in keys]
+            positive = [v[v > 0] for v in norms]
+            shown = torch.cat(positive)
+            if shown.numel() == 0:  # every network of the panel is dead: nothing to draw
+                ax.set_axis_off()
+                continue
+            bins = np.geomspace(float(shown.min()), float(shown.max()), 60)
+            for (h, n), values, live, color in zip(keys, norms, positive, sweep_colors(len(keys))):
+                label = f"h = {h}" if varying == "hidden_size" else f"num_layers = {n} (L = {n + 2})"
+                if values.numel() > live.numel():
+                    label += f", {values.numel() - live.numel()} at 0"
+                ax.hist(live.numpy(), bins=bins, histtype="step", color=color, label=label)
+            sweep = (
+                f"hidden size, num_layers = {settings.fixed_num_layers}"
+                if varying == "hidden_size"
+                else f"depth, h = {settings.fixed_hidden_size}"
+            )
+            ax.set(
+                xscale="log",
+                yscale="log",
+                xlabel=r"per-sample G-term norm $\|\mathbf{G}_i\|_2$ (loss units per parameter$^2$)",
+                ylabel="number of samples",
+                title=f"{names[name]}: {sweep}",
+            )
+            ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def _bound_value(check: dict) -> float:
+    value = check["value"]
+    return value["max"] if isinstance(value, dict) else value
+
+
+def plot_bounds(results: Measured, settings: SweepSettings, names: dict[str, str]) -> plt.Figure:
+    r"""Every form of Theorem 1 against the measured norms, and each form's tightness, per dataset.
+
+    Returns:
+        Two rows per dataset. Upper: the bounds, the largest G-term norm over all samples and the
+        largest full-Hessian norm on the Lanczos subset against the hidden size and the depth, with the
+        paper's scaling :math:`L\,h^{2L}` dotted (anchored at the first point). Lower: the smallest
+        bound / norm over samples (solid: G-term, dotted: full Hessian), with the line at 1.
+    """
+    fig, axes = plt.subplots(2 * len(results), 2, figsize=(10, 6.4 * len(results)), squeeze=False)
+    for block, (name, networks) in enumerate(results.items()):
+        for col, varying in enumerate(SWEEPS):
+            keys, xs, xlabel = sweep_axis(settings, varying)
+            rs = [networks[k] for k in keys]
+            top, bottom = axes[2 * block, col], axes[2 * block + 1, col]
+            g_max = np.array([float(r.trained.ggn_norms.max()) for r in rs])
+            h_max = np.array([float(r.trained.hessian["norms"].max()) for r in rs])
+            for form, label in FORM_LABELS.items():
+                color = FORM_COLORS[form]
+                top.plot(xs, [_bound_value(r.checks[form]) for r in rs], "o-", color=color, label=label, ms=3)
+                bottom.plot(xs, [r.checks[form]["tightness_ggn"] for r in rs], "o-", color=color, ms=3,
+                            label=label + r" vs $\|G_i\|$")  # fmt: skip
+                bottom.plot(xs, [r.checks[form]["tightness_hessian"] for r in rs], "x:", color=color, ms=4)
+            top.plot(xs, g_max, "ks-", label=r"measured max $\|G_i\|_2$ (all samples)")
+            top.plot(xs, h_max, "k^--", label=r"measured max $\|H_i\|_2$ (subset)", mfc="none")
+            law = np.array([(n + 2) * float(h) ** (2 * (n + 2)) for h, n in keys])
+            top.plot(xs, g_max[0] * law / law[0], ":", color="0.5", label=r"$\propto L\,h^{2L}$ (paper's scaling)")
+            top.set_ylim(max(1e-3, 0.3 * min(g_max.min(), h_max.min())), None)
+            bottom.axhline(1.0, color="k", lw=0.8)
+            top.set(ylabel="spectral norm (loss units)", title=f"{names[name]}: bounds and measured norms")
+            bottom.set(
+                ylabel="tightness: min over samples of bound / norm",
+                title=f"{names[name]}: tightness (solid: G-term, dotted: full Hessian)",
+            )
+            for ax in (top, bottom):
+                ax.set(yscale="log", xlabel=xlabel)
+                if varying == "hidden_size":
+                    ax.set_xscale("log", base=2)
+                ax.legend(fontsize=6)
+    fig.tight_layout()
+    return fig
+
+
+def plot_h_term(
+    results: Measured, shares: dict[tuple[str, str], list[float]], reference: tuple[int, int], names: dict[str, str]
+) -> plt.Figure:
+    r"""The H-term the paper drops.
+
+    Args:
+        results: :func:`lhlib.hessian_in_practice.measure_networks`'s measurements.
+        shares: :func:`lhlib.hessian_in_practice.hterm_shares`'s medians.
+        reference: The configuration of the left panel.
+        names: Per dataset, the name shown.
+
+    Returns:
+        Left: per sample of the reference configuration's Lanczos subset, the full Hessian norm
+        against the G-term norm (trained and at initialisation) with the diagonal. Right: per
+        configuration, the median :math:`\|H_i-G_i\|_2/\|H_i\|_2` (trained solid, initial dashed).
+    """
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    markers = ["o", "s", "^", "D"]
+    states = {"trained": ("C0", "-", "trained"), "initial": ("C3", "--", "initialisation")}
+    for name, marker in zip(results, markers):
+        for which, (color, _, label) in states.items():
+            m = getattr(results[name][reference], which)
+            index = m.full_index[: m.random_count]
+            live = m.ggn_norms[index] > 0  # a log axis cannot show a sample with no G-term
+            left.scatter(
+                m.ggn_norms[index][live].double(),
+                m.hessian["norms"][: m.random_count][live],
+                s=8,
+                marker=marker,
+                color=color,
+                alpha=0.5,
+                label=f"{names[name]}, {label}",
+            )
+    lims = np.array(left.get_xlim() + left.get_ylim())
+    left.plot([lims.min(), lims.max()], [lims.min(), lims.max()], "k-", lw=0.8, label=r"$\|H_i\| = \|G_i\|$")
+    left.set(
+        xscale="log",
+        yscale="log",
+        xlabel=r"G-term norm $\|\mathbf{G}_i\|_2$ (loss units)",
+        ylabel=r"full Hessian norm $\|\mathbf{H}_i\|_2$ (loss units)",
+        title=f"per sample, h = {reference[0]}, num_layers = {reference[1]}",
+    )
+    left.legend(fontsize=6)
+    configurations = list(next(iter(results.values())))
+    for name, marker in zip(results, markers):
+        for which, (color, style, label) in states.items():
+            right.plot(
+                range(len(configurations)),
+                shares[(name, which)],
+                marker=marker,
+                color=color,
+                ls=style,
+                label=f"{names[name]}, {label}",
+                ms=4,
+            )
+    right.set_xticks(range(len(configurations)), [f"{h}/{n}" for h, n in configurations], rotation=60, fontsize=7)
+    right.set(
+        xlabel="configuration h / num_layers",
+        ylabel=r"median $\|H_i - G_i\|_2 / \|H_i\|_2$",
+        yscale="log",
+        title="relative size of the H-term",
+    )
+    right.legend(fontsize=6)
+    fig.tight_layout()
+    return fig
+
+
+def plot_averaged_hessian(results: Measured, settings: SweepSettings, names: dict[str, str]) -> plt.Figure:
+    r"""The top eigenvalue of the averaged Hessian and G-term beside the largest per-sample G-term norm.
+
+    Returns:
+        Two log panels, against the hidden size and the depth, one colour per dataset: solid the
+        averaged Hessian's :math:`\lambda_1`, dashed the averaged G-term's, dotted :math:`\max_i\|G_i\|`.
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    markers = ["o", "s", "^", "D"]
+    for ax, varying in zip(axes, SWEEPS):
+        keys, xs, xlabel = sweep_axis(settings, varying)
+        for name, marker, color in zip(results, markers, sweep_colors(len(results), "tab10")):
+            rs = [results[name][k].trained for k in keys]
+            label = names[name]
+            ax.plot(xs, [m.top_hessian[0] for m in rs], marker=marker, color=color,
+                    label=rf"{label}: $\lambda_1$ of mean $H$")  # fmt: skip
+            ax.plot(xs, [m.top_ggn[0] for m in rs], marker=marker, color=color, ls="--", mfc="none",
+                    label=rf"{label}: $\lambda_1$ of mean $G$")  # fmt: skip
+            ax.plot(xs, [float(m.ggn_norms.max()) for m in rs], marker=marker, color=color, ls=":", alpha=0.6,
+                    label=rf"{label}: max$_i\,\|G_i\|$")  # fmt: skip
+        ax.set(yscale="log", xlabel=xlabel, ylabel="eigenvalue / norm (loss units)")
+        if varying == "hidden_size":
+            ax.set_xscale("log", base=2)
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    return fig
+
+
+def plot_lemma_term(
+    lemma: dict[str, dict], results: Measured, reference: tuple[int, int], names: dict[str, str]
+) -> plt.Figure:
+    r"""The lemma's Hessian term :math:`\|H_{k+1}-\bar H_k\|_2` against ``k``, per dataset.
+
+    Returns:
+        Log-log: the term (circles), the newly added sample's :math:`\|H_{k+1}\|_2` (crosses), the
+        full average's :math:`\lambda_1` (dashed) and the proof's bound :math:`2\max_i\|G_i\|_2`
+        (dash-dotted).
+    """
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    for name, color in zip(lemma, sweep_colors(len(lemma), "tab10")):
+        m, v, label = results[name][reference].trained, lemma[name], names[name]
+        ax.plot(v["k"], v["term"], "o-", color=color, label=rf"{label}: $\|H_{{k+1}} - \bar H_k\|_2$")
+        ax.plot(v["k"], v["new_sample_norm"], "x:", color=color, label=rf"{label}: $\|H_{{k+1}}\|_2$")
+        ax.axhline(m.top_hessian[0], color=color, lw=0.8, ls="--", label=rf"{label}: $\lambda_1(\bar H_N)$")
+        bound = 2 * float(m.ggn_norms.max())
+        ax.axhline(bound, color=color, lw=0.8, ls="-.", label=rf"{label}: $2\max_i\|G_i\|_2$")
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="number of samples k already in the average",
+        ylabel="spectral norm (loss units)",
+        title=f"the lemma's Hessian term, h = {reference[0]}, num_layers = {reference[1]}",
+    )
+    ax.legend(fontsize=6)
     return fig

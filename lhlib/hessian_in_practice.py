@@ -5,13 +5,17 @@ caches the result in the results store: the exact G-term norm of every sample, t
 H-term norms of a random subset plus the samples with the largest G-term (batched Lanczos), and the
 top eigenvalues of the averaged Hessian and G-term. :func:`theorem1_checks` compares those norms
 with every form of Theorem 1 in :mod:`lhlib.bounds` (:data:`BOUND_FORMS`); :func:`quantile_summary`
-condenses a per-sample array for ``summary.json``.
+condenses a per-sample array for ``summary.json``. :func:`measure_networks` does this for every
+configuration of the sweep; the functions after it turn the measurements into the chapter's
+tables, findings and summary.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,14 +23,42 @@ from torch import nn
 
 from lhlib import bounds
 from lhlib.cache import cached, tensor_fingerprint
-from lhlib.hessian import dataset_hessian_top_eigenvalues, per_sample_ggn_norms, per_sample_hessian_norms
+from lhlib.data import Dataset
+from lhlib.experiment import TrainedNetwork, trained_networks
+from lhlib.hessian import (
+    dataset_hessian_top_eigenvalues,
+    lemma_difference_norms,
+    per_sample_ggn_norms,
+    per_sample_hessian_norms,
+)
+from lhlib.models import build_mlp
+from lhlib.progress import progress_bar
+from lhlib.seed_stats import interval_across_seeds
+from lhlib.settings import SweepSettings, sweep_configurations
 from lhlib.validation import check_int
 
 __all__ = [
     "BOUND_FORMS",
+    "FORM_LABELS",
     "CurvatureMeasurements",
+    "MeasuredNetwork",
+    "averaged_facts",
+    "bound_facts",
+    "bound_verdict",
+    "configuration_record",
     "curvature_measurements",
+    "hterm_facts",
+    "hterm_shares",
+    "lanczos_converged_fraction",
+    "lemma_facts",
+    "lemma_study",
+    "live_median",
+    "measure_networks",
+    "norms_table",
     "quantile_summary",
+    "scaling_across_seeds",
+    "scaling_facts",
+    "sweep_axis",
     "theorem1_checks",
 ]
 
@@ -242,4 +274,407 @@ def theorem1_checks(
             "violations_hessian": int((per_sample[index] < full * (1 - slack)).sum()),
             "tightness_hessian": float(ratio_h.min()) if ratio_h.numel() else float("nan"),
         }
+    return out
+
+
+FORM_LABELS = {
+    "paper": "Theorem 1 (paper)",
+    "paper_per_sample": "paper, per sample (max)",
+    "corrected": "corrected",
+    "corrected_per_sample": "corrected, per sample (max)",
+    "activation_per_sample": "activation form (max)",
+}
+"""Short names of the forms of :data:`BOUND_FORMS`, for legends."""
+
+
+@dataclass
+class MeasuredNetwork:
+    """One configuration of a dataset: its first seed's network measured trained and at initialisation.
+
+    ``trained``/``initial`` are :func:`curvature_measurements`, ``checks``/``checks_init``
+    :func:`theorem1_checks`; ``ggn_max_per_seed`` the largest G-term norm of every seed's network.
+    """
+
+    net: TrainedNetwork
+    model: nn.Module
+    init: nn.Module
+    trained: CurvatureMeasurements
+    initial: CurvatureMeasurements
+    checks: dict
+    checks_init: dict
+    layer_norms: torch.Tensor
+    M_x: float
+    ggn_max_per_seed: list[float]
+
+
+def measure_networks(
+    data: dict[str, Dataset],
+    settings: SweepSettings,
+    *,
+    full_samples: int,
+    extreme_samples: int,
+    top_k: int,
+    tol: float,
+    seed: int,
+    device: torch.device,
+) -> dict[str, dict[tuple[int, int], MeasuredNetwork]]:
+    """Train (or load) every configuration of the sweep from every seed and measure its curvature.
+
+    Every seed's network gets its G-term norms; the network of ``seed`` and its initialisation get
+    everything :func:`curvature_measurements` measures (the top eigenvalues for the trained one only)
+    and :func:`theorem1_checks`.
+    """
+    jobs = [(name, key) for name in data for key in sweep_configurations(settings)]
+    results = {name: {} for name in data}
+    for name, (h, depth) in progress_bar(jobs, desc="networks"):
+        d = data[name]
+        x, y = d.x.to(device), d.y.to(device)
+        ensemble = trained_networks(
+            d.x,
+            d.y,
+            num_classes=d.info.num_classes,
+            hidden_size=h,
+            num_layers=depth,
+            seeds=settings.seeds,
+            epochs=settings.epochs,
+            batch_size=settings.batch_size,
+            lr=settings.lr,
+            device=settings.device,
+        )
+        net = next(m for m in ensemble if m.seed == seed)
+        init = build_mlp(d.info.input_dim, h, depth, d.info.num_classes, seed).to(device)
+        model = net.model.to(device)
+        common = dict(full_samples=full_samples, extreme_samples=extreme_samples, tol=tol, seed=seed)
+        trained = curvature_measurements(model, x, y, top_k=top_k, **common)
+        initial = curvature_measurements(init, x, y, top_k=0, **common)
+        results[name][(h, depth)] = MeasuredNetwork(
+            net=net,
+            model=model,
+            init=init,
+            trained=trained,
+            initial=initial,
+            checks=theorem1_checks(model, x, trained.ggn_norms, trained.full_index, trained.hessian["norms"]),
+            checks_init=theorem1_checks(init, x, initial.ggn_norms, initial.full_index, initial.hessian["norms"]),
+            layer_norms=bounds.layer_spectral_norms(model).cpu(),
+            M_x=float(x.double().norm(dim=1).max()),
+            ggn_max_per_seed=[float(per_sample_ggn_norms(m.model.to(device), x).max()) for m in ensemble],
+        )
+    return results
+
+
+def _every(results) -> list[MeasuredNetwork]:
+    return [r for networks in results.values() for r in networks.values()]
+
+
+def lanczos_converged_fraction(results) -> float:
+    """The share of per-sample Lanczos runs (full Hessian and H-term, trained and initial) that converged."""
+    return float(
+        np.mean(
+            [
+                float(getattr(getattr(r, which), operator)["converged"].float().mean())
+                for r in _every(results)
+                for which in ("trained", "initial")
+                for operator in ("hessian", "hterm")
+            ]
+        )
+    )
+
+
+def norms_table(networks: dict[tuple[int, int], MeasuredNetwork]) -> tuple[list[str], list[list[str]]]:
+    """Per configuration of one dataset: accuracy and the quantiles of the G-term and full-Hessian norms."""
+    rows = []
+    for (h, depth), r in networks.items():
+        g = quantile_summary(r.trained.ggn_norms)
+        full = quantile_summary(r.trained.hessian["norms"][: r.trained.random_count])
+        rows.append(
+            [
+                h,
+                depth,
+                depth + 2,
+                f"{r.net.train_accuracy:.3f}",
+                *(f"{g[q]:.3g}" for q in ("q50", "q90", "q99", "max")),
+                f"{full['q50']:.3g}",
+                f"{float(r.trained.hessian['norms'].max()):.3g}",
+            ]
+        )
+    header = ["h", "num_layers", "L", "train accuracy", "median $\\|G_i\\|$", "90 %", "99 %", "max $\\|G_i\\|$"]
+    return header + ["median $\\|H_i\\|$ (subset)", "max $\\|H_i\\|$ (subset)"], rows
+
+
+def _gather(results, form: str, key: str, which: str) -> np.ndarray:
+    return np.array([getattr(r, which)[form][key] for r in _every(results)], dtype=float)
+
+
+def bound_verdict(results, form: str, which: str = "checks") -> str:
+    """Whether ``form`` held on every sample of every network (``which``: ``checks`` or ``checks_init``)."""
+    every = _every(results)
+    violations_g = int(_gather(results, form, "violations_ggn", which).sum())
+    violations_h = int(_gather(results, form, "violations_hessian", which).sum())
+    failed = sum(not (getattr(r, which)[form]["held_ggn"] and getattr(r, which)[form]["held_hessian"]) for r in every)
+    if violations_g == 0 and violations_h == 0:
+        return "held on every sample of every network"
+    return (
+        f"failed on {failed} of {len(every)} networks ({violations_g} G-term violations among all samples, "
+        f"{violations_h} full-Hessian violations among the Lanczos samples)"
+    )
+
+
+def bound_facts(results) -> dict[str, Any]:
+    """Per form of :data:`BOUND_FORMS`: the verdicts, the tightness range and the median ratio range.
+
+    Also the layer norms :math:`M_W` (trained, initial) and :math:`M_x` that explain the numbers.
+    """
+    facts = {}
+    for form in BOUND_FORMS:
+        facts[f"verdict_{form}"] = bound_verdict(results, form)
+        facts[f"verdict_init_{form}"] = bound_verdict(results, form, "checks_init")
+        tightness = _gather(results, form, "tightness_ggn", "checks")
+        ratios = _gather(results, form, "median_ratio_ggn", "checks")
+        facts[f"tight_{form}_min"] = float(np.nanmin(tightness))
+        facts[f"tight_{form}_max"] = float(np.nanmax(tightness))
+        facts[f"tight_h_{form}_min"] = float(np.nanmin(_gather(results, form, "tightness_hessian", "checks")))
+        facts[f"median_ratio_{form}_min"] = float(np.nanmin(ratios))
+        facts[f"median_ratio_{form}_max"] = float(np.nanmax(ratios))
+    every = _every(results)
+    trained = [float(r.layer_norms.max()) for r in every]
+    initial = [float(bounds.layer_spectral_norms(r.init).max()) for r in every]
+    facts.update(M_W_min=min(trained), M_W_max=max(trained), M_W_init_min=min(initial), M_W_init_max=max(initial))
+    facts["M_x_max"] = max(r.M_x for r in every)
+    return facts
+
+
+def sweep_axis(settings: SweepSettings, varying: str) -> tuple[list[tuple[int, int]], np.ndarray, str]:
+    """The configurations of one sweep, its x values (``h``, or Theorem 1's ``L``) and their axis label."""
+    if varying == "hidden_size":
+        keys = [(h, settings.fixed_num_layers) for h in settings.hidden_sizes]
+        label = f"hidden size h (num_layers = {settings.fixed_num_layers})"
+        return keys, np.array(settings.hidden_sizes, float), label
+    keys = [(settings.fixed_hidden_size, n) for n in settings.num_layers]
+    label = f"Theorem 1's L = num_layers + 2 (h = {settings.fixed_hidden_size})"
+    return keys, np.array(settings.num_layers, float) + 2, label
+
+
+def _fit_slope(xs, ys) -> float:
+    return float(np.polyfit(np.log(xs), np.log(ys), 1)[0])
+
+
+def scaling_across_seeds(results, settings: SweepSettings) -> tuple[dict[str, dict[str, Any]], int]:
+    r"""How the largest G-term norm grows with :math:`h` (slope of log-log) and per layer (factor), per seed.
+
+    Networks with every ReLU path dead have :math:`G=0` for every sample and are left out of the fits.
+
+    Returns:
+        Per dataset, the slopes and factors of every seed with their means and 95 % intervals across
+        seeds; and how many (configuration, seed) points were dead.
+    """
+    (h_keys, h_xs, _), (depth_keys, depth_xs, _) = (sweep_axis(settings, v) for v in ("hidden_size", "num_layers"))
+    scaling, dead = {}, 0
+    for name, networks in results.items():
+
+        def alive(keys, xs, s, networks=networks):
+            kept = [
+                (x, networks[k].ggn_max_per_seed[s]) for k, x in zip(keys, xs) if networks[k].ggn_max_per_seed[s] > 0
+            ]
+            return np.array([x for x, _ in kept], dtype=float), np.array([g for _, g in kept])
+
+        slopes, factors = [], []
+        for s in range(len(settings.seeds)):
+            slopes.append(_fit_slope(*alive(h_keys, h_xs, s)))
+            depth_x, depth_g = alive(depth_keys, depth_xs, s)
+            factors.append(float(np.exp(np.polyfit(depth_x, np.log(depth_g), 1)[0])))
+        keys = set(h_keys) | set(depth_keys)
+        dead += sum(networks[k].ggn_max_per_seed[s] == 0 for k in keys for s in range(len(settings.seeds)))
+        h_mean, h_ci = interval_across_seeds(slopes)
+        depth_mean, depth_ci = interval_across_seeds(factors)
+        scaling[name] = {
+            "h_slope": h_mean,
+            "h_slope_ci95": h_ci,
+            "h_slopes": slopes,
+            "depth_factor": depth_mean,
+            "depth_factor_ci95": depth_ci,
+            "depth_factors": factors,
+        }
+    return scaling, dead
+
+
+def scaling_facts(scaling: dict[str, dict[str, Any]], settings: SweepSettings) -> dict[str, Any]:
+    r"""The ranges of the fitted slopes and factors beside what :math:`L\,h^{2L}` predicts."""
+    h_slopes = [s["h_slope"] for s in scaling.values()]
+    factors = [s["depth_factor"] for s in scaling.values()]
+    return {
+        "h_slope_min": min(h_slopes),
+        "h_slope_max": max(h_slopes),
+        "h_slope_ci_low": min(s["h_slope_ci95"][0] for s in scaling.values()),
+        "h_slope_ci_high": max(s["h_slope_ci95"][1] for s in scaling.values()),
+        "depth_factor_min": min(factors),
+        "depth_factor_max": max(factors),
+        "depth_factor_ci_low": min(s["depth_factor_ci95"][0] for s in scaling.values()),
+        "depth_factor_ci_high": max(s["depth_factor_ci95"][1] for s in scaling.values()),
+        "h_slope_law": 2 * (settings.fixed_num_layers + 2),
+        "depth_factor_law": settings.fixed_hidden_size**2,
+        "fixed_L": settings.fixed_num_layers + 2,
+    }
+
+
+def live_median(numerator: torch.Tensor, denominator: torch.Tensor) -> float:
+    """Median of ``numerator / denominator`` over the samples with nonzero curvature (NaN if none)."""
+    live = denominator.double() > 0
+    if not bool(live.any()):
+        return math.nan
+    return float((numerator.double()[live] / denominator.double()[live]).median())
+
+
+def hterm_shares(results) -> dict[tuple[str, str], list[float]]:
+    r"""Per dataset and ``trained``/``initial``: the median :math:`\|H_i-G_i\|_2/\|H_i\|_2` of each configuration."""
+    shares = {}
+    for name, networks in results.items():
+        for which in ("trained", "initial"):
+            measured = [getattr(r, which) for r in networks.values()]
+            shares[(name, which)] = [
+                live_median(m.hterm["norms"][: m.random_count], m.hessian["norms"][: m.random_count]) for m in measured
+            ]
+    return shares
+
+
+def hterm_facts(results, shares: dict[tuple[str, str], list[float]], names: dict[str, str]) -> dict[str, Any]:
+    r"""How large the H-term is beside the full Hessian, trained and at initialisation, and where it is largest."""
+    trained = np.array([v for (_, w), values in shares.items() if w == "trained" for v in values])
+    initial = np.array([v for (_, w), values in shares.items() if w == "initial" for v in values])
+
+    def ratios(which: str) -> np.ndarray:
+        measured = [getattr(r, which) for r in _every(results)]
+        return np.array(
+            [
+                live_median(m.hessian["norms"][: m.random_count], m.ggn_norms[m.full_index[: m.random_count]])
+                for m in measured
+            ]
+        )
+
+    worst = max(
+        (
+            (name, key, share)
+            for name, networks in results.items()
+            for key, share in zip(networks, shares[(name, "trained")])
+        ),
+        key=lambda item: np.nan_to_num(item[2], nan=-1),
+    )
+    name, (h, depth), _ = worst
+    accuracy = results[name][(h, depth)].net.train_accuracy
+    where = f"{names[name]} with h = {h}, num_layers = {depth} (train accuracy {accuracy:.2f})"
+    facts = {
+        "hterm_share_trained_min": float(np.nanmin(trained)),
+        "hterm_share_trained_median": float(np.nanmedian(trained)),
+        "hterm_share_trained_max": float(np.nanmax(trained)),
+        "hterm_share_trained_worst": where,
+        "hterm_share_init_min": float(np.nanmin(initial)),
+        "hterm_share_init_median": float(np.nanmedian(initial)),
+        "hterm_share_init_max": float(np.nanmax(initial)),
+    }
+    for which, short in (("trained", "trained"), ("initial", "init")):
+        values = ratios(which)
+        facts[f"h_over_g_{short}_min"] = float(np.nanmin(values))
+        facts[f"h_over_g_{short}_max"] = float(np.nanmax(values))
+    negative = [float((r.trained.hessian["lambda_min"] < 0).float().mean()) for r in _every(results)]
+    facts["indefinite_percent"] = 100 * float(np.mean(negative))
+    return facts
+
+
+def averaged_facts(results) -> dict[str, float]:
+    """How the top of the averaged spectra compares with the per-sample norms (ranges over networks).
+
+    The top eigenvalue of the averaged Hessian over the averaged G-term's, and the largest
+    per-sample G-term norm over the averaged Hessian's top eigenvalue.
+    """
+    every = [r.trained for r in _every(results)]
+    top_ratio = [m.top_hessian[0] / m.top_ggn[0] for m in every]
+    spread = [float(m.ggn_norms.max()) / m.top_hessian[0] for m in every]
+    return {
+        "top_ratio_min": float(min(top_ratio)),
+        "top_ratio_max": float(max(top_ratio)),
+        "per_sample_over_mean_min": float(min(spread)),
+        "per_sample_over_mean_max": float(max(spread)),
+    }
+
+
+def lemma_study(
+    results, data: dict[str, Dataset], reference: tuple[int, int], *, points: int, tol: float, seed: int, device
+) -> dict[str, dict[str, Any]]:
+    r"""The lemma's term :math:`\|H_{k+1}-\bar H_k\|_2` of each dataset's reference network, one random order.
+
+    Returns:
+        Per dataset: ``k`` (``points`` log-spaced values), ``term`` and the newly added sample's
+        ``new_sample_norm`` :math:`\|H_{k+1}\|_2`.
+    """
+    lemma = {}
+    for name in progress_bar(list(results), desc="lemma term"):
+        n = len(data[name].y)
+        ks = np.unique(np.round(np.geomspace(1, n - 1, points)).astype(int)).tolist()
+        model = results[name][reference].model
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+        x, y = data[name].x[order].to(device), data[name].y[order].to(device)
+        term = lemma_difference_norms(model, x, y, ks, tol=1e-3, seed=seed)
+        new = per_sample_hessian_norms(model, x[ks], y[ks], tol=tol, seed=seed).norms.numpy()
+        lemma[name] = {"k": ks, "term": term, "new_sample_norm": new}
+    return lemma
+
+
+def lemma_facts(lemma: dict[str, dict[str, Any]], results, reference: tuple[int, int]) -> dict[str, float]:
+    r"""How the lemma's term behaves over the larger half of ``k``.
+
+    Its level against the proof's bound :math:`2\max_i\|G_i\|_2` and against the top eigenvalue,
+    its slope, and its correlation with the newly added sample's norm.
+    """
+    tail = {name: float(np.median(v["term"][len(v["k"]) // 2 :])) for name, v in lemma.items()}
+    over = [tail[name] / (2 * float(results[name][reference].trained.ggn_norms.max())) for name in lemma]
+    floor = [tail[name] / float(results[name][reference].trained.top_hessian[0]) for name in lemma]
+    slopes = [_fit_slope(np.array(v["k"], float), v["term"]) for v in lemma.values()]
+    corr = [float(np.corrcoef(np.log(v["term"]), np.log(v["new_sample_norm"]))[0, 1]) for v in lemma.values()]
+    return {
+        "lemma_tail_min": min(tail.values()),
+        "lemma_tail_max": max(tail.values()),
+        "lemma_slope_min": min(slopes),
+        "lemma_slope_max": max(slopes),
+        "lemma_corr_min": min(corr),
+        "lemma_corr_max": max(corr),
+        "lemma_tail_over_bound_min": min(over),
+        "lemma_tail_over_bound_max": max(over),
+        "lemma_floor_min": min(floor),
+        "lemma_floor_max": max(floor),
+    }
+
+
+def configuration_record(r: MeasuredNetwork, key: tuple[int, int]) -> dict[str, Any]:
+    """One configuration for ``summary.json``.
+
+    The quantiles of every measured norm, trained and at initialisation, every bound check and the
+    top eigenvalues.
+    """
+    h, depth = key
+    out = {
+        "hidden_size": h,
+        "num_layers": depth,
+        "weight_matrices": depth + 2,
+        "train_loss": r.net.train_loss,
+        "train_accuracy": r.net.train_accuracy,
+        "M_W": float(r.layer_norms.max()),
+        "M_x": r.M_x,
+        "layer_norms": r.layer_norms.tolist(),
+    }
+    for m, label, checks in ((r.trained, "trained", r.checks), (r.initial, "initialisation", r.checks_init)):
+        subset = slice(0, m.random_count)
+        out[label] = {
+            "ggn_norm": quantile_summary(m.ggn_norms),
+            "hessian_norm_random_subset": quantile_summary(m.hessian["norms"][subset]),
+            "hessian_norm_max_incl_extreme": float(m.hessian["norms"].max()),
+            "hterm_norm_random_subset": quantile_summary(m.hterm["norms"][subset]),
+            "hessian_lambda_min_random_subset": quantile_summary(m.hessian["lambda_min"][subset]),
+            "lanczos_converged_fraction": float(m.hessian["converged"].float().mean()),
+            "lanczos_not_converged": int((~m.hessian["converged"]).sum()) + int((~m.hterm["converged"]).sum()),
+            "bounds": checks,
+            "held": {form: bool(checks[form]["held_ggn"] and checks[form]["held_hessian"]) for form in BOUND_FORMS},
+            "held_ggn": {form: checks[form]["held_ggn"] for form in BOUND_FORMS},
+            "held_hessian": {form: checks[form]["held_hessian"] for form in BOUND_FORMS},
+        }
+    out["trained"]["top_eigenvalues_mean_hessian"] = r.trained.top_hessian.tolist()
+    out["trained"]["top_eigenvalues_mean_ggn"] = r.trained.top_ggn.tolist()
     return out

@@ -36,8 +36,8 @@ def test_chapter_03_smoke(run_chapter_smoke):
     lemma = dataset["lemma"]
     assert len(lemma["k"]) == len(lemma["term"]) >= 2
     assert all(value > 0 and math.isfinite(value) for value in lemma["term"])
-    assert 0 < summary["findings"]["lanczos_converged_fraction"] <= 1
-    scaling = summary["findings"]["scaling_across_seeds"]["digits"]
+    assert 0 < summary["lanczos_converged_fraction"] <= 1
+    scaling = summary["scaling_across_seeds"]["digits"]
     seeds = summary["settings"]["seeds"]
     assert len(scaling["h_slopes"]) == len(scaling["depth_factors"]) == len(seeds) >= 2
     low, high = scaling["h_slope_ci95"]

@@ -12,16 +12,6 @@ import nbformat
 import pytest
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
-# The chapters already in this shape; the others follow (issue "Readability").
-SHAPED = [
-    "01_loss_difference",
-    "02_hessian_bound",
-    "04_direct_classification",
-    "05_feature_extraction",
-    "06_convergence_in_a_ball",
-    "07_sample_size",
-    "08_other_architectures",
-]
 MAX_CELL_LINES, MAX_MEDIAN_LINES, MAX_LINE = 30, 12, 79
 SHOWN = re.compile(r'show_figure\([^"]*"(\w+)"\)')
 GLUED = re.compile(r"```\{glue:figure\} (\w+)\n((?::\w+:[^\n]*\n)*)\n?(.*?)```", re.S)
@@ -41,7 +31,7 @@ def _figure_directives(stem: str) -> dict[str, dict[str, str]]:
     return directives
 
 
-@pytest.mark.parametrize("stem", SHAPED)
+@pytest.mark.parametrize("stem", [path.stem for path in NOTEBOOKS])
 def test_code_cells_are_short_and_narrow(stem):
     code = _cells(stem, "code")
     lengths = [len(source.splitlines()) for source in code]
@@ -71,7 +61,7 @@ def test_every_figure_is_captioned_labelled_described_and_cited(stem):
     assert set(directives) <= set(shown), "a {glue:figure} directive names no figure of the chapter"
 
 
-@pytest.mark.parametrize("stem", SHAPED)
+@pytest.mark.parametrize("stem", [path.stem for path in NOTEBOOKS])
 def test_tables_and_numbers_go_through_one_record(stem):
     code = _cells(stem, "code")
     joined = "\n".join(code)

@@ -1,0 +1,77 @@
+"""Chapter 03's study on a small sweep: measurements, verdicts, scaling fits, H-term shares, the lemma."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from lhlib import hessian_in_practice as study
+from lhlib.data import load_dataset
+from lhlib.settings import check_sweep_settings
+
+
+@pytest.fixture(scope="module")
+def measured():
+    data = {"digits": load_dataset("digits", 100)}
+    settings = check_sweep_settings(
+        epochs=1,
+        hidden_sizes=[4, 8],
+        num_layers=[0, 1],
+        fixed_hidden_size=8,
+        fixed_num_layers=0,
+        seeds=[0, 1],
+        device="cpu",
+    )
+    results = study.measure_networks(
+        data, settings, full_samples=6, extreme_samples=2, top_k=2, tol=1e-3, seed=0, device=torch.device("cpu")
+    )
+    return data, settings, results
+
+
+def test_every_configuration_is_measured_trained_and_at_initialisation(measured):
+    _, settings, results = measured
+    networks = results["digits"]
+    assert set(networks) == {(4, 0), (8, 0), (8, 1)}
+    for r in networks.values():
+        assert r.net.seed == 0 and len(r.ggn_max_per_seed) == 2
+        assert r.trained.ggn_norms.shape == r.initial.ggn_norms.shape == (100,)
+        assert r.checks["corrected_per_sample"]["held_ggn"] and r.checks_init["corrected_per_sample"]["held_ggn"]
+        assert r.ggn_max_per_seed[0] == pytest.approx(float(r.trained.ggn_norms.max()), rel=1e-5)
+    assert 0 < study.lanczos_converged_fraction(results) <= 1
+    header, rows = study.norms_table(networks)
+    assert len(rows) == 3 and all(len(row) == len(header) for row in rows)
+    record = study.configuration_record(networks[(8, 1)], (8, 1))
+    assert record["weight_matrices"] == 3 and len(record["trained"]["top_eigenvalues_mean_hessian"]) == 2
+
+
+def test_verdicts_and_facts(measured):
+    data, settings, results = measured
+    assert study.bound_verdict(results, "corrected_per_sample") == "held on every sample of every network"
+    facts = study.bound_facts(results)
+    assert facts["tight_corrected_per_sample_min"] >= 1 - 1e-5 and facts["M_W_min"] <= facts["M_W_max"]
+    scaling, dead = study.scaling_across_seeds(results, settings)
+    assert len(scaling["digits"]["h_slopes"]) == 2 and dead >= 0
+    cited = study.scaling_facts(scaling, settings)
+    assert cited["h_slope_law"] == 4 and cited["depth_factor_law"] == 64
+    shares = study.hterm_shares(results)
+    assert set(shares) == {("digits", "trained"), ("digits", "initial")} and len(shares[("digits", "trained")]) == 3
+    names = {"digits": "Digits"}
+    assert study.hterm_facts(results, shares, names)["hterm_share_trained_worst"].startswith("Digits with h = ")
+    averaged = study.averaged_facts(results)
+    # The averaged G-term's top eigenvalue is at most the mean, so at most the largest, per-sample norm.
+    for r in results["digits"].values():
+        assert r.trained.top_ggn[0] <= float(r.trained.ggn_norms.max()) * (1 + 1e-6)
+    assert averaged["top_ratio_min"] <= averaged["top_ratio_max"]
+    lemma = study.lemma_study(results, data, (8, 0), points=4, tol=1e-3, seed=0, device=torch.device("cpu"))
+    assert len(lemma["digits"]["k"]) == len(lemma["digits"]["term"]) == len(lemma["digits"]["new_sample_norm"])
+    facts = study.lemma_facts(lemma, results, (8, 0))
+    assert facts["lemma_tail_min"] == facts["lemma_tail_max"] > 0  # one dataset: one tail
+
+
+def test_live_median_skips_samples_without_curvature():
+    # torch's median of an even count is the lower middle value.
+    assert study.live_median(torch.tensor([1.0, 2.0, 9.0]), torch.tensor([1.0, 1.0, 0.0])) == 1.0
+    assert math.isnan(study.live_median(torch.ones(2), torch.zeros(2)))
+    keys, xs, label = study.sweep_axis(check_sweep_settings(), "num_layers")
+    assert np.array_equal(xs, np.array([1, 3, 5, 7, 10]) + 2) and "L = num_layers + 2" in label
