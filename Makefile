@@ -18,10 +18,14 @@ $(STAMP): requirements.txt pyproject.toml
 
 install: $(STAMP)
 
-# Offline Fashion-MNIST comes from a Debian package; install it when we can (root on Debian/Ubuntu).
+# Offline Fashion-MNIST comes from a Debian package, and so does the headless browser that checks a
+# chapter opened in JupyterLab; install them when we can (root on Debian/Ubuntu).
 offline-packages:
 	@if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		(apt-get install -y -qq dataset-fashion-mnist || (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist)) >/dev/null || true; \
+	fi
+	@if ! command -v chromium >/dev/null && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		(apt-get install -y -qq chromium || (apt-get update -qq && apt-get install -y -qq chromium)) >/dev/null 2>&1 || true; \
 	fi
 
 data: $(STAMP) offline-packages

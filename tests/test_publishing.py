@@ -347,3 +347,81 @@ def test_jupyterlab_renders_the_chapters_myst():
     lines = (listing.stdout + listing.stderr).splitlines()
     myst = [line for line in lines if "jupyterlab-myst" in line]
     assert myst and "enabled" in myst[0] and "OK" in myst[0], "\n".join(lines)
+
+
+BROWSERS = ("chromium", "chromium-browser", "google-chrome")
+
+
+def _rendered_markdown(dom: str) -> list[str]:
+    """The text of every Markdown cell JupyterLab rendered with jupyterlab-myst (``lm-Widget myst``)."""
+    from html.parser import HTMLParser
+
+    class Rendered(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.depth, self.inside, self.texts = 0, None, []
+
+        def handle_starttag(self, tag, attrs):
+            self.depth += 1
+            if self.inside is None and "lm-Widget myst" in (dict(attrs).get("class") or ""):
+                self.inside = self.depth
+                self.texts.append("")
+
+        def handle_endtag(self, tag):
+            if self.inside == self.depth:
+                self.inside = None
+            self.depth -= 1
+
+        def handle_data(self, data):
+            if self.inside is not None:
+                self.texts[-1] += data
+
+    parser = Rendered()
+    parser.feed(dom)
+    return parser.texts
+
+
+def test_a_chapter_opened_in_jupyterlab_renders_its_myst(tmp_path):
+    """Open chapter 04 in JupyterLab in a headless browser: its Markdown is rendered, no role is left raw."""
+    import shutil
+    import socket
+    import time
+    import urllib.request
+
+    browser = next((shutil.which(name) for name in BROWSERS if shutil.which(name)), None)
+    if browser is None:
+        pytest.skip("no headless browser (make offline-packages installs chromium where it can)")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    lab = subprocess.Popen(
+        [str(Path(sys.executable).with_name("jupyter")), "lab", "--no-browser", f"--port={port}",
+         "--ServerApp.token=", "--ServerApp.password=", "--allow-root", f"--ServerApp.root_dir={ROOT}",
+         f"--ServerApp.runtime_dir={tmp_path}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status", timeout=5)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "JupyterLab did not start within 90 s"
+                time.sleep(1)
+        page = f"http://127.0.0.1:{port}/lab/tree/notebooks/04_direct_classification.ipynb"
+        dom = subprocess.run(
+            [browser, "--headless=new", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path / 'profile'}",
+             "--virtual-time-budget=30000", "--dump-dom", page],
+            capture_output=True, text=True, timeout=180,
+        ).stdout  # fmt: skip
+    finally:
+        lab.terminate()
+        lab.wait(timeout=30)
+    rendered = _rendered_markdown(dom)
+    assert len(rendered) >= 3, "JupyterLab rendered fewer than three Markdown cells with jupyterlab-myst"
+    assert rendered[0].startswith("04. Direct classification"), rendered[0][:120]
+    for text in rendered:
+        for role in ("{cite}`", "{glue:text}`", "{numref}`", "{doc}`"):
+            assert role not in text, f"{role} left raw in: {text[:160]}"
+    assert "kiselev2024unraveling" in rendered[0]  # the citation, rendered by its key
