@@ -543,6 +543,31 @@ def gaussian_mean_square_mc(
     return GaussianCriterion(float(sigma), ks, squares.mean(0).numpy(), (squares.std(0) / math.sqrt(samples)).numpy())
 
 
+def _gaussian_terms(context, order: torch.Tensor, k: int, s2: float, probes: int, generator) -> tuple[dict, float]:
+    """The four terms of :func:`gaussian_mean_square_taylor` for one order and ``k``, and the quartic's variance."""
+    model, x, y, params, losses, traces, weighted_grad, theta, batch_size = context
+    new, old = order[k : k + 1], order[:k]
+    d0 = float(losses[new].sum() - losses[old].mean())
+    w = torch.full((k + 1,), -1.0 / k, dtype=theta.dtype, device=x.device)
+    w[-1] = 1.0
+    idx = torch.cat([old, new])
+    g = weighted_grad(params, x[idx], y[idx], w)
+    g_sq = float(sum((v.double() ** 2).sum() for v in g.values()))
+    trace = float(traces[new].sum() - traces[old].mean())
+    hv_new = mean_matvec(model, x[new], y[new], "hessian", batch_size)
+    hv_old = mean_matvec(model, x[old], y[old], "hessian", batch_size)
+    v = (torch.randint(0, 2, (probes, theta.numel()), generator=generator) * 2 - 1).to(theta)
+    frob = np.array([float(((hv_new(vi) - hv_old(vi)).double() ** 2).sum()) for vi in v])
+    scale = 1.0 / (k + 1) ** 2
+    terms = {
+        "value": d0**2 * scale,
+        "gradient": s2 * g_sq * scale,
+        "trace": s2 * d0 * trace * scale,
+        "quartic": s2**2 * (trace**2 + 2 * frob.mean()) / 4 * scale,
+    }
+    return terms, (s2**2 * 2 / 4 * scale) ** 2 * frob.var(ddof=1) / probes
+
+
 def gaussian_mean_square_taylor(
     model: nn.Module,
     x: torch.Tensor,
@@ -587,27 +612,13 @@ def gaussian_mean_square_taylor(
     shape = (orders.shape[0], len(ks))
     terms = {name: np.zeros(shape) for name in ("value", "gradient", "trace", "quartic")}
     quartic_var = np.zeros(shape)
+    context = (model, x, y, params, losses, traces, weighted_grad, theta, batch_size)
     for o, order in enumerate(orders):
-        order = order.to(x.device)
         for j, k in enumerate(ks):
-            new, old = order[k : k + 1], order[:k]
-            d0 = float(losses[new].sum() - losses[old].mean())
-            w = torch.full((k + 1,), -1.0 / k, dtype=theta.dtype, device=x.device)
-            w[-1] = 1.0
-            idx = torch.cat([old, new])
-            g = weighted_grad(params, x[idx], y[idx], w)
-            g_sq = float(sum((v.double() ** 2).sum() for v in g.values()))
-            trace = float(traces[new].sum() - traces[old].mean())
-            hv_new = mean_matvec(model, x[new], y[new], "hessian", batch_size)
-            hv_old = mean_matvec(model, x[old], y[old], "hessian", batch_size)
-            v = (torch.randint(0, 2, (probes, theta.numel()), generator=generator) * 2 - 1).to(theta)
-            frob = np.array([float(((hv_new(vi) - hv_old(vi)).double() ** 2).sum()) for vi in v])
-            scale = 1.0 / (k + 1) ** 2
-            terms["value"][o, j] = d0**2 * scale
-            terms["gradient"][o, j] = s2 * g_sq * scale
-            terms["trace"][o, j] = s2 * d0 * trace * scale
-            terms["quartic"][o, j] = s2**2 * (trace**2 + 2 * frob.mean()) / 4 * scale
-            quartic_var[o, j] = (s2**2 * 2 / 4 * scale) ** 2 * frob.var(ddof=1) / probes
+            found, variance = _gaussian_terms(context, order.to(x.device), k, s2, probes, generator)
+            for name, value in found.items():
+                terms[name][o, j] = value
+            quartic_var[o, j] = variance
     averaged = {name: value.mean(0) for name, value in terms.items()}
     total = averaged["value"] + averaged["trace"] + averaged["quartic"]
     if include_gradient:

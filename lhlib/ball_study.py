@@ -334,19 +334,6 @@ def ball_facts(
     small, large = relative_radii[0], relative_radii[-1]
     at_large = [r for r in records if np.isclose(r["relative_radius"], large)]
     network = {id(r): networks[(r["dataset"], r["hidden_size"], r["num_layers"])] for r in records}
-    growth = {key: {kind: growth_slopes(b, kind) for kind in KINDS} for key, b in balls.items()}
-
-    def median_slope(kind: str, which: str) -> float:
-        values = [g[kind][which] for g in growth.values() if np.isfinite(g[kind][which])]
-        return float(np.median(values)) if values else math.nan
-
-    failures = [r for r in records if not r["held_every_order"]]
-    where = (
-        f"all {len(failures)} failures lie at R >= {min(r['relative_radius'] for r in failures):g} times the norm "
-        f"of the trained parameters, along the {' and '.join(sorted({r['kind'] for r in failures}))} directions"
-        if failures
-        else "there was no failure"
-    )
     held_theorem1 = sum(
         r["loss_range"] <= 2 * (network[id(r)].M_l + network[id(r)].theorem1 * r["radius"] ** 2) for r in records
     )
@@ -371,16 +358,36 @@ def ball_facts(
         "small_R": small,
         "large_R": large,
         "theorem1_over_MH": float(np.median([network[id(r)].theorem1 / network[id(r)].M_H for r in records])),
-        "failure_description": where,
+        "failure_description": _failure_description(records),
         "held_theorem1": f"{held_theorem1} of {len(records)}",
         "c_worst_ratio": float(worst / ref_ball.base.tail_constant),
         "ref_M_l": ref.M_l,
         "ref_M_H": ref.M_H,
         "ref_C0": ref_ball.base.tail_constant,
     }
+    return facts | _growth_facts(balls)
+
+
+def _failure_description(records: list[dict[str, Any]]) -> str:
+    failures = [r for r in records if not r["held_every_order"]]
+    if not failures:
+        return "there was no failure"
+    smallest = min(r["relative_radius"] for r in failures)
+    kinds = " and ".join(sorted({r["kind"] for r in failures}))
+    return (
+        f"all {len(failures)} failures lie at R >= {smallest:g} times the norm of the trained parameters, "
+        f"along the {kinds} directions"
+    )
+
+
+def _growth_facts(balls: dict[Key, Ball]) -> dict[str, float]:
+    """Per kind of direction, the median over networks of the growth slopes at small and large R."""
+    growth = [{kind: growth_slopes(b, kind) for kind in KINDS} for b in balls.values()]
+    facts = {}
     for kind, short in zip(KINDS, ("iso", "filter", "top", "ascent")):
-        facts[f"slope_{short}_small"] = median_slope(kind, "small_R")
-        facts[f"slope_{short}_large"] = median_slope(kind, "large_R")
+        for which, end in (("small_R", "small"), ("large_R", "large")):
+            values = [g[kind][which] for g in growth if np.isfinite(g[kind][which])]
+            facts[f"slope_{short}_{end}"] = float(np.median(values)) if values else math.nan
     return facts
 
 

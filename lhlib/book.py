@@ -263,6 +263,36 @@ def _record_relative_paths(executed: Path, root: Path) -> None:
     nbformat.write(notebook, executed)
 
 
+def _execute(root: Path, name: str, target: Path, parameters: dict, timeout: int) -> tuple[str | None, str]:
+    """Execute one chapter into ``target`` with papermill; ``(failure, detail)``, ``failure`` ``None`` on success."""
+    import papermill
+    from nbclient.exceptions import CellTimeoutError
+
+    try:
+        # A static page has no use for progress bars (lhlib.progress).
+        with _kernel_environment(LHLIB_PROGRESS="0"):
+            papermill.execute_notebook(
+                str(root / "notebooks" / f"{name}.ipynb"),
+                str(target),
+                parameters=parameters,
+                kernel_name="python3",
+                cwd=str(root),
+                progress_bar=False,
+                execution_timeout=timeout,
+            )
+    except papermill.PapermillExecutionError as error:
+        return name, f"\n{error}"
+    except CellTimeoutError:
+        cell = _timed_out_cell(target)
+        return f"{name} ({cell} timed out after {timeout} s)", f": {cell} ran past the {timeout} s cell timeout"
+    except Exception as error:  # noqa: BLE001 -- a dead kernel or one that never started: report, go on
+        return f"{name} ({type(error).__name__})", f": {type(error).__name__}: {error}"
+    finally:
+        if target.exists():
+            _record_relative_paths(target, root)
+    return None, ""
+
+
 def run_chapters(
     names: list[str],
     profile: str,
@@ -279,9 +309,6 @@ def run_chapters(
     the same with the seconds each took. Raises on the first failure only after the remaining
     chapters ran, so one broken chapter does not hide the state of the rest.
     """
-    import papermill
-    from nbclient.exceptions import CellTimeoutError
-
     root = root or repository_root()
     check_choice("profile", profile, PROFILES)
     # nbclient takes whole seconds.
@@ -304,33 +331,7 @@ def run_chapters(
         record.unlink(missing_ok=True)  # a run that fails or is killed leaves no record, so it runs again
         print(f"[lhlib.book] {name} ({profile}): running, {plan.reason} ...", file=sys.stderr, flush=True)
         start = time.perf_counter()
-        try:
-            # A static page has no use for progress bars (lhlib.progress).
-            with _kernel_environment(LHLIB_PROGRESS="0"):
-                papermill.execute_notebook(
-                    str(root / "notebooks" / f"{name}.ipynb"),
-                    str(target),
-                    parameters=parameters,
-                    kernel_name="python3",
-                    cwd=str(root),
-                    progress_bar=False,
-                    execution_timeout=timeout,
-                )
-        except papermill.PapermillExecutionError as error:
-            failure, detail = name, f"\n{error}"
-        except CellTimeoutError:
-            cell = _timed_out_cell(target)
-            failure, detail = (
-                f"{name} ({cell} timed out after {timeout} s)",
-                f": {cell} ran past the {timeout} s cell timeout",
-            )
-        except Exception as error:  # noqa: BLE001 -- a dead kernel or one that never started: report, go on
-            failure, detail = f"{name} ({type(error).__name__})", f": {type(error).__name__}: {error}"
-        else:
-            failure = None
-        finally:
-            if target.exists():
-                _record_relative_paths(target, root)
+        failure, detail = _execute(root, name, target, parameters, timeout)
         seconds = time.perf_counter() - start
         if failure is not None:
             print(f"[lhlib.book] {name} FAILED{detail}", file=sys.stderr, flush=True)

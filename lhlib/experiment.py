@@ -137,16 +137,7 @@ def trained_networks(
     seed, as :func:`lhlib.train.train` would. The device type is part of each key, because CPU and
     GPU arithmetic differ in the last bits.
     """
-    check_choice("family", family, FAMILIES)
-    if image_shape is None:
-        if family != "mlp":
-            raise ValueError(f"image_shape (channels, height, width) is needed for family = {family!r}")
-        image_shape = (1, 1, x.shape[1])
-    image_shape = tuple(image_shape)
-    if len(image_shape) != 3 or torch.Size(image_shape).numel() != x.shape[1]:
-        raise ValueError(
-            f"image_shape must be (channels, height, width) with {x.shape[1]} entries, got {image_shape!r}"
-        )
+    image_shape = _checked_image_shape(family, image_shape, x.shape[1])
     check_int("hidden_size", hidden_size, minimum=1)
     check_int("num_layers", num_layers, minimum=0)
     seeds = check_int_list("seeds", list(seeds), minimum=0)
@@ -156,22 +147,8 @@ def trained_networks(
     resolved = resolve_device(device)
     # Fingerprinting the data costs a pass over it: only worth it when the store is used.
     fingerprint = tensor_fingerprint(x, y) if use_cache else None
-    params = {
-        seed: _member_params(
-            fingerprint,
-            family,
-            image_shape,
-            num_classes,
-            hidden_size,
-            num_layers,
-            epochs,
-            batch_size,
-            lr,
-            seed,
-            resolved.type,
-        )
-        for seed in seeds
-    }
+    settings = (family, image_shape, num_classes, hidden_size, num_layers, epochs, batch_size, lr)
+    params = {seed: _member_params(fingerprint, *settings, seed, resolved.type) for seed in seeds}
     stored = {seed: load_result("trained_network", params[seed]) if use_cache else None for seed in seeds}
     missing = [seed for seed in seeds if stored[seed] is None]
     if missing:
@@ -182,24 +159,39 @@ def trained_networks(
             if use_cache:
                 store_result("trained_network", params[seed], result)
             stored[seed] = result
-    networks = []
-    for seed in seeds:
-        model = build_network(family, image_shape, hidden_size, num_layers, num_classes, seed)
-        model.load_state_dict(stored[seed]["state"])
-        model.eval()
-        losses = stored[seed]["losses"]
-        networks.append(
-            TrainedNetwork(
-                seed,
-                model,
-                losses,
-                float(losses.double().mean()),
-                float(stored[seed]["accuracy"]),
-                list(stored[seed]["epoch_loss"]),
-                from_cache=seed not in missing,
-            )
-        )
-    return networks
+    return [
+        _restored(stored[seed], seed, family, image_shape, hidden_size, num_layers, num_classes, seed not in missing)
+        for seed in seeds
+    ]
+
+
+def _checked_image_shape(family: str, image_shape, inputs: int) -> tuple[int, int, int]:
+    check_choice("family", family, FAMILIES)
+    if image_shape is None:
+        if family != "mlp":
+            raise ValueError(f"image_shape (channels, height, width) is needed for family = {family!r}")
+        image_shape = (1, 1, inputs)
+    image_shape = tuple(image_shape)
+    if len(image_shape) != 3 or torch.Size(image_shape).numel() != inputs:
+        raise ValueError(f"image_shape must be (channels, height, width) with {inputs} entries, got {image_shape!r}")
+    return image_shape
+
+
+def _restored(stored: dict, seed: int, family, image_shape, hidden_size, num_layers, num_classes, from_cache: bool):
+    """A :class:`TrainedNetwork` from what :func:`trained_networks` stores for one member."""
+    model = build_network(family, image_shape, hidden_size, num_layers, num_classes, seed)
+    model.load_state_dict(stored["state"])
+    model.eval()
+    losses = stored["losses"]
+    return TrainedNetwork(
+        seed,
+        model,
+        losses,
+        float(losses.double().mean()),
+        float(stored["accuracy"]),
+        list(stored["epoch_loss"]),
+        from_cache=from_cache,
+    )
 
 
 def trained_network(x: torch.Tensor, y: torch.Tensor, *, seed: int = 0, **settings) -> TrainedNetwork:

@@ -612,6 +612,21 @@ def features_table(features: dict[str, FeatureSet]) -> tuple[list[str], list[lis
     return header, rows
 
 
+def _embed(backbone: Backbone, rgb: torch.Tensor, batch_size: int, *, desc: str, progress: bool) -> dict[str, Any]:
+    """What :func:`extract_features` stores: the embeddings of ``rgb`` in batches, and how fast."""
+    backbone.prepare()
+    began = time.perf_counter()
+    batches = progress_bar(range(0, rgb.shape[0], batch_size), desc=desc, disable=not progress)
+    x = torch.cat([backbone.embed(rgb[s : s + batch_size]) for s in batches]).float()
+    seconds = time.perf_counter() - began
+    return {
+        "x": x,
+        "provenance": backbone.provenance,
+        "seconds": seconds,
+        "images_per_second": rgb.shape[0] / max(seconds, 1e-9),
+    }
+
+
 def extract_features(
     backbone: Backbone,
     images: torch.Tensor,
@@ -646,20 +661,7 @@ def extract_features(
     def compute() -> dict[str, Any]:
         nonlocal computed
         computed = True
-        backbone.prepare()
-        began = time.perf_counter()
-        chunks = [
-            backbone.embed(rgb[s : s + batch_size])
-            for s in progress_bar(range(0, rgb.shape[0], batch_size), desc=f"{dataset} features", disable=not progress)
-        ]
-        seconds = time.perf_counter() - began
-        x = torch.cat(chunks).float()
-        return {
-            "x": x,
-            "provenance": backbone.provenance,
-            "seconds": seconds,
-            "images_per_second": rgb.shape[0] / max(seconds, 1e-9),
-        }
+        return _embed(backbone, rgb, batch_size, desc=f"{dataset} features", progress=progress)
 
     result = cached("features", params, compute, enabled=use_cache)
     x = result["x"]

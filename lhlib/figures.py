@@ -177,17 +177,18 @@ def save_figure(fig: mpl.figure.Figure, output_dir: str | Path, name: str) -> Pa
 
 
 def show_figure(fig: mpl.figure.Figure, output_dir: str | Path, name: str) -> Path:
-    """Save ``fig`` (:func:`save_figure`), glue it as ``name`` for the page's ``{glue:figure}`` and close it.
+    """Save ``fig`` (:func:`save_figure`), show it glued as ``name`` under the cell, and close it.
 
     The chapter's Markdown places the figure with its caption, label and alt text:
-    ``{glue:figure} name`` with ``:name: fig-...`` and ``:alt:``, cited with ``{numref}``. Without
-    ``myst-nb`` (on Colab) :func:`lhlib.glue.glue` shows the figure under the cell instead.
+    ``{glue:figure} name`` with ``:name: fig-...`` and ``:alt:``, cited with ``{numref}``. The cell
+    that draws it is tagged ``remove-output``, so the built page shows the figure once, captioned,
+    while Jupyter, JupyterLab and Colab show it under the cell.
 
     Returns:
         The PNG's path.
     """
     path = save_figure(fig, output_dir, name)
-    glue(name, fig, display=False)
+    glue(name, fig, display=True)
     plt.close(fig)
     return path
 
@@ -388,6 +389,88 @@ def plot_family_curves(results: dict[str, dict[tuple[str, int, int], FamilyConfi
     return fig
 
 
+FAMILY_MARKERS = {"mlp": "o", "cnn": "s", "vit": "^"}
+FAMILY_COLORS = {"mlp": "C0", "cnn": "C1", "vit": "C2"}  # categorical: the families are not an ordered sweep
+
+
+def _draw_ggn_medians(ax, sweep, measured_by_key: dict, dataset: str) -> None:
+    for family in dict.fromkeys(key[0] for key in measured_by_key):
+        keys = [key for key in measured_by_key if key[0] == family]
+        for i, key in enumerate(keys):
+            medians = [float(m.ggn_norms.median()) for m in measured_by_key[key]]
+            ax.scatter(
+                [sweep[key].parameters] * len(medians),
+                medians,
+                marker=FAMILY_MARKERS[family],
+                color=FAMILY_COLORS[family],
+                label=FAMILY_NAMES[family] if i == 0 else None,
+                alpha=0.8,
+            )
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="parameters P",
+        ylabel=r"median $\|J_i^\top A_i J_i\|_2$ (nats per parameter$^2$)",
+        title=f"{dataset}: G-term norm, one point per seed",
+    )
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def _draw_bound_ratios(ax, sweep, measured_by_key: dict, dataset: str) -> None:
+    for family in dict.fromkeys(key[0] for key in measured_by_key):
+        keys = [key for key in measured_by_key if key[0] == family and measured_by_key[key][0].bound is not None]
+        for i, key in enumerate(keys):
+            measured = measured_by_key[key]
+            ratios = np.sort(np.concatenate([(m.ggn_norms / m.bound).numpy() for m in measured]))
+            ratios = ratios[ratios > 0]
+            ax.step(
+                ratios,
+                np.arange(1, ratios.size + 1) / ratios.size,
+                where="post",
+                color=FAMILY_COLORS[family],
+                ls=["-", "--", ":"][i % 3],
+                label=f"{family} w{sweep[key].width} d{sweep[key].depth}",
+            )
+    ax.axvline(1, color="0.3", ls="--", lw=1, label="bound reached")
+    ax.set(
+        xscale="log",
+        xlabel="G-term norm / layer-norm bound",
+        ylabel="fraction of samples (all seeds)",
+        title=f"{dataset}: how tight the bound is",
+    )
+
+
+def _draw_scaling_exponents(ax, sweep, measured_by_key: dict, dataset: str) -> None:
+    labels, relu_labelled = [], False
+    families = dict.fromkeys(key[0] for key in measured_by_key)
+    for key in [key for family in families for key in measured_by_key if key[0] == family]:
+        measured, family, r = measured_by_key[key], key[0], sweep[key]
+        exponents = np.concatenate([m.scaling_exponents.numpy() for m in measured])
+        exponents = exponents[np.isfinite(exponents)]
+        position = len(labels)
+        labels.append(f"{family} w{r.width} d{r.depth}")
+        jitter = np.linspace(-0.25, 0.25, exponents.size) if exponents.size > 1 else np.zeros(1)
+        ax.scatter(
+            position + jitter[: exponents.size],
+            exponents,
+            marker=FAMILY_MARKERS[family],
+            color=FAMILY_COLORS[family],
+            s=8,
+            alpha=0.5,
+        )
+        if family != "vit":
+            label = "2(L-1), bias-free ReLU" if not relu_labelled else None
+            ax.hlines(2.0 * (r.curves.weight_matrices - 1), position - 0.4, position + 0.4, color="0.2", lw=1.5,
+                      label=label)  # fmt: skip
+            relu_labelled = True
+    ax.set_xticks(range(len(labels)), labels, fontsize=7, rotation=45, ha="right")
+    ax.set(
+        xlabel="family, width w, depth d",
+        ylabel=r"exponent of $\|J_iJ_i^\top\|$ under $\theta\to c\,\theta$",
+        title=f"{dataset}: homogeneity, one point per sample",
+    )
+
+
 def plot_curvature(
     results: dict[str, dict[tuple[str, int, int], FamilyConfiguration]],
     curvature: dict[str, dict[tuple[str, int, int], list[NetworkCurvature]]],
@@ -399,81 +482,10 @@ def plot_curvature(
     exponent of ``J J^T`` of every sample, per size, with ``2(L-1)`` (the value of every bias-free
     ReLU network) marked for the MLP and the CNN.
     """
-    markers = {"mlp": "o", "cnn": "s", "vit": "^"}
-    colors = {"mlp": "C0", "cnn": "C1", "vit": "C2"}  # categorical: the families are not an ordered sweep
     fig, axes = plt.subplots(len(results), 3, figsize=(14, 4.2 * len(results)), squeeze=False)
-    for (left, middle, right), (dataset, sweep) in zip(axes, results.items()):
-        measured_by_key = curvature[dataset]
-        labels, relu_labelled = [], False
-        for family in dict.fromkeys(key[0] for key in measured_by_key):
-            keys = [key for key in measured_by_key if key[0] == family]
-            for i, key in enumerate(keys):
-                r, measured = sweep[key], measured_by_key[key]
-                medians = [float(m.ggn_norms.median()) for m in measured]
-                left.scatter(
-                    [r.parameters] * len(medians),
-                    medians,
-                    marker=markers[family],
-                    color=colors[family],
-                    label=FAMILY_NAMES[family] if i == 0 else None,
-                    alpha=0.8,
-                )
-                if measured[0].bound is not None:
-                    ratios = np.sort(np.concatenate([(m.ggn_norms / m.bound).numpy() for m in measured]))
-                    ratios = ratios[ratios > 0]
-                    middle.step(
-                        ratios,
-                        np.arange(1, ratios.size + 1) / ratios.size,
-                        where="post",
-                        color=colors[family],
-                        ls=["-", "--", ":"][i % 3],
-                        label=f"{family} w{r.width} d{r.depth}",
-                    )
-                exponents = np.concatenate([m.scaling_exponents.numpy() for m in measured])
-                exponents = exponents[np.isfinite(exponents)]
-                position = len(labels)
-                labels.append(f"{family} w{r.width} d{r.depth}")
-                jitter = np.linspace(-0.25, 0.25, exponents.size) if exponents.size > 1 else np.zeros(1)
-                right.scatter(
-                    position + jitter[: exponents.size],
-                    exponents,
-                    marker=markers[family],
-                    color=colors[family],
-                    s=8,
-                    alpha=0.5,
-                )
-                if family != "vit":
-                    right.hlines(
-                        2.0 * (r.curves.weight_matrices - 1),
-                        position - 0.4,
-                        position + 0.4,
-                        color="0.2",
-                        lw=1.5,
-                        label="2(L-1), bias-free ReLU" if not relu_labelled else None,
-                    )
-                    relu_labelled = True
-        left.set(
-            xscale="log",
-            yscale="log",
-            xlabel="parameters P",
-            ylabel=r"median $\|J_i^\top A_i J_i\|_2$ (nats per parameter$^2$)",
-            title=f"{dataset}: G-term norm, one point per seed",
-        )
-        left.xaxis.set_minor_formatter(NullFormatter())
-        middle.axvline(1, color="0.3", ls="--", lw=1, label="bound reached")
-        middle.set(
-            xscale="log",
-            xlabel="G-term norm / layer-norm bound",
-            ylabel="fraction of samples (all seeds)",
-            title=f"{dataset}: how tight the bound is",
-        )
-        right.set_xticks(range(len(labels)), labels, fontsize=7, rotation=45, ha="right")
-        right.set(
-            xlabel="family, width w, depth d",
-            ylabel=r"exponent of $\|J_iJ_i^\top\|$ under $\theta\to c\,\theta$",
-            title=f"{dataset}: homogeneity, one point per sample",
-        )
-        for ax in (left, middle, right):
+    for row, (dataset, sweep) in zip(axes, results.items()):
+        for ax, draw in zip(row, (_draw_ggn_medians, _draw_bound_ratios, _draw_scaling_exponents)):
+            draw(ax, sweep, curvature[dataset], dataset)
             ax.legend()
     fig.tight_layout()
     return fig
@@ -483,6 +495,28 @@ def _sample_size_line(constant: float, epsilons: np.ndarray) -> np.ndarray:
     r""":math:`k^* = C/\varepsilon - 1`; below one object it is no sample size (NaN)."""
     k_star = constant / epsilons - 1
     return np.where(k_star >= 1, k_star, np.nan)
+
+
+def _draw_sample_sizes(ax, members: list[NetworkSampleSizes], color) -> None:
+    """One dataset's lines of :func:`plot_sample_size_vs_tolerance`."""
+    first = members[0]
+    epsilons = sorted(first.at_theta_hat, reverse=True)
+    fine = np.geomspace(min(epsilons), max(epsilons), 50)
+    mads = np.array([m.at_theta_hat[epsilons[0]].mad for m in members])
+    loss_bound = first.at_theta_hat[epsilons[0]].loss_bound
+    low, high = _sample_size_line(mads.min(), fine), _sample_size_line(mads.max(), fine)
+    low = np.where(np.isnan(low) & ~np.isnan(high), 1.0, low)  # the band runs down to one object
+    ax.fill_between(fine, low, high, color=color, alpha=0.15, lw=0)
+    ax.plot(fine, _sample_size_line(mads.mean(), fine), color=color)
+    ax.plot(fine, _sample_size_line(2 * loss_bound, fine), color=color, ls="--", lw=0.9)
+    in_ball = 2 * (loss_bound + first.hessian_bound * first.radius**2)
+    ax.plot(fine, _sample_size_line(in_ball, fine), color=color, ls=":", lw=0.9)
+    reached = [e for e in epsilons if first.at_theta_hat[e].reached]
+    if reached:
+        y = np.array([first.at_theta_hat[e].measured for e in reached], dtype=float)
+        ci = np.array([first.at_theta_hat[e].measured_ci for e in reached], dtype=float)
+        ci = np.where(np.isfinite(ci), ci, y[:, None])
+        ax.errorbar(reached, y, yerr=[y - ci[:, 0], ci[:, 1] - y], fmt="o", color=color, ms=4)
 
 
 def plot_sample_size_vs_tolerance(
@@ -511,25 +545,7 @@ def plot_sample_size_vs_tolerance(
     fig, ax = plt.subplots(figsize=(7, 4.5))
     colors = dict(zip(names, sweep_colors(len(names), "tab10")))
     for name, color in colors.items():
-        members = results[(name, *reference)]
-        first = members[0]
-        epsilons = sorted(first.at_theta_hat, reverse=True)
-        fine = np.geomspace(min(epsilons), max(epsilons), 50)
-        mads = np.array([m.at_theta_hat[epsilons[0]].mad for m in members])
-        loss_bound = first.at_theta_hat[epsilons[0]].loss_bound
-        low, high = _sample_size_line(mads.min(), fine), _sample_size_line(mads.max(), fine)
-        low = np.where(np.isnan(low) & ~np.isnan(high), 1.0, low)  # the band runs down to one object
-        ax.fill_between(fine, low, high, color=color, alpha=0.15, lw=0)
-        ax.plot(fine, _sample_size_line(mads.mean(), fine), color=color)
-        ax.plot(fine, _sample_size_line(2 * loss_bound, fine), color=color, ls="--", lw=0.9)
-        in_ball = 2 * (loss_bound + first.hessian_bound * first.radius**2)
-        ax.plot(fine, _sample_size_line(in_ball, fine), color=color, ls=":", lw=0.9)
-        reached = [e for e in epsilons if first.at_theta_hat[e].reached]
-        if reached:
-            y = np.array([first.at_theta_hat[e].measured for e in reached], dtype=float)
-            ci = np.array([first.at_theta_hat[e].measured_ci for e in reached], dtype=float)
-            ci = np.where(np.isfinite(ci), ci, y[:, None])
-            ax.errorbar(reached, y, yerr=[y - ci[:, 0], ci[:, 1] - y], fmt="o", color=color, ms=4)
+        _draw_sample_sizes(ax, results[(name, *reference)], color)
     ax.set(
         xscale="log",
         yscale="log",
@@ -1103,6 +1119,47 @@ def plot_bounds(results: Measured, settings: SweepSettings, names: dict[str, str
     return fig
 
 
+HTERM_STATES = {"trained": ("C0", "-", "trained"), "initial": ("C3", "--", "initialisation")}
+DATASET_MARKERS = ["o", "s", "^", "D"]
+
+
+def _draw_h_against_g(ax, results: Measured, reference: tuple[int, int], names: dict[str, str]) -> None:
+    for name, marker in zip(results, DATASET_MARKERS):
+        for which, (color, _, label) in HTERM_STATES.items():
+            m = getattr(results[name][reference], which)
+            index = m.full_index[: m.random_count]
+            live = m.ggn_norms[index] > 0  # a log axis cannot show a sample with no G-term
+            full = m.hessian["norms"][: m.random_count][live]
+            ax.scatter(m.ggn_norms[index][live].double(), full, s=8, marker=marker, color=color, alpha=0.5,
+                       label=f"{names[name]}, {label}")  # fmt: skip
+    lims = np.array(ax.get_xlim() + ax.get_ylim())
+    ax.plot([lims.min(), lims.max()], [lims.min(), lims.max()], "k-", lw=0.8, label=r"$\|H_i\| = \|G_i\|$")
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel=r"G-term norm $\|\mathbf{G}_i\|_2$ (loss units)",
+        ylabel=r"full Hessian norm $\|\mathbf{H}_i\|_2$ (loss units)",
+        title=f"per sample, h = {reference[0]}, num_layers = {reference[1]}",
+    )
+    ax.legend(fontsize=6)
+
+
+def _draw_h_term_shares(ax, results: Measured, shares: dict, names: dict[str, str]) -> None:
+    configurations = list(next(iter(results.values())))
+    for name, marker in zip(results, DATASET_MARKERS):
+        for which, (color, style, label) in HTERM_STATES.items():
+            ax.plot(range(len(configurations)), shares[(name, which)], marker=marker, color=color, ls=style,
+                    label=f"{names[name]}, {label}", ms=4)  # fmt: skip
+    ax.set_xticks(range(len(configurations)), [f"{h}/{n}" for h, n in configurations], rotation=60, fontsize=7)
+    ax.set(
+        xlabel="configuration h / num_layers",
+        ylabel=r"median $\|H_i - G_i\|_2 / \|H_i\|_2$",
+        yscale="log",
+        title="relative size of the H-term",
+    )
+    ax.legend(fontsize=6)
+
+
 def plot_h_term(
     results: Measured, shares: dict[tuple[str, str], list[float]], reference: tuple[int, int], names: dict[str, str]
 ) -> plt.Figure:
@@ -1120,52 +1177,8 @@ def plot_h_term(
         configuration, the median :math:`\|H_i-G_i\|_2/\|H_i\|_2` (trained solid, initial dashed).
     """
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    markers = ["o", "s", "^", "D"]
-    states = {"trained": ("C0", "-", "trained"), "initial": ("C3", "--", "initialisation")}
-    for name, marker in zip(results, markers):
-        for which, (color, _, label) in states.items():
-            m = getattr(results[name][reference], which)
-            index = m.full_index[: m.random_count]
-            live = m.ggn_norms[index] > 0  # a log axis cannot show a sample with no G-term
-            left.scatter(
-                m.ggn_norms[index][live].double(),
-                m.hessian["norms"][: m.random_count][live],
-                s=8,
-                marker=marker,
-                color=color,
-                alpha=0.5,
-                label=f"{names[name]}, {label}",
-            )
-    lims = np.array(left.get_xlim() + left.get_ylim())
-    left.plot([lims.min(), lims.max()], [lims.min(), lims.max()], "k-", lw=0.8, label=r"$\|H_i\| = \|G_i\|$")
-    left.set(
-        xscale="log",
-        yscale="log",
-        xlabel=r"G-term norm $\|\mathbf{G}_i\|_2$ (loss units)",
-        ylabel=r"full Hessian norm $\|\mathbf{H}_i\|_2$ (loss units)",
-        title=f"per sample, h = {reference[0]}, num_layers = {reference[1]}",
-    )
-    left.legend(fontsize=6)
-    configurations = list(next(iter(results.values())))
-    for name, marker in zip(results, markers):
-        for which, (color, style, label) in states.items():
-            right.plot(
-                range(len(configurations)),
-                shares[(name, which)],
-                marker=marker,
-                color=color,
-                ls=style,
-                label=f"{names[name]}, {label}",
-                ms=4,
-            )
-    right.set_xticks(range(len(configurations)), [f"{h}/{n}" for h, n in configurations], rotation=60, fontsize=7)
-    right.set(
-        xlabel="configuration h / num_layers",
-        ylabel=r"median $\|H_i - G_i\|_2 / \|H_i\|_2$",
-        yscale="log",
-        title="relative size of the H-term",
-    )
-    right.legend(fontsize=6)
+    _draw_h_against_g(left, results, reference, names)
+    _draw_h_term_shares(right, results, shares, names)
     fig.tight_layout()
     return fig
 
@@ -1178,7 +1191,7 @@ def plot_averaged_hessian(results: Measured, settings: SweepSettings, names: dic
         averaged Hessian's :math:`\lambda_1`, dashed the averaged G-term's, dotted :math:`\max_i\|G_i\|`.
     """
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    markers = ["o", "s", "^", "D"]
+    markers = DATASET_MARKERS
     for ax, varying in zip(axes, SWEEPS):
         keys, xs, xlabel = sweep_axis(settings, varying)
         for name, marker, color in zip(results, markers, sweep_colors(len(results), "tab10")):

@@ -675,6 +675,32 @@ def _tridiagonal(alphas: list[torch.Tensor], betas: list[torch.Tensor]) -> torch
     return t
 
 
+def _random_unit_rows(n: int, size: int, seed: int, dtype, device) -> torch.Tensor:
+    """``n`` Gaussian starting vectors of length ``size``, drawn in float64 from ``seed``, normalised."""
+    generator = torch.Generator().manual_seed(seed)
+    q = torch.randn(n, size, generator=generator, dtype=torch.float64).to(device=device, dtype=dtype)
+    return q / q.norm(dim=1, keepdim=True)
+
+
+def _lanczos_vectors(matvec: Callable, q, q_prev, beta_prev, x, y):
+    """One three-term Lanczos step for every row: the next unnormalised vectors, ``alpha`` and ``beta``."""
+    w = matvec(q, x, y)
+    alpha = (w * q).sum(1)
+    w = w - alpha.unsqueeze(1) * q - beta_prev.unsqueeze(1) * q_prev
+    # One pass of local reorthogonalisation against the last two vectors keeps the recurrence tidy.
+    w = w - (w * q).sum(1, keepdim=True) * q - (w * q_prev).sum(1, keepdim=True) * q_prev
+    return w, alpha, w.norm(dim=1)
+
+
+def _extreme_ritz_values(t: torch.Tensor, beta: torch.Tensor, tol: float, breakdown: torch.Tensor):
+    """The extreme Ritz values of each tridiagonal ``t`` and whether both meet the residual test."""
+    evals, evecs = torch.linalg.eigh(t)
+    lo, hi = evals[:, 0], evals[:, -1]
+    norm = torch.maximum(lo.abs(), hi.abs())
+    residual_lo, residual_hi = (beta * evecs[:, -1, 0]).abs(), (beta * evecs[:, -1, -1]).abs()
+    return lo, hi, breakdown | ((residual_lo <= tol * norm) & (residual_hi <= tol * norm))
+
+
 def per_sample_hessian_norms(
     model: nn.Module,
     x: torch.Tensor,
@@ -703,57 +729,33 @@ def per_sample_hessian_norms(
     check_int("check_every", check_every, minimum=1)
     dtype, device = _model_dtype_device(model)
     x, y = x.to(device=device, dtype=dtype), y.to(device)
-    n = x.shape[0]
-    matvec = per_sample_matvec(model, operator, batch_size)
-    size = sum(p.numel() for p in model.parameters())
-    generator = torch.Generator().manual_seed(seed)
-    q = torch.randn(n, size, generator=generator, dtype=torch.float64).to(device=device, dtype=dtype)
-    q = q / q.norm(dim=1, keepdim=True)
-
-    result_min = torch.zeros(n, dtype=torch.float64)
-    result_max = torch.zeros(n, dtype=torch.float64)
-    converged = torch.zeros(n, dtype=torch.bool)
-    iterations = torch.zeros(n, dtype=torch.int64)
-    active = torch.arange(n)
-    q_prev = torch.zeros_like(q)
-    beta_prev = torch.zeros(n, dtype=dtype, device=device)
+    n, matvec = x.shape[0], per_sample_matvec(model, operator, batch_size)
+    q = _random_unit_rows(n, sum(p.numel() for p in model.parameters()), seed, dtype, device)
+    result_min, result_max = torch.zeros(n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
+    converged, iterations = torch.zeros(n, dtype=torch.bool), torch.zeros(n, dtype=torch.int64)
+    active, q_prev, beta_prev = torch.arange(n), torch.zeros_like(q), torch.zeros(n, dtype=dtype, device=device)
     alphas: list[torch.Tensor] = []
     betas: list[torch.Tensor] = []
-    eps = torch.finfo(dtype).eps
     for step in range(1, max_iter + 1):
-        w = matvec(q, x[active.to(device)], y[active.to(device)])
-        alpha = (w * q).sum(1)
-        w = w - alpha.unsqueeze(1) * q - beta_prev.unsqueeze(1) * q_prev
-        # one pass of local reorthogonalisation against the last two vectors keeps the recurrence tidy
-        w = w - (w * q).sum(1, keepdim=True) * q - (w * q_prev).sum(1, keepdim=True) * q_prev
-        beta = w.norm(dim=1)
+        w, alpha, beta = _lanczos_vectors(matvec, q, q_prev, beta_prev, x[active.to(device)], y[active.to(device)])
         alphas.append(alpha.double().cpu())
         t = _tridiagonal(alphas, betas)
         scale = t.abs().amax(dim=(1, 2)).clamp_min(torch.finfo(torch.float64).tiny)
-        breakdown = beta.double().cpu() <= 10 * eps * scale
+        breakdown = beta.double().cpu() <= 10 * torch.finfo(dtype).eps * scale
         if step % check_every == 0 or step == max_iter or bool(breakdown.any()):
-            evals, evecs = torch.linalg.eigh(t)
-            lo, hi = evals[:, 0], evals[:, -1]
-            norm = torch.maximum(lo.abs(), hi.abs())
-            residual_lo = (beta.double().cpu() * evecs[:, -1, 0]).abs()
-            residual_hi = (beta.double().cpu() * evecs[:, -1, -1]).abs()
-            done = breakdown | ((residual_lo <= tol * norm) & (residual_hi <= tol * norm))
+            lo, hi, done = _extreme_ritz_values(t, beta.double().cpu(), tol, breakdown)
             finished = done | (step == max_iter)
             index = active[finished]
             result_min[index], result_max[index] = lo[finished], hi[finished]
-            converged[index] = done[finished]
-            iterations[index] = step
+            converged[index], iterations[index] = done[finished], step
             keep = ~finished
             if not bool(keep.any()):
                 break
-            active = active[keep]
-            keep_d = keep.to(device)
-            alphas = [a[keep] for a in alphas]
-            betas = [b[keep] for b in betas]
+            active, keep_d = active[keep], keep.to(device)
+            alphas, betas = [a[keep] for a in alphas], [b[keep] for b in betas]
             w, q, beta = w[keep_d], q[keep_d], beta[keep_d]
         betas.append(beta.double().cpu())
-        q_prev, q = q, w / beta.unsqueeze(1)
-        beta_prev = beta
+        q_prev, q, beta_prev = q, w / beta.unsqueeze(1), beta
     norms = torch.maximum(result_min.abs(), result_max.abs())
     return HessianNorms(norms, result_min, result_max, converged, iterations)
 

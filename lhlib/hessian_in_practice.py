@@ -132,6 +132,23 @@ def _measure(model, x, y, settings: dict) -> dict:
     return out
 
 
+def _checked_settings(n, full_samples, extreme_samples, top_k, eigen_samples, max_iter, tol, eig_tol, hterm, seed):
+    """:func:`curvature_measurements`' keyword arguments, checked, in the order of its store key."""
+    return {
+        "full_samples": check_int("full_samples", full_samples, minimum=0, maximum=n),
+        "extreme_samples": check_int("extreme_samples", extreme_samples, minimum=0, maximum=n),
+        "top_k": check_int("top_k", top_k, minimum=0),
+        "eigen_samples": n
+        if eigen_samples is None
+        else check_int("eigen_samples", eigen_samples, minimum=1, maximum=n),
+        "max_iter": max_iter,
+        "tol": tol,
+        "eig_tol": eig_tol,
+        "hterm": hterm,
+        "seed": check_int("seed", seed, minimum=0),
+    }
+
+
 def curvature_measurements(
     model: nn.Module,
     x: torch.Tensor,
@@ -158,20 +175,9 @@ def curvature_measurements(
     """
     if x.ndim != 2 or y.shape != (x.shape[0],):
         raise ValueError(f"x must be (N, n) and y (N,), got {tuple(x.shape)} and {tuple(y.shape)}")
-    n = x.shape[0]
-    settings = {
-        "full_samples": check_int("full_samples", full_samples, minimum=0, maximum=n),
-        "extreme_samples": check_int("extreme_samples", extreme_samples, minimum=0, maximum=n),
-        "top_k": check_int("top_k", top_k, minimum=0),
-        "eigen_samples": n
-        if eigen_samples is None
-        else check_int("eigen_samples", eigen_samples, minimum=1, maximum=n),
-        "max_iter": max_iter,
-        "tol": tol,
-        "eig_tol": eig_tol,
-        "hterm": hterm,
-        "seed": check_int("seed", seed, minimum=0),
-    }
+    settings = _checked_settings(
+        x.shape[0], full_samples, extreme_samples, top_k, eigen_samples, max_iter, tol, eig_tol, hterm, seed
+    )
     params = {
         "version": MEASUREMENTS_VERSION,
         "model": tensor_fingerprint(*[p.detach() for p in model.parameters()]),

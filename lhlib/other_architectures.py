@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from lhlib.architecture_bounds import jjt_scaling_exponents, layer_norm_bound_per_sample
 from lhlib.architectures import VisionTransformer, weight_layers
@@ -175,6 +176,25 @@ class NetworkCurvature:
         return (self.hterm_norms / ggn)[self.hessian_converged]
 
 
+def _measure_curvature(model: nn.Module, xs, ys, hessian_samples: int, factor: float, seed: int) -> dict:
+    """What :func:`network_curvature` stores, computed."""
+    pieces = [per_sample_jjt(model, xs[start : start + 512]) for start in range(0, xs.shape[0], 512)]
+    jjt, logits = torch.cat([p[0] for p in pieces]).double(), torch.cat([p[1] for p in pieces]).double()
+    out = {"ggn_norms": ggn_norms_from_jjt(jjt, logits), "jjt_norms": torch.linalg.eigvalsh(jjt)[:, -1].clamp_min(0)}
+    if not isinstance(model, VisionTransformer):
+        out["bound"] = layer_norm_bound_per_sample(model, xs)
+    head = slice(0, hessian_samples)
+    out["scaling_exponents"] = jjt_scaling_exponents(model, xs[head], factor=factor)
+    converged = torch.ones(hessian_samples, dtype=torch.bool)
+    for operator in ("hessian", "hterm"):
+        norms = per_sample_hessian_norms(
+            model, xs[head], ys[head], operator=operator, tol=1e-4, max_iter=120, seed=seed
+        )
+        out[f"{operator}_norms"], converged = norms.norms, converged & norms.converged
+    out["hessian_converged"] = converged
+    return out
+
+
 def network_curvature(
     network: TrainedNetwork,
     x: torch.Tensor,
@@ -206,24 +226,7 @@ def network_curvature(
     def compute() -> dict:
         nonlocal computed
         computed = True
-        pieces = [per_sample_jjt(model, xs[start : start + 512]) for start in range(0, samples, 512)]
-        jjt, logits = torch.cat([p[0] for p in pieces]).double(), torch.cat([p[1] for p in pieces]).double()
-        out = {
-            "ggn_norms": ggn_norms_from_jjt(jjt, logits),
-            "jjt_norms": torch.linalg.eigvalsh(jjt)[:, -1].clamp_min(0),
-        }
-        if not isinstance(model, VisionTransformer):
-            out["bound"] = layer_norm_bound_per_sample(model, xs)
-        head = slice(0, hessian_samples)
-        out["scaling_exponents"] = jjt_scaling_exponents(model, xs[head], factor=factor)
-        converged = torch.ones(hessian_samples, dtype=torch.bool)
-        for operator in ("hessian", "hterm"):
-            norms = per_sample_hessian_norms(
-                model, xs[head], ys[head], operator=operator, tol=1e-4, max_iter=120, seed=network.seed
-            )
-            out[f"{operator}_norms"], converged = norms.norms, converged & norms.converged
-        out["hessian_converged"] = converged
-        return out
+        return _measure_curvature(model, xs, ys, hessian_samples, factor, network.seed)
 
     result = cached("network_curvature", params, compute, enabled=use_cache)
     return NetworkCurvature(

@@ -109,6 +109,44 @@ def first_k_below(mean_curves: np.ndarray, epsilon: float) -> np.ndarray:
     return np.where(last == width - 1, np.inf, result)
 
 
+def _lemma_sample_size(epsilon: float, m_l: float, hessian_bound: float, radius: float) -> int:
+    """The smallest ``k >= 1`` at which Lemma 1's bound ``2 (M_l + M_H R^2)/(k+1)`` is at most ``epsilon``."""
+    constant = 2.0 * (m_l + hessian_bound * radius**2)
+    bound = max(1, math.ceil(constant / epsilon - 1.0 - 1e-12))
+    # The lemma's bound at k = bound is <= epsilon and at bound - 1 it is not (unless bound = 1).
+    assert lemma_bound(bound, m_l, hessian_bound, radius) <= epsilon * (1 + 1e-9)
+    return bound
+
+
+def _checked_losses(losses) -> torch.Tensor:
+    losses = torch.as_tensor(losses).detach().cpu().double()
+    if losses.ndim != 1 or losses.numel() < 3:
+        raise ValueError(
+            f"losses must be a 1-D tensor of at least 3 per-sample losses, got shape {tuple(losses.shape)}"
+        )
+    return losses
+
+
+def _measured(curves: np.ndarray, epsilon: float, window: float, rng, bootstrap: int, tail: float):
+    """The measured ``k*`` of the smoothed mean curve, and its interval over resampled orders."""
+    measured = float(first_k_below(log_window_smooth(curves.mean(axis=0), window), epsilon))
+    orders = curves.shape[0]
+    weights = rng.multinomial(orders, np.full(orders, 1.0 / orders), size=bootstrap) / orders
+    boot = first_k_below(log_window_smooth(weights @ curves, window), epsilon)
+    return measured, tuple(float(v) for v in np.quantile(boot, [tail, 1.0 - tail], method="nearest"))
+
+
+def _extrapolated(values: np.ndarray, epsilon: float, rng, bootstrap: int, tail: float):
+    """The MAD, the extrapolated ``k* = MAD / epsilon - 1`` and its interval over resampled losses."""
+    n = values.size
+    mad = float(mean_abs_deviation(torch.from_numpy(values)))
+    boot_mad = mean_abs_deviation(torch.from_numpy(values[rng.integers(0, n, size=(bootstrap, n))])).numpy()
+    # A sample size is at least 1: a network whose losses are (nearly) all equal has settled at once.
+    extrapolated = max(mad / epsilon - 1.0, 1.0)
+    interval = np.quantile(np.maximum(boot_mad / epsilon - 1.0, 1.0), [tail, 1.0 - tail])
+    return mad, extrapolated, tuple(float(v) for v in interval)
+
+
 def sufficient_sample_size(
     losses: torch.Tensor | np.ndarray,
     epsilon: float,
@@ -132,48 +170,26 @@ def sufficient_sample_size(
     intervals from ``bootstrap`` resamples of the orders (measured) or of the losses (extrapolated).
     ``window`` is the relative half-width of the smoothing of the measured curve (0: none).
     """
-    losses = torch.as_tensor(losses).detach().cpu().double()
-    if losses.ndim != 1 or losses.numel() < 3:
-        raise ValueError(
-            f"losses must be a 1-D tensor of at least 3 per-sample losses, got shape {tuple(losses.shape)}"
-        )
-    check_float("epsilon", epsilon, minimum=0.0, strict_minimum=True)
-    check_int("permutations", permutations, minimum=2)
-    check_int("seed", seed, minimum=0)
-    check_float("radius", radius, minimum=0.0)
-    check_float("hessian_bound", hessian_bound, minimum=0.0)
-    check_int("bootstrap", bootstrap, minimum=2)
+    losses = _checked_losses(losses)
+    for name, value in (("epsilon", epsilon), ("radius", radius), ("hessian_bound", hessian_bound)):
+        check_float(name, value, minimum=0.0, strict_minimum=name == "epsilon")
+    for name, value, minimum in (("permutations", permutations, 2), ("seed", seed, 0), ("bootstrap", bootstrap, 2)):
+        check_int(name, value, minimum=minimum)
     check_float("confidence", confidence, minimum=0.0, maximum=1.0)
     check_float("window", window, minimum=0.0)
     n = losses.numel()
-    if curves is None:
-        curves = loss_difference_curves(losses, permutations, seed)
-    curves = np.asarray(curves, dtype=np.float64)
+    curves = np.asarray(loss_difference_curves(losses, permutations, seed) if curves is None else curves, np.float64)
     if curves.ndim != 2 or curves.shape[1] != n - 1:
         raise ValueError(f"curves must have shape (orders, {n - 1}), got {curves.shape}")
     values = losses.numpy()
     m_l = float(values.max()) if loss_bound is None else check_float("loss_bound", loss_bound, minimum=0.0)
 
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(seed)  # the orders' resamples first, then the losses'
     tail = (1.0 - confidence) / 2
-    measured = float(first_k_below(log_window_smooth(curves.mean(axis=0), window), epsilon))
-    orders = curves.shape[0]
-    weights = rng.multinomial(orders, np.full(orders, 1.0 / orders), size=bootstrap) / orders
-    boot_measured = first_k_below(log_window_smooth(weights @ curves, window), epsilon)
-    measured_ci = tuple(float(v) for v in np.quantile(boot_measured, [tail, 1.0 - tail], method="nearest"))
+    measured, measured_ci = _measured(curves, epsilon, window, rng, bootstrap, tail)
+    mad, extrapolated, extrapolated_ci = _extrapolated(values, epsilon, rng, bootstrap, tail)
 
-    mad = float(mean_abs_deviation(torch.from_numpy(values)))
-    boot_mad = mean_abs_deviation(torch.from_numpy(values[rng.integers(0, n, size=(bootstrap, n))])).numpy()
-    # A sample size is at least 1: a network whose losses are (nearly) all equal has settled at once.
-    extrapolated = max(mad / epsilon - 1.0, 1.0)
-    extrapolated_ci = tuple(
-        float(v) for v in np.quantile(np.maximum(boot_mad / epsilon - 1.0, 1.0), [tail, 1.0 - tail])
-    )
-
-    constant = 2.0 * (m_l + hessian_bound * radius**2)
-    bound = max(1, math.ceil(constant / epsilon - 1.0 - 1e-12))
-    # The lemma's bound at k = bound is <= epsilon and at bound - 1 it is not (unless bound = 1).
-    assert lemma_bound(bound, m_l, hessian_bound, radius) <= epsilon * (1 + 1e-9)
+    bound = _lemma_sample_size(epsilon, m_l, hessian_bound, radius)
     reached = math.isfinite(measured)
     return SampleSize(
         float(epsilon),

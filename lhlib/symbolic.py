@@ -482,6 +482,65 @@ def theorem1_expressions() -> dict:
     }
 
 
+def _backward_factors(net: ReluNetwork, L: int, norm_of: dict) -> tuple[list, list, list]:
+    """Per layer ``p``: the factors of ``G^(p)``, its residuals and its sub-multiplicative bound.
+
+    The residuals compare the product of the factors with the network's ``G^(p)`` and with
+    ``dz/dz^(p)``.
+    """
+    G_factors, G_residuals, G_bound = [], [], []
+    for p in range(1, L + 1):
+        factors = []
+        for s in range(L, p, -1):  # W^(L) D^(L-1) ... W^(p+1) D^(p)
+            factors += [net.weights[s - 1], net.masks[s - 2]]
+        G_factors.append(factors)
+        product = sp.Mul(*factors) if factors else sp.eye(2)
+        u = sp.Matrix(sp.symbols(f"u_1:{net.weights[p - 1].shape[0] + 1}"))
+        h = u
+        for s in range(p, L):  # from the pre-activation z^(p) = u to the logits
+            h = net.weights[s] * (net.masks[s - 1] * h)
+        G_residuals.append(sp.expand(product - net.G[p - 1]) + sp.expand(h.jacobian(u) - net.G[p - 1]))
+        G_bound.append(sp.Mul(*[norm_of.get(id(f), 1) for f in factors]))
+    return G_factors, G_residuals, G_bound
+
+
+def _forward_factors(net: ReluNetwork, L: int, norm_of: dict, X) -> tuple[list, list]:
+    """Per layer ``p``: the activation's residual against ``D^(p-1) W^(p-1) ... x`` and its bound."""
+    activation_residuals, activation_bound = [], []
+    for p in range(1, L + 1):
+        factors = []
+        for s in range(p - 1, 0, -1):  # D^(p-1) W^(p-1) ... D^(1) W^(1)
+            factors += [net.masks[s - 1], net.weights[s - 1]]
+        value = (sp.Mul(*factors) if factors else sp.eye(2)) * net.x
+        activation_residuals.append(sp.expand(value - net.activations[p - 1]))
+        activation_bound.append(X * sp.Mul(*[norm_of.get(id(f), 1) for f in factors]))
+    return activation_residuals, activation_bound
+
+
+def _corrected_terms(corrected, constants: dict, N, X, L: int) -> dict:
+    """The corrected bound, its leave-one-out form and its constant, each with its residual."""
+    leave_one_out = sp.Rational(1, 2) * X**2 * sum(sp.Mul(*[N[s] ** 2 for s in range(L) if s != p]) for p in range(L))
+    corrected_constant = sp.simplify(corrected.subs(constants))
+    stated_constant = sp.Rational(1, 2) * L * M_x**2 * M_W ** (2 * (L - 1))
+    return {
+        "corrected": sp.expand(corrected),
+        "leave_one_out": leave_one_out,
+        "corrected_residual": sp.simplify(corrected - leave_one_out),
+        "corrected_constant": corrected_constant,
+        "corrected_constant_residual": sp.simplify(corrected_constant - stated_constant),
+    }
+
+
+def _block_residuals(net: ReluNetwork) -> tuple[list, sp.Matrix]:
+    """``(G kron x^T)(G kron x^T)^T - (x^T x) G G^T`` per block of ``F``, and ``F F^T - sum_p F_p F_p^T``."""
+    blocks = [net.F[:, a:b] for a, b in net.block_slices]
+    kron_residuals = [
+        sp.expand(Fp * Fp.T - (net.activations[p].T * net.activations[p])[0, 0] * net.G[p] * net.G[p].T)
+        for p, Fp in enumerate(blocks)
+    ]
+    return kron_residuals, sp.expand(net.F * net.F.T - sum((Fp * Fp.T for Fp in blocks), sp.zeros(2, 2)))
+
+
 def theorem1_chain(L: int = 3) -> dict:
     """Appendix A.2's chain of inequalities derived by SymPy on a symbolic ``L``-layer network (widths 2).
 
@@ -512,37 +571,11 @@ def theorem1_chain(L: int = 3) -> dict:
     N = sp.symbols(f"N_1:{L + 1}", positive=True)
     X = sp.Symbol(r"\|x\|", positive=True)
     norm_of = {id(W): N[s] for s, W in enumerate(net.weights)}
-    G_factors, G_residuals, G_bound = [], [], []
-    for p in range(1, L + 1):
-        factors = []
-        for s in range(L, p, -1):  # W^(L) D^(L-1) ... W^(p+1) D^(p)
-            factors += [net.weights[s - 1], net.masks[s - 2]]
-        G_factors.append(factors)
-        product = sp.Mul(*factors) if factors else sp.eye(2)
-        u = sp.Matrix(sp.symbols(f"u_1:{net.weights[p - 1].shape[0] + 1}"))
-        h = u
-        for s in range(p, L):  # from the pre-activation z^(p) = u to the logits
-            h = net.weights[s] * (net.masks[s - 1] * h)
-        G_residuals.append(sp.expand(product - net.G[p - 1]) + sp.expand(h.jacobian(u) - net.G[p - 1]))
-        G_bound.append(sp.Mul(*[norm_of.get(id(f), 1) for f in factors]))
-    activation_residuals, activation_bound = [], []
-    for p in range(1, L + 1):
-        factors = []
-        for s in range(p - 1, 0, -1):  # D^(p-1) W^(p-1) ... D^(1) W^(1)
-            factors += [net.masks[s - 1], net.weights[s - 1]]
-        value = (sp.Mul(*factors) if factors else sp.eye(2)) * net.x
-        activation_residuals.append(sp.expand(value - net.activations[p - 1]))
-        activation_bound.append(X * sp.Mul(*[norm_of.get(id(f), 1) for f in factors]))
-    blocks = [net.F[:, a:b] for a, b in net.block_slices]
-    kron_residuals = [
-        sp.expand(Fp * Fp.T - (net.activations[p].T * net.activations[p])[0, 0] * net.G[p] * net.G[p].T)
-        for p, Fp in enumerate(blocks)
-    ]
-    stack_residual = sp.expand(net.F * net.F.T - sum((Fp * Fp.T for Fp in blocks), sp.zeros(2, 2)))
+    G_factors, G_residuals, G_bound = _backward_factors(net, L, norm_of)
+    activation_residuals, activation_bound = _forward_factors(net, L, norm_of, X)
+    kron_residuals, stack_residual = _block_residuals(net)
     corrected = sp.Rational(1, 2) * sum(a**2 * g**2 for a, g in zip(activation_bound, G_bound))
-    leave_one_out = sp.Rational(1, 2) * X**2 * sum(sp.Mul(*[N[s] ** 2 for s in range(L) if s != p]) for p in range(L))
     constants = {**{n: M_W for n in N}, X: M_x}
-    corrected_constant = sp.simplify(corrected.subs(constants))
     paper_G_bound = [sp.Mul(*N[p - 1 :]) for p in range(1, L + 1)]
     paper = sp.sqrt(2) * sum((a**2 + 1) * g**2 for a, g in zip(activation_bound, paper_G_bound))
     stated = theorem1_expressions()["paper"].subs(L_, L)
@@ -560,13 +593,7 @@ def theorem1_chain(L: int = 3) -> dict:
         "activation_bound": activation_bound,
         "paper_G_bound": paper_G_bound,
         "paper_extra_factor": [sp.simplify(b / g) for b, g in zip(paper_G_bound, G_bound)],
-        "corrected": sp.expand(corrected),
-        "leave_one_out": leave_one_out,
-        "corrected_residual": sp.simplify(corrected - leave_one_out),
-        "corrected_constant": corrected_constant,
-        "corrected_constant_residual": sp.simplify(
-            corrected_constant - sp.Rational(1, 2) * L * M_x**2 * M_W ** (2 * (L - 1))
-        ),
+        **_corrected_terms(corrected, constants, N, X, L),
         "monotone": all(c > 0 for c in sp.Poly(corrected, *N, X).coeffs()),
         "paper": sp.expand(paper),
         "paper_constant": sp.simplify(paper.subs(constants)),
@@ -611,6 +638,22 @@ def corrected_true_shapes(L: int) -> dict:
         "hM_form": hM_form,
         "hM_degree": sp.Poly(hM_form, h).degree(),
     }
+
+
+def _linear_range(expr, intervals: dict) -> tuple:
+    """The range over the box ``intervals`` of the linear part of ``expr`` (each term at its own end)."""
+    lower = upper = sp.Integer(0)
+    for symbol, (lo, hi) in intervals.items():
+        c = sp.simplify(expr.coeff(symbol))
+        if sp.simplify(expr.diff(symbol, 2)) != 0:
+            raise ValueError("expression is not linear")
+        if c.is_nonnegative:
+            lower, upper = lower + c * lo, upper + c * hi
+        elif c.is_nonpositive:
+            lower, upper = lower + c * hi, upper + c * lo
+        else:
+            raise ValueError(f"the sign of the coefficient {c} is not decidable")
+    return lower, upper
 
 
 def box_bound(expr, ranges: dict):
@@ -660,17 +703,7 @@ def box_bound(expr, ranges: dict):
     )
     if any(isinstance(a, sp.Indexed) for a in expr.atoms(sp.Indexed)) or leftover:
         raise ValueError(f"expression is not linear in the bounded variables alone: {expr}")
-    lower = upper = sp.Integer(0)
-    for symbol, (lo, hi) in intervals.items():
-        c = sp.simplify(expr.coeff(symbol))
-        if sp.simplify(expr.diff(symbol, 2)) != 0:
-            raise ValueError("expression is not linear")
-        if c.is_nonnegative:
-            lower, upper = lower + c * lo, upper + c * hi
-        elif c.is_nonpositive:
-            lower, upper = lower + c * hi, upper + c * lo
-        else:
-            raise ValueError(f"the sign of the coefficient {c} is not decidable")
+    lower, upper = _linear_range(expr, intervals)
     rest = sp.simplify(expr.subs({symbol: 0 for symbol in intervals}))
     lower, upper = sp.simplify(lower + rest), sp.simplify(upper + rest)
     return sp.simplify(sp.Max(upper, -lower)), lower, upper

@@ -17,9 +17,12 @@ SHOWN = re.compile(r'show_figure\([^"]*"(\w+)"\)')
 GLUED = re.compile(r"```\{glue:figure\} (\w+)\n((?::\w+:[^\n]*\n)*)\n?(.*?)```", re.S)
 
 
+def _notebook(stem: str):
+    return nbformat.read(next(p for p in NOTEBOOKS if p.stem == stem), as_version=4)
+
+
 def _cells(stem: str, kind: str) -> list[str]:
-    notebook = nbformat.read(next(p for p in NOTEBOOKS if p.stem == stem), as_version=4)
-    return [cell.source for cell in notebook.cells if cell.cell_type == kind]
+    return [cell.source for cell in _notebook(stem).cells if cell.cell_type == kind]
 
 
 def _figure_directives(stem: str) -> dict[str, dict[str, str]]:
@@ -59,6 +62,15 @@ def test_every_figure_is_captioned_labelled_described_and_cited(stem):
         assert len(figure["caption"]) >= 40, f"figure {name!r}: caption missing or too short"
         assert f"{{numref}}`{label}`" in markdown, f"figure {name!r} is never cited with {{numref}}"
     assert set(directives) <= set(shown), "a {glue:figure} directive names no figure of the chapter"
+    # Jupyter shows a figure under its cell; the page shows it once, captioned, where the prose places it.
+    for cell in _notebook(stem).cells:
+        if cell.cell_type == "code" and "show_figure(" in cell.source:
+            assert "remove-output" in cell.metadata.get("tags", []), (
+                f"figure cell not tagged remove-output: {cell.source[:60]}"
+            )
+            assert not re.search(r"\b(print|show_table|display)\(", cell.source), (
+                "a figure cell's other output would be lost"
+            )
 
 
 @pytest.mark.parametrize("stem", [path.stem for path in NOTEBOOKS])

@@ -76,3 +76,13 @@ def test_there_are_no_import_cycles():
     for module in sorted(graph):
         if module not in state:
             visit(module, [])
+
+
+def test_no_function_is_longer_than_sixty_lines():
+    """Long functions hide steps that deserve a name (signature and docstring included)."""
+    long = []
+    for path in sorted(PACKAGE.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.end_lineno - node.lineno >= 60:
+                long.append(f"{path.stem}.{node.name}: {node.end_lineno - node.lineno + 1} lines")
+    assert not long, "; ".join(long)
