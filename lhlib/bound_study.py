@@ -60,7 +60,7 @@ def softmax_hessian_study(
     ``[0.1, logit_scale_max]``, drawn from ``generator``.
 
     Returns:
-        Per :math:`K`: ``spec`` and ``frob``, the spectral and Frobenius norms of each :math:`A`, and
+        Per :math:`K` — ``spec`` and ``frob``, the spectral and Frobenius norms of each :math:`A`, and
         ``pmax``, its largest probability :math:`q`.
     """
     rows = []
@@ -99,7 +99,7 @@ def dense_hessian_study(
     samples with inputs :math:`3\,\mathcal N(0, I)`.
 
     Returns:
-        One row per sample: ``L``, the G-term norm ``g``, the full Hessian's ``full`` and the paper's
+        One row per sample — ``L``, the G-term norm ``g``, the full Hessian's ``full`` and the paper's
         and the corrected per-sample bounds.
     """
     rows = []
@@ -290,7 +290,7 @@ def lemma_on_trained(runs: dict[int, TrainedNetwork], data: Dataset, k: int) -> 
     r"""The lemma's bounds at ``k`` with :math:`R=1` on each trained network, beside what they bound.
 
     Returns:
-        Per seed: :math:`M_\ell`, :math:`M_W`, Theorem 1's and the corrected :math:`M_{\mathbf H}`,
+        Per seed — :math:`M_\ell`, :math:`M_W`, Theorem 1's and the corrected :math:`M_{\mathbf H}`,
         the measured largest G-term, the lemma as proved, as stated and corrected, and the measured
         value term :math:`|\ell_{k+1}-\mathcal{L}_k|/(k+1)` in dataset order.
     """

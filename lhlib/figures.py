@@ -537,7 +537,7 @@ def plot_sample_size_vs_tolerance(
         relative_radius: :math:`R/\|\hat\theta\|` of the lemma's ball, for the legend.
 
     Returns:
-        The figure: per dataset, the first seed's measured :math:`k^*` with its interval (points),
+        The figure — per dataset, the first seed's measured :math:`k^*` with its interval (points),
         :math:`\mathrm{MAD}/\varepsilon-1` (solid, mean over seeds, shaded from the lowest to the
         highest seed) and the lemma's :math:`k^*` at the trained point (dashed) and in the ball
         (dotted), on log-log axes.
@@ -579,7 +579,7 @@ def plot_sample_size_vs_architecture(
     """The extrapolated :math:`k^*` at ``epsilon`` across the hidden-size and the depth panels.
 
     Returns:
-        The figure: per dataset, the mean over seeds with bars from the lowest to the highest seed,
+        The figure — per dataset, the mean over seeds with bars from the lowest to the highest seed,
         and crosses at the measured :math:`k^*` of the seeds whose curve reached ``epsilon``.
     """
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
@@ -685,7 +685,7 @@ def plot_triangle_split(check: TaylorCheck, curves: dict[str, torch.Tensor], k: 
         k: The objects before the new one, for the title.
 
     Returns:
-        The log-log figure: each direction's rise where it is positive (blue), the paper's allowance
+        The log-log figure — each direction's rise where it is positive (blue), the paper's allowance
         :math:`r^2\|\Delta_H\|_2/(k+1)` (red, dashed) and the allowance with the gradient term
         (black, dotted); grey, the median first ReLU change.
     """
@@ -720,7 +720,7 @@ def plot_ball_curves(ball: Ball, network: BallNetwork, relative_radii: list[floa
     r"""One network's mean :math:`|\mathcal{L}_{k+1}(\theta)-\mathcal{L}_k(\theta)|` at distance :math:`R`.
 
     Returns:
-        Two log-log panels (isotropic and ascent directions): the trained point's curve in black and,
+        Two log-log panels (isotropic and ascent directions) — the trained point's curve in black and,
         for up to four radii, the curve with Lemma 1's bound for the same :math:`R` dashed.
     """
     shown = sorted(set(np.linspace(0, len(relative_radii) - 1, min(4, len(relative_radii))).round().astype(int)))
@@ -752,7 +752,7 @@ def plot_ball_constants(balls: dict, networks: dict, references: dict[str, tuple
         names: Per dataset, the name shown.
 
     Returns:
-        Left: :math:`C(R)` per kind of direction, Lemma 1's :math:`2(M_\ell+M_{\mathbf H}R^2)` (black),
+        Left — :math:`C(R)` per kind of direction, Lemma 1's :math:`2(M_\ell+M_{\mathbf H}R^2)` (black),
         :math:`C(0)` (dashed grey) and the largest loss at :math:`\theta` (dotted). Right: the growth,
         with grey guides of slope 1 and 2; radii without growth are counted in the legend.
     """
@@ -866,7 +866,7 @@ def plot_loss_slice(plane: LossSlice, title: str) -> plt.Figure:
     r"""The paper's Figure 1 computed: :math:`\mathcal{L}_k`, :math:`\mathcal{L}_{k+1}` and their difference on a plane.
 
     Returns:
-        One row per ``k`` of ``plane``: the two losses (a log colour scale when they span more than a
+        One row per ``k`` of ``plane`` — the two losses (a log colour scale when they span more than a
         decade) and their difference on its own symmetric scale; the cross marks :math:`\hat\theta`.
     """
     fig, axes = plt.subplots(len(plane.ks), 3, figsize=(12, 3.75 * len(plane.ks)), squeeze=False)
@@ -909,7 +909,7 @@ def plot_gaussian_criterion(ks: list[int], study: list[dict]) -> plt.Figure:
         study: :func:`lhlib.ball_study.gaussian_study`'s balls.
 
     Returns:
-        Left: Monte Carlo with two standard errors (points), the closed form (solid) and the closed
+        Left — Monte Carlo with two standard errors (points), the closed form (solid) and the closed
         form without its gradient term (dotted), one colour per radius. Right: their relative gap.
     """
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
@@ -1010,7 +1010,7 @@ def plot_tightness(tight: dict[str, dict]) -> plt.Figure:
         tight: :func:`lhlib.bound_study.tightness`'s result.
 
     Returns:
-        The figure: one box per form of :data:`lhlib.bound_study.TIGHTNESS_FORMS` (numbered, named
+        The figure — one box per form of :data:`lhlib.bound_study.TIGHTNESS_FORMS` (numbered, named
         below the panels), whiskers over the full range, the line at 1 dashed (below it: violated).
     """
     fig, axes = plt.subplots(1, len(tight), figsize=(11, 3.8), sharey=True, squeeze=False)
@@ -1080,7 +1080,7 @@ def plot_bounds(results: Measured, settings: SweepSettings, names: dict[str, str
     r"""Every form of Theorem 1 against the measured norms, and each form's tightness, per dataset.
 
     Returns:
-        Two rows per dataset. Upper: the bounds, the largest G-term norm over all samples and the
+        Two rows per dataset. Upper — the bounds, the largest G-term norm over all samples and the
         largest full-Hessian norm on the Lanczos subset against the hidden size and the depth, with the
         paper's scaling :math:`L\,h^{2L}` dotted (anchored at the first point). Lower: the smallest
         bound / norm over samples (solid: G-term, dotted: full Hessian), with the line at 1.
@@ -1172,7 +1172,7 @@ def plot_h_term(
         names: Per dataset, the name shown.
 
     Returns:
-        Left: per sample of the reference configuration's Lanczos subset, the full Hessian norm
+        Left — per sample of the reference configuration's Lanczos subset, the full Hessian norm
         against the G-term norm (trained and at initialisation) with the diagonal. Right: per
         configuration, the median :math:`\|H_i-G_i\|_2/\|H_i\|_2` (trained solid, initial dashed).
     """
@@ -1187,7 +1187,7 @@ def plot_averaged_hessian(results: Measured, settings: SweepSettings, names: dic
     r"""The top eigenvalue of the averaged Hessian and G-term beside the largest per-sample G-term norm.
 
     Returns:
-        Two log panels, against the hidden size and the depth, one colour per dataset: solid the
+        Two log panels, against the hidden size and the depth, one colour per dataset — solid the
         averaged Hessian's :math:`\lambda_1`, dashed the averaged G-term's, dotted :math:`\max_i\|G_i\|`.
     """
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
@@ -1217,7 +1217,7 @@ def plot_lemma_term(
     r"""The lemma's Hessian term :math:`\|H_{k+1}-\bar H_k\|_2` against ``k``, per dataset.
 
     Returns:
-        Log-log: the term (circles), the newly added sample's :math:`\|H_{k+1}\|_2` (crosses), the
+        Log-log — the term (circles), the newly added sample's :math:`\|H_{k+1}\|_2` (crosses), the
         full average's :math:`\lambda_1` (dashed) and the proof's bound :math:`2\max_i\|G_i\|_2`
         (dash-dotted).
     """

@@ -608,7 +608,7 @@ def lemma_study(
     r"""The lemma's term :math:`\|H_{k+1}-\bar H_k\|_2` of each dataset's reference network, one random order.
 
     Returns:
-        Per dataset: ``k`` (``points`` log-spaced values), ``term`` and the newly added sample's
+        Per dataset — ``k`` (``points`` log-spaced values), ``term`` and the newly added sample's
         ``new_sample_norm`` :math:`\|H_{k+1}\|_2`.
     """
     lemma = {}

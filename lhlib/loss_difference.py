@@ -53,7 +53,7 @@ def identity_error(losses: torch.Tensor) -> float:
         losses: Per-sample losses, ``N`` or ``S x N`` (one row per network), in the order they arrive.
 
     Returns:
-        The largest gap over rows and ``k`` in float64: rounding error, as the identity is exact.
+        The largest gap over rows and ``k`` in float64 — rounding error, as the identity is exact.
     """
     losses = torch.atleast_2d(losses).double()
     counts = torch.arange(1, losses.shape[1] + 1, dtype=torch.float64)
@@ -69,7 +69,7 @@ def assumption1_facts(
     r"""How far the trained point is from Assumption 1 (:math:`\nabla\mathcal{L}_k(\theta^*)=0` for every ``k``).
 
     Returns:
-        For ``network``: the smallest, median and zero share of the last layer's per-sample gradient
+        For ``network`` — the smallest, median and zero share of the last layer's per-sample gradient
         norms :math:`\|\mathbf p_i-\mathbf y_i\|\,\|\mathbf x_i^{(L)}\|` and
         :math:`\|\nabla\mathcal{L}_k\|`, :math:`\|\nabla\mathcal{L}_{k+1}\|` (dataset order); over the
         ``ensemble``, the range of :math:`\|\nabla\mathcal{L}_k\|` and of its ratio to the same norm at

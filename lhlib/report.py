@@ -96,6 +96,9 @@ class Findings:
         """Keep each value and glue it under its name for the prose (``myst_nb.glue``, not displayed)."""
         for name, value in values.items():
             self._check_new(name)
+            # A numpy or torch scalar glues as "np.float64(...)", which no format spec can read.
+            if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+                value = value.item()
             self.cited[name] = value
             glue(name, value, display=False)
 

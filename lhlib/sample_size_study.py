@@ -212,7 +212,7 @@ def holdout_check(
     cases where the remaining objects' curve reached the tolerance at ``k >= 10``.
 
     Returns:
-        One record per kept (network, tolerance): the prediction with its interval and the
+        One record per kept (network, tolerance) — the prediction with its interval and the
         observation with its interval.
     """
     holdout = []

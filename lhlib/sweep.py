@@ -389,7 +389,7 @@ def sweep_facts(sweeps: dict[str, dict[tuple[int, int], ConfigurationResult]]) -
     r"""What the prose says about every network of every dataset's sweep.
 
     Returns:
-        ``n_networks``, ``n_configurations``; ``n_dead`` (every loss at :math:`\ln K`: a zero
+        ``n_networks``, ``n_configurations``; ``n_dead`` (every loss at :math:`\ln K` — a zero
         curve, no exponent) and ``n_fitted``; ``exponent_min``/``exponent_max`` and
         ``exponent_ci_contains_minus_one`` over the fitted ones; ``mad_ratio_min``/``max``, the
         level over the MAD of the losses; ``level_vs_mad_spearman``; ``seed_level_spread_max``,

@@ -130,6 +130,7 @@ def test_findings_glue_what_the_prose_cites_and_write_everything_once(tmp_path, 
     findings.cite(n_seeds=5, ratio=np.float64(0.25))
     findings.record(settings={"seeds": [0, 1]})
     assert glued == [("n_seeds", 5, False), ("ratio", 0.25, False)] and findings["settings"] == {"seeds": [0, 1]}
+    assert type(glued[1][1]) is float  # numpy scalars glue as plain numbers, so {glue:text}`ratio:.2f` formats
     for twice in ({"n_seeds": 3}, {"settings": {}}, {"findings": 1}):
         with pytest.raises(ValueError, match="recorded twice"):
             findings.record(**twice)

@@ -391,12 +391,15 @@ def test_a_chapter_opened_in_jupyterlab_renders_its_myst(tmp_path):
     browser = next((shutil.which(name) for name in BROWSERS if shutil.which(name)), None)
     if browser is None:
         pytest.skip("no headless browser (make offline-packages installs chromium where it can)")
+    # A copy, so that JupyterLab's checkpoints stay out of the repository.
+    (tmp_path / "notebooks").mkdir()
+    shutil.copy(ROOT / "notebooks" / "04_direct_classification.ipynb", tmp_path / "notebooks")
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     lab = subprocess.Popen(
         [str(Path(sys.executable).with_name("jupyter")), "lab", "--no-browser", f"--port={port}",
-         "--ServerApp.token=", "--ServerApp.password=", "--allow-root", f"--ServerApp.root_dir={ROOT}",
+         "--ServerApp.token=", "--ServerApp.password=", "--allow-root", f"--ServerApp.root_dir={tmp_path}",
          f"--ServerApp.runtime_dir={tmp_path}"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
@@ -411,7 +414,7 @@ def test_a_chapter_opened_in_jupyterlab_renders_its_myst(tmp_path):
                 time.sleep(1)
         page = f"http://127.0.0.1:{port}/lab/tree/notebooks/04_direct_classification.ipynb"
         dom = subprocess.run(
-            [browser, "--headless=new", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path / 'profile'}",
+            [browser, "--headless=new", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path / '.profile'}",
              "--virtual-time-budget=30000", "--dump-dom", page],
             capture_output=True, text=True, timeout=180,
         ).stdout  # fmt: skip
