@@ -914,6 +914,10 @@ def lanczos_extremes(
     when ``max(|lambda_min|, |lambda_max|)`` moved by less than ``tol / 10`` (relative) over the last
     ``stall`` steps (``stall=0`` disables that: clustered extreme eigenvalues make residuals shrink
     slowly while the Ritz values, accurate to the squared residual, have long settled).
+
+    Kept beside ``scipy.sparse.linalg.eigsh(k=2, which="BE")`` because, on chapter 03's lemma
+    operator, it reaches the same extremes with fewer operator products and in less time;
+    ``benchmarks/bench_lanczos.py`` measures both side by side and prints the ratio.
     """
     check_int("max_iter", max_iter, minimum=1)
     generator = torch.Generator().manual_seed(seed)
