@@ -206,15 +206,23 @@ def _configuration_name(result: ConfigurationResult, varying: str) -> str:
     return name + (f" ({', '.join(notes)})" if notes else "")
 
 
-def _stacked_panels(headings: dict[str, str]) -> tuple[plt.Figure, np.ndarray]:
-    """A figure with a 2 x 2 block of panels per dataset, stacked; each row's panels share ``x``."""
-    fig, axes = plt.subplots(2 * len(headings), 2, figsize=(11, 7.5 * len(headings)), squeeze=False)
-    for row in axes:
-        row[1].sharex(row[0])
-    return fig, axes
+def _stacked_panels(headings: dict[str, str]) -> tuple[plt.Figure, list[np.ndarray]]:
+    """A figure with a 2 x 2 block of panels per dataset, stacked, each block under its heading.
+
+    Each row's panels share ``x``. Returns the figure and the blocks' axes, in ``headings``' order.
+    """
+    fig = plt.figure(figsize=(11, 8 * len(headings)), layout="constrained")
+    blocks = []
+    for block, heading in zip(np.atleast_1d(fig.subfigures(len(headings), 1)), headings.values()):
+        axes = block.subplots(2, 2)
+        for row in axes:
+            row[1].sharex(row[0])
+        block.suptitle(heading, fontsize="large")
+        blocks.append(axes)
+    return fig, blocks
 
 
-def _draw_sweep(axes: np.ndarray, results, settings: SweepSettings, heading: str) -> None:
+def _draw_sweep(axes: np.ndarray, results, settings: SweepSettings) -> None:
     seeds = len(settings.seeds)
     for column, varying in enumerate(("hidden_size", "num_layers")):
         panel = panel_configurations(results, settings, varying)
@@ -246,8 +254,8 @@ def _draw_sweep(axes: np.ndarray, results, settings: SweepSettings, heading: str
             yscale="log",
             xlabel="sample size k",
             ylabel=r"EMA of mean $|\mathcal{L}_{k+1}-\mathcal{L}_k|$ (nats)",
-            title=f"{heading}\n{'hidden size' if varying == 'hidden_size' else 'number of layers'} sweep, "
-            f"{fixed}; line: mean, shaded: range, over {seeds} seeds",
+            title=f"{'hidden size' if varying == 'hidden_size' else 'number of layers'} sweep, "
+            f"{fixed}\nline: mean, shaded: range, over {seeds} seeds",
         )
         bottom.set(
             xscale="log",
@@ -267,7 +275,7 @@ def plot_sweep(sweeps: dict[str, dict], settings: SweepSettings, headings: dict[
     Args:
         sweeps: Per dataset, :func:`lhlib.sweep.run_sweep`'s results.
         settings: The sweep's settings (the panels' sizes).
-        headings: Per dataset, the first line of its panels' titles.
+        headings: Per dataset, the heading of its block of panels.
 
     Returns:
         The figure, a 2 x 2 block of panels per dataset. On top, the EMA of the mean of
@@ -276,14 +284,13 @@ def plot_sweep(sweeps: dict[str, dict], settings: SweepSettings, headings: dict[
         lines and bands and counted in the legend). Below, the unsmoothed mean on log-log axes (log
         bins of ``k``), the seeds' range shaded and the 25-75 % band over random orders dotted.
     """
-    fig, axes = _stacked_panels(headings)
-    for block, (name, results) in enumerate(sweeps.items()):
-        _draw_sweep(axes[2 * block : 2 * block + 2], results, settings, headings[name])
-    fig.tight_layout()
+    fig, blocks = _stacked_panels(headings)
+    for axes, results in zip(blocks, sweeps.values()):
+        _draw_sweep(axes, results, settings)
     return fig
 
 
-def _draw_feature_vs_direct(axes: np.ndarray, feature_results, direct_results, settings, heading: str) -> None:
+def _draw_feature_vs_direct(axes: np.ndarray, feature_results, direct_results, settings) -> None:
     panels = (
         ("hidden_size", [(h, settings.fixed_num_layers) for h in settings.hidden_sizes]),
         ("num_layers", [(settings.fixed_hidden_size, n) for n in settings.num_layers]),
@@ -316,7 +323,7 @@ def _draw_feature_vs_direct(axes: np.ndarray, feature_results, direct_results, s
             yscale="log",
             xlabel="sample size k",
             ylabel=r"EMA of mean $|\mathcal{L}_{k+1}-\mathcal{L}_k|$ (nats)",
-            title=f"{heading}\n{sweep} sweep, {fixed}; solid: features, dashed: pixels",
+            title=f"{sweep} sweep, {fixed}\nsolid: features, dashed: pixels",
         )
         top.legend(loc="upper right", title="fitted exponents")
         bottom.set(
@@ -337,7 +344,7 @@ def plot_feature_vs_direct(
         feature_sweeps: Per dataset, :func:`lhlib.sweep.run_sweep`'s results on the features.
         direct_sweeps: The same on the pixels.
         settings: The sweeps' settings.
-        headings: Per dataset, the first line of its panels' titles.
+        headings: Per dataset, the heading of its block of panels.
 
     Returns:
         The figure, a 2 x 2 block of panels per dataset. On top, the paper's EMA-smoothed mean
@@ -348,11 +355,9 @@ def plot_feature_vs_direct(
         :math:`(k+1)\,\mathbb{E}|\mathcal{L}_{k+1}-\mathcal{L}_k| \to \mathrm{MAD}`, so this row shows
         each curve's level with the :math:`1/k` taken out.
     """
-    fig, axes = _stacked_panels(headings)
-    for block, name in enumerate(feature_sweeps):
-        rows = axes[2 * block : 2 * block + 2]
-        _draw_feature_vs_direct(rows, feature_sweeps[name], direct_sweeps[name], settings, headings[name])
-    fig.tight_layout()
+    fig, blocks = _stacked_panels(headings)
+    for axes, name in zip(blocks, feature_sweeps):
+        _draw_feature_vs_direct(axes, feature_sweeps[name], direct_sweeps[name], settings)
     return fig
 
 
@@ -917,7 +922,7 @@ def plot_gaussian_criterion(ks: list[int], study: list[dict]) -> plt.Figure:
         label = rf"$\sigma\sqrt{{P}} = {g['relative_radius']:g}\,\|\hat\theta\|$"
         mc, taylor = g["mc"], g["taylor"]
         axes[0].errorbar(ks, mc.value, yerr=2 * mc.stderr, fmt="o", ms=3, color=color, label=f"Monte Carlo, {label}")
-        axes[0].plot(ks, taylor.value, "-", color=color, lw=1.0, label="second-order closed form")
+        axes[0].plot(ks, taylor.value, "-", color=color, lw=1.0, label=f"second-order closed form, {label}")
         axes[0].plot(ks, taylor.value - taylor.terms["gradient"], ":", color=color, lw=1.0)
         axes[1].plot(ks, np.abs(taylor.value / mc.value - 1), "o-", color=color, ms=3, label=label)
     axes[0].set(

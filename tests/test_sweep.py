@@ -98,7 +98,7 @@ def test_sweep_reports_every_seed_and_tests_both_claims():
         ),
     ):
         assert len(fig.axes) == 8
-        assert [ax.get_title().split("\n")[0] for ax in fig.axes[::4]] == ["first dataset", "second dataset"]
+        assert [block.get_suptitle() for block in fig.subfigs] == ["first dataset", "second dataset"]
         fig.draw_without_rendering()
         check_figure(fig, "sweep")
 
