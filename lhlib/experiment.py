@@ -21,7 +21,7 @@ from torch import nn
 from lhlib.architectures import build_network
 from lhlib.cache import load_result, store_result, tensor_fingerprint
 from lhlib.ensemble import ensemble_per_sample_losses, train_ensemble
-from lhlib.settings import FAMILIES
+from lhlib.settings import FAMILIES, SweepSettings
 from lhlib.train import resolve_device, train
 from lhlib.validation import check_choice, check_float, check_int, check_int_list
 
@@ -191,6 +191,34 @@ def _restored(stored: dict, seed: int, family, image_shape, hidden_size, num_lay
         float(stored["accuracy"]),
         list(stored["epoch_loss"]),
         from_cache=from_cache,
+    )
+
+
+def settings_networks(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    num_classes: int,
+    hidden_size: int,
+    num_layers: int,
+    settings: SweepSettings,
+    **family,
+) -> list[TrainedNetwork]:
+    """:func:`trained_networks` with the training recipe, seeds and device of ``settings``.
+
+    ``family`` passes ``family`` and ``image_shape`` on, for networks other than the paper's MLP.
+    """
+    return trained_networks(
+        x,
+        y,
+        num_classes=num_classes,
+        hidden_size=hidden_size,
+        num_layers=num_layers,
+        seeds=settings.seeds,
+        epochs=settings.epochs,
+        batch_size=settings.batch_size,
+        lr=settings.lr,
+        device=settings.device,
+        **family,
     )
 
 

@@ -24,7 +24,7 @@ from torch import nn
 from lhlib import bounds
 from lhlib.cache import cached, tensor_fingerprint
 from lhlib.data import Dataset
-from lhlib.experiment import TrainedNetwork, trained_networks
+from lhlib.experiment import TrainedNetwork, settings_networks
 from lhlib.hessian import (
     dataset_hessian_top_eigenvalues,
     lemma_difference_norms,
@@ -330,23 +330,14 @@ def measure_networks(
     everything :func:`curvature_measurements` measures (the top eigenvalues for the trained one only)
     and :func:`theorem1_checks`.
     """
+    if seed not in settings.seeds:
+        raise ValueError(f"seed must be one of the sweep's seeds {list(settings.seeds)}, got {seed!r}")
     jobs = [(name, key) for name in data for key in sweep_configurations(settings)]
     results = {name: {} for name in data}
     for name, (h, depth) in progress_bar(jobs, desc="networks"):
         d = data[name]
         x, y = d.x.to(device), d.y.to(device)
-        ensemble = trained_networks(
-            d.x,
-            d.y,
-            num_classes=d.info.num_classes,
-            hidden_size=h,
-            num_layers=depth,
-            seeds=settings.seeds,
-            epochs=settings.epochs,
-            batch_size=settings.batch_size,
-            lr=settings.lr,
-            device=settings.device,
-        )
+        ensemble = settings_networks(d.x, d.y, d.info.num_classes, h, depth, settings)
         net = next(m for m in ensemble if m.seed == seed)
         init = build_mlp(d.info.input_dim, h, depth, d.info.num_classes, seed).to(device)
         model = net.model.to(device)

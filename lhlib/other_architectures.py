@@ -26,7 +26,7 @@ from lhlib.architecture_bounds import jjt_scaling_exponents, layer_norm_bound_pe
 from lhlib.architectures import VisionTransformer, weight_layers
 from lhlib.bounds import ggn_norms_from_jjt
 from lhlib.cache import cached, tensor_fingerprint
-from lhlib.experiment import TrainedNetwork, trained_networks
+from lhlib.experiment import TrainedNetwork, settings_networks
 from lhlib.hessian import per_sample_hessian_norms, per_sample_jjt
 from lhlib.progress import progress_bar
 from lhlib.seed_stats import interval_across_seeds, trend_test
@@ -108,20 +108,7 @@ def run_families(
     results = {}
     configurations = [(family, *pair) for family, pairs in sizes.items() for pair in pairs]
     for family, width, depth in progress_bar(configurations, desc=f"{label} networks".strip()):
-        networks = trained_networks(
-            x,
-            y,
-            num_classes=num_classes,
-            hidden_size=width,
-            num_layers=depth,
-            seeds=settings.seeds,
-            epochs=settings.epochs,
-            batch_size=settings.batch_size,
-            lr=settings.lr,
-            device=settings.device,
-            family=family,
-            image_shape=image_shape,
-        )
+        networks = settings_networks(x, y, num_classes, width, depth, settings, family=family, image_shape=image_shape)
         members = [measure_member(network, settings, num_classes) for network in networks]
         model = networks[0].model
         curves = combine_members(width, depth, weight_layers(model), members, settings)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from lhlib.data import Dataset
-from lhlib.experiment import trained_networks
+from lhlib.experiment import settings_networks
 from lhlib.hessian import flat_parameters, per_sample_ggn_norms
 from lhlib.landscape import loss_difference_curves
 from lhlib.progress import progress_bar
@@ -82,18 +82,7 @@ def sample_size_study(
     results = {}
     for name, d in data.items():
         for h, depth in progress_bar(sweep_configurations(settings), desc=f"{name} networks"):
-            ensemble = trained_networks(
-                d.x,
-                d.y,
-                num_classes=d.info.num_classes,
-                hidden_size=h,
-                num_layers=depth,
-                seeds=settings.seeds,
-                epochs=settings.epochs,
-                batch_size=settings.batch_size,
-                lr=settings.lr,
-                device=settings.device,
-            )
+            ensemble = settings_networks(d.x, d.y, d.info.num_classes, h, depth, settings)
             results[(name, h, depth)] = [
                 _network_sample_sizes(net, d, device, settings, epsilons, bound_relative_radius, bootstrap, confidence)
                 for net in ensemble

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lhlib.experiment import TrainedNetwork, trained_networks
+from lhlib.experiment import TrainedNetwork, settings_networks
 from lhlib.landscape import (
     RateFit,
     ema,
@@ -241,18 +241,7 @@ def run_sweep(
     """Train (or load from the results store) every configuration's seed ensemble and measure each member."""
     results = {}
     for hidden_size, num_layers in progress_bar(sweep_configurations(settings), desc=f"{label} configurations".strip()):
-        networks = trained_networks(
-            x,
-            y,
-            num_classes=num_classes,
-            hidden_size=hidden_size,
-            num_layers=num_layers,
-            seeds=settings.seeds,
-            epochs=settings.epochs,
-            batch_size=settings.batch_size,
-            lr=settings.lr,
-            device=settings.device,
-        )
+        networks = settings_networks(x, y, num_classes, hidden_size, num_layers, settings)
         members = [measure_member(network, settings, num_classes) for network in networks]
         results[(hidden_size, num_layers)] = combine_members(
             hidden_size, num_layers, networks[0].model.weight_matrices, members, settings

@@ -69,6 +69,14 @@ def test_verdicts_and_facts(measured):
     assert facts["lemma_tail_min"] == facts["lemma_tail_max"] > 0  # one dataset: one tail
 
 
+def test_measure_networks_refuses_a_seed_outside_the_sweep(measured):
+    data, settings, _ = measured
+    with pytest.raises(ValueError, match=r"^seed must be one of the sweep's seeds \[0, 1\], got 7$"):
+        study.measure_networks(
+            data, settings, full_samples=6, extreme_samples=2, top_k=2, tol=1e-3, seed=7, device=torch.device("cpu")
+        )
+
+
 def test_live_median_skips_samples_without_curvature():
     # torch's median of an even count is the lower middle value.
     assert study.live_median(torch.tensor([1.0, 2.0, 9.0]), torch.tensor([1.0, 1.0, 0.0])) == 1.0
