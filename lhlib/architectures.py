@@ -1,21 +1,21 @@
-"""Three network families for the paper's future work: its MLP, a small CNN and a small ViT.
+r"""Three network families for the paper's future work: its MLP, a small CNN and a small ViT.
 
-Every model takes the flattened images that :mod:`lhlib.data` loads (``N x C H W``, pixels in
-``[-1, 1]``) and returns ``K`` logits, so the same training, per-sample losses and curvature code
-serve all three. Each family has a *width* and a *depth*:
+Every model takes the flattened images that :mod:`lhlib.data` loads (``(N, C*H*W)``, pixels in
+:math:`[-1, 1]`) and returns :math:`K` logits, so the same training, per-sample losses and curvature
+code serve all three. Each family has a *width* and a *depth*:
 
 * ``"mlp"``: the paper's bias-free ReLU MLP (:class:`lhlib.models.MLP`); width is the hidden size
-  ``h``, depth the number of hidden-to-hidden layers ``num_layers``.
-* ``"cnn"``: :class:`ConvNet`, ``depth`` bias-free ``3 x 3`` convolutions of stride 2 with ``width``
-  channels, each followed by ReLU, then one bias-free linear layer to the logits. Like the MLP it
-  is a bias-free ReLU network (piecewise linear and positively homogeneous in its weights), only
-  its linear maps are convolutions.
+  :math:`h`, depth the number of hidden-to-hidden layers ``num_layers``.
+* ``"cnn"``: :class:`ConvNet`, ``depth`` bias-free :math:`3 \times 3` convolutions of stride 2 with
+  ``width`` channels, each followed by ReLU, then one bias-free linear layer to the logits. Like the
+  MLP it is a bias-free ReLU network (piecewise linear and positively homogeneous in its weights),
+  only its linear maps are convolutions.
 * ``"vit"``: :class:`VisionTransformer`, a pre-LayerNorm vision transformer trained from scratch:
-  non-overlapping patches embedded in ``width`` dimensions, learned
-  position embeddings, ``depth`` blocks of multi-head self-attention and a GELU MLP, each with a
-  residual connection, then LayerNorm, mean over tokens and a linear head. Attention, LayerNorm and
-  GELU break both piecewise linearity and homogeneity. The image is cut into a ``grid x grid``
-  array of patches (4 x 4 by default: 16 tokens for MNIST's 28 x 28 and CIFAR's 32 x 32 alike).
+  non-overlapping patches embedded in ``width`` dimensions, learned position embeddings, ``depth``
+  blocks of multi-head self-attention and a GELU MLP, each with a residual connection, then
+  LayerNorm, mean over tokens and a linear head. Attention, LayerNorm and GELU break both piecewise
+  linearity and homogeneity. The image is cut into a ``grid x grid`` array of patches (4 x 4 by
+  default: 16 tokens for MNIST's 28 x 28 and CIFAR's 32 x 32 alike).
 """
 
 from __future__ import annotations
@@ -32,8 +32,6 @@ from lhlib.validation import check_choice, check_int
 
 __all__ = ["ConvNet", "VisionTransformer", "build_network", "weight_layers"]
 
-"""The network families: the paper's MLP, a small CNN, a small vision transformer."""
-
 
 def _check_image_shape(image_shape) -> tuple[int, int, int]:
     if (
@@ -46,11 +44,25 @@ def _check_image_shape(image_shape) -> tuple[int, int, int]:
 
 
 class ConvNet(nn.Module):
-    """Bias-free ReLU CNN: ``depth`` stride-2 ``3 x 3`` convolutions with ``width`` channels, then a
-    bias-free linear layer.
+    r"""Bias-free ReLU CNN: ``depth`` stride-2 :math:`3 \times 3` convolutions with ``width`` channels,
+    then a bias-free linear layer.
 
-    ``z = W^(L) vec(s(C^(L-1) ... s(C^(1) x)))`` with ``s`` = ReLU, ``C^(p)`` the convolutions
-    (padding 1, so each halves the side, rounding up) and ``L = depth + 1`` linear maps in all.
+    .. math::
+
+        z = W^{(L)} \operatorname{vec}\bigl(\sigma(C^{(L-1)} \cdots \sigma(C^{(1)} x))\bigr),
+        \qquad L = \mathtt{depth} + 1,
+
+    with :math:`\sigma` = ReLU and :math:`C^{(p)}` the convolutions (padding 1, so each halves the
+    side, rounding up): :math:`L` linear maps in all.
+
+    Args:
+        image_shape: ``(channels, height, width)`` of the images.
+        width: The channels of every convolution.
+        depth: The number of convolutions (at least 1).
+        num_classes: The number of logits :math:`K` (at least 2).
+
+    Raises:
+        ValueError: when ``image_shape`` is not three positive integers or a size is out of range.
     """
 
     def __init__(self, image_shape: tuple[int, int, int], width: int, depth: int, num_classes: int):
@@ -68,7 +80,20 @@ class ConvNet(nn.Module):
         self.head = nn.Linear(channels * height * side, num_classes, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits ``(N, K)`` of flattened images ``(N, C*H*W)``."""
+        r"""The logits of a batch of flattened images.
+
+        .. math::
+
+            z_i = W^{(L)} \operatorname{vec}\bigl(\sigma(C^{(L-1)} \cdots \sigma(C^{(1)} x_i))\bigr),
+
+        with :math:`x_i` reshaped to ``image_shape`` first.
+
+        Args:
+            x: The ``(N, C*H*W)`` flattened images.
+
+        Returns:
+            The ``(N, K)`` logits.
+        """
         x = x.reshape(x.shape[0], *self.image_shape)
         for conv in self.convs:
             x = torch.relu(conv(x))
@@ -97,7 +122,23 @@ class _Block(nn.Module):
 
 
 class VisionTransformer(nn.Module):
-    """A small ViT: patch embedding, position embedding, ``depth`` pre-LN blocks, mean pooling, linear head."""
+    """A small ViT: patch embedding, position embedding, ``depth`` pre-LN blocks, mean pooling, linear head.
+
+    Every linear map here has a bias. The heads' attention is written out (not
+    ``scaled_dot_product_attention``) so that it is twice differentiable under ``vmap``.
+
+    Args:
+        image_shape: ``(channels, height, width)`` of square images.
+        width: The embedding dimension (a multiple of ``heads``).
+        depth: The number of transformer blocks (at least 1).
+        num_classes: The number of logits :math:`K` (at least 2).
+        grid: Patches per side; it must divide the image's side.
+        heads: Attention heads per block.
+
+    Raises:
+        ValueError: when the image is not square, ``grid`` does not divide its side, ``width`` is not a
+            multiple of ``heads`` or a size is out of range.
+    """
 
     def __init__(
         self,
@@ -129,7 +170,29 @@ class VisionTransformer(nn.Module):
         self.head = nn.Linear(width, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits ``(N, K)`` of flattened images ``(N, C*H*W)``."""
+        r"""The logits of a batch of flattened images.
+
+        With :math:`\pi_j(x)` the :math:`j`-th of the :math:`T = \mathtt{grid}^2` patches, :math:`e_j` its
+        learned position embedding and :math:`\operatorname{LN}` LayerNorm: the first tokens, the update of
+        the tokens :math:`t` by each block and the logits after the :math:`D` = ``depth`` blocks are
+
+        .. math::
+
+            t^{(0)}_j = E\,\pi_j(x) + b_E + e_j, \qquad
+            u = t + \operatorname{Attn}(\operatorname{LN}(t)), \qquad
+            t' = u + \operatorname{MLP}(\operatorname{LN}(u)),
+
+            z = W_{\mathrm{h}} \, \frac{1}{T} \sum_{j=1}^{T} \operatorname{LN}\bigl(t^{(D)}\bigr)_j + b_{\mathrm{h}},
+
+        with multi-head attention :math:`\operatorname{softmax}(q k^\top / \sqrt{d_{\mathrm{head}}})\, v` and a
+        GELU MLP of hidden width ``2 * width``.
+
+        Args:
+            x: The ``(N, C*H*W)`` flattened images.
+
+        Returns:
+            The ``(N, K)`` logits.
+        """
         images = x.reshape(x.shape[0], *self.image_shape)
         patches = F.unfold(images, self.patch_size, stride=self.patch_size).transpose(1, 2)
         tokens = self.embed(patches) + self.position
@@ -145,6 +208,20 @@ def build_network(
 
     For ``"mlp"`` it is :func:`lhlib.models.build_mlp`'s network (``width`` = ``hidden_size``,
     ``depth`` = ``num_layers``). The global random state is left as it was.
+
+    Args:
+        family: ``"mlp"``, ``"cnn"`` or ``"vit"``.
+        image_shape: ``(channels, height, width)`` of the images.
+        width: The family's width (hidden size, channels or embedding dimension).
+        depth: The family's depth (hidden-to-hidden layers, convolutions or transformer blocks).
+        num_classes: The number of logits :math:`K`.
+        seed: The seed of the initialisation (an integer >= 0).
+
+    Returns:
+        The initialised :class:`lhlib.models.MLP`, :class:`ConvNet` or :class:`VisionTransformer`.
+
+    Raises:
+        ValueError: when ``family`` is unknown, ``seed`` is negative or a shape or size is invalid.
     """
     check_choice("family", family, FAMILIES)
     check_int("seed", seed, minimum=0)
@@ -159,5 +236,15 @@ def build_network(
 
 
 def weight_layers(model: nn.Module) -> int:
-    """The number of ``nn.Linear`` and ``nn.Conv2d`` modules: Theorem 1's ``L`` for the MLP and the CNN."""
+    """The number of ``nn.Linear`` and ``nn.Conv2d`` modules: Theorem 1's :math:`L` for the MLP and the CNN.
+
+    For the ViT the count includes attention, MLP, embedding and head layers and is no :math:`L` of
+    Theorem 1.
+
+    Args:
+        model: Any network.
+
+    Returns:
+        The count, an ``int``.
+    """
     return sum(isinstance(m, (nn.Linear, nn.Conv2d)) for m in model.modules())

@@ -1,32 +1,37 @@
-"""The loss landscape away from the trained point: points at distance ``R`` from ``theta-hat``.
+r"""The loss landscape away from the trained point: points at distance :math:`R` from :math:`\hat\theta`.
 
-Lemma 1 of the paper bounds ``|L_{k+1}(theta) - L_k(theta)|`` for every ``theta`` with
-``||theta - theta*|| <= R``, but the paper's figures only look at ``theta = theta-hat``. At *any*
-fixed ``theta`` the identity
+Lemma 1 of the paper bounds :math:`|\mathcal{L}_{k+1}(\theta) - \mathcal{L}_k(\theta)|` for every
+:math:`\theta` with :math:`\lVert\theta - \theta^*\rVert \le R`, but the paper's figures only look at
+:math:`\theta = \hat\theta`. At *any* fixed :math:`\theta` the identity
 
-    L_{k+1}(theta) - L_k(theta) = (l_{k+1}(theta) - L_k(theta)) / (k + 1)
+.. math::
 
-holds, so the curves at ``theta != theta-hat`` are :func:`lhlib.landscape.loss_difference_curves`
-applied to the per-sample losses *at theta*; this module supplies those losses, vectorised over many
-parameter vectors with ``torch.func.functional_call`` + ``vmap``, and the directions to place the
+    \mathcal{L}_{k+1}(\theta) - \mathcal{L}_k(\theta) = \frac{\ell_{k+1}(\theta) - \mathcal{L}_k(\theta)}{k+1}
+
+holds, so the curves at :math:`\theta \ne \hat\theta` are :func:`lhlib.landscape.loss_difference_curves`
+applied to the per-sample losses *at* :math:`\theta`; this module supplies those losses, vectorised over
+many parameter vectors with ``torch.func.functional_call`` + ``vmap``, and the directions to place the
 points along:
 
-* :func:`isotropic_direction`: uniform on the unit sphere of ``R^P``;
+* :func:`isotropic_direction`: uniform on the unit sphere of :math:`\mathbb{R}^P`;
 * :func:`filter_normalized_direction`: Gaussian, each row ("filter": the incoming weights of one
   neuron) rescaled to the norm of the same row of the trained weights (Li et al. 2018); then
-  ``||d|| = ||theta-hat||`` exactly, so a step ``alpha d`` moves a relative distance ``alpha``;
-* :func:`top_hessian_direction`: the top eigenvector of the dataset Hessian at ``theta-hat``;
-* :func:`ascent_direction`: a few steps of projected ascent on the sphere ``||theta - theta-hat|| = R``
-  of the mean absolute deviation of the per-sample losses, the quantity that sets the large-``k``
-  level of ``E |L_{k+1}(theta) - L_k(theta)| ~ MAD(l(theta)) / (k + 1)``.
+  :math:`\lVert d\rVert = \lVert\hat\theta\rVert` exactly (bias-free), so a step :math:`\alpha d` moves a
+  relative distance :math:`\alpha`;
+* :func:`top_hessian_direction`: the top eigenvector of the dataset Hessian at :math:`\hat\theta`;
+* :func:`ascent_direction`: a few steps of projected ascent on the sphere
+  :math:`\lVert\theta - \hat\theta\rVert = R` of the mean absolute deviation of the per-sample losses,
+  the quantity that sets the large-:math:`k` level of
+  :math:`\mathbb{E}|\mathcal{L}_{k+1}(\theta) - \mathcal{L}_k(\theta)| \approx \operatorname{MAD}(\ell(\theta))/(k+1)`.
 
 It also computes the two-dimensional slices of Figure 1 (:func:`loss_slice`), the gradient of
-``L_k`` at ``theta-hat`` against ``k`` (Assumption 1 says it is zero; :func:`gradient_norms_over_k`,
-:func:`per_sample_gradient_stats`), and the Gaussian-ball criterion
-``E_{theta ~ N(theta-hat, sigma^2 I)} (L_{k+1}(theta) - L_k(theta))^2`` by Monte Carlo
-(:func:`gaussian_mean_square_mc`) and by its second-order closed form (:func:`gaussian_mean_square_taylor`),
-and chapter 01's second-order expansion of ``L_{k+1} - L_k`` along one direction
-(:func:`difference_expansion`).
+:math:`\mathcal{L}_k` at :math:`\hat\theta` against :math:`k` (Assumption 1 says it is zero;
+:func:`gradient_norms_over_k`, :func:`per_sample_gradient_stats`), and the Gaussian-ball criterion
+:math:`\mathbb{E}_{\theta \sim \mathcal N(\hat\theta, \sigma^2 I)}
+(\mathcal{L}_{k+1}(\theta) - \mathcal{L}_k(\theta))^2` by Monte Carlo (:func:`gaussian_mean_square_mc`)
+and by its second-order closed form (:func:`gaussian_mean_square_taylor`), and chapter 01's
+second-order expansion of
+:math:`\mathcal{L}_{k+1} - \mathcal{L}_k` along one direction (:func:`difference_expansion`).
 
 Flat parameter vectors follow :func:`lhlib.hessian.flat_parameters` (``model.parameters()`` order).
 Everything runs on the device of the model's parameters.
@@ -94,7 +99,22 @@ def _on_model(model: nn.Module, *tensors: torch.Tensor) -> list[torch.Tensor]:
 
 
 def isotropic_direction(model: nn.Module, seed: int) -> torch.Tensor:
-    """A unit vector uniform on the sphere of ``R^P`` (normalised Gaussian), drawn from ``seed``."""
+    r"""A unit vector uniform on the sphere of :math:`\mathbb{R}^P` (normalised Gaussian), drawn from ``seed``.
+
+    .. math::
+
+        d = \frac{g}{\lVert g \rVert_2}, \qquad g \sim \mathcal N(0, I_P).
+
+    Args:
+        model: The network; fixes :math:`P`, the dtype and the device.
+        seed: Seeds the Gaussian draw (float64, on the CPU).
+
+    Returns:
+        The ``(P,)`` unit direction in the dtype and on the device of the model's parameters.
+
+    Raises:
+        ValueError: when ``seed`` is negative.
+    """
     check_int("seed", seed, minimum=0)
     theta = flat_parameters(model)
     generator = torch.Generator().manual_seed(seed)
@@ -103,13 +123,30 @@ def isotropic_direction(model: nn.Module, seed: int) -> torch.Tensor:
 
 
 def filter_normalized_direction(model: nn.Module, seed: int, *, unit: bool = False) -> torch.Tensor:
-    """Li et al.'s filter-normalised random direction (2018), flat.
+    r"""Li et al.'s filter-normalised random direction (2018), flat.
 
-    A Gaussian direction in which the ``j``-th row of each weight matrix (the incoming weights of
-    neuron ``j``, a "filter" of a fully connected layer) is rescaled to the norm of row ``j`` of the
-    trained matrix; one-dimensional parameters (biases) get zero. Then ``||d|| = ||theta-hat||`` for
-    a bias-free network, so ``theta-hat + alpha d`` is at relative distance ``|alpha|``. With
-    ``unit=True`` the direction is returned normalised to length one.
+    A Gaussian direction in which the :math:`j`-th row of each weight matrix (the incoming weights of
+    neuron :math:`j`, a "filter" of a fully connected layer) is rescaled to the norm of row :math:`j` of
+    the trained matrix; one-dimensional parameters (biases) get zero:
+
+    .. math::
+
+        d^{(p)}_j = \frac{\lVert \mathbf W^{(p)}_j \rVert_2}{\lVert g^{(p)}_j \rVert_2}\, g^{(p)}_j,
+        \qquad g^{(p)} \sim \mathcal N(0, I).
+
+    Then :math:`\lVert d\rVert = \lVert\hat\theta\rVert` for a bias-free network, so
+    :math:`\hat\theta + \alpha d` is at relative distance :math:`|\alpha|`.
+
+    Args:
+        model: The trained network, whose rows set the scales.
+        seed: Seeds the Gaussian draws (float64, on the CPU).
+        unit: Whether to return the direction normalised to length one.
+
+    Returns:
+        The ``(P,)`` direction in the dtype and on the device of the model's parameters.
+
+    Raises:
+        ValueError: when ``seed`` is negative.
     """
     check_int("seed", seed, minimum=0)
     generator = torch.Generator().manual_seed(seed)
@@ -135,9 +172,31 @@ def filter_normalized_direction(model: nn.Module, seed: int, *, unit: bool = Fal
 def top_hessian_direction(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, seed: int = 0, tol: float = 1e-4, batch_size: int = 2048
 ) -> tuple[torch.Tensor, float]:
-    """``(v, lambda)``: unit top eigenvector and top eigenvalue of the mean Hessian of the loss on
-    ``(x, y)`` at the model's parameters (ARPACK on :func:`lhlib.hessian.mean_matvec` products).
-    The sign of ``v`` is fixed so that its largest-magnitude entry is positive.
+    r"""Unit top eigenvector and top eigenvalue of the mean Hessian of the loss at the model's parameters.
+
+    .. math::
+
+        \bar{\mathbf H}\, v = \lambda v, \qquad
+        \bar{\mathbf H} = \frac1N \sum_{i=1}^{N} \nabla^2_\theta \ell_i(\hat\theta), \qquad
+        \lVert v \rVert_2 = 1,
+
+    with :math:`\lambda` the largest (algebraic) eigenvalue, by ARPACK on
+    :func:`lhlib.hessian.mean_matvec` products. The sign of :math:`v` is fixed so that its
+    largest-magnitude entry is positive.
+
+    Args:
+        model: The network; its parameters are :math:`\hat\theta`.
+        x: The ``(N, n)`` inputs.
+        y: The ``(N,)`` labels.
+        seed: Seeds ARPACK's starting vector.
+        tol: ARPACK's relative tolerance.
+        batch_size: Samples per chunk of the Hessian-vector products.
+
+    Returns:
+        The pair ``(v, lambda)``, ``v`` the ``(P,)`` eigenvector in the model's dtype and device.
+
+    Raises:
+        ValueError: when ``x`` or ``y`` is malformed or ``seed`` is negative.
     """
     from scipy.sparse.linalg import LinearOperator, eigsh
 
@@ -180,14 +239,38 @@ def ascent_direction(
     steps: int = 8,
     step_angle: float = 0.5,
 ) -> tuple[torch.Tensor, list[float]]:
-    """A direction ``d`` (unit) that makes the per-sample losses at ``theta-hat + radius d`` as unequal
-    as a few ascent steps can: projected (Riemannian) gradient ascent on the unit sphere of the mean
-    absolute deviation ``MAD(l(theta))``, the large-``k`` constant of ``E|L_{k+1} - L_k|`` at ``theta``.
+    r"""A unit direction that makes the per-sample losses at radius ``radius`` as unequal as a few ascent steps can.
 
-    Each step moves ``d`` by the geodesic angle ``step_angle`` along the tangent gradient; a step
-    that does not increase the objective is retried with half the angle. Returns the best direction
-    and the objective after every step (``[MAD at start, ...]``). Use a subsample of the data for
-    ``(x, y)`` to keep this cheap.
+    Projected (Riemannian) gradient ascent on the unit sphere of the mean absolute deviation, the
+    large-:math:`k` constant of :math:`\mathbb{E}|\mathcal{L}_{k+1} - \mathcal{L}_k|` at :math:`\theta`:
+
+    .. math::
+
+        \max_{\lVert d \rVert = 1} \operatorname{MAD}\bigl(\ell(\hat\theta + R d)\bigr), \qquad
+        \operatorname{MAD}(\ell) = \frac1N \sum_{i=1}^{N} |\ell_i - \bar\ell|,
+
+        d \leftarrow \cos(\alpha)\, d + \sin(\alpha)\, \frac{t}{\lVert t \rVert}, \qquad
+        t = \nabla_d \operatorname{MAD} - (\nabla_d \operatorname{MAD}^\top d)\, d.
+
+    A step is accepted only if it increases the objective; otherwise it is retried with half the angle.
+    The angle :math:`\alpha` starts at ``step_angle`` and is not reset after a halving; the ascent stops
+    early when the tangent gradient vanishes. Use a subsample of the data for ``(x, y)`` to keep this cheap.
+
+    Args:
+        model: The network; its parameters are :math:`\hat\theta`.
+        x: The ``(N, n)`` inputs.
+        y: The ``(N,)`` labels.
+        radius: The radius :math:`R > 0`.
+        start: The starting direction (normalised here).
+        steps: The number of ascent steps.
+        step_angle: The first geodesic step angle :math:`\alpha`, in radians.
+
+    Returns:
+        The best unit direction found (``(P,)``, detached) and the objective after every step
+        (``[MAD at start, ...]``).
+
+    Raises:
+        ValueError: when ``x`` or ``y`` is malformed, ``radius <= 0``, ``steps < 0`` or ``step_angle <= 0``.
     """
     _check_xy(x, y)
     check_float("radius", radius, minimum=0.0, strict_minimum=True)
@@ -240,11 +323,29 @@ def losses_at(
     batch_size: int = 4096,
     max_elements: int = 2**24,
 ) -> torch.Tensor:
-    """``(S, N)`` per-sample cross-entropies at each of the ``S`` flat parameter vectors ``thetas``.
+    r"""Per-sample cross-entropies at each of ``S`` flat parameter vectors, without gradients.
+
+    .. math::
+
+        \ell_{si} = \ell\bigl(f_{\theta_s}(\mathbf x_i), y_i\bigr), \qquad s = 1..S,\ i = 1..N.
 
     ``vmap`` over parameter vectors of ``functional_call(model, params, x)``; samples go
     ``batch_size`` at a time and parameter vectors in chunks sized so that one layer's activations
     stay below ``max_elements`` numbers.
+
+    Args:
+        model: The network whose architecture evaluates the parameters.
+        thetas: ``(S, P)`` flat parameter vectors (a single ``(P,)`` vector counts as ``S = 1``).
+        x: The ``(N, n)`` inputs.
+        y: The ``(N,)`` labels.
+        batch_size: Samples per chunk.
+        max_elements: The largest number of activations of one layer per chunk.
+
+    Returns:
+        The ``(S, N)`` tensor of losses, in the model's dtype and on its device.
+
+    Raises:
+        ValueError: when ``x`` or ``y`` is malformed.
     """
     _check_xy(x, y)
     if thetas.ndim == 1:
@@ -264,14 +365,23 @@ def losses_at(
 
 @dataclass(frozen=True)
 class BallPoint:
-    """The loss-difference statistics at ``theta = theta-hat + radius * direction``.
+    r"""The loss-difference statistics at :math:`\theta = \hat\theta + R\,d` (:func:`measure_ball`).
 
-    ``mean`` is ``E|L_{k+1}(theta) - L_k(theta)|`` over random orders, ``k = 1 .. N-1``; ``fit`` its
-    power-law fit; ``tail_constant`` the mean of ``(k+1) mean_k`` over the last ``tail_fraction`` of
-    the ``k`` range (the empirical constant ``C`` in ``E|..| ~ C/(k+1)``); ``max_scaled`` the largest
-    ``(k+1)|L_{k+1} - L_k|`` over the sampled orders and all ``k``, to be compared with the lemma's
-    ``2 (M_l + M_H R^2)``; ``loss_range`` the largest value ``(k+1)|L_{k+1} - L_k|`` takes over *every*
-    order (``max_i l_i - min_i l_i``); ``max_loss``, ``mean_loss`` and ``mad`` describe the losses at theta.
+    Attributes:
+        kind: The name of the direction.
+        radius: The radius :math:`R`.
+        mean: :math:`\mathbb{E}|\mathcal{L}_{k+1}(\theta) - \mathcal{L}_k(\theta)|` over the sampled random
+            orders, ``(N - 1,)`` for :math:`k = 1, \dots, N-1`.
+        fit: Its power-law fit (:func:`lhlib.landscape.fit_rate_exponent`).
+        tail_constant: The mean of :math:`(k+1)` ``mean`` over the last ``tail_fraction`` of the :math:`k`
+            range, the empirical constant :math:`C` in :math:`\mathbb{E}|\ldots| \approx C/(k+1)`.
+        max_scaled: The largest :math:`(k+1)|\mathcal{L}_{k+1} - \mathcal{L}_k|` over the sampled orders and
+            all :math:`k`, to be compared with the lemma's :math:`2(M_\ell + M_{\mathbf H} R^2)`.
+        loss_range: The largest value :math:`(k+1)|\mathcal{L}_{k+1} - \mathcal{L}_k|` takes over *every*
+            order, :math:`\max_i \ell_i - \min_i \ell_i`.
+        max_loss: :math:`\max_i \ell_i(\theta)`.
+        mean_loss: :math:`\frac1N \sum_i \ell_i(\theta)`.
+        mad: The mean absolute deviation of the losses at :math:`\theta`.
     """
 
     kind: str
@@ -299,9 +409,37 @@ def measure_ball(
     tail_fraction: float = 0.1,
     bootstrap: int = 1000,
 ) -> list[BallPoint]:
-    """Loss-difference curves at ``theta-hat + R d`` for every direction ``d`` (unit vectors, keyed by
-    kind) and radius ``R``: one :class:`BallPoint` per pair, in the order directions x radii.
-    A direction may also be a ``(len(radii), P)`` tensor with one unit direction per radius.
+    r"""Loss-difference curves at :math:`\hat\theta + R\,d` for every direction :math:`d` and radius :math:`R`.
+
+    For each point, the per-sample losses at :math:`\theta = \hat\theta + R\,d` (:func:`losses_at`) and
+    ``permutations`` random orders :math:`\pi` (the same orders, from ``seed``, at every point) give
+
+    .. math::
+
+        \bar D_k = \frac{1}{|\Pi|} \sum_{\pi \in \Pi}
+        \bigl|\mathcal{L}^\pi_{k+1}(\theta) - \mathcal{L}^\pi_k(\theta)\bigr|,
+        \qquad C = \operatorname*{mean}_{k \in \text{tail}} (k+1)\, \bar D_k,
+
+    with :math:`\mathcal{L}^\pi_k` the mean loss over the first :math:`k` samples of order :math:`\pi`.
+
+    Args:
+        model: The network; its parameters are :math:`\hat\theta`.
+        x: The ``(N, n)`` inputs.
+        y: The ``(N,)`` labels.
+        directions: Unit directions keyed by kind, each ``(P,)`` or ``(len(radii), P)`` (one unit direction
+            per radius); they are not normalised here.
+        radii: The radii :math:`R \ge 0`.
+        permutations: The number of random orders, at least 2.
+        seed: Seeds the orders and the fits' bootstrap.
+        fit_k_min: The smallest :math:`k` of the power-law fit.
+        tail_fraction: The share of the :math:`k` range, at its end, that ``tail_constant`` averages.
+        bootstrap: Bootstrap resamples of the fit's interval.
+
+    Returns:
+        One :class:`BallPoint` per pair, in the order directions x radii.
+
+    Raises:
+        ValueError: when a direction has the wrong shape or a setting is out of range.
     """
     _check_xy(x, y)
     radii = [check_float("radii", r, minimum=0.0) for r in radii]
@@ -348,10 +486,15 @@ def measure_ball(
 
 @dataclass(frozen=True)
 class LossSlice:
-    """``L_k`` and ``L_{k+1}`` on the plane ``theta-hat + alpha d1 + beta d2``.
+    r""":math:`\mathcal{L}_k` and :math:`\mathcal{L}_{k+1}` on the plane :math:`\hat\theta + \alpha d_1 + \beta d_2`.
 
-    ``values[j, 0]`` is ``L_{ks[j]}`` and ``values[j, 1]`` is ``L_{ks[j]+1}``, each of shape
-    ``(len(alphas), len(betas))`` (first index ``alpha``), for the samples in the order ``order``.
+    Attributes:
+        alphas: The ``(len(alphas),)`` coefficients :math:`\alpha` of ``d1``.
+        betas: The ``(len(betas),)`` coefficients :math:`\beta` of ``d2``.
+        ks: The sample sizes :math:`k`.
+        values: ``(len(ks), 2, len(alphas), len(betas))``; ``values[j, 0]`` is :math:`\mathcal{L}_{k_j}` and
+            ``values[j, 1]`` is :math:`\mathcal{L}_{k_j+1}` (first grid index :math:`\alpha`), for the samples
+            in the order used.
     """
 
     alphas: np.ndarray
@@ -372,9 +515,33 @@ def loss_slice(
     *,
     order: torch.Tensor | None = None,
 ) -> LossSlice:
-    """``L_k`` and ``L_{k+1}`` for each ``k`` in ``ks`` on a grid of the plane through ``theta-hat``
-    spanned by ``d1`` and ``d2`` (e.g. two filter-normalised directions), samples taken in ``order``
-    (default: as given). Only the first ``max(ks) + 1`` samples are evaluated.
+    r""":math:`\mathcal{L}_k` and :math:`\mathcal{L}_{k+1}` on a grid of the plane through :math:`\hat\theta`.
+
+    .. math::
+
+        \mathcal{L}_k(\hat\theta + \alpha d_1 + \beta d_2) = \frac1k \sum_{i \le k}
+        \ell_{\pi(i)}(\hat\theta + \alpha d_1 + \beta d_2),
+
+    spanned by ``d1`` and ``d2``, for each :math:`k` in ``ks`` and for :math:`k+1`, samples taken in ``order``.
+    Only the first
+    ``max(ks) + 1`` samples are evaluated.
+
+    Args:
+        model: The network; its parameters are :math:`\hat\theta`.
+        x: The ``(N, n)`` inputs.
+        y: The ``(N,)`` labels.
+        d1: The first ``(P,)`` direction (e.g. filter-normalised; not normalised here).
+        d2: The second ``(P,)`` direction.
+        alphas: The coefficients :math:`\alpha` of ``d1``.
+        betas: The coefficients :math:`\beta` of ``d2``.
+        ks: The sample sizes :math:`k`, each in :math:`[1, N-1]`.
+        order: The order :math:`\pi` of the samples (default: as given).
+
+    Returns:
+        The :class:`LossSlice`.
+
+    Raises:
+        ValueError: when ``x`` or ``y`` is malformed or a ``k`` is out of range.
     """
     _check_xy(x, y)
     ks = [check_int("ks", k, minimum=1, maximum=x.shape[0] - 1) for k in ks]
@@ -403,9 +570,28 @@ def loss_slice(
 def gradient_norms_over_k(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, ks: Sequence[int], orders: torch.Tensor
 ) -> np.ndarray:
-    """``(len(orders), len(ks))`` array of ``||grad L_k(theta-hat)||_2``, ``L_k`` the mean loss over the
-    first ``k`` samples of each order (rows of ``orders``). One backward pass per order: the
-    gradient sums over consecutive blocks ``k_{j-1} < i <= k_j`` are accumulated.
+    r"""The norm of the gradient of :math:`\mathcal{L}_k` at the model's parameters, per order and :math:`k`.
+
+    .. math::
+
+        \bigl\lVert \nabla \mathcal{L}^\pi_k(\hat\theta) \bigr\rVert_2
+        = \Bigl\lVert \frac1k \sum_{i \le k} \nabla \ell_{\pi(i)}(\hat\theta) \Bigr\rVert_2,
+
+    for each order :math:`\pi` (a row of ``orders``). One backward pass per block: the gradient sums over
+    consecutive blocks :math:`k_{j-1} < i \le k_j` are accumulated.
+
+    Args:
+        model: The network; its parameters are :math:`\hat\theta`.
+        x: The ``(N, n)`` inputs.
+        y: The ``(N,)`` labels.
+        ks: The sample sizes :math:`k`, each in :math:`[1, N]`; they are sorted.
+        orders: ``(orders, N)`` permutations of the samples.
+
+    Returns:
+        The ``(len(orders), len(ks))`` array of norms, columns in increasing :math:`k`.
+
+    Raises:
+        ValueError: when ``x`` or ``y`` is malformed or a ``k`` is out of range.
     """
     _check_xy(x, y)
     ks = sorted(check_int("ks", k, minimum=1, maximum=x.shape[0]) for k in ks)
@@ -429,8 +615,12 @@ def gradient_norms_over_k(
 
 @dataclass(frozen=True)
 class GradientStats:
-    """Per-sample gradients at ``theta-hat``: ``norms`` ``||grad l_i||`` (``(N,)``), ``full_norm``
-    ``||grad L_N||`` and ``trace_cov`` ``(1/N) sum_i ||grad l_i - grad L_N||^2``.
+    r"""Per-sample gradients at :math:`\hat\theta` (:func:`per_sample_gradient_stats`).
+
+    Attributes:
+        norms: The ``(N,)`` norms :math:`\lVert\nabla\ell_i\rVert_2` (float64, CPU).
+        full_norm: :math:`\lVert\nabla\mathcal{L}_N\rVert_2`.
+        trace_cov: :math:`\operatorname{tr}\Sigma = \frac1N \sum_i \lVert\nabla\ell_i - \nabla\mathcal{L}_N\rVert_2^2`.
     """
 
     norms: torch.Tensor
@@ -441,8 +631,27 @@ class GradientStats:
 def per_sample_gradient_stats(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, max_elements: int = 2**24
 ) -> GradientStats:
-    """Per-sample gradient norms (``vmap(grad)`` in chunks), the full-batch gradient norm and the
-    trace of the per-sample gradient covariance.
+    r"""Per-sample gradient norms, the full-batch gradient norm and the trace of the per-sample gradient covariance.
+
+    .. math::
+
+        \lVert \nabla\ell_i \rVert_2, \qquad
+        \lVert \nabla\mathcal{L}_N \rVert_2 = \Bigl\lVert \frac1N \sum_i \nabla\ell_i \Bigr\rVert_2, \qquad
+        \operatorname{tr}\Sigma = \frac1N \sum_i \lVert\nabla\ell_i\rVert_2^2 - \lVert\nabla\mathcal{L}_N\rVert_2^2
+
+    (clipped at 0), at the model's parameters; the per-sample gradients come from ``vmap(grad)`` in chunks.
+
+    Args:
+        model: The network; its parameters are :math:`\hat\theta`.
+        x: The ``(N, n)`` inputs.
+        y: The ``(N,)`` labels.
+        max_elements: The largest number of gradient entries per chunk.
+
+    Returns:
+        The :class:`GradientStats`.
+
+    Raises:
+        ValueError: when ``x`` or ``y`` is malformed.
     """
     _check_xy(x, y)
     x, y = _on_model(model, x, y)
@@ -466,9 +675,24 @@ def per_sample_gradient_stats(
 
 
 def expected_gradient_norm(k, n: int, full_norm: float, trace_cov: float) -> np.ndarray:
-    """``sqrt(E ||grad L_k||^2)`` for ``L_k`` the mean over ``k`` samples drawn without replacement from
-    ``n``: ``||grad L_N||^2 + (n - k) / (k (n - 1)) tr Sigma``. It falls like ``k^{-1/2}`` to the floor
-    ``||grad L_N||``, which is zero only if ``theta-hat`` is an exact minimum of the full loss.
+    r"""The root-mean-square gradient norm of :math:`\mathcal{L}_k` over :math:`k` samples drawn without replacement.
+
+    .. math::
+
+        \sqrt{\mathbb{E}\,\lVert\nabla\mathcal{L}_k\rVert_2^2}
+        = \sqrt{\lVert\nabla\mathcal{L}_N\rVert_2^2 + \frac{n - k}{k\,(n - 1)} \operatorname{tr}\Sigma}.
+
+    It falls like :math:`k^{-1/2}` to the floor :math:`\lVert\nabla\mathcal{L}_N\rVert`, which is zero only
+    if :math:`\hat\theta` is an exact minimum of the full loss.
+
+    Args:
+        k: The sample sizes (a number or an array).
+        n: The number of samples :math:`n`.
+        full_norm: :math:`\lVert\nabla\mathcal{L}_N\rVert_2` (:class:`GradientStats`).
+        trace_cov: :math:`\operatorname{tr}\Sigma` (:class:`GradientStats`).
+
+    Returns:
+        The expected norms, an array of the shape of ``k``.
     """
     k = np.asarray(k, dtype=np.float64)
     return np.sqrt(full_norm**2 + (n - k) / (k * (n - 1)) * trace_cov)
@@ -481,12 +705,23 @@ def expected_gradient_norm(k, n: int, full_norm: float, trace_cov: float) -> np.
 
 @dataclass(frozen=True)
 class GaussianCriterion:
-    """``E_theta (L_{k+1}(theta) - L_k(theta))^2`` for ``theta ~ N(theta-hat, sigma^2 I)``, averaged over
-    the given orders, for each ``k`` in ``ks``. ``value`` is the estimate, ``stderr`` its standard
-    error (Monte Carlo: over parameter draws; closed form: over Hutchinson probes). For the closed
-    form, ``terms`` holds its pieces (each averaged over orders): ``"value"`` ``D_0^2``, ``"gradient"``
-    ``sigma^2 ||g||^2``, ``"trace"`` ``sigma^2 D_0 tr H``, ``"quartic"`` ``sigma^4 ((tr H)^2 + 2||H||_F^2)/4``,
-    all divided by ``(k+1)^2``.
+    r"""The Gaussian-ball criterion for each :math:`k` in ``ks``, averaged over the given orders.
+
+    The criterion is
+    :math:`\mathbb{E}_\theta (\mathcal{L}_{k+1}(\theta) - \mathcal{L}_k(\theta))^2` for
+    :math:`\theta \sim \mathcal N(\hat\theta, \sigma^2 I)` (:func:`gaussian_mean_square_mc`,
+    :func:`gaussian_mean_square_taylor`).
+
+    Attributes:
+        sigma: The standard deviation :math:`\sigma`.
+        ks: The sample sizes :math:`k`.
+        value: The ``(len(ks),)`` estimates.
+        stderr: Their standard errors (Monte Carlo: over parameter draws; closed form: over Hutchinson probes).
+        terms: For the closed form, its pieces, each ``(len(ks),)`` and averaged over orders, all divided by
+            :math:`(k+1)^2`: ``"value"`` :math:`D_0^2`, ``"gradient"`` :math:`\sigma^2 \lVert g\rVert^2`,
+            ``"trace"`` :math:`\sigma^2 D_0 \operatorname{tr} \mathbf H`, ``"quartic"``
+            :math:`\sigma^4 ((\operatorname{tr}\mathbf H)^2 + 2\lVert\mathbf H\rVert_F^2)/4`; ``None`` for
+            Monte Carlo.
     """
 
     sigma: float
@@ -497,7 +732,23 @@ class GaussianCriterion:
 
 
 def gaussian_sigma(model: nn.Module, relative_radius: float) -> float:
-    """The ``sigma`` whose Gaussian ball has typical radius ``sigma sqrt(P) = relative_radius ||theta-hat||``."""
+    r"""The :math:`\sigma` whose Gaussian ball has typical radius ``relative_radius`` :math:`\lVert\hat\theta\rVert`.
+
+    .. math::
+
+        \sigma \sqrt{P} = r\, \lVert\hat\theta\rVert_2 \quad\Longrightarrow\quad
+        \sigma = \frac{r\, \lVert\hat\theta\rVert_2}{\sqrt P}.
+
+    Args:
+        model: The network; its parameters are :math:`\hat\theta \in \mathbb{R}^P`.
+        relative_radius: The relative radius :math:`r > 0`.
+
+    Returns:
+        :math:`\sigma`, a float.
+
+    Raises:
+        ValueError: when ``relative_radius <= 0``.
+    """
     check_float("relative_radius", relative_radius, minimum=0.0, strict_minimum=True)
     theta = flat_parameters(model)
     return float(relative_radius * theta.norm() / math.sqrt(theta.numel()))
@@ -521,8 +772,32 @@ def gaussian_mean_square_mc(
     samples: int = 64,
     seed: int = 0,
 ) -> GaussianCriterion:
-    """Monte Carlo estimate of ``E (L_{k+1}(theta) - L_k(theta))^2`` over ``samples`` draws
-    ``theta ~ N(theta-hat, sigma^2 I)``, the same draws for every ``k`` and order.
+    r"""Monte Carlo estimate of the Gaussian-ball criterion, the same draws for every :math:`k` and order.
+
+    .. math::
+
+        \widehat{\mathbb{E}}\,(\mathcal{L}_{k+1} - \mathcal{L}_k)^2
+        = \frac1S \sum_{s=1}^{S} \frac{1}{|\Pi|} \sum_{\pi \in \Pi}
+        \bigl(\mathcal{L}^\pi_{k+1}(\theta_s) - \mathcal{L}^\pi_k(\theta_s)\bigr)^2,
+        \qquad \theta_s = \hat\theta + \sigma \varepsilon_s,\ \varepsilon_s \sim \mathcal N(0, I_P);
+
+    the standard error is the sample standard deviation over the :math:`S` draws over :math:`\sqrt S`.
+
+    Args:
+        model: The network; its parameters are :math:`\hat\theta`.
+        x: The ``(N, n)`` inputs.
+        y: The ``(N,)`` labels.
+        sigma: The standard deviation :math:`\sigma \ge 0`.
+        ks: The sample sizes :math:`k`, each in :math:`[1, N-1]`.
+        orders: ``(orders, N)`` permutations :math:`\Pi` of the samples.
+        samples: The number :math:`S` of parameter draws, at least 2.
+        seed: Seeds the draws.
+
+    Returns:
+        The :class:`GaussianCriterion` (without ``terms``).
+
+    Raises:
+        ValueError: when an input is malformed or a setting is out of range.
     """
     _check_xy(x, y)
     check_float("sigma", sigma, minimum=0.0)
@@ -581,18 +856,44 @@ def gaussian_mean_square_taylor(
     include_gradient: bool = True,
     batch_size: int = 2048,
 ) -> GaussianCriterion:
-    """The second-order closed form of the Gaussian-ball criterion.
+    r"""The second-order closed form of the Gaussian-ball criterion.
 
-    With ``D(theta) = l_{k+1}(theta) - L_k(theta) = (k+1) (L_{k+1} - L_k)`` expanded at ``theta-hat`` as
-    ``D_0 + g^T e + e^T H e / 2`` and ``e ~ N(0, sigma^2 I)``,
+    With :math:`D(\theta) = \ell_{k+1}(\theta) - \mathcal{L}_k(\theta) = (k+1)(\mathcal{L}_{k+1} - \mathcal{L}_k)`
+    expanded at :math:`\hat\theta` as :math:`D_0 + g^\top e + e^\top \mathbf H e / 2`
+    (:math:`g = \nabla D`, :math:`\mathbf H = \nabla^2 D = \mathbf H_{k+1} - \frac1k \sum_{i \le k} \mathbf H_i`)
+    and :math:`e \sim \mathcal N(0, \sigma^2 I)` (odd moments vanish),
 
-        E D^2 = D_0^2 + sigma^2 (||g||^2 + D_0 tr H) + sigma^4 ((tr H)^2 + 2 ||H||_F^2) / 4,
+    .. math::
 
-    (odd moments vanish). ``tr H`` is exact: for the bias-free ReLU MLP the H-term has zero
-    diagonal, so ``tr H_i`` equals the G-term's trace (:func:`lhlib.hessian.per_sample_ggn_traces`);
-    ``||H||_F^2 = E_v ||H v||^2`` is Hutchinson's estimate with ``probes`` Rademacher vectors ``v``,
-    ``H v`` from :func:`lhlib.hessian.mean_matvec`. ``include_gradient=False`` drops ``||g||^2``, as
-    Assumption 1 (``grad L_k(theta*) = 0`` for every ``k``) would. The result is divided by ``(k+1)^2``.
+        \mathbb{E}\,D^2 = D_0^2 + \sigma^2 \bigl(\lVert g\rVert^2 + D_0 \operatorname{tr}\mathbf H\bigr)
+        + \frac{\sigma^4}{4}\bigl((\operatorname{tr}\mathbf H)^2 + 2 \lVert\mathbf H\rVert_F^2\bigr),
+
+    averaged over the orders and divided by :math:`(k+1)^2`. :math:`\operatorname{tr}\mathbf H` is exact: for
+    the bias-free ReLU MLP the H-term has zero diagonal, so :math:`\operatorname{tr}\mathbf H_i` equals the
+    G-term's trace :math:`\operatorname{tr}(\mathbf J_i^\top \mathbf A_i \mathbf J_i)`
+    (:func:`lhlib.hessian.per_sample_ggn_traces`); :math:`\lVert\mathbf H\rVert_F^2 = \mathbb{E}_v
+    \lVert\mathbf H v\rVert^2` is Hutchinson's estimate with ``probes`` Rademacher vectors :math:`v`,
+    :math:`\mathbf H v` from :func:`lhlib.hessian.mean_matvec`. ``include_gradient=False`` drops
+    :math:`\lVert g\rVert^2`, as Assumption 1 (:math:`\nabla\mathcal{L}_k(\theta^*) = 0` for every
+    :math:`k`) would.
+
+    Args:
+        model: The network; its parameters are :math:`\hat\theta`.
+        x: The ``(N, n)`` inputs.
+        y: The ``(N,)`` labels.
+        sigma: The standard deviation :math:`\sigma \ge 0`.
+        ks: The sample sizes :math:`k`, each in :math:`[1, N-1]`.
+        orders: ``(orders, N)`` permutations of the samples.
+        probes: Rademacher probes per order and :math:`k`, at least 2.
+        seed: Seeds the probes.
+        include_gradient: Whether the value includes the gradient term.
+        batch_size: Samples per chunk of the Hessian-vector products.
+
+    Returns:
+        The :class:`GaussianCriterion` with its ``terms``; ``stderr`` is the probes' error of the quartic term.
+
+    Raises:
+        ValueError: when an input is malformed or a setting is out of range.
     """
     _check_xy(x, y)
     check_float("sigma", sigma, minimum=0.0)
@@ -634,7 +935,10 @@ def gaussian_mean_square_taylor(
 
 @dataclass(frozen=True)
 class DifferenceExpansion:
-    r"""``D(r) = L_{k+1}(theta + r v) - L_k(theta + r v)`` near ``r = 0`` (first ``k + 1`` samples).
+    r"""The difference :math:`D(r)` of :math:`\mathcal{L}_{k+1}` and :math:`\mathcal{L}_k` near :math:`r = 0`.
+
+    On the first :math:`k + 1` samples, :math:`D(r) = \mathcal{L}_{k+1}(\theta + r v) - \mathcal{L}_k(\theta + r v)`
+    (:func:`difference_expansion`):
 
     .. math::
 
@@ -642,9 +946,17 @@ class DifferenceExpansion:
         D'(0) = \frac{(\nabla \ell_{k+1} - \nabla \mathcal{L}_k)^\top v}{k+1}, \qquad
         D''(0) = \frac{v^\top \bigl(\mathbf{H}_{k+1} - \tfrac1k \sum_{i \le k} \mathbf{H}_i\bigr) v}{k+1}
 
-    (full Hessians) are ``value``, ``slope`` and ``curvature``; ``gradient_norm`` is
-    ``||grad l_{k+1} - grad L_k||_2 / (k+1)``, the largest slope over all directions (Assumption 1
-    makes it 0); ``true`` holds ``D(r)`` at ``radii``.
+    with full Hessians :math:`\mathbf H_i`.
+
+    Attributes:
+        k: The sample size :math:`k`.
+        value: :math:`D(0)`.
+        slope: :math:`D'(0)`.
+        curvature: :math:`D''(0)`.
+        gradient_norm: :math:`\lVert\nabla\ell_{k+1} - \nabla\mathcal{L}_k\rVert_2 / (k+1)`, the largest slope
+            over all directions (Assumption 1 makes it 0).
+        radii: The radii at which :math:`D` was evaluated (float64, CPU).
+        true: :math:`D(r)` at ``radii``.
     """
 
     k: int
@@ -656,10 +968,22 @@ class DifferenceExpansion:
     true: torch.Tensor
 
     def predict(self, radii=None, *, gradient: bool = True, hessian_factor: float = 0.5) -> torch.Tensor:
-        """The Taylor polynomial ``value + slope r + hessian_factor curvature r^2`` at ``radii``.
+        r"""The Taylor polynomial of :math:`D(r)` at ``radii``.
 
-        ``hessian_factor`` is 1/2 by SymPy's expansion (the paper's section 3.2 writes 1);
-        ``gradient=False`` drops the slope, as Assumption 1 would.
+        .. math::
+
+            \hat D(r) = D(0) + [\text{gradient}]\, D'(0)\, r + c\, D''(0)\, r^2,
+
+        with :math:`c` = ``hessian_factor``, which is :math:`1/2` by SymPy's expansion (the paper's section
+        3.2 writes 1).
+
+        Args:
+            radii: The radii :math:`r`; default the stored ``radii``.
+            gradient: Whether to keep the slope term; ``False`` drops it, as Assumption 1 would.
+            hessian_factor: The coefficient :math:`c` of the curvature term.
+
+        Returns:
+            The float64 predictions, of the shape of ``radii``.
         """
         r = self.radii if radii is None else torch.as_tensor(radii, dtype=torch.float64)
         return self.value + (self.slope * r if gradient else 0.0 * r) + hessian_factor * self.curvature * r**2
@@ -668,11 +992,32 @@ class DifferenceExpansion:
 def difference_expansion(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int, direction: torch.Tensor, radii=None
 ) -> DifferenceExpansion:
-    """Value, slope and curvature of ``L_{k+1} - L_k`` along ``direction`` at the model's parameters.
+    r"""Value, slope and curvature of :math:`\mathcal{L}_{k+1} - \mathcal{L}_k` along ``direction``.
 
-    By nested forward-mode differentiation in float64. ``direction`` is a flat vector in
-    :func:`lhlib.hessian.flat_parameters` order, normalised to unit length here; ``radii`` (default
-    none) are the distances at which the true difference is also evaluated.
+    At the model's parameters :math:`\theta`, on the first :math:`k + 1` samples of ``(x, y)``, with :math:`v` =
+    ``direction`` normalised to unit length,
+
+    .. math::
+
+        D(r) = \mathcal{L}_{k+1}(\theta + r v) - \mathcal{L}_k(\theta + r v)
+        = \frac{\ell_{k+1}(\theta + r v) - \mathcal{L}_k(\theta + r v)}{k+1},
+
+    and :math:`D(0)`, :math:`D'(0)`, :math:`D''(0)` by nested forward-mode differentiation in float64
+    (see :class:`DifferenceExpansion`).
+
+    Args:
+        model: The network; its parameters are :math:`\theta`.
+        x: The inputs; the first ``k + 1`` enter.
+        y: The labels.
+        k: The sample size :math:`k`, in :math:`[1, N-1]`.
+        direction: A flat vector in :func:`lhlib.hessian.flat_parameters` order.
+        radii: The distances at which the true difference is also evaluated (default none).
+
+    Returns:
+        The :class:`DifferenceExpansion`.
+
+    Raises:
+        ValueError: when ``k`` is out of range or ``direction`` is not a flat vector.
     """
     check_int("k", k, minimum=1, maximum=x.shape[0] - 1)
     params = {name: p.detach().to(torch.float64) for name, p in model.named_parameters()}

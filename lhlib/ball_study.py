@@ -74,10 +74,17 @@ Key = tuple[str, int, int]
 class BallNetwork:
     r"""A trained network and the constants of Lemma 1 at its trained point.
 
-    ``M_l`` is the largest per-sample loss, ``M_H`` the largest per-sample G-term norm
-    :math:`\max_i\|\mathbf J_i^\top\mathbf A_i\mathbf J_i\|_2`, ``theorem1`` Theorem 1's constant as
-    stated. ``grads`` (per-sample gradient statistics, :math:`M_g`) and ``top_eigenvalue`` are
-    measured for the first seed only.
+    Attributes:
+        net: The trained network and what was measured at :math:`\hat\theta`.
+        model: ``net.model`` on the study's device.
+        theta_norm: :math:`\lVert\hat\theta\rVert_2`.
+        params: The number of parameters :math:`P`.
+        M_l: :math:`M_\ell = \max_i \ell_i(\hat\theta)`, the largest per-sample loss.
+        M_H: :math:`M_{\mathbf H} = \max_i \lVert\mathbf J_i^\top\mathbf A_i\mathbf J_i\rVert_2`, the largest
+            per-sample G-term norm.
+        theorem1: Theorem 1's constant as stated (:func:`lhlib.bounds.theorem1_bound_paper`).
+        grads: Per-sample gradient statistics (measured for the first seed only, else ``None``).
+        top_eigenvalue: The top eigenvalue of the dataset Hessian (set by :func:`measure_balls`; NaN before).
     """
 
     net: TrainedNetwork
@@ -92,7 +99,7 @@ class BallNetwork:
 
     @property
     def M_g(self) -> float:
-        """The largest per-sample gradient norm (NaN where not measured)."""
+        r"""The largest per-sample gradient norm :math:`M_g = \max_i \lVert\nabla\ell_i\rVert` (NaN if not measured)."""
         return float(self.grads.norms.max()) if self.grads is not None else math.nan
 
 
@@ -120,7 +127,26 @@ def ball_networks(
     lr: float,
     device: torch.device,
 ) -> tuple[dict[Key, BallNetwork], dict[Key, list[BallNetwork]]]:
-    """Every configuration from every seed, with the lemma's constants.
+    r"""Every configuration from every seed, with the lemma's constants at the trained point.
+
+    Trains (or loads, :func:`lhlib.experiment.trained_networks`) each configuration and records
+
+    .. math::
+
+        M_\ell = \max_i \ell_i(\hat\theta), \qquad
+        M_{\mathbf H} = \max_i \lVert \mathbf J_i^\top \mathbf A_i \mathbf J_i \rVert_2,
+
+    Theorem 1's constant as stated and, for the first seed, the per-sample gradient statistics
+    (:func:`lhlib.ball.per_sample_gradient_stats`).
+
+    Args:
+        data: The datasets by name.
+        configurations: The ``(hidden_size, num_layers)`` pairs.
+        seeds: The training seeds; the first is the one measured in full.
+        epochs: Training epochs.
+        batch_size: Training mini-batch size.
+        lr: Adam's learning rate.
+        device: The device to train and measure on.
 
     Returns:
         The first seed's network per ``(dataset, h, num_layers)``, with its per-sample gradient
@@ -151,7 +177,15 @@ def ball_networks(
 def network_table(
     networks: dict[Key, BallNetwork], across_seeds: dict[Key, list[BallNetwork]]
 ) -> tuple[list[str], list[list[str]]]:
-    r"""The networks and their constants (first seed; the range of :math:`M_{\mathbf H}` across seeds)."""
+    r"""The networks and their constants (first seed; the range of :math:`M_{\mathbf H}` across seeds).
+
+    Args:
+        networks: The first seed's networks (:func:`ball_networks`).
+        across_seeds: The networks of every seed.
+
+    Returns:
+        The table as ``(header, rows)``.
+    """
     rows = []
     for key, v in networks.items():
         m_h = [w.M_H for w in across_seeds[key]]
@@ -188,7 +222,13 @@ def network_table(
 
 @dataclass(frozen=True)
 class Ball:
-    """One network's measurements: ``base`` at the trained point, ``points`` per kind and radius."""
+    """One network's measurements (:func:`measure_balls`).
+
+    Attributes:
+        base: The :class:`lhlib.ball.BallPoint` at the trained point (:math:`R = 0`).
+        points: The points per kind and radius, in the order kinds x radii.
+        radii: The absolute radii :math:`R`.
+    """
 
     base: BallPoint
     points: list[BallPoint]
@@ -208,11 +248,34 @@ def measure_balls(
     seed: int,
     device: torch.device,
 ) -> dict[Key, Ball]:
-    r"""Measure every network at :math:`R = r\,\|\hat\theta\|` for each of ``relative_radii``.
+    r"""Measure every network at :math:`R = r\,\lVert\hat\theta\rVert` for each :math:`r` in ``relative_radii``.
 
-    The directions (:data:`KINDS`): isotropic, filter-normalised, the top Hessian eigenvector on the
-    first ``eigen_samples`` samples, and per radius the ascent direction on ``ascent_samples``
-    samples, started from the top eigenvector. Sets each network's ``top_eigenvalue``.
+    The quantity is the mean loss difference over random orders at each point (:func:`lhlib.ball.measure_ball`),
+
+    .. math::
+
+        \mathbb{E}_\pi \bigl|\mathcal{L}_{k+1}(\hat\theta + R\,d) - \mathcal{L}_k(\hat\theta + R\,d)\bigr|,
+        \qquad \lVert d \rVert = 1,
+
+    along the directions of :data:`KINDS`: isotropic (seed ``seed``), filter-normalised (seed
+    ``seed + 1``, unit length), the top Hessian eigenvector on the first ``eigen_samples`` samples, and
+    per radius the ascent direction on ``ascent_samples`` samples, started from the top eigenvector.
+    Sets each network's ``top_eigenvalue``.
+
+    Args:
+        networks: The networks to measure (:func:`ball_networks`).
+        data: The datasets by name.
+        relative_radii: The radii :math:`r` relative to :math:`\lVert\hat\theta\rVert`.
+        eigen_samples: Samples for the top eigenvector.
+        ascent_samples: Samples for the ascent direction.
+        ascent_steps: Ascent steps per radius.
+        permutations: Random orders per point.
+        fit_k_min: The smallest :math:`k` of the power-law fits.
+        seed: Seeds the directions, the orders and the fits.
+        device: The device of the measurements.
+
+    Returns:
+        One :class:`Ball` per network, with the same keys.
     """
     balls = {}
     for key, v in progress_bar(networks.items(), desc="balls"):
@@ -251,9 +314,26 @@ def ball_records(
 ) -> list[dict[str, Any]]:
     r"""One record per network, kind and radius: the fit, the constants and whether the lemma held.
 
-    ``ratio_tightest`` is the lemma's constant over the largest :math:`(k+1)\,\mathbb{E}|\ldots|`;
-    ``held_sampled_orders`` compares the constant with the largest scaled difference over the sampled
-    orders, ``held_every_order`` with its largest value over every order (the loss range).
+    With :math:`\bar D_k` the mean curve and :math:`C(R)` its tail constant
+    (:class:`lhlib.ball.BallPoint`), the lemma's constant and the ratios are
+
+    .. math::
+
+        B(R) = 2\bigl(M_\ell + M_{\mathbf H} R^2\bigr), \qquad
+        \rho_{\text{tail}} = \frac{B(R)}{C(R)}, \qquad
+        \rho_{\text{tightest}} = \frac{B(R)}{\max_k (k+1)\,\bar D_k}
+
+    (``ratio_tail``, ``ratio_tightest``); ``held_sampled_orders`` is
+    :math:`\max_{\pi, k} (k+1)|\mathcal{L}_{k+1} - \mathcal{L}_k| \le B(R)` over the sampled orders,
+    ``held_every_order`` :math:`\max_i \ell_i - \min_i \ell_i \le B(R)` (every order).
+
+    Args:
+        balls: :func:`measure_balls`' measurements.
+        networks: The networks, for their constants.
+        relative_radii: The relative radii the balls were measured at.
+
+    Returns:
+        A list of dicts, one per network, kind and radius.
     """
     records = []
     for key, b in balls.items():
@@ -288,9 +368,20 @@ def ball_records(
 def growth_slopes(ball: Ball, kind: str) -> dict[str, float]:
     r"""Least-squares slopes of :math:`\log(C(R)-C(0))` against :math:`\log R` along ``kind``.
 
+    .. math::
+
+        \log\bigl(C(R) - C(0)\bigr) \approx a + s \log R,
+
+    with :math:`C` the tail constant (:class:`lhlib.ball.BallPoint`); radii without growth
+    (:math:`C(R) \le C(0)`) are left out.
+
+    Args:
+        ball: One network's measurements.
+        kind: The direction, one of :data:`KINDS`.
+
     Returns:
-        Over all radii, the smallest three and the largest three; radii without growth are left out
-        (NaN with fewer than two left).
+        The slopes ``all`` over all radii, ``small_R`` over the first three and ``large_R`` over the last
+        three (NaN with fewer than two radii left).
     """
     points = [p for p in ball.points if p.kind == kind]
     r = np.array([p.radius for p in points])
@@ -305,7 +396,15 @@ def growth_slopes(ball: Ball, kind: str) -> dict[str, float]:
 
 
 def reference_table(ball: Ball, network: BallNetwork) -> tuple[list[str], list[list[str]]]:
-    """The reference network per kind and radius: exponent with its interval, :math:`C(R)`, bound / measured."""
+    """The reference network per kind and radius: exponent with its interval, :math:`C(R)`, bound / measured.
+
+    Args:
+        ball: The reference network's measurements.
+        network: The reference network, for its constants.
+
+    Returns:
+        The table as ``(header, rows)``.
+    """
     rows = [
         [
             kind,
@@ -328,7 +427,29 @@ def ball_facts(
     reference: Key,
     relative_radii: list[float],
 ) -> dict[str, Any]:
-    """What the chapter cites about the balls: rates, where the lemma held, its slack, the growth of :math:`C(R)`."""
+    r"""What the chapter cites about the balls: rates, where the lemma held, its slack, the growth of :math:`C(R)`.
+
+    The slack is ``ratio_tightest`` of :func:`ball_records` (its range and its medians at the smallest and
+    the largest radius); the lemma with Theorem 1's constant :math:`M_{\text{Th1}}` in place of
+    :math:`M_{\mathbf H}` is checked on every order; the worst growth is the largest :math:`C(R)/C(0)` along
+    the ascent direction of the reference network:
+
+    .. math::
+
+        \frac{2(M_\ell + M_{\mathbf H} R^2)}{\max_k (k+1)\,\bar D_k}, \qquad
+        \max_i \ell_i - \min_i \ell_i \le 2\bigl(M_\ell + M_{\text{Th1}} R^2\bigr), \qquad
+        \max_R \frac{C(R)}{C(0)}.
+
+    Args:
+        records: :func:`ball_records`' records.
+        networks: The networks.
+        balls: Their measurements.
+        reference: The key of the reference network.
+        relative_radii: The relative radii, smallest first.
+
+    Returns:
+        The facts, a dict, with the medians of :func:`growth_slopes` over networks per kind.
+    """
     exponents = np.array([r["exponent"] for r in records])
     ratios = np.array([r["ratio_tightest"] for r in records])
     small, large = relative_radii[0], relative_radii[-1]
@@ -394,13 +515,26 @@ def _growth_facts(balls: dict[Key, Ball]) -> dict[str, float]:
 def gradient_study(
     network: BallNetwork, d: Dataset, *, points: int, orders: int, seed: int, device: torch.device
 ) -> dict[str, Any]:
-    r""":math:`\|\nabla\mathcal{L}_k(\hat\theta)\|` along random orders beside its expectation.
+    r""":math:`\lVert\nabla\mathcal{L}_k(\hat\theta)\rVert` along random orders beside its expectation.
 
-    The ``orders`` random orders are drawn with ``seed``.
+    .. math::
+
+        \bigl\lVert \nabla\mathcal{L}^\pi_k(\hat\theta) \bigr\rVert_2 \quad\text{vs.}\quad
+        \sqrt{\lVert\nabla\mathcal{L}_N\rVert_2^2 + \frac{N - k}{k\,(N - 1)} \operatorname{tr}\Sigma}
+
+    (:func:`lhlib.ball.gradient_norms_over_k`, :func:`lhlib.ball.expected_gradient_norm`), for ``points``
+    log-spaced :math:`k` in :math:`[1, N]` and ``orders`` random orders drawn with ``seed``.
+
+    Args:
+        network: The network; its per-sample gradient statistics must have been measured.
+        d: Its training data.
+        points: The number of log-spaced :math:`k` (fewer after rounding duplicates away).
+        orders: The number of random orders.
+        seed: Seeds the orders.
+        device: The device of the computation.
 
     Returns:
-        ``ks`` (log-spaced, ``points`` of them), ``norms`` (``orders x len(ks)``) and ``expected``
-        (:func:`lhlib.ball.expected_gradient_norm` from the per-sample gradient statistics).
+        A dict with ``ks``, ``norms`` (``(orders, len(ks))``) and ``expected`` (``(len(ks),)``).
     """
     n = len(d.y)
     ks = np.unique(np.round(np.geomspace(1, n, points)).astype(int)).tolist()
@@ -410,7 +544,26 @@ def gradient_study(
 
 
 def gradient_facts(gradient: dict[str, dict[str, Any]], reference: BallNetwork) -> dict[str, float]:
-    """The reference network's gradient scales, where sampling noise meets the floor, and the formula's fit."""
+    r"""The reference network's gradient scales, where sampling noise meets the floor, and the formula's fit.
+
+    .. math::
+
+        \sqrt{\operatorname{tr}\Sigma + \lVert\nabla\mathcal{L}_N\rVert^2}, \qquad
+        k_\times = \frac{\operatorname{tr}\Sigma}{\lVert\nabla\mathcal{L}_N\rVert^2}, \qquad
+        \max_{\text{studies}} \operatorname*{median}_k \Biggl|\frac{\sqrt{\mathbb{E}_\pi
+        \lVert\nabla\mathcal{L}^\pi_k\rVert^2}}{\text{expected}_k} - 1\Biggr|
+
+    (the root-mean-square per-sample gradient norm, the :math:`k` where the sampling term
+    :math:`\operatorname{tr}\Sigma/k` falls to the floor, and the largest median relative error of
+    :func:`lhlib.ball.expected_gradient_norm`).
+
+    Args:
+        gradient: :func:`gradient_study`'s results, by name.
+        reference: The reference network, with its per-sample gradient statistics.
+
+    Returns:
+        A dict of floats, also with :math:`\lVert\nabla\mathcal{L}_N\rVert` and :math:`M_g`.
+    """
     grads = reference.grads
     rms_error = [np.median(np.abs(np.sqrt((g["norms"] ** 2).mean(0)) / g["expected"] - 1)) for g in gradient.values()]
     return {
@@ -423,7 +576,27 @@ def gradient_facts(gradient: dict[str, dict[str, Any]], reference: BallNetwork) 
 
 
 def slice_facts(plane: LossSlice) -> dict[str, float]:
-    r"""How the difference of :math:`\mathcal{L}_{k+1}` and :math:`\mathcal{L}_k` on the slice shrinks with ``k``."""
+    r"""How the difference of :math:`\mathcal{L}_{k+1}` and :math:`\mathcal{L}_k` on the slice shrinks with ``k``.
+
+    For the slice's two sample sizes :math:`k_1 < k_2` (``plane.ks[0]``, ``plane.ks[1]``),
+
+    .. math::
+
+        \Delta_j = \max_{\alpha, \beta}
+        \bigl|\mathcal{L}_{k_j+1} - \mathcal{L}_{k_j}\bigr|(\hat\theta + \alpha d_1 + \beta d_2),
+        \qquad \frac{\Delta_1}{\Delta_2} \ \text{vs.}\ \frac{k_2 + 1}{k_1 + 1},
+
+    with the Spearman correlation over the grid of :math:`|\mathcal{L}_{k_2+1} - \mathcal{L}_{k_2}|` with
+    :math:`\mathcal{L}_{k_2}`, and the share of the largest difference at :math:`k_2` that the grid's centre
+    point carries.
+
+    Args:
+        plane: :func:`lhlib.ball.loss_slice`'s slice with (at least) two ``ks``; its centre is taken at
+            index ``len(alphas) // 2`` on both axes.
+
+    Returns:
+        A dict of floats.
+    """
     from scipy.stats import spearmanr
 
     largest = [float(np.abs(plane.values[row, 1] - plane.values[row, 0]).max()) for row in range(2)]
@@ -454,13 +627,32 @@ def gaussian_study(
     seed: int,
     device: torch.device,
 ) -> tuple[list[int], list[dict[str, Any]]]:
-    """The Gaussian-ball criterion by Monte Carlo and in closed form, per ball radius.
+    r"""The Gaussian-ball criterion by Monte Carlo and in closed form, per ball radius.
 
-    The parameter draws and probes use ``seed``, the ``orders`` random orders ``seed + 4``.
+    .. math::
+
+        \mathbb{E}_{\theta \sim \mathcal N(\hat\theta, \sigma^2 I)}
+        \bigl(\mathcal{L}_{k+1}(\theta) - \mathcal{L}_k(\theta)\bigr)^2, \qquad
+        \sigma = \frac{r\,\lVert\hat\theta\rVert}{\sqrt P}
+
+    (:func:`lhlib.ball.gaussian_mean_square_mc`, :func:`lhlib.ball.gaussian_mean_square_taylor`), for
+    ``k_points`` log-spaced :math:`k` in :math:`[1, N-1]`. The parameter draws and probes use ``seed``, the
+    ``orders`` random orders ``seed + 4``.
+
+    Args:
+        network: The network.
+        d: Its training data.
+        relative_radii: The relative radii :math:`r`.
+        k_points: The number of log-spaced :math:`k` (fewer after rounding duplicates away).
+        orders: The number of random orders.
+        samples: Monte Carlo parameter draws per radius.
+        probes: Hutchinson probes per order and :math:`k`.
+        seed: Seeds the draws, the probes and (shifted) the orders.
+        device: The device of the computation.
 
     Returns:
-        The ``k`` values and, per radius, its ``sigma``, the Monte Carlo ``mc`` and the closed form
-        ``taylor`` (:class:`lhlib.ball.GaussianCriterion`).
+        The ``k`` values and, per radius, a dict with its ``relative_radius``, ``sigma``, the Monte Carlo
+        ``mc`` and the closed form ``taylor`` (:class:`lhlib.ball.GaussianCriterion`).
     """
     n = len(d.y)
     x, y = d.x.to(device), d.y.to(device)
@@ -476,12 +668,44 @@ def gaussian_study(
 
 
 def gaussian_relative_error(ball: dict[str, GaussianCriterion]) -> float:
-    r"""The largest :math:`|\text{closed form}/\text{Monte Carlo}-1|` over ``k`` of one ball."""
+    r"""The largest relative deviation of the closed form from Monte Carlo over ``k`` of one ball.
+
+    .. math::
+
+        \max_k \left|\frac{\text{closed form}_k}{\text{Monte Carlo}_k} - 1\right|.
+
+    Args:
+        ball: One entry of :func:`gaussian_study`'s list, with ``mc`` and ``taylor``.
+
+    Returns:
+        The largest relative error, a float.
+    """
     return float(np.max(np.abs(ball["taylor"].value / ball["mc"].value - 1)))
 
 
 def gaussian_facts(ks: list[int], study: list[dict[str, Any]]) -> dict[str, float]:
-    """The criterion's rate, the closed form's agreement with Monte Carlo, and what the gradient term carries."""
+    r"""The criterion's rate, the closed form's agreement with Monte Carlo, and what the gradient term carries.
+
+    With :math:`V_k` the Monte Carlo value, the rate is the least-squares slope of :math:`\log V_k` against
+    :math:`\log k` for the smallest ball; for the largest ball, the excess over the value term and the
+    gradient term's share of the closed form's correction are the medians over :math:`k` of
+
+    .. math::
+
+        \frac{V_k}{D_0^2/(k+1)^2}, \qquad
+        \frac{\sigma^2 \lVert g\rVert^2}{\bigl|\sigma^2 \lVert g\rVert^2 + \sigma^2 D_0 \operatorname{tr}\mathbf H
+        + \tfrac{\sigma^4}{4}\bigl((\operatorname{tr}\mathbf H)^2 + 2\lVert\mathbf H\rVert_F^2\bigr)\bigr|}
+
+    (the terms of :class:`lhlib.ball.GaussianCriterion`), with :func:`gaussian_relative_error` for the
+    smallest and the largest ball.
+
+    Args:
+        ks: The ``k`` values.
+        study: :func:`gaussian_study`'s balls, smallest radius first.
+
+    Returns:
+        A dict of floats (the ``gauss_sigma_*`` entries are the relative radii).
+    """
     terms = study[-1]["taylor"].terms
     excess = terms["gradient"] + terms["trace"] + terms["quartic"]
     share = terms["gradient"] / np.where(np.abs(excess) > 0, np.abs(excess), np.nan)
@@ -499,7 +723,16 @@ def gaussian_facts(ks: list[int], study: list[dict[str, Any]]) -> dict[str, floa
 def network_records(
     networks: dict[Key, BallNetwork], across_seeds: dict[Key, list[BallNetwork]], balls: dict[Key, Ball]
 ) -> dict[str, list[dict[str, Any]]]:
-    """The networks for ``summary.json``: the first seed's in full, every seed's constants."""
+    """The networks for ``summary.json``: the first seed's in full, every seed's constants.
+
+    Args:
+        networks: The first seed's networks.
+        across_seeds: The networks of every seed.
+        balls: The first seed's measurements.
+
+    Returns:
+        A dict with the lists ``networks`` and ``networks_across_seeds``.
+    """
     first = [
         {
             "dataset": key[0],
@@ -540,7 +773,15 @@ def network_records(
 
 
 def gaussian_records(ks: list[int], study: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The Gaussian balls for ``summary.json``: both estimates, the closed form's terms, the relative error."""
+    """The Gaussian balls for ``summary.json``: both estimates, the closed form's terms, the relative error.
+
+    Args:
+        ks: The ``k`` values.
+        study: :func:`gaussian_study`'s balls.
+
+    Returns:
+        One dict per ball.
+    """
     return [
         {
             "relative_radius": g["relative_radius"],

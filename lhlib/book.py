@@ -1,5 +1,7 @@
 """Execute the book's chapters with papermill under a named profile, build the HTML, and keep the book's settings.
 
+Command line::
+
     python -m lhlib.book run [CHAPTER ...] --profile smoke|cpu|paper [--cell-timeout SECONDS]
     python -m lhlib.book build [CHAPTER ...] --profile smoke|cpu|paper [--cell-timeout SECONDS]
     python -m lhlib.book set-repository OWNER/NAME [--branch BRANCH]
@@ -11,8 +13,10 @@
 chapters' working directory, so no page shows the build machine's paths) and the profile's
 parameters from ``lhlib/profiles.json``; the source notebooks are never written to. A cell that
 runs longer than the profile's ``cell_timeout_s`` fails its chapter, and the error names the cell.
-``build`` runs them, stages the executed copies beside the book's pages in ``_build/stage/<profile>/``
-and builds the HTML there with Jupyter Book, warnings treated as errors, into ``_build/book/<profile>/``.
+A chapter whose inputs have not changed since its last successful run is reused (``--force``
+re-executes it). ``build`` runs them, stages the executed copies beside the book's pages in
+``_build/stage/<profile>/`` and builds the HTML there with Jupyter Book, warnings treated as errors,
+into ``_build/book/<profile>/``.
 
 ``set-repository`` points the book at another GitHub repository (:mod:`lhlib.repository`);
 ``check-repository`` lists what disagrees with ``_config.yml``; ``check-notebooks`` checks that
@@ -60,12 +64,23 @@ PROFILES = ("smoke", "cpu", "paper")
 
 
 def repository_root() -> Path:
-    """The folder holding ``_config.yml`` and ``notebooks/`` (the repository this lhlib lives in)."""
+    """The folder holding ``_config.yml`` and ``notebooks/`` (the repository this lhlib lives in).
+
+    Returns:
+        The parent of the ``lhlib`` package's folder.
+    """
     return Path(__file__).resolve().parent.parent
 
 
 def chapters(root: Path | None = None) -> list[str]:
-    """Names of the chapters, in reading order (the notebooks' file stems)."""
+    """Names of the chapters, in reading order (the notebooks' file stems).
+
+    Args:
+        root: The repository's root (``None``: :func:`repository_root`).
+
+    Returns:
+        The stems of ``notebooks/*.ipynb``, sorted.
+    """
     root = root or repository_root()
     return sorted(path.stem for path in (root / "notebooks").glob("*.ipynb"))
 
@@ -76,12 +91,34 @@ def _profile(profile: str) -> dict:
 
 
 def profile_parameters(profile: str, chapter: str) -> dict:
-    """The parameters a profile sets for a chapter (the notebook's defaults fill in the rest)."""
+    """The parameters a profile sets for a chapter (the notebook's defaults fill in the rest).
+
+    Args:
+        profile: One of ``PROFILES``.
+        chapter: The chapter's name.
+
+    Returns:
+        A new dict of the parameters from ``lhlib/profiles.json``; empty for a chapter the profile
+        leaves at its defaults.
+
+    Raises:
+        ValueError: when ``profile`` is unknown.
+    """
     return dict(_profile(profile)["chapters"].get(chapter, {}))
 
 
 def cell_timeout(profile: str) -> float:
-    """Seconds one cell may run under ``profile`` before its chapter fails (``cell_timeout_s``)."""
+    """Seconds one cell may run under ``profile`` before its chapter fails (``cell_timeout_s``).
+
+    Args:
+        profile: One of ``PROFILES``.
+
+    Returns:
+        The profile's ``cell_timeout_s`` as a float.
+
+    Raises:
+        ValueError: when ``profile`` is unknown.
+    """
     return float(_profile(profile)["cell_timeout_s"])
 
 
@@ -130,10 +167,23 @@ def chapter_inputs(root: Path, profile: str, name: str) -> dict[str, str]:
     """SHA-256 digests of everything that determines a chapter's executed copy.
 
     ``notebook``: the source notebook's bytes; ``parameters``: the profile's parameters for it (and
-    ``output_dir``); ``lhlib``: every file of the package; ``requirements``: ``requirements.txt``,
-    the Python version, every installed distribution's version and whether a GPU is visible (a
-    chapter with ``device="auto"`` computes on it); ``data``: the listing (path, size, modification
-    time) of the data folder, which changes whenever a dataset is fetched or decoded again.
+    ``output_dir``); ``lhlib``: every file of the package but ``profiles.json`` (each chapter's own
+    parameters are an input of their own, so editing one chapter's reruns that one);
+    ``requirements``: ``requirements.txt``, the Python version, every installed distribution's version
+    and whether a GPU is visible (a chapter with ``device="auto"`` computes on it); ``data``: the
+    listing (path, size, modification time) of the data folder, which changes whenever a dataset is
+    fetched or decoded again.
+
+    Args:
+        root: The repository's root.
+        profile: One of ``PROFILES``.
+        name: The chapter's name.
+
+    Returns:
+        The hex digest of each of the five inputs, keyed by the names above.
+
+    Raises:
+        ValueError: when ``profile`` is unknown.
     """
     from lhlib.cache import cache_root
 
@@ -161,7 +211,14 @@ _CHANGED = {
 
 @dataclass(frozen=True)
 class ChapterPlan:
-    """Whether :func:`run_chapters` executes a chapter (``run``) or reuses its last run, and why."""
+    """Whether :func:`run_chapters` executes a chapter (``run``) or reuses its last run, and why.
+
+    Attributes:
+        name: The chapter's name.
+        run: Whether the chapter is executed (``False``: its last successful run is reused).
+        reason: Why, in words, e.g. ``"the notebook changed"`` or ``"unchanged since <time>"``.
+        inputs: The chapter's :func:`chapter_inputs` now, recorded after a successful run.
+    """
 
     name: str
     run: bool
@@ -179,8 +236,19 @@ def plan_chapters(
     """For each chapter: re-execute it, or reuse the executed copy and ``results/`` of its last successful run.
 
     A chapter is reused only when its last run succeeded, its executed copy and results folder
-    are still there, and every one of its :func:`chapter_inputs` is unchanged; ``force`` re-executes
-    everything.
+    are still there, and every one of its :func:`chapter_inputs` is unchanged.
+
+    Args:
+        names: The chapters to plan (empty: all of them).
+        profile: One of ``PROFILES``.
+        root: The repository's root (``None``: :func:`repository_root`).
+        force: Re-execute every chapter, changed or not.
+
+    Returns:
+        One :class:`ChapterPlan` per chapter, in the order of ``names`` (reading order for all).
+
+    Raises:
+        ValueError: when ``profile`` or a chapter name is unknown.
     """
     root = root or repository_root()
     check_choice("profile", profile, PROFILES)
@@ -301,13 +369,28 @@ def run_chapters(
     timeout: float | None = None,
     force: bool = False,
 ) -> list[Path]:
-    """Execute the chapters that :func:`plan_chapters` says need it; returns every executed notebook.
+    """Execute the chapters that :func:`plan_chapters` says need it.
 
     Each chapter runs with the repository as its working directory and ``output_dir`` relative to it.
-    ``timeout`` (default: the profile's :func:`cell_timeout`) bounds every cell. Per chapter, one
-    line says whether it ran or was reused and why; ``_build/executed/<profile>/report.json`` keeps
-    the same with the seconds each took. Raises on the first failure only after the remaining
-    chapters ran, so one broken chapter does not hide the state of the rest.
+    Per chapter, one line on stderr says whether it ran or was reused and why;
+    ``_build/executed/<profile>/report.json`` keeps the same with the seconds each took. A failure is
+    raised only after the remaining chapters ran, so one broken chapter does not hide the state of
+    the rest.
+
+    Args:
+        names: The chapters to run (empty: all of them).
+        profile: One of ``PROFILES``.
+        root: The repository's root (``None``: :func:`repository_root`).
+        timeout: Seconds every cell may take, at least 1, rounded up to whole seconds (``None``: the
+            profile's :func:`cell_timeout`).
+        force: Re-execute every chapter, changed or not.
+
+    Returns:
+        The executed notebooks in ``_build/executed/<profile>/``, run now or reused.
+
+    Raises:
+        ValueError: when ``profile``, a chapter name or ``timeout`` is invalid.
+        RuntimeError: when a chapter failed or timed out; the message names every one that did.
     """
     root = root or repository_root()
     check_choice("profile", profile, PROFILES)
@@ -352,7 +435,26 @@ def run_chapters(
 def build_book(
     names: list[str], profile: str, root: Path | None = None, *, timeout: float | None = None, force: bool = False
 ) -> Path:
-    """Run the chapters, stage them with the book's pages and build the HTML; returns ``index.html``."""
+    """Run the chapters, stage them with the book's pages and build the HTML.
+
+    Chapters not named keep the executed copy of an earlier run; a warning says when that copy is
+    outdated. Jupyter Book builds with warnings as errors; a failed build raises
+    ``subprocess.CalledProcessError``.
+
+    Args:
+        names: The chapters to run first (empty: all of them).
+        profile: One of ``PROFILES``.
+        root: The repository's root (``None``: :func:`repository_root`).
+        timeout: Seconds every cell may take (``None``: the profile's :func:`cell_timeout`).
+        force: Re-execute the chapters to run, changed or not.
+
+    Returns:
+        The path of the built book's ``index.html``.
+
+    Raises:
+        ValueError: when ``profile``, a chapter name or ``timeout`` is invalid.
+        RuntimeError: when a chapter fails or has no executed copy.
+    """
     root = root or repository_root()
     run_chapters(names, profile, root, timeout=timeout, force=force)
     stage = root / "_build" / "stage" / profile
@@ -396,8 +498,14 @@ def build_book(
 
 
 def notebook_problems(paths: list[Path]) -> list[str]:
-    """One line per notebook among ``paths`` that breaks nbformat's schema or has outputs or execution
-    counts (empty: all valid and stripped).
+    """One line per problem of the notebooks: a break of nbformat's schema, or outputs left in.
+
+    Args:
+        paths: The notebooks to check.
+
+    Returns:
+        A line for each notebook that is not valid nbformat and for each with outputs or execution
+        counts in its code cells; empty when all are valid and stripped.
     """
     import nbformat
 
@@ -438,7 +546,15 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """The command line; a bad argument exits with one line naming it."""
+    """The command line (see the module docstring); a bad argument exits with one line naming it.
+
+    Args:
+        argv: The arguments (``None``: ``sys.argv[1:]``).
+
+    Raises:
+        SystemExit: status 2 for a bad argument, 1 when ``check-repository`` or ``check-notebooks``
+            finds a problem.
+    """
     from lhlib import repository
 
     parser = _parser()

@@ -54,14 +54,29 @@ TIGHTNESS_FORMS = {
 def softmax_hessian_study(
     classes: list[int], num_logits: int, logit_scale_max: float, generator: torch.Generator
 ) -> list[dict[str, Any]]:
-    r""":math:`A=\mathrm{diag}(p)-pp^\top` for random logits, per number of classes :math:`K`.
+    r"""Norms of the softmax Hessian :math:`\mathbf A` over random logits, per number of classes :math:`K`.
 
-    The logits are :math:`\mathcal N(0, s^2I)` with :math:`s` log-uniform in
-    ``[0.1, logit_scale_max]``, drawn from ``generator``.
+    For each :math:`K`, ``num_logits`` random logit vectors :math:`\mathbf z \sim \mathcal N(0, s^2 I_K)`,
+    each with its own :math:`s` log-uniform in ``[0.1, logit_scale_max]``, drawn from ``generator``, and
+
+    .. math::
+
+        \mathbf A = \operatorname{diag}(\mathbf p) - \mathbf p \mathbf p^\top, \quad
+        \mathbf p = \operatorname{softmax}(\mathbf z), \qquad
+        \lVert \mathbf A \rVert_2 = \lambda_{\max}(\mathbf A), \qquad
+        \lVert \mathbf A \rVert_F = \Bigl(\sum_{jl} A_{jl}^2\Bigr)^{1/2}
+
+    (:math:`\mathbf A` is positive semi-definite, so its spectral norm is its largest eigenvalue).
+
+    Args:
+        classes: The numbers of classes :math:`K` to try.
+        num_logits: Logit vectors per :math:`K`.
+        logit_scale_max: The largest logit scale :math:`s`.
+        generator: Draws the scales and the logits.
 
     Returns:
-        Per :math:`K` — ``spec`` and ``frob``, the spectral and Frobenius norms of each :math:`A`, and
-        ``pmax``, its largest probability :math:`q`.
+        One dict per :math:`K`, with ``K`` and the ``(num_logits,)`` tensors ``spec`` and ``frob`` (the
+        norms of each :math:`\mathbf A`) and ``pmax`` (its largest probability).
     """
     rows = []
     for K in classes:
@@ -82,7 +97,14 @@ def softmax_hessian_study(
 
 
 def softmax_hessian_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    """The largest norms found per :math:`K` beside the paper's and the sharp bound, as ``(header, rows)``."""
+    r"""The largest norms found per :math:`K` beside the paper's :math:`\sqrt2` and the sharp bound :math:`1/2`.
+
+    Args:
+        rows: :func:`softmax_hessian_study`'s rows.
+
+    Returns:
+        The table as ``(header, rows)``.
+    """
     header = ["K", "max ‖A‖₂ found", "max ‖A‖_F found", "paper's bound √2", "sharp bound 1/2"]
     return header, [
         [r["K"], f"{float(r['spec'].max()):.6f}", f"{float(r['frob'].max()):.6f}", f"{math.sqrt(2):.4f}", "0.5"]
@@ -93,14 +115,29 @@ def softmax_hessian_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[l
 def dense_hessian_study(
     num_networks: int, rng: np.random.Generator, generator: torch.Generator
 ) -> list[dict[str, float]]:
-    r"""Tiny random networks whose full per-sample Hessians are formed densely.
+    r"""Tiny random networks whose full per-sample Hessians are formed densely, beside the G-term and the bounds.
 
     Each has 8 inputs, 2 to 6 hidden units, 0 to 2 hidden-to-hidden layers and 3 classes, and four
-    samples with inputs :math:`3\,\mathcal N(0, I)`.
+    samples with inputs :math:`3\,\mathcal N(0, I)` and uniform labels. Per sample (float64):
+
+    .. math::
+
+        g_i = \lVert \mathbf J_i^\top \mathbf A_i \mathbf J_i \rVert_2, \qquad
+        \text{full}_i = \bigl\lVert \mathbf J_i^\top \mathbf A_i \mathbf J_i
+        + \textstyle\sum_c (\mathbf p_i - \mathbf y_i)_c \nabla^2_\theta z_{ic} \bigr\rVert_2,
+
+        \text{paper}_i = \sqrt2 \sum_{p=1}^{L} \Bigl(\lVert\mathbf x_i\rVert^2
+        \prod_{s<p} \lVert\mathbf W^{(s)}\rVert_2^2 + 1\Bigr) \prod_{s \ge p} \lVert\mathbf W^{(s)}\rVert_2^2, \qquad
+        \text{corrected}_i = \frac12 \lVert\mathbf x_i\rVert^2 \sum_{p=1}^{L} \prod_{s \ne p}
+        \lVert\mathbf W^{(s)}\rVert_2^2.
+
+    Args:
+        num_networks: The number of networks.
+        rng: Draws each network's depth, width and initialisation seed.
+        generator: Draws the inputs and labels.
 
     Returns:
-        One row per sample — ``L``, the G-term norm ``g``, the full Hessian's ``full`` and the paper's
-        and the corrected per-sample bounds.
+        One dict per sample with ``L``, ``g``, ``full``, ``paper`` and ``corrected``.
     """
     rows = []
     for _ in progress_bar(range(num_networks), desc="dense Hessians"):
@@ -128,14 +165,22 @@ def dense_hessian_study(
 def full_hessian_families(
     rng: np.random.Generator, families: dict[str, dict[str, Any]]
 ) -> dict[str, list[B.FullHessianCheck]]:
-    """Random networks (:data:`FAMILY_SHAPE`) whose full Hessian meets the corrected constant.
+    r"""Random networks (:data:`FAMILY_SHAPE`) whose full Hessian meets the corrected constant.
+
+    Per network (:func:`lhlib.bounds.random_network`, :func:`lhlib.bounds.full_hessian_check`), the
+    per-sample norms of the full Hessian and of the G-term against
+
+    .. math::
+
+        \lVert \mathbf H_i \rVert_2 \quad\text{and}\quad \lVert \mathbf J_i^\top \mathbf A_i \mathbf J_i \rVert_2
+        \quad\text{vs.}\quad \tfrac12 L M_{\mathbf x}^2 M_{\mathbf W}^{2(L-1)}.
 
     Args:
         rng: Draws every network.
         families: Per family, ``count`` networks with ``scale_range`` and ``input_norm_range``.
 
     Returns:
-        Per family, one :func:`lhlib.bounds.full_hessian_check` per network.
+        Per family, one :class:`lhlib.bounds.FullHessianCheck` per network.
     """
     return {
         name: [
@@ -151,7 +196,24 @@ def full_hessian_families(
 
 
 def full_hessian_summary(families: dict[str, list[B.FullHessianCheck]]) -> dict[str, dict[str, Any]]:
-    """Per family: how often the full Hessian and the G-term exceed the constant, and the weights' range."""
+    r"""Per family, how often the full Hessian and the G-term exceed the constant, and the weights' range.
+
+    The worst ratios are, over the family's networks,
+
+    .. math::
+
+        \max_{\text{networks}}\ \max_i
+        \frac{\lVert \mathbf H_i \rVert_2}{\tfrac12 L M_{\mathbf x}^2 M_{\mathbf W}^{2(L-1)}}
+        \quad\text{(and the same for the G-term)}.
+
+    Args:
+        families: :func:`full_hessian_families`' checks.
+
+    Returns:
+        Per family, a dict with the number of networks, the counts of networks whose full Hessian or
+        G-term exceeds the constant, the worst ratios, the range of :math:`M_{\mathbf W}`, the largest
+        :math:`M_{\mathbf x}` and the depths :math:`L` of the exceeding networks.
+    """
     return {
         name: {
             "networks": len(checks),
@@ -169,7 +231,14 @@ def full_hessian_summary(families: dict[str, list[B.FullHessianCheck]]) -> dict[
 
 
 def full_hessian_table(summary: dict[str, dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
-    """:func:`full_hessian_summary` as ``(header, rows)``."""
+    """:func:`full_hessian_summary` as a table.
+
+    Args:
+        summary: :func:`full_hessian_summary`'s result.
+
+    Returns:
+        The table as ``(header, rows)``.
+    """
     header = [
         "family",
         "networks",
@@ -204,12 +273,34 @@ def a2_families(
     seeds: list[int],
     study_seed: int,
 ) -> tuple[dict[str, list[B.A2Chain]], dict[int, TrainedNetwork]]:
-    """Every step of the proof in appendix A.2 (:func:`lhlib.bounds.a2_chain`) on three families.
+    r"""Every step of the proof in appendix A.2 (:func:`lhlib.bounds.a2_chain`) on three families of networks.
 
     The paper's grid of hidden sizes and depths at initialisation (seed ``study_seed``) on the first
     ``num_inputs`` images; ``num_random_networks`` randomly scaled small networks (numpy seed
-    ``study_seed + 1``); and the network ``trained`` describes (``hidden_size``, ``num_layers``,
-    ``epochs``, ``batch_size``, ``lr``, ``device``) trained from each of ``seeds``, on every image.
+    ``study_seed + 1``); and the network ``trained`` describes trained from each of ``seeds``, on every
+    image. On each sample the chain evaluates both sides of
+
+    .. math::
+
+        \lVert \mathbf J_i^\top \mathbf A_i \mathbf J_i \rVert_2
+        \le \lVert \mathbf A_i \rVert_2 \lVert \mathbf J_i \rVert_2^2
+        \le \lVert \mathbf A_i \rVert_2 \sum_{p} \lVert \mathbf G_i^{(p)} \rVert_2^2 \lVert \mathbf x_i^{(p)}\rVert_2^2,
+        \qquad \lVert \mathbf A_i \rVert_2 \le \lVert \mathbf A_i \rVert_F \le \sqrt2,
+
+    the layer-wise steps for :math:`\mathbf G^{(p)}` and :math:`\mathbf x^{(p)}`, and the final bounds
+    (:data:`lhlib.bounds.A2_STEPS`).
+
+    Args:
+        data: The dataset (images and labels).
+        hidden_sizes: The grid's hidden sizes.
+        num_layers: The grid's numbers of hidden-to-hidden layers.
+        num_inputs: The images the grid networks are evaluated on.
+        num_random_networks: The number of randomly scaled networks.
+        scale_range: The range of their per-layer weight scales.
+        trained: The trained network's settings (``hidden_size``, ``num_layers``, ``epochs``, ``batch_size``,
+            ``lr``, ``device``).
+        seeds: The trained network's seeds.
+        study_seed: Seeds the grid's initialisation and the random networks.
 
     Returns:
         The chains per family and the trained networks per seed.
@@ -234,11 +325,22 @@ def a2_families(
 
 
 def a2_held(families: dict[str, list[B.A2Chain]]) -> dict[str, dict[str, dict[str, float]]]:
-    """Per family and step of :data:`lhlib.bounds.A2_STEPS`, how often it held.
+    r"""Per family and step of :data:`lhlib.bounds.A2_STEPS`, how often the inequality held.
+
+    With :math:`h_{ni}` whether it held on sample :math:`i` of network :math:`n` (up to a relative
+    tolerance of :math:`10^{-9}`, :meth:`lhlib.bounds.A2Chain.held`),
+
+    .. math::
+
+        \text{networks} = \frac{1}{|F|} \sum_{n \in F} \Bigl[\textstyle\bigwedge_i h_{ni}\Bigr], \qquad
+        \text{samples} = \frac{\sum_{n} \sum_i h_{ni}}{\sum_n N_n}.
+
+    Args:
+        families: :func:`a2_families`' chains per family.
 
     Returns:
-        The share of networks on which it held for every sample (``networks``) and the share of
-        samples (``samples``).
+        Per family and step, the share of networks on which it held for every sample (``networks``) and
+        the share of all samples (``samples``).
     """
     return {
         family: {
@@ -253,7 +355,14 @@ def a2_held(families: dict[str, list[B.A2Chain]]) -> dict[str, dict[str, dict[st
 
 
 def a2_table(held: dict[str, dict[str, dict[str, float]]]) -> tuple[list[str], list[list[str]]]:
-    """:func:`a2_held` as ``(header, rows)``: per step, networks held % (samples held %) per family."""
+    """:func:`a2_held` as a table: per step, networks held % (samples held %) per family.
+
+    Args:
+        held: :func:`a2_held`'s result.
+
+    Returns:
+        The table as ``(header, rows)``.
+    """
     rows = [
         [
             B.A2_STEPS[name],
@@ -265,13 +374,21 @@ def a2_table(held: dict[str, dict[str, dict[str, float]]]) -> tuple[list[str], l
 
 
 def tightness(families: dict[str, list[B.A2Chain]]) -> dict[str, dict[str, Any]]:
-    r"""Per family and form of :data:`TIGHTNESS_FORMS`: the ratios bound / :math:`\|J_i^\top A_iJ_i\|_2`.
+    r"""Per family and form of :data:`TIGHTNESS_FORMS`, the ratios of the bound to the G-term.
 
-    Samples whose ReLUs are all off have no G-term and cannot violate anything; they are left out.
+    .. math::
+
+        \rho_i = \frac{\text{bound}_i}{\lVert \mathbf J_i^\top \mathbf A_i \mathbf J_i \rVert_2}.
+
+    Samples whose G-term is zero (e.g. every ReLU of the last hidden layer off) cannot violate anything;
+    they are left out.
+
+    Args:
+        families: :func:`a2_families`' chains per family.
 
     Returns:
         Per family and form, the ``ratios`` (a tensor over samples) with their ``min_ratio`` and
-        ``median_ratio``.
+        ``median_ratio`` (torch's median, the lower middle value).
     """
     result = {}
     for family, chains in families.items():
@@ -289,10 +406,28 @@ def tightness(families: dict[str, list[B.A2Chain]]) -> dict[str, dict[str, Any]]
 def lemma_on_trained(runs: dict[int, TrainedNetwork], data: Dataset, k: int) -> list[dict[str, float]]:
     r"""The lemma's bounds at ``k`` with :math:`R=1` on each trained network, beside what they bound.
 
+    With :math:`M_\ell = \max_i \ell_i(\hat\theta)`, :math:`M_{\mathbf W} = \max_p \lVert\mathbf W^{(p)}\rVert_2`,
+    :math:`M_{\mathbf x} = \max_i \lVert\mathbf x_i\rVert_2`, :math:`M^{\text{paper}}_{\mathbf H}` Theorem 1's
+    constant as stated and
+    :math:`M^{\text{corr}}_{\mathbf H} = \frac12 M_{\mathbf x}^2 \sum_p \prod_{s\ne p} \lVert\mathbf W^{(s)}\rVert_2^2`:
+
+    .. math::
+
+        \text{proved} = \frac{2}{k+1}\bigl(M_\ell + M^{\text{paper}}_{\mathbf H} R^2\bigr), \qquad
+        \text{corrected} = \frac{1}{k+1}\bigl(M_\ell + \tfrac12 M^{\text{corr}}_{\mathbf H} R^2\bigr), \qquad
+        \text{measured} = \frac{|\ell_{k+1} - \mathcal{L}_k|}{k+1},
+
+    and the lemma as stated (:func:`lhlib.bounds.lemma_bound_as_stated`); the measured value term uses the
+    losses in dataset order.
+
+    Args:
+        runs: The trained networks per seed.
+        data: Their training data.
+        k: The sample size :math:`k` (at most :math:`N - 1`).
+
     Returns:
-        Per seed — :math:`M_\ell`, :math:`M_W`, Theorem 1's and the corrected :math:`M_{\mathbf H}`,
-        the measured largest G-term, the lemma as proved, as stated and corrected, and the measured
-        value term :math:`|\ell_{k+1}-\mathcal{L}_k|/(k+1)` in dataset order.
+        One dict per seed with :math:`M_\ell`, :math:`M_{\mathbf W}`, Theorem 1's and the corrected
+        :math:`M_{\mathbf H}`, the measured largest G-term, the three bounds and the measured value term.
     """
     m_x = float(data.x.double().norm(dim=1).max())
     rows = []

@@ -1,52 +1,59 @@
-"""Numeric evaluators of Theorem 1's Hessian bound (as stated and as corrected) and of Lemma 1.
+r"""Numeric evaluators of Theorem 1's Hessian bound (as stated and as corrected) and of Lemma 1.
 
 API (every ``model`` argument is an :class:`~lhlib.models.MLP` *or* a sequence of weight matrices
-``[W^(1), ..., W^(L)]``, ``W^(p)`` of shape ``out x in``, so ``L = 1`` and perturbed weights work too;
-``x`` is ``(N, n)``; results are float64). The network's layer factors ``x^(p)``, ``D^(p)``, ``G^(p)``
-(:func:`lhlib.hessian.forward_factors`), ``A = diag(p) - p p^T`` (:func:`lhlib.hessian.softmax_hessian`)
-and the exact per-sample G-term norms (:func:`lhlib.hessian.per_sample_ggn_norms`) are the engine's;
-this module bounds them:
+:math:`[W^{(1)}, \dots, W^{(L)}]`, :math:`W^{(p)}` of shape ``out x in``, so :math:`L = 1` and perturbed
+weights work too; ``x`` is ``(N, n)``; results are float64). The network's layer factors :math:`x^{(p)}`,
+:math:`D^{(p)}`, :math:`G^{(p)}` (:func:`lhlib.hessian.forward_factors`),
+:math:`A = \operatorname{diag}(p) - p p^\top` (:func:`lhlib.hessian.softmax_hessian`) and the exact per-sample
+G-term norms (:func:`lhlib.hessian.per_sample_ggn_norms`) are the engine's; this module bounds them:
 
-* ``layer_spectral_norms(model)``: ``(L,)`` tensor of ``||W^(p)||_2``
-* ``full_hessian_dense(model, x, y)``, ``full_hessian_norm_dense``: the full per-sample Hessians (dense, tiny nets)
-* ``random_network(seed, ...)``: a random bias-free network with random per-layer scales, inputs, labels
-* ``full_hessian_check(model, x, y)``: full Hessian and G-term norms against the corrected constant
-* ``theorem1_constant(M_x, M_W, L)``: Theorem 1's right-hand side from the constants
-* ``theorem1_bound_paper(model, x)``: Theorem 1 exactly as stated (``M_W``, ``M_x`` maxima)
-* ``theorem1_bound_per_sample(model, x)``: A.2's intermediate form, each ``||x_i||``, actual norms
-* ``corrected_constant(M_x, M_W, L)``: ``(1/2) L M_x^2 M_W^{2(L-1)}``
-* ``corrected_bound(model, x)``: ``(1/2) M_x^2 sum_p prod_{s != p} ||W^(s)||^2``
-* ``corrected_bound_per_sample(model, x)``: the same with each sample's ``||x_i||``
-* ``activation_bound_per_sample(model, x)``: ``(1/2) sum_p ||x_i^(p)||^2 ||G_i^(p)||^2``
-* ``lemma_bound(k, M_l, M_H, R)``: the lemma as its proof gives it: ``2/(k+1) (M_l + M_H R^2)``
-* ``lemma_bound_as_stated(k, M_l, M_x, M_W, L, R)``: the lemma's displayed formula, parenthesis as printed
-* ``lemma_bound_corrected(k, M_l, M_H, R)``: ``(M_l + M_H R^2 / 2) / (k+1)`` (+ ``2 M_g R / (k+1)``)
-* ``a2_chain(model, x)``: both sides of every inequality of A.2, per sample
+* :func:`layer_spectral_norms`: the ``(L,)`` tensor of :math:`\lVert W^{(p)} \rVert_2`
+* :func:`full_hessian_dense`, :func:`full_hessian_norm_dense`: the full per-sample Hessians (dense, tiny nets)
+* :func:`random_network`: a random bias-free network with random per-layer scales, inputs, labels
+* :func:`full_hessian_check`: full Hessian and G-term norms against the corrected constant
+* :func:`theorem1_constant`: Theorem 1's right-hand side from the constants :math:`M_x, M_W, L`
+* :func:`theorem1_bound_paper`: Theorem 1 exactly as stated (:math:`M_W`, :math:`M_x` maxima)
+* :func:`theorem1_bound_per_sample`: A.2's intermediate form, each :math:`\lVert x_i \rVert`, actual norms
+* :func:`corrected_constant`: :math:`\frac12 L M_x^2 M_W^{2(L-1)}`
+* :func:`corrected_bound`: :math:`\frac12 M_x^2 \sum_p \prod_{s \ne p} \lVert W^{(s)} \rVert_2^2`
+* :func:`corrected_bound_per_sample`: the same with each sample's :math:`\lVert x_i \rVert`
+* :func:`activation_bound_per_sample`: :math:`\frac12 \sum_p \lVert x_i^{(p)} \rVert^2 \lVert G_i^{(p)} \rVert_2^2`
+* :func:`lemma_bound`: the lemma as its proof gives it, :math:`\frac{2}{k+1} (M_\ell + M_H R^2)`
+* :func:`lemma_bound_as_stated`: the lemma's displayed formula, parenthesis as printed
+* :func:`lemma_bound_corrected`: :math:`\frac{1}{k+1} (M_\ell + \frac12 M_H R^2)` (:math:`+ \frac{2 M_g R}{k+1}`)
+* :func:`a2_chain`: both sides of every inequality of A.2, per sample
 
-The paper writes ``F`` for the Jacobian ``J`` of the logits; this package calls it ``J`` everywhere.
+The paper writes :math:`F` for the Jacobian :math:`J` of the logits; this package calls it :math:`J` everywhere.
 
-Notation (paper, section 3.3 and 4, bias-free): ``x^(1) = x``, ``z^(p) = W^(p) x^(p)``,
-``x^(p+1) = ReLU(z^(p))``, logits ``z = z^(L)``, ``D^(p) = diag[z^(p) > 0]`` for ``p < L``,
+Notation (paper, section 3.3 and 4, bias-free): :math:`x^{(1)} = x`, :math:`z^{(p)} = W^{(p)} x^{(p)}`,
+:math:`x^{(p+1)} = \operatorname{ReLU}(z^{(p)})`, logits :math:`z = z^{(L)}`,
+:math:`D^{(p)} = \operatorname{diag}[z^{(p)} > 0]` for :math:`p < L`,
 
-    G^(p) = dz/dz^(p) = W^(L) D^(L-1) W^(L-1) ... W^(p+1) D^(p),    G^(L) = I_K,
+.. math::
 
-and, with row-major flattening of each ``W^(p)`` (PyTorch's), the Jacobian of the logits is
-``F = [G^(1) kron x^(1)T, ..., G^(L) kron x^(L)T]`` (``K x P``). The Gauss-Newton or *G-term* of the
-per-sample cross-entropy Hessian is ``F^T A F`` with ``A = diag(p) - p p^T``; Theorem 1 bounds this
-term only (the paper writes ``H_i``). The full Hessian adds the *H-term*
-``sum_k (p - y)_k grad^2 z_k``, which is not zero for ``L >= 2`` (cross-layer blocks).
+    G^{(p)} = \frac{\partial z}{\partial z^{(p)}} = W^{(L)} D^{(L-1)} W^{(L-1)} \cdots W^{(p+1)} D^{(p)},
+    \qquad G^{(L)} = I_K,
+
+and, with row-major flattening of each :math:`W^{(p)}` (PyTorch's), the Jacobian of the logits is
+:math:`F = [G^{(1)} \otimes x^{(1)\top}, \dots, G^{(L)} \otimes x^{(L)\top}]` (:math:`K \times P`). The
+Gauss-Newton or *G-term* of the per-sample cross-entropy Hessian is :math:`F^\top A F` with
+:math:`A = \operatorname{diag}(p) - p p^\top`; Theorem 1 bounds this term only (the paper writes :math:`H_i`).
+The full Hessian adds the *H-term* :math:`\sum_k (p - y)_k \nabla_\theta^2 z_k`, which is not zero for
+:math:`L \ge 2` (cross-layer blocks).
 
 What the book found (chapter 02, ``book/errata.md``):
 
-* ``||A||_2 <= 1/2`` is sharp (Popoviciu / Gershgorin); the paper uses ``sqrt(2)``.
-* ``||G^(p)||_2 <= prod_{s=p+1}^{L} ||W^(s)||_2``; the paper's product starts at ``s = p``.
-* Bias-free, ``F`` has no bias columns: the paper's ``+1`` terms (its whole geometric-sum term) vanish.
-* Hence ``||F_i^T A_i F_i||_2 <= (1/2) ||x_i||^2 sum_p prod_{s != p} ||W^(s)||_2^2
-  <= (1/2) L M_x^2 M_W^{2(L-1)}``. The paper's bound is *not* an upper bound in general: it fails
-  when the weights are small (e.g. ``L = 1``, ``W = 0``: the G-term is ``||x||^2 / K``, the bound 0).
-* The corrected bound, like the paper's, bounds the G-term only: the full Hessian adds the H-term,
-  whose cross-layer blocks do not shrink with the weights as fast as the bound does, and exceeds it
-  on some networks (:func:`full_hessian_check`; chapter 02).
+* :math:`\lVert A \rVert_2 \le \frac12` is sharp (Popoviciu / Gershgorin); the paper uses :math:`\sqrt{2}`.
+* :math:`\lVert G^{(p)} \rVert_2 \le \prod_{s=p+1}^{L} \lVert W^{(s)} \rVert_2`; the paper's product starts at
+  :math:`s = p`.
+* Bias-free, :math:`F` has no bias columns: the paper's :math:`+1` terms (its whole geometric-sum term) vanish.
+* Hence :math:`\lVert F_i^\top A_i F_i \rVert_2 \le \frac12 \lVert x_i \rVert^2 \sum_p \prod_{s \ne p}
+  \lVert W^{(s)} \rVert_2^2 \le \frac12 L M_x^2 M_W^{2(L-1)}`. The paper's bound is *not* an upper bound in
+  general: it fails when the weights are small (e.g. :math:`L = 1`, :math:`W = 0`: the G-term is
+  :math:`\lVert x \rVert^2 / K`, the bound 0).
+* The corrected bound, like the paper's, bounds the G-term only: the full Hessian adds the H-term, whose
+  cross-layer blocks do not shrink with the weights as fast as the bound does, and exceeds it on some
+  networks (:func:`full_hessian_check`; chapter 02).
 """
 
 from __future__ import annotations
@@ -101,18 +108,47 @@ SOFTMAX_HESSIAN_NORM_SHARP = 0.5
 
 
 def layer_spectral_norms(model: Weights) -> torch.Tensor:
-    """``(L,)`` float64 tensor of the spectral norms ``||W^(p)||_2`` (largest singular values)."""
+    r"""The spectral norms (largest singular values) of the weight matrices.
+
+    .. math::
+
+        \lVert W^{(p)} \rVert_2 = \sigma_{\max}\bigl(W^{(p)}\bigr), \qquad p = 1, \dots, L.
+
+    Args:
+        model: An :class:`~lhlib.models.MLP` or a sequence of weight matrices.
+
+    Returns:
+        The ``(L,)`` float64 tensor of norms.
+
+    Raises:
+        ValueError: when ``model`` has no weight matrices or they do not chain.
+    """
     return torch.stack([torch.linalg.matrix_norm(w, ord=2) for w in weight_list(model)])
 
 
 def full_hessian_dense(model: Weights, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """The ``(N, P, P)`` full per-sample Hessians ``nabla^2_theta l(f_theta(x_i), y_i)`` of cross-entropy,
-    in float64, by ``torch.func.hessian`` vmapped over samples.
+    r"""The full per-sample Hessians of cross-entropy, dense, by ``torch.func.hessian`` vmapped over samples.
 
-    ``theta`` is the weights flattened row-major, layer after layer (the columns of
-    :func:`lhlib.hessian.gauss_newton_jacobian`). Each Hessian is the G-term ``F_i^T A_i F_i`` plus the H-term
-    ``sum_c (p_i - y_i)_c nabla^2_theta z_c``; inside one activation region the ReLU is a fixed mask,
-    so this is the Hessian of the polynomial the network is there. Dense: for tiny networks only.
+    .. math::
+
+        H_i = \nabla_\theta^2 \, \ell(f_\theta(x_i), y_i)
+            = F_i^\top A_i F_i + \sum_{c=1}^{K} (p_i - y_i)_c \, \nabla_\theta^2 z_{ic}.
+
+    :math:`\theta` is the weights flattened row-major, layer after layer (the columns of
+    :func:`lhlib.hessian.gauss_newton_jacobian`); the right-hand side is the G-term plus the H-term. Inside one
+    activation region the ReLU is a fixed mask, so this is the Hessian of the polynomial the network is there.
+    Dense: for tiny networks only.
+
+    Args:
+        model: An :class:`~lhlib.models.MLP` or a sequence of weight matrices.
+        x: The ``(N, n)`` inputs.
+        y: The ``(N,)`` labels.
+
+    Returns:
+        The ``(N, P, P)`` float64 tensor of the Hessians.
+
+    Raises:
+        ValueError: when the weights do not chain, ``x`` does not fit them or ``y`` is not ``(N,)``.
     """
     from torch.func import hessian, vmap
 
@@ -136,7 +172,25 @@ def full_hessian_dense(model: Weights, x: torch.Tensor, y: torch.Tensor) -> torc
 
 
 def full_hessian_norm_dense(model: Weights, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """``(N,)`` spectral norms ``max |lambda|`` of :func:`full_hessian_dense` (indefinite for ``L >= 2``)."""
+    r"""The spectral norms of the dense full per-sample Hessians of :func:`full_hessian_dense`.
+
+    .. math::
+
+        \lVert H_i \rVert_2 = \max_j \bigl|\lambda_j(H_i)\bigr|
+
+    (the Hessian is indefinite for :math:`L \ge 2`).
+
+    Args:
+        model: An :class:`~lhlib.models.MLP` or a sequence of weight matrices.
+        x: The ``(N, n)`` inputs.
+        y: The ``(N,)`` labels.
+
+    Returns:
+        The ``(N,)`` float64 tensor of norms.
+
+    Raises:
+        ValueError: as :func:`full_hessian_dense`.
+    """
     return torch.linalg.eigvalsh(full_hessian_dense(model, x, y)).abs().amax(dim=1)
 
 
@@ -157,29 +211,47 @@ def random_network(
     input_norm_range: Sequence[float] = (0.1, 10.0),
     num_samples: int = 8,
 ):
-    """A random bias-free ReLU network with inputs and labels, ``(weights, x, y)``, for studies of the bounds.
+    r"""A random bias-free ReLU network with inputs and labels, for studies of the bounds.
 
-    ``seed`` is an int or a ``numpy.random.Generator`` (drawn from, so consecutive calls differ). The
-    number of weight matrices ``L``, the input width ``n``, the hidden width ``h`` (all hidden layers)
-    and the number of classes ``K`` are uniform on their closed ranges. ``W^(p) = s_p Z / sqrt(fan_in)``
-    with ``Z`` standard normal and ``s_p`` log-uniform on ``scale_range``, independently per layer; the
-    ``num_samples`` inputs are standard normal, rescaled together so that ``max_i ||x_i||_2`` is
-    log-uniform on ``input_norm_range``; labels are uniform. float64.
+    The number of weight matrices :math:`L`, the input width :math:`n`, the hidden width :math:`h` (all hidden
+    layers) and the number of classes :math:`K` are uniform on their closed ranges.
+    :math:`W^{(p)} = s_p Z / \sqrt{\mathrm{fan\_in}}` with :math:`Z` standard normal and
+    :math:`s_p` log-uniform on ``scale_range``, independently per layer; the ``num_samples`` inputs are standard
+    normal, rescaled together so that :math:`\max_i \lVert x_i \rVert_2` is log-uniform on ``input_norm_range``;
+    labels are uniform. float64.
+
+    Args:
+        seed: An int, or a ``numpy.random.Generator`` (drawn from, so consecutive calls differ).
+        width_range: The ``[low, high]`` range of :math:`n` and of :math:`h`.
+        matrices_range: The ``[low, high]`` range of :math:`L`.
+        classes_range: The ``[low, high]`` range of :math:`K`.
+        scale_range: The ``[low, high]`` range of the per-layer scales :math:`s_p` (``0 < low``).
+        input_norm_range: The ``[low, high]`` range of :math:`\max_i \lVert x_i \rVert_2` (``0 < low``).
+        num_samples: The number :math:`N` of inputs.
+
+    Returns:
+        The tuple ``(weights, x, y)`` of the list of ``L`` weight matrices, the ``(N, n)`` inputs and the
+        ``(N,)`` int64 labels.
+
+    Raises:
+        ValueError: when a range is not ``[low, high]`` with ``1 <= low <= high`` (``2 <= low`` for
+            ``classes_range``, ``0 < low <= high`` for the log-uniform ones) or ``num_samples`` is not a
+            positive integer.
     """
     import numpy as np
 
     rng = np.random.default_rng(seed)
-    for name, bounds in (
-        ("width_range", width_range),
-        ("matrices_range", matrices_range),
-        ("classes_range", classes_range),
+    for name, bounds, low in (
+        ("width_range", width_range, 1),
+        ("matrices_range", matrices_range, 1),
+        ("classes_range", classes_range, 2),  # a softmax needs two classes
     ):
-        if len(bounds) != 2 or not 1 <= int(bounds[0]) <= int(bounds[1]):
-            raise ValueError(f"{name} must be [low, high] with 1 <= low <= high, got {list(bounds)}")
+        if len(bounds) != 2 or not low <= int(bounds[0]) <= int(bounds[1]):
+            raise ValueError(f"{name} must be [low, high] with {low} <= low <= high, got {list(bounds)}")
     check_int("num_samples", num_samples, minimum=1)
     L = int(rng.integers(matrices_range[0], matrices_range[1] + 1))
     n, h = (int(rng.integers(width_range[0], width_range[1] + 1)) for _ in range(2))
-    K = int(rng.integers(max(2, classes_range[0]), classes_range[1] + 1))
+    K = int(rng.integers(classes_range[0], classes_range[1] + 1))
     dims = [n] + [h] * (L - 1) + [K]
     generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
     weights = [
@@ -194,13 +266,19 @@ def random_network(
 
 @dataclass(frozen=True)
 class FullHessianCheck:
-    """The full Hessian and the G-term of one network against the corrected Theorem 1.
+    r"""The full Hessian and the G-term of one network against the corrected Theorem 1.
 
-    ``full`` and ``gterm`` are the per-sample spectral norms ``(N,)`` of the full Hessian and of the
-    G-term; ``corrected_per_sample`` is :func:`corrected_bound_per_sample`; ``constant`` is
-    :func:`corrected_constant` ``(1/2) L M_x^2 M_W^{2(L-1)}`` with ``M_x = max_i ||x_i||`` and
-    ``M_W = max_p ||W^(p)||_2``. The corrected theorem bounds ``gterm`` (never exceeded); nothing
-    bounds the H-term, so ``full`` may exceed it.
+    The corrected theorem bounds ``gterm`` (never exceeded); nothing bounds the H-term, so ``full`` may exceed
+    ``constant``.
+
+    Attributes:
+        full: The ``(N,)`` per-sample spectral norms :math:`\lVert H_i \rVert_2` of the full Hessian.
+        gterm: The ``(N,)`` per-sample spectral norms :math:`\lVert F_i^\top A_i F_i \rVert_2` of the G-term.
+        corrected_per_sample: The ``(N,)`` bounds of :func:`corrected_bound_per_sample`.
+        constant: :func:`corrected_constant`, :math:`\frac12 L M_x^2 M_W^{2(L-1)}`.
+        M_x: :math:`\max_i \lVert x_i \rVert_2`.
+        M_W: :math:`\max_p \lVert W^{(p)} \rVert_2`.
+        L: The number of weight matrices.
     """
 
     full: torch.Tensor
@@ -212,17 +290,62 @@ class FullHessianCheck:
     L: int
 
     def exceeds(self, which: str = "full", rtol: float = 1e-10) -> bool:
-        """Whether some sample's ``which`` (``"full"`` or ``"gterm"``) norm is above the constant."""
+        r"""Whether some sample's ``which`` norm is above the constant.
+
+        .. math::
+
+            \exists\, i:\ \mathrm{norm}_i > \mathrm{constant} \cdot (1 + \mathrm{rtol}).
+
+        Args:
+            which: ``"full"`` or ``"gterm"``.
+            rtol: The relative tolerance.
+
+        Returns:
+            True when the constant is exceeded.
+        """
         return bool((getattr(self, which) > self.constant * (1 + rtol)).any())
 
     def worst_ratio(self, which: str = "full") -> float:
-        """``max_i norm_i / constant`` (``inf`` if the constant is 0 and a norm is not)."""
+        r"""The largest ratio of a sample's ``which`` norm to the constant.
+
+        .. math::
+
+            \max_i \mathrm{norm}_i / \mathrm{constant}
+
+        (``inf`` if the constant is 0 and a norm is not, 0 if both are).
+
+        Args:
+            which: ``"full"`` or ``"gterm"``.
+
+        Returns:
+            The ratio, a float.
+        """
         top = float(getattr(self, which).max())
         return top / self.constant if self.constant > 0 else (math.inf if top > 0 else 0.0)
 
 
 def full_hessian_check(model: Weights, x: torch.Tensor, y: torch.Tensor) -> FullHessianCheck:
-    """:class:`FullHessianCheck` of one network on ``(x, y)`` (dense full Hessians: tiny networks only)."""
+    r""":class:`FullHessianCheck` of one network on ``(x, y)`` (dense full Hessians: tiny networks only).
+
+    It sets the full Hessian's and the G-term's per-sample norms against the corrected Theorem 1:
+
+    .. math::
+
+        \lVert H_i \rVert_2 \quad\text{and}\quad \lVert F_i^\top A_i F_i \rVert_2
+        \quad\text{against}\quad \tfrac12 L M_x^2 M_W^{2(L-1)},
+        \qquad M_x = \max_i \lVert x_i \rVert_2, \quad M_W = \max_p \lVert W^{(p)} \rVert_2.
+
+    Args:
+        model: An :class:`~lhlib.models.MLP` or a sequence of weight matrices.
+        x: The ``(N, n)`` inputs.
+        y: The ``(N,)`` labels.
+
+    Returns:
+        The :class:`FullHessianCheck`.
+
+    Raises:
+        ValueError: as :func:`full_hessian_dense`.
+    """
     weights = weight_list(model)
     x = network_inputs(x, weights)
     factors = forward_factors(weights, x)
@@ -239,17 +362,46 @@ def full_hessian_check(model: Weights, x: torch.Tensor, y: torch.Tensor) -> Full
 
 
 def geometric_sum(q: float, terms: int) -> float:
-    """``sum_{p=1}^{terms} q^p``, which equals ``q (q^terms - 1) / (q - 1)`` for ``q != 1`` and ``terms``
-    for ``q = 1`` (summed directly, so ``q`` near 1 loses no precision).
+    r"""The geometric sum, summed term by term so that ``q`` near 1 loses no precision.
+
+    .. math::
+
+        \sum_{p=1}^{t} q^p = \begin{cases} q \, \dfrac{q^t - 1}{q - 1} & q \ne 1, \\ t & q = 1, \end{cases}
+        \qquad t = \mathrm{terms}.
+
+    Args:
+        q: The ratio.
+        terms: The number of terms :math:`t` (0 gives 0).
+
+    Returns:
+        The sum, a float.
     """
     return float(sum(q**p for p in range(1, terms + 1)))
 
 
 def theorem1_constant(M_x: float, M_W: float, L: int, *, a_norm: float = SOFTMAX_HESSIAN_NORM_PAPER) -> float:
-    """Theorem 1's right-hand side, ``L sqrt2 M_x^2 M_W^{2L} + sqrt2 M_W^2 (M_W^{2L} - 1) / (M_W^2 - 1)``.
+    r"""Theorem 1's right-hand side from the constants.
 
-    The fraction is the geometric sum ``sum_{p=1}^L M_W^{2p}``, whose value at ``M_W = 1`` is ``L``
-    (the limit; the printed formula is 0/0 there). ``a_norm`` replaces the factor ``sqrt(2)``.
+    .. math::
+
+        a \Bigl(L M_x^2 M_W^{2L} + \sum_{p=1}^{L} M_W^{2p}\Bigr)
+        = L \sqrt{2} M_x^2 M_W^{2L} + \sqrt{2} \, \frac{M_W^2 (M_W^{2L} - 1)}{M_W^2 - 1}
+        \quad (a = \sqrt{2}).
+
+    The fraction is the geometric sum :math:`\sum_{p=1}^{L} M_W^{2p}` (:func:`geometric_sum`), whose value at
+    :math:`M_W = 1` is :math:`L` (the limit; the printed formula is 0/0 there).
+
+    Args:
+        M_x: The bound :math:`M_x` on the input norms.
+        M_W: The bound :math:`M_W` on the layers' spectral norms.
+        L: The number of weight matrices.
+        a_norm: The factor :math:`a` bounding :math:`\lVert A \rVert_2`; the paper's :math:`\sqrt{2}` by default.
+
+    Returns:
+        The bound, a float.
+
+    Raises:
+        ValueError: when ``M_x`` or ``M_W`` is negative or ``L`` is not a positive integer.
     """
     check_float("M_x", M_x, minimum=0.0)
     check_float("M_W", M_W, minimum=0.0)
@@ -259,8 +411,21 @@ def theorem1_constant(M_x: float, M_W: float, L: int, *, a_norm: float = SOFTMAX
 
 
 def theorem1_bound_paper(model: Weights, x: torch.Tensor) -> float:
-    """Theorem 1 exactly as stated: :func:`theorem1_constant` with ``M_W = max_p ||W^(p)||_2``,
-    ``M_x = max_i ||x_i||_2`` and ``L`` the number of weight matrices (``num_layers + 2`` for the MLP).
+    r"""Theorem 1 exactly as stated, with the network's and the data's maxima as constants.
+
+    .. math::
+
+        L \sqrt{2} M_x^2 M_W^{2L} + \sqrt{2} \sum_{p=1}^{L} M_W^{2p}, \qquad
+        M_W = \max_p \lVert W^{(p)} \rVert_2, \quad M_x = \max_i \lVert x_i \rVert_2,
+
+    :func:`theorem1_constant` with :math:`L` the number of weight matrices (``num_layers + 2`` for the MLP).
+
+    Args:
+        model: An :class:`~lhlib.models.MLP` or a sequence of weight matrices.
+        x: The ``(N, n)`` inputs.
+
+    Returns:
+        The bound, a float.
     """
     weights = weight_list(model)
     x = network_inputs(x, weights)
@@ -281,12 +446,23 @@ def _suffix_prefix(norms: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def theorem1_bound_per_sample(
     model: Weights, x: torch.Tensor, *, a_norm: float = SOFTMAX_HESSIAN_NORM_PAPER
 ) -> torch.Tensor:
-    """A.2's last form before the constants, per sample ``(N,)``.
+    r"""A.2's last form before the constants, per sample.
 
-        sqrt2 * sum_{p=1}^L ( ||x_i||^2 prod_{s<p} ||W^(s)||^2 + 1 ) prod_{s=p}^L ||W^(s)||^2,
+    .. math::
 
-    with each sample's ``||x_i||`` and the actual layer norms (the paper's ``+1`` bias rows and its
-    product from ``s = p`` kept as printed). Theorem 1 is this with every norm replaced by its maximum.
+        a \sum_{p=1}^{L} \Bigl(\lVert x_i \rVert_2^2 \prod_{s<p} \lVert W^{(s)} \rVert_2^2 + 1\Bigr)
+        \prod_{s=p}^{L} \lVert W^{(s)} \rVert_2^2,
+
+    with each sample's :math:`\lVert x_i \rVert` and the actual layer norms (the paper's :math:`+1` bias rows and
+    its product from :math:`s = p` kept as printed). Theorem 1 is this with every norm replaced by its maximum.
+
+    Args:
+        model: An :class:`~lhlib.models.MLP` or a sequence of weight matrices.
+        x: The ``(N, n)`` inputs.
+        a_norm: The factor :math:`a` bounding :math:`\lVert A \rVert_2`; the paper's :math:`\sqrt{2}` by default.
+
+    Returns:
+        The ``(N,)`` float64 tensor of bounds.
     """
     weights = weight_list(model)
     x = network_inputs(x, weights)
@@ -304,13 +480,27 @@ def _leave_one_out_products(norms: torch.Tensor) -> torch.Tensor:
 def corrected_bound_per_sample(
     model: Weights, x: torch.Tensor, *, a_norm: float = SOFTMAX_HESSIAN_NORM_SHARP
 ) -> torch.Tensor:
-    """The corrected Theorem 1 per sample ``(N,)``, a valid bound on ``||F_i^T A_i F_i||_2``.
+    r"""The corrected Theorem 1 per sample, a valid bound on :math:`\lVert F_i^\top A_i F_i \rVert_2`.
 
-        ||F^T A F|| <= ||A|| ||F||^2 <= (1/2) sum_p ||x^(p)||^2 ||G^(p)||^2
-                    <= (1/2) ||x_i||^2 sum_{p=1}^L prod_{s != p} ||W^(s)||_2^2,
+    .. math::
 
-    because ``||G^(p)|| <= prod_{s>p} ||W^(s)||``, ``||x^(p)|| <= ||x|| prod_{s<p} ||W^(s)||`` (ReLU is
-    1-Lipschitz with ReLU(0) = 0), a bias-free ``F`` has no ``+1`` rows and ``||A||_2 <= 1/2``.
+        \lVert F_i^\top A_i F_i \rVert_2 \le \lVert A_i \rVert_2 \lVert F_i \rVert_2^2
+        \le \tfrac12 \sum_p \lVert x_i^{(p)} \rVert^2 \lVert G_i^{(p)} \rVert^2
+        \le \tfrac12 \lVert x_i \rVert^2 \sum_{p=1}^{L} \prod_{s \ne p} \lVert W^{(s)} \rVert_2^2,
+
+    because :math:`\lVert G^{(p)} \rVert \le \prod_{s>p} \lVert W^{(s)} \rVert`,
+    :math:`\lVert x^{(p)} \rVert \le \lVert x \rVert \prod_{s<p} \lVert W^{(s)} \rVert` (ReLU is 1-Lipschitz with
+    :math:`\operatorname{ReLU}(0) = 0`), a bias-free :math:`F` has no :math:`+1` rows and
+    :math:`\lVert A \rVert_2 \le \frac12`. The function returns the last expression, with ``a_norm`` in place of
+    :math:`\frac12`.
+
+    Args:
+        model: An :class:`~lhlib.models.MLP` or a sequence of weight matrices.
+        x: The ``(N, n)`` inputs.
+        a_norm: The factor bounding :math:`\lVert A \rVert_2`; the sharp :math:`\frac12` by default.
+
+    Returns:
+        The ``(N,)`` float64 tensor of bounds.
     """
     weights = weight_list(model)
     x = network_inputs(x, weights)
@@ -318,8 +508,23 @@ def corrected_bound_per_sample(
 
 
 def corrected_bound(model: Weights, x: torch.Tensor, *, a_norm: float = SOFTMAX_HESSIAN_NORM_SHARP) -> float:
-    """:func:`corrected_bound_per_sample` with ``||x_i||`` replaced by ``M_x = max_i ||x_i||``: one
-    number bounding every sample's G-term; ``<= corrected_constant(M_x, M_W, L)``.
+    r""":func:`corrected_bound_per_sample` with :math:`\lVert x_i \rVert` replaced by :math:`M_x`.
+
+    .. math::
+
+        \tfrac12 M_x^2 \sum_{p=1}^{L} \prod_{s \ne p} \lVert W^{(s)} \rVert_2^2
+        \le \tfrac12 L M_x^2 M_W^{2(L-1)}, \qquad M_x = \max_i \lVert x_i \rVert_2,
+
+    one number bounding every sample's G-term, at most :func:`corrected_constant` (the right-hand side; ``a_norm``
+    replaces :math:`\frac12`).
+
+    Args:
+        model: An :class:`~lhlib.models.MLP` or a sequence of weight matrices.
+        x: The ``(N, n)`` inputs.
+        a_norm: The factor bounding :math:`\lVert A \rVert_2`; the sharp :math:`\frac12` by default.
+
+    Returns:
+        The bound, a float.
     """
     weights = weight_list(model)
     x = network_inputs(x, weights)
@@ -328,9 +533,26 @@ def corrected_bound(model: Weights, x: torch.Tensor, *, a_norm: float = SOFTMAX_
 
 
 def corrected_constant(M_x: float, M_W: float, L: int, *, a_norm: float = SOFTMAX_HESSIAN_NORM_SHARP) -> float:
-    """The corrected Theorem 1 in the paper's constants: ``(1/2) L M_x^2 M_W^{2(L-1)}``.
+    r"""The corrected Theorem 1 in the paper's constants.
 
-    For ``L = 1`` it is ``M_x^2 / 2``, independent of the weights (the paper: ``sqrt2 M_W^2 (M_x^2 + 1)``).
+    .. math::
+
+        a \, L M_x^2 M_W^{2(L-1)}, \qquad a = \tfrac12.
+
+    For :math:`L = 1` it is :math:`M_x^2 / 2`, independent of the weights (the paper:
+    :math:`\sqrt{2} M_W^2 (M_x^2 + 1)`).
+
+    Args:
+        M_x: The bound :math:`M_x` on the input norms.
+        M_W: The bound :math:`M_W` on the layers' spectral norms.
+        L: The number of weight matrices.
+        a_norm: The factor :math:`a` bounding :math:`\lVert A \rVert_2`; the sharp :math:`\frac12` by default.
+
+    Returns:
+        The bound, a float.
+
+    Raises:
+        ValueError: when ``M_x`` or ``M_W`` is negative or ``L`` is not a positive integer.
     """
     check_float("M_x", M_x, minimum=0.0)
     check_float("M_W", M_W, minimum=0.0)
@@ -341,8 +563,21 @@ def corrected_constant(M_x: float, M_W: float, L: int, *, a_norm: float = SOFTMA
 def activation_bound_per_sample(
     model: Weights, x: torch.Tensor, *, a_norm: float = SOFTMAX_HESSIAN_NORM_SHARP
 ) -> torch.Tensor:
-    """``a_norm * sum_p ||x_i^(p)||^2 ||G_i^(p)||_2^2`` per sample ``(N,)``: the stacking step of A.2
-    with the actual activations and the actual ``G^(p)`` (before the layer norms enter).
+    r"""The stacking step of A.2 with the actual activations and the actual :math:`G^{(p)}`, per sample.
+
+    .. math::
+
+        a \sum_{p=1}^{L} \lVert x_i^{(p)} \rVert_2^2 \, \lVert G_i^{(p)} \rVert_2^2
+
+    (before the layer norms enter), with :math:`\lVert G \rVert_2^2 = \lambda_{\max}(G G^\top)`.
+
+    Args:
+        model: An :class:`~lhlib.models.MLP` or a sequence of weight matrices.
+        x: The ``(N, n)`` inputs.
+        a_norm: The factor :math:`a` bounding :math:`\lVert A \rVert_2`; the sharp :math:`\frac12` by default.
+
+    Returns:
+        The ``(N,)`` float64 tensor of bounds.
     """
     factors = forward_factors(model, x)
     # ||G||_2^2 is the largest eigenvalue of the K x K matrix G G^T (cheaper than an SVD of G).
@@ -366,12 +601,28 @@ def _nonnegative(name: str, value) -> None:
 
 
 def lemma_bound(k, M_l: float, M_H: float, R: float) -> torch.Tensor | float:
-    """Lemma 1 as its proof (A.3) ends: ``2 / (k+1) * (M_l + M_H R^2)``.
+    r"""Lemma 1 as its proof (A.3) ends.
 
-    ``M_l`` bounds ``|l_i(theta*)|``, ``M_H`` bounds every ``||H_i(theta*)||_2`` (Theorem 1's constant
-    in the paper), ``R`` the radius ``||theta - theta*||_2 <= R``. ``k`` may be a number or an array.
-    (The lemma's displayed statement multiplies only the geometric-sum term by ``R^2``; see
+    .. math::
+
+        |\mathcal{L}_{k+1}(\theta) - \mathcal{L}_k(\theta)| \le \frac{2}{k+1} \bigl(M_\ell + M_{\mathbf H} R^2\bigr)
+        \quad\text{for}\quad \lVert \theta - \theta^* \rVert_2 \le R.
+
+    (The lemma's displayed statement multiplies only the geometric-sum term by :math:`R^2`; see
     :func:`lemma_bound_as_stated`.)
+
+    Args:
+        k: The sample count :math:`k \ge 1`, a number or an array.
+        M_l: The bound :math:`M_\ell` on every :math:`|\ell_i(\theta^*)|`.
+        M_H: The bound :math:`M_{\mathbf H}` on every :math:`\lVert H_i(\theta^*) \rVert_2` (Theorem 1's constant
+            in the paper).
+        R: The radius of the ball :math:`\lVert \theta - \theta^* \rVert_2 \le R`.
+
+    Returns:
+        The bound, a float for a scalar ``k``, else a float64 tensor of ``k``'s shape.
+
+    Raises:
+        ValueError: when ``k < 1`` or ``M_l``, ``M_H`` or ``R`` is negative.
     """
     for name, value in (("M_l", M_l), ("M_H", M_H), ("R", R)):
         _nonnegative(name, value)
@@ -380,8 +631,29 @@ def lemma_bound(k, M_l: float, M_H: float, R: float) -> torch.Tensor | float:
 
 
 def lemma_bound_as_stated(k, M_l: float, M_x: float, M_W: float, L: int, R: float) -> torch.Tensor | float:
-    """Lemma 1's displayed formula with its parenthesis as printed:
-    ``2/(k+1) (M_l + L sqrt2 M_x^2 M_W^{2L} + sqrt2 M_W^2 (M_W^{2L}-1)/(M_W^2-1) R^2)``.
+    r"""Lemma 1's displayed formula with its parenthesis as printed.
+
+    .. math::
+
+        \frac{2}{k+1} \Bigl(M_\ell + L \sqrt{2} M_x^2 M_W^{2L}
+        + \sqrt{2} \, \frac{M_W^2 (M_W^{2L} - 1)}{M_W^2 - 1} R^2\Bigr),
+
+    the fraction evaluated as the geometric sum :math:`\sum_{p=1}^{L} M_W^{2p}` (:func:`geometric_sum`).
+
+    Args:
+        k: The sample count :math:`k \ge 1`, a number or an array.
+        M_l: The bound :math:`M_\ell` on every :math:`|\ell_i(\theta^*)|`.
+        M_x: The bound :math:`M_x` on the input norms.
+        M_W: The bound :math:`M_W` on the layers' spectral norms.
+        L: The number of weight matrices.
+        R: The radius of the ball :math:`\lVert \theta - \theta^* \rVert_2 \le R`.
+
+    Returns:
+        The bound, a float for a scalar ``k``, else a float64 tensor of ``k``'s shape.
+
+    Raises:
+        ValueError: when ``k < 1``, ``M_l``, ``R``, ``M_x`` or ``M_W`` is negative, or ``L`` is not a positive
+            integer.
     """
     _nonnegative("M_l", M_l)
     _nonnegative("R", R)
@@ -400,10 +672,25 @@ def lemma_bound_corrected(
 
         |\mathcal{L}_{k+1} - \mathcal{L}_k| \le \frac{1}{k+1}\Bigl(V + 2 M_g R + \tfrac12 C M_{\mathbf H} R^2\Bigr),
 
-    with ``V = M_l`` (losses are non-negative, so ``|l_{k+1} - L_k| <= M_l``), the Taylor factor 1/2,
-    and ``C = 1`` when every ``H_i`` is positive semidefinite (the G-terms: then
-    ``||H_{k+1} - mean_i H_i|| <= M_H``) or ``C = 2`` for indefinite Hessians (``psd=False``).
-    ``M_g`` bounds ``||grad l_i(theta*)||``: under Assumption 1 it is 0; at a trained point it is not.
+    with :math:`V = M_\ell` (losses are non-negative, so :math:`|\ell_{k+1} - \mathcal{L}_k| \le M_\ell`), the
+    Taylor factor :math:`\frac12`, and :math:`C = 1` when every :math:`H_i` is positive semidefinite (the
+    G-terms: then :math:`\lVert H_{k+1} - \frac1k \sum_{i \le k} H_i \rVert \le M_{\mathbf H}`) or :math:`C = 2`
+    for indefinite Hessians (``psd=False``).
+
+    Args:
+        k: The sample count :math:`k \ge 1`, a number or an array.
+        M_l: The bound :math:`M_\ell` on every :math:`|\ell_i(\theta^*)|`.
+        M_H: The bound :math:`M_{\mathbf H}` on every :math:`\lVert H_i(\theta^*) \rVert_2`.
+        R: The radius of the ball :math:`\lVert \theta - \theta^* \rVert_2 \le R`.
+        psd: Whether every :math:`H_i` is positive semidefinite (:math:`C = 1`; else :math:`C = 2`).
+        M_g: The bound on :math:`\lVert \nabla \ell_i(\theta^*) \rVert`: 0 under Assumption 1, not at a
+            trained point.
+
+    Returns:
+        The bound, a float for a scalar ``k``, else a float64 tensor of ``k``'s shape.
+
+    Raises:
+        ValueError: when ``k < 1`` or ``M_l``, ``M_H``, ``R`` or ``M_g`` is negative.
     """
     for name, value in (("M_l", M_l), ("M_H", M_H), ("R", R), ("M_g", M_g)):
         _nonnegative(name, value)
@@ -431,25 +718,77 @@ A2_STEPS = {
 
 @dataclass(frozen=True)
 class A2Chain:
-    """Both sides of every inequality in :data:`A2_STEPS`: ``lhs[name]`` and ``rhs[name]`` are ``(N,)``
-    float64 tensors (for the per-layer steps, the worst layer: ``max_p lhs_p / rhs_p`` is encoded
-    as ``lhs = max ratio``, ``rhs = 1``). ``held(name, rtol)`` is the per-sample boolean.
+    r"""Both sides of every inequality in :data:`A2_STEPS`, per sample.
+
+    For the per-layer steps (``jacobian_paper``, ``jacobian_corrected``, ``activation``) the worst layer is
+    kept: :math:`\max_p \mathrm{lhs}_p / \mathrm{rhs}_p` is encoded as ``lhs`` = that ratio, ``rhs`` = 1.
+
+    Attributes:
+        lhs: The left-hand sides, ``lhs[name]`` an ``(N,)`` float64 tensor per step ``name``.
+        rhs: The right-hand sides, ``rhs[name]`` an ``(N,)`` float64 tensor per step ``name``.
     """
 
     lhs: dict
     rhs: dict
 
     def held(self, name: str, rtol: float = 1e-9) -> torch.Tensor:
-        """Per network, whether ``lhs[name] <= rhs[name]`` up to the relative tolerance ``rtol``."""
+        r"""Per sample, whether inequality ``name`` held up to the relative tolerance ``rtol``.
+
+        .. math::
+
+            \mathrm{lhs}_i \le \mathrm{rhs}_i \, (1 + \mathrm{rtol}) + 10^{-300}.
+
+        Args:
+            name: A key of :data:`A2_STEPS`.
+            rtol: The relative tolerance.
+
+        Returns:
+            The ``(N,)`` boolean tensor.
+        """
         return self.lhs[name] <= self.rhs[name] * (1 + rtol) + 1e-300
 
     def fraction_held(self, name: str, rtol: float = 1e-9) -> float:
-        """The share of networks for which inequality ``name`` held."""
+        r"""The share of samples for which inequality ``name`` held (:meth:`A2Chain.held`).
+
+        .. math::
+
+            \frac{1}{N} \sum_{i=1}^{N} \mathbf{1}\bigl[\mathrm{lhs}_i \le \mathrm{rhs}_i \, (1 + \mathrm{rtol})\bigr].
+
+        Args:
+            name: A key of :data:`A2_STEPS`.
+            rtol: The relative tolerance.
+
+        Returns:
+            The share, a float in :math:`[0, 1]`.
+        """
         return float(self.held(name, rtol).double().mean())
 
 
 def a2_chain(model: Weights, x: torch.Tensor) -> A2Chain:
-    """Evaluate every inequality of appendix A.2 (and the corrected ones) on each sample of ``x``."""
+    r"""Evaluate every inequality of appendix A.2 (and the corrected ones) on each sample of ``x``.
+
+    The chain, for each sample (the steps :data:`A2_STEPS` names):
+
+    .. math::
+
+        \lVert F^\top A F \rVert_2 \le \lVert A \rVert_2 \lVert F \rVert_2^2, \qquad
+        \lVert A \rVert_2 \le \lVert A \rVert_F \le \sqrt{2}, \qquad \lVert A \rVert_2 \le \tfrac12,
+
+        \lVert F \rVert_2^2 \le \sum_p \lVert G^{(p)} \rVert_2^2 \lVert x^{(p)} \rVert_2^2, \qquad
+        \lVert G^{(p)} \rVert_2 \le \prod_{s=p+1}^{L} \lVert W^{(s)} \rVert_2, \qquad
+        \lVert x^{(p)} \rVert_2 \le \lVert x \rVert_2 \prod_{s<p} \lVert W^{(s)} \rVert_2,
+
+    the paper's :math:`\lVert G^{(p)} \rVert_2 \le \prod_{s=p}^{L} \lVert W^{(s)} \rVert_2` beside the corrected one,
+    and :math:`\lVert F^\top A F \rVert_2` against :func:`theorem1_bound_per_sample`,
+    :func:`theorem1_constant`, :func:`corrected_bound_per_sample` and :func:`corrected_constant`.
+
+    Args:
+        model: An :class:`~lhlib.models.MLP` or a sequence of weight matrices.
+        x: The ``(N, n)`` inputs.
+
+    Returns:
+        The :class:`A2Chain` of the ``N`` samples.
+    """
     weights = weight_list(model)
     x = network_inputs(x, weights)
     f = forward_factors(weights, x)

@@ -2,10 +2,11 @@
 
 A result is a flat ``dict`` of tensors (plus JSON-able metadata) saved with :func:`torch.save` and
 read back with ``torch.load(weights_only=True)``, so loading never runs arbitrary code. The key is
-the SHA-256 of the canonical JSON of the parameters, so a changed parameter never reuses a stale
-result. Writes go to a temporary file in the same folder and are moved into place with
-:func:`os.replace`, so a run killed midway leaves either nothing or a complete file, and the next
-run resumes from whatever finished; temporary files that a killed run left behind are removed.
+the SHA-256 of the canonical JSON of the parameters (and of ``CACHE_FORMAT``), so a changed
+parameter never reuses a stale result. Writes go to a temporary file in the same folder and are
+moved into place with :func:`os.replace`, so a run killed midway leaves either nothing or a complete
+file, and the next run resumes from whatever finished; temporary files that a killed run left behind
+are removed.
 
 Every entry is verified when read: the file starts with the SHA-256 of the bytes that follow, and
 the entry holds the record of the parameters that made it. An entry whose bytes or record do not
@@ -54,7 +55,11 @@ STALE_PART_SECONDS = 3600
 
 
 def cache_root() -> Path:
-    """The folder holding lhlib's caches (``$LHLIB_CACHE`` or ``~/.cache/lhlib``)."""
+    """The folder holding lhlib's caches (``$LHLIB_CACHE`` or ``~/.cache/lhlib``).
+
+    Returns:
+        The folder's path, ``~`` expanded; it is not created here.
+    """
     return Path(os.environ.get("LHLIB_CACHE", Path.home() / ".cache" / "lhlib")).expanduser()
 
 
@@ -63,13 +68,30 @@ def _canonical(params: Any) -> str:
 
 
 def cache_key(params: dict[str, Any]) -> str:
-    """SHA-256 (hex, first 32 characters) of the canonical JSON of ``params``."""
+    """The key of ``params`` in the store: SHA-256 of their canonical JSON.
+
+    The canonical JSON has sorted keys, no spaces, ``str()`` for what JSON cannot hold, and
+    ``CACHE_FORMAT`` added, so bumping it retires every entry.
+
+    Args:
+        params: Everything that determines the result, JSON-able.
+
+    Returns:
+        The first 32 hex characters of the SHA-256.
+    """
     payload = _canonical({"cache_format": CACHE_FORMAT, **params})
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
 
 def tensor_fingerprint(*tensors: torch.Tensor) -> str:
-    """SHA-256 of the tensors' dtypes, shapes and bytes: identifies a dataset in a cache key."""
+    """SHA-256 of the tensors' dtypes, shapes and bytes: identifies a dataset in a cache key.
+
+    Args:
+        *tensors: The tensors, in order (on any device; they are read on the CPU).
+
+    Returns:
+        The first 32 hex characters of the SHA-256.
+    """
     import torch
 
     digest = hashlib.sha256()
@@ -88,7 +110,14 @@ def _ordinary_mode() -> int:
 
 
 def remove_stale_parts(folder: Path) -> list[Path]:
-    """Delete the temporary ``.part`` files in ``folder`` older than ``STALE_PART_SECONDS``."""
+    """Delete the temporary ``.part`` files in ``folder`` older than ``STALE_PART_SECONDS``.
+
+    Args:
+        folder: The folder to clean (not its subfolders).
+
+    Returns:
+        The paths of the files deleted.
+    """
     now, removed = time.time(), []
     for part in Path(folder).glob(".*.part"):
         with contextlib.suppress(FileNotFoundError):
@@ -102,7 +131,12 @@ def atomic_write_bytes(path: Path, write: Callable[[Any], None]) -> None:
     """Call ``write(file)`` on a temporary file next to ``path``, then move it onto ``path``.
 
     The file gets ordinary permissions (as ``open`` would give it), and stale temporary files that
-    killed writes left in the folder are removed first.
+    killed writes left in the folder are removed first. The folder is created if needed. If ``write``
+    raises, the temporary file is deleted, ``path`` is left as it was and the error propagates.
+
+    Args:
+        path: Where the file ends up.
+        write: Writes the content to the binary file object it is given.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -143,9 +177,16 @@ def _verified(data: bytes, params: dict[str, Any]) -> tuple[dict[str, Any] | Non
 
 
 def load_result(kind: str, params: dict[str, Any]) -> dict[str, Any] | None:
-    """The stored result for ``(kind, params)``, verified; ``None`` if there is none or it fails verification.
+    """The stored result for ``(kind, params)``, verified.
 
-    An entry that fails is deleted, and one line on stderr names it and why.
+    An entry that fails verification is deleted, and one line on stderr names it and why.
+
+    Args:
+        kind: The kind of result, a subfolder of the store (e.g. ``"trained_network"``).
+        params: Everything that determined the result (see :func:`cache_key`).
+
+    Returns:
+        The stored dict (tensors on the CPU), or ``None`` if there is none or it fails verification.
     """
     path = _path(kind, params)
     try:
@@ -169,6 +210,15 @@ def cached(
 
     ``compute`` must return a dict of tensors, numbers, strings and lists/dicts of those (what
     ``torch.load(weights_only=True)`` reads back). Tensors are stored on the CPU.
+
+    Args:
+        kind: The kind of result, a subfolder of the store.
+        params: Everything that determines the result (see :func:`cache_key`).
+        compute: Computes the result when the store has none.
+        enabled: Whether to use the store at all; ``False`` always computes and stores nothing.
+
+    Returns:
+        The stored result (with its ``"_params"`` record) when there is one, else ``compute()``'s own.
     """
     if enabled:
         result = load_result(kind, params)
@@ -181,7 +231,16 @@ def cached(
 
 
 def store_result(kind: str, params: dict[str, Any], result: dict[str, Any]) -> None:
-    """Write ``result`` (tensors moved to the CPU) atomically under the key of ``(kind, params)``."""
+    """Write ``result`` (tensors moved to the CPU) atomically under the key of ``(kind, params)``.
+
+    The entry is the header line, the SHA-256 of the :func:`torch.save` payload and the payload, which
+    also records ``params`` (under ``"_params"``) for :func:`load_result` to check.
+
+    Args:
+        kind: The kind of result, a subfolder of the store.
+        params: Everything that determined the result (see :func:`cache_key`).
+        result: A dict of tensors, numbers, strings and lists/dicts of those.
+    """
     import torch
 
     stored = {k: v.detach().cpu() if isinstance(v, torch.Tensor) else v for k, v in result.items()}

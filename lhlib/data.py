@@ -1,8 +1,9 @@
-"""The paper's image datasets (and scikit-learn's digits for quick runs), from whatever source works.
+r"""The paper's image datasets (and scikit-learn's digits for quick runs), from whatever source works.
 
 Every dataset is returned as the authors' code sees it: the **first** ``train_size`` training
-images, ``ToTensor()`` then ``Normalize(0.5, 0.5)`` (pixels ``u / 127.5 - 1`` in ``[-1, 1]``),
-flattened in channel-height-width order. Sources are tried in this order:
+images, ``ToTensor()`` then ``Normalize(0.5, 0.5)`` (a pixel byte :math:`u` becomes
+:math:`u / 127.5 - 1 \in [-1, 1]`), flattened in channel-height-width order. Sources are tried in
+this order:
 
 1. the published files already on disk (MNIST's and Fashion-MNIST's idx files in torchvision's
    folder, the CIFAR "python version" archives; no network);
@@ -48,8 +49,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DATASETS",
+    "CifarArchive",
     "Dataset",
     "DatasetInfo",
+    "DatasetSpec",
     "SourceUnavailable",
     "check_dataset",
     "check_datasets",
@@ -89,9 +92,13 @@ IDX_SHA256 = {
 
 @dataclass(frozen=True)
 class CifarArchive:
-    """A CIFAR "python version" archive: where it is published, its SHA-256 (the one Keras's
-    ``load_data`` and torchvision's prototype datasets pin), the training batches in it and the key
-    of their labels.
+    """A CIFAR "python version" archive and what lhlib reads from it.
+
+    Attributes:
+        url: Where the archive is published.
+        sha256: Its SHA-256, the one Keras's ``load_data`` and torchvision's prototype datasets pin.
+        batches: The archive members holding the training batches, in order.
+        label_key: The key of the labels in each batch's dict (``b"labels"`` or ``b"fine_labels"``).
     """
 
     url: str
@@ -122,7 +129,19 @@ class SourceUnavailable(RuntimeError):
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """What the paper's Table 1 says of a dataset, plus how to load it."""
+    """What the paper's Table 1 says of a dataset, plus how to load it.
+
+    Attributes:
+        description: What the images show.
+        format: ``"Grayscale"`` or ``"RGB"``.
+        resolution: Height by width, as Table 1 writes it (``"28×28"``).
+        image_shape: ``(channels, height, width)``.
+        num_classes: The number of classes :math:`K`.
+        train_available: How many training images the dataset has, the largest ``train_size``.
+        torchvision_class: The ``torchvision.datasets`` class that downloads it, or ``None`` when lhlib
+            reads it otherwise.
+        remedy: What to install or enable when no source works.
+    """
 
     description: str
     format: str
@@ -190,7 +209,19 @@ DATASETS: dict[str, DatasetSpec] = {
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    """Metadata of a loaded dataset; ``source`` says where the images came from."""
+    """Metadata of a loaded dataset; ``source`` says where the images came from.
+
+    Attributes:
+        name: The dataset's key in ``DATASETS``.
+        description: What the images show.
+        format: ``"Grayscale"`` or ``"RGB"``.
+        resolution: Height by width, as Table 1 writes it.
+        num_classes: The number of classes :math:`K`.
+        input_dim: Inputs of a flattened image, :math:`n = C H W`.
+        image_shape: ``(channels, height, width)``.
+        train_size: How many images were loaded (the first ones of the training split).
+        source: The source that provided them, e.g. ``"MNIST idx files on disk"``.
+    """
 
     name: str
     description: str
@@ -205,7 +236,13 @@ class DatasetInfo:
 
 @dataclass(frozen=True)
 class Dataset:
-    """Flattened inputs in ``[-1, 1]`` (``x``: float32 ``N x n``), labels (``y``: int64) and metadata."""
+    r"""Flattened inputs in :math:`[-1, 1]`, their labels and metadata.
+
+    Attributes:
+        x: The ``(N, n)`` float32 inputs, :math:`u / 127.5 - 1` for pixel bytes :math:`u`.
+        y: The ``(N,)`` int64 labels in :math:`\{0, \dots, K - 1\}`.
+        info: Where the data came from and what it is.
+    """
 
     x: torch.Tensor
     y: torch.Tensor
@@ -213,7 +250,11 @@ class Dataset:
 
 
 def data_root() -> Path:
-    """Where downloaded and unpacked data live: ``<cache root>/data``."""
+    """Where downloaded and unpacked data live: ``<cache root>/data``.
+
+    Returns:
+        ``cache_root() / "data"`` (:func:`lhlib.cache.cache_root`); it is not created here.
+    """
     return cache_root() / "data"
 
 
@@ -506,13 +547,38 @@ def _check_request(name: str, train_size: int) -> DatasetSpec:
 
 
 def check_dataset(dataset: str, train_size: int) -> str:
-    """Validate a chapter's one ``dataset`` and ``train_size`` against it."""
+    """Validate a chapter's one ``dataset`` and ``train_size`` against it.
+
+    Args:
+        dataset: A key of ``DATASETS``.
+        train_size: How many training images to use: at least 2, at most the dataset's
+            ``train_available``.
+
+    Returns:
+        ``dataset`` itself.
+
+    Raises:
+        ValueError: when the dataset is unknown or ``train_size`` is out of range for it.
+    """
     _check_request(dataset, train_size)
     return dataset
 
 
 def check_datasets(datasets: list[str], train_size: int) -> list[str]:
-    """Validate a chapter's ``datasets`` list and ``train_size`` against every one of them."""
+    """Validate a chapter's ``datasets`` list and ``train_size`` against every one of them.
+
+    Args:
+        datasets: A non-empty list of distinct keys of ``DATASETS``.
+        train_size: How many training images to use of each: at least 2, at most the smallest
+            ``train_available`` among them.
+
+    Returns:
+        ``datasets`` as a new list.
+
+    Raises:
+        ValueError: when the list is empty, repeats or does not know a dataset, or ``train_size`` is out of
+            range for one of them.
+    """
     check_choices("datasets", datasets, DATASETS)
     for name in datasets:
         _check_request(name, train_size)
@@ -520,7 +586,23 @@ def check_datasets(datasets: list[str], train_size: int) -> list[str]:
 
 
 def load_images(name: str, train_size: int) -> tuple[torch.Tensor, torch.Tensor, DatasetInfo]:
-    """The first ``train_size`` training images as uint8 ``N x C x H x W``, their labels and metadata."""
+    """The first ``train_size`` training images as bytes, their labels and metadata.
+
+    The sources of the module docstring are tried in order; the first that provides the dataset wins.
+
+    Args:
+        name: A key of ``DATASETS``.
+        train_size: How many images to keep, from the start of the training split.
+
+    Returns:
+        The ``(N, C, H, W)`` uint8 images, the ``(N,)`` int64 labels and their :class:`DatasetInfo`,
+        with ``N = train_size``.
+
+    Raises:
+        ValueError: when the dataset is unknown or ``train_size`` is out of range.
+        RuntimeError: when no source can provide the dataset; the message says how to fix it and what
+            each source reported.
+    """
     import torch  # here, so that the dataset checks above run without it
 
     spec = _check_request(name, train_size)
@@ -550,7 +632,20 @@ def load_images(name: str, train_size: int) -> tuple[torch.Tensor, torch.Tensor,
 
 
 def load_dataset(name: str, train_size: int) -> Dataset:
-    """The first ``train_size`` training images, flattened and mapped to ``[-1, 1]``, with labels."""
+    """The first ``train_size`` training images, flattened and mapped to :math:`[-1, 1]`, with labels.
+
+    Args:
+        name: A key of ``DATASETS``.
+        train_size: How many images to keep, from the start of the training split.
+
+    Returns:
+        The :class:`Dataset`, with ``x`` the ``(N, n)`` float32 inputs :math:`u / 127.5 - 1` in
+        channel-height-width order.
+
+    Raises:
+        ValueError: when the dataset is unknown or ``train_size`` is out of range.
+        RuntimeError: when no source can provide the dataset (:func:`load_images`).
+    """
     images, labels, info = load_images(name, train_size)
     x = images.reshape(images.shape[0], -1).float() / 127.5 - 1.0
     return Dataset(x=x, y=labels, info=info)
@@ -561,6 +656,13 @@ def dataset_table(data: dict[str, Dataset]) -> tuple[list[str], list[list[Any]]]
 
     Each row gives the dataset's description, format, resolution, input dimension, classes, the
     images used, the pixel range actually loaded and the source the images came from.
+
+    Args:
+        data: The loaded datasets, one row each in the dict's order.
+
+    Returns:
+        The column names and one list of cells per dataset, as :func:`lhlib.report.show_table` takes
+        them.
     """
     header = [
         "Name",
@@ -591,6 +693,16 @@ def dataset_table(data: dict[str, Dataset]) -> tuple[list[str], list[list[Any]]]
 
 
 def main(argv: list[str] | None = None) -> None:
+    """The command line ``python -m lhlib.data fetch DATASET ...``: load and verify each dataset now.
+
+    One line per dataset says where it is available from, or why it is not.
+
+    Args:
+        argv: The arguments (``None``: ``sys.argv[1:]``).
+
+    Raises:
+        SystemExit: with status 2 for an unknown dataset, 1 when some dataset is not available.
+    """
     parser = argparse.ArgumentParser(prog="python -m lhlib.data", description="Fetch datasets ahead of time.")
     sub = parser.add_subparsers(dest="command", required=True)
     fetch = sub.add_parser("fetch", help="fetch and verify datasets")

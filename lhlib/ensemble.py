@@ -1,10 +1,11 @@
-r"""Seed ensembles: ``S`` networks of one configuration trained together in one batched pass.
+r"""Seed ensembles: :math:`S` networks of one configuration trained together in one batched pass.
 
-Member ``s`` is the run :func:`lhlib.train.train` would make with seed ``seeds[s]``: its own
+Member :math:`s` is the run :func:`lhlib.train.train` would make with seed ``seeds[s]``: its own
 initialisation (the :class:`~lhlib.models.MLP` it was built with) and its own mini-batch order (a
 ``torch.Generator`` seeded by ``seeds[s]``, one ``randperm`` per epoch). The members' weight
-matrices are stacked along a leading axis, ``W^{(p)} in R^{S x n_{p-1} x n_p}``, and one step
-evaluates every member on its own mini-batch with batched matrix products:
+matrices are stacked, transposed, along a leading axis, :math:`W^{(p)} \in \mathbb{R}^{S \times n_{p-1}
+\times n_p}`, and one step evaluates every member on its own mini-batch :math:`\mathcal{B}_s` with
+batched matrix products:
 
 .. math::
 
@@ -12,16 +13,16 @@ evaluates every member on its own mini-batch with batched matrix products:
     \qquad \frac{\partial \mathcal{L}}{\partial W_s}
     = \nabla_{W_s} \frac{1}{B} \sum_{b \in \mathcal{B}_s} \ell\bigl(f(x_b; W_s), y_b\bigr),
 
-so the gradient of the summed loss with respect to member ``s``'s slice is that member's own
+so the gradient of the summed loss with respect to member :math:`s`'s slice is that member's own
 gradient, and Adam, being elementwise, updates each slice as it would update the member alone.
-The result differs from ``S`` sequential runs only by float32 rounding (a batched and a single
+The result differs from :math:`S` sequential runs only by float32 rounding (a batched and a single
 matrix product may sum in different orders); ``tests/test_ensemble.py`` checks it.
 
 Why batched weights rather than ``vmap`` over ``functional_call``: the paper's networks are tiny,
 so a training step costs per-operation overhead rather than arithmetic. One ``bmm`` per layer keeps
-``S`` members at about the operation count of one; ``vmap`` adds its own overhead per operation,
+:math:`S` members at about the operation count of one; ``vmap`` adds its own overhead per operation,
 which made a one-member ensemble several times slower than :func:`lhlib.train.train` when tried.
-``benchmarks/bench_training.py`` times ``S`` seeds against ``S`` sequential runs.
+``benchmarks/bench_training.py`` times :math:`S` seeds against :math:`S` sequential runs.
 """
 
 from __future__ import annotations
@@ -40,7 +41,18 @@ __all__ = ["ensemble_logits", "ensemble_per_sample_losses", "stacked_weights", "
 
 
 def stacked_weights(models: Sequence[MLP]) -> list[torch.Tensor]:
-    """``[W^(1), ..., W^(L)]`` of all members, each ``(S, fan_in, fan_out)`` (transposed for ``x @ W``)."""
+    """The weight matrices of all members, stacked per layer and transposed for ``x @ W``.
+
+    Args:
+        models: The members, :class:`~lhlib.models.MLP` networks of one architecture.
+
+    Returns:
+        ``[W^(1), ..., W^(L)]`` as detached contiguous tensors, each ``(S, fan_in, fan_out)``; slice ``s`` of
+        the ``p``-th is ``models[s].weights()[p].T``.
+
+    Raises:
+        ValueError: when ``models`` is empty, holds something other than an MLP, or mixes architectures.
+    """
     if len(models) == 0 or not all(isinstance(m, MLP) for m in models):
         raise ValueError("models must be a non-empty list of lhlib.models.MLP networks")
     shapes = {tuple(tuple(w.shape) for w in m.weights()) for m in models}
@@ -52,7 +64,23 @@ def stacked_weights(models: Sequence[MLP]) -> list[torch.Tensor]:
 
 
 def ensemble_logits(weights: Sequence[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-    """Logits ``(S, B, K)`` of every member: ``x`` is ``(B, n)`` (shared) or ``(S, B, n)`` (one batch each)."""
+    r"""Logits of every member of the ensemble, by one batched product per layer.
+
+    In the paper's orientation (:math:`\mathbf W^{(p)}_s` the ``out x in`` matrix of member :math:`s`,
+    :math:`\sigma` the ReLU):
+
+    .. math::
+
+        \mathbf z_s = \mathbf W^{(L)}_s\,\sigma\bigl(\mathbf W^{(L-1)}_s \cdots
+        \sigma(\mathbf W^{(1)}_s \mathbf x)\bigr).
+
+    Args:
+        weights: :func:`stacked_weights`' ``(S, fan_in, fan_out)`` tensors, at least two.
+        x: The inputs, ``(B, n)`` shared by every member or ``(S, B, n)`` one batch per member.
+
+    Returns:
+        The ``(S, B, K)`` logits.
+    """
     # bmm for per-member batches: matmul would add expand/reshape/view calls per layer, and those
     # per-operation costs are most of a training step here. Shared inputs broadcast through matmul.
     first, *middle, last = weights  # an MLP has at least two weight matrices
@@ -66,7 +94,25 @@ def ensemble_logits(weights: Sequence[torch.Tensor], x: torch.Tensor) -> torch.T
 def ensemble_per_sample_losses(
     models: Sequence[MLP], x: torch.Tensor, y: torch.Tensor, batch_size: int = 8192
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-sample cross-entropies ``(S, N)`` and correct-classification flags ``(S, N)`` of every member."""
+    r"""Per-sample cross-entropies and correct-classification flags of every member, without gradients.
+
+    .. math::
+
+        \ell_{si} = -\log \operatorname{softmax}(\mathbf z_{si})_{y_i}, \qquad
+        c_{si} = \bigl[\operatorname{arg\,max}_c z_{sic} = y_i\bigr].
+
+    Args:
+        models: The members (one architecture).
+        x: The ``(N, n)`` inputs, shared by every member.
+        y: The ``(N,)`` labels.
+        batch_size: Samples per forward pass.
+
+    Returns:
+        The pair ``(losses, correct)``, both ``(S, N)``, of float losses and boolean flags.
+
+    Raises:
+        ValueError: when ``batch_size < 1`` or ``models`` is not a valid ensemble (:func:`stacked_weights`).
+    """
     check_int("batch_size", batch_size, minimum=1)
     weights = stacked_weights(models)
     losses, correct = [], []
@@ -90,11 +136,36 @@ def train_ensemble(
     threads: int = 2,
     progress: bool = False,
 ) -> list[TrainingHistory]:
-    """Train ``models[s]`` in place as :func:`lhlib.train.train` would with ``seed=seeds[s]``, all at once.
+    r"""Train ``models[s]`` in place as :func:`lhlib.train.train` would with ``seed=seeds[s]``, all at once.
 
-    ``models`` share one architecture and the device of ``x`` and ``y``; ``threads`` is the torch
-    CPU thread count while training (the batched products are large enough to share out).
-    Returns each member's per-epoch mean mini-batch loss.
+    Each Adam step minimises the sum over members of each member's mean loss on its own mini-batch
+    :math:`\mathcal{B}_s` (see the module docstring); the recorded epoch loss is the sample-weighted
+    mean of those mini-batch losses, each taken before its own step:
+
+    .. math::
+
+        \mathcal{L}(W) = \sum_{s=1}^{S} \frac{1}{|\mathcal{B}_s|} \sum_{b \in \mathcal{B}_s}
+        \ell\bigl(f(x_b; W_s), y_b\bigr).
+
+    Afterwards every member holds its trained weights and is in eval mode.
+
+    Args:
+        models: The members; they share one architecture and the device of ``x`` and ``y``.
+        x: The ``(N, n)`` training inputs.
+        y: The ``(N,)`` labels.
+        seeds: One seed per member, for its mini-batch order.
+        epochs: The number of passes over the data.
+        batch_size: Samples per member per mini-batch.
+        lr: Adam's learning rate (positive).
+        threads: The torch CPU thread count while training (the batched products are large enough to
+            share out).
+        progress: Whether to show a progress bar over the epochs.
+
+    Returns:
+        One :class:`~lhlib.train.TrainingHistory` per member, with its per-epoch mean mini-batch loss.
+
+    Raises:
+        ValueError: when ``seeds`` does not have one entry per model or a setting is out of range.
     """
     weights = [w.requires_grad_() for w in stacked_weights(models)]
     seeds = check_int_list("seeds", list(seeds), minimum=0)

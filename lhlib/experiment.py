@@ -1,4 +1,4 @@
-"""One configuration of the paper's experiment: train the network, then per-sample losses at theta-hat.
+r"""One configuration of the paper's experiment: train the network, then per-sample losses at :math:`\hat{\theta}`.
 
 :func:`trained_networks` is what every chapter calls: a seed ensemble of one configuration. The
 paper's MLP trains all seeds in one batched pass (:mod:`lhlib.ensemble`); the other families of
@@ -25,17 +25,23 @@ from lhlib.settings import FAMILIES, SweepSettings
 from lhlib.train import resolve_device, train
 from lhlib.validation import check_choice, check_float, check_int, check_int_list
 
-__all__ = ["TrainedNetwork", "trained_network", "trained_networks"]
+__all__ = ["TrainedNetwork", "settings_networks", "trained_network", "trained_networks"]
 
 
 @dataclass(frozen=True)
 class TrainedNetwork:
-    """A trained network (on the CPU, in eval mode) and what was measured at theta-hat.
+    r"""A trained network (on the CPU, in eval mode) and what was measured at :math:`\hat{\theta}`.
 
-    ``seed`` drew its initialisation and its mini-batch order. ``losses`` are the per-sample
-    cross-entropies on the training data at the trained point (float32, CPU); ``train_loss`` is
-    their mean and ``train_accuracy`` the fraction classified correctly; ``epoch_loss`` is the mean
-    mini-batch loss of each epoch during training.
+    Attributes:
+        seed: The seed that drew its initialisation and its mini-batch order.
+        model: The trained network, :math:`f_{\hat{\theta}}`.
+        losses: The ``(N,)`` float32 per-sample cross-entropies
+            :math:`\ell(f_{\hat{\theta}}(\mathbf{x}_i), \mathbf{y}_i)` on the training data (CPU).
+        train_loss: Their mean, :math:`\mathcal{L}_N(\hat{\theta})` (accumulated in float64).
+        train_accuracy: The fraction of training samples whose largest logit is the label's.
+        epoch_loss: The mean mini-batch loss of each epoch during training, batches weighted by their
+            size (each measured before its own step).
+        from_cache: Whether the network came from the results store rather than being trained now.
     """
 
     seed: int
@@ -126,18 +132,50 @@ def trained_networks(
     family: str = "mlp",
     image_shape: Sequence[int] | None = None,
 ) -> list[TrainedNetwork]:
-    """Train a network once per seed on ``(x, y)`` (or load members from the results store).
+    r"""Train a network once per seed on ``(x, y)`` (or load members from the results store).
 
     ``family`` is one of :data:`lhlib.settings.FAMILIES`: the paper's MLP by default, for
     which ``hidden_size`` is ``h`` and ``num_layers`` counts the hidden-to-hidden layers. For
     ``"cnn"`` and ``"vit"``, ``hidden_size`` is the width (channels, embedding dimension) and
-    ``num_layers`` the number of convolution or attention blocks, and ``image_shape`` (channels,
-    height, width) says how to fold the flattened rows of ``x`` back into images. Member ``s`` starts
-    from ``build_network(..., seed=seeds[s])`` and visits the data in the order drawn from the same
-    seed, as :func:`lhlib.train.train` would. The device type is part of each key, because CPU and
-    GPU arithmetic differ in the last bits.
+    ``num_layers`` the number of convolution or attention blocks. Member ``s`` starts from
+    ``build_network(..., seed=seeds[s])`` and visits the data in the order drawn from the same seed,
+    as :func:`lhlib.train.train` would (Adam, mini-batches of ``batch_size``). The device type is part
+    of each key, because CPU and GPU arithmetic differ in the last bits. Each member reports, at its
+    trained parameters :math:`\hat{\theta}`, the per-sample cross-entropies and their mean
+
+    .. math::
+
+        \ell_i = \ell(f_{\hat{\theta}}(\mathbf{x}_i), \mathbf{y}_i)
+               = -\log \operatorname{softmax}(f_{\hat{\theta}}(\mathbf{x}_i))_{y_i},
+        \qquad
+        \mathcal{L}_N(\hat{\theta}) = \frac{1}{N} \sum_{i=1}^{N} \ell_i .
+
+    Args:
+        x: The ``(N, n)`` flattened inputs.
+        y: The ``(N,)`` int64 labels.
+        num_classes: The number of classes :math:`K`, the network's outputs.
+        hidden_size: The width (``h`` for the MLP).
+        num_layers: The depth (hidden-to-hidden layers for the MLP, blocks otherwise).
+        seeds: One seed per member, distinct and ``>= 0``.
+        epochs: Training epochs.
+        batch_size: Mini-batch size.
+        lr: Adam's learning rate, ``> 0``.
+        device: Where to train (``"auto"``: :func:`lhlib.train.resolve_device` picks); the networks
+            come back on the CPU.
+        use_cache: Whether to load and store members in the results store (:mod:`lhlib.cache`).
+        family: ``"mlp"``, ``"cnn"`` or ``"vit"``.
+        image_shape: ``(channels, height, width)``, how to fold the rows of ``x`` back into images;
+            needed for ``"cnn"`` and ``"vit"``, ``(1, 1, n)`` by default for the MLP.
+
+    Returns:
+        One :class:`TrainedNetwork` per seed, in the order of ``seeds``.
+
+    Raises:
+        ValueError: when a parameter is out of range, ``family`` is unknown, ``device`` is not present,
+            or ``image_shape`` is missing or does not have ``n`` entries.
     """
     image_shape = _checked_image_shape(family, image_shape, x.shape[1])
+    check_int("num_classes", num_classes, minimum=2)
     check_int("hidden_size", hidden_size, minimum=1)
     check_int("num_layers", num_layers, minimum=0)
     seeds = check_int_list("seeds", list(seeds), minimum=0)
@@ -203,9 +241,30 @@ def settings_networks(
     settings: SweepSettings,
     **family,
 ) -> list[TrainedNetwork]:
-    """:func:`trained_networks` with the training recipe, seeds and device of ``settings``.
+    r""":func:`trained_networks` with the training recipe, seeds and device of ``settings``.
 
-    ``family`` passes ``family`` and ``image_shape`` on, for networks other than the paper's MLP.
+    It measures what :func:`trained_networks` does: at each member's :math:`\hat{\theta}`,
+
+    .. math::
+
+        \ell_i = \ell(f_{\hat{\theta}}(\mathbf{x}_i), \mathbf{y}_i), \qquad
+        \mathcal{L}_N(\hat{\theta}) = \frac{1}{N} \sum_{i=1}^{N} \ell_i .
+
+    Args:
+        x: The ``(N, n)`` flattened inputs.
+        y: The ``(N,)`` int64 labels.
+        num_classes: The number of classes :math:`K`.
+        hidden_size: The width (``h`` for the MLP).
+        num_layers: The depth (hidden-to-hidden layers for the MLP, blocks otherwise).
+        settings: Gives ``epochs``, ``batch_size``, ``lr``, ``seeds`` and ``device``.
+        **family: ``family`` and ``image_shape`` (and ``use_cache``), passed on, for networks other
+            than the paper's MLP.
+
+    Returns:
+        One :class:`TrainedNetwork` per seed of ``settings.seeds``, in that order.
+
+    Raises:
+        ValueError: as :func:`trained_networks`.
     """
     return trained_networks(
         x,
@@ -223,6 +282,27 @@ def settings_networks(
 
 
 def trained_network(x: torch.Tensor, y: torch.Tensor, *, seed: int = 0, **settings) -> TrainedNetwork:
-    """The one-seed case of :func:`trained_networks` (same keyword arguments, ``seed`` for ``seeds``)."""
+    r"""The one-seed case of :func:`trained_networks` (same keyword arguments, ``seed`` for ``seeds``).
+
+    It measures, at the trained parameters :math:`\hat{\theta}`,
+
+    .. math::
+
+        \ell_i = \ell(f_{\hat{\theta}}(\mathbf{x}_i), \mathbf{y}_i), \qquad
+        \mathcal{L}_N(\hat{\theta}) = \frac{1}{N} \sum_{i=1}^{N} \ell_i .
+
+    Args:
+        x: The ``(N, n)`` flattened inputs.
+        y: The ``(N,)`` int64 labels.
+        seed: The seed of the initialisation and of the mini-batch order, ``>= 0``.
+        **settings: The keyword arguments of :func:`trained_networks` other than ``seeds``
+            (``num_classes``, ``hidden_size`` and ``num_layers`` are required).
+
+    Returns:
+        The :class:`TrainedNetwork`.
+
+    Raises:
+        ValueError: when ``seed`` is not an integer ``>= 0``, or as :func:`trained_networks`.
+    """
     check_int("seed", seed, minimum=0)
     return trained_networks(x, y, seeds=[seed], **settings)[0]

@@ -1,26 +1,30 @@
-"""Image features from a pretrained backbone, for the paper's feature-extraction experiment (Figures 3, 5).
+r"""Image features from a pretrained backbone, for the paper's feature-extraction experiment (Figures 3, 5).
 
 The authors embed every training image with the Hugging Face pipeline ``"image-feature-extraction"``
 on ``google/vit-base-patch16-224`` with ``pool=True``. That pipeline converts each PIL image to RGB
-(``Image.convert("RGB")``: a grayscale pixel ``v`` becomes ``(v, v, v)``), runs the checkpoint's
-image processor (resize to 224 x 224, bilinear; rescale by 1/255; normalise with mean = std = 0.5)
-and returns the model's ``pooler_output``. For ViT that is **not** the [CLS] hidden state but
+(``Image.convert("RGB")``: a grayscale pixel :math:`v` becomes :math:`(v, v, v)`), runs the
+checkpoint's image processor (resize to 224 x 224, bilinear; rescale by 1/255; normalise with
+mean = std = 0.5) and returns the model's ``pooler_output``. For ViT that is **not** the [CLS]
+hidden state but
 
-    pooler_output = tanh(W_p c + b_p),    c = LayerNorm(last hidden state of the [CLS] token),
+.. math::
+
+    \mathtt{pooler\_output} = \tanh(W_p c + b_p), \qquad
+    c = \operatorname{LayerNorm}(\text{last hidden state of the [CLS] token}),
 
 and the ``google/vit-base-patch16-224`` checkpoint (a ``ViTForImageClassification``) holds no
-``W_p``, ``b_p``: ``AutoModel`` builds a ``ViTModel`` whose pooler is freshly initialised
-(``W_p ~ N(0, 0.02^2)``, ``b_p = 0``) from the global random state at every load. The authors'
-768-dimensional features are therefore ``tanh`` of an unseeded random projection of ``c``.
-``pooling="pooler"`` reproduces this with the pooler drawn from ``pooler_seed`` (so a run is
-repeatable); ``pooling="cls"`` returns ``c`` itself.
+:math:`W_p`, :math:`b_p`: ``AutoModel`` builds a ``ViTModel`` whose pooler is freshly initialised
+(:math:`W_p \sim \mathcal{N}(0, 0.02^2)`, :math:`b_p = 0`) from the global random state at every
+load. The authors' 768-dimensional features are therefore :math:`\tanh` of an unseeded random
+projection of :math:`c`. ``pooling="pooler"`` reproduces this with the pooler drawn from
+``pooler_seed`` (so a run is repeatable); ``pooling="cls"`` returns :math:`c` itself.
 
 Backbones, selected by name (:func:`make_backbone`):
 
-* a Hugging Face checkpoint id (default :data:`lhlib.settings.DEFAULT_BACKBONE`) or a local folder holding one,
-  loaded with ``AutoImageProcessor`` and ``AutoModel`` (no ``trust_remote_code``), every hub request
-  under a timeout and all of them within ``HUB_TOTAL_TIMEOUT_S``; ``revision`` is resolved to a
-  commit hash that enters the cache key;
+* a Hugging Face checkpoint id (default :data:`lhlib.settings.DEFAULT_BACKBONE`) or a local folder
+  holding one, loaded with ``AutoImageProcessor`` and ``AutoModel`` (no ``trust_remote_code``),
+  every hub request under a timeout and all of them within ``HUB_TOTAL_TIMEOUT_S``; ``revision`` is
+  resolved to a commit hash that enters the cache key;
 * ``"offline-cnn"``: a small CNN that this book trains itself, for machines without hub access, on
   training images disjoint from those it embeds (images ``train_size .. train_size + 10000`` of the
   same dataset), cached in the results store. Its :attr:`Backbone.provenance` says exactly that.
@@ -89,9 +93,19 @@ class BackboneUnavailable(RuntimeError):
 
 
 def to_rgb(images: torch.Tensor) -> torch.Tensor:
-    """uint8 ``N x C x H x W`` images as ``N x 3 x H x W``, as PIL's ``convert("RGB")`` makes them.
+    """uint8 ``(N, C, H, W)`` images as ``(N, 3, H, W)``, as PIL's ``convert("RGB")`` makes them.
 
-    A grayscale (``C = 1``, PIL mode ``"L"``) pixel ``v`` becomes ``(v, v, v)``; RGB images pass through.
+    A grayscale (:math:`C = 1`, PIL mode ``"L"``) pixel :math:`v` becomes :math:`(v, v, v)`; RGB images
+    pass through unchanged.
+
+    Args:
+        images: uint8 ``(N, C, H, W)`` images with :math:`C` 1 or 3.
+
+    Returns:
+        The uint8 ``(N, 3, H, W)`` images (``images`` itself when already RGB).
+
+    Raises:
+        ValueError: when ``images`` is not a uint8 four-dimensional tensor with 1 or 3 channels.
     """
     if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] not in (1, 3):
         raise ValueError(
@@ -101,10 +115,20 @@ def to_rgb(images: torch.Tensor) -> torch.Tensor:
 
 
 def pil_rgb_difference(images: torch.Tensor) -> int:
-    """Largest ``|to_rgb(images) - PIL convert("RGB")|`` over every pixel and channel (0: they agree).
+    r"""Largest difference between :func:`to_rgb` and PIL's ``convert("RGB")`` over every pixel and channel.
 
-    The authors' pipeline converts each PIL image with ``convert("RGB")``; :func:`to_rgb` does the
-    same for a batch. This compares the two image by image.
+    The authors' pipeline converts each PIL image with ``convert("RGB")``; :func:`to_rgb` does the same
+    for a batch. This compares the two image by image:
+
+    .. math::
+
+        \max_{n, c, h, w} \bigl| \operatorname{to\_rgb}(u)_{nchw} - \operatorname{PIL}(u_n)_{chw} \bigr|.
+
+    Args:
+        images: uint8 ``(N, C, H, W)`` images with :math:`C` 1 or 3.
+
+    Returns:
+        The largest absolute difference, an ``int`` (0 when the two agree).
     """
     from PIL import Image
 
@@ -125,12 +149,20 @@ class Backbone:
 
     ``identity()`` is cheap (no weights loaded) and names everything that determines the features;
     :func:`extract_features` puts it into the cache key. ``embed`` loads the weights on first use.
+
+    Attributes:
+        name: The backbone's name: a checkpoint id or folder, ``"offline-cnn"``, or the name a
+            :class:`ModelBackbone` is given.
     """
 
     name: str = ""
 
     def identity(self) -> dict[str, Any]:
-        """The settings that determine the features (the cache key of the features)."""
+        """The settings that determine the features (the cache key of the features).
+
+        Returns:
+            A JSON-serialisable ``dict`` of those settings.
+        """
         raise NotImplementedError
 
     @property
@@ -146,7 +178,14 @@ class Backbone:
         raise NotImplementedError
 
     def embed(self, rgb: torch.Tensor) -> torch.Tensor:
-        """Features (float32, CPU) of a batch of uint8 ``B x 3 x H x W`` images."""
+        """Features of a batch of images.
+
+        Args:
+            rgb: uint8 ``(B, 3, H, W)`` RGB images.
+
+        Returns:
+            The float32 ``(B, D)`` features, on the CPU.
+        """
         raise NotImplementedError
 
 
@@ -264,6 +303,20 @@ class ModelBackbone(Backbone):
     ``pooling="pooler"`` returns ``pooler_output`` (what the pipeline's ``pool=True`` returns),
     ``"cls"`` the final [CLS] hidden state. Images go through ``processor`` exactly as the pipeline
     sends them (RGB, then the processor's resize, rescale and normalisation), in batches, on ``device``.
+
+    Args:
+        model: The ``transformers`` model.
+        processor: Its image processor.
+        name: The name the backbone reports.
+        pooling: ``"pooler"`` or ``"cls"``.
+        device: Where to embed (see :func:`lhlib.train.resolve_device`).
+        half_precision: Embed in float16 (on CUDA only; elsewhere float32).
+        key: The settings that name the weights in :meth:`identity`; ``None`` fingerprints the weights
+            and the processor's configuration.
+        note: Appended to :attr:`provenance`.
+
+    Raises:
+        ValueError: when ``pooling`` or ``device`` is not accepted.
     """
 
     def __init__(
@@ -294,7 +347,11 @@ class ModelBackbone(Backbone):
         return self.model, self.processor
 
     def identity(self) -> dict[str, Any]:
-        """The settings that determine the features (the cache key of the features)."""
+        """The settings that determine the features (the cache key of the features).
+
+        Returns:
+            A ``dict`` of the backbone's name, its weights' key, the pooling, the dtype and the device type.
+        """
         key = (
             self._key
             if self._key is not None
@@ -319,7 +376,26 @@ class ModelBackbone(Backbone):
 
     @torch.no_grad()
     def embed(self, rgb: torch.Tensor) -> torch.Tensor:
-        """Features ``(N, D)`` of RGB images ``(N, 3, H, W)`` (uint8)."""
+        r"""Features of RGB images: the model's pooler output or its final [CLS] hidden state.
+
+        With :math:`\tilde u` the image after the processor's resize, rescale and normalisation and
+        :math:`c(\tilde u)` the final (for ViT, layer-normalised) hidden state of the [CLS] token, the
+        features are, for a ViT pooler,
+
+        .. math::
+
+            \phi(u) = \tanh\bigl(W_p \, c(\tilde u) + b_p\bigr) \quad (\mathtt{pooling} = \mathtt{"pooler"}),
+            \qquad \phi(u) = c(\tilde u) \quad (\mathtt{pooling} = \mathtt{"cls"}).
+
+        Args:
+            rgb: uint8 ``(N, 3, H, W)`` RGB images.
+
+        Returns:
+            The float32 ``(N, D)`` features, on the CPU.
+
+        Raises:
+            ValueError: when ``pooling="pooler"`` and the model has no pooler.
+        """
         model, processor = self._loaded()
         model.to(self.device, self.dtype).eval()
         extra = {"device": self.device} if _is_tensor_processor(processor) else {}
@@ -329,11 +405,28 @@ class ModelBackbone(Backbone):
 
 
 class HubBackbone(ModelBackbone):
-    """A Hugging Face checkpoint (hub id or local folder), loaded lazily under hub timeouts.
+    r"""A Hugging Face checkpoint (hub id or local folder), loaded lazily under hub timeouts.
 
     When the checkpoint has no pooler weights (``google/vit-base-patch16-224`` has none) and
-    ``pooling="pooler"``, the pooler is drawn as ``transformers`` draws it (``W ~ N(0, std^2)``
-    with ``std = config.initializer_range``, ``b = 0``) but from ``pooler_seed``.
+    ``pooling="pooler"``, the pooler is drawn as ``transformers`` draws it
+    (:math:`W \sim \mathcal{N}(0, \sigma^2)` with :math:`\sigma` = ``config.initializer_range``,
+    :math:`b = 0`) but from ``pooler_seed``. A local folder's revision is the hash of its weights and
+    configuration files; a hub revision is resolved to a commit when the backbone is made.
+
+    Args:
+        name: A hub model id or a local checkpoint folder.
+        revision: The hub revision (branch, tag or commit).
+        pooling: ``"pooler"`` or ``"cls"``.
+        pooler_seed: Seeds the pooler when the checkpoint lacks its weights.
+        device: Where to embed (see :func:`lhlib.train.resolve_device`).
+        half_precision: Embed in float16 (on CUDA only).
+        timeout_s: Seconds for one hub request.
+        total_timeout_s: Seconds for everything the backbone asks of the hub.
+
+    Raises:
+        ValueError: when a setting is not accepted.
+        BackboneUnavailable: when the revision cannot be resolved (or, on first use, the weights
+            cannot be loaded) within the timeouts.
     """
 
     def __init__(
@@ -438,10 +531,16 @@ class HubBackbone(ModelBackbone):
 
 
 class SmallCNN(nn.Module):
-    """The offline backbone: two conv-ReLU-maxpool blocks, a 4 x 4 average pool, then
-    ``tanh(Linear(., feature_dim))`` as the embedding (bounded like ViT's pooler output), and a
-    linear classifier on the embedding used only to train it. Inputs: uint8 RGB images mapped to
-    ``[-1, 1]`` as the ViT processor does (rescale, mean = std = 0.5), at their native resolution.
+    r"""The offline backbone: two conv-ReLU-maxpool blocks, an adaptive average pool to 4 x 4, then
+    :math:`\tanh(\operatorname{Linear}(\cdot, \mathtt{feature\_dim}))` as the embedding.
+
+    The :math:`\tanh` keeps the embedding bounded like ViT's pooler output; a linear classifier on the
+    embedding is used only to train it. Inputs are uint8 RGB images mapped to :math:`[-1, 1]` as the
+    ViT processor does (rescale, mean = std = 0.5), at their native resolution.
+
+    Args:
+        num_classes: The classes of the training head.
+        feature_dim: The dimension :math:`D` of the embedding.
     """
 
     def __init__(self, num_classes: int, feature_dim: int = 768):
@@ -462,24 +561,79 @@ class SmallCNN(nn.Module):
 
     @staticmethod
     def normalise(rgb: torch.Tensor) -> torch.Tensor:
-        """uint8 RGB to ``[-1, 1]``."""
+        r"""uint8 RGB to :math:`[-1, 1]`, the ViT processor's rescale and normalisation.
+
+        .. math::
+
+            \tilde u = \frac{u}{127.5} - 1 = \frac{u / 255 - 0.5}{0.5}.
+
+        Args:
+            rgb: uint8 RGB images.
+
+        Returns:
+            The float32 images, same shape, in :math:`[-1, 1]`.
+        """
         return rgb.float() / 127.5 - 1.0
 
     def embed(self, rgb: torch.Tensor) -> torch.Tensor:
-        """Features ``(N, D)`` of RGB images ``(N, 3, H, W)`` (uint8)."""
+        r"""Features of RGB images.
+
+        With :math:`\beta_j = \operatorname{MaxPool}_2 \circ \operatorname{ReLU} \circ \operatorname{Conv}_j`
+        the two blocks and :math:`\tilde u` the image mapped by :meth:`normalise`,
+
+        .. math::
+
+            \phi(u) = \tanh\bigl(W \operatorname{vec}(\operatorname{AvgPool}_{4 \times 4}(\beta_2(\beta_1(\tilde u))))
+            + b\bigr).
+
+        Args:
+            rgb: uint8 ``(N, 3, H, W)`` RGB images.
+
+        Returns:
+            The ``(N, D)`` features.
+        """
         return self.body(self.normalise(rgb))
 
     def forward(self, rgb: torch.Tensor) -> torch.Tensor:
-        """Class logits of RGB images (the head is used only to train the backbone)."""
+        r"""Class logits of RGB images (the head is used only to train the backbone).
+
+        .. math::
+
+            z = W_c \, \phi(u) + b_c,
+
+        with :math:`\phi` the embedding of :meth:`embed`.
+
+        Args:
+            rgb: uint8 ``(N, 3, H, W)`` RGB images.
+
+        Returns:
+            The ``(N, K)`` logits.
+        """
         return self.head(self.embed(rgb))
 
 
 class OfflineCNNBackbone(Backbone):
     """:class:`SmallCNN` trained by this book on images disjoint from the ones it embeds.
 
-    It is trained with Adam on ``train_images`` (uint8 ``N x C x H x W``, e.g. training images
+    It is trained with Adam (:func:`lhlib.train.train`) on ``train_images`` (e.g. training images
     ``train_size .. train_size + 10000`` of the dataset whose first ``train_size`` images are then
     embedded), cached in the results store under the images' fingerprint and every training setting.
+
+    Args:
+        train_images: uint8 ``(N, C, H, W)`` training images (grayscale converted to RGB).
+        train_labels: Their ``(N,)`` labels.
+        num_classes: The number of classes.
+        source: Where the training images come from, for :attr:`provenance`.
+        seed: Seeds the initialisation and the training order.
+        device: Where to train and embed.
+        epochs: Training epochs.
+        batch_size: Training mini-batch size.
+        lr: Adam's learning rate.
+        feature_dim: The dimension :math:`D` of the embedding.
+
+    Raises:
+        ValueError: when ``seed`` or ``epochs`` is out of range, or there are fewer than
+            ``2 * num_classes`` training images.
     """
 
     name = OFFLINE_BACKBONE
@@ -526,7 +680,12 @@ class OfflineCNNBackbone(Backbone):
         }
 
     def identity(self) -> dict[str, Any]:
-        """The settings that determine the features (the cache key of the features)."""
+        """The settings that determine the features (the cache key of the features).
+
+        Returns:
+            A ``dict`` of the backbone's name, its architecture, the training data's fingerprint and every
+            training setting.
+        """
         return {"backbone": self.name, **self._params()}
 
     @property
@@ -568,7 +727,21 @@ class OfflineCNNBackbone(Backbone):
 
     @torch.no_grad()
     def embed(self, rgb: torch.Tensor) -> torch.Tensor:
-        """Features ``(N, D)`` of RGB images ``(N, 3, H, W)`` (uint8), on the CPU."""
+        r"""Features of RGB images by the trained :class:`SmallCNN` (trained or loaded on first use).
+
+        .. math::
+
+            \phi(u) = \tanh\bigl(W \operatorname{vec}(\operatorname{AvgPool}_{4 \times 4}(\beta_2(\beta_1(\tilde u))))
+            + b\bigr)
+
+        (:meth:`SmallCNN.embed`).
+
+        Args:
+            rgb: uint8 ``(N, 3, H, W)`` RGB images.
+
+        Returns:
+            The float32 ``(N, D)`` features, on the CPU.
+        """
         return self._loaded().embed(rgb.to(self.device)).float().cpu()
 
 
@@ -579,10 +752,20 @@ class OfflineCNNBackbone(Backbone):
 
 @dataclass(frozen=True)
 class FeatureSet:
-    """Features ``x`` (float32 ``N x D``, CPU) of images, with where they came from.
+    """Features of images, with where they came from.
 
     ``seconds`` and ``images_per_second`` are those of the extraction that computed them (also when
     they now come from the cache); ``from_cache`` says whether this call loaded them.
+
+    Attributes:
+        x: The float32 ``(N, D)`` features, on the CPU.
+        backbone: The backbone's name.
+        provenance: The backbone's provenance line.
+        feature_dim: :math:`D`.
+        identity: The cache key the features were stored under.
+        seconds: Seconds the extraction took.
+        images_per_second: Images embedded per second by that extraction.
+        from_cache: Whether this call loaded the features from the cache.
     """
 
     x: torch.Tensor
@@ -596,7 +779,14 @@ class FeatureSet:
 
 
 def features_table(features: dict[str, FeatureSet]) -> tuple[list[str], list[list[Any]]]:
-    """Per dataset: dimension, value range, extraction speed, cache use and backbone, as ``(header, rows)``."""
+    """Per dataset: dimension, value range, extraction speed, cache use and backbone.
+
+    Args:
+        features: Per dataset name, its :class:`FeatureSet`.
+
+    Returns:
+        The table as ``(header, rows)``, one row per dataset.
+    """
     header = ["Dataset", "Dimension", "Value range", "Images / s", "From cache", "Backbone"]
     rows = [
         [
@@ -637,13 +827,36 @@ def extract_features(
     use_cache: bool = True,
     progress: bool = True,
 ) -> FeatureSet:
-    """Embed uint8 ``N x C x H x W`` ``images`` (grayscale converted to RGB first) in batches.
+    r"""Embed uint8 ``(N, C, H, W)`` ``images`` (grayscale converted to RGB first) in batches.
+
+    With :math:`\phi` the backbone's :meth:`Backbone.embed` and :math:`u_n` the images,
+
+    .. math::
+
+        X = \bigl[\phi(\operatorname{to\_rgb}(u_1)), \dots, \phi(\operatorname{to\_rgb}(u_N))\bigr]^\top
+        \in \mathbb{R}^{N \times D}.
 
     ``dataset`` and ``indices`` (``(start, stop)`` into the dataset's training split) name the
     images; with their fingerprint, the backbone's identity and the preprocessing they form the cache
     key. A cached result is returned without loading the backbone.
+
+    Args:
+        backbone: The backbone.
+        images: The uint8 ``(N, C, H, W)`` images.
+        dataset: The dataset's name, for the cache key.
+        indices: ``(start, stop)`` of the images in the dataset's training split.
+        batch_size: Images per batch.
+        use_cache: Whether to read and write the results store.
+        progress: Whether to show a progress bar.
+
+    Returns:
+        The :class:`FeatureSet` of the ``N`` images.
+
+    Raises:
+        ValueError: when ``stop - start`` is not the number of images or ``batch_size`` is not positive.
+        FloatingPointError: when a feature is not finite.
     """
-    check_int("feature_batch_size", batch_size, minimum=1)
+    check_int("batch_size", batch_size, minimum=1)
     start, stop = indices
     if stop - start != images.shape[0]:
         raise ValueError(f"indices {indices} do not match the {images.shape[0]} images given")
@@ -694,6 +907,24 @@ def make_backbone(
 
     ``"offline-cnn"`` is trained on the next (up to) 10000 training images of the same dataset;
     anything else is a Hugging Face checkpoint (``revision`` resolved now, weights loaded on first use).
+
+    Args:
+        backbone: ``"offline-cnn"``, a hub model id or a local checkpoint folder.
+        dataset: The dataset whose images are embedded.
+        train_size: How many of its first training images are embedded.
+        revision: The hub revision (ignored by the offline CNN).
+        pooling: ``"pooler"`` or ``"cls"`` (ignored by the offline CNN).
+        seed: The pooler's seed for a checkpoint, the training seed for the offline CNN.
+        device: Where to embed (and train).
+        half_precision: Embed in float16 on CUDA (checkpoints only).
+
+    Returns:
+        A :class:`HubBackbone` or an :class:`OfflineCNNBackbone`.
+
+    Raises:
+        ValueError: when ``backbone`` is not accepted, or ``train_size`` leaves too few images to train
+            the offline CNN.
+        BackboneUnavailable: when a checkpoint's revision cannot be resolved.
     """
     check_backbone(backbone)
     if backbone != OFFLINE_BACKBONE:
@@ -722,7 +953,19 @@ def make_backbone(
 def dataset_features(
     dataset: str, train_size: int, backbone: Backbone, *, batch_size: int = 64, use_cache: bool = True
 ) -> tuple[FeatureSet, torch.Tensor, Any]:
-    """Features of the first ``train_size`` training images of ``dataset``, their labels and metadata."""
+    """Features of the first ``train_size`` training images of ``dataset``, their labels and metadata.
+
+    Args:
+        dataset: The dataset's name.
+        train_size: How many of its first training images to embed.
+        backbone: The backbone (e.g. from :func:`make_backbone`).
+        batch_size: Images per batch.
+        use_cache: Whether to read and write the results store.
+
+    Returns:
+        ``(features, labels, info)``, the :class:`FeatureSet`, the ``(train_size,)`` labels and the
+        dataset's metadata from :func:`lhlib.data.load_images`.
+    """
     images, labels, info = load_images(dataset, train_size)
     features = extract_features(
         backbone, images, dataset=dataset, indices=(0, train_size), batch_size=batch_size, use_cache=use_cache

@@ -98,7 +98,16 @@ def use_style() -> None:
 
 
 def sweep_colors(count: int, cmap: str = "viridis") -> list:
-    """``count`` colours ordered along ``cmap``, so a sweep reads from dark (small) to light (large)."""
+    """``count`` colours ordered along ``cmap``, so a sweep reads from dark (small) to light (large).
+
+    Args:
+        count: The number of colours.
+        cmap: A matplotlib colormap name.
+
+    Returns:
+        A list of ``count`` RGBA tuples, evenly spaced from 0 to 0.9 of the colormap (its lightest
+        tenth is left out).
+    """
     colormap = plt.get_cmap(cmap)
     return [colormap(0.9 * i / max(count - 1, 1)) for i in range(count)]
 
@@ -136,6 +145,13 @@ def check_figure(fig: mpl.figure.Figure, name: str) -> None:
     log axis, a span below ``1e-9`` of the magnitude on a linear one: what is left is rounding) or
     when a line, scatter point or bar sits at a value of :data:`CLIPPING_FLOORS`. Colour bars and
     empty panels are not checked.
+
+    Args:
+        fig: The figure, drawn (its axis limits settled).
+        name: The figure's name, for the message.
+
+    Raises:
+        ValueError: when an axis has collapsed or a plotted value is a clipping floor.
     """
     colour_bars = {
         id(image.colorbar.ax)
@@ -165,8 +181,16 @@ def check_figure(fig: mpl.figure.Figure, name: str) -> None:
 def save_figure(fig: mpl.figure.Figure, output_dir: str | Path, name: str) -> Path:
     """Check ``fig`` (:func:`check_figure`), then save it as ``<output_dir>/<name>.png`` and ``.pdf``.
 
+    Args:
+        fig: The figure.
+        output_dir: The chapter's output folder, created if needed.
+        name: The file name without extension.
+
     Returns:
         The PNG's path.
+
+    Raises:
+        ValueError: when :func:`check_figure` refuses the figure.
     """
     fig.draw_without_rendering()  # settles the axis limits the check reads
     check_figure(fig, name)
@@ -184,8 +208,16 @@ def show_figure(fig: mpl.figure.Figure, output_dir: str | Path, name: str) -> Pa
     that draws it is tagged ``remove-output``, so the built page shows the figure once, captioned,
     while Jupyter, JupyterLab and Colab show it under the cell.
 
+    Args:
+        fig: The figure.
+        output_dir: The chapter's output folder, created if needed.
+        name: The file name without extension and the glue key.
+
     Returns:
         The PNG's path.
+
+    Raises:
+        ValueError: when :func:`check_figure` refuses the figure.
     """
     path = save_figure(fig, output_dir, name)
     glue(name, fig, display=True)
@@ -362,9 +394,15 @@ def plot_feature_vs_direct(
 
 
 def plot_family_curves(results: dict[str, dict[tuple[str, int, int], FamilyConfiguration]]) -> plt.Figure:
-    """One row per dataset, one panel per family: the unsmoothed mean ``|L_{k+1} - L_k|`` over orders
-    and seeds on log-log axes (log bins of ``k``), shaded from the lowest to the highest seed, with
-    ``C/(k+1)`` for the first size's level dashed.
+    r"""The loss-difference curves of every family, one row per dataset and one panel per family.
+
+    Args:
+        results: Per dataset, :func:`lhlib.other_architectures.run_families`'s results.
+
+    Returns:
+        The figure — per size, the unsmoothed mean :math:`|\mathcal{L}_{k+1}-\mathcal{L}_k|` over orders
+        and seeds on log-log axes (log bins of ``k``), shaded from the lowest to the highest seed, with
+        :math:`C/(k+1)` at the level of the family's first size dashed.
     """
     families = list(dict.fromkeys(key[0] for sweep in results.values() for key in sweep))
     fig, axes = plt.subplots(
@@ -480,12 +518,18 @@ def plot_curvature(
     results: dict[str, dict[tuple[str, int, int], FamilyConfiguration]],
     curvature: dict[str, dict[tuple[str, int, int], list[NetworkCurvature]]],
 ) -> plt.Figure:
-    """One row per dataset.
+    r"""The per-sample curvature of every family, one row per dataset.
 
-    Left: median per-sample G-term norm against the parameter count, one point per seed. Middle: the
-    empirical distribution function of G-term / layer-norm bound (MLP and CNN). Right: the scaling
-    exponent of ``J J^T`` of every sample, per size, with ``2(L-1)`` (the value of every bias-free
-    ReLU network) marked for the MLP and the CNN.
+    Args:
+        results: Per dataset, :func:`lhlib.other_architectures.run_families`'s results.
+        curvature: Per dataset, :func:`lhlib.other_architectures.family_curvature`'s measurements.
+
+    Returns:
+        The figure — left, the median per-sample G-term norm :math:`\|J_i^\top A_i J_i\|_2` against the
+        parameter count, one point per seed. Middle: the empirical distribution function of G-term /
+        layer-norm bound (MLP and CNN). Right: the scaling exponent of :math:`\|J_i J_i^\top\|` under
+        :math:`\theta \to c\,\theta` of every sample, per size, with :math:`2(L-1)` (the value of every
+        bias-free ReLU network) marked for the MLP and the CNN.
     """
     fig, axes = plt.subplots(len(results), 3, figsize=(14, 4.2 * len(results)), squeeze=False)
     for row, (dataset, sweep) in zip(axes, results.items()):
@@ -583,6 +627,12 @@ def plot_sample_size_vs_architecture(
 ) -> plt.Figure:
     """The extrapolated :math:`k^*` at ``epsilon`` across the hidden-size and the depth panels.
 
+    Args:
+        results: :func:`lhlib.sample_size_study.sample_size_study`'s results.
+        settings: The sweep's settings (the panels' configurations).
+        names: Dataset key to the name shown, in drawing order.
+        epsilon: The tolerance, one of those the study measured.
+
     Returns:
         The figure — per dataset, the mean over seeds with bars from the lowest to the highest seed,
         and crosses at the measured :math:`k^*` of the seeds whose curve reached ``epsilon``.
@@ -626,8 +676,15 @@ def plot_sample_size_vs_architecture(
 
 
 def plot_holdout(holdout: list[dict], pilot_size: int) -> plt.Figure:
-    """:func:`lhlib.sample_size_study.holdout_check`'s cases: predicted against observed :math:`k^*`,
-    on log-log axes, with the line ``y = x``.
+    """The hold-out check: predicted against observed :math:`k^*`.
+
+    Args:
+        holdout: :func:`lhlib.sample_size_study.holdout_check`'s cases.
+        pilot_size: The objects the predictions used, for the label.
+
+    Returns:
+        The log-log figure — one point per case, the prediction with its interval against the
+        :math:`k^*` measured on the remaining objects, with the line :math:`y = x`.
     """
     fig, ax = plt.subplots(figsize=(5.5, 5))
     if holdout:
@@ -724,6 +781,13 @@ def plot_triangle_split(check: TaylorCheck, curves: dict[str, torch.Tensor], k: 
 def plot_ball_curves(ball: Ball, network: BallNetwork, relative_radii: list[float], title: str) -> plt.Figure:
     r"""One network's mean :math:`|\mathcal{L}_{k+1}(\theta)-\mathcal{L}_k(\theta)|` at distance :math:`R`.
 
+    Args:
+        ball: :func:`lhlib.ball_study.measure_balls`'s measurements of the network.
+        network: The network's :class:`lhlib.ball_study.BallNetwork` (its :math:`M_\ell` and
+            :math:`M_{\mathbf H}`).
+        relative_radii: The radii :math:`R/\|\hat\theta\|` of ``ball``'s points, in their order.
+        title: The figure's title.
+
     Returns:
         Two log-log panels (isotropic and ascent directions) — the trained point's curve in black and,
         for up to four radii, the curve with Lemma 1's bound for the same :math:`R` dashed.
@@ -806,6 +870,9 @@ def plot_ball_constants(balls: dict, networks: dict, references: dict[str, tuple
 def plot_ball_ratios(records: list[dict]) -> plt.Figure:
     r"""Lemma 1's bound over the measured mean (tightest ``k``) against :math:`R/\|\hat\theta\|`, per network.
 
+    Args:
+        records: :func:`lhlib.ball_study.ball_records`'s records.
+
     Returns:
         Two log-log panels (isotropic and ascent directions), one line per network, the line at 1.
     """
@@ -869,6 +936,11 @@ def plot_gradient_norms(
 
 def plot_loss_slice(plane: LossSlice, title: str) -> plt.Figure:
     r"""The paper's Figure 1 computed: :math:`\mathcal{L}_k`, :math:`\mathcal{L}_{k+1}` and their difference on a plane.
+
+    Args:
+        plane: :func:`lhlib.ball.loss_slice`'s values on the plane
+            :math:`\hat\theta + \alpha d_1 + \beta d_2`.
+        title: The figure's title.
 
     Returns:
         One row per ``k`` of ``plane`` — the two losses (a log colour scale when they span more than a
@@ -953,8 +1025,8 @@ def plot_softmax_hessian(rows: list[dict], num_logits: int) -> plt.Figure:
         num_logits: Logit vectors per :math:`K`, for the title.
 
     Returns:
-        The figure with the Gershgorin envelope :math:`2q(1-q)` (dashed) and the paper's
-        :math:`\sqrt2` (dotted).
+        The figure with the Gershgorin envelope dashed (:math:`2q(1-q)` for :math:`q \geq 1/2`,
+        :math:`1/2` below) and the paper's :math:`\sqrt2` dotted.
     """
     bins = np.linspace(0, 1, 41)
     fig, ax = plt.subplots()
@@ -982,9 +1054,14 @@ def plot_softmax_hessian(rows: list[dict], num_logits: int) -> plt.Figure:
 def plot_full_hessian(families: dict[str, list[FullHessianCheck]]) -> plt.Figure:
     r"""The largest per-sample full-Hessian and G-term norms of each network against the corrected constant.
 
+    Args:
+        families: Per family, :func:`lhlib.bound_study.full_hessian_families`'s checks. Only the first
+            two families are drawn (colours C0 and C1).
+
     Returns:
-        A log-log scatter, one point per network and kind, with the diagonal dashed. Networks whose
-        ReLU paths are all off have no G-term to draw on a log axis; the legend counts them.
+        A log-log scatter against :math:`\tfrac12 L M_x^2 M_W^{2(L-1)}`, one point per network and kind,
+        with the diagonal dashed. Networks whose ReLU paths are all off have no G-term to draw on a log
+        axis; the legend counts them.
     """
     fig, ax = plt.subplots()
     for (name, checks), color in zip(families.items(), ("C0", "C1")):
@@ -1038,6 +1115,11 @@ SWEEPS = ("hidden_size", "num_layers")
 def plot_ggn_histograms(results: Measured, settings: SweepSettings, names: dict[str, str]) -> plt.Figure:
     r"""Histograms of the per-sample G-term norm :math:`\|\mathbf G_i\|_2` of every training sample.
 
+    Args:
+        results: :func:`lhlib.hessian_in_practice.measure_networks`'s measurements.
+        settings: The sweep's settings (the panels' configurations).
+        names: Per dataset, the name shown.
+
     Returns:
         One row per dataset, the hidden-size sweep left and the depth sweep right, log-log. A sample
         whose ReLU paths are all off has no curvature; a log axis cannot show it, so the legend
@@ -1083,6 +1165,11 @@ def _bound_value(check: dict) -> float:
 
 def plot_bounds(results: Measured, settings: SweepSettings, names: dict[str, str]) -> plt.Figure:
     r"""Every form of Theorem 1 against the measured norms, and each form's tightness, per dataset.
+
+    Args:
+        results: :func:`lhlib.hessian_in_practice.measure_networks`'s measurements.
+        settings: The sweep's settings (the panels' configurations).
+        names: Per dataset, the name shown.
 
     Returns:
         Two rows per dataset. Upper — the bounds, the largest G-term norm over all samples and the
@@ -1191,6 +1278,11 @@ def plot_h_term(
 def plot_averaged_hessian(results: Measured, settings: SweepSettings, names: dict[str, str]) -> plt.Figure:
     r"""The top eigenvalue of the averaged Hessian and G-term beside the largest per-sample G-term norm.
 
+    Args:
+        results: :func:`lhlib.hessian_in_practice.measure_networks`'s measurements.
+        settings: The sweep's settings (the panels' configurations).
+        names: Per dataset, the name shown.
+
     Returns:
         Two log panels, against the hidden size and the depth, one colour per dataset — solid the
         averaged Hessian's :math:`\lambda_1`, dashed the averaged G-term's, dotted :math:`\max_i\|G_i\|`.
@@ -1220,6 +1312,12 @@ def plot_lemma_term(
     lemma: dict[str, dict], results: Measured, reference: tuple[int, int], names: dict[str, str]
 ) -> plt.Figure:
     r"""The lemma's Hessian term :math:`\|H_{k+1}-\bar H_k\|_2` against ``k``, per dataset.
+
+    Args:
+        lemma: :func:`lhlib.hessian_in_practice.lemma_study`'s result.
+        results: :func:`lhlib.hessian_in_practice.measure_networks`'s measurements.
+        reference: ``(h, num_layers)`` of the network measured.
+        names: Per dataset, the name shown.
 
     Returns:
         Log-log — the term (circles), the newly added sample's :math:`\|H_{k+1}\|_2` (crosses), the

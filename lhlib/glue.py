@@ -14,7 +14,11 @@ __all__ = ["glue", "myst_nb_available"]
 
 
 def myst_nb_available() -> bool:
-    """Whether ``myst_nb`` can be imported (it is on the machine that builds the book)."""
+    """Whether ``myst_nb`` can be imported (it is on the machine that builds the book).
+
+    Returns:
+        ``True`` when the import succeeds.
+    """
     try:
         import myst_nb  # noqa: F401
     except ImportError:
@@ -27,6 +31,11 @@ def glue(name: str, value: Any, display: bool = True) -> None:
 
     The fallback displays figures as they are and everything else as one line ``name = value``,
     whatever ``display`` says: there is no page to carry the value otherwise.
+
+    Args:
+        name: The name the prose cites, as ``{glue:text}`name```.
+        value: The value: a number, a string, a matplotlib figure or anything ``myst_nb`` glues.
+        display: Whether ``myst_nb`` also shows the value under the cell (ignored by the fallback).
     """
     if myst_nb_available():
         from myst_nb import glue as myst_glue

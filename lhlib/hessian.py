@@ -1,46 +1,52 @@
-"""Per-sample and dataset Hessians of the cross-entropy loss, without forming a P x P matrix.
+r"""Per-sample and dataset Hessians of the cross-entropy loss, without forming a :math:`P \times P` matrix.
 
-For one sample with logits ``z = f_theta(x) in R^K``, probabilities ``p = softmax(z)`` and loss
-``l = -log p_y``, the Hessian with respect to the ``P`` parameters splits (paper, section 3.4) as
+For one sample with logits :math:`z = f_\theta(x) \in \mathbb{R}^K`, probabilities
+:math:`p = \operatorname{softmax}(z)` and loss :math:`\ell = -\log p_y`, the Hessian with respect to the
+:math:`P` parameters splits (paper, section 3.4) as
 
-    H_i = J_i^T A_i J_i  +  sum_k (p_k - y_k) d^2 z_k / d theta^2
-          (G-term, Gauss-Newton)  (H-term)
+.. math::
 
-with ``J_i`` the ``K x P`` Jacobian of the logits and ``A_i = diag(p) - p p^T``.
+    H_i = \underbrace{J_i^\top A_i J_i}_{\text{G-term (Gauss-Newton)}}
+        + \underbrace{\sum_{k=1}^{K} (p_k - y_k) \, \nabla_\theta^2 z_k}_{\text{H-term}},
 
-*G-term.* ``A = B B^T`` with ``s = sqrt(p)`` and ``B = diag(s) - p s^T``, so the nonzero spectrum
-of ``J^T A J = (B^T J)^T (B^T J)`` is that of the ``K x K`` matrix ``B^T (J J^T) B``: the exact
-spectral norm of every sample's G-term is the largest eigenvalue of a ``K x K`` matrix. For the
-bias-free MLP of :mod:`lhlib.models` (the paper's network) the rows of ``J`` that belong to layer
-``p`` are ``G^(p) (x) x^(p)^T`` (the paper's matrix ``F``; ``G^(p) = dz/dz^(p)`` is ``K x h_p``,
-``x^(p)`` the layer's input), hence
+with :math:`J_i` the :math:`K \times P` Jacobian of the logits, :math:`y` one-hot and
+:math:`A_i = \operatorname{diag}(p) - p p^\top`.
 
-    J J^T = sum_p ||x^(p)||^2 G^(p) G^(p)^T,
+*G-term.* :math:`A = B B^\top` with :math:`s = \sqrt{p}` and :math:`B = \operatorname{diag}(s) - p s^\top`, so
+the nonzero spectrum of :math:`J^\top A J = (B^\top J)^\top (B^\top J)` is that of the :math:`K \times K` matrix
+:math:`B^\top (J J^\top) B`: the exact spectral norm of every sample's G-term is the largest eigenvalue of a
+:math:`K \times K` matrix. For the bias-free MLP of :mod:`lhlib.models` (the paper's network) the columns of
+:math:`J` that belong to layer :math:`p` are :math:`G^{(p)} \otimes x^{(p)\top}` (the paper's matrix :math:`F`;
+:math:`G^{(p)} = \partial z / \partial z^{(p)}` is :math:`K \times n_{p+1}`, :math:`x^{(p)}` the layer's input),
+hence
 
-and :func:`per_sample_ggn_norms` computes all ``G^(p)`` for a batch of samples by one backward
-recursion ``G^(p) = (G^(p+1) W^(p+1)) D^(p)``: no object of size ``P`` is formed at all. This
-structured path serves any bias-free Linear/ReLU stack, whatever class holds it
-(:func:`linear_relu_weights`). Any other model goes through ``torch.func``
-(``vmap(jacrev(functional_call))``, ``K x P`` per sample, in chunks).
+.. math::
+
+    J J^\top = \sum_{p=1}^{L} \lVert x^{(p)} \rVert^2 \, G^{(p)} G^{(p)\top},
+
+and :func:`per_sample_ggn_norms` computes all :math:`G^{(p)}` for a batch of samples by one backward recursion
+:math:`G^{(p)} = G^{(p+1)} W^{(p+1)} D^{(p)}`: no object of size :math:`P` is formed at all. This structured
+path serves any bias-free Linear/ReLU stack, whatever class holds it (:func:`linear_relu_weights`). Any other
+model goes through ``torch.func`` (``vmap(jacrev(functional_call))``, :math:`K \times P` per sample, in chunks).
 
 *Full Hessian.* It is indefinite in general (the H-term of a ReLU network has zero trace, see
-:func:`hessian_trace`), so its spectral norm is ``max |lambda|``. :func:`per_sample_hessian_norms`
-runs Lanczos for all samples of a batch at once on per-sample Hessian-vector products
-(``vmap`` over samples of forward-over-reverse ``jvp(grad)``) and reports both extreme eigenvalues
-and whether each sample's estimate converged (residual bound ``|beta_m s_m| <= tol * norm``).
+:func:`hessian_trace`), so its spectral norm is :math:`\max_j |\lambda_j|`. :func:`per_sample_hessian_norms`
+runs Lanczos for all samples of a batch at once on per-sample Hessian-vector products (``vmap`` over samples
+of forward-over-reverse ``jvp(grad)``) and reports both extreme eigenvalues and whether each sample's estimate
+converged (residual bound :math:`|\beta_m s_m| \le \mathrm{tol} \cdot \lVert H_i \rVert_2`).
 
-*Dataset level.* :func:`dataset_hessian_top_eigenvalues` gives the top eigenvalues of the averaged
-Hessian and averaged Gauss-Newton matrix by ARPACK (``scipy.sparse.linalg.eigsh``) on matrix-free
-products; :func:`hessian_trace` estimates their traces with Hutchinson's estimator, and
-:func:`ggn_trace` gives the Gauss-Newton trace exactly; :func:`lemma_difference_norms` measures
-the lemma's ``||H_{k+1} - (1/k) sum_{i<=k} H_i||_2`` (Lanczos with full reorthogonalisation,
+*Dataset level.* :func:`dataset_hessian_top_eigenvalues` gives the top eigenvalues of the averaged Hessian
+and averaged Gauss-Newton matrix by ARPACK (``scipy.sparse.linalg.eigsh``) on matrix-free products;
+:func:`hessian_trace` estimates their traces with Hutchinson's estimator, and :func:`ggn_trace` gives the
+Gauss-Newton trace exactly; :func:`lemma_difference_norms` measures the lemma's
+:math:`\lVert H_{k+1} - \frac{1}{k} \sum_{i \le k} H_i \rVert_2` (Lanczos with full reorthogonalisation,
 :func:`lanczos_extremes`). :func:`mean_matvec` and :func:`per_sample_matvec` expose the products.
 
 What chapter 03 measures on one network with these tools, and its comparison with every form of
 Theorem 1, are in :mod:`lhlib.hessian_in_practice`.
 
 Everything runs on the device of the model's parameters and in their dtype (use ``model.double()``
-for float64).
+for float64); the layer factors (:func:`forward_factors`) and :func:`softmax_hessian` default to float64.
 """
 
 from __future__ import annotations
@@ -130,15 +136,33 @@ def _params_buffers(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str
 
 
 def flat_parameters(model: nn.Module) -> torch.Tensor:
-    """All parameters of ``model`` as one vector, in ``named_parameters()`` order (the order every
-    flat vector in this module uses).
+    """All parameters of ``model`` as one vector, in ``named_parameters()`` order.
+
+    That order is the one every flat vector in this module uses.
+
+    Args:
+        model: The network.
+
+    Returns:
+        The ``(P,)`` detached vector of its parameters.
     """
     return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
 
 
 def unflatten(model: nn.Module, flat: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Split ``flat`` (``(..., P)``) into ``{name: (..., *shape)}`` in ``named_parameters()`` order:
-    the inverse of :func:`flat_parameters`, batched over leading axes.
+    """Split a flat ``(..., P)`` vector into ``{name: (..., *shape)}`` in ``named_parameters()`` order.
+
+    The inverse of :func:`flat_parameters`, batched over leading axes.
+
+    Args:
+        model: The network whose parameter names and shapes define the split.
+        flat: The ``(..., P)`` tensor to split.
+
+    Returns:
+        The dictionary from parameter name to a ``(..., *shape)`` view of ``flat``.
+
+    Raises:
+        ValueError: when the last axis of ``flat`` does not have ``P`` entries.
     """
     split, _, size = _flatteners(dict(model.named_parameters()))
     if flat.shape[-1] != size:
@@ -152,16 +176,23 @@ _STACK_PASSIVE = (nn.ReLU, nn.Identity, nn.Flatten)
 
 
 def linear_relu_weights(model: nn.Module, probe: torch.Tensor | None = None) -> list[torch.Tensor] | None:
-    """``[W^(1), ..., W^(L)]`` when ``model`` computes ``z = W^(L) s(W^(L-1) ... s(W^(1) x))`` (``s`` = ReLU),
-    else ``None``.
+    r"""The weights :math:`[W^{(1)}, \dots, W^{(L)}]` of a bias-free Linear/ReLU stack, or ``None``.
 
-    An :class:`lhlib.models.MLP` without biases qualifies by its class. Any other module, whatever
-    class holds it (an ``nn.Sequential``, a class written like the authors', with the ReLUs as
-    modules or called in ``forward``), qualifies when its only parameters are the weights of
-    bias-free ``nn.Linear`` layers whose shapes chain in registration order, it has no buffers and
-    no modules other than ``nn.ReLU``, ``nn.Identity`` and ``nn.Flatten``, and its output on
-    ``probe`` and on ``-probe`` (2-D inputs) equals the stack's: modules alone do not say what
-    ``forward`` does with them.
+    A model qualifies when it computes :math:`z = W^{(L)} \sigma(W^{(L-1)} \cdots \sigma(W^{(1)} x))` with
+    :math:`\sigma` = ReLU. An :class:`lhlib.models.MLP` without biases qualifies by its class. Any other module,
+    whatever class holds it (an ``nn.Sequential``, a class written like the authors', with the ReLUs as modules
+    or called in ``forward``), qualifies when its only parameters are the weights of bias-free ``nn.Linear``
+    layers whose shapes chain in registration order, it has no buffers and no modules other than ``nn.ReLU``,
+    ``nn.Identity`` and ``nn.Flatten``, and its output on ``probe`` and on ``-probe`` (2-D inputs) equals the
+    stack's: modules alone do not say what ``forward`` does with them.
+
+    Args:
+        model: The network to recognise.
+        probe: The ``(N, n)`` inputs the output check runs on; without them only an MLP can qualify.
+
+    Returns:
+        The list of the ``L`` weight tensors (the parameters themselves), or ``None`` when ``model`` is not
+        such a stack.
     """
     if type(model) is MLP:
         return model.weights() if all(linear.bias is None for linear in model.linears) else None
@@ -211,7 +242,20 @@ Weights = nn.Module | Sequence[torch.Tensor]
 
 
 def weight_list(model: Weights, dtype: torch.dtype = torch.float64) -> list[torch.Tensor]:
-    """``[W^(1), ..., W^(L)]`` (detached, in ``dtype``) of an MLP, or of a sequence of matrices."""
+    r"""The weight matrices :math:`[W^{(1)}, \dots, W^{(L)}]` of an MLP or of a sequence of matrices, detached.
+
+    Args:
+        model: An :class:`lhlib.models.MLP` (anything with ``.weights()``) or a sequence of ``(out, in)``
+            weight matrices.
+        dtype: The dtype of the returned copies.
+
+    Returns:
+        The list of the ``L`` detached weight matrices in ``dtype``.
+
+    Raises:
+        ValueError: when ``model`` is a module without ``.weights()``, has no weight matrix, or its
+            matrices do not chain (``W^(p+1)`` must take ``W^(p)``'s output).
+    """
     if isinstance(model, nn.Module):
         if not hasattr(model, "weights"):
             raise ValueError("model must be an lhlib MLP (with .weights()) or a sequence of weight matrices")
@@ -230,7 +274,18 @@ def weight_list(model: Weights, dtype: torch.dtype = torch.float64) -> list[torc
 
 
 def network_inputs(x: torch.Tensor, weights: list[torch.Tensor]) -> torch.Tensor:
-    """``x`` as an ``(N, n)`` tensor in the dtype and on the device of ``weights`` (one sample may be 1-D)."""
+    """``x`` as an ``(N, n)`` tensor in the dtype and on the device of ``weights`` (one sample may be 1-D).
+
+    Args:
+        x: The inputs, ``(N, n)`` or ``(n,)``.
+        weights: The weight matrices; ``weights[0]`` gives ``n``, the dtype and the device.
+
+    Returns:
+        The detached ``(N, n)`` inputs.
+
+    Raises:
+        ValueError: when ``x`` does not have ``n`` features.
+    """
     x = torch.as_tensor(x).detach().to(weights[0].dtype, copy=False)
     if x.ndim == 1:
         x = x[None]
@@ -241,11 +296,19 @@ def network_inputs(x: torch.Tensor, weights: list[torch.Tensor]) -> torch.Tensor
 
 @dataclass(frozen=True)
 class ForwardFactors:
-    """The pieces of the G-term of every sample (index 0 of each tensor is the sample).
+    r"""The pieces of the G-term of every sample (index 0 of each tensor is the sample).
 
-    ``activations[p-1]`` is ``x^(p)`` ``(N, n_p)`` for ``p = 1..L``; ``masks[p-1]`` is the diagonal of
-    ``D^(p)`` ``(N, n_{p+1})`` for ``p = 1..L-1``; ``jacobians[p-1]`` is ``G^(p)`` ``(N, K, n_{p+1})``
-    for ``p = 1..L`` (``G^(L) = I``); ``logits`` ``(N, K)`` and ``probs = softmax(logits)``.
+    The network is :math:`x^{(1)} = x`, :math:`z^{(p)} = W^{(p)} x^{(p)}`, :math:`x^{(p+1)} = \sigma(z^{(p)})`,
+    logits :math:`z = z^{(L)}`, with :math:`n_p` the width of :math:`x^{(p)}` and :math:`n_{L+1} = K`.
+
+    Attributes:
+        activations: ``activations[p-1]`` is :math:`x^{(p)}`, ``(N, n_p)``, for :math:`p = 1, \dots, L`.
+        masks: ``masks[p-1]`` is the diagonal of :math:`D^{(p)}`, ``(N, n_{p+1})``, for
+            :math:`p = 1, \dots, L-1`.
+        jacobians: ``jacobians[p-1]`` is :math:`G^{(p)} = \partial z / \partial z^{(p)}`, ``(N, K, n_{p+1})``,
+            for :math:`p = 1, \dots, L` (:math:`G^{(L)} = I_K`).
+        logits: The ``(N, K)`` logits :math:`z`.
+        probs: The ``(N, K)`` probabilities :math:`p = \operatorname{softmax}(z)`.
     """
 
     activations: list[torch.Tensor]
@@ -255,13 +318,16 @@ class ForwardFactors:
     probs: torch.Tensor
 
     def jjt(self) -> torch.Tensor:
-        r"""The ``(N, K, K)`` per-sample ``J_i J_i^T`` (the paper's ``F_i F_i^T``), no ``K x P`` object formed.
+        r"""The per-sample :math:`J_i J_i^\top` (the paper's :math:`F_i F_i^\top`), no :math:`K \times P` object formed.
 
         .. math::
 
             J = [G^{(1)} \otimes x^{(1)\top}, \dots, G^{(L)} \otimes x^{(L)\top}]
             \quad\Longrightarrow\quad
             J J^\top = \sum_p \lVert x^{(p)} \rVert^2 \, G^{(p)} G^{(p)\top}.
+
+        Returns:
+            The ``(N, K, K)`` tensor of the matrices :math:`J_i J_i^\top`.
         """
         return sum(
             (a * a).sum(1)[:, None, None] * (g @ g.transpose(1, 2)) for g, a in zip(self.jacobians, self.activations)
@@ -269,12 +335,29 @@ class ForwardFactors:
 
 
 def forward_factors(model: Weights, x: torch.Tensor, dtype: torch.dtype = torch.float64) -> ForwardFactors:
-    """Activations, ReLU masks and ``G^(p) = dz/dz^(p)`` of every sample, vectorised over samples.
+    r"""Activations, ReLU masks and :math:`G^{(p)} = \partial z / \partial z^{(p)}` of every sample, vectorised.
 
-    ``D^(p) = diag[z^(p) > 0]`` (PyTorch's ReLU derivative; the paper writes ``>=``, which differs
-    only where a pre-activation is exactly 0). ``G^(p) = (G^(p+1) W^(p+1)) D^(p)``: one
-    ``(N K) x h`` by ``h x h`` product per layer. Computed in ``dtype`` (float64 by default, for the
-    bound checks; :mod:`lhlib.hessian` uses the model's own dtype for speed).
+    .. math::
+
+        x^{(p+1)} = \operatorname{ReLU}(W^{(p)} x^{(p)}), \qquad
+        D^{(p)} = \operatorname{diag}\bigl[z^{(p)} > 0\bigr], \qquad
+        G^{(L)} = I_K, \quad G^{(p)} = G^{(p+1)} W^{(p+1)} D^{(p)}.
+
+    :math:`D^{(p)}` uses PyTorch's ReLU derivative (:math:`>`); the paper writes :math:`\ge`, which differs only
+    where a pre-activation is exactly 0. The recursion is one ``(N K) x n_{p+2}`` by ``n_{p+2} x n_{p+1}``
+    product per layer. Computed in ``dtype`` (float64 by default, for the bound checks;
+    :func:`per_sample_jjt` uses the model's own dtype by default, for speed).
+
+    Args:
+        model: An :class:`lhlib.models.MLP` or a sequence of weight matrices (see :func:`weight_list`).
+        x: The ``(N, n)`` inputs (or one ``(n,)`` sample).
+        dtype: The precision of the computation.
+
+    Returns:
+        The :class:`ForwardFactors` of the ``N`` samples.
+
+    Raises:
+        ValueError: when the weights do not chain or ``x`` does not fit them.
     """
     weights = weight_list(model, dtype)
     x = network_inputs(x, weights)
@@ -312,18 +395,41 @@ def _with_diagonal(matrix: torch.Tensor, diagonal: torch.Tensor) -> torch.Tensor
 
 
 def softmax_hessian(z: torch.Tensor) -> torch.Tensor:
-    """``A = diag(p) - p p^T`` with ``p = softmax(z)``: the Hessian of cross-entropy w.r.t. the logits
-    (independent of the label). ``z`` is ``(..., K)``; returns ``(..., K, K)``. The diagonal is formed
-    as ``p_k (1 - p_k)`` with an accurate complement, so saturated logits keep their small curvature.
+    r"""The Hessian of cross-entropy with respect to the logits, independent of the label.
+
+    .. math::
+
+        A = \nabla_z^2 \ell(z, y) = \operatorname{diag}(p) - p p^\top, \qquad p = \operatorname{softmax}(z).
+
+    The diagonal is formed as :math:`p_k (1 - p_k)` with an accurate complement, so saturated logits keep their
+    small curvature.
+
+    Args:
+        z: The ``(..., K)`` logits.
+
+    Returns:
+        The ``(..., K, K)`` float64 matrices :math:`A`.
     """
     p = torch.softmax(torch.as_tensor(z).to(torch.float64), dim=-1)
     return _with_diagonal(-p[..., :, None] * p[..., None, :], p * _complement(p))
 
 
 def softmax_hessian_factor(p: torch.Tensor) -> torch.Tensor:
-    """``B`` with ``B B^T = diag(p) - p p^T`` (batched over leading axes): column ``j`` of ``B`` is
-    ``s_j (e_j - p)``, ``s = sqrt(p)``, i.e. ``B = diag(s) - p s^T``. Proof: ``B B^T = diag(p) - 2 p p^T
-    + p (s^T s) p^T`` and ``s^T s = 1``. The diagonal ``s_j (1 - p_j)`` uses an accurate complement.
+    r"""The factor :math:`B` with :math:`B B^\top = \operatorname{diag}(p) - p p^\top`, batched over leading axes.
+
+    .. math::
+
+        B = \operatorname{diag}(s) - p s^\top, \qquad s = \sqrt{p}, \qquad
+        B B^\top = \operatorname{diag}(p) - 2 p p^\top + p (s^\top s) p^\top = \operatorname{diag}(p) - p p^\top,
+
+    since :math:`s^\top s = 1`. Column :math:`j` of :math:`B` is :math:`s_j (e_j - p)`. The diagonal
+    :math:`s_j (1 - p_j)` uses an accurate complement.
+
+    Args:
+        p: The ``(..., K)`` probabilities (each row summing to 1).
+
+    Returns:
+        The ``(..., K, K)`` matrices :math:`B`, in ``p``'s dtype.
     """
     s = p.sqrt()
     return _with_diagonal(-p.unsqueeze(-1) * s.unsqueeze(-2), s * _complement(p))
@@ -340,11 +446,11 @@ def ggn_small_from_jjt(jjt: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         M_i = B_i^\top \, J_i J_i^\top \, B_i \in \mathbb{R}^{K \times K}.
 
     Args:
-        jjt: ``(N, K, K)`` per-sample ``J_i J_i^T``.
-        logits: ``(N, K)`` logits, which give ``p_i = softmax(z_i)`` and hence ``B_i``.
+        jjt: The ``(N, K, K)`` per-sample :math:`J_i J_i^\top`.
+        logits: The ``(N, K)`` logits, which give :math:`p_i = \operatorname{softmax}(z_i)` and hence :math:`B_i`.
 
     Returns:
-        ``(N, K, K)`` tensor ``M_i``, symmetrised.
+        The ``(N, K, K)`` tensor of the matrices :math:`M_i`, symmetrised.
     """
     factor = softmax_hessian_factor(torch.softmax(logits, dim=-1))
     small = factor.transpose(-1, -2) @ jjt @ factor
@@ -352,18 +458,44 @@ def ggn_small_from_jjt(jjt: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
 
 
 def ggn_norms_from_jjt(jjt: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-    r"""Exact spectral norms :math:`\lVert J_i^\top A_i J_i \rVert_2`, the largest eigenvalue of each
-    :func:`ggn_small_from_jjt` matrix: an ``(N,)`` tensor.
+    r"""Exact spectral norms of the per-sample G-terms from their :math:`J_i J_i^\top`.
+
+    .. math::
+
+        \lVert J_i^\top A_i J_i \rVert_2 = \lambda_{\max}\bigl(B_i^\top J_i J_i^\top B_i\bigr),
+
+    the largest eigenvalue of each :func:`ggn_small_from_jjt` matrix (clamped at 0 against rounding).
+
+    Args:
+        jjt: The ``(N, K, K)`` per-sample :math:`J_i J_i^\top`.
+        logits: The ``(N, K)`` logits.
+
+    Returns:
+        The ``(N,)`` tensor of norms.
     """
     return torch.linalg.eigvalsh(ggn_small_from_jjt(jjt, logits))[:, -1].clamp_min(0)
 
 
 def gauss_newton_jacobian(model: Weights, x_i: torch.Tensor) -> torch.Tensor:
-    """The ``K x P`` matrix ``F = [G^(1) kron x^(1)T, ..., G^(L) kron x^(L)T]`` of one sample.
+    r"""The dense :math:`K \times P` Jacobian :math:`F` of one sample's logits with respect to the weights.
 
-    Columns follow ``torch.cat([W.flatten() for W in weights])`` (row-major), so ``F`` equals the
-    Jacobian of the logits with respect to the flattened weights and ``F^T A F`` is the G-term.
-    Dense: for tiny networks and tests.
+    .. math::
+
+        F = \bigl[G^{(1)} \otimes x^{(1)\top}, \dots, G^{(L)} \otimes x^{(L)\top}\bigr].
+
+    Columns follow ``torch.cat([W.flatten() for W in weights])`` (row-major), so :math:`F` equals the Jacobian of
+    the logits with respect to the flattened weights and :math:`F^\top A F` is the G-term. Dense: for tiny
+    networks and tests.
+
+    Args:
+        model: An :class:`lhlib.models.MLP` or a sequence of weight matrices.
+        x_i: One sample, ``(n,)`` or ``(1, n)``.
+
+    Returns:
+        The ``(K, P)`` float64 matrix :math:`F`.
+
+    Raises:
+        ValueError: when ``x_i`` holds more than one sample.
     """
     factors = forward_factors(model, x_i)
     if factors.logits.shape[0] != 1:
@@ -408,28 +540,34 @@ def _generic_jjt(model: nn.Module, x: torch.Tensor, max_elements: int = 2**26) -
 def per_sample_jjt(
     model: Weights, x: torch.Tensor, *, method: str = "auto", dtype: torch.dtype | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    r"""``(J_i J_i^T, logits)`` for every sample: an ``(N, K, K)`` and an ``(N, K)`` tensor.
+    r"""The pair :math:`(J_i J_i^\top, z_i)` for every sample, an ``(N, K, K)`` and an ``(N, K)`` tensor.
 
-    ``J_i`` is the ``K x P`` Jacobian of sample ``i``'s logits with respect to the parameters (the
-    paper's ``F_i``). For a bias-free Linear/ReLU stack
+    :math:`J_i` is the :math:`K \times P` Jacobian of sample :math:`i`'s logits with respect to the parameters
+    (the paper's :math:`F_i`). For a bias-free Linear/ReLU stack
 
     .. math::
 
         J_i J_i^\top = \sum_{p=1}^{L} \lVert x_i^{(p)} \rVert^2 \, G_i^{(p)} G_i^{(p)\top}
 
-    (:meth:`ForwardFactors.jjt`), with no ``P``-sized object.
+    (:meth:`ForwardFactors.jjt`), with no :math:`P`-sized object; any other model sums
+    :math:`J_{i,t} J_{i,t}^\top` over its parameter tensors :math:`t`, from ``vmap(jacrev)`` in chunks.
 
     Args:
-        model: any ``nn.Module``, or a sequence of weight matrices ``[W^(1), ..., W^(L)]`` of a
-            bias-free ReLU network (``L = 1`` and modified weights included).
-        x: ``(N, n)`` inputs.
-        method: ``"structured"`` (the layer factors; the stack is recognised by
-            :func:`linear_relu_weights` whatever class holds it), ``"generic"``
+        model: Any ``nn.Module``, or a sequence of weight matrices :math:`[W^{(1)}, \dots, W^{(L)}]` of a
+            bias-free ReLU network (:math:`L = 1` and modified weights included).
+        x: The ``(N, n)`` inputs.
+        method: ``"structured"`` (the layer factors; the stack is recognised by :func:`linear_relu_weights`
+            on the first 64 samples, whatever class holds it), ``"generic"``
             (``vmap(jacrev(functional_call))``, any model) or ``"auto"`` (structured when it applies).
-        dtype: the precision of the computation; ``None`` is the model's own.
+        dtype: The precision of the computation; ``None`` is the model's own.
 
     Returns:
-        ``(jjt, logits)`` in ``dtype``.
+        The tuple ``(jjt, logits)`` in ``dtype``.
+
+    Raises:
+        ValueError: when ``method`` is unknown, ``x`` is not a non-empty 2-D tensor, ``method="generic"`` is
+            asked of a list of matrices, or ``method="structured"`` of a model that is not a bias-free
+            Linear/ReLU stack.
     """
     check_choice("method", method, METHODS)
     _check_data(x, None)
@@ -459,10 +597,27 @@ def per_sample_ggn_small(
     dtype: torch.dtype | None = None,
     batch_size: int = 4096,
 ) -> torch.Tensor:
-    r"""The ``(N, K, K)`` matrices :math:`M_i = B_i^\top J_i J_i^\top B_i` whose eigenvalues are the
-    nonzero eigenvalues of the per-sample G-terms :math:`J_i^\top A_i J_i` (:math:`A_i = B_i B_i^\top`,
-    :func:`ggn_small_from_jjt`); arguments as :func:`per_sample_jjt`, in chunks of
-    ``batch_size`` samples.
+    r"""The per-sample :math:`K \times K` matrices whose eigenvalues are the nonzero ones of the G-terms.
+
+    .. math::
+
+        M_i = B_i^\top J_i J_i^\top B_i, \qquad A_i = B_i B_i^\top, \qquad
+        \operatorname{spec}(M_i) \setminus \{0\} = \operatorname{spec}(J_i^\top A_i J_i) \setminus \{0\}
+
+    (:func:`ggn_small_from_jjt` on :func:`per_sample_jjt`, in chunks of ``batch_size`` samples).
+
+    Args:
+        model: As for :func:`per_sample_jjt`.
+        x: The ``(N, n)`` inputs.
+        method: As for :func:`per_sample_jjt`.
+        dtype: The precision of the computation; ``None`` is the model's own.
+        batch_size: Samples per chunk.
+
+    Returns:
+        The ``(N, K, K)`` tensor of the matrices :math:`M_i`.
+
+    Raises:
+        ValueError: when ``batch_size`` is not a positive integer or ``x`` is not a non-empty 2-D tensor.
     """
     check_int("batch_size", batch_size, minimum=1)
     _check_data(x, None)
@@ -485,24 +640,27 @@ def per_sample_ggn_norms(
 ) -> torch.Tensor:
     r"""Exact spectral norm of every sample's G-term, an ``(N,)`` tensor.
 
-    It is the largest eigenvalue of a ``K x K`` matrix:
+    It is the largest eigenvalue of a :math:`K \times K` matrix:
 
     .. math::
 
         \lVert J_i^\top A_i J_i \rVert_2 = \lambda_{\max}\bigl(B_i^\top J_i J_i^\top B_i\bigr).
 
     Args:
-        model: as for :func:`per_sample_jjt`.
-        x: ``(N, n)`` inputs.
-        y: accepted for symmetry with the other per-sample functions and not used: ``A_i`` does
-            not depend on the label.
-        method: as for :func:`per_sample_jjt`.
-        dtype: the precision of the computation (``torch.float64`` for the bound checks);
-            ``None`` is the model's own.
-        batch_size: samples per chunk.
+        model: As for :func:`per_sample_jjt`.
+        x: The ``(N, n)`` inputs.
+        y: Accepted for symmetry with the other per-sample functions and not used (only its shape is
+            checked): :math:`A_i` does not depend on the label.
+        method: As for :func:`per_sample_jjt`.
+        dtype: The precision of the computation (``torch.float64`` for the bound checks); ``None`` is the
+            model's own.
+        batch_size: Samples per chunk.
 
     Returns:
-        ``(N,)`` tensor of norms, in ``dtype``.
+        The ``(N,)`` tensor of norms, in ``dtype``.
+
+    Raises:
+        ValueError: when ``batch_size`` is not a positive integer, or ``x`` or ``y`` has the wrong shape.
     """
     check_int("batch_size", batch_size, minimum=1)
     _check_data(x, y)
@@ -517,7 +675,22 @@ def per_sample_ggn_norms(
 def per_sample_ggn_traces(
     model: Weights, x: torch.Tensor, *, method: str = "auto", batch_size: int = 4096
 ) -> torch.Tensor:
-    """Exact trace of every sample's G-term, ``tr(A_i J_i J_i^T)``, an ``(N,)`` tensor."""
+    r"""Exact trace of every sample's G-term, from the :math:`K \times K` matrices of :func:`per_sample_ggn_small`.
+
+    .. math::
+
+        \operatorname{tr}(J_i^\top A_i J_i) = \operatorname{tr}(A_i J_i J_i^\top)
+        = \operatorname{tr}(B_i^\top J_i J_i^\top B_i).
+
+    Args:
+        model: As for :func:`per_sample_jjt`.
+        x: The ``(N, n)`` inputs.
+        method: As for :func:`per_sample_jjt`.
+        batch_size: Samples per chunk.
+
+    Returns:
+        The ``(N,)`` tensor of traces, in the model's dtype.
+    """
     small = per_sample_ggn_small(model, x, method=method, batch_size=batch_size)
     return small.diagonal(dim1=1, dim2=2).sum(1)
 
@@ -545,12 +718,29 @@ def _flatteners(params: dict[str, torch.Tensor]):
 
 
 def per_sample_matvec(model: nn.Module, operator: str = "hessian", batch_size: int = 128) -> Callable:
-    """``matvec(V, x, y) -> (N, P)``: row ``i`` is ``C_i V[i]`` for the per-sample curvature ``C_i``.
+    r"""A batched product with the per-sample curvature matrices: row :math:`i` of the result is :math:`C_i v_i`.
 
-    ``operator`` is ``"hessian"`` (``H_i``, forward-over-reverse ``jvp(grad)``), ``"ggn"``
-    (``J_i^T A_i J_i``, one ``jvp`` and one ``vjp``) or ``"hterm"`` (their difference). Vectors are
-    flat in :func:`flat_parameters` order; samples are processed ``batch_size`` at a time with
+    .. math::
+
+        \operatorname{matvec}(V, x, y)_i = C_i V_i, \qquad
+        C_i \in \bigl\{H_i,\; J_i^\top A_i J_i,\; H_i - J_i^\top A_i J_i\bigr\},
+
+    for ``operator`` ``"hessian"`` (forward-over-reverse ``jvp(grad)``), ``"ggn"`` (one ``jvp`` for
+    :math:`J_i v`, then :math:`A_i`, then one ``vjp`` for :math:`J_i^\top`) or ``"hterm"`` (their difference).
+    Vectors are flat in :func:`flat_parameters` order; samples are processed ``batch_size`` at a time with
     ``vmap``.
+
+    Args:
+        model: The network (its parameters are captured, detached, when this is called).
+        operator: One of :data:`OPERATORS`.
+        batch_size: Samples per ``vmap`` call.
+
+    Returns:
+        The function ``matvec(V, x, y)`` taking ``(N, P)`` vectors, ``(N, n)`` inputs and ``(N,)`` labels and
+        returning the ``(N, P)`` products.
+
+    Raises:
+        ValueError: when ``operator`` is unknown or ``batch_size`` is not a positive integer.
     """
     check_choice("operator", operator, OPERATORS)
     check_int("batch_size", batch_size, minimum=1)
@@ -589,13 +779,30 @@ def per_sample_matvec(model: nn.Module, operator: str = "hessian", batch_size: i
 def mean_matvec(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, operator: str = "hessian", batch_size: int = 4096
 ) -> Callable:
-    """``matvec(v) -> (1/N) sum_i C_i v`` for a flat vector ``v`` (the averaged Hessian, G-term
-    or H-term of the loss on ``(x, y)``).
+    r"""The product with the averaged Hessian, G-term or H-term of the loss on ``(x, y)``.
 
-    The forward pass and the differentiable gradient (Hessian) or transposed-Jacobian product
-    (G-term, the double-vjp trick) are built once per chunk of ``batch_size`` samples and kept, so
-    every product afterwards costs only backward passes through the stored graphs (memory: the
-    activations of all samples, twice).
+    .. math::
+
+        \operatorname{matvec}(v) = \frac{1}{N} \sum_{i=1}^{N} C_i v, \qquad
+        C_i \in \bigl\{H_i,\; J_i^\top A_i J_i,\; H_i - J_i^\top A_i J_i\bigr\}.
+
+    The forward pass and the differentiable gradient (Hessian) or transposed-Jacobian product (G-term, the
+    double-vjp trick) are built once per chunk of ``batch_size`` samples and kept, so every product afterwards
+    costs only backward passes through the stored graphs (memory: the activations of all samples, twice).
+
+    Args:
+        model: The network (its parameters are captured, detached, when this is called).
+        x: The ``(N, n)`` inputs.
+        y: The ``(N,)`` labels (needed for the Hessian and the H-term).
+        operator: One of :data:`OPERATORS`.
+        batch_size: Samples per stored graph.
+
+    Returns:
+        The function ``matvec(v)`` mapping a flat ``(P,)`` vector to the ``(P,)`` product.
+
+    Raises:
+        ValueError: when ``operator`` is unknown, ``batch_size`` is not a positive integer, or ``x`` or ``y``
+            has the wrong shape.
     """
     check_choice("operator", operator, OPERATORS)
     check_int("batch_size", batch_size, minimum=1)
@@ -650,13 +857,19 @@ def mean_matvec(
 
 @dataclass(frozen=True)
 class HessianNorms:
-    """Per-sample spectral norms of a curvature matrix and the Lanczos diagnostics behind them.
+    r"""Per-sample spectral norms of a curvature matrix and the Lanczos diagnostics behind them.
 
-    ``norms = max(|lambda_min|, |lambda_max|)``; ``lambda_min``/``lambda_max`` are the extreme
-    Ritz values (the per-sample Hessian is indefinite, so ``lambda_min`` is typically negative);
-    ``converged[i]`` says whether both extreme Ritz values of sample ``i`` have residual bound
-    ``|beta_m s_m| <= tol * norms[i]`` (then an eigenvalue lies within that distance of each);
-    ``iterations[i]`` is the number of Lanczos steps sample ``i`` took.
+    The per-sample Hessian is indefinite, so ``lambda_min`` is typically negative. All fields are ``(N,)`` CPU
+    tensors.
+
+    Attributes:
+        norms: :math:`\max(|\lambda_{\min}|, |\lambda_{\max}|)` of each sample (float64).
+        lambda_min: The smallest Ritz value of each sample (float64).
+        lambda_max: The largest Ritz value of each sample (float64).
+        converged: Whether both extreme Ritz values of sample :math:`i` have residual bound
+            :math:`|\beta_m s_m| \le \mathrm{tol} \cdot \mathrm{norms}_i` (then an eigenvalue lies within that
+            distance of each), or the recurrence broke down on an invariant subspace (bool).
+        iterations: The number of Lanczos steps sample :math:`i` took (int64).
     """
 
     norms: torch.Tensor
@@ -713,13 +926,39 @@ def per_sample_hessian_norms(
     batch_size: int = 128,
     check_every: int = 4,
 ) -> HessianNorms:
-    """Spectral norm of each sample's Hessian (or G-term, or H-term) by batched Lanczos.
+    r"""Spectral norm of each sample's Hessian (or G-term, or H-term) by batched Lanczos.
 
-    All samples of ``x`` run Lanczos together on per-sample Hessian-vector products (``vmap``);
-    samples leave the batch as soon as both extreme Ritz values meet the residual test. Plain
-    three-term Lanczos without reorthogonalisation: losing orthogonality only duplicates converged
-    Ritz values, it does not spoil the extreme ones. Starting vectors are Gaussian, drawn from
-    ``seed``. Memory: a few ``N x P`` tensors.
+    .. math::
+
+        \lVert C_i \rVert_2 = \max\bigl(|\lambda_{\min}(C_i)|, |\lambda_{\max}(C_i)|\bigr), \qquad
+        C_i \in \bigl\{H_i,\; J_i^\top A_i J_i,\; H_i - J_i^\top A_i J_i\bigr\},
+
+    with the extreme eigenvalues estimated by the extreme Ritz values of the Lanczos tridiagonal :math:`T_m`.
+    All samples of ``x`` run Lanczos together on per-sample Hessian-vector products (``vmap``); samples leave
+    the batch as soon as both extreme Ritz values meet the residual test
+    :math:`|\beta_m s_m| \le \mathrm{tol} \cdot \lVert C_i \rVert_2` (:math:`s_m` the last entry of the Ritz
+    vector in the Krylov basis). Three-term Lanczos with only local reorthogonalisation against the last two
+    vectors: losing orthogonality only duplicates converged Ritz values, it does not spoil the extreme ones.
+    Starting vectors are Gaussian, drawn from ``seed``. Memory: a few ``N x P`` tensors.
+
+    Args:
+        model: The network, in the dtype and on the device the products run in.
+        x: The ``(N, n)`` inputs.
+        y: The ``(N,)`` labels.
+        operator: One of :data:`OPERATORS`.
+        max_iter: The most Lanczos steps per sample (at least 2); a sample still running then is reported with
+            ``converged`` false.
+        tol: The relative residual tolerance (positive).
+        seed: The seed of the starting vectors.
+        batch_size: Samples per ``vmap`` call of the products.
+        check_every: How many steps pass between convergence tests (also tested at ``max_iter`` and on
+            breakdown).
+
+    Returns:
+        The :class:`HessianNorms` of the ``N`` samples.
+
+    Raises:
+        ValueError: when ``x`` or ``y`` has the wrong shape or an option is out of range.
     """
     _check_data(x, y)
     check_choice("operator", operator, OPERATORS)
@@ -782,7 +1021,12 @@ def _eigsh(matvec: Callable, size: int, k: int, which: str, dtype, device, tol: 
 
 @dataclass(frozen=True)
 class TopEigenvalues:
-    """Top-``k`` eigenvalues (descending) of the averaged Hessian and of the averaged G-term."""
+    r"""Top-``k`` eigenvalues (descending) of the averaged Hessian and of the averaged G-term.
+
+    Attributes:
+        hessian: The ``(k,)`` float64 eigenvalues of :math:`\frac{1}{N} \sum_i H_i`, largest first.
+        ggn: The ``(k,)`` float64 eigenvalues of :math:`\frac{1}{N} \sum_i J_i^\top A_i J_i`, largest first.
+    """
 
     hessian: np.ndarray
     ggn: np.ndarray
@@ -798,10 +1042,30 @@ def dataset_hessian_top_eigenvalues(
     seed: int = 0,
     batch_size: int = 2048,
 ) -> TopEigenvalues:
-    """The ``k`` largest (algebraic) eigenvalues of ``(1/N) sum_i H_i`` and ``(1/N) sum_i G_i``.
+    r"""The ``k`` largest (algebraic) eigenvalues of the averaged Hessian and of the averaged G-term.
 
-    ARPACK's implicitly restarted Lanczos (``scipy.sparse.linalg.eigsh``) on matrix-free products
-    from :func:`mean_matvec`, in the model's dtype, vectors handed over in float64.
+    .. math::
+
+        \lambda_1 \ge \dots \ge \lambda_k \ \text{of}\ \ \frac{1}{N} \sum_{i=1}^{N} H_i
+        \quad\text{and of}\quad \frac{1}{N} \sum_{i=1}^{N} J_i^\top A_i J_i.
+
+    ARPACK's implicitly restarted Lanczos (``scipy.sparse.linalg.eigsh``) on matrix-free products from
+    :func:`mean_matvec`, in the model's dtype, vectors handed over in float64.
+
+    Args:
+        model: The network.
+        x: The ``(N, n)`` inputs.
+        y: The ``(N,)`` labels.
+        k: How many eigenvalues (fewer than the ``P`` parameters).
+        tol: ARPACK's relative tolerance (0 is machine precision).
+        seed: The seed of the starting vector.
+        batch_size: Samples per stored graph of :func:`mean_matvec`.
+
+    Returns:
+        The :class:`TopEigenvalues` of both matrices.
+
+    Raises:
+        ValueError: when ``x`` or ``y`` has the wrong shape, an option is out of range, or ``k >= P``.
     """
     _check_data(x, y)
     check_int("k", k, minimum=1)
@@ -821,8 +1085,12 @@ def dataset_hessian_top_eigenvalues(
 
 @dataclass(frozen=True)
 class TraceEstimate:
-    """Hutchinson estimate of a trace: ``estimate`` is the mean of ``v^T C v`` over ``probes``
-    Rademacher vectors ``v``, ``stderr`` its standard error (std / sqrt(probes)).
+    r"""Hutchinson estimate of a trace, the mean of :math:`v^\top C v` over Rademacher vectors :math:`v`.
+
+    Attributes:
+        estimate: The mean of :math:`v^\top C v` over the ``probes`` vectors.
+        stderr: Its standard error, the sample standard deviation over :math:`\sqrt{\mathrm{probes}}`.
+        probes: The number of Rademacher vectors.
     """
 
     estimate: float
@@ -873,11 +1141,33 @@ def hessian_trace(
     operator: str = "hessian",
     batch_size: int = 2048,
 ) -> TraceEstimate:
-    """Hutchinson's estimate of ``tr((1/N) sum_i C_i)`` for ``operator`` ``"hessian"`` or ``"ggn"``.
+    r"""Hutchinson's estimate of the trace of the averaged Hessian or G-term.
 
-    Each probe costs one forward-over-forward pass over the data. For the bias-free ReLU MLP the
-    logits are multilinear in the weight matrices (activation pattern fixed), so the H-term has a
-    zero diagonal and ``tr H = tr G`` exactly; :func:`ggn_trace` gives that value without noise.
+    .. math::
+
+        \operatorname{tr}\Bigl(\frac{1}{N} \sum_{i=1}^{N} C_i\Bigr)
+        \approx \frac{1}{S} \sum_{s=1}^{S} v_s^\top \Bigl(\frac{1}{N} \sum_{i=1}^{N} C_i\Bigr) v_s,
+        \qquad v_s \in \{-1, 1\}^P \ \text{Rademacher}, \quad C_i \in \{H_i,\; J_i^\top A_i J_i\},
+
+    with :math:`S` = ``probes``. Each probe costs one forward-over-forward pass over the data (the Hessian) or
+    one forward-mode pass, :math:`(J_i v)^\top A_i (J_i v)` (the G-term). For the bias-free ReLU MLP the logits
+    are multilinear in the weight matrices (activation pattern fixed), so the H-term has a zero diagonal and
+    :math:`\operatorname{tr} H = \operatorname{tr} G` exactly; :func:`ggn_trace` gives that value without noise.
+
+    Args:
+        model: The network.
+        x: The ``(N, n)`` inputs.
+        y: The ``(N,)`` labels.
+        probes: The number :math:`S` of Rademacher vectors (at least 2).
+        seed: The seed of the vectors.
+        operator: ``"hessian"`` or ``"ggn"``.
+        batch_size: Samples per forward pass.
+
+    Returns:
+        The :class:`TraceEstimate`.
+
+    Raises:
+        ValueError: when ``x`` or ``y`` has the wrong shape or an option is out of range.
     """
     _check_data(x, y)
     check_int("probes", probes, minimum=2)
@@ -893,7 +1183,22 @@ def hessian_trace(
 
 
 def ggn_trace(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *, method: str = "auto") -> float:
-    """Exact ``tr((1/N) sum_i J_i^T A_i J_i)`` (``y`` unused), from the per-sample ``K x K`` matrices."""
+    r"""The exact trace of the averaged G-term, from the per-sample :math:`K \times K` matrices.
+
+    .. math::
+
+        \operatorname{tr}\Bigl(\frac{1}{N} \sum_{i=1}^{N} J_i^\top A_i J_i\Bigr)
+        = \frac{1}{N} \sum_{i=1}^{N} \operatorname{tr}(A_i J_i J_i^\top).
+
+    Args:
+        model: As for :func:`per_sample_jjt`.
+        x: The ``(N, n)`` inputs.
+        y: Unused (the G-term does not depend on the labels); accepted for symmetry with :func:`hessian_trace`.
+        method: As for :func:`per_sample_jjt`.
+
+    Returns:
+        The trace, a float.
+    """
     return float(per_sample_ggn_traces(model, x, method=method).double().mean())
 
 
@@ -908,16 +1213,41 @@ def lanczos_extremes(
     seed: int = 0,
     stall: int = 5,
 ) -> tuple[float, float, bool]:
-    """``(lambda_min, lambda_max, converged)`` of a symmetric operator given by ``matvec`` on flat
-    vectors of length ``size``: Lanczos with full reorthogonalisation, stopped when both extreme
-    Ritz values have residual bound ``|beta_m s_m| <= tol * max(|lambda_min|, |lambda_max|)``, or
-    when ``max(|lambda_min|, |lambda_max|)`` moved by less than ``tol / 10`` (relative) over the last
-    ``stall`` steps (``stall=0`` disables that: clustered extreme eigenvalues make residuals shrink
-    slowly while the Ritz values, accurate to the squared residual, have long settled).
+    r"""The extreme eigenvalues of a symmetric operator by Lanczos with full reorthogonalisation.
 
-    Kept beside ``scipy.sparse.linalg.eigsh(k=2, which="BE")`` because, on chapter 03's lemma
-    operator, it reaches the same extremes with fewer operator products and in less time;
-    ``benchmarks/bench_lanczos.py`` measures both side by side and prints the ratio.
+    .. math::
+
+        \lambda_{\min}, \lambda_{\max} \approx \text{the extreme eigenvalues of }
+        T_m = Q_m^\top C Q_m, \qquad Q_m \ \text{an orthonormal basis of}\
+        \operatorname{span}\{q, C q, \dots, C^{m-1} q\},
+
+    for the operator :math:`C` that ``matvec`` applies to flat vectors of length ``size``. It stops when both
+    extreme Ritz values have residual bound :math:`|\beta_m s_m| \le \mathrm{tol} \cdot
+    \max(|\lambda_{\min}|, |\lambda_{\max}|)`, or when :math:`\max(|\lambda_{\min}|, |\lambda_{\max}|)` moved by
+    less than ``tol / 10`` (relative) over the last ``stall`` steps (``stall=0`` disables that: clustered
+    extreme eigenvalues make residuals shrink slowly while the Ritz values, accurate to the squared residual,
+    have long settled), or when the Krylov space is exhausted (breakdown, or ``size`` steps).
+
+    Kept beside ``scipy.sparse.linalg.eigsh(k=2, which="BE")`` because, on chapter 03's lemma operator, it
+    reaches the same extremes with fewer operator products and in less time; ``benchmarks/bench_lanczos.py``
+    measures both side by side and prints the ratio.
+
+    Args:
+        matvec: The product :math:`v \mapsto C v` on ``(size,)`` tensors.
+        size: The dimension of the operator.
+        dtype: The dtype of the Krylov vectors.
+        device: The device of the Krylov vectors.
+        max_iter: The most Lanczos steps (at least 1).
+        tol: The relative residual tolerance.
+        seed: The seed of the Gaussian starting vector.
+        stall: The number of steps over which a stalled norm counts as converged (0 disables it).
+
+    Returns:
+        The tuple ``(lambda_min, lambda_max, converged)``; ``converged`` is false when ``max_iter`` steps ran
+        out first.
+
+    Raises:
+        ValueError: when ``max_iter`` is not a positive integer.
     """
     check_int("max_iter", max_iter, minimum=1)
     generator = torch.Generator().manual_seed(seed)
@@ -962,11 +1292,32 @@ def lemma_difference_norms(
     seed: int = 0,
     batch_size: int = 2048,
 ) -> np.ndarray:
-    """``||C_{k+1} - (1/k) sum_{i<=k} C_i||_2`` for each ``k`` in ``ks`` (samples in the order of
-    ``x``; shuffle first for a random order), ``C`` the Hessian or G-term: the lemma's term.
+    r"""The lemma's Hessian term for each ``k`` in ``ks``, samples taken in the order of ``x``.
 
-    The difference is indefinite, so this is ``max(|lambda_min|, |lambda_max|)`` from
-    :func:`lanczos_extremes` (full reorthogonalisation, relative residual ``tol``).
+    .. math::
+
+        \Bigl\lVert C_{k+1} - \frac{1}{k} \sum_{i=1}^{k} C_i \Bigr\rVert_2
+        = \max\bigl(|\lambda_{\min}|, |\lambda_{\max}|\bigr), \qquad C_i \in \{H_i,\; J_i^\top A_i J_i\},
+
+    with sample :math:`i` the row ``x[i - 1]`` (shuffle first for a random order). The difference is indefinite,
+    hence both extremes, from :func:`lanczos_extremes` (full reorthogonalisation, relative residual ``tol``,
+    at most 200 steps).
+
+    Args:
+        model: The network.
+        x: The ``(N, n)`` inputs.
+        y: The ``(N,)`` labels.
+        ks: The sample counts :math:`k`, each in :math:`1, \dots, N - 1`.
+        operator: ``"hessian"`` or ``"ggn"``.
+        tol: The relative residual tolerance of :func:`lanczos_extremes`.
+        seed: The seed of its starting vector.
+        batch_size: Samples per stored graph of :func:`mean_matvec`.
+
+    Returns:
+        The ``(len(ks),)`` float64 array of norms.
+
+    Raises:
+        ValueError: when ``x`` or ``y`` has the wrong shape, ``operator`` is unknown or a ``k`` is out of range.
     """
     _check_data(x, y)
     check_choice("operator", operator, ("hessian", "ggn"))

@@ -68,14 +68,25 @@ MEASUREMENTS_VERSION = 1
 
 @dataclass(frozen=True)
 class CurvatureMeasurements:
-    """Curvature of one network on ``(x, y)``.
+    r"""Curvature of one network on ``(x, y)``, as :func:`curvature_measurements` measures it.
 
-    ``ggn_norms`` ``(N,)``: exact ``||G_i||_2`` of every sample. ``full_index``: the samples that
-    got Lanczos on the full Hessian, the first ``random_count`` a uniform random subset, the rest
-    the samples with the largest G-term norm (where a bound is most at risk). For those,
-    ``hessian`` (full ``H_i``) and ``hterm`` (``H_i - G_i``) hold :class:`lhlib.hessian.HessianNorms`-style
-    tensors: ``norms``, ``lambda_min``, ``lambda_max``, ``converged``. ``top_hessian``/``top_ggn``:
-    the largest eigenvalues of the averaged matrices over ``eigen_count`` samples (empty if none).
+    Sample :math:`i`'s G-term is :math:`J_i^\top A_i J_i`, with :math:`J_i` the Jacobian of the logits and
+    :math:`A_i = \operatorname{diag}(p_i) - p_i p_i^\top` the softmax Hessian; its H-term is
+    :math:`H_i - J_i^\top A_i J_i`.
+
+    Attributes:
+        ggn_norms: The ``(N,)`` exact G-term norms :math:`\lVert J_i^\top A_i J_i \rVert_2` of every sample.
+        full_index: The ``(m,)`` samples that got Lanczos on the full Hessian: the first ``random_count`` a uniform
+            random subset, the rest the samples with the largest G-term norm (where a bound is most at risk).
+        random_count: How many of ``full_index`` form the random subset.
+        hessian: The full :math:`H_i` of the ``full_index`` samples as :class:`lhlib.hessian.HessianNorms`-style
+            ``(m,)`` tensors ``norms`` (:math:`\max |\lambda|`), ``lambda_min``, ``lambda_max`` and ``converged``.
+        hterm: The same for the H-term (an empty dict when it was not measured).
+        top_hessian: The largest eigenvalues, descending, of :math:`\frac{1}{n_e} \sum_{i \le n_e} H_i` over the
+            first :math:`n_e` = ``eigen_count`` samples (empty if none were computed).
+        top_ggn: The same for the averaged G-term :math:`\frac{1}{n_e} \sum_{i \le n_e} J_i^\top A_i J_i`.
+        eigen_count: The number :math:`n_e` of samples averaged for the top eigenvalues.
+        from_cache: Whether the measurements came from the results store.
     """
 
     ggn_norms: torch.Tensor
@@ -165,13 +176,44 @@ def curvature_measurements(
     seed: int = 0,
     use_cache: bool = True,
 ) -> CurvatureMeasurements:
-    """Everything chapter 03 measures on one network, from the results store when measured before.
+    r"""Everything chapter 03 measures on one network, from the results store when measured before.
 
-    G-term norms of every sample; full-Hessian and H-term norms (batched Lanczos, ``max_iter``
-    steps, relative residual ``tol``) of ``full_samples`` random plus ``extreme_samples``
-    largest-G samples; the top ``top_k`` eigenvalues of the averaged Hessian and G-term over the
-    first ``eigen_samples`` samples (all when ``None``, none when ``top_k == 0``; ARPACK tolerance
-    ``eig_tol``). The store key holds the weights' and data's fingerprints and every setting.
+    .. math::
+
+        \lVert J_i^\top A_i J_i \rVert_2 \ \text{for every } i, \qquad
+        \lVert H_i \rVert_2 = \max\bigl(|\lambda_{\min}(H_i)|, |\lambda_{\max}(H_i)|\bigr) \ \text{and} \
+        \lVert H_i - J_i^\top A_i J_i \rVert_2 \ \text{on a subset},
+
+        \lambda_1 \ge \dots \ge \lambda_{k} \ \text{of} \ \frac{1}{n_e} \sum_{i \le n_e} H_i
+        \ \text{and of} \ \frac{1}{n_e} \sum_{i \le n_e} J_i^\top A_i J_i.
+
+    The G-term norms are exact, every sample's (:func:`lhlib.hessian.per_sample_ggn_norms`); the full-Hessian and
+    H-term norms come from batched Lanczos (``max_iter`` steps, relative residual ``tol``) on ``full_samples`` random
+    plus ``extreme_samples`` largest-G samples; the top ``top_k`` eigenvalues from ARPACK (tolerance ``eig_tol``)
+    over the first :math:`n_e` = ``eigen_samples`` samples. The store key holds the weights' and data's fingerprints
+    and every setting.
+
+    Args:
+        model: The network; the measurements run on its parameters' device and in their dtype.
+        x: The ``(N, n)`` inputs.
+        y: The ``(N,)`` labels.
+        full_samples: How many uniformly random samples get Lanczos on the full Hessian (and the H-term).
+        extreme_samples: How many further samples, those of largest G-term norm, get it too.
+        top_k: How many top eigenvalues of the averaged matrices to compute (none when 0 or not below the number of
+            parameters).
+        eigen_samples: How many of the first samples the averaged matrices average (``None``: all).
+        max_iter: The most Lanczos steps per sample.
+        tol: The Lanczos relative residual tolerance.
+        eig_tol: ARPACK's tolerance for the top eigenvalues.
+        hterm: Whether to measure the H-term norms too.
+        seed: Seeds the random subset, the Lanczos starting vectors and ARPACK's.
+        use_cache: Whether to read and write the results store.
+
+    Returns:
+        The network's :class:`CurvatureMeasurements`.
+
+    Raises:
+        ValueError: when ``x`` is not ``(N, n)`` or ``y`` not ``(N,)``, or a count or ``seed`` is out of its range.
     """
     if x.ndim != 2 or y.shape != (x.shape[0],):
         raise ValueError(f"x must be (N, n) and y (N,), got {tuple(x.shape)} and {tuple(y.shape)}")
@@ -208,7 +250,16 @@ def curvature_measurements(
 
 
 def quantile_summary(values: torch.Tensor | np.ndarray, quantiles: Sequence[float] = (0.5, 0.9, 0.99)) -> dict:
-    """``{"min", "q50", "q90", "q99", "max", "mean", "count"}`` of a 1-D array (float64), for summaries."""
+    """The count, minimum, quantiles, maximum and mean of a 1-D array (float64), for summaries.
+
+    Args:
+        values: A 1-D array or tensor.
+        quantiles: The quantiles to report (linear interpolation, :func:`numpy.quantile`).
+
+    Returns:
+        A dict with ``count``, ``min``, ``max``, ``mean`` and ``q<percent>`` per quantile (``q50``, ``q90``, ``q99``
+        by default); only ``{"count": 0}`` for an empty array.
+    """
     values = np.asarray(torch.as_tensor(values).double().cpu())
     if values.size == 0:
         return {"count": 0}
@@ -241,15 +292,34 @@ def theorem1_checks(
     *,
     slack: float = 1e-5,
 ) -> dict:
-    """Every form of Theorem 1 in :data:`BOUND_FORMS` against measured norms.
+    r"""Every form of Theorem 1 in :data:`BOUND_FORMS` against measured norms.
 
-    For each form: ``value`` (the number, or the quantiles of the per-sample numbers), ``held_ggn``
-    (bound >= ``||G_i||_2 (1 - slack)`` on every sample), ``held_hessian`` (the same for the full
-    ``||H_i||_2`` on the ``full_index`` samples), ``violations_ggn``/``violations_hessian`` (counts)
-    and ``tightness_ggn``/``tightness_hessian``: the smallest ratio bound / measured norm over the
-    samples with a nonzero norm (for a single-number bound that is bound / max norm; NaN when every
-    norm is zero), ``median_ratio_ggn`` the median ratio. A ratio below 1 is a violation.
+    With :math:`g_i = \lVert J_i^\top A_i J_i \rVert_2` the G-term norm, :math:`h_i = \lVert H_i \rVert_2` the full
+    Hessian's and :math:`b_i` a form's bound (one number for every sample, or one per sample), each form reports
+
+    .. math::
+
+        \text{held} \iff b_i \ge (1 - \text{slack})\, g_i \ \forall i, \qquad
+        \text{tightness} = \min_{i:\, g_i > 0} \frac{b_i}{g_i}, \qquad
+        \text{median ratio} = \operatorname{median}_{i:\, g_i > 0} \frac{b_i}{g_i},
+
+    and the first two with :math:`h_i` on the ``full_index`` samples. A ratio below 1 is a violation; for a
+    single-number bound the tightness is :math:`b / \max_i g_i`. Ratios leave out zero norms (a sample whose every
+    ReLU path is dead has no curvature); the median is torch's, the lower middle value for an even count.
     ``slack`` absorbs float32 rounding of the measured norms.
+
+    Args:
+        model: The bias-free MLP whose bounds are evaluated.
+        x: The ``(N, n)`` inputs the norms were measured on.
+        ggn_norms: The ``(N,)`` G-term norms :math:`g_i`.
+        full_index: The ``(m,)`` indices of the samples whose full Hessian norms were measured.
+        hessian_norms: The ``(m,)`` full Hessian norms :math:`h_i` of those samples, in ``full_index`` order.
+        slack: The relative tolerance of the held test and of the violation counts.
+
+    Returns:
+        Per form name, a dict with ``description``, ``value`` (the bound, or :func:`quantile_summary` of the
+        per-sample bounds), ``held_ggn``, ``violations_ggn`` (count), ``tightness_ggn``, ``median_ratio_ggn``,
+        ``held_hessian``, ``violations_hessian`` and ``tightness_hessian`` (NaN where every norm is zero).
     """
     ggn = ggn_norms.double().cpu()
     full = hessian_norms.double().cpu()
@@ -295,10 +365,20 @@ FORM_LABELS = {
 
 @dataclass
 class MeasuredNetwork:
-    """One configuration of a dataset: its first seed's network measured trained and at initialisation.
+    r"""One configuration of a dataset: its network of one seed measured trained and at initialisation.
 
-    ``trained``/``initial`` are :func:`curvature_measurements`, ``checks``/``checks_init``
-    :func:`theorem1_checks`; ``ggn_max_per_seed`` the largest G-term norm of every seed's network.
+    Attributes:
+        net: The trained network of the chosen seed (with its losses and accuracy).
+        model: Its model, on the measuring device.
+        init: The same architecture at the initialisation training started from (rebuilt from the seed).
+        trained: :func:`curvature_measurements` of ``model``.
+        initial: :func:`curvature_measurements` of ``init`` (without top eigenvalues).
+        checks: :func:`theorem1_checks` of ``model``.
+        checks_init: :func:`theorem1_checks` of ``init``.
+        layer_norms: The ``(L,)`` spectral norms :math:`\lVert W^{(p)} \rVert_2` of ``model``.
+        M_x: :math:`M_{\mathbf x} = \max_i \lVert x_i \rVert_2` over the dataset.
+        ggn_max_per_seed: :math:`\max_i \lVert J_i^\top A_i J_i \rVert_2` of every seed's trained network, in seed
+            order.
     """
 
     net: TrainedNetwork
@@ -324,11 +404,36 @@ def measure_networks(
     seed: int,
     device: torch.device,
 ) -> dict[str, dict[tuple[int, int], MeasuredNetwork]]:
-    """Train (or load) every configuration of the sweep from every seed and measure its curvature.
+    r"""Train (or load) every configuration of the sweep from every seed and measure its curvature.
 
-    Every seed's network gets its G-term norms; the network of ``seed`` and its initialisation get
-    everything :func:`curvature_measurements` measures (the top eigenvalues for the trained one only)
-    and :func:`theorem1_checks`.
+    Every seed's trained network gets its G-term norms (their maximum is kept); the network of ``seed`` and its
+    initialisation get everything :func:`curvature_measurements` measures (the top eigenvalues for the trained one
+    only) and :func:`theorem1_checks`, which tests
+
+    .. math::
+
+        \lVert J_i^\top A_i J_i \rVert_2 \le b_i \ \text{for every } i, \qquad
+        \lVert H_i \rVert_2 \le b_i \ \text{on the Lanczos samples},
+
+    for each form :math:`b_i` of Theorem 1, built from the layer norms :math:`\lVert W^{(p)} \rVert_2` (their maximum
+    :math:`M_{\mathbf W}`) and :math:`M_{\mathbf x} = \max_i \lVert x_i \rVert_2`.
+
+    Args:
+        data: The datasets, by name.
+        settings: The sweep (configurations, training recipe, seeds).
+        full_samples: As for :func:`curvature_measurements`.
+        extreme_samples: As for :func:`curvature_measurements`.
+        top_k: How many top eigenvalues of the trained network's averaged matrices to compute (none at
+            initialisation).
+        tol: The Lanczos relative tolerance.
+        seed: The seed whose network is measured in full; it also seeds the Lanczos subset and starting vectors.
+        device: Where the measurements run.
+
+    Returns:
+        Per dataset name, per ``(h, num_layers)``, its :class:`MeasuredNetwork`.
+
+    Raises:
+        ValueError: when ``seed`` is not one of ``settings.seeds``.
     """
     if seed not in settings.seeds:
         raise ValueError(f"seed must be one of the sweep's seeds {list(settings.seeds)}, got {seed!r}")
@@ -364,7 +469,22 @@ def _every(results) -> list[MeasuredNetwork]:
 
 
 def lanczos_converged_fraction(results) -> float:
-    """The share of per-sample Lanczos runs (full Hessian and H-term, trained and initial) that converged."""
+    r"""The share of per-sample Lanczos runs (full Hessian and H-term, trained and initial) that converged.
+
+    .. math::
+
+        \frac{1}{4R} \sum_{r=1}^{R} \sum_{w, o} \frac{1}{m} \sum_{i=1}^{m} \mathbb{1}\bigl[\text{run } (r, w, o, i)
+        \text{ converged}\bigr],
+
+    over the :math:`R` networks, :math:`w` trained or initial, :math:`o` the full Hessian or the H-term and the
+    :math:`m` Lanczos samples: the mean of each network's four fractions.
+
+    Args:
+        results: :func:`measure_networks`' results.
+
+    Returns:
+        The fraction, between 0 and 1.
+    """
     return float(
         np.mean(
             [
@@ -378,7 +498,18 @@ def lanczos_converged_fraction(results) -> float:
 
 
 def norms_table(networks: dict[tuple[int, int], MeasuredNetwork]) -> tuple[list[str], list[list[str]]]:
-    """Per configuration of one dataset: accuracy and the quantiles of the G-term and full-Hessian norms."""
+    r"""Per configuration of one dataset: accuracy and the quantiles of the G-term and full-Hessian norms.
+
+    The columns: ``h``, ``num_layers``, :math:`L` = ``num_layers + 2``, the training accuracy, the median, 90 % and
+    99 % quantiles and the maximum of :math:`\lVert J_i^\top A_i J_i \rVert_2`, the median of
+    :math:`\lVert H_i \rVert_2` over the random subset and its maximum over every Lanczos sample (random and extreme).
+
+    Args:
+        networks: One dataset's :func:`measure_networks` results.
+
+    Returns:
+        ``(header, rows)`` for :func:`lhlib.report.show_table`.
+    """
     rows = []
     for (h, depth), r in networks.items():
         g = quantile_summary(r.trained.ggn_norms)
@@ -403,7 +534,17 @@ def _gather(results, form: str, key: str, which: str) -> np.ndarray:
 
 
 def bound_verdict(results, form: str, which: str = "checks") -> str:
-    """Whether ``form`` held on every sample of every network (``which``: ``checks`` or ``checks_init``)."""
+    """Whether ``form`` held on every sample of every network, as a phrase with the violation counts.
+
+    Args:
+        results: :func:`measure_networks`' results.
+        form: A key of :data:`BOUND_FORMS`.
+        which: ``"checks"`` (the trained networks) or ``"checks_init"`` (at initialisation).
+
+    Returns:
+        ``"held on every sample of every network"``, or how many networks it failed on with the numbers of G-term
+        and full-Hessian violations.
+    """
     every = _every(results)
     violations_g = int(_gather(results, form, "violations_ggn", which).sum())
     violations_h = int(_gather(results, form, "violations_hessian", which).sum())
@@ -417,9 +558,25 @@ def bound_verdict(results, form: str, which: str = "checks") -> str:
 
 
 def bound_facts(results) -> dict[str, Any]:
-    """Per form of :data:`BOUND_FORMS`: the verdicts, the tightness range and the median ratio range.
+    r"""Per form of :data:`BOUND_FORMS`: the verdicts, the tightness range and the median ratio range.
 
-    Also the layer norms :math:`M_W` (trained, initial) and :math:`M_x` that explain the numbers.
+    Also the layer norms and input norms that explain the numbers:
+
+    .. math::
+
+        \min_{i:\, g_i > 0} \frac{b_i}{g_i}, \qquad \operatorname{median}_{i:\, g_i > 0} \frac{b_i}{g_i}, \qquad
+        M_{\mathbf W} = \max_p \lVert W^{(p)} \rVert_2, \qquad M_{\mathbf x} = \max_i \lVert x_i \rVert_2,
+
+    with :math:`g_i` the G-term norm and :math:`b_i` the form's bound (:func:`theorem1_checks`); the ratios are
+    ranged over the trained networks, :math:`M_{\mathbf W}` over the trained networks and at initialisation.
+
+    Args:
+        results: :func:`measure_networks`' results.
+
+    Returns:
+        Per form ``verdict_<form>``, ``verdict_init_<form>``, ``tight_<form>_min``/``max``, ``tight_h_<form>_min``
+        (the full Hessian's) and ``median_ratio_<form>_min``/``max``; then ``M_W_min``/``max``,
+        ``M_W_init_min``/``max`` and ``M_x_max``.
     """
     facts = {}
     for form in BOUND_FORMS:
@@ -441,7 +598,16 @@ def bound_facts(results) -> dict[str, Any]:
 
 
 def sweep_axis(settings: SweepSettings, varying: str) -> tuple[list[tuple[int, int]], np.ndarray, str]:
-    """The configurations of one sweep, its x values (``h``, or Theorem 1's ``L``) and their axis label."""
+    """The configurations of one sweep panel, its x values (``h``, or Theorem 1's ``L``) and their axis label.
+
+    Args:
+        settings: The sweep's settings.
+        varying: ``"hidden_size"`` for the width panel (x is ``h``); any other value gives the depth panel, whose x
+            is :math:`L` = ``num_layers + 2``.
+
+    Returns:
+        ``(keys, xs, label)``, the panel's ``(h, num_layers)`` keys, a float array of x values and the axis label.
+    """
     if varying == "hidden_size":
         keys = [(h, settings.fixed_num_layers) for h in settings.hidden_sizes]
         label = f"hidden size h (num_layers = {settings.fixed_num_layers})"
@@ -458,11 +624,24 @@ def _fit_slope(xs, ys) -> float:
 def scaling_across_seeds(results, settings: SweepSettings) -> tuple[dict[str, dict[str, Any]], int]:
     r"""How the largest G-term norm grows with :math:`h` (slope of log-log) and per layer (factor), per seed.
 
-    Networks with every ReLU path dead have :math:`G=0` for every sample and are left out of the fits.
+    With :math:`g^{\max} = \max_i \lVert J_i^\top A_i J_i \rVert_2` of one seed's network, least squares fit
+
+    .. math::
+
+        \log g^{\max}(h) = a + b \log h \quad \text{(width panel)}, \qquad
+        \log g^{\max}(L) = a' + L \log \rho \quad \text{(depth panel)},
+
+    with :math:`L` = ``num_layers + 2``; the slope is :math:`b`, the factor per layer :math:`\rho`. Networks with every
+    ReLU path dead have :math:`g^{\max} = 0` for every sample and are left out of the fits.
+
+    Args:
+        results: :func:`measure_networks`' results.
+        settings: The sweep's settings (its panels and seeds).
 
     Returns:
-        Per dataset, the slopes and factors of every seed with their means and 95 % intervals across
-        seeds; and how many (configuration, seed) points were dead.
+        The pair ``(scaling, dead)``. ``scaling`` holds per dataset ``h_slope`` and ``depth_factor`` (means across
+        seeds), their 95 % Student-t intervals ``h_slope_ci95`` and ``depth_factor_ci95``, and the per-seed
+        ``h_slopes`` and ``depth_factors``; ``dead`` counts the (configuration, seed) points left out.
     """
     (h_keys, h_xs, _), (depth_keys, depth_xs, _) = (sweep_axis(settings, v) for v in ("hidden_size", "num_layers"))
     scaling, dead = {}, 0
@@ -495,7 +674,24 @@ def scaling_across_seeds(results, settings: SweepSettings) -> tuple[dict[str, di
 
 
 def scaling_facts(scaling: dict[str, dict[str, Any]], settings: SweepSettings) -> dict[str, Any]:
-    r"""The ranges of the fitted slopes and factors beside what :math:`L\,h^{2L}` predicts."""
+    r"""The ranges of the fitted slopes and factors beside what :math:`L\,h^{2L}` predicts.
+
+    .. math::
+
+        \frac{\partial \log (L\,h^{2L})}{\partial \log h} = 2L, \qquad
+        \frac{(L + 1)\,h^{2(L+1)}}{L\,h^{2L}} \approx h^2,
+
+    at the width panel's :math:`L` = ``fixed_num_layers + 2`` and the depth panel's :math:`h` = ``fixed_hidden_size``.
+
+    Args:
+        scaling: The per-dataset results of :func:`scaling_across_seeds`.
+        settings: The sweep's settings.
+
+    Returns:
+        ``h_slope_min``/``max`` and ``depth_factor_min``/``max`` over the datasets, the extremes of their intervals
+        (``h_slope_ci_low``/``high``, ``depth_factor_ci_low``/``high``), the laws ``h_slope_law`` (:math:`2L`) and
+        ``depth_factor_law`` (:math:`h^2`), and ``fixed_L``.
+    """
     h_slopes = [s["h_slope"] for s in scaling.values()]
     factors = [s["depth_factor"] for s in scaling.values()]
     return {
@@ -514,7 +710,21 @@ def scaling_facts(scaling: dict[str, dict[str, Any]], settings: SweepSettings) -
 
 
 def live_median(numerator: torch.Tensor, denominator: torch.Tensor) -> float:
-    """Median of ``numerator / denominator`` over the samples with nonzero curvature (NaN if none)."""
+    r"""Median of ``numerator / denominator`` over the samples with nonzero curvature (NaN if none).
+
+    .. math::
+
+        \operatorname{median}_{i:\, d_i > 0} \frac{n_i}{d_i},
+
+    in float64; torch's median, the lower middle value for an even count.
+
+    Args:
+        numerator: The numerators :math:`n_i`.
+        denominator: The denominators :math:`d_i`, aligned with ``numerator``.
+
+    Returns:
+        The median, NaN when no :math:`d_i` is positive.
+    """
     live = denominator.double() > 0
     if not bool(live.any()):
         return math.nan
@@ -522,7 +732,21 @@ def live_median(numerator: torch.Tensor, denominator: torch.Tensor) -> float:
 
 
 def hterm_shares(results) -> dict[tuple[str, str], list[float]]:
-    r"""Per dataset and ``trained``/``initial``: the median :math:`\|H_i-G_i\|_2/\|H_i\|_2` of each configuration."""
+    r"""Per dataset and ``trained``/``initial``: the median H-term share of each configuration.
+
+    .. math::
+
+        \operatorname{median}_{i:\, H_i \ne 0} \frac{\lVert H_i - J_i^\top A_i J_i \rVert_2}{\lVert H_i \rVert_2},
+
+    over the random Lanczos subset (:func:`live_median`).
+
+    Args:
+        results: :func:`measure_networks`' results.
+
+    Returns:
+        Per ``(dataset, "trained")`` and ``(dataset, "initial")``, one median per configuration, in the results'
+        order.
+    """
     shares = {}
     for name, networks in results.items():
         for which in ("trained", "initial"):
@@ -534,7 +758,27 @@ def hterm_shares(results) -> dict[tuple[str, str], list[float]]:
 
 
 def hterm_facts(results, shares: dict[tuple[str, str], list[float]], names: dict[str, str]) -> dict[str, Any]:
-    r"""How large the H-term is beside the full Hessian, trained and at initialisation, and where it is largest."""
+    r"""How large the H-term is beside the full Hessian, trained and at initialisation, and where it is largest.
+
+    .. math::
+
+        \operatorname{median}_i \frac{\lVert H_i - J_i^\top A_i J_i \rVert_2}{\lVert H_i \rVert_2}, \qquad
+        \operatorname{median}_i \frac{\lVert H_i \rVert_2}{\lVert J_i^\top A_i J_i \rVert_2}, \qquad
+        \frac{100}{m} \, \#\{i : \lambda_{\min}(H_i) < 0\},
+
+    the first two per network over the random Lanczos subset (nonzero denominators), the last over all :math:`m`
+    Lanczos samples of each trained network, averaged over the networks.
+
+    Args:
+        results: :func:`measure_networks`' results.
+        shares: :func:`hterm_shares` of ``results``.
+        names: The datasets' display names, by name.
+
+    Returns:
+        ``hterm_share_trained_min``/``median``/``max``, ``hterm_share_trained_worst`` (the trained network with the
+        largest share, in words), ``hterm_share_init_min``/``median``/``max``, ``h_over_g_trained_min``/``max``,
+        ``h_over_g_init_min``/``max`` and ``indefinite_percent``.
+    """
     trained = np.array([v for (_, w), values in shares.items() if w == "trained" for v in values])
     initial = np.array([v for (_, w), values in shares.items() if w == "initial" for v in values])
 
@@ -577,10 +821,21 @@ def hterm_facts(results, shares: dict[tuple[str, str], list[float]], names: dict
 
 
 def averaged_facts(results) -> dict[str, float]:
-    """How the top of the averaged spectra compares with the per-sample norms (ranges over networks).
+    r"""How the top of the averaged spectra compares with the per-sample norms (ranges over networks).
 
-    The top eigenvalue of the averaged Hessian over the averaged G-term's, and the largest
-    per-sample G-term norm over the averaged Hessian's top eigenvalue.
+    .. math::
+
+        \frac{\lambda_{\max}(\bar H)}{\lambda_{\max}(\bar G)}, \qquad
+        \frac{\max_i \lVert J_i^\top A_i J_i \rVert_2}{\lambda_{\max}(\bar H)}, \qquad
+        \bar H = \frac{1}{n_e} \sum_{i \le n_e} H_i, \quad \bar G = \frac{1}{n_e} \sum_{i \le n_e} J_i^\top A_i J_i,
+
+    over the trained networks, with :math:`n_e` = ``eigen_count``.
+
+    Args:
+        results: :func:`measure_networks`' results (the trained networks need their top eigenvalues).
+
+    Returns:
+        ``top_ratio_min``/``max`` (the first ratio) and ``per_sample_over_mean_min``/``max`` (the second).
     """
     every = [r.trained for r in _every(results)]
     top_ratio = [m.top_hessian[0] / m.top_ggn[0] for m in every]
@@ -596,11 +851,30 @@ def averaged_facts(results) -> dict[str, float]:
 def lemma_study(
     results, data: dict[str, Dataset], reference: tuple[int, int], *, points: int, tol: float, seed: int, device
 ) -> dict[str, dict[str, Any]]:
-    r"""The lemma's term :math:`\|H_{k+1}-\bar H_k\|_2` of each dataset's reference network, one random order.
+    r"""The lemma's term :math:`\lVert H_{k+1} - \bar H_k \rVert_2` of each dataset's reference network in one order.
+
+    .. math::
+
+        \Bigl\lVert H_{k+1} - \frac{1}{k} \sum_{i=1}^{k} H_i \Bigr\rVert_2
+        = \max\bigl(|\lambda_{\min}|, |\lambda_{\max}|\bigr), \qquad \lVert H_{k+1} \rVert_2,
+
+    :math:`H_i` the full per-sample Hessians at the trained point, the samples in the random order drawn from ``seed``.
+    The lemma's term comes from Lanczos with full reorthogonalisation at relative tolerance :math:`10^{-3}` whatever
+    ``tol`` is; ``tol`` is the batched Lanczos tolerance of the new samples' norms.
+
+    Args:
+        results: :func:`measure_networks`' results (the reference network of their seed).
+        data: The datasets, by name.
+        reference: The ``(h, num_layers)`` of the network studied.
+        points: How many log-spaced :math:`k` in :math:`[1, N - 1]` to draw (fewer after rounding to distinct
+            integers).
+        tol: The relative tolerance of the new samples' norms :math:`\lVert H_{k+1} \rVert_2`.
+        seed: Seeds the random order and the Lanczos starting vectors.
+        device: Where the Hessian-vector products run.
 
     Returns:
-        Per dataset — ``k`` (``points`` log-spaced values), ``term`` and the newly added sample's
-        ``new_sample_norm`` :math:`\|H_{k+1}\|_2`.
+        Per dataset, ``k`` (the values used), ``term`` (the lemma's term at each) and ``new_sample_norm``
+        (:math:`\lVert H_{k+1} \rVert_2`).
     """
     lemma = {}
     for name in progress_bar(list(results), desc="lemma term"):
@@ -616,10 +890,29 @@ def lemma_study(
 
 
 def lemma_facts(lemma: dict[str, dict[str, Any]], results, reference: tuple[int, int]) -> dict[str, float]:
-    r"""How the lemma's term behaves over the larger half of ``k``.
+    r"""How the lemma's term behaves: its level over the larger half of :math:`k`, its slope, its correlation.
 
-    Its level against the proof's bound :math:`2\max_i\|G_i\|_2` and against the top eigenvalue,
-    its slope, and its correlation with the newly added sample's norm.
+    With :math:`T_k` the term of :func:`lemma_study` and :math:`\tilde T` its median over the larger half of the
+    :math:`k`, per dataset,
+
+    .. math::
+
+        \frac{\tilde T}{2 \max_i \lVert J_i^\top A_i J_i \rVert_2}, \qquad \frac{\tilde T}{\lambda_{\max}(\bar H)},
+        \qquad \log T_k \approx a + b \log k, \qquad
+        \operatorname{corr}\bigl(\log T_k, \log \lVert H_{k+1} \rVert_2\bigr):
+
+    the level against the proof's bound :math:`2 M_{\mathbf H}` (:math:`M_{\mathbf H}` the largest G-term norm) and
+    against the top eigenvalue of the averaged Hessian (the floor); the slope :math:`b` (least squares) and the
+    Pearson correlation with the newly added sample's norm are over every :math:`k`.
+
+    Args:
+        lemma: :func:`lemma_study`'s results.
+        results: :func:`measure_networks`' results.
+        reference: The ``(h, num_layers)`` of the network studied.
+
+    Returns:
+        The ranges over the datasets (``_min``, ``_max``) of ``lemma_tail`` (:math:`\tilde T`), ``lemma_slope``,
+        ``lemma_corr``, ``lemma_tail_over_bound`` and ``lemma_floor``.
     """
     tail = {name: float(np.median(v["term"][len(v["k"]) // 2 :])) for name, v in lemma.items()}
     over = [tail[name] / (2 * float(results[name][reference].trained.ggn_norms.max())) for name in lemma]
@@ -641,10 +934,19 @@ def lemma_facts(lemma: dict[str, dict[str, Any]], results, reference: tuple[int,
 
 
 def configuration_record(r: MeasuredNetwork, key: tuple[int, int]) -> dict[str, Any]:
-    """One configuration for ``summary.json``.
+    r"""One configuration for ``summary.json``.
 
-    The quantiles of every measured norm, trained and at initialisation, every bound check and the
-    top eigenvalues.
+    The quantiles of every measured norm, trained and at initialisation, every bound check and the top
+    eigenvalues.
+
+    Args:
+        r: The configuration's :class:`MeasuredNetwork`.
+        key: Its ``(h, num_layers)``.
+
+    Returns:
+        A JSON-ready dict with the sizes, training loss and accuracy, :math:`M_{\mathbf W}`, :math:`M_{\mathbf x}`, the
+        layer norms and, under ``trained`` and ``initialisation``, the norms' summaries, the Lanczos diagnostics and
+        the bound checks.
     """
     h, depth = key
     out = {

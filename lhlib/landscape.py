@@ -1,13 +1,15 @@
-"""Loss differences ``|L_{k+1} - L_k|`` at a fixed point, as the paper's figures measure them.
+r"""Loss differences :math:`|\mathcal{L}_{k+1} - \mathcal{L}_k|` at a fixed point, as the paper's figures measure them.
 
-With per-sample losses ``l_1, ..., l_N`` at a fixed ``theta`` taken in some order, the running mean
-is ``L_k = (1/k) sum_{i<=k} l_i`` and, exactly,
+With per-sample losses :math:`\ell_1, \dots, \ell_N` at a fixed :math:`\theta` taken in some order, the running
+mean is :math:`\mathcal{L}_k = \frac{1}{k} \sum_{i \le k} \ell_i` and, exactly,
 
-    L_{k+1} - L_k = (l_{k+1} - L_k) / (k + 1).
+.. math::
 
-The paper averages ``|L_{k+1} - L_k|`` over random orders, smooths the average with a recursive
-exponential moving average and plots it against ``k`` on a log axis. Everything here is
-vectorised over orders and ``k``.
+    \mathcal{L}_{k+1} - \mathcal{L}_k = \frac{\ell_{k+1} - \mathcal{L}_k}{k + 1}.
+
+The paper averages :math:`|\mathcal{L}_{k+1} - \mathcal{L}_k|` over random orders, smooths the average with a
+recursive exponential moving average and plots it against :math:`k` on a log axis. Everything here is
+vectorised over orders and :math:`k`.
 """
 
 from __future__ import annotations
@@ -37,7 +39,26 @@ __all__ = [
 
 @torch.no_grad()
 def per_sample_losses(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 8192) -> torch.Tensor:
-    """Cross-entropy ``l_i = -log softmax(f(x_i))_{y_i}`` of every sample, in batches, on ``x``'s device."""
+    r"""The cross-entropy of every sample, in batches, on ``x``'s device.
+
+    .. math::
+
+        \ell_i = -\log \operatorname{softmax}\bigl(f_\theta(x_i)\bigr)_{y_i}.
+
+    The model is put in eval mode (and left there); no gradients are recorded.
+
+    Args:
+        model: The network.
+        x: The ``(N, n)`` inputs.
+        y: The ``(N,)`` labels.
+        batch_size: Samples per forward pass.
+
+    Returns:
+        The ``(N,)`` tensor of losses.
+
+    Raises:
+        ValueError: when ``batch_size`` is not a positive integer.
+    """
     check_int("batch_size", batch_size, minimum=1)
     model.eval()
     return torch.cat(
@@ -49,14 +70,39 @@ def per_sample_losses(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_
 
 
 def mean_abs_deviation(values: torch.Tensor) -> torch.Tensor:
-    """``mean_i |v_i - mean(v)|`` along the last axis: the limit of ``(k + 1) E|L_{k+1} - L_k|``
-    for per-sample losses ``v`` at a fixed point.
+    r"""The mean absolute deviation from the mean, along the last axis.
+
+    .. math::
+
+        \frac{1}{N} \sum_{i=1}^{N} \bigl|v_i - \bar v\bigr|, \qquad \bar v = \frac{1}{N} \sum_{i=1}^{N} v_i.
+
+    For per-sample losses :math:`v` at a fixed point it is what :math:`(k + 1)\,
+    \mathbb{E}|\mathcal{L}_{k+1} - \mathcal{L}_k| = \mathbb{E}|\ell_{k+1} - \mathcal{L}_k|` approaches once
+    :math:`\mathcal{L}_k` has settled near the mean of all :math:`N` losses (:math:`1 \ll k`).
+
+    Args:
+        values: The tensor of values :math:`v`, the last axis the one averaged over.
+
+    Returns:
+        The tensor of deviations, of ``values``' shape without its last axis.
     """
     return (values - values.mean(dim=-1, keepdim=True)).abs().mean(dim=-1)
 
 
 def random_orders(n: int, permutations: int, seed: int) -> torch.Tensor:
-    """``(permutations, n)`` int64 tensor whose rows are independent uniform permutations of ``range(n)``."""
+    """Independent uniform random permutations of ``range(n)``, one per row.
+
+    Args:
+        n: The length of each permutation (at least 2).
+        permutations: The number of permutations.
+        seed: The seed of the draw (an integer >= 0).
+
+    Returns:
+        The ``(permutations, n)`` int64 tensor of permutations.
+
+    Raises:
+        ValueError: when ``n``, ``permutations`` or ``seed`` is not an integer in its range.
+    """
     check_int("n", n, minimum=2)
     check_int("permutations", permutations, minimum=1)
     check_int("seed", seed, minimum=0)
@@ -65,11 +111,26 @@ def random_orders(n: int, permutations: int, seed: int) -> torch.Tensor:
 
 
 def loss_difference_curves(losses: torch.Tensor, permutations: int, seed: int) -> torch.Tensor:
-    """``(permutations, N - 1)`` float64 array of ``|L_{k+1} - L_k|``, column ``j`` holding ``k = j + 1``.
+    r"""The curves :math:`|\mathcal{L}_{k+1} - \mathcal{L}_k|`, one per random order of the samples.
 
-    ``losses`` is the 1-D tensor of per-sample losses at a fixed point; each row uses an
-    independent random order of them (seeded by ``seed``). Running means are accumulated in float64
-    so the differences, which shrink like ``1/k``, are not swamped by rounding.
+    .. math::
+
+        \bigl|\mathcal{L}^{\pi}_{k+1} - \mathcal{L}^{\pi}_k\bigr|, \qquad
+        \mathcal{L}^{\pi}_k = \frac{1}{k} \sum_{i=1}^{k} \ell_{\pi(i)}, \qquad k = 1, \dots, N - 1,
+
+    for independent uniform permutations :math:`\pi` (:func:`random_orders`). Running means are accumulated in
+    float64 so the differences, which shrink like :math:`1/k`, are not swamped by rounding.
+
+    Args:
+        losses: The 1-D tensor of the :math:`N` per-sample losses at a fixed point.
+        permutations: The number of random orders.
+        seed: The seed of the orders.
+
+    Returns:
+        The ``(permutations, N - 1)`` float64 CPU tensor, column ``j`` holding :math:`k = j + 1`.
+
+    Raises:
+        ValueError: when ``losses`` is not 1-D, or the orders' arguments are out of range.
     """
     if losses.ndim != 1:
         raise ValueError(f"losses must be a 1-D tensor of per-sample losses, got shape {tuple(losses.shape)}")
@@ -80,11 +141,25 @@ def loss_difference_curves(losses: torch.Tensor, permutations: int, seed: int) -
 
 
 def ema(values: np.ndarray | torch.Tensor, smoothing: float = 0.99) -> np.ndarray:
-    """The paper's recursive moving average along the last axis.
+    r"""The paper's recursive moving average along the last axis.
 
-    ``ema_0 = d_0`` and ``ema_i = smoothing * ema_{i-1} + (1 - smoothing) * d_i``.
+    .. math::
+
+        e_0 = d_0, \qquad e_i = s \, e_{i-1} + (1 - s) \, d_i,
+
+    with :math:`s` = ``smoothing``.
+
+    Args:
+        values: The values :math:`d`, smoothed along the last axis.
+        smoothing: The weight :math:`s \in [0, 1]` of the past.
+
+    Returns:
+        The float64 array :math:`e`, of ``values``' shape.
+
+    Raises:
+        ValueError: when ``smoothing`` is outside :math:`[0, 1]`.
     """
-    check_float("ema", smoothing, minimum=0.0, maximum=1.0)
+    check_float("smoothing", smoothing, minimum=0.0, maximum=1.0)
     values = np.asarray(values, dtype=np.float64)
     initial = smoothing * values[..., :1]
     smoothed, _ = lfilter([1.0 - smoothing], [1.0, -smoothing], values, axis=-1, zi=initial)
@@ -93,10 +168,17 @@ def ema(values: np.ndarray | torch.Tensor, smoothing: float = 0.99) -> np.ndarra
 
 @dataclass(frozen=True)
 class RateFit:
-    """``mean |L_{k+1} - L_k| ~ C k^exponent`` fitted on ``k_min <= k <= k_max``.
+    r"""The power law :math:`\operatorname{mean} |\mathcal{L}_{k+1} - \mathcal{L}_k| \approx C k^{a}` fitted on
+    :math:`k_{\min} \le k \le k_{\max}`.
 
-    ``ci`` is the central ``confidence`` bootstrap interval of the exponent, resampling the
-    random orders (curves) with replacement.
+    Attributes:
+        exponent: The fitted exponent :math:`a`.
+        ci: The central ``confidence`` bootstrap interval ``(low, high)`` of the exponent, resampling the random
+            orders (curves) with replacement.
+        log_constant: The fitted intercept :math:`\log C` (natural logarithm).
+        k_min: The smallest :math:`k` of the fit.
+        k_max: The largest :math:`k` of the fit.
+        confidence: The coverage of ``ci``.
     """
 
     exponent: float
@@ -128,11 +210,32 @@ def fit_rate_exponent(
     confidence: float = 0.95,
     seed: int = 0,
 ) -> RateFit:
-    """Fit ``log mean_curve(k) = c + exponent * log k`` by least squares on log-spaced ``k``.
+    r"""Fit :math:`\log \bar d(k) = c + a \log k` by least squares on log-spaced :math:`k`.
 
-    ``curves`` is ``(orders, N - 1)`` as returned by :func:`loss_difference_curves` (column ``j`` is
-    ``k = j + 1``). The fit uses about ``points`` log-spaced values of ``k`` in ``[k_min, k_max]`` so
-    that each decade weighs the same; the interval comes from ``bootstrap`` resamples of the rows.
+    .. math::
+
+        (a, c) = \mathop{\mathrm{arg\,min}}_{a, c} \sum_{k \in \mathcal{K}} \bigl(\log \bar d(k) - c - a \log k\bigr)^2,
+        \qquad \bar d(k) = \frac{1}{R} \sum_{r=1}^{R} d_r(k),
+
+    with :math:`d_r` the :math:`R` rows of ``curves`` and :math:`\mathcal{K}` about ``points`` log-spaced integers
+    in :math:`[k_{\min}, k_{\max}]`, so that each decade weighs the same. The interval is the percentile interval
+    of :math:`a` over ``bootstrap`` resamples of the rows (with replacement).
+
+    Args:
+        curves: The ``(orders, N - 1)`` curves of :func:`loss_difference_curves` (column ``j`` is
+            :math:`k = j + 1`).
+        k_min: The smallest :math:`k` of the fit.
+        k_max: The largest :math:`k` of the fit; ``None`` is :math:`N - 1`.
+        points: About how many log-spaced values of :math:`k` (duplicates after rounding are dropped).
+        bootstrap: The number of bootstrap resamples.
+        confidence: The coverage of the interval.
+        seed: The seed of the resampling.
+
+    Returns:
+        The :class:`RateFit`.
+
+    Raises:
+        ValueError: when ``curves`` is not 2-D with at least 2 columns or an option is out of range.
     """
     curves = np.asarray(curves, dtype=np.float64)
     if curves.ndim != 2 or curves.shape[1] < 2:
@@ -158,10 +261,23 @@ def fit_rate_exponent(
 
 
 def log_binned(values: np.ndarray, bins: int = 60) -> tuple[np.ndarray, np.ndarray]:
-    """A curve ``values[k - 1]``, ``k = 1 .. n``, averaged over log-spaced bins of ``k``.
+    r"""A curve ``values[k - 1]`` (:math:`v_k`, :math:`k = 1, \dots, n`) averaged over log-spaced bins of :math:`k`.
 
-    Returns the bins' geometric centres and the means: what a log-``k`` axis can show of ``n``
-    noisy points, each decade drawn with the same number of points.
+    .. math::
+
+        c_j = \sqrt{e_j e_{j+1}}, \qquad
+        \bar v_j = \frac{1}{e_{j+1} - e_j} \sum_{k = e_j}^{e_{j+1} - 1} v_k,
+
+    with integer edges :math:`1 = e_0 < e_1 < \dots = n + 1` log-spaced (duplicates dropped, so there may be
+    fewer than ``bins`` bins). What a log-:math:`k` axis can show of :math:`n` noisy points, each decade drawn
+    with the same number of points.
+
+    Args:
+        values: The 1-D curve.
+        bins: The number of log-spaced bins asked for.
+
+    Returns:
+        The pair ``(centres, means)`` of the bins' geometric centres :math:`c_j` and the means :math:`\bar v_j`.
     """
     values = np.asarray(values, dtype=np.float64)
     edges = np.unique(np.geomspace(1, values.size + 1, bins + 1).astype(int))

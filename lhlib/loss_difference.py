@@ -47,13 +47,20 @@ PREDICTORS = {
 
 
 def identity_error(losses: torch.Tensor) -> float:
-    r"""Largest :math:`|(\mathcal{L}_{k+1}-\mathcal{L}_k)-(\ell_{k+1}-\mathcal{L}_k)/(k+1)|`.
+    r"""Largest deviation of a sequence of losses from the exact identity for :math:`\mathcal{L}_{k+1}-\mathcal{L}_k`.
+
+    .. math::
+
+        \max_{k}\,\Bigl|(\mathcal{L}_{k+1}-\mathcal{L}_k)-\frac{\ell_{k+1}-\mathcal{L}_k}{k+1}\Bigr|,
+        \qquad \mathcal{L}_k = \frac1k \sum_{i\le k} \ell_i,
+
+    over :math:`k = 1, \dots, N-1` and every row.
 
     Args:
-        losses: Per-sample losses, ``N`` or ``S x N`` (one row per network), in the order they arrive.
+        losses: Per-sample losses, ``(N,)`` or ``(S, N)`` (one row per network), in the order they arrive.
 
     Returns:
-        The largest gap over rows and ``k`` in float64 — rounding error, as the identity is exact.
+        The largest gap over rows and ``k`` in float64 (rounding error, as the identity is exact).
     """
     losses = torch.atleast_2d(losses).double()
     counts = torch.arange(1, losses.shape[1] + 1, dtype=torch.float64)
@@ -68,12 +75,29 @@ def assumption1_facts(
 ) -> dict[str, float]:
     r"""How far the trained point is from Assumption 1 (:math:`\nabla\mathcal{L}_k(\theta^*)=0` for every ``k``).
 
+    The last layer's per-sample gradient and the gradient of the empirical loss on the first :math:`k`
+    samples (dataset order, float64):
+
+    .. math::
+
+        \bigl\lVert \nabla_{\mathbf W^{(L)}} \ell_i \bigr\rVert_F
+        = \lVert \mathbf p_i - \mathbf y_i \rVert_2 \, \lVert \mathbf x_i^{(L)} \rVert_2, \qquad
+        \bigl\lVert \nabla\mathcal{L}_k(\hat\theta) \bigr\rVert_2
+        = \Bigl\lVert \frac1k \sum_{i \le k} \nabla \ell_i(\hat\theta) \Bigr\rVert_2.
+
+    Args:
+        network: The trained network examined in detail.
+        ensemble: The trained networks of every seed.
+        data: The training data.
+        k: The sample size :math:`k`.
+        hidden_size: The ensemble's hidden size, to rebuild each seed's initialisation.
+        num_layers: The ensemble's number of hidden-to-hidden layers, likewise.
+
     Returns:
-        For ``network`` — the smallest, median and zero share of the last layer's per-sample gradient
-        norms :math:`\|\mathbf p_i-\mathbf y_i\|\,\|\mathbf x_i^{(L)}\|` and
-        :math:`\|\nabla\mathcal{L}_k\|`, :math:`\|\nabla\mathcal{L}_{k+1}\|` (dataset order); over the
-        ``ensemble``, the range of :math:`\|\nabla\mathcal{L}_k\|` and of its ratio to the same norm at
-        each seed's initialisation.
+        A dict of floats. For ``network``, the smallest, median and zero share of the last layer's
+        per-sample gradient norms, and :math:`\|\nabla\mathcal{L}_k\|`, :math:`\|\nabla\mathcal{L}_{k+1}\|`;
+        over the ``ensemble``, the range of :math:`\|\nabla\mathcal{L}_k\|` and of its ratio to the same norm
+        at each seed's initialisation.
     """
     x, y = data.x.double(), data.y
     factors = forward_factors(network.model, data.x)
@@ -112,8 +136,24 @@ def assumption1_facts(
 def first_relu_change(model: nn.Module, x: torch.Tensor, direction: torch.Tensor, radii: torch.Tensor) -> float:
     r"""The largest of ``radii`` up to which no ReLU of ``x`` changes along :math:`\hat\theta + r v`.
 
+    Scanning ``radii`` in order,
+
+    .. math::
+
+        r^* = \max\bigl\{r_j : \mathbf D^{(p)}_i(\hat\theta + r_l v) = \mathbf D^{(p)}_i(\hat\theta)
+        \ \text{for all } p,\ i \text{ and } l \le j\bigr\},
+
+    with :math:`\mathbf D^{(p)}_i` the ReLU masks of sample :math:`i` (:func:`lhlib.hessian.forward_factors`).
+
+    Args:
+        model: The network (bias-free; its weights are :math:`\hat\theta`).
+        x: The inputs whose masks are watched.
+        direction: The flat direction :math:`v` in parameter order (not normalised here).
+        radii: The increasing radii to try.
+
     Returns:
-        The last radius before the first change of any ReLU mask (0 if it changes at the first).
+        The last radius before the first change of any ReLU mask (0 if it changes at the first, the last
+        radius if none changes).
     """
     weights = weight_list(model)
     pieces = direction.split([w.numel() for w in weights])
@@ -127,10 +167,15 @@ def first_relu_change(model: nn.Module, x: torch.Tensor, direction: torch.Tensor
 
 @dataclass(frozen=True)
 class TaylorCheck:
-    """:func:`taylor_check`'s measurements.
+    r""":func:`taylor_check`'s measurements.
 
-    ``errors`` maps each of :data:`PREDICTORS` to ``directions x radii`` absolute errors;
-    ``kinks`` holds each direction's :func:`first_relu_change` and ``smooth_radius`` their median.
+    Attributes:
+        radii: The radii :math:`r` of the comparison.
+        expansions: One :class:`lhlib.ball.DifferenceExpansion` per direction.
+        errors: Per name in :data:`PREDICTORS`, the ``(directions, len(radii))`` absolute errors
+            :math:`|D(r) - \text{prediction}(r)|`.
+        kinks: Each direction's :func:`first_relu_change`.
+        smooth_radius: The median of ``kinks``.
     """
 
     radii: torch.Tensor
@@ -145,8 +190,27 @@ def taylor_check(
 ) -> TaylorCheck:
     r"""Compare the three :data:`PREDICTORS` with the exact :math:`D(r)` along random unit directions.
 
-    Direction ``j`` is :func:`lhlib.ball.isotropic_direction` with seed ``seed + j``; each
-    prediction's error is :math:`|D(r)-\text{prediction}(r)|` (float64).
+    Direction ``j`` is :func:`lhlib.ball.isotropic_direction` with seed ``seed + j``;
+    :math:`D(r)=\mathcal{L}_{k+1}(\hat\theta+rv)-\mathcal{L}_k(\hat\theta+rv)` on the first :math:`k+1`
+    samples, and each prediction's error is (float64)
+
+    .. math::
+
+        e(r) = \bigl|D(r) - \bigl(D(0) + g\,D'(0)\,r + c\,D''(0)\,r^2\bigr)\bigr|,
+
+    with :math:`g \in \{0, 1\}` and :math:`c \in \{\tfrac12, 1\}` the predictor's options.
+
+    Args:
+        model: The trained network.
+        x: The inputs; the first ``k + 1`` enter.
+        y: The labels.
+        k: The sample size :math:`k`.
+        radii: The radii :math:`r`.
+        directions: The number of random directions.
+        seed: The first direction's seed.
+
+    Returns:
+        The :class:`TaylorCheck`.
     """
     expansions, kinks, errors = [], [], {name: [] for name in PREDICTORS}
     for j in progress_bar(range(directions), desc="directions"):
@@ -166,18 +230,44 @@ def taylor_check(
 
 
 def rounding_floor(losses: torch.Tensor, k: int) -> float:
-    """The float64 rounding floor of :math:`D(r)`.
+    r"""The float64 rounding floor of :math:`D(r)`.
 
-    A hundred ulps of the largest of the first ``k + 1`` losses, divided by ``k + 1``.
+    A hundred ulps of the largest of the first ``k + 1`` losses, divided by ``k + 1``:
+
+    .. math::
+
+        \frac{100\,\epsilon_{\text{float64}}\,\max_{i \le k+1} \ell_i}{k+1}.
+
+    Args:
+        losses: The per-sample losses, in the order the samples enter.
+        k: The sample size :math:`k`.
+
+    Returns:
+        The floor, a float.
     """
     return float(1e2 * np.finfo(np.float64).eps * float(losses[: k + 1].max()) / (k + 1))
 
 
 def fitted_order(error: torch.Tensor, radii: torch.Tensor, smooth_radius: float, floor: float) -> float:
-    """Least-squares slope of log median error against log ``r``.
+    r"""Least-squares slope of log median error against log ``r``: the error's order in :math:`r`.
 
-    Fitted on the radii inside the smooth region where the median error is clearly above the
-    rounding ``floor``; NaN with fewer than three such radii.
+    With :math:`m(r)` the median error over directions, the fit
+
+    .. math::
+
+        \log m(r) \approx a + q \log r
+
+    uses the radii inside the smooth region (:math:`r \le` ``smooth_radius``) where :math:`m(r)` is above the
+    rounding ``floor``.
+
+    Args:
+        error: The ``(directions, len(radii))`` absolute errors.
+        radii: The radii :math:`r`.
+        smooth_radius: The largest radius of the fit.
+        floor: The rounding floor (:func:`rounding_floor`).
+
+    Returns:
+        The slope :math:`q`; NaN with fewer than three usable radii.
     """
     median = error.median(0).values
     keep = (radii <= smooth_radius) & (median > floor)
@@ -187,7 +277,24 @@ def fitted_order(error: torch.Tensor, radii: torch.Tensor, smooth_radius: float,
 
 
 def taylor_facts(check: TaylorCheck, floor: float) -> dict[str, float]:
-    """Each prediction's fitted order and the second-order error inside every direction's smooth region."""
+    r"""Each prediction's fitted order and the second-order error inside every direction's smooth region.
+
+    The orders are :func:`fitted_order`'s :math:`q`; the largest second-order error is
+
+    .. math::
+
+        \max_{j}\ \max_{r \le r^*_j} \bigl|D_j(r) - \bigl(D(0) + D_j'(0)\,r + \tfrac12 D_j''(0)\,r^2\bigr)\bigr|,
+
+    with :math:`r^*_j` direction :math:`j`'s :func:`first_relu_change`.
+
+    Args:
+        check: :func:`taylor_check`'s measurements.
+        floor: The rounding floor (:func:`rounding_floor`).
+
+    Returns:
+        A dict of floats, namely the three orders, the largest second-order error, the smooth radius and
+        :math:`|D(0)|`.
+    """
     inside = torch.stack([check.radii <= kink for kink in check.kinks])
     second = check.errors["second order (SymPy)"]
     orders = {name: fitted_order(err, check.radii, check.smooth_radius, floor) for name, err in check.errors.items()}
@@ -202,17 +309,28 @@ def taylor_facts(check: TaylorCheck, floor: float) -> dict[str, float]:
 
 
 def triangle_split(check: TaylorCheck, delta_h: float, k: int) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
-    r"""The paper's split :math:`|D(r)|\le|D(0)|+r^2\|\Delta_H\|/(k+1)` against the one with the gradient term.
+    r"""The paper's split of :math:`|D(r)|` against the one with the gradient term.
+
+    .. math::
+
+        \text{paper:}\ |D(r)| \le |D(0)| + \frac{r^2 \lVert\Delta_H\rVert_2}{k+1}, \qquad
+        \text{derived:}\ |D(r)| \le |D(0)| + r\,\frac{\lVert\Delta_g\rVert_2}{k+1}
+        + \frac{r^2 \lVert\Delta_H\rVert_2}{2(k+1)},
+
+    with :math:`\Delta_g = \nabla\ell_{k+1} - \nabla\mathcal{L}_k` and
+    :math:`\Delta_H = \mathbf H_{k+1} - \frac1k \sum_{i \le k} \mathbf H_i` at the trained point. The crossover
+    radius of a direction is :math:`|D'(0)| / (\tfrac12 |D''(0)|)`, where the curvature term overtakes the
+    slope term.
 
     Args:
         check: :func:`taylor_check`'s measurements.
-        delta_h: :math:`\|\Delta_H\|_2` at the trained point.
+        delta_h: :math:`\|\Delta_H\|_2` at the trained point (e.g. :func:`lhlib.hessian.lemma_difference_norms`).
         k: The objects before the new one.
 
     Returns:
-        The facts (terms at the trained point, the median radius where the gradient term stops
-        beating the curvature term, and the share of (direction, radius) pairs where each split held)
-        and the curves :func:`lhlib.figures.plot_triangle_split` draws (``true``, ``paper``, ``derived``).
+        The facts (terms at the trained point, the median crossover radius, and the share of
+        (direction, radius) pairs where each split held) and the curves :func:`lhlib.figures.plot_triangle_split`
+        draws (``true``, ``paper``, ``derived``).
     """
     value = check.expansions[0].value
     gradient = check.expansions[0].gradient_norm  # ||Delta_g|| / (k + 1), the same for every direction

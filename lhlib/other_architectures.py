@@ -1,4 +1,4 @@
-"""Chapter 08's experiment: the paper's measurements for the MLP, a CNN and a ViT, across seeds.
+r"""Chapter 08's experiment: the paper's measurements for the MLP, a CNN and a ViT, across seeds.
 
 A *size* of a family is a ``(width, depth)`` pair (:mod:`lhlib.architectures`). The first size of a
 family is its reference; the others change its width or its depth, so each family has a width
@@ -7,10 +7,11 @@ panel (the sizes at the reference depth) and a depth panel (the sizes at the ref
 :func:`run_families` trains every size of every family as a seed ensemble (through
 :func:`lhlib.experiment.trained_networks`) and measures each member's loss-difference curves as
 chapter 04 does (:func:`lhlib.sweep.measure_member`). :func:`network_curvature` measures one
-network's per-sample curvature: the exact G-term norms (:mod:`lhlib.hessian`, generic
-``torch.func`` engine or the structured path of a bias-free Linear/ReLU stack), the
-product-of-layer-norms bound where one exists (:mod:`lhlib.architecture_bounds`), the scaling
-exponent of ``J J^T``, and the full per-sample Hessian norm on a subsample (batched Lanczos).
+network's per-sample curvature: the exact G-term norms :math:`\lVert J_i^\top A_i J_i \rVert_2`
+(:mod:`lhlib.hessian`, generic ``torch.func`` engine or the structured path of a bias-free Linear/ReLU
+stack), the product-of-layer-norms bound where one exists (:mod:`lhlib.architecture_bounds`), the
+scaling exponent of :math:`J_i J_i^\top`, and the full per-sample Hessian norm on a subsample (batched
+Lanczos).
 """
 
 from __future__ import annotations
@@ -67,8 +68,17 @@ CURVATURE_VERSION = 2
 
 
 def panel_sizes(pairs: tuple[tuple[int, int], ...], varying: str) -> list[tuple[int, int]]:
-    """The sizes of a family's ``"width"`` panel (at the first size's depth) or ``"depth"`` panel
-    (at the first size's width), sorted by the varied quantity.
+    """The sizes of a family's ``"width"`` panel (at the first size's depth) or ``"depth"`` panel (at its width).
+
+    Args:
+        pairs: The family's ``(width, depth)`` sizes, the reference first.
+        varying: ``"width"`` or ``"depth"``.
+
+    Returns:
+        The panel's sizes, the reference among them, sorted by the varied quantity.
+
+    Raises:
+        ValueError: when ``varying`` is neither ``"width"`` nor ``"depth"``.
     """
     width, depth = pairs[0]
     if varying == "width":
@@ -80,7 +90,16 @@ def panel_sizes(pairs: tuple[tuple[int, int], ...], varying: str) -> list[tuple[
 
 @dataclass(frozen=True)
 class FamilyConfiguration:
-    """One size of one family across seeds: its trained networks and their curves."""
+    """One size of one family across seeds: its trained networks and their curves.
+
+    Attributes:
+        family: The family's key in :data:`FAMILY_NAMES` (``"mlp"``, ``"cnn"`` or ``"vit"``).
+        width: The width (the MLP's hidden size, the CNN's channels, the ViT's embedding dimension).
+        depth: The depth (hidden-to-hidden layers, convolution or attention blocks).
+        parameters: The number of parameters of the network.
+        networks: The trained networks, one per seed, in seed order.
+        curves: Their loss-difference curves across seeds (:func:`lhlib.sweep.combine_members`).
+    """
 
     family: str
     width: int
@@ -104,7 +123,29 @@ def run_families(
     settings: SweepSettings,
     label: str = "",
 ) -> dict[tuple[str, int, int], FamilyConfiguration]:
-    """Train (or load) every size of every family for every seed and measure each member's curves."""
+    r"""Train (or load) every size of every family for every seed and measure each member's curves.
+
+    As chapter 04 does (:func:`lhlib.sweep.measure_member`), the network of each seed :math:`s` gives
+
+    .. math::
+
+        d^{(s)}_k = \mathbb{E}_\pi \bigl|\mathcal{L}_{k+1}(\hat\theta_s) - \mathcal{L}_k(\hat\theta_s)\bigr|,
+        \qquad k = 1, \dots, N - 1,
+
+    over ``settings.permutations`` random orders, with its power-law fit, the MAD of its losses and its collapse.
+
+    Args:
+        x: The ``(N, n)`` training inputs, images flattened.
+        y: The ``(N,)`` labels.
+        num_classes: The number of classes :math:`K`.
+        image_shape: ``(channels, height, width)`` of one image.
+        sizes: Per family, its ``(width, depth)`` sizes, the reference first.
+        settings: The sweep's training recipe, seeds and measurement settings.
+        label: A prefix of the progress bar's description.
+
+    Returns:
+        Per ``(family, width, depth)``, its :class:`FamilyConfiguration`.
+    """
     results = {}
     configurations = [(family, *pair) for family, pairs in sizes.items() for pair in pairs]
     for family, width, depth in progress_bar(configurations, desc=f"{label} networks".strip()):
@@ -120,16 +161,24 @@ def run_families(
 
 @dataclass(frozen=True)
 class NetworkCurvature:
-    """Per-sample curvature of one trained network on the first ``samples`` training samples.
+    r"""Per-sample curvature of one trained network on the first ``samples`` training samples.
 
-    ``ggn_norms`` ``(samples,)``: exact ``||J_i^T A_i J_i||_2``; ``jjt_norms``: ``||J_i J_i^T||_2``
-    (so ``ggn_norms / (jjt_norms / 2)`` is how far ``A_i`` falls short of its bound ``1/2``).
-    ``bound`` ``(samples,)``: the product-of-layer-norms bound (``None`` for the ViT, for which none
-    is derived). ``scaling_exponents``, ``hessian_norms`` and ``hterm_norms`` (with
-    ``hessian_converged``, both Lanczos runs converged) cover the first ``hessian_samples`` samples:
-    the exponent of ``||J_i J_i^T||`` under scaling every parameter by ``factor``, and the spectral
-    norms ``max |lambda|`` of the full per-sample Hessian and of its H-term (Lanczos, relative
-    tolerance 1e-4).
+    Attributes:
+        seed: The network's training seed.
+        ggn_norms: The ``(samples,)`` exact G-term norms :math:`\lVert J_i^\top A_i J_i \rVert_2`.
+        jjt_norms: The ``(samples,)`` norms :math:`\lVert J_i J_i^\top \rVert_2`; since
+            :math:`\lVert A_i \rVert_2 \le 1/2`, ``ggn_norms / (jjt_norms / 2)`` is at most 1 and says how far
+            :math:`A_i` falls short of that bound.
+        bound: The ``(samples,)`` product-of-layer-norms bound
+            (:func:`lhlib.architecture_bounds.layer_norm_bound_per_sample`), or ``None`` for the ViT, for which none
+            is derived.
+        scaling_exponents: The ``(hessian_samples,)`` exponents of :math:`\lVert J_i J_i^\top \rVert_2` under scaling
+            every parameter by ``factor`` (:func:`lhlib.architecture_bounds.jjt_scaling_exponents`).
+        hessian_norms: The ``(hessian_samples,)`` spectral norms :math:`\max |\lambda|` of the full per-sample Hessians
+            (Lanczos, relative tolerance :math:`10^{-4}`, at most 120 steps).
+        hterm_norms: The same for the H-terms :math:`H_i - J_i^\top A_i J_i`.
+        hessian_converged: The ``(hessian_samples,)`` flags, true where both Lanczos runs of the sample converged.
+        from_cache: Whether the measurements came from the results store.
     """
 
     seed: int
@@ -144,21 +193,26 @@ class NetworkCurvature:
 
     @property
     def softmax_slack(self) -> torch.Tensor:
-        """``||J_i^T A_i J_i|| / (||J_i J_i^T|| / 2)`` (at most 1, since ``||A_i|| <= 1/2``) of the samples
-        with ``J_i != 0`` (an input that switches off a whole ReLU layer has ``J_i = 0``).
+        r"""The ratios :math:`\lVert J_i^\top A_i J_i \rVert_2 / (\lVert J_i J_i^\top \rVert_2 / 2)`,
+        at most 1 since :math:`\lVert A_i \rVert_2 \le 1/2`, of the samples with :math:`J_i \ne 0` (an input that
+        switches off a whole ReLU layer has :math:`J_i = 0`).
         """
         live = self.jjt_norms > 0
         return self.ggn_norms[live] / (self.jjt_norms[live] / 2)
 
     @property
     def converged_hessian_ratios(self) -> torch.Tensor:
-        """``||H_i|| / ||G-term_i||`` of the samples whose Lanczos runs converged."""
+        r"""The ratios :math:`\lVert H_i \rVert_2 / \lVert J_i^\top A_i J_i \rVert_2` of the samples whose Lanczos
+        runs converged.
+        """
         ggn = self.ggn_norms[: self.hessian_norms.numel()]
         return (self.hessian_norms / ggn)[self.hessian_converged]
 
     @property
     def converged_hterm_ratios(self) -> torch.Tensor:
-        """``||H-term_i|| / ||G-term_i||`` of the samples whose Lanczos runs converged."""
+        r"""The ratios :math:`\lVert H_i - J_i^\top A_i J_i \rVert_2 / \lVert J_i^\top A_i J_i \rVert_2` of the
+        samples whose Lanczos runs converged.
+        """
         ggn = self.ggn_norms[: self.hterm_norms.numel()]
         return (self.hterm_norms / ggn)[self.hessian_converged]
 
@@ -192,7 +246,39 @@ def network_curvature(
     factor: float = 3.0,
     use_cache: bool = True,
 ) -> NetworkCurvature:
-    """Measure :class:`NetworkCurvature` for ``network`` on ``x[:samples]`` (cached in the results store)."""
+    r"""Measure :class:`NetworkCurvature` for ``network`` on ``x[:samples]`` (cached in the results store).
+
+    With :math:`A_i = B_i B_i^\top` and :math:`\gamma` = ``factor``,
+
+    .. math::
+
+        \lVert J_i^\top A_i J_i \rVert_2 = \lambda_{\max}\bigl(B_i^\top J_i J_i^\top B_i\bigr), \qquad
+        \lVert J_i J_i^\top \rVert_2, \qquad
+        \frac{1}{\log\gamma}
+        \log\frac{\lVert J_i J_i^\top \rVert_2(\gamma\theta)}{\lVert J_i J_i^\top \rVert_2(\theta)},
+
+        b_i = \tfrac{1}{2} \lVert x_i \rVert^2 \sum_p c_p \prod_{q \ne p} \lVert C^{(q)} \rVert_{\mathrm{op}}^2,
+
+    the last (:func:`lhlib.architecture_bounds.layer_norm_bound_per_sample`) except for the ViT; the exponent,
+    :math:`\lVert H_i \rVert_2` and :math:`\lVert H_i - J_i^\top A_i J_i \rVert_2` on the first ``hessian_samples``
+    samples only.
+
+    Args:
+        network: The trained network; its seed seeds the Lanczos starting vectors.
+        x: The training inputs, of which the first ``samples`` are measured.
+        y: The labels.
+        samples: How many samples get the G-term norms and the bound.
+        hessian_samples: How many of those get the scaling exponent and Lanczos.
+        factor: The scale :math:`\gamma` of the exponent (positive, not 1).
+        use_cache: Whether to read and write the results store.
+
+    Returns:
+        The network's :class:`NetworkCurvature`.
+
+    Raises:
+        ValueError: when ``samples`` is not in :math:`[1, N]`, ``hessian_samples`` not in ``[1, samples]`` or
+            ``factor`` not positive (or, once computed, equal to 1).
+    """
     n = x.shape[0]
     check_int("samples", samples, minimum=1, maximum=n)
     check_int("hessian_samples", hessian_samples, minimum=1, maximum=samples)
@@ -237,6 +323,9 @@ def _interval(values) -> str:
 def family_table(results: dict[tuple[str, int, int], FamilyConfiguration]) -> tuple[list[str], list[list[Any]]]:
     """Per family and size: parameters, accuracy, collapsed seeds, level, level/MAD and exponent.
 
+    Args:
+        results: :func:`run_families`' results.
+
     Returns:
         ``(header, rows)`` for :func:`lhlib.report.show_table`.
     """
@@ -274,7 +363,20 @@ def family_table(results: dict[tuple[str, int, int], FamilyConfiguration]) -> tu
 
 
 def pooled_median(tensors) -> float:
-    """The median of all entries of ``tensors`` together (NaN when there are none)."""
+    r"""The median of all entries of ``tensors`` together (NaN when they hold none).
+
+    .. math::
+
+        \operatorname{median}\bigl(\{t_{j,i}\}_{j,i}\bigr),
+
+    in float64; torch's median, the lower middle value for an even count.
+
+    Args:
+        tensors: A non-empty sequence of tensors of any shapes.
+
+    Returns:
+        The median, NaN when every tensor is empty.
+    """
     values = torch.cat([t.reshape(-1).double() for t in tensors])
     return float(values.median()) if values.numel() else float("nan")
 
@@ -285,11 +387,15 @@ def curvature_table(
 ) -> tuple[list[str], list[list[Any]]]:
     r"""Per family and size, across seeds: the G-term norm and what bounds and explains it.
 
-    The columns: the G-term norm; the bound's validity and its slack split into
-    :math:`\text{G-term}/(\|J_iJ_i^\top\|/2)` (how far :math:`A_i` is from its bound 1/2) and
-    :math:`(\|J_iJ_i^\top\|/2)/\text{bound}` (the layer-norm product's slack); the scaling exponent
-    of :math:`J_iJ_i^\top`; and the full Hessian's and the H-term's norms relative to the G-term's, on
-    the samples whose Lanczos runs converged.
+    The columns: the G-term norm :math:`\lVert J_i^\top A_i J_i \rVert_2`; the samples within the bound and its
+    slack split into :math:`\lVert J_i^\top A_i J_i \rVert_2 / (\lVert J_i J_i^\top \rVert_2 / 2)` (how far
+    :math:`A_i` is from its bound 1/2) and :math:`(\lVert J_i J_i^\top \rVert_2 / 2) / b_i` (the layer-norm product's
+    slack); the scaling exponent of :math:`J_i J_i^\top`; and the full Hessian's and the H-term's norms relative to
+    the G-term's, on the samples whose Lanczos runs converged.
+
+    Args:
+        results: :func:`run_families`' results.
+        curvature: :func:`family_curvature` of ``results``.
 
     Returns:
         ``(header, rows)`` for :func:`lhlib.report.show_table`.
@@ -346,8 +452,32 @@ def size_trend_tests(
     *,
     permutations: int = 10000,
 ) -> list[dict[str, Any]]:
-    """One-sided Spearman trend tests of per-seed ``values`` against width (width panel) and depth
-    (depth panel) for every family; ``directions`` maps ``"width"``/``"depth"`` to the claimed direction.
+    r"""One-sided Spearman trend tests of per-seed ``values`` against width (width panel) and depth (depth panel).
+
+    For every family and every panel of at least two sizes, over its (size, seed) pairs :math:`(x_j, v_j)` with
+    :math:`x_j` the width or the depth (:func:`lhlib.seed_stats.trend_test`, ties ranked by their average rank),
+
+    .. math::
+
+        \rho = \operatorname{corr}\bigl(\operatorname{rank}(x), \operatorname{rank}(v)\bigr), \qquad
+        p = \frac{1 + \#\{b \le B : \rho_b \ge \rho\}}{1 + B}
+
+    for a claimed increase (:math:`\rho_b \le \rho` for a decrease), :math:`\rho_b` the correlation after the
+    :math:`b`-th of :math:`B` random permutations of the values.
+
+    Args:
+        values: Per ``(family, width, depth)``, one value per seed.
+        sizes: Per family, its ``(width, depth)`` sizes, the reference first.
+        directions: ``"width"`` and/or ``"depth"``, each mapped to the claimed direction, ``"increasing"`` or
+            ``"decreasing"``.
+        permutations: :math:`B`, the random permutations behind each p-value.
+
+    Returns:
+        One dict per test, with ``family``, ``varying``, ``direction``, ``sizes`` and the fields of
+        :class:`lhlib.seed_stats.TrendTest`.
+
+    Raises:
+        ValueError: when a key of ``directions`` is neither ``"width"`` nor ``"depth"``.
     """
     tests = []
     for family, pairs in sizes.items():
@@ -381,7 +511,30 @@ def family_curvature(
     factor: float = 3.0,
     label: str = "",
 ) -> dict[tuple[str, int, int], list[NetworkCurvature]]:
-    """:func:`network_curvature` of every seed of every size in ``results`` (one list per size, in seed order)."""
+    r""":func:`network_curvature` of every seed of every size in ``results`` (one list per size, in seed order).
+
+    Per sample :math:`i` of the first ``samples`` (the last two of the first :math:`m` = ``hessian_samples`` only):
+
+    .. math::
+
+        \lVert J_i^\top A_i J_i \rVert_2, \qquad \lVert J_i J_i^\top \rVert_2, \qquad \lVert H_i \rVert_2, \qquad
+        \lVert H_i - J_i^\top A_i J_i \rVert_2.
+
+    Args:
+        results: :func:`run_families`' results.
+        x: The training inputs.
+        y: The labels.
+        samples: As for :func:`network_curvature`.
+        hessian_samples: As for :func:`network_curvature`.
+        factor: As for :func:`network_curvature`.
+        label: A prefix of the progress bar's description.
+
+    Returns:
+        Per ``(family, width, depth)``, one :class:`NetworkCurvature` per seed.
+
+    Raises:
+        ValueError: when ``samples`` or ``hessian_samples`` is out of its range.
+    """
     check_int("samples", samples, minimum=1, maximum=x.shape[0])
     check_int("hessian_samples", hessian_samples, minimum=1, maximum=samples)
     return {
@@ -397,7 +550,16 @@ def family_summary_rows(
     results: dict[tuple[str, int, int], FamilyConfiguration],
     curvature: dict[tuple[str, int, int], list[NetworkCurvature]],
 ) -> list[dict[str, Any]]:
-    """Per family and size, the numbers a chapter writes to ``summary.json`` (lists are per seed)."""
+    """Per family and size, the numbers a chapter writes to ``summary.json`` (lists are per seed).
+
+    Args:
+        results: :func:`run_families`' results.
+        curvature: :func:`family_curvature` of ``results``.
+
+    Returns:
+        One JSON-ready dict per size with its landscape numbers (levels, MADs, exponents) and its curvature numbers
+        (G-term quantiles, ratios, Lanczos counts, scaling exponents and, where derived, the bound's).
+    """
     rows = []
     for key, r in results.items():
         c, measured = r.curves, curvature[key]
@@ -438,8 +600,22 @@ def family_summary_rows(
 
 
 def landscape_facts(results: dict[str, dict[tuple[str, int, int], FamilyConfiguration]]) -> dict[str, dict[str, Any]]:
-    """Per family, over every dataset, size and seed: the range of fitted exponents, how many of their
-    bootstrap intervals contain -1, and the range of level / MAD.
+    r"""Per family, over every dataset, size and seed: the fitted exponents, their intervals and level / MAD.
+
+    .. math::
+
+        \alpha \ \text{of} \ d_k \approx C k^{\alpha}, \qquad
+        \#\{\text{networks} : -1 \in [\alpha_{\mathrm{low}}, \alpha_{\mathrm{high}}]\}, \qquad
+        \frac{C}{\operatorname{MAD}},
+
+    with :math:`[\alpha_{\mathrm{low}}, \alpha_{\mathrm{high}}]` each fitted exponent's bootstrap interval; the last
+    over the networks with a positive MAD.
+
+    Args:
+        results: Per dataset name, its :func:`run_families` results.
+
+    Returns:
+        Per family, ``networks``, ``fitted``, ``exponent_range``, ``contains_minus_one`` and ``level_to_mad_range``.
     """
     facts = {}
     for family in dict.fromkeys(key[0] for sweep in results.values() for key in sweep):
@@ -463,9 +639,34 @@ def curvature_facts(
     results: dict[str, dict[tuple[str, int, int], FamilyConfiguration]],
     curvature: dict[str, dict[tuple[str, int, int], list[NetworkCurvature]]],
 ) -> dict[str, dict[str, Any]]:
-    """Per family, over every dataset, size and seed: the bound's validity and its two slack factors
-    (medians), the range of scaling exponents and (ReLU families) their largest deviation from
-    ``2(L-1)``, Lanczos convergence, and the median full-Hessian and H-term ratios to the G-term.
+    r"""Per family, over every dataset, size and seed: the bound, its slack, the exponents, the Lanczos ratios.
+
+    With :math:`g_i = \lVert J_i^\top A_i J_i \rVert_2`, :math:`b_i` the layer-norm bound (families that have one),
+    :math:`e_i` the scaling exponent and :math:`L` the number of linear maps,
+
+    .. math::
+
+        \operatorname{median}_i \frac{g_i}{\lVert J_i J_i^\top \rVert_2 / 2}, \qquad
+        \operatorname{median}_i \frac{g_i}{b_i}, \qquad
+        \operatorname{median}_i \frac{\lVert J_i J_i^\top \rVert_2 / 2}{b_i}, \qquad
+        \max_i \bigl|e_i - 2(L - 1)\bigr|,
+
+        \operatorname{median}_i \frac{\lVert H_i \rVert_2}{g_i}, \qquad
+        \operatorname{median}_i \frac{\lVert H_i - J_i^\top A_i J_i \rVert_2}{g_i},
+
+    each median pooling every network's samples (:func:`pooled_median`; the first over :math:`J_i \ne 0`, the last
+    two over the converged Lanczos samples). The deviation from :math:`2(L - 1)` is for the ReLU families (not the
+    ViT), a NaN exponent counting as no deviation.
+
+    Args:
+        results: Per dataset name, its :func:`run_families` results.
+        curvature: Per dataset name, its :func:`family_curvature` results.
+
+    Returns:
+        Per family, ``softmax_slack``, ``exponent_range`` (finite exponents), ``lanczos_converged``,
+        ``lanczos_samples``, ``hessian_to_ggn`` and ``hterm_to_ggn``; with a bound ``bound_held`` (samples with
+        :math:`g_i \le b_i (1 + 10^{-9})`), ``bound_samples``, ``tightness`` and ``product_slack``; for the ReLU
+        families ``max_deviation_from_relu``.
     """
     facts = {}
     for family in dict.fromkeys(key[0] for c in curvature.values() for key in c):
@@ -502,7 +703,14 @@ def curvature_facts(
 
 
 def landscape_citations(landscape: dict[str, dict[str, Any]]) -> dict[str, str]:
-    """:func:`landscape_facts` as the phrases the chapter cites, ``<family>_exponents`` and the like."""
+    """:func:`landscape_facts` as the phrases the chapter cites, ``<family>_exponents`` and the like.
+
+    Args:
+        landscape: :func:`landscape_facts`' results.
+
+    Returns:
+        Per family ``<family>_exponents``, ``<family>_contains`` and ``<family>_mad_ratios``, formatted.
+    """
     cited = {}
     for family, facts in landscape.items():
         cited[f"{family}_exponents"] = "{:.3f} to {:.3f}".format(*facts["exponent_range"])
@@ -512,7 +720,15 @@ def landscape_citations(landscape: dict[str, dict[str, Any]]) -> dict[str, str]:
 
 
 def curvature_citations(curvature_summary: dict[str, dict[str, Any]]) -> dict[str, str]:
-    """:func:`curvature_facts` as the phrases the chapter cites, with ``bound_verdict`` over families."""
+    """:func:`curvature_facts` as the phrases the chapter cites, with ``bound_verdict`` over families.
+
+    Args:
+        curvature_summary: :func:`curvature_facts`' results.
+
+    Returns:
+        Per family its formatted slack, exponent range, ratios and convergence (and its deviation, bound counts,
+        tightness and product slack where it has them), and ``bound_verdict``.
+    """
     cited = {}
     for family, f in curvature_summary.items():
         cited[f"{family}_softmax_slack"] = f"{f['softmax_slack']:.3f}"
@@ -557,11 +773,26 @@ def family_trend_tests(
     *,
     permutations: int = 10000,
 ) -> dict[str, list[dict[str, Any]]]:
-    """:func:`size_trend_tests` of the three quantities of ``TREND_CLAIMS``, per dataset.
+    r""":func:`size_trend_tests` of the three quantities of ``TREND_CLAIMS``, per dataset.
 
-    Each seed contributes its median G-term norm, its median layer-norm bound (families that have
-    one) and its level. Returns the tests under ``"ggn"``, ``"bound"`` and ``"level"``, each test
-    carrying its ``dataset`` and ``quantity``.
+    Each seed contributes
+
+    .. math::
+
+        \operatorname{median}_i \lVert J_i^\top A_i J_i \rVert_2, \qquad \operatorname{median}_i b_i, \qquad C,
+
+    its median G-term norm, its median layer-norm bound (families that have one) and its level, each tested for the
+    direction ``TREND_CLAIMS`` claims by Spearman's :math:`\rho` with a one-sided permutation p-value (the medians
+    are torch's, the lower middle value for an even count).
+
+    Args:
+        results: Per dataset name, its :func:`run_families` results.
+        curvature: Per dataset name, its :func:`family_curvature` results.
+        sizes: Per family, its ``(width, depth)`` sizes, the reference first.
+        permutations: The random permutations behind each p-value.
+
+    Returns:
+        The tests under ``"ggn"``, ``"bound"`` and ``"level"``, each test carrying its ``dataset`` and ``quantity``.
     """
     tests = {kind: [] for kind in TREND_CLAIMS}
     for name, sweep in results.items():
@@ -582,7 +813,14 @@ def family_trend_tests(
 
 
 def trend_table(tests: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
-    """Trend tests (:func:`family_trend_tests`) as ``(header, rows)`` for :func:`lhlib.report.show_table`."""
+    """Trend tests (:func:`family_trend_tests`) as ``(header, rows)`` for :func:`lhlib.report.show_table`.
+
+    Args:
+        tests: Trend tests, any datasets, families and quantities.
+
+    Returns:
+        ``(header, rows)`` for :func:`lhlib.report.show_table`.
+    """
     header = [
         "dataset",
         "family",
@@ -614,13 +852,39 @@ def trend_table(tests: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]
 
 
 def trend_verdicts(tests: list[dict[str, Any]], family: str, varying: str) -> str:
-    """Per dataset, the verdict of ``family``'s test in the ``varying`` panel (``"not tested"`` if none)."""
+    """Per dataset, the verdict of ``family``'s test in the ``varying`` panel (``"not tested"`` if none).
+
+    Args:
+        tests: Trend tests of one quantity, any datasets.
+        family: The family's key.
+        varying: ``"width"`` or ``"depth"``.
+
+    Returns:
+        The phrases ``<dataset>: <verdict>`` joined by ``"; "``, or ``"not tested"``.
+    """
     chosen = [t for t in tests if t["family"] == family and t["varying"] == varying]
     return "; ".join(f"{t['dataset']}: {t['verdict']}" for t in chosen) or "not tested"
 
 
 def trend_citations(tests: dict[str, list[dict[str, Any]]], families) -> dict[str, Any]:
-    """The verdicts the chapter cites and how many survive a Bonferroni correction over all tests."""
+    r"""The verdicts the chapter cites and how many survive a Bonferroni correction over all tests.
+
+    With :math:`m` the testable tests (verdict other than ``"not testable"``), a test survives when
+
+    .. math::
+
+        \min(p, p') < \frac{0.05}{m},
+
+    :math:`p` its one-sided p-value and :math:`p'` the opposite direction's.
+
+    Args:
+        tests: :func:`family_trend_tests`' results.
+        families: The families to cite.
+
+    Returns:
+        ``<family>_bound_width``, ``<family>_ggn_<varying>`` and ``<family>_level_<varying>`` (:func:`trend_verdicts`),
+        ``n_trend_tests`` (every test) and ``bonferroni_survivors``.
+    """
     cited = {}
     for family in families:
         cited[f"{family}_bound_width"] = trend_verdicts(tests["bound"], family, "width")
@@ -641,7 +905,16 @@ def conclusions_table(
     curvature_summary: dict[str, dict[str, Any]],
     tests: dict[str, list[dict[str, Any]]],
 ) -> tuple[list[str], list[list[str]]]:
-    """The chapter's closing table: each conclusion of the paper and what every family says of it."""
+    """The chapter's closing table: each conclusion of the paper and what every family says of it.
+
+    Args:
+        landscape: :func:`landscape_facts`' results.
+        curvature_summary: :func:`curvature_facts`' results.
+        tests: :func:`family_trend_tests`' results.
+
+    Returns:
+        ``(header, rows)``, one column per family of ``landscape``.
+    """
     families = list(landscape)
 
     def bound(f: dict[str, Any]) -> str:

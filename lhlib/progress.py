@@ -22,12 +22,25 @@ __all__ = ["progress_bar", "progress_enabled"]
 
 
 def progress_enabled() -> bool:
-    """False when ``$LHLIB_PROGRESS`` is ``0``."""
+    """Whether progress bars are shown: false when ``$LHLIB_PROGRESS`` is ``0``.
+
+    Returns:
+        ``False`` when ``$LHLIB_PROGRESS`` is ``"0"``, else ``True``.
+    """
     return os.environ.get("LHLIB_PROGRESS", "1") != "0"
 
 
 def progress_bar(iterable: Iterable | None = None, **kwargs) -> tqdm:
-    """``tqdm(iterable, **kwargs)``, disabled when :func:`progress_enabled` is false."""
+    """``tqdm(iterable, **kwargs)``, disabled when :func:`progress_enabled` is false.
+
+    Args:
+        iterable: What to iterate over (``None``: a bar updated by hand).
+        **kwargs: Passed to ``tqdm.auto.tqdm`` (``total``, ``desc``, ``leave``, ...); ``disable`` is
+            forced to ``True`` when bars are off.
+
+    Returns:
+        The ``tqdm`` bar, itself an iterable over ``iterable``.
+    """
     if not progress_enabled():
         kwargs["disable"] = True
     return tqdm(iterable, **kwargs)

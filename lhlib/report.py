@@ -20,7 +20,14 @@ __all__ = ["Findings", "markdown_table", "output_path", "show_table", "write_sum
 
 
 def output_path(output_dir: str | Path) -> Path:
-    """``output_dir`` as a Path, created if needed."""
+    """``output_dir`` as a Path, created if needed.
+
+    Args:
+        output_dir: A chapter's output folder.
+
+    Returns:
+        The folder's ``Path``, which now exists (parents included).
+    """
     path = Path(output_dir)
     path.mkdir(parents=True, exist_ok=True)
     return path
@@ -41,7 +48,18 @@ def _json_safe(value: Any) -> Any:
 
 
 def write_summary(output_dir: str | Path, summary: dict[str, Any]) -> Path:
-    """Write ``summary`` as ``<output_dir>/summary.json`` atomically (numpy/torch scalars and arrays converted)."""
+    """Write ``summary`` as ``<output_dir>/summary.json`` atomically.
+
+    Numpy and torch scalars and arrays become numbers and lists, dict keys strings, and non-finite
+    floats the strings ``"nan"``, ``"inf"`` and ``"-inf"`` (JSON has no such numbers). Keys are sorted.
+
+    Args:
+        output_dir: The chapter's output folder, created if needed.
+        summary: What to write.
+
+    Returns:
+        The path of ``summary.json``.
+    """
     path = output_path(output_dir) / "summary.json"
     text = json.dumps(_json_safe(summary), indent=2, sort_keys=True)
     atomic_write_bytes(path, lambda file: file.write(text.encode()))
@@ -49,7 +67,20 @@ def write_summary(output_dir: str | Path, summary: dict[str, Any]) -> Path:
 
 
 def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
-    """A Markdown table (``display(Markdown(...))`` renders it) with ``header`` and one line per row."""
+    """A Markdown table (``display(Markdown(...))`` renders it) with ``header`` and one line per row.
+
+    Cells are ``str()`` of the values, with ``|`` escaped and newlines turned into spaces.
+
+    Args:
+        header: The column names.
+        rows: The rows, each with as many cells as ``header``.
+
+    Returns:
+        The table's Markdown source.
+
+    Raises:
+        ValueError: when a row's length differs from the header's.
+    """
     if any(len(row) != len(header) for row in rows):
         raise ValueError(f"every row must have {len(header)} cells, the header's length")
 
@@ -64,6 +95,14 @@ def show_table(header: list[str], rows: list[list[Any]], title: str | None = Non
     """Display :func:`markdown_table` of ``header`` and ``rows`` under the cell, after a bold ``title``.
 
     The book renders Markdown outputs as MyST, so the table is an HTML table on the page.
+
+    Args:
+        header: The column names.
+        rows: The rows, each with as many cells as ``header``.
+        title: A heading shown in bold above the table (``None``: none).
+
+    Raises:
+        ValueError: when a row's length differs from the header's.
     """
     from IPython.display import Markdown, display
 
@@ -74,13 +113,18 @@ def show_table(header: list[str], rows: list[list[Any]], title: str | None = Non
 class Findings:
     """One chapter's findings: what its prose cites and what its ``summary.json`` holds.
 
-    Args:
-        output_dir: The chapter's output folder; :meth:`write` puts ``summary.json`` there.
-
     A value goes in once, under one name: :meth:`cite` for a value the prose cites as
     ``{glue:text}`name``` (it is glued and kept under ``"findings"`` in the summary), :meth:`record`
     for data only the summary carries (kept at the summary's top level). So every number on the page
-    is in ``summary.json`` too, from the same record.
+    is in ``summary.json`` too, from the same record. ``findings[name]`` reads a value back.
+
+    Args:
+        output_dir: The chapter's output folder; :meth:`write` puts ``summary.json`` there.
+
+    Attributes:
+        output_dir: The chapter's output folder.
+        cited: The values given to :meth:`cite`, by name.
+        recorded: The values given to :meth:`record`, by name.
     """
 
     def __init__(self, output_dir: str | Path):
@@ -93,7 +137,17 @@ class Findings:
             raise ValueError(f"finding {name!r} is recorded twice; every finding has one name")
 
     def cite(self, **values: Any) -> None:
-        """Keep each value and glue it under its name for the prose (``myst_nb.glue``, not displayed)."""
+        """Keep each value and glue it under its name for the prose (``myst_nb.glue``, not displayed).
+
+        A numpy or torch scalar is kept as a plain Python number: glued as ``np.float64(...)`` no format
+        spec could read it.
+
+        Args:
+            **values: The values, by the names the prose cites them under.
+
+        Raises:
+            ValueError: when a name was cited or recorded before, or is ``"findings"``.
+        """
         for name, value in values.items():
             self._check_new(name)
             # A numpy or torch scalar glues as "np.float64(...)", which no format spec can read.
@@ -103,7 +157,14 @@ class Findings:
             glue(name, value, display=False)
 
     def record(self, **values: Any) -> None:
-        """Keep each value for ``summary.json`` only."""
+        """Keep each value for ``summary.json`` only.
+
+        Args:
+            **values: The values, by the names they take at the summary's top level.
+
+        Raises:
+            ValueError: when a name was cited or recorded before, or is ``"findings"``.
+        """
         for name, value in values.items():
             self._check_new(name)
             self.recorded[name] = value
@@ -112,5 +173,9 @@ class Findings:
         return self.cited[name] if name in self.cited else self.recorded[name]
 
     def write(self) -> Path:
-        """Write ``{**recorded, "findings": cited}`` as ``summary.json`` (:func:`write_summary`)."""
+        """Write ``{**recorded, "findings": cited}`` as ``summary.json`` (:func:`write_summary`).
+
+        Returns:
+            The path of ``summary.json``.
+        """
         return write_summary(self.output_dir, {**self.recorded, "findings": self.cited})

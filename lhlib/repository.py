@@ -44,7 +44,13 @@ URL_KEYS = ("Homepage", "Repository", "Issues")
 
 @dataclass(frozen=True)
 class Repository:
-    """A GitHub repository and the branch the book is published from."""
+    """A GitHub repository and the branch the book is published from.
+
+    Attributes:
+        owner: The GitHub user or organisation, as GitHub spells it.
+        name: The repository's name.
+        branch: The branch the book is built, deployed and installed from.
+    """
 
     owner: str
     name: str
@@ -66,12 +72,29 @@ class Repository:
         return f"lhlib @ git+{self.url}@{self.branch}"
 
     def project_urls(self) -> dict[str, str]:
-        """``[project.urls]`` of ``pyproject.toml``."""
+        """``[project.urls]`` of ``pyproject.toml``.
+
+        Returns:
+            ``Homepage`` (the GitHub Pages address), ``Repository`` (:attr:`Repository.url`) and ``Issues``, by key.
+        """
         return dict(zip(URL_KEYS, (self.pages_url, self.url, f"{self.url}/issues")))
 
 
 def parse_slug(slug: str, branch: str = "main") -> Repository:
-    """``OWNER/NAME`` (as GitHub spells it) and a branch name as a :class:`Repository`."""
+    """``OWNER/NAME`` (as GitHub spells it) and a branch name as a :class:`Repository`.
+
+    Args:
+        slug: ``OWNER/NAME``: an owner of letters, digits and ``-`` (at most 39 characters), a name of
+            letters, digits, ``.``, ``_`` and ``-``.
+        branch: A git branch name: letters, digits, ``.``, ``_``, ``-`` and ``/``, without ``..`` or a
+            leading ``/``.
+
+    Returns:
+        The :class:`Repository`.
+
+    Raises:
+        ValueError: when ``slug`` or ``branch`` does not have that form.
+    """
     if not isinstance(slug, str) or not _SLUG.fullmatch(slug):
         raise ValueError(f"repository must be OWNER/NAME (letters, digits, '-', '.', '_'), got {slug!r}")
     if not isinstance(branch, str) or not _BRANCH.fullmatch(branch) or ".." in branch or branch.startswith("/"):
@@ -95,7 +118,18 @@ def _load_yaml(text: str):
 
 
 def read_repository(root: Path) -> Repository:
-    """The repository and branch that ``_config.yml`` names (``branch`` defaults to ``main``)."""
+    """The repository and branch that ``_config.yml`` names (``branch`` defaults to ``main``).
+
+    Args:
+        root: The repository's root folder, holding ``_config.yml``.
+
+    Returns:
+        The :class:`Repository` of ``repository.url`` and ``repository.branch``.
+
+    Raises:
+        ValueError: when ``repository.url`` is not ``https://github.com/OWNER/NAME`` or names no valid
+            repository or branch.
+    """
     return _repository_of_config((root / "_config.yml").read_text())
 
 
@@ -108,7 +142,17 @@ def _repository_of_config(config: str) -> Repository:
 
 
 def colab_install_source(repository: Repository) -> str:
-    """The source of every chapter's install cell, its first code cell."""
+    """The source of every chapter's install cell, its first code cell.
+
+    On Colab only, it installs lhlib with ``%pip`` from ``repository`` at its branch, the ref the Colab
+    button opens, so that notebook and package match.
+
+    Args:
+        repository: The repository the book points at.
+
+    Returns:
+        The cell's source text.
+    """
     return (
         "# On Colab only: install lhlib's light core from the book's repository,\n"
         "# at the branch the Colab button opened, so that notebook and package\n"
@@ -136,7 +180,21 @@ def _workflow_branches(workflow: dict) -> tuple[list, list[str]]:
 
 
 def disagreements(root: Path) -> list[str]:
-    """Every place that does not follow ``_config.yml``'s repository setting, one line each (empty: all agree)."""
+    """Every place that does not follow ``_config.yml``'s repository setting, one line each.
+
+    Checked: each notebook's first code cell (the install cell, tagged ``INSTALL_CELL_TAG``),
+    ``[project.urls]`` of ``pyproject.toml``, ``repository-code`` and ``url`` of ``CITATION.cff``, and the
+    branch that ``.github/workflows/book.yml`` (when there) builds and deploys.
+
+    Args:
+        root: The repository's root folder.
+
+    Returns:
+        One line per disagreement, naming the file; empty when all agree.
+
+    Raises:
+        ValueError: when ``_config.yml``'s repository setting itself is invalid (:func:`read_repository`).
+    """
     import nbformat
 
     repository = read_repository(root)
@@ -273,9 +331,19 @@ def _rewrite_workflow(text: str, repository: Repository) -> str:
 
 
 def sync_repository(root: Path) -> list[Path]:
-    """Rewrite every place that follows ``_config.yml``'s repository setting; returns the files changed.
+    """Rewrite every place that follows ``_config.yml``'s repository setting.
 
-    Raises ``ValueError`` (and writes nothing more) if a rewritten file does not then agree.
+    The notebooks' install cells, ``pyproject.toml``, ``CITATION.cff`` and the workflow are edited line
+    by line (a notebook's own cells are never overwritten), then :func:`disagreements` is asked again.
+
+    Args:
+        root: The repository's root folder.
+
+    Returns:
+        The files changed.
+
+    Raises:
+        ValueError: when a rewritten file still does not agree (nothing more is written then).
     """
     repository = read_repository(root)
     changed = [path for path in _notebooks(root) if _sync_notebook(path, repository)]
@@ -301,7 +369,20 @@ def sync_repository(root: Path) -> list[Path]:
 def set_repository(root: Path, slug: str, branch: str | None = None) -> list[Path]:
     """Point the book at ``OWNER/NAME`` (and ``branch``, when given): ``_config.yml`` and all that follows it.
 
-    Returns the files changed.
+    ``_config.yml``'s ``repository`` section is rewritten, parsed again to confirm it, and then
+    :func:`sync_repository` brings the rest into line.
+
+    Args:
+        root: The repository's root folder.
+        slug: ``OWNER/NAME`` of the GitHub repository (:func:`parse_slug`).
+        branch: The branch to publish from (``None``: keep the current one).
+
+    Returns:
+        The files changed, ``_config.yml`` first when it changed.
+
+    Raises:
+        ValueError: when ``slug`` or ``branch`` is invalid, ``_config.yml`` could not be rewritten, or
+            the other files still disagree afterwards.
     """
     current = read_repository(root)
     repository = parse_slug(slug, current.branch if branch is None else branch)

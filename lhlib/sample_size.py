@@ -1,10 +1,10 @@
 r"""Sample-size determination from the loss landscape: how many objects until it stops moving.
 
-The paper closes by suggesting that the convergence of ``L_k`` be used to decide when a training
-sample is large enough. Made concrete: given the per-sample losses ``l_1, ..., l_N`` of a trained
-model (at ``theta-hat``, or at any fixed ``theta``), the *sufficient sample size* for a tolerance
-``epsilon`` is the smallest ``k*`` such that the expected one-object change of the empirical loss
-stays below ``epsilon`` from then on:
+The paper closes by suggesting that the convergence of :math:`\mathcal{L}_k` be used to decide when a
+training sample is large enough. Made concrete: given the per-sample losses
+:math:`\ell_1, \dots, \ell_N` of a trained model (at :math:`\hat\theta`, or at any fixed :math:`\theta`),
+the *sufficient sample size* for a tolerance :math:`\varepsilon` is the smallest :math:`k^*` such that
+the expected one-object change of the empirical loss stays below :math:`\varepsilon` from then on:
 
 .. math::
 
@@ -14,20 +14,24 @@ stays below ``epsilon`` from then on:
 the expectation being over the order in which the objects arrive. :func:`sufficient_sample_size`
 gives three answers with uncertainties:
 
-* **measured**: from the mean of ``|L_{k+1} - L_k|`` over random orders
-  (:func:`lhlib.landscape.loss_difference_curves`): one plus the last ``k`` where the mean curve
-  exceeds ``epsilon``; the interval comes from resampling the orders. The last crossing of a noisy
-  curve is biased late (noise makes late exceedances), so the curve is first smoothed: the scaled
-  curve ``(k+1) mean_k``, which varies slowly, is averaged over ``k' in [k/(1+w), k(1+w)]``
-  (:func:`log_window_smooth`, ``w = window``), then divided by ``k+1`` again. A curve exactly
-  ``c/(k+1)`` is left unchanged. ``None`` (and ``reached =
-  False``) when the curve is still above ``epsilon`` at ``k = N - 1``.
-* **extrapolated**: from the identity ``L_{k+1} - L_k = (l_{k+1} - L_k)/(k+1)``. As ``k`` grows
-  ``L_k`` tends to the mean loss, so ``(k+1) E|L_{k+1} - L_k|`` tends to the mean absolute deviation
-  ``MAD = (1/N) sum_i |l_i - mean(l)|`` and ``k* ~ MAD / epsilon - 1``. It needs only the losses of a
-  pilot sample and extends beyond ``N``; its interval resamples the losses.
-* **bound**: from Lemma 1, ``|L_{k+1} - L_k| <= 2 (M_l + M_H R^2)/(k+1)`` (:func:`lhlib.bounds.lemma_bound`),
-  ``k* = ceil(2 (M_l + M_H R^2)/epsilon - 1)``, with ``M_l`` the largest loss unless given.
+* **measured**: from the mean of :math:`|\mathcal{L}_{k+1} - \mathcal{L}_k|` over random orders
+  (:func:`lhlib.landscape.loss_difference_curves`): one plus the last :math:`k` where the mean curve
+  exceeds :math:`\varepsilon`; the interval comes from resampling the orders. The last crossing of a
+  noisy curve is biased late (noise makes late exceedances), so the curve is first smoothed: the scaled
+  curve :math:`(k+1)\,\bar c_k`, which varies slowly, is averaged over
+  :math:`k' \in [k/(1+w), k(1+w)]` (:func:`log_window_smooth`, :math:`w` = ``window``), then divided by
+  :math:`k+1` again. A curve exactly :math:`c/(k+1)` is left unchanged. ``None`` (and
+  ``reached = False``) when the curve is still above :math:`\varepsilon` at :math:`k = N - 1`.
+* **extrapolated**: from the identity
+  :math:`\mathcal{L}_{k+1} - \mathcal{L}_k = (\ell_{k+1} - \mathcal{L}_k)/(k+1)`. As :math:`k` grows
+  :math:`\mathcal{L}_k` tends to the mean loss, so :math:`(k+1)\,\mathbb{E}|\mathcal{L}_{k+1} - \mathcal{L}_k|`
+  tends to the mean absolute deviation :math:`\operatorname{MAD} = \frac1N \sum_i |\ell_i - \bar\ell|` and
+  :math:`k^* \approx \operatorname{MAD}/\varepsilon - 1`. It needs only the losses of a pilot sample and
+  extends beyond :math:`N`; its interval resamples the losses.
+* **bound**: from Lemma 1,
+  :math:`|\mathcal{L}_{k+1} - \mathcal{L}_k| \le 2(M_\ell + M_{\mathbf H} R^2)/(k+1)`
+  (:func:`lhlib.bounds.lemma_bound`), :math:`k^* = \lceil 2(M_\ell + M_{\mathbf H} R^2)/\varepsilon - 1\rceil`,
+  with :math:`M_\ell` the largest loss unless given.
 """
 
 from __future__ import annotations
@@ -47,13 +51,23 @@ __all__ = ["SampleSize", "first_k_below", "log_window_smooth", "sufficient_sampl
 
 @dataclass(frozen=True)
 class SampleSize:
-    """Sufficient sample sizes for tolerance ``epsilon`` (see the module docstring).
+    r"""Sufficient sample sizes for tolerance :math:`\varepsilon` (see the module docstring).
 
-    ``measured`` is an int or ``None`` when not reached within the ``n`` objects (``reached``);
-    ``measured_ci`` its ``confidence`` bootstrap interval over orders (``inf`` where a resample does
-    not reach ``epsilon``). ``extrapolated`` (``max(MAD/epsilon - 1, 1)``) and its interval are real numbers;
-    ``bound`` is the lemma's ``k*`` (``None`` if no constants were available). ``mad`` is the mean
-    absolute deviation of the losses, ``loss_bound``/``hessian_bound``/``radius`` the lemma's constants.
+    Attributes:
+        epsilon: The tolerance :math:`\varepsilon`.
+        n: The number :math:`N` of per-sample losses.
+        reached: Whether the smoothed mean curve fell to :math:`\varepsilon` for good within the ``n`` objects.
+        measured: The measured :math:`k^*`, or ``None`` when not ``reached``.
+        measured_ci: Its central ``confidence`` bootstrap interval over orders (``inf`` where a resample does
+            not reach :math:`\varepsilon`).
+        extrapolated: :math:`\max(\operatorname{MAD}/\varepsilon - 1, 1)`, a real number.
+        extrapolated_ci: Its central ``confidence`` bootstrap interval over resampled losses.
+        bound: Lemma 1's :math:`k^*` (the type allows ``None``; :func:`sufficient_sample_size` always sets it).
+        mad: The mean absolute deviation :math:`\frac1N \sum_i |\ell_i - \bar\ell|` of the losses.
+        loss_bound: The lemma's :math:`M_\ell`.
+        hessian_bound: The lemma's :math:`M_{\mathbf H}`.
+        radius: The lemma's :math:`R`.
+        confidence: The coverage of both intervals.
     """
 
     epsilon: float
@@ -72,7 +86,7 @@ class SampleSize:
 
     @property
     def bound_ratio(self) -> float:
-        """``bound / measured`` (``bound / extrapolated`` when the measured value was not reached)."""
+        """``bound / measured`` (``/ extrapolated`` when not reached; denominator at least 1; NaN without a bound)."""
         if self.bound is None:
             return math.nan
         reference = self.measured if self.reached else self.extrapolated
@@ -80,8 +94,22 @@ class SampleSize:
 
 
 def log_window_smooth(curves: np.ndarray, window: float = 0.1) -> np.ndarray:
-    """Average each row of ``(k+1) curves`` (column ``j`` is ``k = j + 1``) over ``k' in [k/(1+w), k(1+w)]``
-    and divide by ``k+1`` again; ``window = 0`` returns the curves unchanged.
+    r"""Smooth curves of :math:`|\mathcal{L}_{k+1} - \mathcal{L}_k|` by a window of relative half-width ``window``.
+
+    Each row's scaled curve :math:`(k+1)\,c_k` is averaged over a window of :math:`k` that grows with
+    :math:`k`, then divided by :math:`k+1` again; a curve exactly :math:`c/(k+1)` is left unchanged:
+
+    .. math::
+
+        \tilde c_k = \frac{1}{k+1}\,\frac{1}{|W_k|}\sum_{k' \in W_k} (k'+1)\,c_{k'}, \qquad
+        W_k = \bigl\{k' : \lceil k/(1+w) \rceil \le k' \le \lfloor k(1+w) \rfloor\bigr\} \cap [1, N-1].
+
+    Args:
+        curves: ``(..., N - 1)`` array, column ``j`` holding :math:`k = j + 1`.
+        window: The relative half-width :math:`w \ge 0`; 0 returns the curves unchanged.
+
+    Returns:
+        The smoothed float64 array, of the shape of ``curves``.
     """
     curves = np.asarray(curves, dtype=np.float64)
     if window == 0:
@@ -97,8 +125,20 @@ def log_window_smooth(curves: np.ndarray, window: float = 0.1) -> np.ndarray:
 
 
 def first_k_below(mean_curves: np.ndarray, epsilon: float) -> np.ndarray:
-    """For each row of ``mean_curves`` (``(..., N-1)``, column ``j`` is ``k = j + 1``), the smallest ``k``
-    with every value from ``k`` on ``<= epsilon``; ``inf`` when the last value exceeds ``epsilon``.
+    r"""The smallest :math:`k` from which every value of a curve is at most ``epsilon``, per row.
+
+    .. math::
+
+        k^* = 1 + \max\{k : c_k > \varepsilon\} \quad (k^* = 1 \text{ when no value exceeds } \varepsilon),
+
+    and :math:`k^* = \infty` when the last value :math:`c_{N-1}` exceeds :math:`\varepsilon`.
+
+    Args:
+        mean_curves: ``(..., N - 1)`` array, column ``j`` holding :math:`k = j + 1`.
+        epsilon: The tolerance :math:`\varepsilon`.
+
+    Returns:
+        The float64 array of :math:`k^*`, of shape ``mean_curves.shape[:-1]`` (``inf`` where not reached).
     """
     curves = np.asarray(mean_curves, dtype=np.float64)
     above = curves > epsilon
@@ -161,14 +201,42 @@ def sufficient_sample_size(
     confidence: float = 0.95,
     window: float = 0.1,
 ) -> SampleSize:
-    """The smallest ``k`` after which ``E|L_{k+1} - L_k| <= epsilon``, measured, extrapolated and bounded.
+    r"""The smallest :math:`k` after which :math:`\mathbb{E}|\mathcal{L}_{k+1} - \mathcal{L}_k| \le \varepsilon`.
 
-    ``losses`` are the per-sample losses at a fixed point (1-D). ``curves`` (``(orders, N - 1)`` from
-    :func:`lhlib.landscape.loss_difference_curves`) are computed from ``permutations`` random orders
-    when not given. ``loss_bound`` (``M_l``, default ``max(losses)``), ``hessian_bound`` (``M_H``) and
-    ``radius`` (``R``) enter the lemma's ``k*``. Intervals are central ``confidence`` bootstrap
-    intervals from ``bootstrap`` resamples of the orders (measured) or of the losses (extrapolated).
-    ``window`` is the relative half-width of the smoothing of the measured curve (0: none).
+    Measured, extrapolated and bounded (see the module docstring):
+
+    .. math::
+
+        k^*_{\text{measured}} = \min\bigl\{k : \tilde c_j \le \varepsilon \ \forall j \ge k\bigr\}, \qquad
+        k^*_{\text{extrapolated}} = \max\Bigl(\frac{\operatorname{MAD}}{\varepsilon} - 1, 1\Bigr),
+
+        k^*_{\text{bound}} = \max\bigl(\lceil 2(M_\ell + M_{\mathbf H} R^2)/\varepsilon - 1 \rceil, 1\bigr),
+
+    with :math:`\tilde c` the mean curve over orders smoothed by :func:`log_window_smooth` and
+    :math:`\operatorname{MAD} = \frac1N \sum_i |\ell_i - \bar\ell|`. Intervals are central ``confidence``
+    bootstrap intervals from ``bootstrap`` resamples of the orders (measured) or of the losses
+    (extrapolated).
+
+    Args:
+        losses: The 1-D per-sample losses at a fixed point, at least 3.
+        epsilon: The tolerance :math:`\varepsilon > 0`.
+        curves: ``(orders, N - 1)`` curves from :func:`lhlib.landscape.loss_difference_curves`; computed from
+            ``permutations`` random orders when not given.
+        permutations: The number of random orders when ``curves`` is not given.
+        seed: Seeds the orders and the bootstrap resamples.
+        radius: The lemma's :math:`R`.
+        loss_bound: The lemma's :math:`M_\ell`; default ``max(losses)``.
+        hessian_bound: The lemma's :math:`M_{\mathbf H}`.
+        bootstrap: The number of bootstrap resamples.
+        confidence: The coverage of the intervals.
+        window: The relative half-width of the smoothing of the measured curve (0: none).
+
+    Returns:
+        The :class:`SampleSize`.
+
+    Raises:
+        ValueError: when ``losses`` is not 1-D with at least 3 entries, ``curves`` has the wrong shape, or a
+            number is out of range (``epsilon <= 0``, a negative constant, ``permutations < 2``, ...).
     """
     losses = _checked_losses(losses)
     for name, value in (("epsilon", epsilon), ("radius", radius), ("hessian_bound", hessian_bound)):

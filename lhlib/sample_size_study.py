@@ -42,9 +42,15 @@ __all__ = [
 class NetworkSampleSizes:
     r"""One trained network (one seed) and its sufficient sample sizes per tolerance.
 
-    ``at_theta_hat`` and ``in_ball`` map each tolerance to a
-    :class:`lhlib.sample_size.SampleSize`; ``in_ball`` uses Lemma 1 at distance ``radius`` with
-    ``hessian_bound`` :math:`M_{\mathbf H}=\max_i\|\mathbf J_i^\top\mathbf A_i\mathbf J_i\|_2`.
+    Attributes:
+        seed: The network's training seed.
+        losses: The ``(N,)`` per-sample losses at :math:`\hat\theta`.
+        train_loss: Their mean.
+        radius: The lemma's radius :math:`R = r\,\lVert\hat\theta\rVert_2`.
+        hessian_bound: :math:`M_{\mathbf H} = \max_i \lVert \mathbf J_i^\top \mathbf A_i \mathbf J_i \rVert_2` over the
+            training samples.
+        at_theta_hat: Per tolerance, the :class:`lhlib.sample_size.SampleSize` at the trained point (:math:`R = 0`).
+        in_ball: Per tolerance, the same with Lemma 1 at distance ``radius`` with constant ``hessian_bound``.
     """
 
     seed: int
@@ -67,11 +73,26 @@ def sample_size_study(
 ) -> dict[tuple[str, int, int], list[NetworkSampleSizes]]:
     r"""Train (or load) every configuration of the sweep from every seed and size its sample.
 
+    For each tolerance :math:`\varepsilon` (:func:`lhlib.sample_size.sufficient_sample_size`),
+
+    .. math::
+
+        k^*(\varepsilon) = \min\bigl\{k : \mathbb{E}\,|\mathcal{L}_{j+1} - \mathcal{L}_j| \le \varepsilon
+        \ \text{for every } j \ge k\bigr\}, \qquad
+        \hat k^* = \max\Bigl(\frac{\operatorname{MAD}}{\varepsilon} - 1,\ 1\Bigr),
+
+        k^*_{\text{lemma}} = \max\Bigl(1, \Bigl\lceil \frac{2 (M_\ell + M_{\mathbf H} R^2)}{\varepsilon} - 1
+        \Bigr\rceil\Bigr),
+
+    measured, extrapolated from the MAD of the losses and from Lemma 1, with :math:`M_\ell` the largest loss,
+    :math:`M_{\mathbf H}` the largest per-sample G-term norm and :math:`R = 0` at :math:`\hat\theta` or
+    :math:`R = r\,\lVert\hat\theta\rVert_2` in the ball.
+
     Args:
         data: The datasets, by name.
         settings: The sweep: configurations, training recipe, seeds, ``permutations``, ``device``.
         epsilons: Tolerances on :math:`\mathbb{E}|\mathcal{L}_{k+1}-\mathcal{L}_k|` (nats).
-        bound_relative_radius: :math:`R/\|\hat\theta\|` of the lemma's ball.
+        bound_relative_radius: :math:`r = R/\|\hat\theta\|` of the lemma's ball.
         bootstrap: Resamples of every interval.
         confidence: The intervals' level.
 
@@ -113,7 +134,21 @@ def _network_sample_sizes(net, d, device, settings, epsilons, relative_radius, b
 
 
 def nearest_tolerance(epsilons: list[float], target: float) -> float:
-    """The tolerance of ``epsilons`` closest to ``target`` on a log scale."""
+    r"""The tolerance of ``epsilons`` closest to ``target`` on a log scale.
+
+    .. math::
+
+        \arg\min_{\varepsilon} \bigl|\log(\varepsilon / \varepsilon_0)\bigr|,
+
+    over the :math:`\varepsilon` of ``epsilons``, the first of equally close ones.
+
+    Args:
+        epsilons: The tolerances, all positive.
+        target: The tolerance :math:`\varepsilon_0` wanted, positive.
+
+    Returns:
+        The element of ``epsilons`` nearest to ``target``.
+    """
     return min(epsilons, key=lambda e: abs(math.log(e / target)))
 
 
@@ -128,6 +163,14 @@ def sample_size_table(results, dataset: str, epsilon: float) -> tuple[list[str],
     The columns: mean training loss; how many seeds' curves reached :math:`\varepsilon` within the
     data and their mean measured :math:`k^*`; the extrapolated :math:`k^*` (mean and 95 % interval
     across seeds); and the lemma's :math:`k^*` at the trained point and in the ball (means).
+
+    Args:
+        results: :func:`sample_size_study`'s results.
+        dataset: The dataset whose configurations are tabulated.
+        epsilon: One of the study's tolerances.
+
+    Returns:
+        ``(header, rows)`` for :func:`lhlib.report.show_table`.
     """
     rows = []
     for (name, h, depth), members in results.items():
@@ -163,8 +206,29 @@ def _range(values: list[float]) -> tuple[float, float]:
 
 
 def sample_size_facts(results, epsilons: list[float], epsilon: float) -> dict[str, float | str]:
-    """What the chapter cites about every network: extrapolation against measurement, the lemma's
-    overshoot and the spread of :math:`k^*` at ``epsilon`` between configurations and between seeds.
+    r"""What the chapter cites about every network: extrapolation against measurement, the lemma's overshoot, spreads.
+
+    With :math:`k^*` the measured, :math:`\hat k^*` the extrapolated and :math:`k^*_{\text{lemma}}(R)` the lemma's
+    sufficient sample size,
+
+    .. math::
+
+        \frac{\hat k^*}{k^*}, \qquad \frac{k^*_{\text{lemma}}(0)}{k^*}, \qquad \frac{k^*_{\text{lemma}}(R)}{k^*},
+        \qquad \frac{\max_c \bar k_c}{\min_c \bar k_c}, \qquad
+        \max_c \frac{\max_s \hat k^*_{c,s}}{\min_s \hat k^*_{c,s}},
+
+    the ratios over every (network, tolerance of ``epsilons``) whose measured :math:`k^*` was reached; the spreads of
+    :math:`\hat k^*` at ``epsilon`` between the configurations :math:`c` of every dataset (:math:`\bar k_c` the mean
+    over seeds) and between the seeds :math:`s` of one configuration.
+
+    Args:
+        results: :func:`sample_size_study`'s results.
+        epsilons: The tolerances of the ratios.
+        epsilon: The tolerance of the spreads, one of the study's.
+
+    Returns:
+        ``eps_table``, ``n_reached``, ``extrapolated_over_measured_min``/``max``, ``bound_ratio_min``/``max``,
+        ``bound_ball_ratio_min``/``max``, ``architecture_spread``, ``seed_spread_max`` and ``seed_spread_where``.
     """
     every = [(m.at_theta_hat[e], m.in_ball[e]) for members in results.values() for m in members for e in epsilons]
     reached = [(s, b) for s, b in every if s.reached]
@@ -195,10 +259,26 @@ def sample_size_facts(results, epsilons: list[float], epsilon: float) -> dict[st
 def holdout_check(
     results, pilot_size: int, epsilons: list[float], *, permutations: int, seed: int, bootstrap: int, confidence: float
 ) -> list[dict]:
-    """Predict :math:`k^*` from the first ``pilot_size`` losses; measure it on the remaining ones.
+    r"""Predict :math:`k^*` from the first ``pilot_size`` losses; measure it on the remaining ones.
 
-    Uses each configuration's first seed (the check is of the rule's statistics) and keeps the
-    cases where the remaining objects' curve reached the tolerance at ``k >= 10``.
+    .. math::
+
+        \hat k^*_{\text{pilot}}
+        = \max\Bigl(\frac{\operatorname{MAD}(\ell_1, \dots, \ell_{n_0})}{\varepsilon} - 1,\ 1\Bigr)
+        \quad \text{against the measured } k^* \text{ of } \ell_{n_0 + 1}, \dots, \ell_N,
+
+    :math:`n_0` = ``pilot_size``, the losses in the data's order. Uses each configuration's first seed (the check is
+    of the rule's statistics) and keeps the cases where the remaining objects' curve reached the tolerance at
+    :math:`k \ge 10`.
+
+    Args:
+        results: :func:`sample_size_study`'s results.
+        pilot_size: :math:`n_0`, how many of the first losses form the pilot.
+        epsilons: The tolerances.
+        permutations: The random orders of each curve.
+        seed: Seeds the pilot's orders and every bootstrap; the remaining losses' orders use ``seed + 1``.
+        bootstrap: Resamples of every interval.
+        confidence: The intervals' level.
 
     Returns:
         One record per kept (network, tolerance) — the prediction with its interval and the
@@ -231,8 +311,21 @@ def holdout_check(
 
 
 def holdout_facts(holdout: list[dict]) -> dict[str, float | int]:
-    r"""How far the pilot's prediction was from the observation: the median and largest relative
-    error :math:`e^{|\log(\text{predicted}/\text{observed})|}-1` and the share inside the pilot's interval.
+    r"""How far the pilot's prediction was from the observation, and how often its interval held it.
+
+    .. math::
+
+        e = \exp\bigl(\bigl|\log(\hat k^*_{\text{pilot}} / k^*)\bigr|\bigr) - 1,
+
+    its median (of the logarithms) and its largest value over the cases, and the share of cases whose observed
+    :math:`k^*` lies inside the pilot's interval.
+
+    Args:
+        holdout: :func:`holdout_check`'s records.
+
+    Returns:
+        ``holdout_cases``, ``holdout_median_error``, ``holdout_max_error`` and ``holdout_within_ci`` (NaN when there is
+        no case).
     """
     if not holdout:
         return {"holdout_cases": 0, "holdout_median_error": math.nan, "holdout_max_error": math.nan,
@@ -248,7 +341,14 @@ def holdout_facts(holdout: list[dict]) -> dict[str, float | int]:
 
 
 def sample_size_record(s: SampleSize) -> dict:
-    """A :class:`lhlib.sample_size.SampleSize` as a ``summary.json`` record."""
+    """A :class:`lhlib.sample_size.SampleSize` as a ``summary.json`` record.
+
+    Args:
+        s: The sample sizes of one tolerance.
+
+    Returns:
+        A JSON-ready dict of its fields and its ``bound_ratio``.
+    """
     return {
         "epsilon": s.epsilon,
         "measured": s.measured,
@@ -264,7 +364,17 @@ def sample_size_record(s: SampleSize) -> dict:
 
 
 def study_summary(results, epsilon: float) -> dict[str, list[dict]]:
-    """Every network's sample sizes, and :math:`k^*` at ``epsilon`` across seeds, for ``summary.json``."""
+    """Every network's sample sizes, and :math:`k^*` at ``epsilon`` across seeds, for ``summary.json``.
+
+    Args:
+        results: :func:`sample_size_study`'s results.
+        epsilon: The tolerance of the across-seed summary, one of the study's.
+
+    Returns:
+        ``configurations``, one record per network with its :func:`sample_size_record` lists, and
+        ``k_star_across_seeds``, per configuration the extrapolated :math:`k^*` of every seed with their mean and
+        95 % Student-t interval.
+    """
     configurations = [
         {
             "dataset": name,

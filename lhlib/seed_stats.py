@@ -1,13 +1,14 @@
-"""Conclusions across training seeds: intervals, collapsed networks and one-sided trend tests.
+r"""Conclusions across training seeds: intervals, collapsed networks and one-sided trend tests.
 
-A configuration trained from ``S`` seeds gives ``S`` values of any statistic (a level, a fitted
+A configuration trained from :math:`S` seeds gives :math:`S` values of any statistic (a level, a fitted
 exponent). :func:`interval_across_seeds` reports their mean with a Student-t interval. A claim
 of the form "larger x gives smaller y" is tested over every (configuration, seed) pair by
 :func:`trend_test`: Spearman's rank correlation with a one-sided permutation p-value.
 
-A network is *collapsed* when a large share of its per-sample losses sits at ``ln K``. For the
-paper's bias-free ReLU networks this is the signature of dead units: when every last-layer ReLU is
-off for an input, the logits are exactly zero and the loss is exactly ``ln K``, whatever the label.
+A network is *collapsed* when a large share of its per-sample losses sits at :math:`\ln K`
+(:func:`share_at_chance`). For the paper's bias-free ReLU networks this is the signature of dead units:
+when every last-layer ReLU is off for an input, the logits are exactly zero and the loss is exactly
+:math:`\ln K`, whatever the label.
 """
 
 from __future__ import annotations
@@ -27,7 +28,26 @@ __all__ = ["TrendTest", "interval_across_seeds", "share_at_chance", "trend_test"
 
 
 def interval_across_seeds(values: Sequence[float], confidence: float = 0.95) -> tuple[float, tuple[float, float]]:
-    """Mean of ``values`` (one per seed) and its Student-t interval ``mean +- t_{S-1} s / sqrt(S)``."""
+    r"""Mean of ``values`` (one per seed) and its two-sided Student-t interval.
+
+    .. math::
+
+        \bar v \pm t_{S-1,\,(1+c)/2}\,\frac{s}{\sqrt S},
+        \qquad s^2 = \frac{1}{S-1}\sum_{j=1}^{S} (v_j - \bar v)^2,
+
+    with :math:`c` = ``confidence`` and :math:`t_{S-1,q}` the :math:`q`-quantile of Student's t with
+    :math:`S-1` degrees of freedom.
+
+    Args:
+        values: One value of the statistic per seed, at least two.
+        confidence: The interval's coverage, in :math:`(0, 1]`.
+
+    Returns:
+        The pair ``(mean, (low, high))``.
+
+    Raises:
+        ValueError: when ``values`` is not 1-D with at least 2 entries or ``confidence`` is outside :math:`(0, 1]`.
+    """
     values = np.asarray(values, dtype=np.float64)
     if values.ndim != 1 or values.size < 2:
         raise ValueError(f"an interval across seeds needs at least 2 values, got {values.size}")
@@ -38,7 +58,23 @@ def interval_across_seeds(values: Sequence[float], confidence: float = 0.95) -> 
 
 
 def share_at_chance(losses: torch.Tensor, num_classes: int, tolerance: float = 1e-4) -> float:
-    """Fraction of per-sample losses within ``tolerance`` of ``ln K``, the loss of all-zero logits."""
+    r"""Fraction of per-sample losses within ``tolerance`` of :math:`\ln K`, the loss of all-zero logits.
+
+    .. math::
+
+        \frac{1}{N}\,\#\bigl\{i : |\ell_i - \ln K| \le \text{tolerance}\bigr\}.
+
+    Args:
+        losses: Per-sample cross-entropies, any shape (every entry counts).
+        num_classes: The number of classes :math:`K`, at least 2.
+        tolerance: The half-width of the band around :math:`\ln K`, positive.
+
+    Returns:
+        The share, in :math:`[0, 1]`.
+
+    Raises:
+        ValueError: when ``num_classes < 2`` or ``tolerance <= 0``.
+    """
     check_int("num_classes", num_classes, minimum=2)
     check_float("tolerance", tolerance, minimum=0.0, strict_minimum=True)
     return float(((losses.double() - math.log(num_classes)).abs() <= tolerance).double().mean())
@@ -46,16 +82,25 @@ def share_at_chance(losses: torch.Tensor, num_classes: int, tolerance: float = 1
 
 @dataclass(frozen=True)
 class TrendTest:
-    """A one-sided test of "``values`` move in ``direction`` as ``x`` grows".
+    r"""A one-sided test of "``values`` move in ``direction`` as ``x`` grows" (:func:`trend_test`).
 
-    ``statistic`` is Spearman's rho over all pairs; ``p_value`` the one-sided permutation p-value
-    of the claimed direction, ``p_value_opposite`` that of the other direction. ``verdict`` is
-    ``"supported"`` (claimed direction significant at ``alpha``), ``"contradicted"`` (the opposite
-    is), ``"not supported"`` (neither) or ``"not testable"``: fewer than 3 pairs or one distinct x,
-    or too few pairs for any arrangement to reach ``alpha``: ``smallest_p_value``, the exact
-    p-value of distinct values ordered exactly like ``x`` (``prod_g n_g! / N!`` for groups of
-    ``n_g`` tied ``x``), is not below ``alpha``. Two sizes with three seeds each, for example, give
-    at best ``1/20`` and can never reach ``p < 0.05``; with four seeds each, ``1/70``.
+    The verdict is ``"not testable"`` when there are fewer than 3 pairs, a single distinct ``x`` or a single
+    distinct value, or when too few pairs exist for any arrangement to reach ``alpha``:
+    ``smallest_p_value``, the exact p-value of distinct values ordered exactly like ``x``,
+    :math:`\prod_g n_g!\,/\,N!` for groups of :math:`n_g` tied ``x``, is not below ``alpha``. Two sizes
+    with three seeds each, for example, give at best :math:`1/20` and can never reach :math:`p < 0.05`;
+    with four seeds each, :math:`1/70`.
+
+    Attributes:
+        statistic: Spearman's :math:`\rho` over all pairs (NaN with fewer than 3 pairs or one distinct x or value).
+        p_value: The one-sided permutation p-value of the claimed direction.
+        p_value_opposite: The one-sided permutation p-value of the other direction.
+        verdict: ``"supported"`` (claimed direction significant at ``alpha``), ``"contradicted"`` (the
+            opposite is), ``"not supported"`` (neither) or ``"not testable"``.
+        direction: The claimed direction, ``"decreasing"`` or ``"increasing"``.
+        pairs: The number of (x, value) pairs.
+        alpha: The significance level.
+        smallest_p_value: The smallest p-value these ``x`` allow (NaN in the same degenerate cases).
     """
 
     statistic: float
@@ -68,7 +113,11 @@ class TrendTest:
     smallest_p_value: float
 
     def as_dict(self) -> dict:
-        """The fields as a plain dict (for ``summary.json``)."""
+        """The fields as a plain dict (for ``summary.json``).
+
+        Returns:
+            A dict from field name to value.
+        """
         return asdict(self)
 
 
@@ -88,12 +137,34 @@ def trend_test(
     alpha: float = 0.05,
     seed: int = 0,
 ) -> TrendTest:
-    """Spearman's rho of ``values`` against ``x`` with one-sided permutation p-values.
+    r"""Spearman's :math:`\rho` of ``values`` against ``x`` with one-sided permutation p-values.
 
-    Pairs are exchangeable under the null hypothesis of no association, so the p-value of
-    ``direction="decreasing"`` is ``(1 + #{rho_perm <= rho}) / (1 + permutations)`` over random
-    permutations of ``values`` (and ``>=`` for ``"increasing"``). Ties (one x per seed of a
-    configuration) get average ranks.
+    Pairs are exchangeable under the null hypothesis of no association, so with :math:`\rho` the Pearson
+    correlation of the average ranks (ties, such as one ``x`` per seed of a configuration, get average
+    ranks) and :math:`\rho_b` its value after the :math:`b`-th random permutation of ``values``,
+
+    .. math::
+
+        p_{\text{decreasing}} = \frac{1 + \#\{b : \rho_b \le \rho\}}{1 + B}, \qquad
+        p_{\text{increasing}} = \frac{1 + \#\{b : \rho_b \ge \rho\}}{1 + B},
+
+    with :math:`B` = ``permutations`` (a slack of :math:`10^{-12}` counts permutations that tie
+    :math:`\rho` up to rounding). See :class:`TrendTest` for the verdict.
+
+    Args:
+        x: The explanatory values, one per pair (e.g. the hidden size of each configuration and seed).
+        values: The statistic, one per pair.
+        direction: The claimed direction, ``"decreasing"`` or ``"increasing"``.
+        permutations: The number :math:`B` of random permutations.
+        alpha: The significance level, in :math:`(0, 1]`.
+        seed: Seeds the permutations.
+
+    Returns:
+        The :class:`TrendTest`.
+
+    Raises:
+        ValueError: when ``direction`` is unknown, ``permutations < 1``, ``alpha`` is outside :math:`(0, 1]`,
+            or ``x`` and ``values`` are not finite 1-D arrays of one length.
     """
     check_choice("direction", direction, ["decreasing", "increasing"])
     check_int("permutations", permutations, minimum=1)

@@ -39,7 +39,28 @@ __all__ = [
 
 @dataclass(frozen=True)
 class SweepSettings:
-    """Everything that determines a sweep's numbers besides the data (the paper's values by default)."""
+    r"""Everything that determines a sweep's numbers besides the data (the paper's values by default).
+
+    The sweep trains the widths ``hidden_sizes`` at depth ``fixed_num_layers`` and the depths
+    ``num_layers`` at width ``fixed_hidden_size`` (:func:`sweep_configurations`), each once per seed.
+
+    Attributes:
+        epochs: Training epochs of every network.
+        batch_size: Mini-batch size of the training.
+        lr: Adam's learning rate.
+        hidden_sizes: The widths :math:`h` of the first panel.
+        num_layers: The depths of the second panel (the MLP's hidden-to-hidden layers).
+        fixed_hidden_size: The width :math:`h` every network of the depth panel has.
+        fixed_num_layers: The depth every network of the width panel has.
+        permutations: How many random orders of the samples :math:`|\mathcal{L}_{k+1} - \mathcal{L}_k|`
+            is averaged over.
+        ema: The smoothing factor of the paper's exponential moving average of the curves.
+        seeds: The seeds of each configuration's ensemble (at least two, distinct).
+        collapse_share: A network counts as collapsed when at least this share of its per-sample losses
+            sits at chance, :math:`\ln K`.
+        device: Where to train: ``"auto"``, ``"cpu"``, ``"mps"``, ``"cuda"`` or ``"cuda:N"``.
+        fit_k_min: The smallest :math:`k` of the power-law fit of the curves.
+    """
 
     epochs: int = 10
     batch_size: int = 64
@@ -60,13 +81,14 @@ def check_sweep_settings(**parameters: Any) -> SweepSettings:
     """Validate a chapter's sweep parameters.
 
     Args:
-        **parameters: any fields of :class:`SweepSettings`; those not given take its defaults.
+        **parameters: Any fields of :class:`SweepSettings`; those not given take its defaults.
 
     Returns:
-        The checked settings.
+        The checked settings, list-valued fields as tuples.
 
     Raises:
-        ValueError: one line naming the first bad parameter, its value and what is accepted.
+        ValueError: one line naming the unknown parameters, or the first bad one, its value and what is
+            accepted.
     """
     unknown = set(parameters) - set(SweepSettings.__dataclass_fields__)
     if unknown:
@@ -91,7 +113,15 @@ def check_sweep_settings(**parameters: Any) -> SweepSettings:
 
 
 def sweep_configurations(settings: SweepSettings) -> list[tuple[int, int]]:
-    """The distinct ``(hidden_size, num_layers)`` pairs the two panels need, in a stable order."""
+    """The distinct ``(hidden_size, num_layers)`` pairs the two panels need, in a stable order.
+
+    Args:
+        settings: The sweep's settings.
+
+    Returns:
+        The width panel's pairs ``(h, fixed_num_layers)`` for ``h`` in ``hidden_sizes``, then the depth
+        panel's ``(fixed_hidden_size, n)`` for ``n`` in ``num_layers``, each pair once.
+    """
     pairs = [(h, settings.fixed_num_layers) for h in settings.hidden_sizes]
     pairs += [(settings.fixed_hidden_size, n) for n in settings.num_layers]
     return list(dict.fromkeys(pairs))
@@ -107,8 +137,14 @@ def check_family_sizes(sizes: Any) -> dict[str, tuple[tuple[int, int], ...]]:
     Each family's list is non-empty and its pairs distinct. Widths are at least 1 (a ViT's even,
     for its 2 attention heads); depths at least 1 (0 allowed for the MLP).
 
+    Args:
+        sizes: The chapter's ``sizes`` parameter, a dict whose keys are :data:`FAMILIES`.
+
     Returns:
-        The sizes as tuples, in the order given.
+        The sizes as tuples of ``(width, depth)`` tuples, in the order given.
+
+    Raises:
+        ValueError: one line naming the first family or pair that breaks a rule above.
     """
     if not isinstance(sizes, dict) or not sizes:
         raise ValueError(
@@ -154,7 +190,14 @@ _REF = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*(/[A-Za-z0-9_][A-Za-z0-9._-]*)*$
 
 
 def is_local_checkpoint(backbone: str) -> bool:
-    """Whether ``backbone`` names a folder holding a model's ``config.json``."""
+    """Whether ``backbone`` names a folder holding a model's ``config.json``.
+
+    Args:
+        backbone: A path, or anything else a chapter was given as its backbone.
+
+    Returns:
+        ``True`` when ``backbone/config.json`` is a file.
+    """
     return Path(backbone).is_dir() and (Path(backbone) / "config.json").is_file()
 
 
@@ -163,6 +206,15 @@ def check_backbone(backbone: Any) -> str:
 
     A local checkpoint folder is one holding a model's ``config.json``; a hub id must not name an
     existing path or climb out of a folder.
+
+    Args:
+        backbone: Chapter 05's ``backbone`` parameter.
+
+    Returns:
+        ``backbone`` itself.
+
+    Raises:
+        ValueError: when ``backbone`` is none of the three.
     """
     if isinstance(backbone, str) and backbone:
         if backbone == OFFLINE_BACKBONE or is_local_checkpoint(backbone):
@@ -176,12 +228,32 @@ def check_backbone(backbone: Any) -> str:
 
 
 def is_commit(revision: str) -> bool:
-    """Whether ``revision`` is a 40-character lowercase hex commit hash."""
+    """Whether ``revision`` is a 40-character lowercase hex commit hash.
+
+    Args:
+        revision: A revision string.
+
+    Returns:
+        ``True`` for a full commit hash.
+    """
     return bool(_SHA.fullmatch(revision))
 
 
 def check_revision(revision: Any) -> str:
-    """``revision`` if it is a 40-character commit hash or a safe branch or tag name."""
+    """``revision`` if it is a 40-character commit hash or a safe branch or tag name.
+
+    A safe name (``refs/pr/1`` included) is made of letters, digits, ``.``, ``_``, ``-`` and ``/``-separated
+    parts, and never climbs out of a folder with ``..``.
+
+    Args:
+        revision: Chapter 05's ``revision`` parameter, the backbone's revision on the hub.
+
+    Returns:
+        ``revision`` itself.
+
+    Raises:
+        ValueError: when ``revision`` is neither.
+    """
     if isinstance(revision, str) and (is_commit(revision) or (_REF.fullmatch(revision) and ".." not in revision)):
         return revision
     raise ValueError(

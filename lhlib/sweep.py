@@ -70,13 +70,27 @@ def _level(mean: np.ndarray) -> float:
 
 @dataclass(frozen=True)
 class SeedResult:
-    """One trained network (one seed) of a configuration and its curves over random orders.
+    r"""One trained network (one seed) of a configuration and its curves over random orders.
 
-    ``mean`` is ``|L_{k+1} - L_k|`` averaged over orders, ``k = 1 .. N - 1``; ``fit`` its power law
-    (``None`` when the curve is zero somewhere in the fitted range, as it is for a network whose
-    losses are all equal: a power law has no exponent there);
-    ``share_at_chance`` the fraction of per-sample losses at ``ln K``; ``collapsed`` whether that
-    share reaches the sweep's ``collapse_share``.
+    With the per-sample losses :math:`\ell_1, \dots, \ell_N` at the trained point :math:`\hat\theta` taken in a random
+    order :math:`\pi`, :math:`\mathcal{L}_k = \frac{1}{k} \sum_{i \le k} \ell_{\pi(i)}`; every curve is indexed by
+    :math:`k = 1, \dots, N - 1` (column :math:`j` holds :math:`k = j + 1`).
+
+    Attributes:
+        seed: The training seed (initialisation and mini-batch order); it also seeds the random orders.
+        train_loss: The mean per-sample loss at :math:`\hat\theta`.
+        train_accuracy: The fraction of the training samples classified correctly.
+        epoch_loss: The mean mini-batch loss of each training epoch.
+        losses: The ``(N,)`` per-sample losses :math:`\ell_i` at :math:`\hat\theta`.
+        mean: The ``(N - 1,)`` curve :math:`d_k`, :math:`|\mathcal{L}_{k+1} - \mathcal{L}_k|` averaged over the orders.
+        order_lower: The ``(N - 1,)`` 25 % quantile of :math:`|\mathcal{L}_{k+1} - \mathcal{L}_k|` across the orders.
+        order_upper: The ``(N - 1,)`` 75 % quantile across the orders.
+        fit: The power law :math:`d_k \approx C k^{\alpha}` (:class:`lhlib.landscape.RateFit`), or ``None`` when the
+            curve is zero somewhere in the fitted range, as it is for a network whose losses are all equal: a power law
+            has no exponent there.
+        mean_abs_deviation: The MAD :math:`\frac{1}{N} \sum_i |\ell_i - \bar\ell|` of the losses.
+        share_at_chance: The fraction of the per-sample losses within :math:`10^{-4}` of :math:`\ln K`.
+        collapsed: Whether ``share_at_chance`` reaches the sweep's ``collapse_share``.
     """
 
     seed: int
@@ -94,20 +108,35 @@ class SeedResult:
 
     @property
     def level(self) -> float:
-        """The curve's constant ``C`` in ``C / (k + 1)``; equal to ``mean_abs_deviation`` in the limit."""
+        r"""The level :math:`C` of :math:`C / (k + 1)`: the mean of :math:`(k + 1)\, d_k` over the last tenth of the
+        :math:`k`, close to ``mean_abs_deviation`` for large :math:`N`.
+        """
         return _level(self.mean)
 
 
 @dataclass(frozen=True)
 class ConfigurationResult:
-    """One configuration across seeds.
+    r"""One configuration across seeds.
 
-    Curves are indexed by ``k = 1 .. N - 1``: ``mean`` is the average over seeds of each seed's mean
-    over orders, ``smoothed`` the paper's EMA of it. The spreads are over the *live* seeds, those
-    whose curve is not identically zero (all of them if none is): ``live_mean`` (and its EMA
-    ``live_smoothed``) their mean, ``seed_low``/``seed_high`` (and their EMAs
-    ``smoothed_low``/``smoothed_high``) the smallest and largest live seed's curve at each ``k``, and
-    ``order_lower``/``order_upper`` the 25 % and 75 % quantiles across orders, averaged over them.
+    Curves are indexed by :math:`k = 1, \dots, N - 1`. The spreads are over the *live* seeds, those with a fitted
+    exponent (all of them if none has one): a network whose losses are all equal has a zero curve, which has no
+    place on a log axis.
+
+    Attributes:
+        hidden_size: The width :math:`h` (for the families of :mod:`lhlib.architectures`, their width).
+        num_layers: The depth (for the MLP, its hidden-to-hidden layers).
+        weight_matrices: The number :math:`L` of weight matrices (linear layers) of the network.
+        members: One :class:`SeedResult` per seed, in seed order.
+        mean: The average over every seed of the seeds' mean curves, :math:`\bar d_k`.
+        smoothed: The paper's exponential moving average of ``mean``.
+        live_mean: The average of the live seeds' mean curves.
+        live_smoothed: The exponential moving average of ``live_mean``.
+        seed_low: The smallest live seed's mean curve at each :math:`k`.
+        seed_high: The largest live seed's mean curve at each :math:`k`.
+        smoothed_low: The smallest of the live seeds' smoothed curves at each :math:`k`.
+        smoothed_high: The largest of the live seeds' smoothed curves at each :math:`k`.
+        order_lower: The 25 % quantile across orders, averaged over the live seeds.
+        order_upper: The 75 % quantile across orders, averaged over the live seeds.
     """
 
     hidden_size: int
@@ -132,7 +161,7 @@ class ConfigurationResult:
 
     @property
     def levels(self) -> list[float]:
-        """Each member's level (the tail mean of ``(k + 1) E|L_{k+1} - L_k|``)."""
+        """Each member's level :math:`C` (:attr:`SeedResult.level`), in seed order."""
         return [m.level for m in self.members]
 
     @property
@@ -147,12 +176,12 @@ class ConfigurationResult:
 
     @property
     def level_mean(self) -> float:
-        """Mean level across the members."""
+        """The mean level across the members."""
         return float(np.mean(self.levels))
 
     @property
     def level_ci95(self) -> tuple[float, float]:
-        """95 % Student-t interval of the level across seeds."""
+        """The 95 % Student-t interval of the mean level across the seeds."""
         return interval_across_seeds(self.levels)[1]
 
     @property
@@ -168,15 +197,15 @@ class ConfigurationResult:
 
     @property
     def rate_exponent_ci95(self) -> tuple[float, float]:
-        """95 % Student-t interval of the fitted exponent across the seeds that have one (NaN if
-        fewer than two have).
+        """The 95 % Student-t interval of the fitted exponent across the seeds that have one (NaN if fewer
+        than two have).
         """
         fitted = [e for e in self.rate_exponents if e is not None]
         return interval_across_seeds(fitted)[1] if len(fitted) >= 2 else (float("nan"), float("nan"))
 
     @property
     def mean_abs_deviation(self) -> float:
-        """Mean over seeds of the MAD of the per-sample losses."""
+        """The mean over the seeds of the MAD of the per-sample losses."""
         return float(np.mean([m.mean_abs_deviation for m in self.members]))
 
     @property
@@ -186,7 +215,29 @@ class ConfigurationResult:
 
 
 def measure_member(network: TrainedNetwork, settings: SweepSettings, num_classes: int) -> SeedResult:
-    """One network's curves over ``settings.permutations`` random orders, their power-law fit, MAD and collapse."""
+    r"""One network's loss-difference curves over random orders, their power-law fit, MAD and collapse.
+
+    With the per-sample losses :math:`\ell_i` of ``network`` at :math:`\hat\theta` in
+    :math:`P` = ``settings.permutations`` random orders :math:`\pi_1, \dots, \pi_P`
+    (:func:`lhlib.landscape.loss_difference_curves`),
+
+    .. math::
+
+        d_k = \frac{1}{P} \sum_{p=1}^{P} \bigl|\mathcal{L}^{\pi_p}_{k+1} - \mathcal{L}^{\pi_p}_k\bigr|, \qquad
+        \mathcal{L}^{\pi}_k = \frac{1}{k} \sum_{i=1}^{k} \ell_{\pi(i)}, \qquad k = 1, \dots, N - 1,
+
+    and :math:`d_k \approx C k^{\alpha}` is fitted on :math:`k \ge` ``settings.fit_k_min`` (at most :math:`N - 2`)
+    unless :math:`d_k = 0` somewhere there.
+
+    Args:
+        network: The trained network and its per-sample losses at :math:`\hat\theta`; its seed also seeds the orders
+            and the fit's bootstrap.
+        settings: The sweep's settings (``permutations``, ``fit_k_min``, ``collapse_share``).
+        num_classes: The number of classes :math:`K`, whose chance loss :math:`\ln K` marks a collapse.
+
+    Returns:
+        The network's :class:`SeedResult`.
+    """
     curves = loss_difference_curves(network.losses, settings.permutations, network.seed).numpy()
     lower, upper = np.quantile(curves, [0.25, 0.75], axis=0)
     share = share_at_chance(network.losses, num_classes)
@@ -210,7 +261,28 @@ def measure_member(network: TrainedNetwork, settings: SweepSettings, num_classes
 
 
 def combine_members(hidden_size, num_layers, weight_matrices, members, settings) -> ConfigurationResult:
-    """One configuration's :class:`ConfigurationResult` from its members (one :class:`SeedResult` per seed)."""
+    r"""One configuration's :class:`ConfigurationResult` from its members (one :class:`SeedResult` per seed).
+
+    With :math:`d^{(s)}_k` the mean curve of seed :math:`s` of :math:`S` and :math:`\beta` = ``settings.ema``,
+
+    .. math::
+
+        \bar d_k = \frac{1}{S} \sum_{s=1}^{S} d^{(s)}_k, \qquad
+        e_1 = \bar d_1, \quad e_k = \beta\, e_{k-1} + (1 - \beta)\, \bar d_k,
+
+    and the spreads are :math:`\min_s d^{(s)}_k` and :math:`\max_s d^{(s)}_k` over the live seeds (and the same of their
+    smoothed curves).
+
+    Args:
+        hidden_size: The width :math:`h`, recorded in the result.
+        num_layers: The depth, recorded in the result.
+        weight_matrices: The number :math:`L` of weight matrices, recorded in the result.
+        members: The configuration's :class:`SeedResult` objects, one per seed.
+        settings: The sweep's settings (``ema``, the smoothing factor :math:`\beta`).
+
+    Returns:
+        The configuration's curves and their spreads across seeds.
+    """
     mean = np.mean([m.mean for m in members], axis=0)
     # A network whose losses are all equal has a zero curve: it has no place on a log axis.
     live = [m for m in members if m.fit is not None] or list(members)
@@ -238,7 +310,28 @@ def combine_members(hidden_size, num_layers, weight_matrices, members, settings)
 def run_sweep(
     x: torch.Tensor, y: torch.Tensor, num_classes: int, settings: SweepSettings, label: str = ""
 ) -> dict[tuple[int, int], ConfigurationResult]:
-    """Train (or load from the results store) every configuration's seed ensemble and measure each member."""
+    r"""Train (or load from the results store) every configuration's seed ensemble and measure each member.
+
+    For every ``(hidden_size, num_layers)`` of :func:`lhlib.settings.sweep_configurations` and every seed :math:`s`,
+    :func:`measure_member` measures
+
+    .. math::
+
+        d^{(s)}_k = \mathbb{E}_\pi \bigl|\mathcal{L}_{k+1}(\hat\theta_s) - \mathcal{L}_k(\hat\theta_s)\bigr|,
+        \qquad k = 1, \dots, N - 1,
+
+    the expectation over the order of the training samples estimated from ``settings.permutations`` random orders.
+
+    Args:
+        x: The ``(N, n)`` training inputs.
+        y: The ``(N,)`` training labels.
+        num_classes: The number of classes :math:`K`.
+        settings: The sweep's configurations, training recipe, seeds and measurement settings.
+        label: A prefix of the progress bar's description (the dataset's name).
+
+    Returns:
+        Per ``(hidden_size, num_layers)``, its :class:`ConfigurationResult`.
+    """
     results = {}
     for hidden_size, num_layers in progress_bar(sweep_configurations(settings), desc=f"{label} configurations".strip()):
         networks = settings_networks(x, y, num_classes, hidden_size, num_layers, settings)
@@ -250,7 +343,16 @@ def run_sweep(
 
 
 def panel_configurations(results, settings, varying: str) -> list[ConfigurationResult]:
-    """The results of one panel: the hidden sizes at ``fixed_num_layers``, or the depths at ``fixed_hidden_size``."""
+    """The results of one panel: the hidden sizes at ``fixed_num_layers``, or the depths at ``fixed_hidden_size``.
+
+    Args:
+        results: :func:`run_sweep`'s results.
+        settings: The sweep's settings (its panels).
+        varying: ``"hidden_size"`` for the width panel; any other value (``"num_layers"``) gives the depth panel.
+
+    Returns:
+        The panel's :class:`ConfigurationResult` objects, in the order of ``hidden_sizes`` or ``num_layers``.
+    """
     if varying == "hidden_size":
         return [results[(h, settings.fixed_num_layers)] for h in settings.hidden_sizes]
     return [results[(settings.fixed_hidden_size, n)] for n in settings.num_layers]
@@ -263,8 +365,29 @@ def ordering_tests(
     *,
     permutations: int = 10000,
 ) -> list[dict[str, Any]]:
-    """The paper's two ordering claims as one-sided Spearman trend tests of the level over every
-    (configuration, seed) pair of a panel, once with every seed and once without collapsed seeds.
+    r"""The paper's two ordering claims as one-sided Spearman trend tests of the level over a panel's pairs.
+
+    Each panel is tested over every (configuration, seed) pair :math:`(x_j, C_j)`, :math:`x_j` the varied ``h`` or
+    ``num_layers`` and :math:`C_j` the seed's level, once with every seed and once without the collapsed seeds
+    (:func:`lhlib.seed_stats.trend_test`, ties ranked by their average rank):
+
+    .. math::
+
+        \rho = \operatorname{corr}\bigl(\operatorname{rank}(x), \operatorname{rank}(C)\bigr), \qquad
+        p = \frac{1 + \#\{b \le B : \rho_b \le \rho\}}{1 + B},
+
+    for the claimed decrease with ``h`` (:math:`\rho_b \ge \rho` for the claimed increase with depth),
+    :math:`\rho_b` the correlation after the :math:`b`-th of :math:`B` random permutations of the levels.
+
+    Args:
+        results: :func:`run_sweep`'s results for one dataset.
+        settings: The sweep's settings (its panels).
+        dataset: The dataset's name, recorded in every test.
+        permutations: :math:`B`, the random permutations behind each p-value.
+
+    Returns:
+        Four dicts (two panels, with and without the collapsed seeds), each with ``dataset``, ``panel``, ``claim``,
+        ``excluding_collapsed`` and the fields of :class:`lhlib.seed_stats.TrendTest`.
     """
     tests = []
     for panel, (direction, claim) in ORDERING_CLAIMS.items():
@@ -285,10 +408,16 @@ def ordering_tests(
 
 
 def sweep_table(results: dict[tuple[int, int], ConfigurationResult]) -> tuple[list[str], list[list[str]]]:
-    """Every configuration across its seeds, as ``(header, rows)`` for :func:`lhlib.report.show_table`.
+    """Every configuration across its seeds, as a table.
 
-    Columns: accuracy (mean and range), collapsed seeds, level and fitted exponent (mean and 95 %
-    interval across seeds).
+    The columns: ``h``, ``num_layers``, the weight matrices :math:`L`, the training accuracy (mean and range), the
+    collapsed seeds, and the level and the fitted exponent (mean and 95 % interval across seeds).
+
+    Args:
+        results: :func:`run_sweep`'s results.
+
+    Returns:
+        ``(header, rows)`` for :func:`lhlib.report.show_table`.
     """
     rows = []
     for r in results.values():
@@ -318,7 +447,14 @@ def sweep_table(results: dict[tuple[int, int], ConfigurationResult]) -> tuple[li
 
 
 def ordering_table(tests: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    """:func:`ordering_tests` results as ``(header, rows)`` for :func:`lhlib.report.show_table`."""
+    """The :func:`ordering_tests` results as a table, one row per test.
+
+    Args:
+        tests: :func:`ordering_tests` results, any datasets.
+
+    Returns:
+        ``(header, rows)`` for :func:`lhlib.report.show_table`.
+    """
     header = ["dataset", "claim", "collapsed seeds", "pairs", "Spearman rho", "one-sided p", "verdict"]
     rows = [
         [
@@ -342,6 +478,9 @@ def ordering_verdicts(tests: list[dict[str, Any]], panel: str, excluding: bool) 
         tests: :func:`ordering_tests` results, any datasets.
         panel: ``"hidden_size"`` or ``"num_layers"``.
         excluding: The tests without the collapsed seeds (``True``) or with every seed.
+
+    Returns:
+        The matching tests' phrases joined by ``"; "`` (empty when none matches).
     """
     return "; ".join(
         f"{t['dataset']}: {t['verdict']} (rho {t['statistic']:.2f}, p {t['p_value']:.3g})"
@@ -351,13 +490,25 @@ def ordering_verdicts(tests: list[dict[str, Any]], panel: str, excluding: bool) 
 
 
 def identity_max_error(member: SeedResult, permutations: int) -> float:
-    r"""Largest gap between a network's curves and chapter 01's identity, over random orders and ``k``.
+    r"""Largest gap between a network's curves and chapter 01's identity, over random orders and :math:`k`.
 
-    At a fixed point
-    :math:`\mathcal{L}_{k+1}-\mathcal{L}_k = (\ell_{k+1}-\mathcal{L}_k)/(k+1)` exactly; this
+    At a fixed point :math:`\mathcal{L}_{k+1} - \mathcal{L}_k = (\ell_{k+1} - \mathcal{L}_k)/(k+1)` exactly; this
     recomputes the right-hand side from the per-sample losses in the orders
-    :func:`lhlib.landscape.loss_difference_curves` draws and returns the largest absolute difference
-    from that function's curves (rounding error only).
+    :func:`lhlib.landscape.loss_difference_curves` draws and compares it with that function's curves:
+
+    .. math::
+
+        \max_{\pi, k} \Bigl|\, \bigl|\mathcal{L}^{\pi}_{k+1} - \mathcal{L}^{\pi}_k\bigr|
+        - \frac{|\ell_{\pi(k+1)} - \mathcal{L}^{\pi}_k|}{k + 1} \Bigr|,
+
+    which is rounding error only.
+
+    Args:
+        member: The network's :class:`SeedResult` (its losses and its seed, which draws the orders).
+        permutations: How many random orders to compare.
+
+    Returns:
+        The largest absolute difference (float64 arithmetic).
     """
     from lhlib.landscape import random_orders
 
@@ -377,14 +528,26 @@ def _live_levels(result: ConfigurationResult) -> list[float]:
 def sweep_facts(sweeps: dict[str, dict[tuple[int, int], ConfigurationResult]]) -> dict[str, Any]:
     r"""What the prose says about every network of every dataset's sweep.
 
+    A network's level :math:`C` is compared with the mean absolute deviation of its losses, and the seeds of one
+    configuration that did not collapse with each other:
+
+    .. math::
+
+        \frac{C}{\operatorname{MAD}}, \quad \operatorname{MAD} = \frac{1}{N} \sum_{i=1}^{N} |\ell_i - \bar\ell|,
+        \qquad \frac{\max_s C_s}{\min_s C_s}.
+
+    Args:
+        sweeps: Per dataset name, its :func:`run_sweep` results.
+
     Returns:
-        ``n_networks``, ``n_configurations``; ``n_dead`` (every loss at :math:`\ln K` — a zero
-        curve, no exponent) and ``n_fitted``; ``exponent_min``/``exponent_max`` and
-        ``exponent_ci_contains_minus_one`` over the fitted ones; ``mad_ratio_min``/``max``, the
-        level over the MAD of the losses; ``level_vs_mad_spearman``; ``seed_level_spread_max``,
-        the largest ratio of highest to lowest level among the seeds of one configuration that did
-        not collapse, with ``seed_level_spread_where``; ``configuration_level_spread_max``, the
-        same between configurations of one dataset (mean over live seeds); ``collapsed_summary``.
+        ``n_networks``, ``n_configurations``; ``n_dead`` (no fitted exponent, as for a zero curve, in practice
+        every loss at :math:`\ln K`) and ``n_fitted``; ``exponent_min``/``exponent_max`` and
+        ``exponent_ci_contains_minus_one`` over the fitted ones; ``mad_ratio_min``/``max``, the level over the MAD
+        of the losses (networks with a positive MAD); ``level_vs_mad_spearman`` over every network;
+        ``seed_level_spread_max``, the largest ratio of highest to lowest level among the seeds of one
+        configuration that did not collapse, with ``seed_level_spread_where``; ``configuration_level_spread_max``,
+        the same between the configurations of one dataset (each the mean over its seeds that did not collapse);
+        ``collapsed_summary``.
     """
     from scipy.stats import spearmanr
 
@@ -431,7 +594,22 @@ def sweep_facts(sweeps: dict[str, dict[tuple[int, int], ConfigurationResult]]) -
 
 
 def hidden_size_peaks(sweeps: dict[str, dict], settings: SweepSettings) -> str:
-    """Per dataset, the hidden size whose live seeds have the highest mean level, as one phrase."""
+    r"""Per dataset, the hidden size whose seeds that did not collapse have the highest mean level, as one phrase.
+
+    .. math::
+
+        h^* = \arg\max_{h} \frac{1}{|S_h|} \sum_{s \in S_h} C_s(h),
+
+    :math:`S_h` the seeds of ``(h, fixed_num_layers)`` that did not collapse (a configuration with none counts as 0;
+    the first of equal maxima wins).
+
+    Args:
+        sweeps: Per dataset name, its :func:`run_sweep` results.
+        settings: The sweep's settings (``hidden_sizes``, ``fixed_num_layers``).
+
+    Returns:
+        The phrases ``<dataset>: h = <h>`` joined by ``"; "``.
+    """
     peaks = {
         name: max(
             settings.hidden_sizes,
@@ -445,7 +623,15 @@ def hidden_size_peaks(sweeps: dict[str, dict], settings: SweepSettings) -> str:
 def compare_with_paper_figure(
     sweep: dict[tuple[int, int], ConfigurationResult] | None, settings: SweepSettings, figure: dict[str, Any]
 ) -> list[dict[str, Any]]:
-    """This book's smoothed curves beside values read off a panel of the paper, at the panel's ``k``.
+    r"""This book's smoothed curves beside values read off a panel of the paper, at the panel's :math:`k`.
+
+    The compared quantities are the smoothed curves of :func:`combine_members` at that :math:`k`:
+
+    .. math::
+
+        e_k, \qquad \min_s e^{(s)}_k, \qquad \max_s e^{(s)}_k,
+
+    the smoothed mean over every seed, and the lowest and highest of the live seeds' own smoothed curves.
 
     Args:
         sweep: The dataset's sweep, or ``None`` when this run has not got that dataset.
@@ -453,9 +639,9 @@ def compare_with_paper_figure(
         figure: A :func:`paper_values` entry with ``k``, ``fixed_num_layers`` and per-``h`` ``values``.
 
     Returns:
-        The rows, one per hidden size, with the paper's value, the mean over seeds, the lowest and
-        highest seed and the collapsed seeds. Empty when the run cannot be compared (another dataset, fewer images
-        than ``k``, another depth or other hidden sizes).
+        The rows, one per hidden size, with the paper's value, the mean over seeds, the lowest and highest seed
+        and the collapsed seeds. Empty when the run cannot be compared (another dataset, fewer images than ``k``,
+        another depth or other hidden sizes).
     """
     paper = {int(h): value for h, value in figure["values"].items()}
     j = figure["k"] - 1  # column j of a curve holds k = j + 1
@@ -483,14 +669,29 @@ def compare_with_paper_figure(
 
 
 def comparison_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
-    """:func:`compare_with_paper_figure`'s rows as ``(header, rows)`` for :func:`lhlib.report.show_table`."""
+    """The :func:`compare_with_paper_figure` rows as a table.
+
+    Args:
+        rows: :func:`compare_with_paper_figure`'s rows.
+
+    Returns:
+        ``(header, rows)`` for :func:`lhlib.report.show_table`.
+    """
     header = ["h", "paper", "this book: mean over seeds", "lowest seed", "highest seed", "collapsed seeds"]
     keys = ("paper", "mean_over_seeds", "seed_low", "seed_high")
     return header, [[r["hidden_size"], *(f"{r[key]:.2e}" for key in keys), r["collapsed_seeds"]] for r in rows]
 
 
 def comparison_phrase(rows: list[dict[str, Any]]) -> str:
-    """What :func:`compare_with_paper_figure` found, as a clause for the prose."""
+    """What :func:`compare_with_paper_figure` found, as a clause for the prose.
+
+    Args:
+        rows: :func:`compare_with_paper_figure`'s rows.
+
+    Returns:
+        How many of the paper's values lie within this book's range of seeds and which ``h`` has the lowest mean
+        curve, or why the comparison was skipped when ``rows`` is empty.
+    """
     if not rows:
         return "this run does not include the paper's dataset with its settings, so the comparison is skipped"
     inside = sum(r["seed_low"] <= r["paper"] <= r["seed_high"] for r in rows)
@@ -502,15 +703,28 @@ def comparison_phrase(rows: list[dict[str, Any]]) -> str:
 
 
 def paired_sweep_facts(feature_sweeps: dict[str, dict], direct_sweeps: dict[str, dict]) -> dict[str, Any]:
-    """Feature heads against pixel networks of the same configuration and seed, pair by pair.
+    r"""Feature heads against pixel networks of the same configuration and seed, pair by pair.
+
+    For a pair of a feature head :math:`f` and a pixel network :math:`d` with levels :math:`C`, MADs of the losses
+    and fitted exponents :math:`\alpha`,
+
+    .. math::
+
+        \frac{C_f}{C_d}, \qquad \frac{\operatorname{MAD}_f}{\operatorname{MAD}_d}, \qquad |\alpha_f - \alpha_d|,
+
+    over the pairs where both have a fitted exponent, and the accuracy gain :math:`100\,(a_f - a_d)` over every pair.
+
+    Args:
+        feature_sweeps: Per dataset name, the :func:`run_sweep` results on backbone features.
+        direct_sweeps: Per dataset name, the :func:`run_sweep` results on pixels, with the same configurations and
+            seeds.
 
     Returns:
-        ``n_networks`` (pairs) and ``n_fitted_pairs`` (both have an exponent); the ranges of the
-        feature and pixel exponents, ``exponent_gap_max`` and ``feature_ci_contains_minus_one``;
-        the ratio of feature to pixel level (``level_ratio_min``/``median``/``max``,
-        ``lower_with_features``) and of their MADs (``mad_ratio_median``);
-        ``accuracy_gain_median`` in percentage points; ``level_vs_mad_spearman`` over all networks;
-        ``collapsed_counts``.
+        ``n_networks`` (pairs) and ``n_fitted_pairs`` (both have an exponent); the ranges of the feature and pixel
+        exponents, ``exponent_gap_max`` and ``feature_ci_contains_minus_one``; over the fitted pairs, the ratio of
+        feature to pixel level (``level_ratio_min``/``median``/``max``, ``lower_with_features``) and of their MADs
+        (``mad_ratio_median``); ``accuracy_gain_median`` in percentage points; ``level_vs_mad_spearman`` over all
+        networks; ``collapsed_counts``.
     """
     from scipy.stats import spearmanr
 
@@ -556,7 +770,15 @@ def paired_sweep_facts(feature_sweeps: dict[str, dict], direct_sweeps: dict[str,
 
 
 def summary_rows(results: dict[tuple[int, int], ConfigurationResult]) -> list[dict[str, Any]]:
-    """Per-configuration numbers for ``summary.json`` (lists are per seed, in ``seeds`` order)."""
+    """Per-configuration numbers for ``summary.json`` (lists are per seed, in ``seeds`` order).
+
+    Args:
+        results: :func:`run_sweep`'s results.
+
+    Returns:
+        One JSON-ready dict per configuration with its sizes, seeds, accuracies, training losses, levels, fitted
+        exponents (with means and 95 % intervals), MADs, shares at chance and collapsed seeds.
+    """
     return [
         {
             "hidden_size": r.hidden_size,
@@ -580,7 +802,17 @@ def summary_rows(results: dict[tuple[int, int], ConfigurationResult]) -> list[di
 
 
 def paper_values(name: str) -> dict[str, Any]:
-    """An entry of ``lhlib/paper_values.json``: numbers read off the paper, with their provenance."""
+    """An entry of ``lhlib/paper_values.json``: numbers read off the paper, with their provenance.
+
+    Args:
+        name: The entry's key, e.g. ``"figure4_fashion_mnist_hidden_size"``.
+
+    Returns:
+        The entry, a dict with its ``description``, ``provenance`` and values.
+
+    Raises:
+        ValueError: when ``name`` is not an entry of the file.
+    """
     table = json.loads(resources.files("lhlib").joinpath("paper_values.json").read_text())
     if name not in table:
         raise ValueError(f"name must be one of {sorted(table)}, got {name!r}")

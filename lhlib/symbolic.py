@@ -1,36 +1,40 @@
-"""The paper's derivations as SymPy objects, so the chapters display them and the tests assert them.
+r"""The paper's derivations as SymPy objects, so the chapters display them and the tests assert them.
 
 API (every function returns SymPy expressions, matrices or small dataclasses of them; nothing is
 only printed):
 
 Chapter 01 (section 3, the loss difference):
 
-* ``running_mean(n)``: ``L_n = (1/n) sum_{i<=n} ell_i`` (symbolic sum)
-* ``split_last(expr)``: rewrite ``sum_{i=1}^{k+1}`` as ``sum_{i=1}^{k} + (term k+1)``
-* ``loss_difference_identity()``: ``L_{k+1} - L_k`` and ``(ell_{k+1} - L_k)/(k+1)``, general k
-* ``taylor_generic(P)``: second-order Taylor of a generic ``ell(theta)``, ``P`` params
-* ``expansion_difference()``: difference of the two expansions, split into value, gradient and
-  Hessian parts, with the paper's coefficients
-* ``assumption1_consequence()``: Assumption 1 forces ``grad ell_{k+1}(theta*) = 0``
+* :func:`running_mean`: :math:`\mathcal{L}_n = \frac1n \sum_{i \le n} \ell_i` (symbolic sum);
+* :func:`split_last`: rewrite :math:`\sum_{i=1}^{k+1}` as :math:`\sum_{i=1}^{k}` + (term :math:`k+1`);
+* :func:`loss_difference_identity`: :math:`\mathcal{L}_{k+1} - \mathcal{L}_k` and
+  :math:`(\ell_{k+1} - \mathcal{L}_k)/(k+1)`, general :math:`k`;
+* :func:`taylor_generic`: second-order Taylor expansion of a generic :math:`\ell(\theta)` of
+  :math:`P` parameters;
+* :func:`expansion_difference`: difference of the two expansions, split into value, gradient and
+  Hessian parts, with the paper's coefficients;
+* :func:`assumption1_consequence`: Assumption 1 forces :math:`\nabla \ell_{k+1}(\theta^*) = 0`.
 
 Chapter 02 (section 4 and appendix A):
 
-* ``softmax_ce_hessian(K, label)``: the Hessian of cross-entropy w.r.t. logits, and ``diag(p) - p
-  p^T``
-* ``softmax_ce_hessian_general()``: the same for symbolic ``K`` (index form with Kronecker deltas)
-* ``softmax_hessian_facts(K)``: quadratic form = variance, Gershgorin radii, Frobenius terms
-* ``relu_network(widths)``: a bias-free ReLU net with symbolic weights, inputs and masks: logits,
-  Jacobian, ``F`` from ``G^(p) kron x^(p)T``, H-term
-* ``geometric_sum(M, L)``: SymPy's summation of ``sum_p M^{2p}`` and the paper's closed form
-* ``theorem1_expressions()``: every displayed form of Theorem 1, the paper's and the corrected
-* ``theorem1_chain(L)``: A.2's chain derived on a symbolic L-layer net: structure of G^(p) and
-  x^(p), the norm bounds read off it, both assemblies
-* ``corrected_true_shapes(L)``: the corrected bound's h-dependence with the true layer shapes
-* ``box_bound(expr, ranges)``: largest ``|expr|`` over a box of intervals (triangle inequality and
-  its sharper non-negative version)
-* ``lemma_expressions()``: Lemma 1 as stated and as proved, and the bounds SymPy derives from the
-  expansion (paper's steps; corrected steps)
-* ``equation(lhs, rhs, rel)``: LaTeX for ``lhs rel rhs``; ``show_equation`` displays it as math
+* :func:`softmax_ce_hessian`: the Hessian of cross-entropy with respect to the logits, and
+  :math:`\operatorname{diag}(p) - p p^\top`;
+* :func:`softmax_ce_hessian_general`: the same for symbolic :math:`K` (index form with Kronecker
+  deltas);
+* :func:`softmax_hessian_facts`: quadratic form = variance, Gershgorin radii, Frobenius terms;
+* :func:`relu_network`: a bias-free ReLU net with symbolic weights, inputs and masks: logits,
+  Jacobian, :math:`F` from :math:`G^{(p)} \otimes x^{(p)\top}`, H-term;
+* :func:`geometric_sum`: SymPy's summation of :math:`\sum_p M^{2p}` and the paper's closed form;
+* :func:`theorem1_expressions`: every displayed form of Theorem 1, the paper's and the corrected;
+* :func:`theorem1_chain`: A.2's chain derived on a symbolic :math:`L`-layer net: structure of
+  :math:`G^{(p)}` and :math:`x^{(p)}`, the norm bounds read off it, both assemblies;
+* :func:`corrected_true_shapes`: the corrected bound's :math:`h`-dependence with the true layer
+  shapes;
+* :func:`box_bound`: largest :math:`|\mathrm{expr}|` over a box of intervals (triangle inequality
+  and its sharper non-negative version);
+* :func:`lemma_expressions`: Lemma 1 as stated and as proved, and the bounds SymPy derives from the
+  expansion (paper's steps; corrected steps);
+* :func:`equation`: LaTeX for ``lhs rel rhs``; :func:`show_equation` displays it as math.
 """
 
 from __future__ import annotations
@@ -72,20 +76,42 @@ ell = sp.IndexedBase(r"\ell")
 
 
 def is_zero(expr) -> bool:
-    """True when SymPy simplifies ``expr`` (scalar or matrix) to exactly zero."""
+    """True when SymPy simplifies ``expr`` (scalar or matrix) to exactly zero.
+
+    Args:
+        expr: A SymPy expression or matrix.
+
+    Returns:
+        Whether ``simplify`` gives 0 (for a matrix, in every entry).
+    """
     if isinstance(expr, sp.MatrixBase):
         return all(sp.simplify(e) == 0 for e in expr)
     return sp.simplify(expr) == 0
 
 
 def equation(lhs, rhs, rel: str = "=") -> str:
-    r"""LaTeX of ``lhs rel rhs``; ``rel`` is ``=``, ``<=``, ``\approx`` or any LaTeX relation."""
+    r"""LaTeX of ``lhs rel rhs``; ``rel`` is ``=``, ``<=``, ``>=``, ``~`` (:math:`\approx`) or any LaTeX relation.
+
+    Args:
+        lhs: The left-hand side (anything ``sympy.latex`` prints).
+        rhs: The right-hand side.
+        rel: The relation; ``<=``, ``>=`` and ``~`` become ``\leq``, ``\geq`` and ``\approx``.
+
+    Returns:
+        The LaTeX string.
+    """
     rel = {"<=": r"\leq", ">=": r"\geq", "~": r"\approx"}.get(rel, rel)
     return f"{sp.latex(lhs)} {rel} {sp.latex(rhs)}"
 
 
 def show_equation(lhs, rhs, rel: str = "=") -> None:
-    """Display :func:`equation` as typeset math under the cell (IPython's ``Math``)."""
+    """Display :func:`equation` as typeset math under the cell (IPython's ``Math``).
+
+    Args:
+        lhs: The left-hand side.
+        rhs: The right-hand side.
+        rel: The relation, as for :func:`equation`.
+    """
     from IPython.display import Math, display
 
     display(Math(equation(lhs, rhs, rel)))
@@ -97,17 +123,42 @@ def show_equation(lhs, rhs, rel: str = "=") -> None:
 
 
 def running_mean(n, term=None):
-    """``(1/n) sum_{i=1}^n term_i`` as an unevaluated SymPy sum (``term`` defaults to ``ell_i``)."""
+    r"""The mean of the first ``n`` terms as an unevaluated SymPy sum.
+
+    .. math::
+
+        \mathcal{L}_n = \frac{1}{n} \sum_{i=1}^{n} \ell_i.
+
+    Args:
+        n: The number of terms (a SymPy expression such as ``k`` or ``k + 1``).
+        term: The summand in the index ``i``; ``None`` is :math:`\ell_i`.
+
+    Returns:
+        ``Sum(term, (i, 1, n)) / n``.
+    """
     term = ell[i] if term is None else term
     return sp.Sum(term, (i, 1, n)) / n
 
 
 def split_last(expr):
-    """Replace every ``Sum(f, (i, 1, k + 1))`` in ``expr`` by ``Sum(f, (i, 1, k)) + f(k + 1)``.
+    r"""Split the last term off every sum in ``expr`` whose upper limit is :math:`k + 1`.
 
-    Each rewrite is checked by SymPy itself: ``Sum(f,(i,1,k)) + Sum(f,(i,k+1,k+1)) - Sum(f,(i,1,k+1))``
+    .. math::
+
+        \sum_{i=a}^{k+1} f(i) = \sum_{i=a}^{k} f(i) + f(k+1).
+
+    Each rewrite is checked by SymPy itself: ``Sum(f,(i,a,k)) + Sum(f,(i,k+1,k+1)) - Sum(f,(i,a,k+1))``
     must simplify to 0 (SymPy combines adjacent ranges), and ``Sum(f,(i,k+1,k+1))`` must evaluate to
-    ``f(k + 1)``; a failure raises AssertionError.
+    ``f(k + 1)``. Other sums are left as they are.
+
+    Args:
+        expr: A SymPy expression.
+
+    Returns:
+        ``expr`` with those sums rewritten.
+
+    Raises:
+        AssertionError: when SymPy cannot confirm a split.
     """
 
     def rewrite(s):
@@ -123,10 +174,16 @@ def split_last(expr):
 
 
 def loss_difference_identity() -> dict:
-    """Section 3.1: ``L_{k+1} - L_k = (ell_{k+1} - L_k)/(k+1)`` for general ``k``.
+    r"""Section 3.1's identity for general :math:`k`.
 
-    Returns ``L_k``, ``L_k1``, ``difference`` (as defined), ``split`` (after :func:`split_last`),
-    ``paper`` (the paper's right-hand side) and ``residual`` (``split - paper``, simplified: 0).
+    .. math::
+
+        \mathcal{L}_{k+1} - \mathcal{L}_k = \frac{\ell_{k+1} - \mathcal{L}_k}{k+1}.
+
+    Returns:
+        A ``dict`` with ``L_k``, ``L_k1`` (:math:`\mathcal{L}_{k+1}`), ``difference`` (as defined),
+        ``split`` (after :func:`split_last`), ``paper`` (the paper's right-hand side) and ``residual``
+        (``split - paper``, simplified: 0).
     """
     L_k, L_k1 = running_mean(k), running_mean(k + 1)
     difference = L_k1 - L_k
@@ -143,14 +200,27 @@ def loss_difference_identity() -> dict:
 
 
 def taylor_generic(P: int = 2) -> dict:
-    """Second-order Taylor expansion at ``theta*`` of a generic function of ``P`` parameters.
+    r"""Second-order Taylor expansion at :math:`\theta^*` of a generic function of ``P`` parameters.
 
-    The function is the general cubic polynomial in ``u_1..u_P`` with free symbolic coefficients, so
-    its value, gradient and Hessian at ``theta*`` are arbitrary and the cubic part stands for the
-    remainder. Along ``theta = theta* + t delta`` SymPy's series in ``t`` gives ``coefficients`` of
-    ``t^0, t^1, t^2``; ``expected`` are ``ell(theta*)``, ``grad ell(theta*)^T delta`` and
-    ``(1/2) delta^T H(theta*) delta``; ``residuals`` their differences (all 0). ``remainder`` is the
-    ``t^3`` coefficient, why the error of the expansion is ``O(||theta - theta*||^3)``.
+    The function is the general cubic polynomial in :math:`u_1, \dots, u_P` with free symbolic
+    coefficients, so its value, gradient and Hessian at :math:`\theta^*` are arbitrary and the cubic
+    part stands for the remainder. Along :math:`\theta = \theta^* + t\delta` SymPy's series in :math:`t` is
+
+    .. math::
+
+        \ell(\theta^* + t\delta) = \ell(\theta^*) + t\, \nabla\ell(\theta^*)^\top \delta
+        + \frac{t^2}{2}\, \delta^\top H(\theta^*)\, \delta + t^3 c_3(\delta),
+
+    the :math:`t^3` coefficient being why the error of the expansion is
+    :math:`O(\lVert \theta - \theta^* \rVert^3)`.
+
+    Args:
+        P: The number of parameters.
+
+    Returns:
+        A ``dict`` with ``t``, ``function``, ``series``, ``coefficients`` (of :math:`t^0, t^1, t^2`),
+        ``expected`` (the three terms above), ``residuals`` (their differences, all 0) and
+        ``remainder`` (the :math:`t^3` coefficient).
     """
     from itertools import combinations_with_replacement
 
@@ -185,13 +255,24 @@ def taylor_generic(P: int = 2) -> dict:
 
 @dataclass(frozen=True)
 class ExpansionDifference:
-    """Difference of the second-order expansions of ``L_{k+1}`` and ``L_k`` at a common point.
+    r"""Difference of the second-order expansions of :math:`\mathcal{L}_{k+1}` and :math:`\mathcal{L}_k` at a
+    common point.
 
-    Per sample the expansion is ``a_i + s_i + q_i / 2`` with ``a_i = ell_i(theta*)``,
-    ``s_i = grad ell_i(theta*)^T delta`` and ``q_i = delta^T H_i(theta*) delta``. ``total`` is the
-    difference as SymPy gives it (after splitting the last terms); ``value``, ``gradient``, ``hessian``
-    its three parts; ``hessian_coefficient`` the factor in front of
-    ``q_{k+1} - (1/k) sum q_i`` (SymPy: ``1/(2(k+1))``), ``paper_hessian_coefficient`` the paper's.
+    Per sample the expansion is :math:`a_i + s_i + q_i/2` with :math:`a_i = \ell_i(\theta^*)`,
+    :math:`s_i = \nabla\ell_i(\theta^*)^\top\delta` and :math:`q_i = \delta^\top H_i(\theta^*)\,\delta`;
+    :math:`\bar a_k = \frac1k \sum_{i \le k} a_i`, and likewise :math:`\bar s_k`, :math:`\bar q_k`.
+
+    Attributes:
+        total: The difference as SymPy gives it (after splitting the last terms).
+        value: :math:`(a_{k+1} - \bar a_k)/(k+1)`.
+        gradient: :math:`(s_{k+1} - \bar s_k)/(k+1)`.
+        hessian: :math:`(q_{k+1} - \bar q_k)/(2(k+1))`.
+        residual: ``total - value - gradient - hessian``, simplified (0).
+        value_coefficient: The factor of :math:`a_{k+1}` read off ``total`` (:math:`1/(k+1)`).
+        hessian_coefficient: The factor of :math:`q_{k+1}` read off ``total`` (:math:`1/(2(k+1))`).
+        paper_value_coefficient: The paper's factor of the value part, :math:`1/(k+1)`.
+        paper_hessian_coefficient: The paper's factor of the Hessian part, :math:`1/(k+1)` (the
+            :math:`1/2` of the expansion is lost).
     """
 
     total: sp.Expr
@@ -211,8 +292,20 @@ q_ = sp.IndexedBase("q")
 
 
 def expansion_difference() -> ExpansionDifference:
-    """Section 3.2: expand ``L_k`` and ``L_{k+1}`` to second order (the Hessian of a mean is the mean of
-    the Hessians, so ``T[L_n] = (1/n) sum_i (a_i + s_i + q_i/2)``) and subtract, for general ``k``.
+    r"""Section 3.2: expand :math:`\mathcal{L}_k` and :math:`\mathcal{L}_{k+1}` to second order and subtract,
+    for general :math:`k`.
+
+    The Hessian of a mean is the mean of the Hessians, so
+    :math:`T[\mathcal{L}_n] = \frac1n \sum_{i \le n} (a_i + s_i + q_i/2)` (notation of
+    :class:`ExpansionDifference`), and
+
+    .. math::
+
+        T[\mathcal{L}_{k+1}] - T[\mathcal{L}_k]
+        = \frac{a_{k+1} - \bar a_k}{k+1} + \frac{s_{k+1} - \bar s_k}{k+1} + \frac{q_{k+1} - \bar q_k}{2(k+1)}.
+
+    Returns:
+        The :class:`ExpansionDifference`, with SymPy's coefficients beside the paper's.
     """
     per_sample = a_[i] + s_[i] + q_[i] / 2
 
@@ -237,8 +330,18 @@ def expansion_difference() -> ExpansionDifference:
 
 
 def assumption1_consequence() -> dict:
-    """``(k+1) grad L_{k+1} - k grad L_k = grad ell_{k+1}``: if both gradients vanish (Assumption 1),
-    so does the new sample's own gradient. ``g`` stands for per-sample gradients (componentwise).
+    r"""Assumption 1 forces the new sample's own gradient to vanish.
+
+    .. math::
+
+        (k+1)\, \nabla\mathcal{L}_{k+1} - k\, \nabla\mathcal{L}_k = \nabla\ell_{k+1},
+
+    so if both gradients vanish (Assumption 1), so does :math:`\nabla\ell_{k+1}`. :math:`g_i` stands
+    for the per-sample gradients (componentwise).
+
+    Returns:
+        A ``dict`` with ``lhs``, ``split`` (after :func:`split_last`), ``rhs`` (:math:`g_{k+1}`) and
+        ``residual`` (0).
     """
     g = sp.IndexedBase("g")
     lhs = (k + 1) * running_mean(k + 1, g[i]) - k * running_mean(k, g[i])
@@ -256,8 +359,21 @@ def assumption1_consequence() -> dict:
 
 
 def softmax_ce_hessian(K: int = 3, label: int = 0) -> dict:
-    """``ell(z) = -log softmax(z)_label`` for ``K`` symbolic logits: its Hessian ``H`` (by SymPy),
-    ``A = diag(p) - p p^T`` and ``residual = simplify(H - A)`` (the zero matrix).
+    r"""The Hessian of cross-entropy with respect to ``K`` symbolic logits, against :math:`A`.
+
+    .. math::
+
+        \ell(z) = \log \sum_{j=1}^{K} e^{z_j} - z_y, \qquad
+        \nabla_z \ell = p - e_y, \qquad
+        \nabla_z^2 \ell = A = \operatorname{diag}(p) - p p^\top, \quad p = \operatorname{softmax}(z).
+
+    Args:
+        K: The number of logits :math:`z_1, \dots, z_K`.
+        label: The true class :math:`y`, a 0-based index (0 is :math:`z_1`).
+
+    Returns:
+        A ``dict`` with ``z``, ``loss``, ``hessian`` (by SymPy), ``p``, ``A``, ``residual``
+        (``simplify(hessian - A)``, the zero matrix), ``gradient`` and ``label``.
     """
     z = sp.symbols(f"z_1:{K + 1}", real=True)
     denominator = sum(sp.exp(v) for v in z)
@@ -278,10 +394,18 @@ def softmax_ce_hessian(K: int = 3, label: int = 0) -> dict:
 
 
 def softmax_ce_hessian_general() -> dict:
-    """The general-``K`` pattern: ``d^2/dz_a dz_b log sum_j e^{z_j} = p_a delta_ab - p_a p_b``.
+    r"""The general-:math:`K` pattern of the softmax Hessian, in index form.
+
+    .. math::
+
+        \frac{\partial^2}{\partial z_a \partial z_b} \log \sum_{j=1}^{K} e^{z_j} = p_a \delta_{ab} - p_a p_b.
 
     SymPy differentiates the symbolic sum (Kronecker deltas appear); the sifting sums are then
-    evaluated for ``1 <= a, b <= K``. ``residual`` is the difference with ``p_a delta_ab - p_a p_b``.
+    evaluated for :math:`1 \le a, b \le K`.
+
+    Returns:
+        A ``dict`` with ``second_derivative``, ``sifted`` (after the sifting sums), ``pattern``
+        (:math:`p_a\delta_{ab} - p_a p_b`) and ``residual`` (their difference, 0).
     """
     j = sp.Symbol("j", integer=True, positive=True)
     a, b, K = sp.symbols("a b K", integer=True, positive=True)
@@ -304,17 +428,35 @@ def softmax_ce_hessian_general() -> dict:
 
 
 def softmax_hessian_facts(K: int = 3) -> dict:
-    """Facts about ``A = diag(p) - p p^T`` on the simplex (``p_K = 1 - sum of the others``).
+    r"""Facts about :math:`A = \operatorname{diag}(p) - p p^\top` on the simplex (:math:`p_K = 1 - \sum_{k<K} p_k`).
 
-    * ``quadratic_form`` ``v^T A v`` equals ``variance`` ``sum_k p_k (v_k - sum_l p_l v_l)^2``;
-    * ``gershgorin_radius[k]`` ``sum_{l != k} |A_kl| = p_k (1 - p_k)``, so every eigenvalue lies in
-      ``[0, 2 p_k (1 - p_k)] subset [0, 1/2]``;
-    * ``frobenius_squared`` equals the paper's ``sum p_k^2 (1 - p_k)^2 + sum_{k != l} p_k^2 p_l^2``;
-    * ``eigenvalues_K2``: for ``K = 2``, ``{0, 2 p (1 - p)}``, maximal ``1/2`` at ``p = 1/2``;
-    * ``trace``: ``1 - sum p_k^2`` (``A`` is PSD, so ``||A||_F <= trace < 1``);
-    * ``frobenius_identity``: ``||A||_F^2 = s_2 (1 - s_2) - 2 sum_k p_k (p_k - s_2)^2`` with
-      ``s_2 = sum p_k^2``, hence ``||A||_F <= sqrt(s_2 (1 - s_2)) <= 1/2``: the Frobenius route, done
-      tightly, also gives 1/2 (the paper's cruder steps give ``sqrt 2``).
+    With :math:`s_2 = \sum_k p_k^2`:
+
+    .. math::
+
+        v^\top A v = \sum_k p_k \Bigl(v_k - \sum_l p_l v_l\Bigr)^2, \qquad
+        \sum_{l \ne k} |A_{kl}| = p_k (1 - p_k), \qquad
+        \operatorname{tr} A = 1 - s_2,
+
+        \lVert A \rVert_F^2 = \sum_k p_k^2 (1 - p_k)^2 + \sum_{k \ne l} p_k^2 p_l^2
+        = s_2 (1 - s_2) - 2 \sum_k p_k (p_k - s_2)^2.
+
+    So every eigenvalue lies in some :math:`[0, 2 p_k (1 - p_k)] \subset [0, 1/2]` (Gershgorin);
+    :math:`A` is PSD, so :math:`\lVert A \rVert_F \le \operatorname{tr} A < 1`; and
+    :math:`\lVert A \rVert_F \le \sqrt{s_2 (1 - s_2)} \le 1/2`: the Frobenius route, done tightly, also
+    gives 1/2 (the paper's cruder steps give :math:`\sqrt2`). For :math:`K = 2` the eigenvalues are
+    :math:`\{0, 2p(1-p)\}`, largest :math:`1/2` at :math:`p = 1/2`.
+
+    Args:
+        K: The number of classes.
+
+    Returns:
+        A ``dict`` with ``p``, ``A``; ``quadratic_form``, ``variance`` and ``variance_residual``;
+        ``gershgorin_radius`` (per row), ``gershgorin_residuals`` and ``gershgorin_max``
+        (:math:`\max_q 2q(1-q) = 1/2`); ``frobenius_squared`` and ``paper_frobenius_residual``;
+        ``trace`` and ``trace_residual``; ``frobenius_identity``, ``frobenius_identity_residual`` and
+        ``frobenius_max`` (:math:`\max_q q(1-q) = 1/4`, the largest :math:`s_2(1-s_2)`); ``A_K2``,
+        ``eigenvalues_K2``, ``top_eigenvalue_K2``, ``argmax_K2`` and ``max_K2``. Every residual is 0.
     """
     ps = sp.symbols(f"p_1:{K + 1}", positive=True)
     v = sp.symbols(f"v_1:{K + 1}", real=True)
@@ -363,13 +505,22 @@ def softmax_hessian_facts(K: int = 3) -> dict:
 
 @dataclass(frozen=True)
 class ReluNetwork:
-    """A bias-free ReLU network with symbolic weights, input and ReLU masks (one activation region).
+    r"""A bias-free ReLU network with symbolic weights, input and ReLU masks (one activation region).
 
-    ``weights[p-1]`` is ``W^(p)``; ``masks[p-1]`` the diagonal ``D^(p)`` (symbols ``d`` standing for
-    0 or 1); ``activations[p-1]`` is ``x^(p)``; ``G[p-1] = dz/dz^(p)``; ``theta`` the row-major
-    flattened weights; ``jacobian`` ``dz/dtheta`` by SymPy; ``F`` the stacked ``G^(p) kron x^(p)T``;
-    ``logit_hessians[c]`` is ``grad^2 z_c`` (the H-term is ``sum_c (p - y)_c grad^2 z_c``);
-    ``block_slices`` the columns of each layer.
+    Attributes:
+        weights: ``weights[p-1]`` is :math:`W^{(p)}`.
+        masks: ``masks[p-1]`` is the diagonal :math:`D^{(p)}`, :math:`p < L` (symbols :math:`d`
+            standing for 0 or 1).
+        x: The input :math:`x = x^{(1)}`.
+        activations: ``activations[p-1]`` is :math:`x^{(p)}`.
+        logits: :math:`z`.
+        G: ``G[p-1]`` is :math:`G^{(p)} = \partial z / \partial z^{(p)}` (:math:`G^{(L)} = I`).
+        theta: The weights flattened row-major, layer by layer.
+        jacobian: :math:`\partial z / \partial\theta` by SymPy.
+        F: The stacked :math:`[G^{(1)} \otimes x^{(1)\top}, \dots, G^{(L)} \otimes x^{(L)\top}]`.
+        logit_hessians: ``logit_hessians[c]`` is :math:`\nabla_\theta^2 z_c`; the H-term is
+            :math:`\sum_c (p - y)_c \nabla_\theta^2 z_c`.
+        block_slices: The ``(start, stop)`` columns of each layer in ``theta``.
     """
 
     weights: list
@@ -386,10 +537,22 @@ class ReluNetwork:
 
 
 def relu_network(widths=(2, 2, 2)) -> ReluNetwork:
-    """Build :class:`ReluNetwork` for layer widths ``(n, h_1, ..., K)`` (``L = len(widths) - 1``).
+    r"""Build :class:`ReluNetwork` for layer widths ``(n, h_1, ..., K)`` (:math:`L` = ``len(widths) - 1``).
 
-    Inside one activation region the ReLU is multiplication by the fixed 0/1 mask ``D^(p)``, so
-    ``z = W^(L) D^(L-1) W^(L-1) ... D^(1) W^(1) x`` is a polynomial in the weights.
+    Inside one activation region the ReLU is multiplication by the fixed 0/1 mask :math:`D^{(p)}`, so
+
+    .. math::
+
+        z = W^{(L)} D^{(L-1)} W^{(L-1)} \cdots D^{(1)} W^{(1)} x, \qquad
+        G^{(p)} = W^{(L)} D^{(L-1)} \cdots W^{(p+1)} D^{(p)},
+
+    is a polynomial in the weights.
+
+    Args:
+        widths: The widths of the input, the hidden layers and the output.
+
+    Returns:
+        The :class:`ReluNetwork`.
     """
     L = len(widths) - 1
     weights = [
@@ -433,8 +596,20 @@ def _unit_branch(expr):
 
 
 def geometric_sum(base=M_W, L=L_) -> dict:
-    """``sum_{p=1}^L base^{2p}`` summed by SymPy (a Piecewise with the ``base = 1`` case) and the paper's
-    closed form ``base^2 (base^{2L} - 1)/(base^2 - 1)``; ``residual`` compares them for ``base != 1``.
+    r"""The geometric sum of Theorem 1, summed by SymPy, and the paper's closed form.
+
+    .. math::
+
+        \sum_{p=1}^{L} b^{2p} = \frac{b^2 (b^{2L} - 1)}{b^2 - 1} \quad (b \ne 1), \qquad = L \quad (b = 1).
+
+    Args:
+        base: The base :math:`b` (default :math:`M_W`).
+        L: The number of terms (default the symbol :math:`L`).
+
+    Returns:
+        A ``dict`` with ``sum`` (unevaluated), ``value`` (SymPy's Piecewise with the :math:`b = 1`
+        case), ``paper`` (the closed form), ``residual`` (for :math:`b \ne 1`, 0), ``at_one`` (SymPy's
+        :math:`b = 1` branch) and ``paper_limit_at_one`` (the closed form's limit at :math:`b \to 1`).
     """
     summed = sp.Sum(base ** (2 * p_), (p_, 1, L))
     done = summed.doit()
@@ -451,14 +626,22 @@ def geometric_sum(base=M_W, L=L_) -> dict:
 
 
 def theorem1_expressions() -> dict:
-    """Theorem 1 in every form the paper and the book use (symbols ``M_W, M_x, L, h, M``).
+    r"""Theorem 1 in every form the paper and the book use (symbols :math:`M_W, M_x, L, h, M`).
 
-    ``paper_chain_sum``: A.2's last sum with all norms equal to ``M_W``,
-    ``sum_p (M_x^2 M_W^{2(p-1)} + 1) M_W^{2(L-p+1)}``; ``paper_chain_value`` SymPy's value of it;
-    ``paper`` the theorem's statement over sqrt2, with ``paper_residual`` = 0 for ``M_W != 1``;
-    ``paper_L1`` its ``L = 1`` case; ``hidden_form`` the statement with ``M_W = h M``;
-    ``corrected_sum`` ``sum_p M_W^{2(p-1)} M_W^{2(L-p)}`` and ``corrected`` = ``(1/2) L M_x^2 M_W^{2(L-1)}``;
-    ``ratio_corrected_over_paper`` for comparing the two.
+    .. math::
+
+        \text{paper} = \sqrt2 \sum_{p=1}^{L} \bigl(M_x^2 M_W^{2(p-1)} + 1\bigr) M_W^{2(L-p+1)}
+        = L\sqrt2\, M_x^2 M_W^{2L} + \sqrt2\, \frac{M_W^2 (M_W^{2L} - 1)}{M_W^2 - 1},
+
+        \text{corrected} = \frac12 M_x^2 \sum_{p=1}^{L} M_W^{2(p-1)} M_W^{2(L-p)} = \frac12 L M_x^2 M_W^{2(L-1)}.
+
+    Returns:
+        A ``dict`` with ``paper_chain_sum`` (A.2's last sum with all norms equal to :math:`M_W`, without
+        the :math:`\sqrt2`), ``paper_chain_value`` (SymPy's value of it), ``paper`` (the theorem's
+        statement), ``paper_residual`` (:math:`\sqrt2` times the chain's value minus ``paper``, 0 for
+        :math:`M_W \ne 1`), ``paper_L1`` and ``paper_at_one`` (its :math:`L = 1` case and its limit at
+        :math:`M_W = 1`), ``hidden_form`` (the statement with :math:`M_W = hM`), ``corrected_sum``,
+        ``corrected``, ``corrected_closed`` (the closed form above) and ``corrected_L1``.
     """
     sqrt2 = sp.sqrt(2)
     chain_sum = sp.Sum((M_x**2 * M_W ** (2 * (p_ - 1)) + 1) * M_W ** (2 * (L_ - p_ + 1)), (p_, 1, L_))
@@ -542,30 +725,53 @@ def _block_residuals(net: ReluNetwork) -> tuple[list, sp.Matrix]:
 
 
 def theorem1_chain(L: int = 3) -> dict:
-    """Appendix A.2's chain of inequalities derived by SymPy on a symbolic ``L``-layer network (widths 2).
+    r"""Appendix A.2's chain of inequalities derived by SymPy on a symbolic ``L``-layer network (widths 2).
 
-    Norm symbols ``N_s`` stand for ``||W^(s)||_2`` and ``X`` for ``||x||_2``. Structural steps, each an
-    exact SymPy identity on :func:`relu_network` (``*_residuals`` are lists of zero matrices or zeros):
+    Norm symbols :math:`N_s` stand for :math:`\lVert W^{(s)} \rVert_2` and :math:`X` for
+    :math:`\lVert x \rVert_2`. With :math:`\lVert A \rVert_2 \le 1/2` the derived chain is
 
-    * ``G_residuals``: ``G^(p)``, the product of the factors ``W^(L) D^(L-1) ... W^(p+1) D^(p)``, equals
-      ``dz/dz^(p)`` computed by SymPy as a Jacobian of the logits with respect to a symbolic
-      pre-activation at layer ``p`` (the paper's definition);
-    * ``activation_residuals``: ``D^(p-1) W^(p-1) ... D^(1) W^(1) x`` equals the activation ``x^(p)``;
-    * ``kron_residuals``: ``(G kron x^T)(G kron x^T)^T = (x^T x) G G^T`` for every block of ``F``, so
-      ``||G^(p) kron x^(p)T||_2 = ||G^(p)||_2 ||x^(p)||_2``;
-    * ``stack_residual``: ``F F^T = sum_p F_p F_p^T`` (then ``||F||^2 <= sum_p ||F_p||^2`` by Weyl's
-      inequality, which is checked numerically, not here).
+    .. math::
 
-    Norm bounds read off the factor lists by sub-multiplicativity (``||D||_2 <= 1``): ``G_bound[p]``
-    (SymPy: ``prod_{s>p} N_s``) and ``activation_bound[p]`` (``X prod_{s<p} N_s``); ``paper_G_bound[p]``
-    is A.2's ``prod_{s>=p} N_s``, ``paper_extra_factor[p]`` its ratio to the derived one (``N_p``).
-    Assembled: ``corrected = (1/2) sum_p activation_bound^2 G_bound^2``, ``corrected_residual`` against
-    ``(1/2) X^2 sum_p prod_{s != p} N_s^2`` (what ``lhlib.bounds.corrected_bound_per_sample`` evaluates),
-    ``corrected_constant`` after ``N_s -> M_W``, ``X -> M_x`` and its residual against
-    ``(1/2) L M_x^2 M_W^{2(L-1)}``; ``monotone``: every coefficient of ``corrected`` is positive, so
-    substituting upper bounds is valid. ``paper`` assembles A.2's own steps (its ``G`` bound, its ``+1``
-    bias rows, ``||A|| <= sqrt2``), and ``paper_residual`` compares it, at ``N_s = M_W``, with
-    Theorem 1 as stated (0: the theorem is what its proof's steps give).
+        \lVert J^\top A J \rVert_2 \le \frac12 \sum_{p=1}^{L} \lVert x^{(p)} \rVert_2^2 \lVert G^{(p)} \rVert_2^2
+        \le \frac12 X^2 \sum_{p=1}^{L} \prod_{s \ne p} N_s^2
+        \le \frac12 L M_x^2 M_W^{2(L-1)}.
+
+    Structural steps, each an exact SymPy identity on :func:`relu_network` (``*_residuals`` are lists
+    of zero matrices or zeros):
+
+    * ``G_residuals``: :math:`G^{(p)}`, the product of the factors
+      :math:`W^{(L)} D^{(L-1)} \cdots W^{(p+1)} D^{(p)}`, equals :math:`\partial z/\partial z^{(p)}`
+      computed by SymPy as a Jacobian of the logits with respect to a symbolic pre-activation at layer
+      :math:`p` (the paper's definition);
+    * ``activation_residuals``: :math:`D^{(p-1)} W^{(p-1)} \cdots D^{(1)} W^{(1)} x` equals the
+      activation :math:`x^{(p)}`;
+    * ``kron_residuals``: :math:`(G \otimes x^\top)(G \otimes x^\top)^\top = (x^\top x)\, G G^\top` for
+      every block of :math:`F`, so
+      :math:`\lVert G^{(p)} \otimes x^{(p)\top} \rVert_2 = \lVert G^{(p)} \rVert_2 \lVert x^{(p)} \rVert_2`;
+    * ``stack_residual``: :math:`F F^\top = \sum_p F_p F_p^\top` (then
+      :math:`\lVert F \rVert^2 \le \sum_p \lVert F_p \rVert^2` by Weyl's inequality, which is checked
+      numerically, not here).
+
+    Norm bounds read off the factor lists by sub-multiplicativity (:math:`\lVert D \rVert_2 \le 1`):
+    ``G_bound[p]`` (SymPy: :math:`\prod_{s>p} N_s`) and ``activation_bound[p]``
+    (:math:`X \prod_{s<p} N_s`); ``paper_G_bound[p]`` is A.2's :math:`\prod_{s \ge p} N_s`,
+    ``paper_extra_factor[p]`` its ratio to the derived one (:math:`N_p`).
+
+    Args:
+        L: The number of weight matrices.
+
+    Returns:
+        A ``dict`` with ``L``, ``N``, ``X``, ``network``, ``G_factors``, the residuals above, the norm
+        bounds above, and the assemblies: ``corrected``
+        (:math:`\frac12 \sum_p \mathrm{activation\_bound}_p^2\, \mathrm{G\_bound}_p^2`),
+        ``leave_one_out`` and ``corrected_residual`` (against :math:`\frac12 X^2 \sum_p \prod_{s \ne p} N_s^2`,
+        what :func:`lhlib.bounds.corrected_bound_per_sample` evaluates), ``corrected_constant`` (after
+        :math:`N_s \to M_W`, :math:`X \to M_x`) and ``corrected_constant_residual`` (against
+        :math:`\frac12 L M_x^2 M_W^{2(L-1)}`); ``monotone`` (every coefficient of ``corrected`` is
+        positive, so substituting upper bounds is valid); ``paper`` (A.2's own steps: its :math:`G`
+        bound, its :math:`+1` bias rows, :math:`\lVert A \rVert \le \sqrt2`), ``paper_constant`` and
+        ``paper_residual`` (compared, at :math:`N_s = M_W`, with Theorem 1 as stated: 0, the theorem is
+        what its proof's steps give).
     """
     net = relu_network((2,) * (L + 1))
     N = sp.symbols(f"N_1:{L + 1}", positive=True)
@@ -605,17 +811,30 @@ n_in, K_out = sp.symbols("n K", positive=True)
 
 
 def corrected_true_shapes(L: int) -> dict:
-    """The corrected bound's dependence on the hidden size ``h`` with the true layer shapes.
+    r"""The corrected bound's dependence on the hidden size :math:`h` with the true layer shapes.
 
-    Under the paper's hidden-size hypothesis ``|w_ij| <= M``, ``||W||_2 <= ||W||_F <= sqrt(rows cols) M``,
-    attained by the matrix of equal entries ``M``: ``W^(1)`` is ``h x n``, so ``||W^(1)||_2 <= sqrt(n h) M``;
-    the hidden ``W^(p)`` are ``h x h`` (``<= h M``); ``W^(L)`` is ``K x h`` (``<= sqrt(K h) M``); for
-    ``L = 1``, ``W^(1)`` is ``K x n``. ``product_form`` is the corrected per-sample bound
-    ``(1/2) ||x||^2 sum_p prod_{s != p} ||W^(s)||_2^2`` with these norms (``||x|| = M_x``), a polynomial
-    in ``h``; ``degree`` its degree in ``h`` and ``leading`` its leading coefficient; ``local_exponent``
-    is ``d log(product_form) / d log h`` and ``asymptotic_exponent`` its limit as ``h -> oo``.
-    ``hM_form`` is the corrected constant with the (invalid for ``n > h``) substitution ``M_W = h M``,
-    and ``hM_degree`` its degree, ``2(L - 1)``.
+    Under the paper's hidden-size hypothesis :math:`|w_{ij}| \le M`,
+    :math:`\lVert W \rVert_2 \le \lVert W \rVert_F \le \sqrt{\mathrm{rows} \cdot \mathrm{cols}}\, M`, attained
+    by the matrix of equal entries :math:`M`: :math:`W^{(1)}` is :math:`h \times n`
+    (:math:`\lVert W^{(1)} \rVert_2^2 \le n h M^2`), the hidden :math:`W^{(p)}` are :math:`h \times h`
+    (:math:`\le h^2 M^2`), :math:`W^{(L)}` is :math:`K \times h` (:math:`\le K h M^2`); for :math:`L = 1`,
+    :math:`W^{(1)}` is :math:`K \times n`. With these norms and :math:`\lVert x \rVert = M_x`:
+
+    .. math::
+
+        \mathtt{product\_form} = \frac12 M_x^2 \sum_{p=1}^{L} \prod_{s \ne p} \lVert W^{(s)} \rVert_2^2,
+        \qquad
+        \mathtt{local\_exponent} = \frac{\partial \log(\mathtt{product\_form})}{\partial \log h}.
+
+    Args:
+        L: The number of weight matrices.
+
+    Returns:
+        A ``dict`` with ``L``, ``norms_squared`` (the bounds on :math:`\lVert W^{(s)} \rVert_2^2`),
+        ``product_form`` (a polynomial in :math:`h`), ``degree`` and ``leading`` (its degree in
+        :math:`h` and leading coefficient), ``local_exponent`` and ``asymptotic_exponent`` (its limit as
+        :math:`h \to \infty`), ``hM_form`` (the corrected constant with the substitution
+        :math:`M_W = hM`, invalid for :math:`n > h`) and ``hM_degree`` (its degree, :math:`2(L-1)`).
     """
     if L == 1:
         squared = [n_in * K_out * M**2]
@@ -657,16 +876,35 @@ def _linear_range(expr, intervals: dict) -> tuple:
 
 
 def box_bound(expr, ranges: dict):
-    """The largest ``|expr|`` when every variable of ``expr`` ranges over an interval (interval arithmetic).
+    r"""The largest :math:`|\mathrm{expr}|` when every variable of ``expr`` ranges over an interval
+    (interval arithmetic).
 
     ``expr`` is linear in ``base[k + 1]`` and in sums ``Sum(c * base[i], (i, 1, k))`` for the
-    ``IndexedBase`` keys of ``ranges``, which map each base to ``(low, high)``: every ``base[j]``
-    lies in that interval, so such a sum lies in ``[k min(c low, c high), k max(c low, c high)]``.
-    For a linear form ``sum_j c_j t_j`` over a box the maximum is ``sum_j max(c_j low_j, c_j high_j)``
-    (each term at its own end); the bound is ``max(upper, -lower)``. With symmetric intervals this is
-    the triangle inequality; with ``low = 0`` it is the sharper "difference of two non-negative numbers".
-    The sign of every coefficient must be decidable (it is, for the positive symbol ``k``); otherwise
-    ValueError. Returns ``(bound, lower, upper)``, simplified.
+    ``IndexedBase`` keys of ``ranges``, which map each base to ``(low, high)``: every ``base[j]`` lies
+    in that interval, so such a sum is :math:`c\,S` with :math:`S \in [k\,\mathrm{low}, k\,\mathrm{high}]`.
+    For a linear form :math:`r + \sum_j c_j t_j` over a box each term sits at its own end:
+
+    .. math::
+
+        \mathrm{upper} = r + \sum_j \max(c_j \mathrm{low}_j, c_j \mathrm{high}_j), \quad
+        \mathrm{lower} = r + \sum_j \min(c_j \mathrm{low}_j, c_j \mathrm{high}_j), \quad
+        \mathrm{bound} = \max(\mathrm{upper}, -\mathrm{lower}).
+
+    With symmetric intervals this is the triangle inequality; with :math:`\mathrm{low} = 0` it is the
+    sharper "difference of two non-negative numbers". The sign of every coefficient must be decidable
+    (it is, for the positive symbol ``k``).
+
+    Args:
+        expr: A SymPy expression in the bases of ``ranges`` and ``k``.
+        ranges: Per ``IndexedBase``, the interval ``(low, high)`` of its entries.
+
+    Returns:
+        ``(bound, lower, upper)``, simplified.
+
+    Raises:
+        ValueError: when ``expr`` is not of that linear form (a sum not over :math:`i = 1..k`, a summand
+            that is not a multiple of one base, another free variable) or a coefficient's sign is not
+            decidable.
     """
     expr = sp.expand(expr)
     intervals, totals = {}, {}
@@ -710,24 +948,41 @@ def box_bound(expr, ranges: dict):
 
 
 def lemma_expressions() -> dict:
-    """Lemma 1 (A.3) derived by SymPy from the expansion, next to what the paper states.
+    r"""Lemma 1 (A.3) derived by SymPy from the expansion, next to what the paper states.
 
-    ``stated`` is the displayed formula (parenthesis as printed), ``proved`` the proof's last line
-    ``2/(k+1) (M_l + M_H R^2)``, ``stated_minus_proved`` their difference (zero only at ``R = 1``).
-    The derivations start from :func:`expansion_difference` (SymPy's difference of the two
-    second-order expansions; ``a_i`` losses, ``s_i`` slopes, ``q_i = delta^T H_i delta``) and bound it
-    with :func:`box_bound`:
+    .. math::
 
-    * ``paper_route``: the paper's own steps: its expansion (Hessian coefficient ``1/(k+1)``),
-      Assumption 1 (``s_i = 0``), ``|l_i| <= M_l`` and ``|q_i| <= M_H R^2`` with the triangle inequality;
-      ``paper_route_residual = paper_route - proved`` (0: the proof's arithmetic is right);
-    * ``derived``: SymPy's expansion, ``s_i = 0``, losses in ``[0, M_l]`` (cross-entropy is non-negative)
-      and ``q_i`` in ``[0, M_H R^2]`` (positive semidefinite G-terms);
-    * ``derived_indefinite``: the same with ``q_i`` in ``[-M_H R^2, M_H R^2]`` (full Hessians);
-    * ``derived_with_gradient``: the PSD case without Assumption 1, slopes ``|s_i| <= M_g R``.
+        \text{stated} = \frac{2}{k+1}\Bigl(M_\ell + L\sqrt2 M_x^2 M_W^{2L}
+        + \sqrt2\,\frac{M_W^2 (M_W^{2L} - 1)}{M_W^2 - 1} R^2\Bigr), \qquad
+        \text{proved} = \frac{2}{k+1}\bigl(M_\ell + M_H R^2\bigr),
 
-    The step ``|delta^T H delta| <= ||H||_2 ||delta||^2`` is the definition of the spectral norm and is
-    taken as given.
+        \text{derived} = \frac{M_\ell + M_H R^2/2}{k+1}.
+
+    ``stated`` is the displayed formula (parenthesis as printed, so :math:`R^2` multiplies only the
+    geometric term), ``proved`` the proof's last line, ``stated_minus_proved`` their difference at
+    :math:`M_H` = Theorem 1's bound (zero only at :math:`R = 1`). The derivations start from
+    :func:`expansion_difference` (SymPy's difference of the two second-order expansions; :math:`a_i`
+    losses, :math:`s_i` slopes, :math:`q_i = \delta^\top H_i \delta`) and bound it with :func:`box_bound`:
+
+    * ``paper_route``: the paper's own steps: its expansion (Hessian coefficient :math:`1/(k+1)`),
+      Assumption 1 (:math:`s_i = 0`), :math:`|\ell_i| \le M_\ell` and :math:`|q_i| \le M_H R^2` with the
+      triangle inequality; ``paper_route_residual = paper_route - proved`` (0: the proof's arithmetic
+      is right);
+    * ``derived``: SymPy's expansion, :math:`s_i = 0`, losses in :math:`[0, M_\ell]` (cross-entropy is
+      non-negative) and :math:`q_i` in :math:`[0, M_H R^2]` (positive semidefinite G-terms);
+    * ``derived_indefinite``: the same with :math:`q_i` in :math:`[-M_H R^2, M_H R^2]` (full Hessians),
+      :math:`(M_\ell + M_H R^2)/(k+1)`;
+    * ``derived_with_gradient``: the PSD case without Assumption 1, slopes :math:`|s_i| \le M_g R`,
+      :math:`(M_\ell + 2 M_g R + M_H R^2/2)/(k+1)`.
+
+    The step :math:`|\delta^\top H \delta| \le \lVert H \rVert_2 \lVert \delta \rVert^2` is the
+    definition of the spectral norm and is taken as given.
+
+    Returns:
+        A ``dict`` with ``symbols`` (:math:`M_\ell, M_H, R`), ``M_g``, ``stated``, ``proved``,
+        ``stated_minus_proved``, ``paper_expansion``, ``paper_route``, ``paper_route_residual``,
+        ``derived``, ``derived_indefinite``, ``derived_with_gradient`` and
+        ``ratio_derived_over_proved``.
     """
     M_l, M_H, R, M_g = sp.symbols(r"M_\ell M_H R M_g", positive=True)
     sqrt2 = sp.sqrt(2)

@@ -25,6 +25,16 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """The device ``device`` names (see :func:`lhlib.validation.check_device`), if it is present.
 
     ``"auto"`` is CUDA when available, else CPU.
+
+    Args:
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"`` or a ``torch.device``.
+
+    Returns:
+        The ``torch.device``.
+
+    Raises:
+        ValueError: when ``device`` is not one of these names, or names CUDA or MPS on a machine
+            without it.
     """
     if isinstance(device, torch.device):
         device = str(device)
@@ -45,7 +55,15 @@ def cpu_threads(count: int, device: torch.device) -> Iterator[None]:
 
     The paper's networks are tiny (at most 784 x 64 weights, batch 64): on the CPU, splitting such
     products across threads costs more in synchronisation than it gains, and on a machine that is
-    busy with other processes it can be several times slower than one thread.
+    busy with other processes it can be several times slower than one thread. The previous thread
+    count is restored on leaving the block.
+
+    Args:
+        count: The number of threads inside the block.
+        device: The device of the work; for any but the CPU nothing is changed.
+
+    Yields:
+        ``None``, once, with the thread count set for the block.
     """
     if device.type != "cpu":
         yield
@@ -60,7 +78,12 @@ def cpu_threads(count: int, device: torch.device) -> Iterator[None]:
 
 @dataclass(frozen=True)
 class TrainingHistory:
-    """Mean mini-batch loss of every epoch."""
+    """Mean mini-batch loss of every epoch.
+
+    Attributes:
+        epoch_loss: Per epoch, the sample-weighted mean of the mini-batch cross-entropies (each taken
+            before its own Adam step), in nats.
+    """
 
     epoch_loss: list[float]
 
@@ -77,12 +100,39 @@ def train(
     progress: bool = False,
     threads: int = 1,
 ) -> TrainingHistory:
-    """Train ``model`` in place with Adam on the cross-entropy of ``(x, y)``.
+    r"""Train ``model`` in place with Adam on the cross-entropy of ``(x, y)``.
 
-    ``x`` and ``y`` must already be on the model's device. Each epoch visits a fresh random
-    permutation in batches of ``batch_size`` (the last batch may be smaller, as with a DataLoader).
-    On the CPU torch runs on ``threads`` threads (see :func:`cpu_threads`; one suits the paper's
-    MLP, two a convolutional network).
+    Each epoch visits a fresh random permutation in batches :math:`B` of ``batch_size`` (the last
+    batch may be smaller, as with a DataLoader) and takes one Adam step (constant learning rate
+    ``lr``) on each batch's mean cross-entropy; the epoch's recorded loss weights every batch by its
+    size, with :math:`\theta_B` the parameters before the step on :math:`B`:
+
+    .. math::
+
+        \ell_B(\theta) = -\frac{1}{|B|} \sum_{i \in B} \log \operatorname{softmax}(f_\theta(x_i))_{y_i},
+        \qquad
+        \bar\ell_{\mathrm{epoch}} = \frac{1}{N} \sum_{B} |B| \, \ell_B(\theta_B).
+
+    On the CPU torch runs on ``threads`` threads (see :func:`cpu_threads`; one suits the paper's MLP,
+    two a convolutional network). The model is left in ``eval`` mode.
+
+    Args:
+        model: The network; its parameters are updated in place.
+        x: The ``(N, ...)`` inputs, already on the model's device.
+        y: The ``(N,)`` integer labels, on the same device.
+        epochs: The number of passes over the data.
+        batch_size: Samples per mini-batch.
+        lr: Adam's learning rate (positive).
+        seed: Seeds the ``torch.Generator`` of the permutations.
+        progress: Whether to show a progress bar over the epochs.
+        threads: CPU threads for torch during training.
+
+    Returns:
+        The :class:`TrainingHistory` of the run.
+
+    Raises:
+        ValueError: when ``epochs``, ``batch_size``, ``seed`` or ``threads`` is not an integer in its
+            range or ``lr`` is not positive.
     """
     check_int("epochs", epochs, minimum=1)
     check_int("batch_size", batch_size, minimum=1)

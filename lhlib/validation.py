@@ -29,7 +29,20 @@ __all__ = [
 
 
 def check_int(name: str, value: Any, *, minimum: int | None = None, maximum: int | None = None) -> int:
-    """``value`` as an int in ``[minimum, maximum]`` or a ValueError naming ``name``."""
+    """``value`` as an int in ``[minimum, maximum]``, or a ValueError naming ``name``.
+
+    Args:
+        name: The parameter's name, for the message.
+        value: What the parameter was given; a ``bool`` is refused although it is an ``int``.
+        minimum: The smallest value accepted (``None``: no lower bound).
+        maximum: The largest value accepted (``None``: no upper bound).
+
+    Returns:
+        ``value`` itself.
+
+    Raises:
+        ValueError: when ``value`` is not an integer or lies outside the bounds.
+    """
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"{name} must be an integer, got {value!r}")
     if minimum is not None and value < minimum:
@@ -47,7 +60,24 @@ def check_float(
     maximum: float | None = None,
     strict_minimum: bool = False,
 ) -> float:
-    """``value`` as a finite float in the stated range or a ValueError naming ``name``."""
+    r"""``value`` as a finite float in the stated range, or a ValueError naming ``name``.
+
+    NaN would pass every comparison unnoticed, and no parameter of this book means anything at
+    :math:`\pm\infty`, so both are refused.
+
+    Args:
+        name: The parameter's name, for the message.
+        value: What the parameter was given: an int or a float (a ``bool`` is refused).
+        minimum: The lower bound, itself accepted unless ``strict_minimum`` (``None``: no lower bound).
+        maximum: The largest value accepted (``None``: no upper bound).
+        strict_minimum: Whether ``minimum`` itself is refused (``value > minimum`` rather than ``>=``).
+
+    Returns:
+        ``value`` converted to ``float``.
+
+    Raises:
+        ValueError: when ``value`` is not a number, not finite or outside the range.
+    """
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"{name} must be a number, got {value!r}")
     value = float(value)
@@ -63,7 +93,19 @@ def check_float(
 
 
 def check_choice(name: str, value: Any, accepted: Iterable[str]) -> str:
-    """``value`` if it is one of ``accepted``, else a ValueError listing them."""
+    """``value`` if it is one of ``accepted``, else a ValueError listing them.
+
+    Args:
+        name: The parameter's name, for the message.
+        value: What the parameter was given.
+        accepted: The values allowed.
+
+    Returns:
+        ``value`` itself.
+
+    Raises:
+        ValueError: when ``value`` is not among ``accepted``.
+    """
     accepted = list(accepted)
     if value not in accepted:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, accepted))}; got {value!r}")
@@ -71,7 +113,20 @@ def check_choice(name: str, value: Any, accepted: Iterable[str]) -> str:
 
 
 def check_choices(name: str, values: Any, accepted: Iterable[str]) -> list[str]:
-    """A non-empty list of distinct members of ``accepted``."""
+    """A non-empty list of distinct members of ``accepted``.
+
+    Args:
+        name: The parameter's name, for the message.
+        values: What the parameter was given: a sequence other than a string.
+        accepted: The values allowed.
+
+    Returns:
+        ``values`` as a new list, in the order given.
+
+    Raises:
+        ValueError: when ``values`` is a string, not a sequence, empty, repeats an entry or holds a
+            value not in ``accepted``.
+    """
     accepted = list(accepted)
     if isinstance(values, str) or not isinstance(values, Sequence) or len(values) == 0:
         raise ValueError(f"{name} must be a non-empty list drawn from {accepted}, got {values!r}")
@@ -83,7 +138,21 @@ def check_choices(name: str, values: Any, accepted: Iterable[str]) -> list[str]:
 
 
 def check_int_list(name: str, values: Any, *, minimum: int | None = None, maximum: int | None = None) -> list[int]:
-    """A non-empty list of distinct integers, each ``>= minimum`` and ``<= maximum`` (where given)."""
+    """A non-empty list of distinct integers, each ``>= minimum`` and ``<= maximum`` (where given).
+
+    Args:
+        name: The parameter's name, for the message.
+        values: What the parameter was given: a sequence other than a string or bytes.
+        minimum: The smallest value accepted (``None``: no lower bound).
+        maximum: The largest value accepted (``None``: no upper bound).
+
+    Returns:
+        ``values`` as a new list, in the order given.
+
+    Raises:
+        ValueError: when ``values`` is not a non-empty sequence of integers (``bool`` refused), has one
+            out of bounds, or repeats one.
+    """
     if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or len(values) == 0:
         raise ValueError(f"{name} must be a non-empty list of integers, got {values!r}")
     for value in values:
@@ -99,8 +168,20 @@ def check_int_list(name: str, values: Any, *, minimum: int | None = None, maximu
 
 
 def check_configurations(name: str, value) -> list[tuple[int, int]]:
-    """A non-empty list of distinct ``[hidden_size, num_layers]`` pairs (``hidden_size >= 1``,
-    ``num_layers >= 0``), as tuples; a one-line ValueError naming ``name`` otherwise.
+    """A non-empty list of distinct ``[hidden_size, num_layers]`` pairs, as tuples.
+
+    Each pair holds two integers with ``hidden_size >= 1`` and ``num_layers >= 0``.
+
+    Args:
+        name: The parameter's name, for the message.
+        value: What the parameter was given: a sequence of two-element sequences.
+
+    Returns:
+        The pairs as a list of ``(hidden_size, num_layers)`` tuples, in the order given.
+
+    Raises:
+        ValueError: one line naming ``name``, when ``value`` is empty, not a sequence, holds a pair that
+            is not two integers in range, or repeats a pair.
     """
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) == 0:
         raise ValueError(f"{name} must be a non-empty list of [hidden_size, num_layers] pairs, got {value!r}")
@@ -125,7 +206,19 @@ def check_configurations(name: str, value) -> list[tuple[int, int]]:
 
 
 def check_positive_floats(name: str, value) -> list[float]:
-    """A non-empty list of distinct numbers ``> 0``, as floats (sorted as given)."""
+    """A non-empty list of distinct numbers ``> 0``, as floats, in the order given.
+
+    Args:
+        name: The parameter's name, for the message.
+        value: What the parameter was given: a sequence of numbers.
+
+    Returns:
+        The numbers as a list of finite floats, in the order given.
+
+    Raises:
+        ValueError: when ``value`` is empty or not a sequence, holds a number that is not finite and
+            ``> 0``, or repeats one.
+    """
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) == 0:
         raise ValueError(f"{name} must be a non-empty list of positive numbers, got {value!r}")
     values = [check_float(name, v, minimum=0.0, strict_minimum=True) for v in value]
@@ -135,8 +228,21 @@ def check_positive_floats(name: str, value) -> list[float]:
 
 
 def check_seeds(name: str, values: Any, *, minimum_count: int = 2) -> list[int]:
-    """A list of at least ``minimum_count`` distinct integer seeds ``>= 0`` (an interval across
-    seeds needs two).
+    """A list of at least ``minimum_count`` distinct integer seeds ``>= 0``.
+
+    An interval across seeds needs two, hence the default.
+
+    Args:
+        name: The parameter's name, for the message.
+        values: What the parameter was given: a sequence of integers.
+        minimum_count: The fewest seeds accepted.
+
+    Returns:
+        The seeds as a new list, in the order given.
+
+    Raises:
+        ValueError: when ``values`` fails :func:`check_int_list` with ``minimum=0`` or has fewer than
+            ``minimum_count`` entries.
     """
     seeds = check_int_list(name, values, minimum=0)
     if len(seeds) < minimum_count:
@@ -152,6 +258,16 @@ def check_device(name: str, value: Any) -> str:
 
     Whether the device is present is :func:`lhlib.train.resolve_device`'s question; this check
     only reads the string, so it runs without torch.
+
+    Args:
+        name: The parameter's name, for the message.
+        value: What the parameter was given.
+
+    Returns:
+        ``value`` itself.
+
+    Raises:
+        ValueError: when ``value`` is not one of the device strings above.
     """
     if isinstance(value, str) and _DEVICE.fullmatch(value):
         return value
@@ -163,7 +279,17 @@ def check_output_dir(name: str, value: Any) -> str:
 
     An absolute path is accepted (a Colab user writes to Drive); a relative one must stay inside the
     working directory. Refused: an empty path, the working directory itself, a path that climbs out
-    of it, and a folder that holds notebooks (the chapters' own folder).
+    of it, a folder that holds notebooks (the chapters' own folder), and an existing file.
+
+    Args:
+        name: The parameter's name, for the message.
+        value: What the parameter was given: a string or path-like object.
+
+    Returns:
+        The path as a normalised string (:func:`os.path.normpath`); the folder is not created.
+
+    Raises:
+        ValueError: when the path is one of those refused above.
     """
     if not isinstance(value, (str, os.PathLike)) or not str(value).strip():
         raise ValueError(f"{name} must be a non-empty folder path, got {value!r}")

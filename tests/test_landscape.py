@@ -39,7 +39,7 @@ def test_ema_matches_the_recursion():
     for i in range(1, 40):
         expected[:, i] = 0.9 * expected[:, i - 1] + 0.1 * values[:, i]
     np.testing.assert_allclose(ema(values, 0.9), expected, rtol=1e-12)
-    with pytest.raises(ValueError, match="ema"):
+    with pytest.raises(ValueError, match="smoothing"):
         ema(values, 1.5)
 
 

@@ -3,6 +3,7 @@
 import math
 import os
 
+import numpy as np
 import pytest
 
 from lhlib.settings import DEFAULT_BACKBONE, OFFLINE_BACKBONE, check_backbone, check_revision
@@ -132,3 +133,22 @@ def test_int_lists_are_checked_against_both_bounds():
         check_int_list("classes", [1], minimum=2)
     with pytest.raises(ValueError, match="must not repeat"):
         check_int_list("seeds", [1, 1])
+
+
+def test_engine_parameters_are_named_in_their_errors():
+    import torch
+
+    from lhlib.bounds import random_network
+    from lhlib.experiment import trained_networks
+    from lhlib.features import extract_features
+    from lhlib.landscape import ema
+
+    with pytest.raises(ValueError, match="smoothing"):
+        ema(torch.ones(3), smoothing=1.5)
+    with pytest.raises(ValueError, match=r"classes_range must be \[low, high\] with 2 <= low"):
+        random_network(np.random.default_rng(0), classes_range=(1, 1))
+    with pytest.raises(ValueError, match="num_classes"):
+        x, y = torch.zeros(4, 3), torch.zeros(4, dtype=torch.long)
+        trained_networks(x, y, num_classes=1, hidden_size=2, num_layers=0, seeds=[0], use_cache=False)
+    with pytest.raises(ValueError, match="batch_size"):
+        extract_features(None, torch.zeros(2, 3), dataset="digits", indices=(0, 2), batch_size=0)
