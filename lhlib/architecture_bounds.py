@@ -16,8 +16,9 @@ convolutions has logits :math:`z = C^{(L)} \sigma(C^{(L-1)} \cdots \sigma(C^{(1)
     \lVert U^{(p)} \rVert_F^2 \le c_p \lVert x^{(p)} \rVert^2, \qquad
     \lVert x^{(p)} \rVert \le \lVert x \rVert \prod_{q<p} \lVert C^{(q)} \rVert_{\mathrm{op}},
 
-with :math:`c_p` the largest number of patches that contain one input entry (:math:`c_p = 1` for a matrix,
-:math:`\lceil k/s \rceil^2` for a :math:`k \times k` convolution of stride :math:`s`). With
+with :math:`c_p` an upper bound on the number of patches that contain one input entry (:math:`c_p = 1` for a
+matrix, :math:`\lceil k/s \rceil^2` for a :math:`k \times k` convolution of stride :math:`s`, the count itself
+when every spatial side of the input is at least :math:`k`). With
 :math:`\lVert A \rVert_2 \le \frac12` for the softmax Hessian this gives, per sample,
 
 .. math::

@@ -178,7 +178,8 @@ def full_hessian_norm_dense(model: Weights, x: torch.Tensor, y: torch.Tensor) ->
 
         \lVert H_i \rVert_2 = \max_j \bigl|\lambda_j(H_i)\bigr|
 
-    (the Hessian is indefinite for :math:`L \ge 2`).
+    (the Hessian is in general indefinite for :math:`L \ge 2`, its H-term having zero trace; it is 0 for a
+    sample whose ReLU paths are all dead).
 
     Args:
         model: An :class:`~lhlib.models.MLP` or a sequence of weight matrices.

@@ -154,7 +154,7 @@ class DatasetSpec:
 
     @property
     def input_dim(self) -> int:
-        """Inputs of a flattened image: channels times height times width."""
+        """The number of inputs of a flattened image, channels times height times width."""
         channels, height, width = self.image_shape
         return channels * height * width
 

@@ -859,8 +859,8 @@ def mean_matvec(
 class HessianNorms:
     r"""Per-sample spectral norms of a curvature matrix and the Lanczos diagnostics behind them.
 
-    The per-sample Hessian is indefinite, so ``lambda_min`` is typically negative. All fields are ``(N,)`` CPU
-    tensors.
+    The per-sample Hessian is in general indefinite, so ``lambda_min`` is typically negative. All fields are
+    ``(N,)`` CPU tensors.
 
     Attributes:
         norms: :math:`\max(|\lambda_{\min}|, |\lambda_{\max}|)` of each sample (float64).

@@ -34,8 +34,8 @@ from lhlib.hessian import (
 from lhlib.models import build_mlp
 from lhlib.progress import progress_bar
 from lhlib.seed_stats import interval_across_seeds
-from lhlib.settings import SweepSettings, sweep_configurations
-from lhlib.validation import check_int
+from lhlib.settings import PANELS, SweepSettings, sweep_configurations
+from lhlib.validation import check_choice, check_int
 
 __all__ = [
     "BOUND_FORMS",
@@ -526,7 +526,7 @@ def norms_table(networks: dict[tuple[int, int], MeasuredNetwork]) -> tuple[list[
             ]
         )
     header = ["h", "num_layers", "L", "train accuracy", "median $\\|G_i\\|$", "90 %", "99 %", "max $\\|G_i\\|$"]
-    return header + ["median $\\|H_i\\|$ (subset)", "max $\\|H_i\\|$ (subset)"], rows
+    return header + ["median $\\|H_i\\|$ (subset)", "max $\\|H_i\\|$ (random + extreme)"], rows
 
 
 def _gather(results, form: str, key: str, which: str) -> np.ndarray:
@@ -602,12 +602,16 @@ def sweep_axis(settings: SweepSettings, varying: str) -> tuple[list[tuple[int, i
 
     Args:
         settings: The sweep's settings.
-        varying: ``"hidden_size"`` for the width panel (x is ``h``); any other value gives the depth panel, whose x
-            is :math:`L` = ``num_layers + 2``.
+        varying: ``"hidden_size"`` for the width panel (x is ``h``), ``"num_layers"`` for the depth panel (x is
+            :math:`L` = ``num_layers + 2``).
 
     Returns:
         ``(keys, xs, label)``, the panel's ``(h, num_layers)`` keys, a float array of x values and the axis label.
+
+    Raises:
+        ValueError: when ``varying`` is neither ``"hidden_size"`` nor ``"num_layers"``.
     """
+    check_choice("varying", varying, PANELS)
     if varying == "hidden_size":
         keys = [(h, settings.fixed_num_layers) for h in settings.hidden_sizes]
         label = f"hidden size h (num_layers = {settings.fixed_num_layers})"

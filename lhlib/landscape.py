@@ -218,8 +218,9 @@ def fit_rate_exponent(
         \qquad \bar d(k) = \frac{1}{R} \sum_{r=1}^{R} d_r(k),
 
     with :math:`d_r` the :math:`R` rows of ``curves`` and :math:`\mathcal{K}` about ``points`` log-spaced integers
-    in :math:`[k_{\min}, k_{\max}]`, so that each decade weighs the same. The interval is the percentile interval
-    of :math:`a` over ``bootstrap`` resamples of the rows (with replacement).
+    in :math:`[k_{\min}, k_{\max}]`, so that each decade weighs about the same (the lowest
+    decade has fewer points, log-spacing there being finer than 1 and the duplicates dropped). The interval is the
+    percentile interval of :math:`a` over ``bootstrap`` resamples of the rows (with replacement).
 
     Args:
         curves: The ``(orders, N - 1)`` curves of :func:`loss_difference_curves` (column ``j`` is
@@ -270,7 +271,7 @@ def log_binned(values: np.ndarray, bins: int = 60) -> tuple[np.ndarray, np.ndarr
 
     with integer edges :math:`1 = e_0 < e_1 < \dots = n + 1` log-spaced (duplicates dropped, so there may be
     fewer than ``bins`` bins). What a log-:math:`k` axis can show of :math:`n` noisy points, each decade drawn
-    with the same number of points.
+    with about the same number of points.
 
     Args:
         values: The 1-D curve.

@@ -62,7 +62,7 @@ class MLP(nn.Module):
 
     @property
     def weight_matrices(self) -> int:
-        """Theorem 1's :math:`L`: the number of weight matrices, ``num_layers + 2``."""
+        """The number of weight matrices, ``num_layers + 2`` (Theorem 1's :math:`L`)."""
         return len(self.linears)
 
     def weights(self) -> list[torch.Tensor]:

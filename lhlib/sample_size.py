@@ -26,11 +26,11 @@ gives three answers with uncertainties:
   :math:`\mathcal{L}_{k+1} - \mathcal{L}_k = (\ell_{k+1} - \mathcal{L}_k)/(k+1)`. As :math:`k` grows
   :math:`\mathcal{L}_k` tends to the mean loss, so :math:`(k+1)\,\mathbb{E}|\mathcal{L}_{k+1} - \mathcal{L}_k|`
   tends to the mean absolute deviation :math:`\operatorname{MAD} = \frac1N \sum_i |\ell_i - \bar\ell|` and
-  :math:`k^* \approx \operatorname{MAD}/\varepsilon - 1`. It needs only the losses of a pilot sample and
+  :math:`k^* \approx \max(\operatorname{MAD}/\varepsilon - 1, 1)`. It needs only the losses of a pilot sample and
   extends beyond :math:`N`; its interval resamples the losses.
 * **bound**: from Lemma 1,
   :math:`|\mathcal{L}_{k+1} - \mathcal{L}_k| \le 2(M_\ell + M_{\mathbf H} R^2)/(k+1)`
-  (:func:`lhlib.bounds.lemma_bound`), :math:`k^* = \lceil 2(M_\ell + M_{\mathbf H} R^2)/\varepsilon - 1\rceil`,
+  (:func:`lhlib.bounds.lemma_bound`), :math:`k^* = \max(\lceil 2(M_\ell + M_{\mathbf H} R^2)/\varepsilon - 1\rceil, 1)`,
   with :math:`M_\ell` the largest loss unless given.
 """
 

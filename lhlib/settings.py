@@ -25,6 +25,7 @@ __all__ = [
     "DEFAULT_BACKBONE",
     "FAMILIES",
     "OFFLINE_BACKBONE",
+    "PANELS",
     "POOLINGS",
     "SweepSettings",
     "check_backbone",
@@ -129,6 +130,9 @@ def sweep_configurations(settings: SweepSettings) -> list[tuple[int, int]]:
 
 FAMILIES = ("mlp", "cnn", "vit")
 """The architecture families :func:`lhlib.architectures.build_network` builds."""
+
+PANELS = ("hidden_size", "num_layers")
+"""The two panels of a sweep, named by the parameter each varies (the paper's left and right panels)."""
 
 
 def check_family_sizes(sizes: Any) -> dict[str, tuple[tuple[int, int], ...]]:

@@ -30,7 +30,8 @@ from lhlib.landscape import (
 )
 from lhlib.progress import progress_bar
 from lhlib.seed_stats import interval_across_seeds, share_at_chance, trend_test
-from lhlib.settings import SweepSettings, sweep_configurations
+from lhlib.settings import PANELS, SweepSettings, sweep_configurations
+from lhlib.validation import check_choice
 
 __all__ = [
     "ConfigurationResult",
@@ -108,7 +109,7 @@ class SeedResult:
 
     @property
     def level(self) -> float:
-        r"""The level :math:`C` of :math:`C / (k + 1)`: the mean of :math:`(k + 1)\, d_k` over the last tenth of the
+        r"""The level :math:`C` of :math:`C / (k + 1)`, the mean of :math:`(k + 1)\, d_k` over the last tenth of the
         :math:`k`, close to ``mean_abs_deviation`` for large :math:`N`.
         """
         return _level(self.mean)
@@ -348,11 +349,15 @@ def panel_configurations(results, settings, varying: str) -> list[ConfigurationR
     Args:
         results: :func:`run_sweep`'s results.
         settings: The sweep's settings (its panels).
-        varying: ``"hidden_size"`` for the width panel; any other value (``"num_layers"``) gives the depth panel.
+        varying: ``"hidden_size"`` for the width panel, ``"num_layers"`` for the depth panel.
 
     Returns:
         The panel's :class:`ConfigurationResult` objects, in the order of ``hidden_sizes`` or ``num_layers``.
+
+    Raises:
+        ValueError: when ``varying`` is neither ``"hidden_size"`` nor ``"num_layers"``.
     """
+    check_choice("varying", varying, PANELS)
     if varying == "hidden_size":
         return [results[(h, settings.fixed_num_layers)] for h in settings.hidden_sizes]
     return [results[(settings.fixed_hidden_size, n)] for n in settings.num_layers]

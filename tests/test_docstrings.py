@@ -186,6 +186,13 @@ def _returns_something(node: ast.FunctionDef) -> bool:
     return any(not isinstance(n, ast.Return) or n.value is not None for n in own)
 
 
+def _reads_as_type(line: str) -> bool:
+    """Whether napoleon reads ``line`` as ``type: description``: it then looks the "type" up, and the
+    unknown reference fails the ``-W`` build. Colons inside roles and literals do not count.
+    """
+    return ":" in re.sub(r":\w+:`[^`]*`|``[^`]*``|`[^`]*`", "", line)
+
+
 def _fields(node: ast.ClassDef) -> list[str]:
     """The annotated fields of a dataclass or NamedTuple (``ClassVar``s excepted)."""
     fields = []
@@ -217,12 +224,18 @@ def test_every_public_function_that_returns_says_what(item):
     title = "Yields" if generator else "Returns"
     section = _section(item.docstring, title)
     assert section and section.strip(), f"{item.module}.{item.qualname} returns a value and has no {title}: section"
-    # napoleon reads "text: more" on a Returns section's first line as "type: description" and
-    # Sphinx then warns that the "type" is an unknown reference, which fails the -W build.
     first = section.strip().splitlines()[0]
-    assert ":" not in re.sub(r":\w+:`[^`]*`|``[^`]*``|`[^`]*`", "", first), (
-        f"{item.module}.{item.qualname}'s {title}: section opens with what napoleon reads as a type: {first!r}"
-    )
+    assert not _reads_as_type(first), f"{item.module}.{item.qualname}'s {title}: section opens with a type: {first!r}"
+
+
+PROPERTIES = [o for o in OBJECTS if isinstance(o.node, ast.FunctionDef) and _is_property(o.node)]
+
+
+@pytest.mark.parametrize("item", PROPERTIES, ids=_ids(PROPERTIES))
+def test_every_property_says_what_it_is(item):
+    assert item.docstring, f"{item.module}.{item.qualname} has no docstring"
+    first = item.docstring.splitlines()[0]
+    assert not _reads_as_type(first), f"{item.module}.{item.qualname}'s docstring opens with a type: {first!r}"
 
 
 @pytest.mark.parametrize("item", CLASSES, ids=_ids(CLASSES))

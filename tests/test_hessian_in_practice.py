@@ -83,3 +83,12 @@ def test_live_median_skips_samples_without_curvature():
     assert math.isnan(study.live_median(torch.ones(2), torch.zeros(2)))
     keys, xs, label = study.sweep_axis(check_sweep_settings(), "num_layers")
     assert np.array_equal(xs, np.array([1, 3, 5, 7, 10]) + 2) and "L = num_layers + 2" in label
+
+
+def test_a_panel_is_hidden_size_or_num_layers():
+    from lhlib.sweep import panel_configurations
+
+    with pytest.raises(ValueError, match="varying must be one of"):
+        study.sweep_axis(check_sweep_settings(), "width")
+    with pytest.raises(ValueError, match="varying must be one of"):
+        panel_configurations({}, check_sweep_settings(), "depth")
