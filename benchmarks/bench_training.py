@@ -9,12 +9,13 @@ paper's settings: 10 epochs, Adam 1e-3, batch 64, h = 16, num_layers = 5):
 * lhlib: tensors held on the device, batches by indexing, per-sample losses in one batched pass
   (``lhlib.experiment.trained_network`` with the results store switched off).
 
-Then a seed ensemble against sequential runs, side by side on the same data: ``--seeds S`` networks
-(default 8) trained one after another with :func:`lhlib.train.train` (one torch thread each, as
-lhlib trains a single network) against the same ``S`` seeds trained in one batched pass by
-:func:`lhlib.ensemble.train_ensemble`.
+Then, for each of ``--families`` (the paper's MLP, chapter 08's CNN and ViT), a seed ensemble against
+sequential runs, side by side on the same data: ``--seeds S`` networks (default 8) trained one after
+another with :func:`lhlib.train.train` (on the threads lhlib gives a lone network of that family)
+against the same ``S`` seeds trained in one batched pass by :func:`lhlib.ensemble.train_ensemble`.
 
-Usage: ``python benchmarks/bench_training.py [--repeats N] [--seeds S]``. Prints the times and ratios.
+Usage: ``python benchmarks/bench_training.py [--repeats N] [--seeds S] [--families mlp,cnn,vit]``.
+Prints the times and ratios.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import torch.nn.functional as F
 import torchvision
 from torch.utils.data import DataLoader, Subset
 
+from lhlib.architectures import build_network
 from lhlib.data import FASHION_MNIST_DEBIAN, data_root, load_dataset
 from lhlib.ensemble import train_ensemble
 from lhlib.experiment import trained_network
@@ -97,38 +99,39 @@ def lhlib_path() -> float:
     return network.train_loss
 
 
-def sequential_seeds(x, y, seeds) -> None:
-    for seed in seeds:
-        train(
-            build_mlp(x.shape[1], HIDDEN, LAYERS, 10, seed=seed),
-            x,
-            y,
-            epochs=EPOCHS,
-            batch_size=BATCH,
-            lr=LR,
-            seed=seed,
-        )
+# Chapter 08's middle sizes (width, depth) and the torch threads a lone network of each family trains on.
+FAMILY_SIZES = {"mlp": (HIDDEN, LAYERS), "cnn": (16, 2), "vit": (32, 1)}
+SEQUENTIAL_THREADS = {"mlp": 1, "cnn": 2, "vit": 1}
 
 
-def ensemble_seeds(x, y, seeds) -> None:
-    models = [build_mlp(x.shape[1], HIDDEN, LAYERS, 10, seed=seed) for seed in seeds]
-    train_ensemble(models, x, y, seeds=seeds, epochs=EPOCHS, batch_size=BATCH, lr=LR, threads=2)
+def _members(family: str, seeds) -> list[torch.nn.Module]:
+    width, depth = FAMILY_SIZES[family]
+    return [build_network(family, (1, 28, 28), width, depth, 10, seed) for seed in seeds]
 
 
-def compare_seed_ensemble(count: int, repeats: int) -> None:
+def sequential_seeds(family, x, y, seeds) -> None:
+    for model, seed in zip(_members(family, seeds), seeds):
+        train(model, x, y, epochs=EPOCHS, batch_size=BATCH, lr=LR, seed=seed, threads=SEQUENTIAL_THREADS[family])
+
+
+def ensemble_seeds(family, x, y, seeds) -> None:
+    train_ensemble(_members(family, seeds), x, y, seeds=seeds, epochs=EPOCHS, batch_size=BATCH, lr=LR, threads=2)
+
+
+def compare_seed_ensemble(family: str, count: int, repeats: int) -> None:
     data = load_dataset("fashion_mnist", TRAIN_SIZE)
     seeds = list(range(count))
     times = {"sequential": [], "ensemble": []}
     for _ in range(repeats):
         for name, run in (("sequential", sequential_seeds), ("ensemble", ensemble_seeds)):
             start = time.perf_counter()
-            run(data.x, data.y, seeds)
+            run(family, data.x, data.y, seeds)
             times[name].append(time.perf_counter() - start)
-            print(f"{name:>10}: {times[name][-1]:6.2f} s  ({count} seeds)", flush=True)
+            print(f"{family} {name:>10}: {times[name][-1]:6.2f} s  ({count} seeds)", flush=True)
     best = {name: min(values) for name, values in times.items()}
     print(
-        f"{count} seeds: sequential {best['sequential']:.2f} s (1 torch thread each), "
-        f"ensemble {best['ensemble']:.2f} s (2 torch threads), "
+        f"{family}, {count} seeds, width and depth {FAMILY_SIZES[family]}: sequential {best['sequential']:.2f} s "
+        f"({SEQUENTIAL_THREADS[family]} torch thread(s) each), ensemble {best['ensemble']:.2f} s (2 torch threads), "
         f"speed-up {best['sequential'] / best['ensemble']:.1f}x; load average {os.getloadavg()[0]:.2f}"
     )
 
@@ -136,7 +139,8 @@ def compare_seed_ensemble(count: int, repeats: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=1, help="timed runs of each approach (the minimum is reported)")
-    parser.add_argument("--seeds", type=int, default=8, help="seeds in the ensemble comparison")
+    parser.add_argument("--seeds", type=int, default=8, help="seeds in the ensemble comparisons")
+    parser.add_argument("--families", default="mlp,cnn,vit", help="network families of the ensemble comparisons")
     args = parser.parse_args()
     times = {"reference": [], "lhlib": []}
     with tempfile.TemporaryDirectory() as folder:
@@ -152,7 +156,8 @@ def main() -> None:
         f"reference {best['reference']:.2f} s, lhlib {best['lhlib']:.2f} s, "
         f"speed-up {best['reference'] / best['lhlib']:.1f}x (torch threads: {torch.get_num_threads()})"
     )
-    compare_seed_ensemble(args.seeds, args.repeats)
+    for family in args.families.split(","):
+        compare_seed_ensemble(family, args.seeds, args.repeats)
 
 
 if __name__ == "__main__":

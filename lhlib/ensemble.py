@@ -27,10 +27,14 @@ which made a one-member ensemble several times slower than :func:`lhlib.train.tr
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import copy
+import functools
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, stack_module_state, vmap
 
 from lhlib.models import MLP
 from lhlib.progress import progress_bar
@@ -124,8 +128,39 @@ def ensemble_per_sample_losses(
     return torch.cat(losses, dim=1), torch.cat(correct, dim=1)
 
 
+def _mlp_members(models: Sequence[MLP]) -> tuple[list[torch.Tensor], Callable, Callable]:
+    """The MLP members' stacked weights, their batched forward pass and the copy back into ``models``."""
+    weights = [w.requires_grad_() for w in stacked_weights(models)]
+
+    def write_back() -> None:
+        for s, model in enumerate(models):
+            for parameter, weight in zip(model.weights(), weights):
+                parameter.copy_(weight[s].T)
+
+    return weights, functools.partial(ensemble_logits, weights), write_back
+
+
+def _module_members(models: Sequence[nn.Module]) -> tuple[list[torch.Tensor], Callable, Callable]:
+    """Any family's stacked parameters, ``vmap`` of ``functional_call`` over them, and the copy back."""
+    shapes = {tuple((name, tuple(p.shape)) for name, p in m.named_parameters()) for m in models}
+    if len(shapes) != 1 or len({type(m) for m in models}) != 1:
+        raise ValueError("models must share one architecture (one class and one set of parameter shapes)")
+    parameters, buffers = stack_module_state(list(models))
+    skeleton = copy.deepcopy(models[0]).to("meta")  # holds the structure; the weights come from `parameters`
+
+    def member_logits(member_parameters, member_buffers, batch):
+        return functional_call(skeleton, (member_parameters, member_buffers), (batch,))
+
+    def write_back() -> None:
+        for s, model in enumerate(models):
+            for name, parameter in model.named_parameters():
+                parameter.copy_(parameters[name][s])
+
+    return list(parameters.values()), functools.partial(vmap(member_logits), parameters, buffers), write_back
+
+
 def train_ensemble(
-    models: Sequence[MLP],
+    models: Sequence[nn.Module],
     x: torch.Tensor,
     y: torch.Tensor,
     *,
@@ -167,7 +202,8 @@ def train_ensemble(
     Raises:
         ValueError: when ``seeds`` does not have one entry per model or a setting is out of range.
     """
-    weights = [w.requires_grad_() for w in stacked_weights(models)]
+    if len(models) == 0 or not all(isinstance(m, nn.Module) for m in models):
+        raise ValueError("models must be a non-empty list of networks (torch.nn.Module)")
     seeds = check_int_list("seeds", list(seeds), minimum=0)
     if len(seeds) != len(models):
         raise ValueError(f"seeds must have one entry per model ({len(models)}), got {len(seeds)}")
@@ -175,7 +211,12 @@ def train_ensemble(
     check_int("batch_size", batch_size, minimum=1)
     check_float("lr", lr, minimum=0.0, strict_minimum=True)
     check_int("threads", threads, minimum=1)
-    n, members, classes = x.shape[0], len(models), models[0].num_classes
+    # The MLP's batched products beat vmap's per-operation overhead on its tiny matrices; the other
+    # families' convolutions and attention are batched by vmap (grouped convolutions, batched bmm).
+    weights, logits_of, write_back = (_mlp_members if all(isinstance(m, MLP) for m in models) else _module_members)(
+        models
+    )
+    n, members = x.shape[0], len(models)
     generators = [torch.Generator().manual_seed(seed) for seed in seeds]
     optimizer = torch.optim.Adam(weights, lr=lr, fused=x.device.type in ("cpu", "cuda"))
     epoch_loss = torch.zeros(epochs, members, dtype=torch.float64)
@@ -190,10 +231,10 @@ def train_ensemble(
             for start in range(0, n, batch_size):
                 index = orders[:, start : start + batch_size].reshape(-1)
                 batch = torch.index_select(x, 0, index, out=gathered[: index.numel()])
-                logits = ensemble_logits(weights, batch.view(members, -1, x.shape[1]))
+                logits = logits_of(batch.view(members, -1, x.shape[1]))
                 # Each member's mean over its own batch, as F.cross_entropy(model(batch), labels).
                 losses = (
-                    F.cross_entropy(logits.reshape(-1, classes), y.index_select(0, index), reduction="none")
+                    F.cross_entropy(logits.flatten(0, 1), y.index_select(0, index), reduction="none")
                     .view(members, -1)
                     .mean(dim=1)
                 )
@@ -203,8 +244,7 @@ def train_ensemble(
                 total += losses.detach() * (index.numel() // members)
             epoch_loss[epoch] = total.double().cpu() / n
     with torch.no_grad():
-        for s, model in enumerate(models):
-            for parameter, weight in zip(model.weights(), weights):
-                parameter.copy_(weight[s].T)
-            model.eval()
+        write_back()
+    for model in models:
+        model.eval()
     return [TrainingHistory(epoch_loss=epoch_loss[:, s].tolist()) for s in range(members)]

@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from lhlib.architectures import build_network
 from lhlib.ensemble import ensemble_per_sample_losses, train_ensemble
 from lhlib.experiment import trained_networks
 from lhlib.landscape import per_sample_losses
@@ -35,6 +36,33 @@ def test_every_member_matches_the_single_run_of_its_seed(num_layers):
     assert not torch.allclose(members[0].weights()[0], members[1].weights()[0])
 
 
+@pytest.mark.parametrize(("family", "width", "depth"), [("cnn", 3, 2), ("vit", 8, 1)])
+def test_every_member_of_another_family_matches_the_single_run_of_its_seed(family, width, depth):
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(100, 64, generator=g) * 2 - 1  # 8 x 8 one-channel images, pixels in [-1, 1]
+    y = torch.randint(0, 4, (100,), generator=g)
+    settings = {"epochs": 2, "batch_size": 32, "lr": 1e-2}
+
+    def members():
+        return [build_network(family, (1, 8, 8), width, depth, 4, seed=s) for s in SEEDS]
+
+    singles, ensemble = members(), members()
+    single_losses = [train(m, x, y, seed=s, **settings).epoch_loss for m, s in zip(singles, SEEDS)]
+    histories = train_ensemble(ensemble, x, y, seeds=SEEDS, **settings)
+    for single, member, loss, history in zip(singles, ensemble, single_losses, histories):
+        for (name, p), q in zip(single.named_parameters(), member.parameters()):
+            if name.endswith("qkv.bias"):
+                # Softmax ignores a shift shared by a query's scores, so the key bias has zero gradient
+                # in exact arithmetic; Adam scales its rounding noise up to steps of size lr. It has no
+                # effect on the logits, compared below.
+                p, q = (torch.cat([t[:width], t[2 * width :]]) for t in (p, q))
+            torch.testing.assert_close(q, p, rtol=1e-4, atol=1e-5, msg=name)
+        torch.testing.assert_close(member(x), single(x), rtol=1e-4, atol=1e-5)
+        assert history.epoch_loss == pytest.approx(loss, rel=1e-5)
+        assert not member.training
+    assert not torch.allclose(next(ensemble[0].parameters()), next(ensemble[1].parameters()))
+
+
 def test_member_order_is_its_own_seed_not_its_position():
     x, y = _toy(120)
     forward = [build_mlp(8, 6, 1, 4, seed=s) for s in (1, 2)]
@@ -57,6 +85,15 @@ def test_ensemble_rejects_mismatched_members():
     x, y = _toy(20)
     with pytest.raises(ValueError, match="one architecture"):
         train_ensemble([build_mlp(8, 4, 1, 4, seed=0), build_mlp(8, 5, 1, 4, seed=1)], x, y, seeds=[0, 1])
+    with pytest.raises(ValueError, match="one architecture"):
+        train_ensemble(
+            [build_network("cnn", (1, 8, 8), 3, 1, 4, 0), build_network("cnn", (1, 8, 8), 4, 1, 4, 1)],
+            x,
+            y,
+            seeds=[0, 1],
+        )
+    with pytest.raises(ValueError, match="models must be a non-empty list"):
+        train_ensemble([], x, y, seeds=[])
     with pytest.raises(ValueError, match="seeds must have one entry per model"):
         train_ensemble([build_mlp(8, 4, 1, 4, seed=0)], x, y, seeds=[0, 1])
     with pytest.raises(ValueError, match="seeds"):
