@@ -1,11 +1,11 @@
 r"""Seed ensembles: :math:`S` networks of one configuration trained together in one batched pass.
 
 Member :math:`s` is the run :func:`lhlib.train.train` would make with seed ``seeds[s]``: its own
-initialisation (the :class:`~lhlib.models.MLP` it was built with) and its own mini-batch order (a
-``torch.Generator`` seeded by ``seeds[s]``, one ``randperm`` per epoch). The members' weight
-matrices are stacked, transposed, along a leading axis, :math:`W^{(p)} \in \mathbb{R}^{S \times n_{p-1}
-\times n_p}`, and one step evaluates every member on its own mini-batch :math:`\mathcal{B}_s` with
-batched matrix products:
+initialisation (the network it was built with) and its own mini-batch order (a
+``torch.Generator`` seeded by ``seeds[s]``, one ``randperm`` per epoch). The members' parameters
+are stacked along a leading axis (for the :class:`~lhlib.models.MLP`, its weight matrices transposed,
+:math:`W^{(p)} \in \mathbb{R}^{S \times n_{p-1} \times n_p}`), and one step evaluates every member on
+its own mini-batch :math:`\mathcal{B}_s` at once:
 
 .. math::
 
@@ -16,13 +16,16 @@ batched matrix products:
 so the gradient of the summed loss with respect to member :math:`s`'s slice is that member's own
 gradient, and Adam, being elementwise, updates each slice as it would update the member alone.
 The result differs from :math:`S` sequential runs only by float32 rounding (a batched and a single
-matrix product may sum in different orders); ``tests/test_ensemble.py`` checks it.
+matrix product may sum in different orders); ``tests/test_ensemble.py`` checks it for every family.
 
-Why batched weights rather than ``vmap`` over ``functional_call``: the paper's networks are tiny,
-so a training step costs per-operation overhead rather than arithmetic. One ``bmm`` per layer keeps
-:math:`S` members at about the operation count of one; ``vmap`` adds its own overhead per operation,
-which made a one-member ensemble several times slower than :func:`lhlib.train.train` when tried.
-``benchmarks/bench_training.py`` times :math:`S` seeds against :math:`S` sequential runs.
+How the members are batched depends on the family. The paper's MLPs are tiny, so a training step
+costs per-operation overhead rather than arithmetic: one ``bmm`` per layer keeps :math:`S` members at
+about the operation count of one, where ``vmap`` over ``functional_call`` adds its own overhead per
+operation (it made a one-member MLP ensemble several times slower than :func:`lhlib.train.train` when
+tried). The CNN's and the ViT's steps (:mod:`lhlib.architectures`) are dearer, and for them ``vmap``
+of ``functional_call`` over the stacked parameters (``torch.func.stack_module_state``) pays: it turns
+the members' convolutions into one grouped convolution and their attention into batched products.
+``benchmarks/bench_training.py`` times :math:`S` seeds against :math:`S` sequential runs, per family.
 """
 
 from __future__ import annotations
@@ -192,7 +195,7 @@ def train_ensemble(
         epochs: The number of passes over the data.
         batch_size: Samples per member per mini-batch.
         lr: Adam's learning rate (positive).
-        threads: The torch CPU thread count while training (the batched products are large enough to
+        threads: The torch CPU thread count while training (the batched operations are large enough to
             share out).
         progress: Whether to show a progress bar over the epochs.
 

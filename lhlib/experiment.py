@@ -1,8 +1,8 @@
 r"""One configuration of the paper's experiment: train the network, then per-sample losses at :math:`\hat{\theta}`.
 
-:func:`trained_networks` is what every chapter calls: a seed ensemble of one configuration. The
-paper's MLP trains all seeds in one batched pass (:mod:`lhlib.ensemble`); the other families of
-:mod:`lhlib.architectures` train one seed after another with :func:`lhlib.train.train`. Each
+:func:`trained_networks` is what every chapter calls: a seed ensemble of one configuration, all
+its seeds trained in one batched pass (:func:`lhlib.ensemble.train_ensemble`), whichever family of
+:mod:`lhlib.architectures` it is. Each
 member is stored in the results store under a key made of the data's fingerprint, every training
 parameter and its own seed, so a re-run, another chapter that needs the same networks, or a
 longer ``seeds`` list reuses every member already trained and trains only the missing ones.
