@@ -337,8 +337,11 @@ def _execute(root: Path, name: str, target: Path, parameters: dict, timeout: int
     from nbclient.exceptions import CellTimeoutError
 
     try:
-        # A static page has no use for progress bars (lhlib.progress).
-        with _kernel_environment(LHLIB_PROGRESS="0"):
+        # A static page has no use for progress bars (lhlib.progress). OpenMP threads that spin while
+        # they wait hold cores a busy machine's other processes need, so a chapter slows far more than
+        # in proportion to the load; passive waiting lets them sleep (benchmarks/bench_load.py).
+        wait_policy = os.environ.get("OMP_WAIT_POLICY", "PASSIVE")
+        with _kernel_environment(LHLIB_PROGRESS="0", OMP_WAIT_POLICY=wait_policy):
             papermill.execute_notebook(
                 str(root / "notebooks" / f"{name}.ipynb"),
                 str(target),
