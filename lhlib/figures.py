@@ -635,7 +635,9 @@ def plot_sample_size_vs_architecture(
 
     Returns:
         The figure — per dataset, the mean over seeds with bars from the lowest to the highest seed,
-        and crosses at the measured :math:`k^*` of the seeds whose curve reached ``epsilon``.
+        and crosses at the measured :math:`k^*` of the seeds whose curve reached ``epsilon``. Seeds whose
+        extrapolated :math:`k^*` sits at its floor of 1 (collapsed networks) are left out and counted in
+        the legend.
     """
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
     panels = [
@@ -643,29 +645,32 @@ def plot_sample_size_vs_architecture(
         (settings.num_layers, [(settings.fixed_hidden_size, n) for n in settings.num_layers], "num_layers"),
     ]
     for name, color in zip(names, sweep_colors(len(names), "tab10")):
+        left_out = 0
         for ax, (values, keys, label) in zip(axes, panels):
             k_star = np.array([[m.at_theta_hat[epsilon].extrapolated for m in results[(name, *key)]] for key in keys])
-            mean = k_star.mean(1)
-            ax.errorbar(
-                values,
-                mean,
-                yerr=[mean - k_star.min(1), k_star.max(1) - mean],
-                fmt="o-",
-                color=color,
-                ms=3,
-                capsize=2,
-                label=f"{names[name]}: extrapolated",
-            )
+            # k* = max(MAD / eps - 1, 1): a seed at the floor is a network whose losses hardly vary (collapsed),
+            # a clamp rather than a sample size, and on a log axis it would squash the others.
+            floored = k_star <= 1
+            left_out += int(floored.sum())
+            shown = np.where(floored, np.nan, k_star)
+            counts = (~floored).sum(1)
+            mean = np.where(counts > 0, np.nansum(shown, 1) / np.maximum(counts, 1), np.nan)
+            low, high = np.fmin.reduce(shown, axis=1), np.fmax.reduce(shown, axis=1)
+            ax.errorbar(values, mean, yerr=[mean - low, high - mean], fmt="o-", color=color, ms=3, capsize=2)
             measured = [
                 (v, m.at_theta_hat[epsilon].measured)
                 for v, key in zip(values, keys)
                 for m in results[(name, *key)]
-                if m.at_theta_hat[epsilon].reached
+                if m.at_theta_hat[epsilon].reached and m.at_theta_hat[epsilon].extrapolated > 1
             ]
             ax.plot([v for v, _ in measured], [k for _, k in measured], "x", color=color, ms=5)
             ax.set(xlabel=label, yscale="log")
+        note = f" ({left_out} seed(s) at the floor k* = 1 left out)" if left_out else ""
+        axes[1].errorbar([], [], fmt="o-", color=color, ms=3, label=f"{names[name]}: extrapolated{note}")
+    axes[0].set_xscale("log", base=2)
+    axes[0].set_xticks(settings.hidden_sizes, [str(h) for h in settings.hidden_sizes])
+    axes[0].xaxis.set_minor_formatter(NullFormatter())
     axes[0].set(
-        xscale="log",
         ylabel=rf"$k^*$ at $\varepsilon$ = {epsilon:g} nats (bars: seed range; x: measured)",
         title=f"num_layers = {settings.fixed_num_layers}",
     )
@@ -1030,24 +1035,29 @@ def plot_softmax_hessian(rows: list[dict], num_logits: int) -> plt.Figure:
     """
     bins = np.linspace(0, 1, 41)
     fig, ax = plt.subplots()
-    for r in rows:
+    # The curves of every K coincide where they overlap (the worst case depends on q alone): the larger K
+    # are drawn first with larger open markers, so each stays visible around the ones drawn over it.
+    for index, r in reversed(list(enumerate(rows))):
         which = np.digitize(r["pmax"].numpy(), bins) - 1
         spec, q = r["spec"].numpy(), r["pmax"].numpy()
         # In each bin, the worst logit vector found, drawn at its own q.
         picks = [
             np.flatnonzero(which == b)[spec[which == b].argmax()] for b in range(len(bins) - 1) if (which == b).any()
         ]
-        ax.plot(q[picks], spec[picks], "-o", ms=2.5, label=f"largest found, K = {r['K']}")
+        ax.plot(q[picks], spec[picks], "-", marker="os^Dv"[index % 5], ms=3 + 2 * index, mfc="none", lw=0.8,
+                color=f"C{index}", label=f"largest found, K = {r['K']}")  # fmt: skip
     q = np.linspace(0, 1, 401)
     ax.plot(q, np.where(q >= 0.5, 2 * q * (1 - q), 0.5), "k--", lw=1, label=r"Gershgorin: $2q(1-q)$ for $q \geq 1/2$")
-    ax.axhline(SOFTMAX_HESSIAN_NORM_PAPER, color="C3", ls=":", label=r"paper: $\sqrt{2}$")
+    ax.axhline(SOFTMAX_HESSIAN_NORM_PAPER, color="0.4", ls=":", label=r"paper: $\sqrt{2}$")
     ax.set_ylim(0, 1.5)
     ax.set(
         xlabel=r"largest probability $q = \max_k p_k$ (dimensionless)",
         ylabel=r"$\|\mathrm{diag}(p) - pp^\top\|_2$ (dimensionless)",
         title=f"Worst case over {num_logits} random logit vectors per K (one per bin of q)",
     )
-    ax.legend(fontsize=7, ncol=2)
+    handles, labels = ax.get_legend_handles_labels()
+    order = sorted(range(len(rows)))[::-1] + list(range(len(rows), len(labels)))  # K ascending, then the rest
+    ax.legend([handles[i] for i in order], [labels[i] for i in order], fontsize=7, ncol=2)
     return fig
 
 
@@ -1109,6 +1119,7 @@ def plot_tightness(tight: dict[str, dict]) -> plt.Figure:
 
 Measured = dict[str, dict[tuple[int, int], MeasuredNetwork]]
 FORM_COLORS = dict(zip(FORM_LABELS, ("C3", "C1", "C2", "C4", "C0")))
+FORM_MARKERS = dict(zip(FORM_LABELS, ("o", "D", "v", "^", "s")))
 SWEEPS = ("hidden_size", "num_layers")
 
 
@@ -1177,7 +1188,7 @@ def plot_bounds(results: Measured, settings: SweepSettings, names: dict[str, str
         paper's scaling :math:`L\,h^{2L}` dotted (anchored at the first point). Lower: the smallest
         bound / norm over samples (solid: G-term, dotted: full Hessian), with the line at 1.
     """
-    fig, axes = plt.subplots(2 * len(results), 2, figsize=(10, 6.4 * len(results)), squeeze=False)
+    fig, axes = plt.subplots(2 * len(results), 2, figsize=(10, 6.4 * len(results) + 0.8), squeeze=False)
     for block, (name, networks) in enumerate(results.items()):
         for col, varying in enumerate(SWEEPS):
             keys, xs, xlabel = sweep_axis(settings, varying)
@@ -1186,13 +1197,13 @@ def plot_bounds(results: Measured, settings: SweepSettings, names: dict[str, str
             g_max = np.array([float(r.trained.ggn_norms.max()) for r in rs])
             h_max = np.array([float(r.trained.hessian["norms"].max()) for r in rs])
             for form, label in FORM_LABELS.items():
-                color = FORM_COLORS[form]
-                top.plot(xs, [_bound_value(r.checks[form]) for r in rs], "o-", color=color, label=label, ms=3)
-                bottom.plot(xs, [r.checks[form]["tightness_ggn"] for r in rs], "o-", color=color, ms=3,
-                            label=label + r" vs $\|G_i\|$")  # fmt: skip
-                bottom.plot(xs, [r.checks[form]["tightness_hessian"] for r in rs], "x:", color=color, ms=4)
+                # A marker per form keeps forms apart where their lines coincide (corrected and its per-sample form).
+                style = {"color": FORM_COLORS[form], "marker": FORM_MARKERS[form], "mfc": "none"}
+                top.plot(xs, [_bound_value(r.checks[form]) for r in rs], "-", label=label, ms=5, **style)
+                bottom.plot(xs, [r.checks[form]["tightness_ggn"] for r in rs], "-", ms=5, **style)
+                bottom.plot(xs, [r.checks[form]["tightness_hessian"] for r in rs], ":", ms=3, **style)
             top.plot(xs, g_max, "ks-", label=r"measured max $\|G_i\|_2$ (all samples)")
-            top.plot(xs, h_max, "k^--", label=r"measured max $\|H_i\|_2$ (subset)", mfc="none")
+            top.plot(xs, h_max, "k^--", label=r"measured max $\|H_i\|_2$ (Lanczos samples)", mfc="none")
             law = np.array([(n + 2) * float(h) ** (2 * (n + 2)) for h, n in keys])
             top.plot(xs, g_max[0] * law / law[0], ":", color="0.5", label=r"$\propto L\,h^{2L}$ (paper's scaling)")
             top.set_ylim(max(1e-3, 0.3 * min(g_max.min(), h_max.min())), None)
@@ -1200,14 +1211,18 @@ def plot_bounds(results: Measured, settings: SweepSettings, names: dict[str, str
             top.set(ylabel="spectral norm (loss units)", title=f"{names[name]}: bounds and measured norms")
             bottom.set(
                 ylabel="tightness: min over samples of bound / norm",
-                title=f"{names[name]}: tightness (solid: G-term, dotted: full Hessian)",
+                title=f"{names[name]}: tightness of each bound",
             )
             for ax in (top, bottom):
                 ax.set(yscale="log", xlabel=xlabel)
                 if varying == "hidden_size":
                     ax.set_xscale("log", base=2)
-                ax.legend(fontsize=6)
-    fig.tight_layout()
+    # One legend for all panels: every panel draws the same lines, and eight small legends hid the data.
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    handles += [Line2D([], [], color="0.3", ls=ls) for ls in ("-", ":")]
+    labels += [r"tightness: bound / $\|G_i\|_2$", r"tightness: bound / $\|H_i\|_2$"]
+    fig.legend(handles, labels, loc="upper center", ncol=4, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.7 / fig.get_figheight()))
     return fig
 
 
