@@ -78,11 +78,20 @@ def test_there_are_no_import_cycles():
             visit(module, [])
 
 
+def _code_lines(node: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    """A function's lines, signature included, less its docstring (documentation is not a step)."""
+    lines = node.end_lineno - node.lineno + 1
+    first = node.body[0]
+    if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+        lines -= first.end_lineno - first.lineno + 1
+    return lines
+
+
 def test_no_function_is_longer_than_sixty_lines():
-    """Long functions hide steps that deserve a name (signature and docstring included)."""
+    """Long functions hide steps that deserve a name (signature included, docstring not)."""
     long = []
     for path in sorted(PACKAGE.glob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.end_lineno - node.lineno >= 60:
-                long.append(f"{path.stem}.{node.name}: {node.end_lineno - node.lineno + 1} lines")
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and _code_lines(node) > 60:
+                long.append(f"{path.stem}.{node.name}: {_code_lines(node)} lines")
     assert not long, "; ".join(long)
