@@ -148,6 +148,7 @@ def _module_members(models: Sequence[nn.Module]) -> tuple[list[torch.Tensor], Ca
     shapes = {tuple((name, tuple(p.shape)) for name, p in m.named_parameters()) for m in models}
     if len(shapes) != 1 or len({type(m) for m in models}) != 1:
         raise ValueError("models must share one architecture (one class and one set of parameter shapes)")
+    # Buffers go in as they are and are not written back: no family here has one that training changes.
     parameters, buffers = stack_module_state(list(models))
     skeleton = copy.deepcopy(models[0]).to("meta")  # holds the structure; the weights come from `parameters`
 
