@@ -41,8 +41,8 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from lhlib.models import MLP
 from lhlib.progress import progress_bar
-from lhlib.train import TrainingHistory, cpu_threads
-from lhlib.validation import check_float, check_int, check_int_list
+from lhlib.train import TrainingHistory, check_training_data, cpu_threads
+from lhlib.validation import check_float, check_int, check_seeds
 
 __all__ = ["ensemble_logits", "ensemble_per_sample_losses", "stacked_weights", "train_ensemble"]
 
@@ -131,6 +131,20 @@ def ensemble_per_sample_losses(
     return torch.cat(losses, dim=1), torch.cat(correct, dim=1)
 
 
+def _check_members(models: Sequence[nn.Module], x: torch.Tensor) -> None:
+    if isinstance(x, torch.Tensor) and (x.ndim != 2 or not x.is_floating_point()):
+        raise ValueError(f"x must be a 2-D floating-point tensor (samples x inputs), got {x.dtype} {tuple(x.shape)}")
+    if len(models) == 0 or not all(isinstance(m, nn.Module) for m in models):
+        raise ValueError("models must be a non-empty list of networks (torch.nn.Module)")
+    if len({id(m) for m in models}) != len(models):
+        raise ValueError("models must be distinct objects (one network per seed), got the same network twice")
+    # A buffer such as BatchNorm's running statistics would be neither stacked back nor trained.
+    if any(True for m in models for _ in m.buffers()):
+        raise ValueError(
+            "models must have no buffers (e.g. BatchNorm's running statistics); the ensemble cannot train them"
+        )
+
+
 def _mlp_members(models: Sequence[MLP]) -> tuple[list[torch.Tensor], Callable, Callable]:
     """The MLP members' stacked weights, their batched forward pass and the copy back into ``models``."""
     weights = [w.requires_grad_() for w in stacked_weights(models)]
@@ -148,7 +162,6 @@ def _module_members(models: Sequence[nn.Module]) -> tuple[list[torch.Tensor], Ca
     shapes = {tuple((name, tuple(p.shape)) for name, p in m.named_parameters()) for m in models}
     if len(shapes) != 1 or len({type(m) for m in models}) != 1:
         raise ValueError("models must share one architecture (one class and one set of parameter shapes)")
-    # Buffers go in as they are and are not written back: no family here has one that training changes.
     parameters, buffers = stack_module_state(list(models))
     skeleton = copy.deepcopy(models[0]).to("meta")  # holds the structure; the weights come from `parameters`
 
@@ -204,11 +217,13 @@ def train_ensemble(
         One :class:`~lhlib.train.TrainingHistory` per member, with its per-epoch mean mini-batch loss.
 
     Raises:
-        ValueError: when ``seeds`` does not have one entry per model or a setting is out of range.
+        ValueError: when ``models`` is empty, repeats a network or holds one with buffers, ``x`` and ``y``
+            fail :func:`lhlib.train.check_training_data`, ``seeds`` does not have one distinct seed per
+            model or a setting is out of range.
     """
-    if len(models) == 0 or not all(isinstance(m, nn.Module) for m in models):
-        raise ValueError("models must be a non-empty list of networks (torch.nn.Module)")
-    seeds = check_int_list("seeds", list(seeds), minimum=0)
+    _check_members(models, x)
+    check_training_data(x, y)
+    seeds = check_seeds("seeds", list(seeds), minimum_count=1)
     if len(seeds) != len(models):
         raise ValueError(f"seeds must have one entry per model ({len(models)}), got {len(seeds)}")
     check_int("epochs", epochs, minimum=1)
@@ -217,9 +232,9 @@ def train_ensemble(
     check_int("threads", threads, minimum=1)
     # The MLP's batched products beat vmap's per-operation overhead on its tiny matrices; the other
     # families' convolutions and attention are batched by vmap (grouped convolutions, batched bmm).
-    weights, logits_of, write_back = (_mlp_members if all(isinstance(m, MLP) for m in models) else _module_members)(
-        models
-    )
+    for model in models:  # as lhlib.train.train does (and stack_module_state needs one mode for all)
+        model.train()
+    weights, logits_of, write_back = (_mlp_members if all(type(m) is MLP for m in models) else _module_members)(models)
     n, members = x.shape[0], len(models)
     generators = [torch.Generator().manual_seed(seed) for seed in seeds]
     optimizer = torch.optim.Adam(weights, lr=lr, fused=x.device.type in ("cpu", "cuda"))

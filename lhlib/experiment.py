@@ -22,8 +22,8 @@ from lhlib.architectures import build_network
 from lhlib.cache import load_result, store_result, tensor_fingerprint
 from lhlib.ensemble import ensemble_per_sample_losses, train_ensemble
 from lhlib.settings import FAMILIES, SweepSettings
-from lhlib.train import resolve_device
-from lhlib.validation import check_choice, check_float, check_int, check_int_list
+from lhlib.train import check_training_data, resolve_device
+from lhlib.validation import check_choice, check_float, check_int, check_seeds
 
 __all__ = ["TrainedNetwork", "settings_networks", "trained_network", "trained_networks"]
 
@@ -165,14 +165,16 @@ def trained_networks(
         One :class:`TrainedNetwork` per seed, in the order of ``seeds``.
 
     Raises:
-        ValueError: when a parameter is out of range, ``family`` is unknown, ``device`` is not present,
-            or ``image_shape`` is missing or does not have ``n`` entries.
+        ValueError: when a parameter is out of range, ``x`` and ``y`` fail
+            :func:`lhlib.train.check_training_data` (labels in ``[0, num_classes)``), ``family`` is unknown,
+            ``device`` is not present, or ``image_shape`` is missing or does not have ``n`` entries.
     """
-    image_shape = _checked_image_shape(family, image_shape, x.shape[1])
     check_int("num_classes", num_classes, minimum=2)
+    check_training_data(x, y, num_classes)
+    image_shape = _checked_image_shape(family, image_shape, x.shape[1])
     check_int("hidden_size", hidden_size, minimum=1)
-    check_int("num_layers", num_layers, minimum=0)
-    seeds = check_int_list("seeds", list(seeds), minimum=0)
+    check_int("num_layers", num_layers, minimum=0 if family == "mlp" else 1)  # a CNN or ViT needs one block
+    seeds = check_seeds("seeds", list(seeds), minimum_count=1)
     check_int("epochs", epochs, minimum=1)
     check_int("batch_size", batch_size, minimum=1)
     check_float("lr", lr, minimum=0.0, strict_minimum=True)

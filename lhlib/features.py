@@ -857,8 +857,10 @@ def extract_features(
         FloatingPointError: when a feature is not finite.
     """
     check_int("batch_size", batch_size, minimum=1)
-    start, stop = indices
-    if stop - start != images.shape[0]:
+    if not isinstance(indices, tuple | list) or len(indices) != 2:
+        raise ValueError(f"indices must be (start, stop), two integers with 0 <= start < stop, got {indices!r}")
+    start, stop = check_int("indices[0]", indices[0], minimum=0), check_int("indices[1]", indices[1], minimum=1)
+    if stop - start != images.shape[0] or images.shape[0] == 0:
         raise ValueError(f"indices {indices} do not match the {images.shape[0]} images given")
     rgb = to_rgb(images)
     params = {
@@ -874,12 +876,13 @@ def extract_features(
     def compute() -> dict[str, Any]:
         nonlocal computed
         computed = True
-        return _embed(backbone, rgb, batch_size, desc=f"{dataset} features", progress=progress)
+        embedded = _embed(backbone, rgb, batch_size, desc=f"{dataset} features", progress=progress)
+        if not torch.isfinite(embedded["x"]).all():  # refused before it reaches the store
+            raise FloatingPointError(f"non-finite features from {backbone.name} on {dataset}")
+        return embedded
 
     result = cached("features", params, compute, enabled=use_cache)
     x = result["x"]
-    if not torch.isfinite(x).all():
-        raise FloatingPointError(f"non-finite features from {backbone.name} on {dataset}")
     return FeatureSet(
         x,
         backbone.name,

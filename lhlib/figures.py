@@ -644,14 +644,16 @@ def plot_sample_size_vs_architecture(
         (settings.hidden_sizes, [(h, settings.fixed_num_layers) for h in settings.hidden_sizes], "hidden size h"),
         (settings.num_layers, [(settings.fixed_hidden_size, n) for n in settings.num_layers], "num_layers"),
     ]
+    drawn = False
     for name, color in zip(names, sweep_colors(len(names), "tab10")):
-        left_out = 0
+        left_out = set()  # (configuration, seed): the shared configuration sits in both panels
         for ax, (values, keys, label) in zip(axes, panels):
             k_star = np.array([[m.at_theta_hat[epsilon].extrapolated for m in results[(name, *key)]] for key in keys])
             # k* = max(MAD / eps - 1, 1): a seed at the floor is a network whose losses hardly vary (collapsed),
             # a clamp rather than a sample size, and on a log axis it would squash the others.
-            floored = k_star <= 1
-            left_out += int(floored.sum())
+            floored = ~np.isfinite(k_star) | (k_star <= 1)
+            left_out |= {(key, int(s)) for key, row in zip(keys, floored) for s in np.flatnonzero(row)}
+            drawn |= not floored.all()
             shown = np.where(floored, np.nan, k_star)
             counts = (~floored).sum(1)
             mean = np.where(counts > 0, np.nansum(shown, 1) / np.maximum(counts, 1), np.nan)
@@ -664,9 +666,14 @@ def plot_sample_size_vs_architecture(
                 if m.at_theta_hat[epsilon].reached and m.at_theta_hat[epsilon].extrapolated > 1
             ]
             ax.plot([v for v, _ in measured], [k for _, k in measured], "x", color=color, ms=5)
-            ax.set(xlabel=label, yscale="log")
-        note = f" ({left_out} seed(s) at the floor k* = 1 left out)" if left_out else ""
+            ax.set(xlabel=label)
+        note = f" ({len(left_out)} network(s) at the floor k* = 1 left out)" if left_out else ""
         axes[1].errorbar([], [], fmt="o-", color=color, ms=3, label=f"{names[name]}: extrapolated{note}")
+    if drawn:  # a log axis needs one positive value
+        axes[0].set_yscale("log")
+    else:
+        for ax in axes:
+            ax.text(0.5, 0.5, "every network's k* sits at its floor of 1", transform=ax.transAxes, ha="center")
     axes[0].set_xscale("log", base=2)
     axes[0].set_xticks(settings.hidden_sizes, [str(h) for h in settings.hidden_sizes])
     axes[0].xaxis.set_minor_formatter(NullFormatter())

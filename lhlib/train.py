@@ -16,9 +16,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from lhlib.progress import progress_bar
-from lhlib.validation import check_device, check_float, check_int
+from lhlib.validation import MAX_SEED, check_device, check_float, check_int
 
-__all__ = ["TrainingHistory", "cpu_threads", "resolve_device", "train"]
+__all__ = ["TrainingHistory", "check_training_data", "cpu_threads", "resolve_device", "train"]
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -76,6 +76,35 @@ def cpu_threads(count: int, device: torch.device) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
+def check_training_data(x: torch.Tensor, y: torch.Tensor, num_classes: int | None = None) -> None:
+    """Refuse training data that would fail mid-run or train a meaningless network, before any work.
+
+    Args:
+        x: The inputs, a non-empty tensor with one row per sample (``(N, n)`` flattened images, or
+            ``(N, C, H, W)``); finite if floating-point.
+        y: The labels, which must be an ``(N,)`` int64 tensor on the device of ``x``.
+        num_classes: When given, the labels must lie in ``[0, num_classes)``.
+
+    Raises:
+        ValueError: naming ``x``, ``y`` or ``num_classes`` and what each must be.
+    """
+    if not isinstance(x, torch.Tensor) or x.ndim < 2 or x.shape[0] == 0:
+        got = f"shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"x must be a non-empty tensor with one row per sample (at least 2-D), got {got}")
+    if not isinstance(y, torch.Tensor) or y.dtype != torch.int64 or y.shape != (x.shape[0],) or y.device != x.device:
+        got = f"{y.dtype} of shape {tuple(y.shape)} on {y.device}" if isinstance(y, torch.Tensor) else type(y).__name__
+        raise ValueError(
+            f"y must be a 1-D int64 tensor of {x.shape[0]} labels on {x.device} (one per row of x), got {got}"
+        )
+    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+        raise ValueError("x must be finite, got NaN or infinite entries")
+    if num_classes is not None and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+        raise ValueError(
+            f"y must hold labels in [0, {num_classes - 1}] for num_classes = {num_classes}, "
+            f"got labels from {int(y.min())} to {int(y.max())}"
+        )
+
+
 @dataclass(frozen=True)
 class TrainingHistory:
     """Mean mini-batch loss of every epoch.
@@ -131,13 +160,14 @@ def train(
         The :class:`TrainingHistory` of the run.
 
     Raises:
-        ValueError: when ``epochs``, ``batch_size``, ``seed`` or ``threads`` is not an integer in its
-            range or ``lr`` is not positive.
+        ValueError: when ``x`` and ``y`` fail :func:`check_training_data`, ``epochs``, ``batch_size``,
+            ``seed`` or ``threads`` is not an integer in its range or ``lr`` is not positive.
     """
+    check_training_data(x, y)
     check_int("epochs", epochs, minimum=1)
     check_int("batch_size", batch_size, minimum=1)
     check_float("lr", lr, minimum=0.0, strict_minimum=True)
-    check_int("seed", seed, minimum=0)
+    check_int("seed", seed, minimum=0, maximum=MAX_SEED)
     check_int("threads", threads, minimum=1)
     n = x.shape[0]
     generator = torch.Generator().manual_seed(seed)

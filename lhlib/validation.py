@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "MAX_SEED",
     "check_choice",
     "check_choices",
     "check_configurations",
@@ -227,8 +228,12 @@ def check_positive_floats(name: str, value) -> list[float]:
     return values
 
 
+MAX_SEED = 2**32 - 1
+"""The largest seed: torch's CPU generator keeps 32 bits of a seed, so ``s`` and ``s + 2**32`` would draw alike."""
+
+
 def check_seeds(name: str, values: Any, *, minimum_count: int = 2) -> list[int]:
-    """A list of at least ``minimum_count`` distinct integer seeds ``>= 0``.
+    """A list of at least ``minimum_count`` distinct integer seeds in ``[0, MAX_SEED]``.
 
     An interval across seeds needs two, hence the default.
 
@@ -241,10 +246,10 @@ def check_seeds(name: str, values: Any, *, minimum_count: int = 2) -> list[int]:
         The seeds as a new list, in the order given.
 
     Raises:
-        ValueError: when ``values`` fails :func:`check_int_list` with ``minimum=0`` or has fewer than
-            ``minimum_count`` entries.
+        ValueError: when ``values`` fails :func:`check_int_list` with ``minimum=0`` and ``maximum=MAX_SEED``
+            or has fewer than ``minimum_count`` entries.
     """
-    seeds = check_int_list(name, values, minimum=0)
+    seeds = check_int_list(name, values, minimum=0, maximum=MAX_SEED)
     if len(seeds) < minimum_count:
         raise ValueError(f"{name} must list at least {minimum_count} distinct seeds (integers >= 0), got {values!r}")
     return seeds

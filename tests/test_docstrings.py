@@ -94,6 +94,7 @@ NO_FORMULA: dict[str, str] = {
     "symbolic.equation": "formats LaTeX",
     "symbolic.is_zero": "decides whether an expression simplifies to zero",
     "symbolic.show_equation": "displays LaTeX",
+    "train.check_training_data": "validates training data",
     "train.cpu_threads": "sets the CPU thread count for a block",
     "train.resolve_device": "selects and validates a device",
 }

@@ -97,7 +97,7 @@ def test_ensemble_rejects_mismatched_members():
     with pytest.raises(ValueError, match="seeds must have one entry per model"):
         train_ensemble([build_mlp(8, 4, 1, 4, seed=0)], x, y, seeds=[0, 1])
     with pytest.raises(ValueError, match="seeds"):
-        train_ensemble([build_mlp(8, 4, 1, 4, seed=0)] * 2, x, y, seeds=[0, 0])
+        train_ensemble([build_mlp(8, 4, 1, 4, seed=s) for s in (0, 1)], x, y, seeds=[0, 0])
 
 
 def test_store_keys_each_member_by_its_seed():
@@ -158,3 +158,50 @@ def test_every_training_parameter_changes_the_store_key(family):
     for name, value in changed.items():
         keys.add(cache_key(_member_params(**{**base, name: value})))
     assert len(keys) == 1 + len(changed)
+
+
+def test_ensemble_refuses_what_it_could_not_train_as_train_would():
+    x, y = _toy(20)
+    model = build_mlp(8, 4, 1, 4, seed=0)
+    with pytest.raises(ValueError, match="distinct objects"):
+        train_ensemble([model, model], x, y, seeds=[0, 1])
+    with_buffers = torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.BatchNorm1d(4))
+    with pytest.raises(ValueError, match="no buffers"):
+        train_ensemble([with_buffers], x, y, seeds=[0])
+    with pytest.raises(ValueError, match="seeds"):
+        train_ensemble([model], x, y, seeds=[2**32])  # torch's generator would draw it as seed 0
+    bad_data = {
+        "y must be a 1-D int64 tensor of 8": (x[:8], y),
+        "x must be finite": (x.clone().fill_(float("nan")), y),
+        "x must be a non-empty": (x[:0], y[:0]),
+        "x must be a 2-D floating-point": (x.double().long(), y),
+        "y must be a 1-D int64": (x, y.int()),
+    }
+    before = [p.clone() for p in model.parameters()]
+    for message, (bad_x, bad_y) in bad_data.items():
+        with pytest.raises(ValueError, match=message):
+            train_ensemble([model], bad_x, bad_y, seeds=[0])
+    assert all(torch.equal(p, q) for p, q in zip(before, model.parameters()))
+
+
+def test_a_subclass_of_the_mlp_trains_through_its_own_forward():
+    class Tempered(type(build_mlp(8, 4, 1, 4, seed=0))):
+        def forward(self, x):
+            return 10 * super().forward(x)
+
+    x, y = _toy(96)
+
+    def tempered(seed):
+        model = build_mlp(8, 4, 1, 4, seed=seed)
+        model.__class__ = Tempered
+        return model
+
+    single, member = tempered(0), tempered(0)
+    expected = train(single, x, y, seed=0, epochs=1, batch_size=32).epoch_loss
+    assert train_ensemble([member], x, y, seeds=[0], epochs=1, batch_size=32)[0].epoch_loss == pytest.approx(expected)
+
+
+def test_labels_outside_the_classes_are_refused_before_training():
+    x, y = _toy(40)
+    with pytest.raises(ValueError, match=r"y must hold labels in \[0, 2\]"):
+        trained_networks(x, y, num_classes=3, hidden_size=4, num_layers=0, seeds=[0], use_cache=False)

@@ -272,3 +272,28 @@ def test_a_damaged_feature_entry_is_recomputed_to_the_same_features(capsys):
     again = extract_features(backbone, images, dataset="d", indices=(0, 3))
     assert not again.from_cache and "discarded the stored features entry" in capsys.readouterr().err
     assert torch.equal(again.x, first.x) and backbone.calls == 2
+
+
+class _NonFinite(_Counting):
+    """A fake backbone whose features hold a NaN."""
+
+    name = "non-finite"
+
+    def embed(self, rgb):
+        self.calls += 1
+        return torch.full((rgb.shape[0], 4), float("nan"))
+
+
+def test_non_finite_features_are_refused_before_they_reach_the_store():
+    images, backbone = _gray(4, size=4), _NonFinite()
+    for attempt in (1, 2):  # the second call computes again: nothing was stored
+        with pytest.raises(FloatingPointError, match="non-finite features"):
+            extract_features(backbone, images, dataset="d", indices=(0, 4))
+        assert backbone.calls == attempt
+
+
+@pytest.mark.parametrize("indices", [3, (0, 3, 4), (0.5, 3.5), (-3, 1), (0, 0)])
+def test_feature_indices_are_two_integers_in_order(indices):
+    images = _gray(4, size=4) if indices != (0, 0) else _gray(4, size=4)[:0]
+    with pytest.raises(ValueError, match="indices"):
+        extract_features(_Counting(), images, dataset="d", indices=indices)

@@ -168,13 +168,20 @@ def test_a_seed_at_the_floor_of_k_star_is_left_out_and_counted():
     settings = check_sweep_settings(hidden_sizes=[4, 8], num_layers=[1, 2], fixed_hidden_size=8, fixed_num_layers=1)
 
     def network(k_star):
-        size = SimpleNamespace(extrapolated=k_star, measured=int(k_star), reached=True)
+        size = SimpleNamespace(extrapolated=k_star, measured=k_star, reached=True)
         return SimpleNamespace(at_theta_hat={1e-3: size})
 
     keys = {(4, 1), (8, 1), (8, 2)}
+    # Every network at the floor, or without a finite k*: nothing to draw, and no log axis to break.
+    for k_star in (1.0, float("nan")):
+        fig = plot_sample_size_vs_architecture(
+            {("d", *key): [network(k_star)] * 2 for key in keys}, settings, {"d": "digits"}, 1e-3
+        )
+        assert "6 network(s) at the floor" in fig.axes[1].get_legend().get_texts()[0].get_text()
+        plt.close(fig)
     results = {("d", *key): [network(1.0 if key == (4, 1) else 3000.0), network(4000.0)] for key in keys}
     fig = plot_sample_size_vs_architecture(results, settings, {"d": "digits"}, 1e-3)
     drawn = np.concatenate([line.get_ydata() for ax in fig.axes for line in ax.get_lines()]).astype(float)
     assert np.nanmin(drawn) > 1000, "the floored seed must not be drawn"
-    assert "1 seed(s) at the floor k* = 1 left out" in fig.axes[1].get_legend().get_texts()[0].get_text()
+    assert "1 network(s) at the floor k* = 1 left out" in fig.axes[1].get_legend().get_texts()[0].get_text()
     check_figure(fig, "sample_size_vs_architecture")
