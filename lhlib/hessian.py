@@ -106,7 +106,7 @@ with warnings.catch_warnings():
     jvp(torch.sin, (torch.zeros(1),), (torch.ones(1),))
 
 METHODS = ("auto", "structured", "generic")
-"""How per-sample ``J J^T`` is computed: the bias-free Linear/ReLU structure, ``torch.func``, or whichever applies."""
+"""How per-sample ``J J^T`` is computed (the bias-free Linear/ReLU structure, ``torch.func``, or whichever applies)."""
 
 OPERATORS = ("hessian", "ggn", "hterm")
 """The curvature matrix an operator applies, by name (the full Hessian, its G-term, or its H-term)."""

@@ -43,7 +43,7 @@ PREDICTORS = {
     "paper's coefficient": {"gradient": True, "hessian_factor": 1.0},
     "Assumption 1 (no gradient)": {"gradient": False, "hessian_factor": 0.5},
 }
-"""The three predictions of :math:`D(r)`: the options of :meth:`lhlib.ball.DifferenceExpansion.predict`."""
+"""The three predictions of :math:`D(r)`, as options of :meth:`lhlib.ball.DifferenceExpansion.predict`."""
 
 
 def identity_error(losses: torch.Tensor) -> float:

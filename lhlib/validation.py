@@ -229,7 +229,7 @@ def check_positive_floats(name: str, value) -> list[float]:
 
 
 MAX_SEED = 2**32 - 1
-"""The largest seed: torch's CPU generator keeps 32 bits of a seed, so ``s`` and ``s + 2**32`` would draw alike."""
+"""The largest seed accepted (torch's CPU generator keeps 32 bits of a seed, so ``s`` and ``s + 2**32`` draw alike)."""
 
 
 def check_seeds(name: str, values: Any, *, minimum_count: int = 2) -> list[int]:

@@ -232,6 +232,28 @@ def test_every_public_function_that_returns_says_what(item):
 PROPERTIES = [o for o in OBJECTS if isinstance(o.node, ast.FunctionDef) and _is_property(o.node)]
 
 
+def _constant_docstrings() -> list[tuple[str, str]]:
+    """``(module.NAME, docstring)`` of every module-level name documented by the string after it."""
+    found = []
+    for path in sorted(PACKAGE.glob("*.py")):
+        body = ast.parse(path.read_text()).body
+        for node, following in zip(body, body[1:]):
+            target = node.targets[0] if isinstance(node, ast.Assign) else getattr(node, "target", None)
+            documented = isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant)
+            if isinstance(target, ast.Name) and documented and isinstance(following.value.value, str):
+                found.append((f"{path.stem}.{target.id}", following.value.value))
+    return found
+
+
+CONSTANTS = _constant_docstrings()
+
+
+@pytest.mark.parametrize(("name", "docstring"), CONSTANTS, ids=[name for name, _ in CONSTANTS])
+def test_every_documented_constant_opens_without_a_type(name, docstring):
+    first = docstring.strip().splitlines()[0]
+    assert not _reads_as_type(first), f"{name}'s docstring opens with what napoleon reads as a type: {first!r}"
+
+
 @pytest.mark.parametrize("item", PROPERTIES, ids=_ids(PROPERTIES))
 def test_every_property_says_what_it_is(item):
     assert item.docstring, f"{item.module}.{item.qualname} has no docstring"
