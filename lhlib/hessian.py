@@ -56,6 +56,7 @@ import math
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -717,7 +718,109 @@ def _flatteners(params: dict[str, torch.Tensor]):
     return unflatten, flatten, sum(sizes)
 
 
-def per_sample_matvec(model: nn.Module, operator: str = "hessian", batch_size: int = 128) -> Callable:
+class _StackPoint(NamedTuple):
+    """What the curvature products of a bias-free Linear/ReLU stack need at one point, whatever the direction."""
+
+    inputs: list[torch.Tensor]  # x^(p), (N, n_p)
+    masks: list[torch.Tensor]  # the diagonal of D^(p), (N, n_{p+1}), p < L
+    deltas: list[torch.Tensor]  # delta^(p) = d loss / d z^(p), (N, n_{p+1})
+    prob: torch.Tensor  # softmax of the logits, (N, K)
+
+
+def _stack_point(weights: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> _StackPoint:
+    inputs, masks = [x], []
+    for w in weights[:-1]:
+        z = inputs[-1] @ w.T
+        masks.append((z > 0).to(x.dtype))
+        inputs.append(z * masks[-1])
+    prob = torch.softmax(inputs[-1] @ weights[-1].T, dim=1)
+    deltas = [prob - F.one_hot(y, prob.shape[1]).to(prob)]
+    for w, mask in zip(reversed(weights[1:]), reversed(masks)):
+        deltas.insert(0, (deltas[0] @ w) * mask)
+    return _StackPoint(inputs, masks, deltas, prob)
+
+
+def _stack_tangents(weights, point: _StackPoint, operator: str, v_times, v_transposed_times, emit) -> None:
+    """The tangent of a bias-free Linear/ReLU stack's forward and backward recursions along a direction ``V``.
+
+    The recursions are stated in :func:`per_sample_matvec`. ``v_times(p, rows)`` gives the rows
+    ``V^(p) r``, ``v_transposed_times(p, rows)`` the rows ``V^(p)T r`` (layers counted from 0), and
+    ``emit(p, delta_dot, tangent)`` receives layer ``p``'s tangent of ``delta`` and of its input (``None`` when
+    there is no ``delta x_dot^T`` part: for the G-term, and for the first layer, whose input does not move) to
+    form its block, per sample or summed over samples.
+    """
+    tangents = [None]  # the input does not move: its tangent is zero, and skipping it saves the widest products
+    for p, w in enumerate(weights):
+        z_dot = v_times(p, point.inputs[p]) if p == 0 else v_times(p, point.inputs[p]) + tangents[p] @ w.T
+        if p < len(weights) - 1:
+            tangents.append(z_dot * point.masks[p])
+    prob = point.prob
+    delta_dot = torch.zeros_like(prob) if operator == "hterm" else prob * z_dot - prob * (prob * z_dot).sum(1, True)
+    for p in range(len(weights) - 1, -1, -1):
+        emit(p, delta_dot, None if operator == "ggn" else tangents[p])  # None: no delta x_dot^T part
+        if p:
+            back = delta_dot @ weights[p]
+            if operator != "ggn":
+                back = back + v_transposed_times(p, point.deltas[p])
+            delta_dot = back * point.masks[p - 1]
+
+
+def _stack_matvec(weights: list[torch.Tensor], operator: str) -> Callable:
+    """:func:`per_sample_matvec`'s structured path: :func:`_stack_tangents` with one direction per sample."""
+    sizes = [w.numel() for w in weights]
+
+    def matvec(vectors: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        n, point = x.shape[0], _stack_point(weights, x, y)
+        v = [piece.view(n, *w.shape) for piece, w in zip(vectors.split(sizes, dim=1), weights)]
+        product = torch.empty_like(vectors)
+        # Each layer's block is written straight into its columns of the result, with no concatenation.
+        blocks = [piece.view(n, *w.shape) for piece, w in zip(product.split(sizes, dim=1), weights)]
+
+        def emit(p, delta_dot, tangent):
+            if tangent is None:
+                torch.mul(delta_dot.unsqueeze(2), point.inputs[p].unsqueeze(1), out=blocks[p])
+            else:
+                left = torch.stack([delta_dot, point.deltas[p]], 2)
+                torch.bmm(left, torch.stack([point.inputs[p], tangent], 1), out=blocks[p])
+
+        _stack_tangents(
+            weights,
+            point,
+            operator,
+            lambda p, rows: torch.bmm(v[p], rows.unsqueeze(2)).squeeze(2),
+            lambda p, rows: torch.bmm(rows.unsqueeze(1), v[p]).squeeze(1),
+            emit,
+        )
+        return product
+
+    return matvec
+
+
+def _stack_mean_matvec(weights: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor, operator: str) -> Callable:
+    """:func:`mean_matvec`'s structured path: :func:`_stack_tangents` with one direction for all samples, the
+    point's activations, masks and first-order deltas computed once.
+    """
+    sizes, point = [w.numel() for w in weights], _stack_point(weights, x, y)
+
+    def matvec(vector: torch.Tensor) -> torch.Tensor:
+        v = [piece.view(w.shape) for piece, w in zip(vector.split(sizes), weights)]
+        product = torch.empty_like(vector)
+        blocks = [piece.view(w.shape) for piece, w in zip(product.split(sizes), weights)]
+
+        def emit(p, delta_dot, tangent):
+            torch.mm(delta_dot.T, point.inputs[p], out=blocks[p])
+            if tangent is not None:
+                blocks[p].addmm_(point.deltas[p].T, tangent)
+
+        _stack_tangents(weights, point, operator, lambda p, rows: rows @ v[p].T, lambda p, rows: rows @ v[p], emit)
+        return product.div_(x.shape[0])
+
+    return matvec
+
+
+def per_sample_matvec(
+    model: nn.Module, operator: str = "hessian", batch_size: int = 128, *, method: str = "auto"
+) -> Callable:
     r"""A batched product with the per-sample curvature matrices: row :math:`i` of the result is :math:`C_i v_i`.
 
     .. math::
@@ -725,25 +828,52 @@ def per_sample_matvec(model: nn.Module, operator: str = "hessian", batch_size: i
         \operatorname{matvec}(V, x, y)_i = C_i V_i, \qquad
         C_i \in \bigl\{H_i,\; J_i^\top A_i J_i,\; H_i - J_i^\top A_i J_i\bigr\},
 
-    for ``operator`` ``"hessian"`` (forward-over-reverse ``jvp(grad)``), ``"ggn"`` (one ``jvp`` for
-    :math:`J_i v`, then :math:`A_i`, then one ``vjp`` for :math:`J_i^\top`) or ``"hterm"`` (their difference).
-    Vectors are flat in :func:`flat_parameters` order; samples are processed ``batch_size`` at a time with
-    ``vmap``.
+    for ``operator`` ``"hessian"``, ``"ggn"`` or ``"hterm"``. The generic path works for any model: ``vmap``
+    over samples of forward-over-reverse ``jvp(grad)`` for the Hessian, of one ``jvp`` for :math:`J_i v`, then
+    :math:`A_i`, then one ``vjp`` for :math:`J_i^\top` for the G-term, and their difference for the H-term.
+    The structured path, for an :class:`lhlib.models.MLP` without biases (the paper's network), runs the
+    tangent of the forward and backward recursions as batched matrix products over all samples at once: the
+    same numbers without per-sample graphs (``benchmarks/bench_products.py`` times the two side by side).
+    With the notation of :class:`ForwardFactors`, :math:`\delta^{(p)} = \partial \ell / \partial z^{(p)}`, the
+    direction :math:`v = (V^{(1)}, \dots, V^{(L)})` and dots for tangents (ReLU's :math:`D^{(p)}` is locally
+    constant),
+
+    .. math::
+
+        \dot x^{(1)} = 0, \quad \dot z^{(p)} = V^{(p)} x^{(p)} + W^{(p)} \dot x^{(p)}, \quad
+        \dot x^{(p+1)} = D^{(p)} \dot z^{(p)}, \qquad J v = \dot z^{(L)},
+
+        \dot\delta^{(L)} = A \dot z^{(L)}, \quad
+        \dot\delta^{(p)} = D^{(p)} \bigl(W^{(p+1)\top} \dot\delta^{(p+1)} + V^{(p+1)\top} \delta^{(p+1)}\bigr),
+        \qquad (H v)^{(p)} = \dot\delta^{(p)} x^{(p)\top} + \delta^{(p)} \dot x^{(p)\top};
+
+    the G-term keeps the source :math:`A \dot z^{(L)}` alone, the H-term the rest. Vectors are flat in
+    :func:`flat_parameters` order.
 
     Args:
         model: The network (its parameters are captured, detached, when this is called).
         operator: One of :data:`OPERATORS`.
-        batch_size: Samples per ``vmap`` call.
+        batch_size: Samples per ``vmap`` call of the generic path (the structured one needs no more memory
+            than a few copies of the ``(N, P)`` vectors, and takes all samples at once).
+        method: ``"structured"`` (an MLP without biases only), ``"generic"`` (``torch.func``, any model) or
+            ``"auto"`` (structured when it applies).
 
     Returns:
         The function ``matvec(V, x, y)`` taking ``(N, P)`` vectors, ``(N, n)`` inputs and ``(N,)`` labels and
         returning the ``(N, P)`` products.
 
     Raises:
-        ValueError: when ``operator`` is unknown or ``batch_size`` is not a positive integer.
+        ValueError: when ``operator`` or ``method`` is unknown, ``batch_size`` is not a positive integer, or
+            ``method="structured"`` is asked of a model that is not a bias-free :class:`lhlib.models.MLP`.
     """
     check_choice("operator", operator, OPERATORS)
     check_int("batch_size", batch_size, minimum=1)
+    check_choice("method", method, METHODS)
+    weights = linear_relu_weights(model) if method != "generic" else None
+    if method == "structured" and weights is None:
+        raise ValueError("method='structured' needs an lhlib MLP without biases; use method='generic' or 'auto'")
+    if weights is not None:
+        return _stack_matvec([w.detach() for w in weights], operator)
     params, buffers = _params_buffers(model)
     unflatten, flatten, _ = _flatteners(params)
 
@@ -777,7 +907,13 @@ def per_sample_matvec(model: nn.Module, operator: str = "hessian", batch_size: i
 
 
 def mean_matvec(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, operator: str = "hessian", batch_size: int = 4096
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    operator: str = "hessian",
+    batch_size: int = 4096,
+    *,
+    method: str = "auto",
 ) -> Callable:
     r"""The product with the averaged Hessian, G-term or H-term of the loss on ``(x, y)``.
 
@@ -786,27 +922,43 @@ def mean_matvec(
         \operatorname{matvec}(v) = \frac{1}{N} \sum_{i=1}^{N} C_i v, \qquad
         C_i \in \bigl\{H_i,\; J_i^\top A_i J_i,\; H_i - J_i^\top A_i J_i\bigr\}.
 
-    The forward pass and the differentiable gradient (Hessian) or transposed-Jacobian product (G-term, the
-    double-vjp trick) are built once per chunk of ``batch_size`` samples and kept, so every product afterwards
-    costs only backward passes through the stored graphs (memory: the activations of all samples, twice).
+    The generic path (any model) builds the forward pass and the differentiable gradient (Hessian) or
+    transposed-Jacobian product (G-term, the double-vjp trick) once per chunk of ``batch_size`` samples and keeps
+    them, so every product afterwards costs only backward passes through the stored graphs (memory: the
+    activations of all samples, twice). The structured path, for a bias-free Linear/ReLU stack (recognised by
+    :func:`linear_relu_weights` on the first 64 samples), keeps the activations, ReLU masks and loss gradients
+    with respect to every layer's output, and forms each product from the tangent of the forward and
+    backward recursions (:func:`per_sample_matvec` states them) as a few matrix products over all samples.
 
     Args:
         model: The network (its parameters are captured, detached, when this is called).
         x: The ``(N, n)`` inputs.
         y: The ``(N,)`` labels (needed for the Hessian and the H-term).
         operator: One of :data:`OPERATORS`.
-        batch_size: Samples per stored graph.
+        batch_size: Samples per stored graph (the generic path).
+        method: ``"structured"`` (a bias-free Linear/ReLU stack only), ``"generic"`` (``torch.autograd``, any
+            model) or ``"auto"`` (structured when it applies).
 
     Returns:
         The function ``matvec(v)`` mapping a flat ``(P,)`` vector to the ``(P,)`` product.
 
     Raises:
-        ValueError: when ``operator`` is unknown, ``batch_size`` is not a positive integer, or ``x`` or ``y``
-            has the wrong shape.
+        ValueError: when ``operator`` or ``method`` is unknown, ``batch_size`` is not a positive integer, ``x``
+            or ``y`` has the wrong shape, or ``method="structured"`` is asked of a model that is not a bias-free
+            Linear/ReLU stack.
     """
     check_choice("operator", operator, OPERATORS)
     check_int("batch_size", batch_size, minimum=1)
+    check_choice("method", method, METHODS)
     _check_data(x, y)
+    weights = linear_relu_weights(model, x[:64]) if method != "generic" else None
+    if method == "structured" and weights is None:
+        raise ValueError(
+            "method='structured' needs a bias-free Linear/ReLU stack (see linear_relu_weights); "
+            "use method='generic' or 'auto' for other models"
+        )
+    if weights is not None:
+        return _stack_mean_matvec([w.detach() for w in weights], x, y, operator)
     params, buffers = _params_buffers(model)
     unflatten, flatten, _ = _flatteners(params)
     names = list(params)
@@ -895,13 +1047,22 @@ def _random_unit_rows(n: int, size: int, seed: int, dtype, device) -> torch.Tens
     return q / q.norm(dim=1, keepdim=True)
 
 
+def _row_dots(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The dot product of each row of ``a`` with the same row of ``b``, without an ``N x P`` temporary."""
+    return torch.bmm(a.unsqueeze(1), b.unsqueeze(2)).view(-1)
+
+
 def _lanczos_vectors(matvec: Callable, q, q_prev, beta_prev, x, y):
-    """One three-term Lanczos step for every row: the next unnormalised vectors, ``alpha`` and ``beta``."""
+    """One three-term Lanczos step for every row: the next unnormalised vectors, ``alpha`` and ``beta``.
+
+    The ``N x P`` updates run in place: on these sizes the step is bound by memory traffic, not arithmetic.
+    """
     w = matvec(q, x, y)
-    alpha = (w * q).sum(1)
-    w = w - alpha.unsqueeze(1) * q - beta_prev.unsqueeze(1) * q_prev
+    alpha = _row_dots(w, q)
+    w.addcmul_(alpha.unsqueeze(1), q, value=-1).addcmul_(beta_prev.unsqueeze(1), q_prev, value=-1)
     # One pass of local reorthogonalisation against the last two vectors keeps the recurrence tidy.
-    w = w - (w * q).sum(1, keepdim=True) * q - (w * q_prev).sum(1, keepdim=True) * q_prev
+    along_q, along_prev = _row_dots(w, q), _row_dots(w, q_prev)
+    w.addcmul_(along_q.unsqueeze(1), q, value=-1).addcmul_(along_prev.unsqueeze(1), q_prev, value=-1)
     return w, alpha, w.norm(dim=1)
 
 
@@ -925,6 +1086,7 @@ def per_sample_hessian_norms(
     seed: int = 0,
     batch_size: int = 128,
     check_every: int = 4,
+    method: str = "auto",
 ) -> HessianNorms:
     r"""Spectral norm of each sample's Hessian (or G-term, or H-term) by batched Lanczos.
 
@@ -953,6 +1115,7 @@ def per_sample_hessian_norms(
         batch_size: Samples per ``vmap`` call of the products.
         check_every: How many steps pass between convergence tests (also tested at ``max_iter`` and on
             breakdown).
+        method: How the products are computed, as for :func:`per_sample_matvec`.
 
     Returns:
         The :class:`HessianNorms` of the ``N`` samples.
@@ -968,7 +1131,7 @@ def per_sample_hessian_norms(
     check_int("check_every", check_every, minimum=1)
     dtype, device = _model_dtype_device(model)
     x, y = x.to(device=device, dtype=dtype), y.to(device)
-    n, matvec = x.shape[0], per_sample_matvec(model, operator, batch_size)
+    n, matvec = x.shape[0], per_sample_matvec(model, operator, batch_size, method=method)
     q = _random_unit_rows(n, sum(p.numel() for p in model.parameters()), seed, dtype, device)
     result_min, result_max = torch.zeros(n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
     converged, iterations = torch.zeros(n, dtype=torch.bool), torch.zeros(n, dtype=torch.int64)
@@ -994,7 +1157,7 @@ def per_sample_hessian_norms(
             alphas, betas = [a[keep] for a in alphas], [b[keep] for b in betas]
             w, q, beta = w[keep_d], q[keep_d], beta[keep_d]
         betas.append(beta.double().cpu())
-        q_prev, q, beta_prev = q, w / beta.unsqueeze(1), beta
+        q_prev, q, beta_prev = q, w.div_(beta.unsqueeze(1)), beta
     norms = torch.maximum(result_min.abs(), result_max.abs())
     return HessianNorms(norms, result_min, result_max, converged, iterations)
 

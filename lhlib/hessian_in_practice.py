@@ -63,7 +63,7 @@ __all__ = [
 ]
 
 #: Bump when a change here alters what :func:`curvature_measurements` returns (its cache key).
-MEASUREMENTS_VERSION = 1
+MEASUREMENTS_VERSION = 2  # 2: per-sample products of the MLP by its tangent recursions
 
 
 @dataclass(frozen=True)

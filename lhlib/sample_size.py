@@ -12,7 +12,7 @@ the expected one-object change of the empirical loss stays below :math:`\varepsi
     \ \text{for every } j \ge k\bigr\},
 
 the expectation being over the order in which the objects arrive. :func:`sufficient_sample_size`
-gives three answers with uncertainties:
+(:func:`sufficient_sample_sizes` for several tolerances at once) gives three answers with uncertainties:
 
 * **measured**: from the mean of :math:`|\mathcal{L}_{k+1} - \mathcal{L}_k|` over random orders
   (:func:`lhlib.landscape.loss_difference_curves`): one plus the last :math:`k` where the mean curve
@@ -37,7 +37,8 @@ gives three answers with uncertainties:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -46,7 +47,7 @@ from lhlib.bounds import lemma_bound
 from lhlib.landscape import loss_difference_curves, mean_abs_deviation
 from lhlib.validation import check_float, check_int
 
-__all__ = ["SampleSize", "first_k_below", "log_window_smooth", "sufficient_sample_size"]
+__all__ = ["SampleSize", "first_k_below", "log_window_smooth", "sufficient_sample_size", "sufficient_sample_sizes"]
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,32 @@ class SampleSize:
             return math.nan
         reference = self.measured if self.reached else self.extrapolated
         return float(self.bound) / max(float(reference), 1.0)
+
+    def with_ball(self, radius: float, hessian_bound: float) -> SampleSize:
+        r"""The same measured and extrapolated sizes, with Lemma 1's bound for another ball.
+
+        .. math::
+
+            k^*_{\text{bound}} = \max\bigl(\lceil 2(M_\ell + M_{\mathbf H} R^2)/\varepsilon - 1 \rceil, 1\bigr),
+
+        with this result's :math:`M_\ell` and :math:`\varepsilon`, the ball's radius :math:`R` and the bound
+        :math:`M_{\mathbf H}` on the Hessian in it. The measured and extrapolated sizes do not depend on the
+        ball, so nothing is resampled.
+
+        Args:
+            radius: The lemma's :math:`R \ge 0`.
+            hessian_bound: The lemma's :math:`M_{\mathbf H} \ge 0`.
+
+        Returns:
+            The new :class:`SampleSize`.
+
+        Raises:
+            ValueError: when ``radius`` or ``hessian_bound`` is negative or not finite.
+        """
+        radius = check_float("radius", radius, minimum=0.0)
+        hessian_bound = check_float("hessian_bound", hessian_bound, minimum=0.0)
+        bound = _lemma_sample_size(self.epsilon, self.loss_bound, hessian_bound, radius)
+        return replace(self, bound=bound, hessian_bound=hessian_bound, radius=radius)
 
 
 def log_window_smooth(curves: np.ndarray, window: float = 0.1) -> np.ndarray:
@@ -167,29 +194,42 @@ def _checked_losses(losses) -> torch.Tensor:
     return losses
 
 
-def _measured(curves: np.ndarray, epsilon: float, window: float, rng, bootstrap: int, tail: float):
-    """The measured ``k*`` of the smoothed mean curve, and its interval over resampled orders."""
-    measured = float(first_k_below(log_window_smooth(curves.mean(axis=0), window), epsilon))
+def _measured(curves: np.ndarray, epsilons: list[float], window: float, rng, bootstrap: int, tail: float):
+    """The measured ``k*`` of the smoothed mean curve and its interval over resampled orders, per tolerance.
+
+    One set of resampled orders serves every tolerance: only the threshold depends on it.
+    """
+    smoothed = log_window_smooth(curves.mean(axis=0), window)
     orders = curves.shape[0]
     weights = rng.multinomial(orders, np.full(orders, 1.0 / orders), size=bootstrap) / orders
-    boot = first_k_below(log_window_smooth(weights @ curves, window), epsilon)
-    return measured, tuple(float(v) for v in np.quantile(boot, [tail, 1.0 - tail], method="nearest"))
+    boot = log_window_smooth(weights @ curves, window)
+    return [
+        (
+            float(first_k_below(smoothed, epsilon)),
+            tuple(float(v) for v in np.quantile(first_k_below(boot, epsilon), [tail, 1.0 - tail], method="nearest")),
+        )
+        for epsilon in epsilons
+    ]
 
 
-def _extrapolated(values: np.ndarray, epsilon: float, rng, bootstrap: int, tail: float):
-    """The MAD, the extrapolated ``k* = MAD / epsilon - 1`` and its interval over resampled losses."""
+def _extrapolated(values: np.ndarray, epsilons: list[float], rng, bootstrap: int, tail: float):
+    """The MAD, and per tolerance the extrapolated ``k* = MAD / epsilon - 1`` and its interval over resampled losses."""
     n = values.size
     mad = float(mean_abs_deviation(torch.from_numpy(values)))
     boot_mad = mean_abs_deviation(torch.from_numpy(values[rng.integers(0, n, size=(bootstrap, n))])).numpy()
     # A sample size is at least 1: a network whose losses are (nearly) all equal has settled at once.
-    extrapolated = max(mad / epsilon - 1.0, 1.0)
-    interval = np.quantile(np.maximum(boot_mad / epsilon - 1.0, 1.0), [tail, 1.0 - tail])
-    return mad, extrapolated, tuple(float(v) for v in interval)
+    return mad, [
+        (
+            max(mad / epsilon - 1.0, 1.0),
+            tuple(float(v) for v in np.quantile(np.maximum(boot_mad / epsilon - 1.0, 1.0), [tail, 1.0 - tail])),
+        )
+        for epsilon in epsilons
+    ]
 
 
-def sufficient_sample_size(
+def sufficient_sample_sizes(
     losses: torch.Tensor | np.ndarray,
-    epsilon: float,
+    epsilons: Sequence[float],
     *,
     curves: torch.Tensor | np.ndarray | None = None,
     permutations: int = 100,
@@ -200,8 +240,11 @@ def sufficient_sample_size(
     bootstrap: int = 200,
     confidence: float = 0.95,
     window: float = 0.1,
-) -> SampleSize:
-    r"""The smallest :math:`k` after which :math:`\mathbb{E}|\mathcal{L}_{k+1} - \mathcal{L}_k| \le \varepsilon`.
+) -> list[SampleSize]:
+    r"""The sufficient sample sizes :math:`k^*(\varepsilon)` at several tolerances, from one set of resamples.
+
+    :math:`k^*` is the smallest :math:`k` after which :math:`\mathbb{E}|\mathcal{L}_{k+1} - \mathcal{L}_k|` stays at
+    most :math:`\varepsilon`.
 
     Measured, extrapolated and bounded (see the module docstring):
 
@@ -215,11 +258,13 @@ def sufficient_sample_size(
     with :math:`\tilde c` the mean curve over orders smoothed by :func:`log_window_smooth` and
     :math:`\operatorname{MAD} = \frac1N \sum_i |\ell_i - \bar\ell|`. Intervals are central ``confidence``
     bootstrap intervals from ``bootstrap`` resamples of the orders (measured) or of the losses
-    (extrapolated).
+    (extrapolated). The curves and the resamples depend on ``seed`` alone, not on :math:`\varepsilon`, so
+    they are drawn once and serve every tolerance: each result equals that of
+    :func:`sufficient_sample_size` at its tolerance.
 
     Args:
         losses: The 1-D per-sample losses at a fixed point, at least 3.
-        epsilon: The tolerance :math:`\varepsilon > 0`.
+        epsilons: The tolerances :math:`\varepsilon > 0` (at least one).
         curves: ``(orders, N - 1)`` curves from :func:`lhlib.landscape.loss_difference_curves`; computed from
             ``permutations`` random orders when not given.
         permutations: The number of random orders when ``curves`` is not given.
@@ -232,15 +277,19 @@ def sufficient_sample_size(
         window: The relative half-width of the smoothing of the measured curve (0: none).
 
     Returns:
-        The :class:`SampleSize`.
+        One :class:`SampleSize` per tolerance, in the order of ``epsilons``.
 
     Raises:
-        ValueError: when ``losses`` is not 1-D with at least 3 entries, ``curves`` has the wrong shape, or a
-            number is out of range (``epsilon <= 0``, a negative constant, ``permutations < 2``, ...).
+        ValueError: when ``losses`` is not 1-D with at least 3 entries, ``epsilons`` is empty, ``curves`` has the
+            wrong shape, or a number is out of range (an :math:`\varepsilon \le 0`, a negative constant,
+            ``permutations < 2``, ...).
     """
     losses = _checked_losses(losses)
-    for name, value in (("epsilon", epsilon), ("radius", radius), ("hessian_bound", hessian_bound)):
-        check_float(name, value, minimum=0.0, strict_minimum=name == "epsilon")
+    if isinstance(epsilons, (str, bytes)) or not isinstance(epsilons, Sequence) or not epsilons:
+        raise ValueError(f"epsilons must be a non-empty list of tolerances > 0, got {epsilons!r}")
+    epsilons = [check_float(f"epsilons[{i}]", e, minimum=0.0, strict_minimum=True) for i, e in enumerate(epsilons)]
+    for name, value in (("radius", radius), ("hessian_bound", hessian_bound)):
+        check_float(name, value, minimum=0.0)
     for name, value, minimum in (("permutations", permutations, 2), ("seed", seed, 0), ("bootstrap", bootstrap, 2)):
         check_int(name, value, minimum=minimum)
     check_float("confidence", confidence, minimum=0.0, maximum=1.0)
@@ -254,23 +303,50 @@ def sufficient_sample_size(
 
     rng = np.random.default_rng(seed)  # the orders' resamples first, then the losses'
     tail = (1.0 - confidence) / 2
-    measured, measured_ci = _measured(curves, epsilon, window, rng, bootstrap, tail)
-    mad, extrapolated, extrapolated_ci = _extrapolated(values, epsilon, rng, bootstrap, tail)
+    measured = _measured(curves, epsilons, window, rng, bootstrap, tail)
+    mad, extrapolated = _extrapolated(values, epsilons, rng, bootstrap, tail)
+    return [
+        SampleSize(
+            float(epsilon),
+            n,
+            math.isfinite(k_measured),
+            int(k_measured) if math.isfinite(k_measured) else None,
+            measured_ci,
+            float(k_extrapolated),
+            extrapolated_ci,
+            _lemma_sample_size(epsilon, m_l, hessian_bound, radius),
+            mad,
+            m_l,
+            float(hessian_bound),
+            float(radius),
+            confidence,
+        )
+        for epsilon, (k_measured, measured_ci), (k_extrapolated, extrapolated_ci) in zip(
+            epsilons, measured, extrapolated
+        )
+    ]
 
-    bound = _lemma_sample_size(epsilon, m_l, hessian_bound, radius)
-    reached = math.isfinite(measured)
-    return SampleSize(
-        float(epsilon),
-        n,
-        reached,
-        int(measured) if reached else None,
-        measured_ci,
-        float(extrapolated),
-        extrapolated_ci,
-        bound,
-        mad,
-        m_l,
-        float(hessian_bound),
-        float(radius),
-        confidence,
-    )
+
+def sufficient_sample_size(losses: torch.Tensor | np.ndarray, epsilon: float, **options) -> SampleSize:
+    r""":func:`sufficient_sample_sizes` at one tolerance :math:`\varepsilon`.
+
+    .. math::
+
+        k^*_{\text{measured}} = \min\bigl\{k : \tilde c_j \le \varepsilon \ \forall j \ge k\bigr\}, \qquad
+        k^*_{\text{extrapolated}} = \max\Bigl(\frac{\operatorname{MAD}}{\varepsilon} - 1, 1\Bigr).
+
+    Args:
+        losses: The 1-D per-sample losses at a fixed point, at least 3.
+        epsilon: The tolerance :math:`\varepsilon > 0`.
+        **options: The keyword arguments of :func:`sufficient_sample_sizes` (``curves``, ``permutations``,
+            ``seed``, ``radius``, ``loss_bound``, ``hessian_bound``, ``bootstrap``, ``confidence``,
+            ``window``).
+
+    Returns:
+        The :class:`SampleSize`.
+
+    Raises:
+        ValueError: when ``epsilon <= 0``, or as :func:`sufficient_sample_sizes`.
+    """
+    check_float("epsilon", epsilon, minimum=0.0, strict_minimum=True)
+    return sufficient_sample_sizes(losses, [epsilon], **options)[0]

@@ -20,7 +20,7 @@ from lhlib.experiment import settings_networks
 from lhlib.hessian import flat_parameters, per_sample_ggn_norms
 from lhlib.landscape import loss_difference_curves
 from lhlib.progress import progress_bar
-from lhlib.sample_size import SampleSize, sufficient_sample_size
+from lhlib.sample_size import SampleSize, sufficient_sample_sizes
 from lhlib.seed_stats import interval_across_seeds
 from lhlib.settings import SweepSettings, sweep_configurations
 from lhlib.train import resolve_device
@@ -119,17 +119,15 @@ def _network_sample_sizes(net, d, device, settings, epsilons, relative_radius, b
     common = dict(
         curves=curves, permutations=settings.permutations, seed=net.seed, bootstrap=bootstrap, confidence=confidence
     )
+    at_theta_hat = dict(zip(epsilons, sufficient_sample_sizes(net.losses, epsilons, **common)))
     return NetworkSampleSizes(
         seed=net.seed,
         losses=net.losses,
         train_loss=net.train_loss,
         radius=radius,
         hessian_bound=hessian_bound,
-        at_theta_hat={eps: sufficient_sample_size(net.losses, eps, **common) for eps in epsilons},
-        in_ball={
-            eps: sufficient_sample_size(net.losses, eps, radius=radius, hessian_bound=hessian_bound, **common)
-            for eps in epsilons
-        },
+        at_theta_hat=at_theta_hat,
+        in_ball={eps: size.with_ball(radius, hessian_bound) for eps, size in at_theta_hat.items()},
     )
 
 
@@ -290,9 +288,9 @@ def holdout_check(
         pilot, rest = first.losses[:pilot_size], first.losses[pilot_size:]
         rest_curves = loss_difference_curves(rest, permutations, seed + 1).numpy()
         common = dict(seed=seed, bootstrap=bootstrap, confidence=confidence)
-        for eps in epsilons:
-            predicted = sufficient_sample_size(pilot, eps, permutations=permutations, **common)
-            observed = sufficient_sample_size(rest, eps, curves=rest_curves, **common)
+        predictions = sufficient_sample_sizes(pilot, epsilons, permutations=permutations, **common)
+        observations = sufficient_sample_sizes(rest, epsilons, curves=rest_curves, **common)
+        for eps, predicted, observed in zip(epsilons, predictions, observations):
             if observed.reached and observed.measured >= 10:
                 holdout.append(
                     {

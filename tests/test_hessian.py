@@ -102,10 +102,43 @@ def test_generic_path_on_another_model():
 
 
 @pytest.mark.parametrize("operator", ["hessian", "ggn", "hterm"])
-def test_lanczos_norms_match_dense(problem, operator):
+def test_per_sample_products_match_dense_on_both_paths(problem, operator):
     model, x, y, dense_h, dense_g = problem
     dense = {"hessian": dense_h, "ggn": dense_g, "hterm": dense_h - dense_g}[operator]
-    result = lh.per_sample_hessian_norms(model, x, y, operator=operator, tol=1e-10, max_iter=200, seed=1)
+    v = torch.randn(x.shape[0], dense.shape[1], dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    expected = torch.einsum("npq,nq->np", dense, v)
+    for method in ("structured", "generic"):
+        got = lh.per_sample_matvec(model, operator, batch_size=3, method=method)(v, x, y)
+        torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
+
+
+def test_structured_products_cover_the_shallowest_stack():
+    model, x, y = _problem(seed=5, n=5, hidden=3, num_layers=0, classes=3)  # two weight matrices
+    dense_h, dense_g = _dense(model, x, y)
+    v = torch.randn(x.shape[0], dense_h.shape[1], dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    for operator, dense in (("hessian", dense_h), ("ggn", dense_g), ("hterm", dense_h - dense_g)):
+        got = lh.per_sample_matvec(model, operator, method="structured")(v, x, y)
+        torch.testing.assert_close(got, torch.einsum("npq,nq->np", dense, v), rtol=1e-10, atol=1e-12)
+
+
+def test_auto_products_take_the_structured_path_for_the_mlp_only(problem, monkeypatch):
+    model, x, y, _, _ = problem
+    calls = []
+    original = lh._stack_matvec
+    monkeypatch.setattr(lh, "_stack_matvec", lambda *a: calls.append(a) or original(*a))
+    lh.per_sample_matvec(model)
+    assert len(calls) == 1
+    lh.per_sample_matvec(nn.Sequential(nn.Linear(6, 4, bias=False)).double())
+    lh.per_sample_matvec(model, method="generic")
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize("method", ["structured", "generic"])
+@pytest.mark.parametrize("operator", ["hessian", "ggn", "hterm"])
+def test_lanczos_norms_match_dense(problem, operator, method):
+    model, x, y, dense_h, dense_g = problem
+    dense = {"hessian": dense_h, "ggn": dense_g, "hterm": dense_h - dense_g}[operator]
+    result = lh.per_sample_hessian_norms(model, x, y, operator=operator, tol=1e-10, max_iter=200, seed=1, method=method)
     assert bool(result.converged.all())
     eigenvalues = torch.linalg.eigvalsh(dense)
     torch.testing.assert_close(result.norms, eigenvalues.abs().amax(-1), rtol=RTOL, atol=0)
@@ -150,14 +183,28 @@ def test_dataset_top_eigenvalues_match_dense(problem):
     assert top.ggn == pytest.approx(expected_g, rel=RTOL)
 
 
+@pytest.mark.parametrize("method", ["structured", "generic"])
 @pytest.mark.parametrize("operator", ["hessian", "ggn", "hterm"])
-def test_mean_matvec_matches_dense(problem, operator):
+def test_mean_matvec_matches_dense(problem, operator, method):
     model, x, y, dense_h, dense_g = problem
     dense = {"hessian": dense_h, "ggn": dense_g, "hterm": dense_h - dense_g}[operator].mean(0)
     v = torch.randn(dense.shape[0], dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(
-        lh.mean_matvec(model, x, y, operator, batch_size=2)(v), dense @ v, rtol=1e-10, atol=1e-12
+        lh.mean_matvec(model, x, y, operator, batch_size=2, method=method)(v), dense @ v, rtol=1e-10, atol=1e-12
     )
+
+
+def test_mean_matvec_recognises_a_stack_in_any_class(problem, monkeypatch):
+    model, x, y, _, _ = problem
+    stack = nn.Sequential(*[layer for linear in model.linears for layer in (linear, nn.ReLU())][:-1])
+    calls = []
+    original = lh._stack_mean_matvec
+    monkeypatch.setattr(lh, "_stack_mean_matvec", lambda *a: calls.append(a) or original(*a))
+    v = torch.randn(sum(p.numel() for p in model.parameters()), dtype=torch.float64)
+    torch.testing.assert_close(lh.mean_matvec(stack, x, y)(v), lh.mean_matvec(model, x, y, method="generic")(v))
+    assert len(calls) == 1
+    lh.mean_matvec(nn.Sequential(nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 4)).double(), x, y)
+    assert len(calls) == 1
 
 
 def test_lemma_difference_norms_match_dense(problem):
@@ -182,6 +229,14 @@ def test_validation_errors(problem):
         lh.per_sample_hessian_norms(model, x, y, operator="fisher")
     with pytest.raises(ValueError, match="method"):
         lh.per_sample_ggn_norms(model, x, method="dense")
+    with pytest.raises(ValueError, match="method"):
+        lh.per_sample_matvec(model, method="dense")
+    with pytest.raises(ValueError, match="method='structured' needs"):
+        lh.per_sample_matvec(nn.Sequential(nn.Linear(6, 4)).double(), method="structured")
+    with pytest.raises(ValueError, match="method='structured' needs"):
+        lh.mean_matvec(nn.Sequential(nn.Linear(6, 4)).double(), x, y, method="structured")
+    with pytest.raises(ValueError, match="method"):
+        lh.mean_matvec(model, x, y, method="dense")
     with pytest.raises(ValueError, match="x must"):
         lh.per_sample_ggn_norms(model, x[0])
     with pytest.raises(ValueError, match="y must"):

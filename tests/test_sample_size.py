@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from lhlib.bounds import lemma_bound
-from lhlib.sample_size import first_k_below, log_window_smooth, sufficient_sample_size
+from lhlib.sample_size import first_k_below, log_window_smooth, sufficient_sample_size, sufficient_sample_sizes
 
 
 def test_known_answer_from_exact_curves():
@@ -143,3 +143,32 @@ def test_the_study_sizes_every_seed_of_every_configuration_and_checks_a_pilot():
              {"predicted": 200.0, "observed": 100, "predicted_ci": [150, 250]}]  # fmt: skip
     facts = holdout_facts(exact)
     assert facts["holdout_max_error"] == pytest.approx(1.0) and facts["holdout_within_ci"] == 0.5
+
+
+def test_several_tolerances_at_once_equal_one_at_a_time():
+    losses = torch.distributions.Exponential(torch.tensor(3.0)).sample((600,))
+    epsilons = [1e-2, 1e-3, 3e-4]
+    options = dict(permutations=20, seed=4, bootstrap=30, confidence=0.9, radius=0.2, hessian_bound=7.0)
+    together = sufficient_sample_sizes(losses, epsilons, **options)
+    assert [s.epsilon for s in together] == epsilons
+    assert together == [sufficient_sample_size(losses, eps, **options) for eps in epsilons]
+
+
+def test_with_ball_changes_only_the_bound():
+    losses = torch.linspace(0.1, 3.0, 200)
+    options = dict(permutations=8, seed=2, bootstrap=10)
+    at_theta_hat = sufficient_sample_size(losses, 1e-3, **options)
+    in_ball = at_theta_hat.with_ball(0.5, 40.0)
+    assert in_ball == sufficient_sample_size(losses, 1e-3, radius=0.5, hessian_bound=40.0, **options)
+    assert in_ball.bound > at_theta_hat.bound and in_ball.measured == at_theta_hat.measured
+    with pytest.raises(ValueError, match="radius"):
+        at_theta_hat.with_ball(-1.0, 1.0)
+
+
+def test_several_tolerances_refuse_bad_lists():
+    with pytest.raises(ValueError, match="epsilons must be a non-empty list"):
+        sufficient_sample_sizes(torch.rand(10), [])
+    with pytest.raises(ValueError, match="epsilons must be a non-empty list"):
+        sufficient_sample_sizes(torch.rand(10), 1e-3)
+    with pytest.raises(ValueError, match=r"epsilons\[1\]"):
+        sufficient_sample_sizes(torch.rand(10), [1e-3, 0.0])
