@@ -49,7 +49,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, jvp, vmap
 
-from lhlib.hessian import flat_parameters, mean_matvec, per_sample_ggn_traces, unflatten
+from lhlib.hessian import (
+    flat_parameters,
+    forward_factors,
+    linear_relu_weights,
+    mean_matvec,
+    per_sample_ggn_traces,
+    unflatten,
+)
 from lhlib.landscape import RateFit, fit_rate_exponent, loss_difference_curves, mean_abs_deviation
 from lhlib.validation import check_float, check_int
 
@@ -639,7 +646,18 @@ def per_sample_gradient_stats(
         \lVert \nabla\mathcal{L}_N \rVert_2 = \Bigl\lVert \frac1N \sum_i \nabla\ell_i \Bigr\rVert_2, \qquad
         \operatorname{tr}\Sigma = \frac1N \sum_i \lVert\nabla\ell_i\rVert_2^2 - \lVert\nabla\mathcal{L}_N\rVert_2^2
 
-    (clipped at 0), at the model's parameters; the per-sample gradients come from ``vmap(grad)`` in chunks.
+    (clipped at 0), at the model's parameters. For a bias-free Linear/ReLU stack (the paper's network, recognised by
+    :func:`lhlib.hessian.linear_relu_weights`) no per-sample gradient is formed: with
+    :math:`\delta_i^{(p)}` from :meth:`lhlib.hessian.ForwardFactors.output_gradients`, in float64,
+
+    .. math::
+
+        \nabla_{W^{(p)}} \ell_i = \delta_i^{(p)} x_i^{(p)\top}, \qquad
+        \lVert \nabla\ell_i \rVert_2^2 = \sum_p \lVert \delta_i^{(p)} \rVert^2 \lVert x_i^{(p)} \rVert^2, \qquad
+        \sum_i \nabla_{W^{(p)}} \ell_i = \Delta^{(p)\top} X^{(p)}
+
+    (the rows of :math:`\Delta^{(p)}` and :math:`X^{(p)}` the samples' :math:`\delta_i^{(p)}` and
+    :math:`x_i^{(p)}`). Any other model's per-sample gradients come from ``vmap(grad)`` in chunks.
 
     Args:
         model: The network; its parameters are :math:`\hat\theta`.
@@ -655,6 +673,13 @@ def per_sample_gradient_stats(
     """
     _check_xy(x, y)
     x, y = _on_model(model, x, y)
+    weights = linear_relu_weights(model, x[:64])
+    if weights is not None:
+        factors = forward_factors(weights, x)
+        deltas = factors.output_gradients(y)
+        squares = sum((d * d).sum(1) * (a * a).sum(1) for d, a in zip(deltas, factors.activations))
+        full = float(torch.cat([(d.T @ a).reshape(-1) for d, a in zip(deltas, factors.activations)]).norm()) / len(x)
+        return GradientStats(squares.sqrt().cpu(), full, max(float(squares.mean()) - full**2, 0.0))
     params = {name: p.detach() for name, p in model.named_parameters()}
     size = sum(p.numel() for p in params.values())
     losses = _losses_fn(model)

@@ -56,7 +56,6 @@ import math
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -333,6 +332,23 @@ class ForwardFactors:
         return sum(
             (a * a).sum(1)[:, None, None] * (g @ g.transpose(1, 2)) for g, a in zip(self.jacobians, self.activations)
         )
+
+    def output_gradients(self, y: torch.Tensor) -> list[torch.Tensor]:
+        r"""The gradients :math:`\delta^{(p)} = \partial \ell / \partial z^{(p)}` of every sample's loss, per layer.
+
+        .. math::
+
+            \delta^{(p)} = G^{(p)\top} (p - e_y), \qquad
+            \nabla_{W^{(p)}} \ell = \delta^{(p)} x^{(p)\top}.
+
+        Args:
+            y: The ``(N,)`` labels.
+
+        Returns:
+            ``[delta^(1), ..., delta^(L)]``, ``delta^(p)`` of shape ``(N, n_{p+1})``.
+        """
+        residual = self.probs - F.one_hot(y.to(self.probs.device), self.probs.shape[1]).to(self.probs)
+        return [torch.einsum("nk,nkj->nj", residual, g) for g in self.jacobians]
 
 
 def forward_factors(model: Weights, x: torch.Tensor, dtype: torch.dtype = torch.float64) -> ForwardFactors:
@@ -718,32 +734,11 @@ def _flatteners(params: dict[str, torch.Tensor]):
     return unflatten, flatten, sum(sizes)
 
 
-class _StackPoint(NamedTuple):
-    """What the curvature products of a bias-free Linear/ReLU stack need at one point, whatever the direction."""
-
-    inputs: list[torch.Tensor]  # x^(p), (N, n_p)
-    masks: list[torch.Tensor]  # the diagonal of D^(p), (N, n_{p+1}), p < L
-    deltas: list[torch.Tensor]  # delta^(p) = d loss / d z^(p), (N, n_{p+1})
-    prob: torch.Tensor  # softmax of the logits, (N, K)
-
-
-def _stack_point(weights: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> _StackPoint:
-    inputs, masks = [x], []
-    for w in weights[:-1]:
-        z = inputs[-1] @ w.T
-        masks.append((z > 0).to(x.dtype))
-        inputs.append(z * masks[-1])
-    prob = torch.softmax(inputs[-1] @ weights[-1].T, dim=1)
-    deltas = [prob - F.one_hot(y, prob.shape[1]).to(prob)]
-    for w, mask in zip(reversed(weights[1:]), reversed(masks)):
-        deltas.insert(0, (deltas[0] @ w) * mask)
-    return _StackPoint(inputs, masks, deltas, prob)
-
-
-def _stack_tangents(weights, point: _StackPoint, operator: str, v_times, v_transposed_times, emit) -> None:
+def _stack_tangents(weights, point: ForwardFactors, deltas, operator: str, v_times, v_transposed_times, emit) -> None:
     """The tangent of a bias-free Linear/ReLU stack's forward and backward recursions along a direction ``V``.
 
-    The recursions are stated in :func:`per_sample_matvec`. ``v_times(p, rows)`` gives the rows
+    The recursions are stated in :func:`per_sample_matvec`; ``point`` holds the activations and masks,
+    ``deltas`` the :meth:`ForwardFactors.output_gradients`. ``v_times(p, rows)`` gives the rows
     ``V^(p) r``, ``v_transposed_times(p, rows)`` the rows ``V^(p)T r`` (layers counted from 0), and
     ``emit(p, delta_dot, tangent)`` receives layer ``p``'s tangent of ``delta`` and of its input (``None`` when
     there is no ``delta x_dot^T`` part: for the G-term, and for the first layer, whose input does not move) to
@@ -751,17 +746,17 @@ def _stack_tangents(weights, point: _StackPoint, operator: str, v_times, v_trans
     """
     tangents = [None]  # the input does not move: its tangent is zero, and skipping it saves the widest products
     for p, w in enumerate(weights):
-        z_dot = v_times(p, point.inputs[p]) if p == 0 else v_times(p, point.inputs[p]) + tangents[p] @ w.T
+        z_dot = v_times(p, point.activations[p]) if p == 0 else v_times(p, point.activations[p]) + tangents[p] @ w.T
         if p < len(weights) - 1:
             tangents.append(z_dot * point.masks[p])
-    prob = point.prob
+    prob = point.probs
     delta_dot = torch.zeros_like(prob) if operator == "hterm" else prob * z_dot - prob * (prob * z_dot).sum(1, True)
     for p in range(len(weights) - 1, -1, -1):
         emit(p, delta_dot, None if operator == "ggn" else tangents[p])  # None: no delta x_dot^T part
         if p:
             back = delta_dot @ weights[p]
             if operator != "ggn":
-                back = back + v_transposed_times(p, point.deltas[p])
+                back = back + v_transposed_times(p, deltas[p])
             delta_dot = back * point.masks[p - 1]
 
 
@@ -770,7 +765,8 @@ def _stack_matvec(weights: list[torch.Tensor], operator: str) -> Callable:
     sizes = [w.numel() for w in weights]
 
     def matvec(vectors: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        n, point = x.shape[0], _stack_point(weights, x, y)
+        n, point = x.shape[0], forward_factors(weights, x, dtype=x.dtype)
+        deltas = point.output_gradients(y)
         v = [piece.view(n, *w.shape) for piece, w in zip(vectors.split(sizes, dim=1), weights)]
         product = torch.empty_like(vectors)
         # Each layer's block is written straight into its columns of the result, with no concatenation.
@@ -778,14 +774,15 @@ def _stack_matvec(weights: list[torch.Tensor], operator: str) -> Callable:
 
         def emit(p, delta_dot, tangent):
             if tangent is None:
-                torch.mul(delta_dot.unsqueeze(2), point.inputs[p].unsqueeze(1), out=blocks[p])
+                torch.mul(delta_dot.unsqueeze(2), point.activations[p].unsqueeze(1), out=blocks[p])
             else:
-                left = torch.stack([delta_dot, point.deltas[p]], 2)
-                torch.bmm(left, torch.stack([point.inputs[p], tangent], 1), out=blocks[p])
+                left = torch.stack([delta_dot, deltas[p]], 2)
+                torch.bmm(left, torch.stack([point.activations[p], tangent], 1), out=blocks[p])
 
         _stack_tangents(
             weights,
             point,
+            deltas,
             operator,
             lambda p, rows: torch.bmm(v[p], rows.unsqueeze(2)).squeeze(2),
             lambda p, rows: torch.bmm(rows.unsqueeze(1), v[p]).squeeze(1),
@@ -800,7 +797,8 @@ def _stack_mean_matvec(weights: list[torch.Tensor], x: torch.Tensor, y: torch.Te
     """:func:`mean_matvec`'s structured path: :func:`_stack_tangents` with one direction for all samples, the
     point's activations, masks and first-order deltas computed once.
     """
-    sizes, point = [w.numel() for w in weights], _stack_point(weights, x, y)
+    sizes, point = [w.numel() for w in weights], forward_factors(weights, x, dtype=x.dtype)
+    deltas = point.output_gradients(y)
 
     def matvec(vector: torch.Tensor) -> torch.Tensor:
         v = [piece.view(w.shape) for piece, w in zip(vector.split(sizes), weights)]
@@ -808,11 +806,13 @@ def _stack_mean_matvec(weights: list[torch.Tensor], x: torch.Tensor, y: torch.Te
         blocks = [piece.view(w.shape) for piece, w in zip(product.split(sizes), weights)]
 
         def emit(p, delta_dot, tangent):
-            torch.mm(delta_dot.T, point.inputs[p], out=blocks[p])
+            torch.mm(delta_dot.T, point.activations[p], out=blocks[p])
             if tangent is not None:
-                blocks[p].addmm_(point.deltas[p].T, tangent)
+                blocks[p].addmm_(deltas[p].T, tangent)
 
-        _stack_tangents(weights, point, operator, lambda p, rows: rows @ v[p].T, lambda p, rows: rows @ v[p], emit)
+        _stack_tangents(
+            weights, point, deltas, operator, lambda p, rows: rows @ v[p].T, lambda p, rows: rows @ v[p], emit
+        )
         return product.div_(x.shape[0])
 
     return matvec
@@ -912,6 +912,51 @@ def per_sample_matvec(
     return matvec
 
 
+def _autograd_mean_matvec(model: nn.Module, x, y, operator: str, batch_size: int) -> Callable:
+    """:func:`mean_matvec`'s generic path: one stored graph per chunk, products by backward passes through them."""
+    params, buffers = _params_buffers(model)
+    unflatten, flatten, _ = _flatteners(params)
+    names = list(params)
+    leaves = {name: p.clone().requires_grad_(True) for name, p in params.items()}
+    leaf_list = [leaves[name] for name in names]
+    n = x.shape[0]
+    chunks = []
+    with torch.enable_grad():
+        for s in _chunks(n, batch_size):
+            logits = functional_call(model, (leaves, buffers), (x[s],))
+            chunk = {}
+            if operator in ("hessian", "hterm"):
+                loss = F.cross_entropy(logits, y[s], reduction="sum")
+                chunk["grad"] = torch.autograd.grad(loss, leaf_list, create_graph=True)
+            if operator in ("ggn", "hterm"):
+                dummy = torch.zeros_like(logits, requires_grad=True)
+                chunk["jt"] = torch.autograd.grad(logits, leaf_list, grad_outputs=dummy, create_graph=True)
+                chunk["dummy"], chunk["logits"] = dummy, logits
+                chunk["prob"] = torch.softmax(logits.detach(), dim=1)
+            chunks.append(chunk)
+
+    def ggn_part(chunk, v_list):
+        jv = torch.autograd.grad(chunk["jt"], chunk["dummy"], grad_outputs=v_list, retain_graph=True)[0]
+        prob = chunk["prob"]
+        u = prob * jv - prob * (prob * jv).sum(1, keepdim=True)
+        return torch.autograd.grad(chunk["logits"], leaf_list, grad_outputs=u, retain_graph=True)
+
+    def matvec(vector: torch.Tensor) -> torch.Tensor:
+        v = unflatten(vector.detach())
+        v_list = [v[name] for name in names]
+        total = torch.zeros_like(vector)
+        for chunk in chunks:
+            if operator in ("hessian", "hterm"):
+                hv = torch.autograd.grad(chunk["grad"], leaf_list, grad_outputs=v_list, retain_graph=True)
+                total += flatten(dict(zip(names, hv)), 0)
+            if operator in ("ggn", "hterm"):
+                gv = flatten(dict(zip(names, ggn_part(chunk, v_list))), 0)
+                total += gv if operator == "ggn" else -gv
+        return total / n
+
+    return matvec
+
+
 def mean_matvec(
     model: nn.Module,
     x: torch.Tensor,
@@ -965,47 +1010,7 @@ def mean_matvec(
         )
     if weights is not None:
         return _stack_mean_matvec([w.detach() for w in weights], x, y, operator)
-    params, buffers = _params_buffers(model)
-    unflatten, flatten, _ = _flatteners(params)
-    names = list(params)
-    leaves = {name: p.clone().requires_grad_(True) for name, p in params.items()}
-    leaf_list = [leaves[name] for name in names]
-    n = x.shape[0]
-    chunks = []
-    with torch.enable_grad():
-        for s in _chunks(n, batch_size):
-            logits = functional_call(model, (leaves, buffers), (x[s],))
-            chunk = {}
-            if operator in ("hessian", "hterm"):
-                loss = F.cross_entropy(logits, y[s], reduction="sum")
-                chunk["grad"] = torch.autograd.grad(loss, leaf_list, create_graph=True)
-            if operator in ("ggn", "hterm"):
-                dummy = torch.zeros_like(logits, requires_grad=True)
-                chunk["jt"] = torch.autograd.grad(logits, leaf_list, grad_outputs=dummy, create_graph=True)
-                chunk["dummy"], chunk["logits"] = dummy, logits
-                chunk["prob"] = torch.softmax(logits.detach(), dim=1)
-            chunks.append(chunk)
-
-    def ggn_part(chunk, v_list):
-        jv = torch.autograd.grad(chunk["jt"], chunk["dummy"], grad_outputs=v_list, retain_graph=True)[0]
-        prob = chunk["prob"]
-        u = prob * jv - prob * (prob * jv).sum(1, keepdim=True)
-        return torch.autograd.grad(chunk["logits"], leaf_list, grad_outputs=u, retain_graph=True)
-
-    def matvec(vector: torch.Tensor) -> torch.Tensor:
-        v = unflatten(vector.detach())
-        v_list = [v[name] for name in names]
-        total = torch.zeros_like(vector)
-        for chunk in chunks:
-            if operator in ("hessian", "hterm"):
-                hv = torch.autograd.grad(chunk["grad"], leaf_list, grad_outputs=v_list, retain_graph=True)
-                total += flatten(dict(zip(names, hv)), 0)
-            if operator in ("ggn", "hterm"):
-                gv = flatten(dict(zip(names, ggn_part(chunk, v_list))), 0)
-                total += gv if operator == "ggn" else -gv
-        return total / n
-
-    return matvec
+    return _autograd_mean_matvec(model, x, y, operator, batch_size)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.func import functional_call, hessian
 
 from lhlib.ball import (
@@ -22,7 +23,7 @@ from lhlib.ball import (
     per_sample_gradient_stats,
     top_hessian_direction,
 )
-from lhlib.hessian import flat_parameters, unflatten
+from lhlib.hessian import flat_parameters, linear_relu_weights, unflatten
 from lhlib.landscape import loss_difference_curves, per_sample_losses, random_orders
 from lhlib.models import build_mlp
 from lhlib.validation import check_configurations, check_positive_floats
@@ -35,6 +36,22 @@ def tiny(n=24, dims=(5, 4, 1, 3), seed=0, dtype=torch.float64):
     x = torch.randn(n, dims[0], generator=generator, dtype=dtype)
     y = torch.randint(0, dims[3], (n,), generator=generator)
     return model, x, y
+
+
+class _Unrecognised(nn.Module):
+    """The same network behind a module that a bias-free Linear/ReLU stack may not hold (an unused Tanh)."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner, self.unused = inner, nn.Tanh()
+
+    def forward(self, x):
+        return self.inner(x)
+
+
+def _unrecognised(model):
+    assert linear_relu_weights(_Unrecognised(model), torch.zeros(2, model.input_dim, dtype=torch.float64)) is None
+    return _Unrecognised(model)
 
 
 def with_parameters(model, flat):
@@ -151,12 +168,15 @@ def test_gradient_norms_and_stats_match_autograd():
     for row, order in zip(norms, orders):
         for value, k in zip(row, ks):
             assert value == pytest.approx(float(grad_of(order[:k]).norm()), rel=1e-10)
-    stats = per_sample_gradient_stats(model, x, y, max_elements=100)
     per_sample = torch.stack([grad_of(torch.tensor([i])) for i in range(20)])
-    assert torch.allclose(stats.norms, per_sample.norm(dim=1))
     full = per_sample.mean(0)
-    assert stats.full_norm == pytest.approx(float(full.norm()))
-    assert stats.trace_cov == pytest.approx(float(((per_sample - full) ** 2).sum(1).mean()))
+    # The MLP takes the structured path (no per-sample gradient formed); the same weights in a stack
+    # with a Tanh that computes nothing new are not recognised and take vmap(grad).
+    for candidate in (model, _unrecognised(model)):
+        stats = per_sample_gradient_stats(candidate, x, y, max_elements=100)
+        assert torch.allclose(stats.norms, per_sample.norm(dim=1))
+        assert stats.full_norm == pytest.approx(float(full.norm()))
+        assert stats.trace_cov == pytest.approx(float(((per_sample - full) ** 2).sum(1).mean()))
     # The expectation formula: k = 1 gives the RMS per-sample norm, k = n the full-batch norm.
     expected = expected_gradient_norm([1, 20], 20, stats.full_norm, stats.trace_cov)
     assert expected[0] == pytest.approx(float(per_sample.norm(dim=1).pow(2).mean().sqrt()))
