@@ -635,6 +635,24 @@ class GradientStats:
     trace_cov: float
 
 
+def _stack_gradient_stats(weights: list[torch.Tensor], x, y, max_elements: int) -> GradientStats:
+    """:func:`per_sample_gradient_stats` of a bias-free Linear/ReLU stack, in chunks of at most ``max_elements``
+    layer-factor entries (``K x n`` per layer and sample), in float64.
+    """
+    per_sample = weights[-1].shape[0] * sum(w.shape[0] for w in weights) + sum(w.shape[1] for w in weights)
+    chunk = max(1, max_elements // per_sample)
+    squares, total = [], 0.0
+    for start in range(0, x.shape[0], chunk):
+        part = slice(start, start + chunk)
+        factors = forward_factors(weights, x[part])
+        deltas = factors.output_gradients(y[part])
+        squares.append(sum((d * d).sum(1) * (a * a).sum(1) for d, a in zip(deltas, factors.activations)))
+        total = total + torch.cat([(d.T @ a).reshape(-1) for d, a in zip(deltas, factors.activations)])
+    squares = torch.cat(squares)
+    full = float(total.norm()) / x.shape[0]
+    return GradientStats(squares.sqrt().cpu(), full, max(float(squares.mean()) - full**2, 0.0))
+
+
 def per_sample_gradient_stats(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, max_elements: int = 2**24
 ) -> GradientStats:
@@ -663,7 +681,8 @@ def per_sample_gradient_stats(
         model: The network; its parameters are :math:`\hat\theta`.
         x: The ``(N, n)`` inputs.
         y: The ``(N,)`` labels.
-        max_elements: The largest number of gradient entries per chunk.
+        max_elements: The largest number of per-sample gradient entries (``vmap``) or layer-factor entries (the
+            stack) held at once.
 
     Returns:
         The :class:`GradientStats`.
@@ -675,11 +694,7 @@ def per_sample_gradient_stats(
     x, y = _on_model(model, x, y)
     weights = linear_relu_weights(model, x[:64])
     if weights is not None:
-        factors = forward_factors(weights, x)
-        deltas = factors.output_gradients(y)
-        squares = sum((d * d).sum(1) * (a * a).sum(1) for d, a in zip(deltas, factors.activations))
-        full = float(torch.cat([(d.T @ a).reshape(-1) for d, a in zip(deltas, factors.activations)]).norm()) / len(x)
-        return GradientStats(squares.sqrt().cpu(), full, max(float(squares.mean()) - full**2, 0.0))
+        return _stack_gradient_stats(weights, x, y, max_elements)
     params = {name: p.detach() for name, p in model.named_parameters()}
     size = sum(p.numel() for p in params.values())
     losses = _losses_fn(model)

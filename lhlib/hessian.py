@@ -31,9 +31,11 @@ model goes through ``torch.func`` (``vmap(jacrev(functional_call))``, :math:`K \
 
 *Full Hessian.* It is indefinite in general (the H-term of a ReLU network has zero trace, see
 :func:`hessian_trace`), so its spectral norm is :math:`\max_j |\lambda_j|`. :func:`per_sample_hessian_norms`
-runs Lanczos for all samples of a batch at once on per-sample Hessian-vector products (``vmap`` over samples
-of forward-over-reverse ``jvp(grad)``) and reports both extreme eigenvalues and whether each sample's estimate
-converged (residual bound :math:`|\beta_m s_m| \le \mathrm{tol} \cdot \lVert H_i \rVert_2`).
+runs Lanczos for all samples of a batch at once on per-sample Hessian-vector products (for the bias-free MLP
+the tangent of its forward and backward recursions as batched matrix products, for any other model ``vmap``
+over samples of forward-over-reverse ``jvp(grad)``; :func:`per_sample_matvec`) and reports both extreme
+eigenvalues and whether each sample's estimate converged (residual bound
+:math:`|\beta_m s_m| \le \mathrm{tol} \cdot \lVert H_i \rVert_2`).
 
 *Dataset level.* :func:`dataset_hessian_top_eigenvalues` gives the top eigenvalues of the averaged Hessian
 and averaged Gauss-Newton matrix by ARPACK (``scipy.sparse.linalg.eigsh``) on matrix-free products;
@@ -106,7 +108,8 @@ with warnings.catch_warnings():
     jvp(torch.sin, (torch.zeros(1),), (torch.ones(1),))
 
 METHODS = ("auto", "structured", "generic")
-"""How per-sample ``J J^T`` is computed (the bias-free Linear/ReLU structure, ``torch.func``, or whichever applies)."""
+"""How per-sample ``J J^T`` and curvature products are computed (the bias-free Linear/ReLU structure, ``torch.func``,
+or whichever applies)."""
 
 OPERATORS = ("hessian", "ggn", "hterm")
 """The curvature matrix an operator applies, by name (the full Hessian, its G-term, or its H-term)."""
@@ -296,7 +299,7 @@ def network_inputs(x: torch.Tensor, weights: list[torch.Tensor]) -> torch.Tensor
 
 @dataclass(frozen=True)
 class ForwardFactors:
-    r"""The pieces of the G-term of every sample (index 0 of each tensor is the sample).
+    r"""The layer factors of every sample: the G-term's pieces and the loss gradients (index 0 is the sample).
 
     The network is :math:`x^{(1)} = x`, :math:`z^{(p)} = W^{(p)} x^{(p)}`, :math:`x^{(p+1)} = \sigma(z^{(p)})`,
     logits :math:`z = z^{(L)}`, with :math:`n_p` the width of :math:`x^{(p)}` and :math:`n_{L+1} = K`.
@@ -338,7 +341,7 @@ class ForwardFactors:
 
         .. math::
 
-            \delta^{(p)} = G^{(p)\top} (p - e_y), \qquad
+            \delta^{(p)} = G^{(p)\top} (\operatorname{softmax}(z) - e_y), \qquad
             \nabla_{W^{(p)}} \ell = \delta^{(p)} x^{(p)\top}.
 
         Args:
@@ -766,7 +769,7 @@ def _stack_matvec(weights: list[torch.Tensor], operator: str) -> Callable:
 
     def matvec(vectors: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         n, point = x.shape[0], forward_factors(weights, x, dtype=x.dtype)
-        deltas = point.output_gradients(y)
+        deltas = None if operator == "ggn" else point.output_gradients(y)  # the G-term needs no label
         v = [piece.view(n, *w.shape) for piece, w in zip(vectors.split(sizes, dim=1), weights)]
         product = torch.empty_like(vectors)
         # Each layer's block is written straight into its columns of the result, with no concatenation.
@@ -798,7 +801,7 @@ def _stack_mean_matvec(weights: list[torch.Tensor], x: torch.Tensor, y: torch.Te
     point's activations, masks and first-order deltas computed once.
     """
     sizes, point = [w.numel() for w in weights], forward_factors(weights, x, dtype=x.dtype)
-    deltas = point.output_gradients(y)
+    deltas = None if operator == "ggn" else point.output_gradients(y)  # the G-term needs no label
 
     def matvec(vector: torch.Tensor) -> torch.Tensor:
         v = [piece.view(w.shape) for piece, w in zip(vector.split(sizes), weights)]
@@ -925,10 +928,15 @@ def _autograd_mean_matvec(model: nn.Module, x, y, operator: str, batch_size: int
         for s in _chunks(n, batch_size):
             logits = functional_call(model, (leaves, buffers), (x[s],))
             chunk = {}
-            if operator in ("hessian", "hterm"):
+            if operator == "hessian":
                 loss = F.cross_entropy(logits, y[s], reduction="sum")
                 chunk["grad"] = torch.autograd.grad(loss, leaf_list, create_graph=True)
-            if operator in ("ggn", "hterm"):
+            elif operator == "hterm":
+                # sum_k r_k z_k with the residual r = p - e_y held fixed: its Hessian is the H-term, computed
+                # directly rather than as H v - G v, which cancels in float32 (as in per_sample_matvec).
+                residual = torch.softmax(logits.detach(), dim=1) - F.one_hot(y[s], logits.shape[1]).to(logits)
+                chunk["grad"] = torch.autograd.grad((residual * logits).sum(), leaf_list, create_graph=True)
+            else:
                 dummy = torch.zeros_like(logits, requires_grad=True)
                 chunk["jt"] = torch.autograd.grad(logits, leaf_list, grad_outputs=dummy, create_graph=True)
                 chunk["dummy"], chunk["logits"] = dummy, logits
@@ -946,12 +954,11 @@ def _autograd_mean_matvec(model: nn.Module, x, y, operator: str, batch_size: int
         v_list = [v[name] for name in names]
         total = torch.zeros_like(vector)
         for chunk in chunks:
-            if operator in ("hessian", "hterm"):
+            if operator == "ggn":
+                total += flatten(dict(zip(names, ggn_part(chunk, v_list))), 0)
+            else:
                 hv = torch.autograd.grad(chunk["grad"], leaf_list, grad_outputs=v_list, retain_graph=True)
                 total += flatten(dict(zip(names, hv)), 0)
-            if operator in ("ggn", "hterm"):
-                gv = flatten(dict(zip(names, ggn_part(chunk, v_list))), 0)
-                total += gv if operator == "ggn" else -gv
         return total / n
 
     return matvec
@@ -973,8 +980,9 @@ def mean_matvec(
         \operatorname{matvec}(v) = \frac{1}{N} \sum_{i=1}^{N} C_i v, \qquad
         C_i \in \bigl\{H_i,\; J_i^\top A_i J_i,\; H_i - J_i^\top A_i J_i\bigr\}.
 
-    The generic path (any model) builds the forward pass and the differentiable gradient (Hessian) or
-    transposed-Jacobian product (G-term, the double-vjp trick) once per chunk of ``batch_size`` samples and keeps
+    The generic path (any model) builds the forward pass and the differentiable gradient (Hessian; for the
+    H-term, of :math:`\sum_k r_k z_k` with the residual :math:`r = p - e_y` held fixed) or transposed-Jacobian
+    product (G-term, the double-vjp trick) once per chunk of ``batch_size`` samples and keeps
     them, so every product afterwards costs only backward passes through the stored graphs (memory: the
     activations of all samples, twice). The structured path, for a bias-free Linear/ReLU stack (recognised by
     :func:`linear_relu_weights` on the first 64 samples), keeps the activations, ReLU masks and loss gradients
@@ -1066,7 +1074,8 @@ def _row_dots(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def _lanczos_vectors(matvec: Callable, q, q_prev, beta_prev, x, y):
     """One three-term Lanczos step for every row: the next unnormalised vectors, ``alpha`` and ``beta``.
 
-    The ``N x P`` updates run in place: on these sizes the step is bound by memory traffic, not arithmetic.
+    The ``N x P`` updates run in place (``matvec`` must return a new tensor, as both paths of
+    :func:`per_sample_matvec` do): on these sizes the step is bound by memory traffic, not arithmetic.
     """
     w = matvec(q, x, y)
     alpha = _row_dots(w, q)
@@ -1107,7 +1116,8 @@ def per_sample_hessian_norms(
         C_i \in \bigl\{H_i,\; J_i^\top A_i J_i,\; H_i - J_i^\top A_i J_i\bigr\},
 
     with the extreme eigenvalues estimated by the extreme Ritz values of the Lanczos tridiagonal :math:`T_m`.
-    All samples of ``x`` run Lanczos together on per-sample Hessian-vector products (``vmap``); samples leave
+    All samples of ``x`` run Lanczos together on per-sample Hessian-vector products (:func:`per_sample_matvec`);
+    samples leave
     the batch as soon as both extreme Ritz values meet the residual test
     :math:`|\beta_m s_m| \le \mathrm{tol} \cdot \lVert C_i \rVert_2` (:math:`s_m` the last entry of the Ritz
     vector in the Krylov basis). Three-term Lanczos with only local reorthogonalisation against the last two
@@ -1123,7 +1133,7 @@ def per_sample_hessian_norms(
             ``converged`` false.
         tol: The relative residual tolerance (positive).
         seed: The seed of the starting vectors.
-        batch_size: Samples per ``vmap`` call of the products.
+        batch_size: Samples per ``vmap`` call of the generic products (:func:`per_sample_matvec`).
         check_every: How many steps pass between convergence tests (also tested at ``max_iter`` and on
             breakdown).
         method: How the products are computed, as for :func:`per_sample_matvec`.

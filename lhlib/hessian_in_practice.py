@@ -63,7 +63,7 @@ __all__ = [
 ]
 
 #: Bump when a change here alters what :func:`curvature_measurements` returns (its cache key).
-MEASUREMENTS_VERSION = 2  # 2: per-sample products of the MLP by its tangent recursions
+MEASUREMENTS_VERSION = 3  # 2, 3: per-sample products of the MLP by its tangent recursions (3: deltas from G^T r)
 
 
 @dataclass(frozen=True)

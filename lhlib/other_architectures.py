@@ -64,7 +64,7 @@ FAMILY_NAMES = {"mlp": "MLP (the paper's)", "cnn": "CNN", "vit": "ViT"}
 """How tables and figures name each family."""
 
 # Bumped when network_curvature changes what it stores.
-CURVATURE_VERSION = 3  # 3: per-sample products of the MLP by its tangent recursions
+CURVATURE_VERSION = 4  # 3: per-sample MLP products by its tangent recursions; 4: generic H-term computed directly
 
 
 def panel_sizes(pairs: tuple[tuple[int, int], ...], varying: str) -> list[tuple[int, int]]:

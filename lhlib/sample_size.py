@@ -264,7 +264,7 @@ def sufficient_sample_sizes(
 
     Args:
         losses: The 1-D per-sample losses at a fixed point, at least 3.
-        epsilons: The tolerances :math:`\varepsilon > 0` (at least one).
+        epsilons: The tolerances :math:`\varepsilon > 0` (at least one; a list, tuple or 1-D array).
         curves: ``(orders, N - 1)`` curves from :func:`lhlib.landscape.loss_difference_curves`; computed from
             ``permutations`` random orders when not given.
         permutations: The number of random orders when ``curves`` is not given.
@@ -285,8 +285,10 @@ def sufficient_sample_sizes(
             ``permutations < 2``, ...).
     """
     losses = _checked_losses(losses)
+    if isinstance(epsilons, (np.ndarray, torch.Tensor)) and epsilons.ndim == 1:
+        epsilons = epsilons.tolist()
     if isinstance(epsilons, (str, bytes)) or not isinstance(epsilons, Sequence) or not epsilons:
-        raise ValueError(f"epsilons must be a non-empty list of tolerances > 0, got {epsilons!r}")
+        raise ValueError(f"epsilons must be a non-empty list of tolerances > 0, got a {type(epsilons).__name__}")
     epsilons = [check_float(f"epsilons[{i}]", e, minimum=0.0, strict_minimum=True) for i, e in enumerate(epsilons)]
     for name, value in (("radius", radius), ("hessian_bound", hessian_bound)):
         check_float(name, value, minimum=0.0)

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, hessian
 
+from lhlib import ball
 from lhlib.ball import (
     ascent_direction,
     expected_gradient_norm,
@@ -154,8 +155,11 @@ def test_loss_slice_centre_is_the_running_mean():
     assert plane.values[1, 1, 2, 2] == pytest.approx(float(corner[:11].mean()))
 
 
-def test_gradient_norms_and_stats_match_autograd():
+def test_gradient_norms_and_stats_match_autograd(monkeypatch):
     model, x, y = tiny(n=20)
+    structured = []
+    original = ball._stack_gradient_stats
+    monkeypatch.setattr(ball, "_stack_gradient_stats", lambda *a: structured.append(a) or original(*a))
 
     def grad_of(idx):
         model.zero_grad()
@@ -172,8 +176,9 @@ def test_gradient_norms_and_stats_match_autograd():
     full = per_sample.mean(0)
     # The MLP takes the structured path (no per-sample gradient formed); the same weights in a stack
     # with a Tanh that computes nothing new are not recognised and take vmap(grad).
-    for candidate in (model, _unrecognised(model)):
-        stats = per_sample_gradient_stats(candidate, x, y, max_elements=100)
+    for candidate, calls in ((model, 1), (_unrecognised(model), 1)):
+        stats = per_sample_gradient_stats(candidate, x, y, max_elements=100)  # several chunks on both paths
+        assert len(structured) == calls
         assert torch.allclose(stats.norms, per_sample.norm(dim=1))
         assert stats.full_norm == pytest.approx(float(full.norm()))
         assert stats.trace_cov == pytest.approx(float(((per_sample - full) ** 2).sum(1).mean()))

@@ -194,6 +194,21 @@ def test_mean_matvec_matches_dense(problem, operator, method):
     )
 
 
+def test_structured_g_term_needs_no_labels_and_one_layer_works(problem):
+    model, x, y, _, dense_g = problem
+    v = torch.randn(dense_g.shape[1], dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(lh.mean_matvec(model, x, None, "ggn", method="structured")(v), dense_g.mean(0) @ v)
+    vectors = v.expand(x.shape[0], -1).contiguous()
+    got = lh.per_sample_matvec(model, "ggn", method="structured")(vectors, x, None)
+    torch.testing.assert_close(got, torch.einsum("npq,q->np", dense_g, v))
+    linear = nn.Sequential(nn.Linear(6, 4, bias=False)).double()  # one weight matrix: no hidden layer
+    dense_h, dense_g = _dense(linear, x, y)
+    w = torch.randn(dense_h.shape[1], dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    for operator, dense in (("hessian", dense_h), ("ggn", dense_g), ("hterm", dense_h - dense_g)):
+        got = lh.mean_matvec(linear, x, y, operator, method="structured")(w)
+        torch.testing.assert_close(got, dense.mean(0) @ w, rtol=1e-10, atol=1e-12)
+
+
 def test_mean_matvec_recognises_a_stack_in_any_class(problem, monkeypatch):
     model, x, y, _, _ = problem
     stack = nn.Sequential(*[layer for linear in model.linears for layer in (linear, nn.ReLU())][:-1])

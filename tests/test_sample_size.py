@@ -172,3 +172,9 @@ def test_several_tolerances_refuse_bad_lists():
         sufficient_sample_sizes(torch.rand(10), 1e-3)
     with pytest.raises(ValueError, match=r"epsilons\[1\]"):
         sufficient_sample_sizes(torch.rand(10), [1e-3, 0.0])
+    with pytest.raises(ValueError, match="epsilons must be a non-empty list of tolerances > 0, got a ndarray"):
+        sufficient_sample_sizes(torch.rand(10), np.ones((2, 2)))
+    losses = torch.rand(50)
+    assert sufficient_sample_sizes(losses, np.array([0.1, 0.01]), permutations=4, bootstrap=4) == (
+        sufficient_sample_sizes(losses, [0.1, 0.01], permutations=4, bootstrap=4)
+    )
