@@ -688,9 +688,10 @@ def per_sample_gradient_stats(
         The :class:`GradientStats`.
 
     Raises:
-        ValueError: when ``x`` or ``y`` is malformed.
+        ValueError: when ``x`` or ``y`` is malformed or ``max_elements`` is not a positive integer.
     """
     _check_xy(x, y)
+    check_int("max_elements", max_elements, minimum=1)
     x, y = _on_model(model, x, y)
     weights = linear_relu_weights(model, x[:64])
     if weights is not None:

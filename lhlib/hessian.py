@@ -749,7 +749,9 @@ def _stack_tangents(weights, point: ForwardFactors, deltas, operator: str, v_tim
     """
     tangents = [None]  # the input does not move: its tangent is zero, and skipping it saves the widest products
     for p, w in enumerate(weights):
-        z_dot = v_times(p, point.activations[p]) if p == 0 else v_times(p, point.activations[p]) + tangents[p] @ w.T
+        z_dot = v_times(p, point.activations[p])
+        if p:
+            z_dot = z_dot + tangents[p] @ w.T
         if p < len(weights) - 1:
             tangents.append(z_dot * point.masks[p])
     prob = point.probs

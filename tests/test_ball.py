@@ -176,12 +176,14 @@ def test_gradient_norms_and_stats_match_autograd(monkeypatch):
     full = per_sample.mean(0)
     # The MLP takes the structured path (no per-sample gradient formed); the same weights in a stack
     # with a Tanh that computes nothing new are not recognised and take vmap(grad).
-    for candidate, calls in ((model, 1), (_unrecognised(model), 1)):
+    for candidate in (model, _unrecognised(model)):
         stats = per_sample_gradient_stats(candidate, x, y, max_elements=100)  # several chunks on both paths
-        assert len(structured) == calls
         assert torch.allclose(stats.norms, per_sample.norm(dim=1))
         assert stats.full_norm == pytest.approx(float(full.norm()))
         assert stats.trace_cov == pytest.approx(float(((per_sample - full) ** 2).sum(1).mean()))
+    assert len(structured) == 1  # the MLP took the structured path, the unrecognised network did not
+    with pytest.raises(ValueError, match="max_elements"):
+        per_sample_gradient_stats(model, x, y, max_elements=0)
     # The expectation formula: k = 1 gives the RMS per-sample norm, k = n the full-batch norm.
     expected = expected_gradient_norm([1, 20], 20, stats.full_norm, stats.trace_cov)
     assert expected[0] == pytest.approx(float(per_sample.norm(dim=1).pow(2).mean().sqrt()))
