@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -247,8 +248,9 @@ def random_network(
         ("matrices_range", matrices_range, 1),
         ("classes_range", classes_range, 2),  # a softmax needs two classes
     ):
-        if len(bounds) != 2 or not low <= int(bounds[0]) <= int(bounds[1]):
-            raise ValueError(f"{name} must be [low, high] with {low} <= low <= high, got {list(bounds)}")
+        integers = len(bounds) == 2 and all(isinstance(b, numbers.Integral) and not isinstance(b, bool) for b in bounds)
+        if not integers or not low <= bounds[0] <= bounds[1]:
+            raise ValueError(f"{name} must be [low, high] of integers with {low} <= low <= high, got {list(bounds)}")
     check_int("num_samples", num_samples, minimum=1)
     L = int(rng.integers(matrices_range[0], matrices_range[1] + 1))
     n, h = (int(rng.integers(width_range[0], width_range[1] + 1)) for _ in range(2))

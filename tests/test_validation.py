@@ -145,8 +145,10 @@ def test_engine_parameters_are_named_in_their_errors():
 
     with pytest.raises(ValueError, match="smoothing"):
         ema(torch.ones(3), smoothing=1.5)
-    with pytest.raises(ValueError, match=r"classes_range must be \[low, high\] with 2 <= low"):
+    with pytest.raises(ValueError, match=r"classes_range must be \[low, high\] of integers with 2 <= low"):
         random_network(np.random.default_rng(0), classes_range=(1, 1))
+    with pytest.raises(ValueError, match=r"width_range must be \[low, high\] of integers"):
+        random_network(np.random.default_rng(0), width_range=(1.5, 3))  # not truncated to (1, 3)
     with pytest.raises(ValueError, match="num_classes"):
         x, y = torch.zeros(4, 3), torch.zeros(4, dtype=torch.long)
         trained_networks(x, y, num_classes=1, hidden_size=2, num_layers=0, seeds=[0], use_cache=False)
