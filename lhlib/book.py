@@ -62,6 +62,11 @@ __all__ = [
 
 PROFILES = ("smoke", "cpu", "paper")
 
+KERNEL_WAITING = {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "10000"}
+"""How the chapters' OpenMP threads wait, unless this process's environment says otherwise: they sleep
+(passive), after spinning 10 000 rounds (libgomp's ``GOMP_SPINCOUNT``, which overrides the passive policy's
+zero)."""
+
 
 def repository_root() -> Path:
     """The folder holding ``_config.yml`` and ``notebooks/`` (the repository this lhlib lives in).
@@ -339,9 +344,11 @@ def _execute(root: Path, name: str, target: Path, parameters: dict, timeout: int
     try:
         # A static page has no use for progress bars (lhlib.progress). OpenMP threads that spin while
         # they wait hold cores a busy machine's other processes need, so a chapter slows far more than
-        # in proportion to the load; passive waiting lets them sleep (benchmarks/bench_load.py).
-        wait_policy = os.environ.get("OMP_WAIT_POLICY", "PASSIVE")
-        with _kernel_environment(LHLIB_PROGRESS="0", OMP_WAIT_POLICY=wait_policy):
+        # in proportion to the load; passive waiting lets them sleep. Sleeping at once makes thousands
+        # of small LAPACK calls pay a wake-up each (batched eigenvalues of 100 x 100 matrices ran ten
+        # times slower), so libgomp spins briefly first (benchmarks/bench_load.py measures all three).
+        waiting = {name: os.environ.get(name, default) for name, default in KERNEL_WAITING.items()}
+        with _kernel_environment(LHLIB_PROGRESS="0", **waiting):
             papermill.execute_notebook(
                 str(root / "notebooks" / f"{name}.ipynb"),
                 str(target),
