@@ -93,8 +93,8 @@ def test_runner_leaves_sources_alone_and_fails_loudly(tmp_path, capsys):
 
 
 def test_runner_injects_a_relative_output_dir_and_hides_progress_bars(tmp_path, monkeypatch):
-    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)  # the runner's default: passive waiting
-    monkeypatch.setenv("GOMP_SPINCOUNT", "500")  # set here: kept as it is
+    for name in book.KERNEL_WAITING:  # the runner's defaults: passive waiting after a brief spin
+        monkeypatch.delenv(name, raising=False)
     _mini_root(
         tmp_path,
         "import os\nfrom pathlib import Path\nPath(output_dir).mkdir(parents=True)\n"
@@ -103,15 +103,14 @@ def test_runner_injects_a_relative_output_dir_and_hides_progress_bars(tmp_path, 
     book.run_chapters(["01_mini"], "cpu", root=tmp_path)
     assert (tmp_path / "results" / "cpu" / "01_mini").is_dir()
     executed = nbformat.read(tmp_path / "_build" / "executed" / "cpu" / "01_mini.ipynb", 4)
-    assert executed.cells[-1].outputs[0]["text"] == "results/cpu/01_mini 0 PASSIVE 500\n"
+    assert executed.cells[-1].outputs[0]["text"] == "results/cpu/01_mini 0 PASSIVE 10000\n"
     recorded = executed.metadata["papermill"]
     assert (recorded["input_path"], recorded["output_path"]) == (
         "notebooks/01_mini.ipynb",
         "_build/executed/cpu/01_mini.ipynb",
     )
-    for name in ("LHLIB_PROGRESS", "OMP_WAIT_POLICY"):
+    for name in ("LHLIB_PROGRESS", *book.KERNEL_WAITING):
         assert name not in os.environ, "the runner's kernel environment must not leak into this process"
-    assert os.environ["GOMP_SPINCOUNT"] == "500"
 
 
 def test_a_hung_cell_fails_its_chapter_and_is_named(tmp_path, capsys):
