@@ -63,7 +63,7 @@ __all__ = [
 PROFILES = ("smoke", "cpu", "paper")
 
 KERNEL_WAITING = {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "10000"}
-"""How the chapters' OpenMP threads wait, unless this process's environment says otherwise: they sleep
+"""How the chapters' OpenMP threads wait, unless this process's environment says otherwise. They sleep
 (passive), after spinning 10 000 rounds (libgomp's ``GOMP_SPINCOUNT``, which overrides the passive policy's
 zero)."""
 
