@@ -137,14 +137,22 @@ def _run(case, folder: Path) -> dict:
     parameters = {**profile_parameters("smoke", chapter), "output_dir": str(output_dir), **overrides}
     target = folder / f"{chapter}.ipynb"
     try:
-        papermill.execute_notebook(
-            str(ROOT / "notebooks" / f"{chapter}.ipynb"),
-            str(target),
-            parameters=parameters,
-            kernel_name="python3",
-            cwd=str(ROOT),
-            progress_bar=False,
-        )
+        for attempt in range(3):
+            try:
+                papermill.execute_notebook(
+                    str(ROOT / "notebooks" / f"{chapter}.ipynb"),
+                    str(target),
+                    parameters=parameters,
+                    kernel_name="python3",
+                    cwd=str(ROOT),
+                    progress_bar=False,
+                )
+                break
+            except RuntimeError as error:
+                # Two kernels starting at once can draw the same free TCP port (jupyter_client picks it
+                # before the kernel binds it); the loser dies before it replies. Start it again.
+                if "Kernel died before replying to kernel_info" not in str(error) or attempt == 2:
+                    raise
     except papermill.PapermillExecutionError as error:
         executed = nbformat.read(target, as_version=4)
         failed_cells = [
