@@ -7,6 +7,7 @@ Command line::
     python -m lhlib.book set-repository OWNER/NAME [--branch BRANCH]
     python -m lhlib.book check-repository
     python -m lhlib.book check-notebooks [NOTEBOOK ...]
+    python -m lhlib.book check-html --profile smoke|cpu|paper
 
 ``run`` executes each chapter (all when none is named) into ``_build/executed/<profile>/`` with
 ``output_dir`` set to ``results/<profile>/<chapter>`` (relative to the repository, which is the
@@ -15,8 +16,10 @@ parameters from ``lhlib/profiles.json``; the source notebooks are never written 
 runs longer than the profile's ``cell_timeout_s`` fails its chapter, and the error names the cell.
 A chapter whose inputs have not changed since its last successful run is reused (``--force``
 re-executes it). ``build`` runs them, stages the executed copies beside the book's pages in
-``_build/stage/<profile>/`` and builds the HTML there with Jupyter Book, warnings treated as errors,
-into ``_build/book/<profile>/``.
+``_build/stage/<profile>/`` (each page saying what it ran where that is not the paper's settings, and
+showing its parameters once: :mod:`lhlib.pages`) and builds the HTML there with Jupyter Book,
+warnings treated as errors, into ``_build/book/<profile>/``; it fails when a page breaks its math or leaves markup raw
+(:mod:`lhlib.html_check`, which ``check-html`` runs on its own).
 
 ``set-repository`` points the book at another GitHub repository (:mod:`lhlib.repository`);
 ``check-repository`` lists what disagrees with ``_config.yml``; ``check-notebooks`` checks that
@@ -44,6 +47,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from lhlib import pages
 from lhlib.validation import check_choice, check_float
 
 __all__ = [
@@ -483,11 +487,19 @@ def build_book(
                 " build without chapter names to refresh it",
                 file=sys.stderr,
             )
+    # Each page says what it ran where that is not the paper's settings, and the intro sums it up.
+    differences = {}
     for name in chapters(root):
         executed = root / "_build" / "executed" / profile / f"{name}.ipynb"
         if not executed.exists():
             raise RuntimeError(f"chapter {name} has no executed copy for profile {profile!r}: run it first")
-        shutil.copy2(executed, stage / "notebooks" / f"{name}.ipynb")
+        target = stage / "notebooks" / f"{name}.ipynb"
+        differences[name] = pages.stage_chapter(executed, target, profile, profile_parameters("paper", name))
+    banner = pages.intro_banner(profile, differences)
+    if banner:
+        intro = stage / "book" / "intro.md"
+        title, rest = intro.read_text().split("\n", 1)
+        intro.write_text(f"{title}\n\n{banner}\n{rest}")
     output = root / "_build" / "book" / profile
     subprocess.run(
         [
@@ -503,8 +515,23 @@ def build_book(
         check=True,
     )
     index = output / "_build" / "html" / "index.html"
+    _report_rendering(index.parent)
     print(index)
     return index
+
+
+def _report_rendering(html_dir: Path) -> None:
+    """Fail a build whose pages break their math or leave markup raw (:mod:`lhlib.html_check`)."""
+    from lhlib import html_check
+
+    if html_check.browser() is None:
+        print("[lhlib.book] no headless browser: pages checked before MathJax only", file=sys.stderr)
+    problems = html_check.check_book(html_dir)
+    for page, lines in problems.items():
+        for line in lines:
+            print(f"[lhlib.book] {page}: {line}", file=sys.stderr)
+    if problems:
+        raise RuntimeError(f"{sum(map(len, problems.values()))} rendering problems on {len(problems)} pages (above)")
 
 
 def notebook_problems(paths: list[Path]) -> list[str]:
@@ -552,6 +579,8 @@ def _parser() -> argparse.ArgumentParser:
         "check-notebooks", help="fail on notebooks that break nbformat or are committed with outputs"
     )
     sub.add_argument("notebooks", nargs="*", type=Path, help="notebooks (default: notebooks/*.ipynb)")
+    sub = commands.add_parser("check-html", help="check every page of a built book: math renders, no raw markup")
+    sub.add_argument("--profile", required=True, help=f"the build to check, one of {', '.join(PROFILES)}")
     return parser
 
 
@@ -571,8 +600,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     root = repository_root()
     try:
-        if args.command in ("run", "build"):
+        if args.command in ("run", "build", "check-html"):
             check_choice("profile", args.profile, PROFILES)
+        if args.command in ("run", "build"):
             _check_chapters(args.chapters, root)
             if args.cell_timeout is not None:
                 check_float("--cell-timeout", args.cell_timeout, minimum=1.0)
@@ -580,7 +610,9 @@ def main(argv: list[str] | None = None) -> None:
             repository.parse_slug(args.slug, args.branch or "main")
     except ValueError as error:
         parser.error(str(error))
-    if args.command == "run":
+    if args.command == "check-html":
+        _report_rendering(root / "_build" / "book" / args.profile / "_build" / "html")
+    elif args.command == "run":
         run_chapters(args.chapters, args.profile, timeout=args.cell_timeout, force=args.force)
     elif args.command == "build":
         build_book(args.chapters, args.profile, timeout=args.cell_timeout, force=args.force)

@@ -704,18 +704,21 @@ def lemma_bound_corrected(
 
 #: The inequalities of appendix A.2 that :func:`a2_chain` evaluates, ``name: description``.
 A2_STEPS = {
-    "submultiplicative": "||F^T A F||_2 <= ||A||_2 ||F||_2^2",
-    "spectral_le_frobenius": "||A||_2 <= ||A||_F",
-    "frobenius_le_sqrt2": "||A||_F <= sqrt(2)  (paper)",
-    "spectral_le_half": "||A||_2 <= 1/2  (sharp)",
-    "stacking": "||F||_2^2 <= sum_p ||G^(p) kron x^(p)T||_2^2 = sum_p ||G^(p)||^2 ||x^(p)||^2",
-    "jacobian_paper": "||G^(p)||_2 <= prod_{s=p}^L ||W^(s)||_2 for all p  (paper)",
-    "jacobian_corrected": "||G^(p)||_2 <= prod_{s=p+1}^L ||W^(s)||_2 for all p",
-    "activation": "||x^(p)||_2 <= ||x||_2 prod_{s<p} ||W^(s)||_2 for all p",
-    "paper_per_sample": "||G-term_i|| <= A.2's per-sample form (paper)",
-    "paper_theorem": "||G-term_i|| <= Theorem 1 with M_x, M_W (paper)",
-    "corrected_per_sample": "||G-term_i|| <= (1/2) ||x_i||^2 sum_p prod_{s!=p} ||W^(s)||^2",
-    "corrected_constant": "||G-term_i|| <= (1/2) L M_x^2 M_W^{2(L-1)}",
+    # TeX, shown as math in chapter 02's table (plain ASCII there loses its underscores to italics).
+    "submultiplicative": r"$\Vert F^\top AF\Vert_2\le\Vert A\Vert_2\Vert F\Vert_2^2$",
+    "spectral_le_frobenius": r"$\Vert A\Vert_2\le\Vert A\Vert_F$",
+    "frobenius_le_sqrt2": r"$\Vert A\Vert_F\le\sqrt2$ (paper)",
+    "spectral_le_half": r"$\Vert A\Vert_2\le\frac12$ (sharp)",
+    "stacking": r"$\Vert F\Vert_2^2\le\sum_p\Vert G^{(p)}\otimes x^{(p)\top}\Vert_2^2"
+    r"=\sum_p\Vert G^{(p)}\Vert_2^2\Vert x^{(p)}\Vert_2^2$",
+    "jacobian_paper": r"$\Vert G^{(p)}\Vert_2\le\prod_{s=p}^L\Vert W^{(s)}\Vert_2$ for all $p$ (paper)",
+    "jacobian_corrected": r"$\Vert G^{(p)}\Vert_2\le\prod_{s=p+1}^L\Vert W^{(s)}\Vert_2$ for all $p$",
+    "activation": r"$\Vert x^{(p)}\Vert_2\le\Vert x\Vert_2\prod_{s<p}\Vert W^{(s)}\Vert_2$ for all $p$",
+    "paper_per_sample": r"$\Vert J_i^\top A_iJ_i\Vert_2\le$ A.2's per-sample form (paper)",
+    "paper_theorem": r"$\Vert J_i^\top A_iJ_i\Vert_2\le$ Theorem 1 with $M_x$, $M_W$ (paper)",
+    "corrected_per_sample": r"$\Vert J_i^\top A_iJ_i\Vert_2\le\frac12\Vert x_i\Vert_2^2\sum_p\prod_{s\ne p}"
+    r"\Vert W^{(s)}\Vert_2^2$",
+    "corrected_constant": r"$\Vert J_i^\top A_iJ_i\Vert_2\le\frac12LM_x^2M_W^{2(L-1)}$",
 }
 
 

@@ -34,7 +34,8 @@ Chapter 02 (section 4 and appendix A):
   and its sharper non-negative version);
 * :func:`lemma_expressions`: Lemma 1 as stated and as proved, and the bounds SymPy derives from the
   expansion (paper's steps; corrected steps);
-* :func:`equation`: LaTeX for ``lhs rel rhs``; :func:`show_equation` displays it as math.
+* :func:`equation`: LaTeX for ``lhs rel rhs``; :func:`show_equation` displays it as math;
+  :class:`TexSymbol`: a symbol printed as its TeX name, verbatim.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ import sympy as sp
 __all__ = [
     "ExpansionDifference",
     "ReluNetwork",
+    "TexSymbol",
     "assumption1_consequence",
     "box_bound",
     "corrected_true_shapes",
@@ -89,19 +91,38 @@ def is_zero(expr) -> bool:
     return sp.simplify(expr) == 0
 
 
+class TexSymbol(sp.Symbol):
+    r"""A SymPy symbol whose LaTeX is its name, verbatim (in braces, so that it stays one atom).
+
+    SymPy reads ``_`` and ``^`` in an ordinary symbol's name as a sub- and superscript of everything
+    after them: ``Symbol(r"\|\Delta_H\|_2")`` prints as :math:`\|\Delta_{H\| 2}`. A name that is
+    already TeX (a norm, an operator with limits, a label) keeps its meaning only as a ``TexSymbol``.
+    Assumptions (``positive=True``, ...) work as for :class:`sympy.Symbol`.
+    """
+
+    def _latex(self, printer) -> str:
+        return "{" + self.name + "}"
+
+
+def _tex(side) -> str:
+    """LaTeX of one side of an equation: a ``str`` is TeX already and is kept verbatim."""
+    return side if isinstance(side, str) else sp.latex(side)
+
+
 def equation(lhs, rhs, rel: str = "=") -> str:
     r"""LaTeX of ``lhs rel rhs``; ``rel`` is ``=``, ``<=``, ``>=``, ``~`` (:math:`\approx`) or any LaTeX relation.
 
     Args:
-        lhs: The left-hand side (anything ``sympy.latex`` prints).
-        rhs: The right-hand side.
+        lhs: The left-hand side: a SymPy object, or a ``str`` of TeX kept verbatim (a label such as
+            ``r"\nabla_z \ell"``, which SymPy would misread as a symbol name).
+        rhs: The right-hand side, likewise.
         rel: The relation; ``<=``, ``>=`` and ``~`` become ``\leq``, ``\geq`` and ``\approx``.
 
     Returns:
         The LaTeX string.
     """
     rel = {"<=": r"\leq", ">=": r"\geq", "~": r"\approx"}.get(rel, rel)
-    return f"{sp.latex(lhs)} {rel} {sp.latex(rhs)}"
+    return f"{_tex(lhs)} {rel} {_tex(rhs)}"
 
 
 def show_equation(lhs, rhs, rel: str = "=") -> None:
@@ -454,7 +475,8 @@ def softmax_hessian_facts(K: int = 3) -> dict:
         A ``dict`` with ``p``, ``A``; ``quadratic_form``, ``variance`` and ``variance_residual``;
         ``gershgorin_radius`` (per row), ``gershgorin_residuals`` and ``gershgorin_max``
         (:math:`\max_q 2q(1-q) = 1/2`); ``frobenius_squared`` and ``paper_frobenius_residual``;
-        ``trace`` and ``trace_residual``; ``frobenius_identity``, ``frobenius_identity_residual`` and
+        ``trace`` and ``trace_residual``; ``frobenius_identity`` (in the symbol ``s2``, :math:`s_2`, which stands for
+        ``s2_value`` :math:`= \sum_k p_k^2`), ``frobenius_identity_residual`` and
         ``frobenius_max`` (:math:`\max_q q(1-q) = 1/4`, the largest :math:`s_2(1-s_2)`); ``A_K2``,
         ``eigenvalues_K2``, ``top_eigenvalue_K2``, ``argmax_K2`` and ``max_K2``. Every residual is 0.
     """
@@ -472,8 +494,10 @@ def softmax_hessian_facts(K: int = 3) -> dict:
     paper_frob = sum(pk**2 * (1 - pk) ** 2 for pk in ps) + sum(
         ps[r] ** 2 * ps[c] ** 2 for r in range(K) for c in range(K) if r != c
     )
-    s2 = sum(pk**2 for pk in ps)
+    # The identity is stated in s_2 = sum_k p_k^2, kept as a symbol so that it reads as a formula.
+    s2 = sp.Symbol("s_2", positive=True)
     frobenius_identity = s2 * (1 - s2) - 2 * sum(pk * (pk - s2) ** 2 for pk in ps)
+    s2_value = sum(pk**2 for pk in ps)
     q = sp.Symbol("p", positive=True)
     A2 = sp.Matrix([[q * (1 - q), -q * (1 - q)], [-q * (1 - q), q * (1 - q)]])
     ev2 = list(A2.eigenvals().keys())
@@ -493,7 +517,11 @@ def softmax_hessian_facts(K: int = 3) -> dict:
         "trace": sp.simplify(A.trace().subs(simplex)),
         "trace_residual": sp.simplify((A.trace() - (1 - sum(pk**2 for pk in ps))).subs(simplex)),
         "frobenius_identity": frobenius_identity,
-        "frobenius_identity_residual": sp.simplify(sp.expand((frob - frobenius_identity).subs(simplex))),
+        "s2": s2,
+        "s2_value": s2_value,
+        "frobenius_identity_residual": sp.simplify(
+            sp.expand((frob - frobenius_identity.subs(s2, s2_value)).subs(simplex))
+        ),
         "frobenius_max": sp.maximum(q * (1 - q), q, sp.Interval(0, 1)),
         "A_K2": A2,
         "eigenvalues_K2": ev2,
@@ -775,7 +803,7 @@ def theorem1_chain(L: int = 3) -> dict:
     """
     net = relu_network((2,) * (L + 1))
     N = sp.symbols(f"N_1:{L + 1}", positive=True)
-    X = sp.Symbol(r"\|x\|", positive=True)
+    X = TexSymbol(r"\|x\|", positive=True)
     norm_of = {id(W): N[s] for s, W in enumerate(net.weights)}
     G_factors, G_residuals, G_bound = _backward_factors(net, L, norm_of)
     activation_residuals, activation_bound = _forward_factors(net, L, norm_of, X)

@@ -26,6 +26,8 @@ INFRASTRUCTURE = {
     "data",
     "figures",
     "glue",
+    "html_check",
+    "pages",
     "progress",
     "report",
     "repository",

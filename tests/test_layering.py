@@ -28,7 +28,8 @@ LAYERS = [
         "ball_study",
         "bound_study",
     },
-    {"report", "figures", "book"},
+    {"report", "figures", "pages", "html_check"},
+    {"book"},
 ]
 
 
