@@ -475,7 +475,7 @@ def build_book(
     if stage.exists():
         shutil.rmtree(stage)
     (stage / "notebooks").mkdir(parents=True)
-    for item in ("_config.yml", "_toc.yml", "book"):
+    for item in ("_config.yml", "_toc.yml", "book", "README.md"):  # the API page includes the README's table
         source = root / item
         (shutil.copytree if source.is_dir() else shutil.copy2)(source, stage / item)
     # The table of contents lists every chapter; chapters not run now come from an earlier run.

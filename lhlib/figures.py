@@ -200,29 +200,26 @@ def save_figure(fig: mpl.figure.Figure, output_dir: str | Path, name: str) -> Pa
     return folder / f"{name}.png"
 
 
-def show_figure(fig: mpl.figure.Figure, output_dir: str | Path, name: str) -> Path:
+def show_figure(fig: mpl.figure.Figure, output_dir: str | Path, name: str) -> None:
     """Save ``fig`` (:func:`save_figure`), show it glued as ``name`` under the cell, and close it.
 
     The chapter's Markdown places the figure with its caption, label and alt text:
     ``{glue:figure} name`` with ``:name: fig-...`` and ``:alt:``, cited with ``{numref}``. The cell
     that draws it is tagged ``remove-output``, so the built page shows the figure once, captioned,
-    while Jupyter, JupyterLab and Colab show it under the cell.
+    while Jupyter, JupyterLab and Colab show it under the cell. It returns nothing, so that no path
+    prints under the figure; :func:`save_figure` says where the files go.
 
     Args:
         fig: The figure.
         output_dir: The chapter's output folder, created if needed.
         name: The file name without extension and the glue key.
 
-    Returns:
-        The PNG's path.
-
     Raises:
         ValueError: when :func:`check_figure` refuses the figure.
     """
-    path = save_figure(fig, output_dir, name)
+    save_figure(fig, output_dir, name)
     glue(name, fig, display=True)
     plt.close(fig)
-    return path
 
 
 def _configuration_name(result: ConfigurationResult, varying: str) -> str:

@@ -76,6 +76,7 @@ __all__ = [
     "TopEigenvalues",
     "TraceEstimate",
     "Weights",
+    "computation_paths",
     "dataset_hessian_top_eigenvalues",
     "flat_parameters",
     "forward_factors",
@@ -230,6 +231,36 @@ def linear_relu_weights(model: nn.Module, probe: torch.Tensor | None = None) -> 
     ):
         return None
     return weights
+
+
+def computation_paths(model: Weights, x: torch.Tensor) -> dict[str, str]:
+    r"""Which way each family of curvature functions computes for ``model`` under ``method="auto"``.
+
+    ``"structured"``: from the layer factors of a bias-free Linear/ReLU stack
+    (:math:`J_iJ_i^\top = \sum_p \lVert x_i^{(p)} \rVert^2 G_i^{(p)} G_i^{(p)\top}` and tangent recursions), no
+    object of size :math:`P` per sample; ``"generic"``: ``torch.func`` (or ``torch.autograd``) on any model. The
+    Jacobian-based functions recognise a stack in any module (:func:`linear_relu_weights`, checked on the first 64
+    samples of ``x``); the per-sample products recognise only an :class:`lhlib.models.MLP` without biases.
+
+    Args:
+        model: The network, or a list of weight matrices (always structured).
+        x: The ``(N, n)`` inputs the functions would be called with.
+
+    Returns:
+        A dict from each family (``"per_sample_jjt"``, with :func:`per_sample_ggn_norms`,
+        :func:`per_sample_ggn_small` and :func:`per_sample_ggn_traces`; ``"mean_matvec"``, with the dataset
+        Hessian's eigenvalues and traces; ``"per_sample_matvec"``, with :func:`per_sample_hessian_norms`) to
+        ``"structured"`` or ``"generic"``.
+
+    Raises:
+        ValueError: when ``x`` is not a non-empty 2-D tensor.
+    """
+    _check_data(x, None)
+    if not isinstance(model, nn.Module):
+        return dict.fromkeys(("per_sample_jjt", "mean_matvec", "per_sample_matvec"), "structured")
+    probed = "structured" if linear_relu_weights(model, x[:64]) is not None else "generic"
+    by_class = "structured" if linear_relu_weights(model) is not None else "generic"
+    return {"per_sample_jjt": probed, "mean_matvec": probed, "per_sample_matvec": by_class}
 
 
 def _chunks(n: int, size: int):
@@ -652,7 +683,6 @@ def per_sample_ggn_small(
 def per_sample_ggn_norms(
     model: Weights,
     x: torch.Tensor,
-    y: torch.Tensor | None = None,
     *,
     method: str = "auto",
     dtype: torch.dtype | None = None,
@@ -668,10 +698,8 @@ def per_sample_ggn_norms(
 
     Args:
         model: As for :func:`per_sample_jjt`.
-        x: The ``(N, n)`` inputs.
-        y: Accepted for symmetry with the other per-sample functions and not used (only its shape is
-            checked): :math:`A_i` does not depend on the label.
-        method: As for :func:`per_sample_jjt`.
+        x: The ``(N, n)`` inputs (no labels: :math:`A_i` does not depend on the label).
+        method: As for :func:`per_sample_jjt`; :func:`computation_paths` says which one ``"auto"`` takes.
         dtype: The precision of the computation (``torch.float64`` for the bound checks); ``None`` is the
             model's own.
         batch_size: Samples per chunk.
@@ -680,10 +708,10 @@ def per_sample_ggn_norms(
         The ``(N,)`` tensor of norms, in ``dtype``.
 
     Raises:
-        ValueError: when ``batch_size`` is not a positive integer, or ``x`` or ``y`` has the wrong shape.
+        ValueError: when ``batch_size`` is not a positive integer, or ``x`` has the wrong shape.
     """
     check_int("batch_size", batch_size, minimum=1)
-    _check_data(x, y)
+    _check_data(x, None)
     return torch.cat(
         [
             ggn_norms_from_jjt(*per_sample_jjt(model, x[s], method=method, dtype=dtype))

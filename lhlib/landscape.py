@@ -110,7 +110,7 @@ def random_orders(n: int, permutations: int, seed: int) -> torch.Tensor:
     return torch.argsort(torch.rand(permutations, n, generator=generator), dim=1)
 
 
-def loss_difference_curves(losses: torch.Tensor, permutations: int, seed: int) -> torch.Tensor:
+def loss_difference_curves(losses: torch.Tensor, permutations: int = 100, seed: int = 0) -> torch.Tensor:
     r"""The curves :math:`|\mathcal{L}_{k+1} - \mathcal{L}_k|`, one per random order of the samples.
 
     .. math::
@@ -123,7 +123,7 @@ def loss_difference_curves(losses: torch.Tensor, permutations: int, seed: int) -
 
     Args:
         losses: The 1-D tensor of the :math:`N` per-sample losses at a fixed point.
-        permutations: The number of random orders.
+        permutations: The number of random orders (the paper's 100 by default).
         seed: The seed of the orders.
 
     Returns:

@@ -30,7 +30,7 @@ from lhlib.cache import cached, tensor_fingerprint
 from lhlib.experiment import TrainedNetwork, settings_networks
 from lhlib.hessian import per_sample_hessian_norms, per_sample_jjt
 from lhlib.progress import progress_bar
-from lhlib.seed_stats import interval_across_seeds, trend_test
+from lhlib.seed_stats import family_verdicts, interval_across_seeds, p_value_text, trend_test
 from lhlib.settings import SweepSettings
 from lhlib.sweep import ConfigurationResult, combine_members, measure_member
 from lhlib.validation import check_float, check_int
@@ -791,8 +791,12 @@ def family_trend_tests(
         sizes: Per family, its ``(width, depth)`` sizes, the reference first.
         permutations: The random permutations behind each p-value.
 
+    Every test of every kind and dataset forms one family, whose verdicts are corrected for multiplicity
+    (:func:`lhlib.seed_stats.family_verdicts`).
+
     Returns:
-        The tests under ``"ggn"``, ``"bound"`` and ``"level"``, each test carrying its ``dataset`` and ``quantity``.
+        The tests under ``"ggn"``, ``"bound"`` and ``"level"``, each test carrying its ``dataset`` and ``quantity``
+        and the family-wise verdict.
     """
     tests = {kind: [] for kind in TREND_CLAIMS}
     for name, sweep in results.items():
@@ -808,8 +812,9 @@ def family_trend_tests(
         for kind, (quantity, directions) in TREND_CLAIMS.items():
             tested = {f: pairs for f, pairs in sizes.items() if any(key[0] == f for key in values[kind])}
             found = size_trend_tests(values[kind], tested, directions, permutations=permutations)
-            tests[kind] += [{"dataset": name, "quantity": quantity, **t} for t in found]
-    return tests
+            tests[kind] += [{"dataset": name, "quantity": quantity, "kind": kind, **t} for t in found]
+    corrected = family_verdicts([t for kind in tests.values() for t in kind])
+    return {kind: [t for t in corrected if t["kind"] == kind] for kind in tests}
 
 
 def trend_table(tests: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
@@ -831,7 +836,8 @@ def trend_table(tests: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]
         "Spearman rho",
         "one-sided p",
         "smallest attainable p",
-        "verdict",
+        "uncorrected verdict",
+        f"verdict (family-wise, p < {tests[0]['family_threshold']:.2g})" if tests else "verdict",
     ]
     rows = [
         [
@@ -842,8 +848,9 @@ def trend_table(tests: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]
             t["direction"],
             t["pairs"],
             f"{t['statistic']:.2f}",
-            f"{t['p_value']:.3g}",
-            f"{t['smallest_p_value']:.3g}",
+            p_value_text(t["p_value"], t["p_floor"]),
+            f"{t['attainable_p']:.3g}",
+            t["verdict_uncorrected"],
             t["verdict"],
         ]
         for t in tests
@@ -867,13 +874,13 @@ def trend_verdicts(tests: list[dict[str, Any]], family: str, varying: str) -> st
 
 
 def trend_citations(tests: dict[str, list[dict[str, Any]]], families) -> dict[str, Any]:
-    r"""The verdicts the chapter cites and how many survive a Bonferroni correction over all tests.
+    r"""The family-wise verdicts the chapter cites, and how the family's correction came out.
 
-    With :math:`m` the testable tests (verdict other than ``"not testable"``), a test survives when
+    The threshold is :func:`lhlib.seed_stats.family_verdicts`' :math:`\alpha / M`; a test reaches a verdict when
 
     .. math::
 
-        \min(p, p') < \frac{0.05}{m},
+        \min(p, p') < \frac{\alpha}{M},
 
     :math:`p` its one-sided p-value and :math:`p'` the opposite direction's.
 
@@ -883,7 +890,9 @@ def trend_citations(tests: dict[str, list[dict[str, Any]]], families) -> dict[st
 
     Returns:
         ``<family>_bound_width``, ``<family>_ggn_<varying>`` and ``<family>_level_<varying>`` (:func:`trend_verdicts`),
-        ``n_trend_tests`` (every test) and ``bonferroni_survivors``.
+        ``n_trend_tests`` (every test), ``family_threshold``, ``family_decided`` (the tests that reach a verdict,
+        supported or contradicted, at that threshold), ``family_untestable`` (those whose attainable p cannot reach
+        it) and ``smallest_attainable_p``.
     """
     cited = {}
     for family in families:
@@ -892,11 +901,11 @@ def trend_citations(tests: dict[str, list[dict[str, Any]]], families) -> dict[st
             cited[f"{family}_ggn_{varying}"] = trend_verdicts(tests["ggn"], family, varying)
             cited[f"{family}_level_{varying}"] = trend_verdicts(tests["level"], family, varying)
     every = [t for kind in tests.values() for t in kind]
-    testable = [t for t in every if t["verdict"] != "not testable"]
-    bonferroni = 0.05 / max(len(testable), 1)
-    survivors = sum(min(t["p_value"], t["p_value_opposite"]) < bonferroni for t in testable)
     cited["n_trend_tests"] = len(every)
-    cited["bonferroni_survivors"] = f"{survivors} of {len(testable)} testable verdicts have p < {bonferroni:.2g}"
+    cited["family_threshold"] = every[0]["family_threshold"] if every else float("nan")
+    cited["family_decided"] = sum(t["verdict"] in ("supported", "contradicted") for t in every)
+    cited["family_untestable"] = sum(t["verdict"].startswith("not testable") for t in every)
+    cited["smallest_attainable_p"] = min((t["attainable_p"] for t in every), default=float("nan"))
     return cited
 
 

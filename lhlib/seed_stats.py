@@ -3,7 +3,9 @@ r"""Conclusions across training seeds: intervals, collapsed networks and one-sid
 A configuration trained from :math:`S` seeds gives :math:`S` values of any statistic (a level, a fitted
 exponent). :func:`interval_across_seeds` reports their mean with a Student-t interval. A claim
 of the form "larger x gives smaller y" is tested over every (configuration, seed) pair by
-:func:`trend_test`: Spearman's rank correlation with a one-sided permutation p-value.
+:func:`trend_test`: Spearman's rank correlation with a one-sided permutation p-value. A chapter that
+reports several such tests corrects their verdicts for multiplicity with :func:`family_verdicts`, and
+prints a p-value at the permutation floor as a bound (:func:`p_value_text`).
 
 A network is *collapsed* when a large share of its per-sample losses sits at :math:`\ln K`
 (:func:`share_at_chance`). For the paper's bias-free ReLU networks this is the signature of dead units:
@@ -24,7 +26,14 @@ from scipy.stats import t as student_t
 
 from lhlib.validation import check_choice, check_float, check_int
 
-__all__ = ["TrendTest", "interval_across_seeds", "share_at_chance", "trend_test"]
+__all__ = [
+    "TrendTest",
+    "family_verdicts",
+    "interval_across_seeds",
+    "p_value_text",
+    "share_at_chance",
+    "trend_test",
+]
 
 
 def interval_across_seeds(values: Sequence[float], confidence: float = 0.95) -> tuple[float, tuple[float, float]]:
@@ -101,6 +110,7 @@ class TrendTest:
         pairs: The number of (x, value) pairs.
         alpha: The significance level.
         smallest_p_value: The smallest p-value these ``x`` allow (NaN in the same degenerate cases).
+        p_floor: The smallest p-value the permutations can give, :math:`1/(1 + B)`.
     """
 
     statistic: float
@@ -111,6 +121,7 @@ class TrendTest:
     pairs: int
     alpha: float
     smallest_p_value: float
+    p_floor: float
 
     def as_dict(self) -> dict:
         """The fields as a plain dict (for ``summary.json``).
@@ -175,9 +186,8 @@ def trend_test(
     if not (np.isfinite(x).all() and np.isfinite(values).all()):
         raise ValueError("x and values must be finite")
     if x.size < 3 or np.unique(x).size < 2 or np.unique(values).size < 2:
-        return TrendTest(
-            float("nan"), float("nan"), float("nan"), "not testable", direction, int(x.size), alpha, float("nan")
-        )
+        nan = float("nan")
+        return TrendTest(nan, nan, nan, "not testable", direction, int(x.size), alpha, nan, 1 / (1 + permutations))
     x_ranks, y_ranks = rankdata(x), rankdata(values)
     rho = float(_rank_correlations(x_ranks, y_ranks[None])[0])
     rng = np.random.default_rng(seed)
@@ -194,4 +204,87 @@ def trend_test(
         verdict = "not testable"
     else:
         verdict = "supported" if p_claim < alpha else "contradicted" if p_opposite < alpha else "not supported"
-    return TrendTest(rho, float(p_claim), float(p_opposite), verdict, direction, int(x.size), alpha, float(smallest))
+    return TrendTest(
+        rho, float(p_claim), float(p_opposite), verdict, direction, int(x.size), alpha, float(smallest),
+        1 / (1 + permutations),
+    )  # fmt: skip
+
+
+def p_value_text(p: float, floor: float) -> str:
+    r"""A permutation p-value as text: at the permutation floor :math:`1/(1+B)` it is a bound, not a value.
+
+    .. math::
+
+        p \le 	frac{1}{1+B} \ 	ext{when no permutation reached the observed statistic.}
+
+    Args:
+        p: The p-value.
+        floor: The smallest p-value the permutations can give (:attr:`TrendTest.p_floor`).
+
+    Returns:
+        ``"<= 1e-04"`` style at the floor, else the value to two significant digits (``"nan"`` for NaN).
+    """
+    if math.isnan(p):
+        return "nan"
+    return f"<= {floor:.0e}" if p <= floor * (1 + 1e-9) else f"{p:.2g}"
+
+
+def family_verdicts(tests: Sequence[dict], alpha: float = 0.05) -> list[dict]:
+    r"""The verdicts of a family of trend tests, corrected for multiplicity (family-wise error ``alpha``).
+
+    Each test makes two one-sided claims, so a family of :math:`m` tests holds :math:`2m` hypotheses. Each
+    test's *attainable* p-value, :math:`a_j = \max(	ext{smallest}_j, 1/(1+B))`, is the least its sizes and
+    permutations allow; a hypothesis with :math:`a_j` above the threshold can never be rejected and need not be
+    paid for (Tarone's refinement of Bonferroni). The threshold is :math:`lpha / M` with
+
+    .. math::
+
+        M = \minigl\{M' \ge 1 : 2\,\#\{j : a_j < lpha / M'\} \le M'igr\},
+
+    and a test whose :math:`a_j \ge lpha/M` is *not testable at this size*. The others are *supported*
+    (claimed direction's :math:`p < lpha/M`), *contradicted* (the opposite direction's is) or *not supported*.
+    Every test is counted, whatever its verdict, so the family-wise error stays at most :math:`lpha`.
+
+    Args:
+        tests: Trend tests as dicts with the fields of :class:`TrendTest` (``as_dict``, plus any labels).
+        alpha: The family-wise error rate, in :math:`(0, 1]`.
+
+    Returns:
+        New dicts, in order: each test with ``verdict`` replaced by the corrected one, the uncorrected verdict
+        in ``verdict_uncorrected``, and ``attainable_p``, ``family_threshold`` (:math:`lpha/M`) and
+        ``family_size`` (:math:`m`).
+
+    Raises:
+        ValueError: when ``alpha`` is outside :math:`(0, 1]`.
+    """
+    check_float("alpha", alpha, minimum=0.0, maximum=1.0, strict_minimum=True)
+    attainable = [
+        max(t["smallest_p_value"], t["p_floor"]) if not math.isnan(t["smallest_p_value"]) else math.inf for t in tests
+    ]
+    size = 1
+    while 2 * sum(a < alpha / size for a in attainable) > size:
+        size += 1
+    threshold = alpha / size
+    corrected = []
+    for test, reachable in zip(tests, attainable):
+        if math.isinf(reachable):
+            verdict = "not testable"
+        elif reachable >= threshold:
+            verdict = "not testable at this size"
+        elif test["p_value"] < threshold:
+            verdict = "supported"
+        elif test["p_value_opposite"] < threshold:
+            verdict = "contradicted"
+        else:
+            verdict = "not supported"
+        corrected.append(
+            {
+                **test,
+                "verdict": verdict,
+                "verdict_uncorrected": test["verdict"],
+                "attainable_p": reachable,
+                "family_threshold": threshold,
+                "family_size": len(tests),
+            }
+        )
+    return corrected

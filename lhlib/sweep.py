@@ -29,7 +29,7 @@ from lhlib.landscape import (
     mean_abs_deviation,
 )
 from lhlib.progress import progress_bar
-from lhlib.seed_stats import interval_across_seeds, share_at_chance, trend_test
+from lhlib.seed_stats import interval_across_seeds, p_value_text, share_at_chance, trend_test
 from lhlib.settings import PANELS, SweepSettings, sweep_configurations
 from lhlib.validation import check_choice
 
@@ -452,15 +452,26 @@ def sweep_table(results: dict[tuple[int, int], ConfigurationResult]) -> tuple[li
 
 
 def ordering_table(tests: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    """The :func:`ordering_tests` results as a table, one row per test.
+    """The :func:`ordering_tests` results as a table, one row per test, with both verdicts.
 
     Args:
-        tests: :func:`ordering_tests` results, any datasets.
+        tests: :func:`ordering_tests` results of one family (any datasets), corrected by
+            :func:`lhlib.seed_stats.family_verdicts`.
 
     Returns:
         ``(header, rows)`` for :func:`lhlib.report.show_table`.
     """
-    header = ["dataset", "claim", "collapsed seeds", "pairs", "Spearman rho", "one-sided p", "verdict"]
+    threshold = tests[0]["family_threshold"] if tests else float("nan")
+    header = [
+        "dataset",
+        "claim",
+        "collapsed seeds",
+        "pairs",
+        "Spearman rho",
+        "one-sided p",
+        "uncorrected verdict",
+        f"verdict (family-wise, p < {threshold:.2g})",
+    ]
     rows = [
         [
             t["dataset"],
@@ -468,7 +479,8 @@ def ordering_table(tests: list[dict[str, Any]]) -> tuple[list[str], list[list[st
             "without" if t["excluding_collapsed"] else "with",
             t["pairs"],
             f"{t['statistic']:.3f}",
-            f"{t['p_value']:.4f}",
+            p_value_text(t["p_value"], t["p_floor"]),
+            t["verdict_uncorrected"],
             t["verdict"],
         ]
         for t in tests
@@ -477,10 +489,11 @@ def ordering_table(tests: list[dict[str, Any]]) -> tuple[list[str], list[list[st
 
 
 def ordering_verdicts(tests: list[dict[str, Any]], panel: str, excluding: bool) -> str:
-    """One phrase per dataset for the prose: ``"mnist: supported (rho -0.52, p 0.001); ..."``.
+    """One phrase per dataset for the prose: ``"mnist: supported (rho -0.52, p <= 1e-04); ..."``.
 
     Args:
-        tests: :func:`ordering_tests` results, any datasets.
+        tests: :func:`ordering_tests` results of one family, corrected by :func:`lhlib.seed_stats.family_verdicts`
+            (the phrase gives the family-wise verdict).
         panel: ``"hidden_size"`` or ``"num_layers"``.
         excluding: The tests without the collapsed seeds (``True``) or with every seed.
 
@@ -488,7 +501,7 @@ def ordering_verdicts(tests: list[dict[str, Any]], panel: str, excluding: bool) 
         The matching tests' phrases joined by ``"; "`` (empty when none matches).
     """
     return "; ".join(
-        f"{t['dataset']}: {t['verdict']} (rho {t['statistic']:.2f}, p {t['p_value']:.3g})"
+        f"{t['dataset']}: {t['verdict']} (rho {t['statistic']:.2f}, p {p_value_text(t['p_value'], t['p_floor'])})"
         for t in tests
         if t["panel"] == panel and t["excluding_collapsed"] == excluding
     )

@@ -160,14 +160,25 @@ def test_check_notebooks_finds_outputs_and_schema_errors(tmp_path):
     ]
 
 
-def test_smoke_book_builds_with_warnings_as_errors(tmp_path):
-    """Every chapter runs under the smoke profile and the HTML builds with -W (offline MathJax included)."""
-    for item in ("_config.yml", "_toc.yml", "book", "notebooks"):
+@pytest.fixture(scope="module")
+def smoke_book(tmp_path_factory) -> Path:
+    """The book built under the smoke profile (every chapter executed), in a copy of the repository.
+
+    ``build_book`` also checks every page's rendering (``lhlib.html_check``) and fails on a problem.
+    """
+    root = tmp_path_factory.mktemp("smoke-book")
+    for item in ("_config.yml", "_toc.yml", "book", "notebooks", "README.md"):
         source = ROOT / item
-        (shutil.copytree if source.is_dir() else shutil.copy2)(source, tmp_path / item)
-    index = book.build_book([], "smoke", root=tmp_path)
+        (shutil.copytree if source.is_dir() else shutil.copy2)(source, root / item)
+    index = book.build_book([], "smoke", root=root)
     assert index.exists()
-    html = index.parent
+    return root
+
+
+def test_smoke_book_builds_with_warnings_as_errors(smoke_book):
+    """Every chapter runs under the smoke profile and the HTML builds with -W (offline MathJax included)."""
+    tmp_path = smoke_book
+    html = tmp_path / "_build" / "book" / "smoke" / "_build" / "html"
     assert (html / "notebooks" / "04_direct_classification.html").exists()
     page = (html / "notebooks" / "04_direct_classification.html").read_text()
     assert "colab.research.google.com" in page
@@ -179,6 +190,45 @@ def test_smoke_book_builds_with_warnings_as_errors(tmp_path):
         text = path.read_text(errors="replace")
         found = [m for m in machine_paths if m in text]
         assert not found, f"{path.relative_to(html)} shows the build machine's path {found[0]!r}"
+
+
+def test_no_chapter_prints_a_stray_value(smoke_book):
+    """A cell's last expression shows its value under the cell (a check's return, a figure's path)."""
+    for path in sorted((smoke_book / "_build" / "executed" / "smoke").glob("*.ipynb")):
+        for index, cell in enumerate(nbformat.read(path, 4).cells):
+            results = [o for o in cell.get("outputs", []) if o.output_type == "execute_result"]
+            assert not results, f"{path.stem} cell {index} shows {results[0]['data']['text/plain'][:60]!r}"
+
+
+def test_every_page_says_what_it_ran_and_shows_its_parameters_once(smoke_book):
+    html = smoke_book / "_build" / "book" / "smoke" / "_build" / "html"
+    intro = (html / "book" / "intro.html").read_text()
+    assert "What this copy ran" in intro and "smoke" in intro
+    for name in book.chapters(smoke_book):
+        page = (html / "notebooks" / f"{name}.html").read_text()
+        assert "What this copy ran" in page, name
+        assert "smoke profile (paper:" in page, name
+        staged = nbformat.read(smoke_book / "_build" / "stage" / "smoke" / "notebooks" / f"{name}.ipynb", 4)
+        tags = [tag for cell in staged.cells for tag in cell.metadata.get("tags", [])]
+        assert tags.count("parameters") == 1 and "injected-parameters" not in tags, name
+
+
+def test_the_rendering_check_catches_a_broken_formula_on_a_built_page(smoke_book, tmp_path):
+    """The check passed the build; planted on a copy of a built page, a broken formula and a stray
+    ``$$`` are caught, the first by MathJax itself where a browser is installed."""
+    from lhlib import html_check
+
+    html = tmp_path / "html"
+    shutil.copytree(smoke_book / "_build" / "book" / "smoke" / "_build" / "html", html)
+    page = html / "book" / "errata.html"
+    broken = '<span class="math notranslate nohighlight">\\(\\frac{1}{2\\)</span> and $$x$$ raw'
+    page.write_text(page.read_text().replace("</h1>", f"</h1><p>{broken}</p>", 1))
+    problems = html_check.check_book(html)
+    assert list(problems) == ["book/errata.html"], problems
+    assert any("unbalanced braces" in p for p in problems["book/errata.html"])
+    assert any("raw '$'" in p for p in problems["book/errata.html"])
+    if html_check.browser():
+        assert any(p.startswith("MathJax error") for p in problems["book/errata.html"]), problems
 
 
 def _reasons(root, profile="smoke", **options):

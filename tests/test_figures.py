@@ -153,8 +153,8 @@ def test_show_figure_saves_glues_and_closes(tmp_path, monkeypatch):
     glued = []
     monkeypatch.setattr(figures, "glue", lambda name, value, display: glued.append((name, display)))
     fig = _figure(np.arange(1, 10), np.arange(1, 10) ** -1.0)
-    path = show_figure(fig, tmp_path, "curve")
-    assert path == tmp_path / "curve.png" and path.is_file() and (tmp_path / "curve.pdf").is_file()
+    assert show_figure(fig, tmp_path, "curve") is None  # nothing prints under the figure
+    assert (tmp_path / "curve.png").is_file() and (tmp_path / "curve.pdf").is_file()
     assert glued == [("curve", True)] and not plt.fignum_exists(fig.number)
 
 

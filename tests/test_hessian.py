@@ -62,8 +62,8 @@ def test_ggn_norms_match_dense_mlp_and_generic(problem):
     model, x, y, _, dense_g = problem
     expected = _norm(dense_g)
     assert bool((expected > 1e-3).all())
-    torch.testing.assert_close(lh.per_sample_ggn_norms(model, x, y, method="structured"), expected, rtol=RTOL, atol=0)
-    torch.testing.assert_close(lh.per_sample_ggn_norms(model, x, y, method="generic"), expected, rtol=RTOL, atol=0)
+    torch.testing.assert_close(lh.per_sample_ggn_norms(model, x, method="structured"), expected, rtol=RTOL, atol=0)
+    torch.testing.assert_close(lh.per_sample_ggn_norms(model, x, method="generic"), expected, rtol=RTOL, atol=0)
     torch.testing.assert_close(lh.per_sample_ggn_norms(model, x, batch_size=3), expected, rtol=RTOL, atol=0)
 
 
@@ -97,7 +97,7 @@ def test_generic_path_on_another_model():
     x = torch.randn(4, 5, dtype=torch.float64)
     y = torch.tensor([0, 2, 1, 1])
     dense_h, dense_g = _dense(model, x, y)
-    torch.testing.assert_close(lh.per_sample_ggn_norms(model, x, y), _norm(dense_g), rtol=RTOL, atol=0)
+    torch.testing.assert_close(lh.per_sample_ggn_norms(model, x), _norm(dense_g), rtol=RTOL, atol=0)
     result = lh.per_sample_hessian_norms(model, x, y, tol=1e-10, max_iter=150)
     assert bool(result.converged.all())
     torch.testing.assert_close(result.norms, _norm(dense_h), rtol=RTOL, atol=0)
@@ -284,7 +284,7 @@ def test_per_sample_norms_match_curvlinops(problem):
     hes = torch.stack(
         [_curvlinops_dense(model, x[i : i + 1], y[i : i + 1], curvlinops.HessianLinearOperator) for i in range(len(x))]
     )
-    torch.testing.assert_close(lh.per_sample_ggn_norms(model, x, y), _norm(ggn), rtol=RTOL, atol=0)
+    torch.testing.assert_close(lh.per_sample_ggn_norms(model, x), _norm(ggn), rtol=RTOL, atol=0)
     result = lh.per_sample_hessian_norms(model, x, y, tol=1e-10, max_iter=200)
     torch.testing.assert_close(result.norms, _norm(hes), rtol=RTOL, atol=0)
 
@@ -381,3 +381,33 @@ def test_float32_h_term_products_do_not_cancel():
     for method in ("structured", "generic"):
         got = lh.per_sample_matvec(model, "hterm", method=method)(v, x, y).double()
         assert float(((got - exact).norm(dim=1) / exact.norm(dim=1)).max()) < 2e-4
+
+
+def test_computation_paths_name_the_path_auto_takes(problem, monkeypatch):
+    """What ``computation_paths`` reports is what runs: counted on the structured functions themselves."""
+    model, x, y, _, _ = problem
+    stack = nn.Sequential(*[layer for linear in model.linears for layer in (linear, nn.ReLU())][:-1])
+    with_biases = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 4)).double()
+    calls = {"per_sample_jjt": 0, "mean_matvec": 0, "per_sample_matvec": 0}
+    for family, name in (("per_sample_jjt", "forward_factors"), ("mean_matvec", "_stack_mean_matvec"),
+                         ("per_sample_matvec", "_stack_matvec")):  # fmt: skip
+        original = getattr(lh, name)
+        monkeypatch.setattr(
+            lh, name, lambda *a, _o=original, _f=family, **k: calls.__setitem__(_f, calls[_f] + 1) or _o(*a, **k)
+        )
+    for network in (model, stack, with_biases, [w.detach() for w in model.weights()]):
+        paths = lh.computation_paths(network, x)
+        before = dict(calls)
+        lh.per_sample_ggn_norms(network, x)
+        if isinstance(network, nn.Module):
+            lh.mean_matvec(network, x, y)
+            lh.per_sample_matvec(network)
+        ran = {family: "structured" if calls[family] > before[family] else "generic" for family in calls}
+        expected = paths if isinstance(network, nn.Module) else {"per_sample_jjt": "structured"}
+        assert {f: ran[f] for f in expected} == {f: paths[f] for f in expected}, (network, paths, ran)
+    assert lh.computation_paths(model, x) == dict.fromkeys(calls, "structured")
+    assert lh.computation_paths(stack, x) == {"per_sample_jjt": "structured", "mean_matvec": "structured",
+                                              "per_sample_matvec": "generic"}  # fmt: skip
+    assert set(lh.computation_paths(with_biases, x).values()) == {"generic"}
+    with pytest.raises(ValueError, match="x must"):
+        lh.computation_paths(model, x[0])

@@ -21,7 +21,10 @@ from lhlib.other_architectures import (
     size_trend_tests,
     trend_citations,
 )
+from lhlib.seed_stats import family_verdicts
 from lhlib.settings import check_family_sizes, check_sweep_settings
+
+CORRECTION_FIELDS = {"verdict_uncorrected", "attainable_p", "family_threshold", "family_size"}
 
 IMAGE = (1, 8, 8)
 
@@ -123,11 +126,22 @@ def test_run_families_and_curvature_on_every_family(images):
     assert [(t["family"], t["varying"]) for t in tests] == [("mlp", "width"), ("cnn", "depth")]
     assert all(t["pairs"] == 4 for t in tests)
     every = family_trend_tests({"data": results}, {"data": curvature}, sizes, permutations=100)
-    assert every["ggn"] == [{"dataset": "data", "quantity": "median G-term norm", **t} for t in tests]
+    flat = [t for kind in every.values() for t in kind]
+    raw = [
+        {k: v for k, v in t.items() if k not in CORRECTION_FIELDS} | {"verdict": t["verdict_uncorrected"]} for t in flat
+    ]
+    assert flat == family_verdicts(raw)  # all kinds, one family
+    assert [{k: t[k] for k in tests[0] if k != "verdict"} for t in every["ggn"]] == [
+        {k: v for k, v in t.items() if k != "verdict"} for t in tests
+    ]
+    assert [t["verdict_uncorrected"] for t in every["ggn"]] == [t["verdict"] for t in tests]
+    assert {t["quantity"] for t in every["ggn"]} == {"median G-term norm"}
     assert [t["family"] for t in every["bound"]] == ["mlp"]  # the CNN's bound panel varies depth only
     cited = trend_citations(every, sizes)
     assert cited["vit_ggn_width"] == "not tested" and cited["mlp_ggn_width"].startswith("data: ")
     assert cited["n_trend_tests"] == sum(map(len, every.values()))
+    assert cited["family_threshold"] == flat[0]["family_threshold"]
+    assert cited["family_decided"] + cited["family_untestable"] <= cited["n_trend_tests"]
     assert curvature_citations(facts)["bound_verdict"] == "every sample lies within the layer-norm bound"
     header, rows = conclusions_table(landscape, facts, every)
     assert header[1:] == ["MLP (the paper's)", "CNN", "ViT"] and all(len(row) == 4 for row in rows)

@@ -6,6 +6,7 @@ import torch
 from scipy.stats import spearmanr
 from scipy.stats import t as student_t
 
+from lhlib import seed_stats
 from lhlib.seed_stats import interval_across_seeds, share_at_chance, trend_test
 
 
@@ -57,3 +58,64 @@ def test_trend_test_refuses_what_cannot_be_tested():
         trend_test([1, 2, 3], [1.0, 2.0, 3.0], "up")
     with pytest.raises(ValueError, match="finite"):
         trend_test([1, 2, 3], [1.0, float("nan"), 3.0], "increasing")
+
+
+def _test(p_claim, p_opposite, smallest, floor=1e-4, verdict="supported"):
+    return {"p_value": p_claim, "p_value_opposite": p_opposite, "smallest_p_value": smallest, "p_floor": floor,
+            "verdict": verdict, "statistic": 0.5}  # fmt: skip
+
+
+def test_family_verdicts_are_not_testable_where_the_sizes_cannot_reach_the_threshold():
+    """Chapter 08's cpu run: 28 tests of two sizes with four seeds each, best attainable p = 1/70 = 0.0143.
+
+    Uncorrected, a perfect separation is "supported"; over the family no test can reach the threshold, and
+    Tarone's count pays for none of them: the threshold is 0.05 / 4, the first below 1/70 that nothing reaches.
+    """
+    family = [_test(1 / 70, 1.0, 1 / 70) for _ in range(28)]
+    corrected = seed_stats.family_verdicts(family)
+    assert {t["verdict"] for t in corrected} == {"not testable at this size"}
+    assert {t["verdict_uncorrected"] for t in corrected} == {"supported"}
+    assert corrected[0]["family_threshold"] == pytest.approx(0.05 / 4) and corrected[0]["family_size"] == 28
+    assert corrected[0]["attainable_p"] == pytest.approx(1 / 70)
+
+
+def test_family_verdicts_pay_for_every_reachable_hypothesis():
+    # Ten well-powered tests: 20 hypotheses, threshold 0.05 / 20 = 0.0025.
+    family = [_test(0.002, 0.9, 1e-6) for _ in range(9)] + [_test(0.9, 0.003, 1e-6)]
+    corrected = seed_stats.family_verdicts(family)
+    assert corrected[0]["family_threshold"] == pytest.approx(0.0025)
+    assert [t["verdict"] for t in corrected] == ["supported"] * 9 + ["not supported"]
+    family[-1] = _test(0.9, 0.001, 1e-6)
+    assert seed_stats.family_verdicts(family)[-1]["verdict"] == "contradicted"
+    # A p at the permutation floor cannot pass a threshold below the floor.
+    coarse = [_test(0.005, 0.9, 1e-9, floor=0.005) for _ in range(10)]
+    assert {t["verdict"] for t in seed_stats.family_verdicts(coarse)} == {"not testable at this size"}
+    # A degenerate test stays "not testable" and costs nothing.
+    degenerate = _test(float("nan"), float("nan"), float("nan"), verdict="not testable")
+    corrected = seed_stats.family_verdicts([degenerate, _test(0.01, 0.9, 1e-6)])
+    assert [t["verdict"] for t in corrected] == ["not testable", "supported"]
+    assert corrected[1]["family_threshold"] == pytest.approx(0.025)
+    with pytest.raises(ValueError, match="alpha"):
+        seed_stats.family_verdicts(family, alpha=0.0)
+
+
+def test_family_verdicts_keep_the_family_wise_error_under_the_null():
+    """Ten independent null tests per family: a family with any rejection happens in at most about 5 %."""
+    rng = np.random.default_rng(3)
+    x = np.repeat(np.arange(5), 4).astype(float)
+    families = 150
+    wrong = 0
+    for f in range(families):
+        draws = rng.standard_normal((10, x.size))
+        family = [
+            trend_test(x, d, "decreasing", permutations=999, seed=1000 * f + j).as_dict() for j, d in enumerate(draws)
+        ]
+        wrong += any(t["verdict"] in ("supported", "contradicted") for t in seed_stats.family_verdicts(family))
+    assert wrong / families <= 0.09  # 5 % expected; the binomial spread at 150 families is about 1.8 %
+
+
+def test_p_values_at_the_permutation_floor_print_as_bounds():
+    assert seed_stats.p_value_text(1 / 10001, 1 / 10001) == "<= 1e-04"
+    assert seed_stats.p_value_text(0.0043, 1 / 10001) == "0.0043"
+    assert seed_stats.p_value_text(float("nan"), 1e-4) == "nan"
+    assert trend_test(np.arange(30.0), -np.arange(30.0), "decreasing", permutations=999).p_floor == pytest.approx(1e-3)

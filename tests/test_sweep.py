@@ -6,6 +6,7 @@ import torch
 
 from lhlib.experiment import TrainedNetwork
 from lhlib.models import build_mlp
+from lhlib.seed_stats import family_verdicts
 from lhlib.settings import check_sweep_settings
 from lhlib.sweep import (
     compare_with_paper_figure,
@@ -63,8 +64,10 @@ def test_sweep_reports_every_seed_and_tests_both_claims():
     assert tests[0]["pairs"] == 6 and tests[0]["direction"] == "decreasing"
     header, rows = sweep_table(results)
     assert len(rows) == len(results) and all(len(row) == len(header) for row in rows)
+    tests = family_verdicts(tests)
     header, rows = ordering_table(tests)
     assert len(rows) == len(tests) and all(len(row) == len(header) for row in rows)
+    assert header[-1] == f"verdict (family-wise, p < {tests[0]['family_threshold']:.2g})"
     assert ordering_verdicts(tests, "hidden_size", False).startswith(f"toy: {tests[0]['verdict']} (rho ")
 
     facts = sweep_facts({"toy": results})
