@@ -632,9 +632,9 @@ def plot_sample_size_vs_architecture(
 
     Returns:
         The figure — per dataset, the mean over seeds with bars from the lowest to the highest seed,
-        and crosses at the measured :math:`k^*` of the seeds whose curve reached ``epsilon``. Seeds whose
-        extrapolated :math:`k^*` sits at its floor of 1 (collapsed networks) are left out and counted in
-        the legend.
+        and crosses at the measured :math:`k^*` of the seeds whose curve reached ``epsilon``. Collapsed
+        networks, and any whose extrapolated :math:`k^*` sits at its floor of 1, are left out and counted
+        in the legend.
     """
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
     panels = [
@@ -646,9 +646,10 @@ def plot_sample_size_vs_architecture(
         left_out = set()  # (configuration, seed): the shared configuration sits in both panels
         for ax, (values, keys, label) in zip(axes, panels):
             k_star = np.array([[m.at_theta_hat[epsilon].extrapolated for m in results[(name, *key)]] for key in keys])
-            # k* = max(MAD / eps - 1, 1): a seed at the floor is a network whose losses hardly vary (collapsed),
-            # a clamp rather than a sample size, and on a log axis it would squash the others.
-            floored = ~np.isfinite(k_star) | (k_star <= 1)
+            collapsed = np.array([[m.collapsed for m in results[(name, *key)]] for key in keys])
+            # A collapsed network's k* measures its dead units; k* = max(MAD / eps - 1, 1) at its floor is a clamp
+            # rather than a sample size, and on a log axis it would squash the others.
+            floored = collapsed | ~np.isfinite(k_star) | (k_star <= 1)
             left_out |= {(key, int(s)) for key, row in zip(keys, floored) for s in np.flatnonzero(row)}
             drawn |= not floored.all()
             shown = np.where(floored, np.nan, k_star)
@@ -660,17 +661,17 @@ def plot_sample_size_vs_architecture(
                 (v, m.at_theta_hat[epsilon].measured)
                 for v, key in zip(values, keys)
                 for m in results[(name, *key)]
-                if m.at_theta_hat[epsilon].reached and m.at_theta_hat[epsilon].extrapolated > 1
+                if m.at_theta_hat[epsilon].reached and m.at_theta_hat[epsilon].extrapolated > 1 and not m.collapsed
             ]
             ax.plot([v for v, _ in measured], [k for _, k in measured], "x", color=color, ms=5)
             ax.set(xlabel=label)
-        note = f" ({len(left_out)} network(s) at the floor k* = 1 left out)" if left_out else ""
+        note = f" ({len(left_out)} collapsed network(s) left out)" if left_out else ""
         axes[1].errorbar([], [], fmt="o-", color=color, ms=3, label=f"{names[name]}: extrapolated{note}")
     if drawn:  # a log axis needs one positive value
         axes[0].set_yscale("log")
     else:
         for ax in axes:
-            ax.text(0.5, 0.5, "every network's k* sits at its floor of 1", transform=ax.transAxes, ha="center")
+            ax.text(0.5, 0.5, "every network collapsed", transform=ax.transAxes, ha="center")
     axes[0].set_xscale("log", base=2)
     axes[0].set_xticks(settings.hidden_sizes, [str(h) for h in settings.hidden_sizes])
     axes[0].xaxis.set_minor_formatter(NullFormatter())

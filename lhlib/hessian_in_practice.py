@@ -33,7 +33,7 @@ from lhlib.hessian import (
 )
 from lhlib.models import build_mlp
 from lhlib.progress import progress_bar
-from lhlib.seed_stats import interval_across_seeds
+from lhlib.seed_stats import interval_across_seeds, positive_interval_across_seeds, share_at_chance
 from lhlib.settings import PANELS, SweepSettings, sweep_configurations
 from lhlib.validation import check_choice, check_int
 
@@ -379,6 +379,8 @@ class MeasuredNetwork:
         M_x: :math:`M_{\mathbf x} = \max_i \lVert x_i \rVert_2` over the dataset.
         ggn_max_per_seed: :math:`\max_i \lVert J_i^\top A_i J_i \rVert_2` of every seed's trained network, in seed
             order.
+        collapsed_per_seed: Whether every seed's trained network collapsed (at least the sweep's ``collapse_share``
+            of its losses at :math:`\ln K`, :func:`lhlib.seed_stats.share_at_chance`), in seed order.
     """
 
     net: TrainedNetwork
@@ -391,6 +393,7 @@ class MeasuredNetwork:
     layer_norms: torch.Tensor
     M_x: float
     ggn_max_per_seed: list[float]
+    collapsed_per_seed: list[bool]
 
 
 def measure_networks(
@@ -460,6 +463,9 @@ def measure_networks(
             layer_norms=bounds.layer_spectral_norms(model).cpu(),
             M_x=float(x.double().norm(dim=1).max()),
             ggn_max_per_seed=[float(per_sample_ggn_norms(m.model.to(device), x).max()) for m in ensemble],
+            collapsed_per_seed=[
+                share_at_chance(m.losses, d.info.num_classes) >= settings.collapse_share for m in ensemble
+            ],
         )
     return results
 
@@ -635,37 +641,45 @@ def scaling_across_seeds(results, settings: SweepSettings) -> tuple[dict[str, di
         \log g^{\max}(h) = a + b \log h \quad \text{(width panel)}, \qquad
         \log g^{\max}(L) = a' + L \log \rho \quad \text{(depth panel)},
 
-    with :math:`L` = ``num_layers + 2``; the slope is :math:`b`, the factor per layer :math:`\rho`. Networks with every
-    ReLU path dead have :math:`g^{\max} = 0` for every sample and are left out of the fits.
+    with :math:`L` = ``num_layers + 2``; the slope is :math:`b`, the factor per layer :math:`\rho`. Collapsed networks
+    (:attr:`MeasuredNetwork.collapsed_per_seed`: their curvature is that of their dead units) and networks with every
+    ReLU path dead (:math:`g^{\max} = 0` for every sample) are left out of the fits. The factor is positive, so its
+    interval is taken on the log scale (:func:`lhlib.seed_stats.positive_interval_across_seeds`, around the
+    geometric mean); a seed with fewer than two points left in a panel has no fit there.
 
     Args:
         results: :func:`measure_networks`' results.
         settings: The sweep's settings (its panels and seeds).
 
     Returns:
-        The pair ``(scaling, dead)``. ``scaling`` holds per dataset ``h_slope`` and ``depth_factor`` (means across
-        seeds), their 95 % Student-t intervals ``h_slope_ci95`` and ``depth_factor_ci95``, and the per-seed
-        ``h_slopes`` and ``depth_factors``; ``dead`` counts the (configuration, seed) points left out.
+        The pair ``(scaling, left_out)``. ``scaling`` holds per dataset ``h_slope`` (mean across seeds) and
+        ``depth_factor`` (geometric mean), their 95 % intervals ``h_slope_ci95`` and ``depth_factor_ci95``, and the
+        per-seed ``h_slopes`` and ``depth_factors``; ``left_out`` counts the (configuration, seed) points left out.
     """
     (h_keys, h_xs, _), (depth_keys, depth_xs, _) = (sweep_axis(settings, v) for v in ("hidden_size", "num_layers"))
     scaling, dead = {}, 0
     for name, networks in results.items():
 
-        def alive(keys, xs, s, networks=networks):
-            kept = [
-                (x, networks[k].ggn_max_per_seed[s]) for k, x in zip(keys, xs) if networks[k].ggn_max_per_seed[s] > 0
-            ]
-            return np.array([x for x, _ in kept], dtype=float), np.array([g for _, g in kept])
+        def kept(key, s, networks=networks) -> bool:
+            return networks[key].ggn_max_per_seed[s] > 0 and not networks[key].collapsed_per_seed[s]
+
+        def points(keys, xs, s, networks=networks):
+            chosen = [(x, networks[k].ggn_max_per_seed[s]) for k, x in zip(keys, xs) if kept(k, s)]
+            return np.array([x for x, _ in chosen], dtype=float), np.array([g for _, g in chosen])
 
         slopes, factors = [], []
         for s in range(len(settings.seeds)):
-            slopes.append(_fit_slope(*alive(h_keys, h_xs, s)))
-            depth_x, depth_g = alive(depth_keys, depth_xs, s)
-            factors.append(float(np.exp(np.polyfit(depth_x, np.log(depth_g), 1)[0])))
+            h_x, h_g = points(h_keys, h_xs, s)
+            if h_x.size >= 2:
+                slopes.append(_fit_slope(h_x, h_g))
+            depth_x, depth_g = points(depth_keys, depth_xs, s)
+            if depth_x.size >= 2:
+                factors.append(float(np.exp(np.polyfit(depth_x, np.log(depth_g), 1)[0])))
         keys = set(h_keys) | set(depth_keys)
-        dead += sum(networks[k].ggn_max_per_seed[s] == 0 for k in keys for s in range(len(settings.seeds)))
-        h_mean, h_ci = interval_across_seeds(slopes)
-        depth_mean, depth_ci = interval_across_seeds(factors)
+        dead += sum(not kept(k, s) for k in keys for s in range(len(settings.seeds)))
+        nan_interval = (math.nan, (math.nan, math.nan))
+        h_mean, h_ci = interval_across_seeds(slopes) if len(slopes) >= 2 else nan_interval
+        depth_mean, depth_ci = positive_interval_across_seeds(factors) if len(factors) >= 2 else nan_interval
         scaling[name] = {
             "h_slope": h_mean,
             "h_slope_ci95": h_ci,

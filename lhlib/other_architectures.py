@@ -30,7 +30,7 @@ from lhlib.cache import cached, tensor_fingerprint
 from lhlib.experiment import TrainedNetwork, settings_networks
 from lhlib.hessian import per_sample_hessian_norms, per_sample_jjt
 from lhlib.progress import progress_bar
-from lhlib.seed_stats import family_verdicts, interval_across_seeds, p_value_text, trend_test
+from lhlib.seed_stats import family_verdicts, p_value_text, positive_interval_across_seeds, trend_test
 from lhlib.settings import SweepSettings
 from lhlib.sweep import ConfigurationResult, combine_members, measure_member
 from lhlib.validation import check_float, check_int
@@ -315,13 +315,18 @@ def network_curvature(
     )
 
 
-def _interval(values) -> str:
-    mean, (low, high) = np.mean(values), interval_across_seeds(values)[1]
-    return f"{mean:.3g} [{low:.3g}, {high:.3g}]"
+def _positive_interval(values) -> str:
+    if len(values) < 2:
+        return f"{values[0]:.3g}" if values else "none kept"
+    centre, (low, high) = positive_interval_across_seeds(values)
+    return f"{centre:.3g} [{low:.3g}, {high:.3g}]"
 
 
 def family_table(results: dict[tuple[str, int, int], FamilyConfiguration]) -> tuple[list[str], list[list[Any]]]:
-    """Per family and size: parameters, accuracy, collapsed seeds, level, level/MAD and exponent.
+    """Per family and size: parameters, accuracy, collapsed seeds, and over the others level, level/MAD and exponent.
+
+    The level is given by its geometric mean over the kept seeds with a 95 % interval on the log scale (a level is
+    positive); collapsed seeds are counted and left out (:attr:`lhlib.sweep.ConfigurationResult.kept`).
 
     Args:
         results: :func:`run_families`' results.
@@ -333,7 +338,7 @@ def family_table(results: dict[tuple[str, int, int], FamilyConfiguration]) -> tu
     for r in results.values():
         c = r.curves
         accuracy = 100 * np.array(c.accuracies)
-        ratios = [m.level / m.mean_abs_deviation for m in c.members if m.mean_abs_deviation > 0]
+        ratios = [m.level / m.mean_abs_deviation for m in c.kept if m.mean_abs_deviation > 0]
         exponent_low, exponent_high = c.rate_exponent_ci95
         rows.append(
             [
@@ -343,7 +348,7 @@ def family_table(results: dict[tuple[str, int, int], FamilyConfiguration]) -> tu
                 r.parameters,
                 f"{accuracy.mean():.1f} ({accuracy.min():.1f}-{accuracy.max():.1f})",
                 f"{c.collapsed_seeds} of {len(c.members)}",
-                _interval(c.levels),
+                _positive_interval([m.level for m in c.kept]),
                 f"{min(ratios, default=float('nan')):.3f}-{max(ratios, default=float('nan')):.3f}",
                 f"{c.rate_exponent:.3f} [{exponent_low:.3f}, {exponent_high:.3f}]",
             ]
@@ -354,8 +359,8 @@ def family_table(results: dict[tuple[str, int, int], FamilyConfiguration]) -> tu
         "depth",
         "parameters",
         "train accuracy % (range)",
-        "collapsed seeds",
-        "level C [95 % CI]",
+        "collapsed seeds (left out)",
+        "level C, geometric mean [95 % CI, log scale]",
         "level / MAD (range)",
         "fitted exponent [95 % CI]",
     ]
@@ -609,24 +614,26 @@ def landscape_facts(results: dict[str, dict[tuple[str, int, int], FamilyConfigur
         \frac{C}{\operatorname{MAD}},
 
     with :math:`[\alpha_{\mathrm{low}}, \alpha_{\mathrm{high}}]` each fitted exponent's bootstrap interval; the last
-    over the networks with a positive MAD.
+    over the networks with a positive MAD. Collapsed networks are left out (and counted).
 
     Args:
         results: Per dataset name, its :func:`run_families` results.
 
     Returns:
-        Per family, ``networks``, ``fitted``, ``exponent_range``, ``contains_minus_one`` and ``level_to_mad_range``.
+        Per family, ``networks``, ``collapsed``, ``fitted`` (the kept networks), ``exponent_range``,
+        ``contains_minus_one`` and ``level_to_mad_range``.
     """
     facts = {}
     for family in dict.fromkeys(key[0] for sweep in results.values() for key in sweep):
         members = [
             m for sweep in results.values() for key, r in sweep.items() if key[0] == family for m in r.curves.members
         ]
-        fitted = [m for m in members if m.fit is not None]
+        fitted = [m for m in members if m.fit is not None and not m.collapsed]
         exponents = [m.fit.exponent for m in fitted]
-        ratios = [m.level / m.mean_abs_deviation for m in members if m.mean_abs_deviation > 0]
+        ratios = [m.level / m.mean_abs_deviation for m in fitted if m.mean_abs_deviation > 0]
         facts[family] = {
             "networks": len(members),
+            "collapsed": sum(m.collapsed for m in members),
             "fitted": len(fitted),
             "exponent_range": [min(exponents, default=float("nan")), max(exponents, default=float("nan"))],
             "contains_minus_one": sum(m.fit.ci[0] <= -1.0 <= m.fit.ci[1] for m in fitted),
@@ -663,7 +670,8 @@ def curvature_facts(
         curvature: Per dataset name, its :func:`family_curvature` results.
 
     Returns:
-        Per family, ``softmax_slack``, ``exponent_range`` (finite exponents), ``lanczos_converged``,
+        Per family, ``softmax_slack``, ``exponent_range`` and ``exponent_quartiles`` (finite exponents; the range is
+        set by the most extreme sample, the quartiles are not), ``lanczos_converged``,
         ``lanczos_samples``, ``hessian_to_ggn`` and ``hterm_to_ggn``; with a bound ``bound_held`` (samples with
         :math:`g_i \le b_i (1 + 10^{-9})`), ``bound_samples``, ``tightness`` and ``product_slack``; for the ReLU
         families ``max_deviation_from_relu``.
@@ -683,6 +691,10 @@ def curvature_facts(
         f = {
             "softmax_slack": pooled_median([m.softmax_slack for m in measured]),
             "exponent_range": [float(exponents.min()), float(exponents.max())],
+            "exponent_quartiles": [
+                float(q)
+                for q in torch.quantile(exponents.double(), torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64))
+            ],
             "lanczos_converged": sum(int(m.hessian_converged.sum()) for m in measured),
             "lanczos_samples": sum(m.hessian_converged.numel() for m in measured),
             "hessian_to_ggn": pooled_median([m.converged_hessian_ratios for m in measured]),
@@ -732,7 +744,9 @@ def curvature_citations(curvature_summary: dict[str, dict[str, Any]]) -> dict[st
     cited = {}
     for family, f in curvature_summary.items():
         cited[f"{family}_softmax_slack"] = f"{f['softmax_slack']:.3f}"
-        cited[f"{family}_exponent_range"] = "{:.2f} to {:.2f}".format(*f["exponent_range"])
+        cited[f"{family}_exponent_range"] = "{:.2f} to {:.2f} (median {:.2f}, middle half {:.2f} to {:.2f})".format(
+            *f["exponent_range"], f["exponent_quartiles"][1], f["exponent_quartiles"][0], f["exponent_quartiles"][2]
+        )
         cited[f"{family}_hessian_ratio"] = f"{f['hessian_to_ggn']:.2f}"
         cited[f"{family}_hterm_ratio"] = f"{f['hterm_to_ggn']:.2f}"
         cited[f"{family}_converged"] = f"{f['lanczos_converged']} of {f['lanczos_samples']}"
@@ -934,7 +948,9 @@ def conclusions_table(
     def scaling(family: str, f: dict[str, Any]) -> str:
         low, high = f["exponent_range"]
         if family == "vit":
-            return f"exponent from {low:.2f} to {high:.2f}: no single power"
+            q1, median, q3 = f["exponent_quartiles"]
+            spread = f"middle half {q1:.2f} to {q3:.2f}, range {low:.2f} to {high:.2f}"
+            return f"exponent median {median:.2f}, {spread}: no single power"
         return f"largest deviation from 2(L-1): {f['max_deviation_from_relu']:.1e}"
 
     def landscape_cell(f: dict[str, Any]) -> str:

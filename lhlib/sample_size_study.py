@@ -21,7 +21,7 @@ from lhlib.hessian import flat_parameters, per_sample_ggn_norms
 from lhlib.landscape import loss_difference_curves
 from lhlib.progress import progress_bar
 from lhlib.sample_size import SampleSize, sufficient_sample_sizes
-from lhlib.seed_stats import interval_across_seeds
+from lhlib.seed_stats import positive_interval_across_seeds, share_at_chance
 from lhlib.settings import SweepSettings, sweep_configurations
 from lhlib.train import resolve_device
 
@@ -51,6 +51,9 @@ class NetworkSampleSizes:
             training samples.
         at_theta_hat: Per tolerance, the :class:`lhlib.sample_size.SampleSize` at the trained point (:math:`R = 0`).
         in_ball: Per tolerance, the same with Lemma 1 at distance ``radius`` with constant ``hessian_bound``.
+        collapsed: Whether the network collapsed (at least ``collapse_share`` of its losses at :math:`\ln K`,
+            :func:`lhlib.seed_stats.share_at_chance`); its :math:`k^*` measures its dead units, and every range,
+            mean and interval of the chapter leaves it out.
     """
 
     seed: int
@@ -60,6 +63,7 @@ class NetworkSampleSizes:
     hessian_bound: float
     at_theta_hat: dict[float, SampleSize]
     in_ball: dict[float, SampleSize]
+    collapsed: bool
 
 
 def sample_size_study(
@@ -111,6 +115,10 @@ def sample_size_study(
     return results
 
 
+def _kept(members: list[NetworkSampleSizes]) -> list[NetworkSampleSizes]:
+    return [m for m in members if not m.collapsed]
+
+
 def _network_sample_sizes(net, d, device, settings, epsilons, relative_radius, bootstrap, confidence):
     model = net.model.to(device)
     radius = relative_radius * float(flat_parameters(model).norm())
@@ -128,6 +136,7 @@ def _network_sample_sizes(net, d, device, settings, epsilons, relative_radius, b
         hessian_bound=hessian_bound,
         at_theta_hat=at_theta_hat,
         in_ball={eps: size.with_ball(radius, hessian_bound) for eps, size in at_theta_hat.items()},
+        collapsed=share_at_chance(net.losses, d.info.num_classes) >= settings.collapse_share,
     )
 
 
@@ -150,17 +159,24 @@ def nearest_tolerance(epsilons: list[float], target: float) -> float:
     return min(epsilons, key=lambda e: abs(math.log(e / target)))
 
 
+def _mean_text(values) -> str:
+    return f"{np.mean(values):.3g}" if values else "none kept"
+
+
 def _across_seeds(values) -> str:
-    mean, (low, high) = interval_across_seeds(values)
-    return f"{mean:.0f} [{low:.0f}, {high:.0f}]"
+    if len(values) < 2:
+        return f"{values[0]:.0f}" if values else "none kept"
+    centre, (low, high) = positive_interval_across_seeds(values)
+    return f"{centre:.0f} [{low:.0f}, {high:.0f}]"
 
 
 def sample_size_table(results, dataset: str, epsilon: float) -> tuple[list[str], list[list[str]]]:
     r"""Per configuration of ``dataset`` at tolerance ``epsilon``, as ``(header, rows)``.
 
-    The columns: mean training loss; how many seeds' curves reached :math:`\varepsilon` within the
-    data and their mean measured :math:`k^*`; the extrapolated :math:`k^*` (mean and 95 % interval
-    across seeds); and the lemma's :math:`k^*` at the trained point and in the ball (means).
+    The columns: the collapsed seeds, left out of every other column; mean training loss; how many
+    seeds' curves reached :math:`\varepsilon` within the data and their mean measured :math:`k^*`; the
+    extrapolated :math:`k^*` (geometric mean and 95 % interval across seeds, on the log scale: a sample
+    size is positive); and the lemma's :math:`k^*` at the trained point and in the ball (means).
 
     Args:
         results: :func:`sample_size_study`'s results.
@@ -174,25 +190,28 @@ def sample_size_table(results, dataset: str, epsilon: float) -> tuple[list[str],
     for (name, h, depth), members in results.items():
         if name != dataset:
             continue
-        at = [m.at_theta_hat[epsilon] for m in members]
+        kept = _kept(members)
+        at = [m.at_theta_hat[epsilon] for m in kept]
         reached = [s.measured for s in at if s.reached]
         rows.append(
             [
                 h,
                 depth,
-                f"{np.mean([m.train_loss for m in members]):.3f}",
+                f"{len(members) - len(kept)} of {len(members)}",
+                _mean_text([m.train_loss for m in kept]),
                 f"{len(reached)} of {len(at)}" + (f": {np.mean(reached):.0f}" if reached else ""),
                 _across_seeds([s.extrapolated for s in at]),
-                f"{np.mean([s.bound for s in at]):.3g}",
-                f"{np.mean([m.in_ball[epsilon].bound for m in members]):.3g}",
+                _mean_text([s.bound for s in at]),
+                _mean_text([m.in_ball[epsilon].bound for m in kept]),
             ]
         )
     header = [
         "h",
         "num_layers",
+        "collapsed seeds (left out)",
         "train loss (mean)",
         "seeds reaching ε: mean measured k*",
-        "k* extrapolated, mean [95 % CI across seeds]",
+        "k* extrapolated, geometric mean [95 % CI across seeds, log scale]",
         "bound, R = 0 (mean)",
         "bound, R > 0 (mean)",
     ]
@@ -217,7 +236,8 @@ def sample_size_facts(results, epsilons: list[float], epsilon: float) -> dict[st
 
     the ratios over every (network, tolerance of ``epsilons``) whose measured :math:`k^*` was reached; the spreads of
     :math:`\hat k^*` at ``epsilon`` between the configurations :math:`c` of every dataset (:math:`\bar k_c` the mean
-    over seeds) and between the seeds :math:`s` of one configuration.
+    over seeds) and between the seeds :math:`s` of one configuration. Collapsed networks are left out of all of it
+    (their :math:`\hat k^*` sits at its floor of 1 and would set every spread), and counted.
 
     Args:
         results: :func:`sample_size_study`'s results.
@@ -226,19 +246,23 @@ def sample_size_facts(results, epsilons: list[float], epsilon: float) -> dict[st
 
     Returns:
         ``eps_table``, ``n_reached``, ``extrapolated_over_measured_min``/``max``, ``bound_ratio_min``/``max``,
-        ``bound_ball_ratio_min``/``max``, ``architecture_spread``, ``seed_spread_max`` and ``seed_spread_where``.
+        ``bound_ball_ratio_min``/``max``, ``architecture_spread``, ``seed_spread_max``, ``seed_spread_where``
+        (``"no configuration has two seeds that did not collapse"`` when none has) and ``collapsed_networks``.
     """
-    every = [(m.at_theta_hat[e], m.in_ball[e]) for members in results.values() for m in members for e in epsilons]
+    kept = {key: _kept(members) for key, members in results.items()}
+    every = [(m.at_theta_hat[e], m.in_ball[e]) for members in kept.values() for m in members for e in epsilons]
     reached = [(s, b) for s, b in every if s.reached]
     agreement = _range([s.extrapolated / s.measured for s, _ in reached])
     bound = _range([s.bound / s.measured for s, _ in reached])
     ball = _range([b.bound / s.measured for s, b in reached])
     per_configuration = {
-        key: [m.at_theta_hat[epsilon].extrapolated for m in members] for key, members in results.items()
+        key: [m.at_theta_hat[epsilon].extrapolated for m in members] for key, members in kept.items() if members
     }
     means = [np.mean(v) for v in per_configuration.values()]
-    seed_spreads = {key: max(v) / min(v) for key, v in per_configuration.items()}
-    widest = max(seed_spreads, key=seed_spreads.get)
+    seed_spreads = {key: max(v) / min(v) for key, v in per_configuration.items() if len(v) >= 2}
+    widest = max(seed_spreads, key=seed_spreads.get) if seed_spreads else None
+    n_networks = sum(len(members) for members in results.values())
+    n_collapsed = n_networks - sum(len(members) for members in kept.values())
     return {
         "eps_table": epsilon,
         "n_reached": f"{len(reached)} of {len(every)}",
@@ -248,9 +272,12 @@ def sample_size_facts(results, epsilons: list[float], epsilon: float) -> dict[st
         "bound_ratio_max": bound[1],
         "bound_ball_ratio_min": ball[0],
         "bound_ball_ratio_max": ball[1],
-        "architecture_spread": float(max(means) / min(means)),
-        "seed_spread_max": float(seed_spreads[widest]),
-        "seed_spread_where": f"{widest[0]}, h = {widest[1]}, num_layers = {widest[2]}",
+        "architecture_spread": float(max(means) / min(means)) if means else math.nan,
+        "seed_spread_max": float(seed_spreads[widest]) if widest else math.nan,
+        "seed_spread_where": f"{widest[0]}, h = {widest[1]}, num_layers = {widest[2]}"
+        if widest
+        else "no configuration has two seeds that did not collapse",
+        "collapsed_networks": f"{n_collapsed} of {n_networks}",
     }
 
 
@@ -265,9 +292,9 @@ def holdout_check(
         = \max\Bigl(\frac{\operatorname{MAD}(\ell_1, \dots, \ell_{n_0})}{\varepsilon} - 1,\ 1\Bigr)
         \quad \text{against the measured } k^* \text{ of } \ell_{n_0 + 1}, \dots, \ell_N,
 
-    :math:`n_0` = ``pilot_size``, the losses in the data's order. Uses each configuration's first seed (the check is
-    of the rule's statistics) and keeps the cases where the remaining objects' curve reached the tolerance at
-    :math:`k \ge 10`.
+    :math:`n_0` = ``pilot_size``, the losses in the data's order. Uses each configuration's first seed that did not
+    collapse (the check is of the rule's statistics) and keeps the cases where the remaining objects' curve reached
+    the tolerance at :math:`k \ge 10`.
 
     Args:
         results: :func:`sample_size_study`'s results.
@@ -284,7 +311,9 @@ def holdout_check(
     """
     holdout = []
     for (name, h, depth), members in results.items():
-        first = members[0]
+        if not (kept := _kept(members)):
+            continue
+        first = kept[0]
         pilot, rest = first.losses[:pilot_size], first.losses[pilot_size:]
         rest_curves = loss_difference_curves(rest, permutations, seed + 1).numpy()
         common = dict(seed=seed, bootstrap=bootstrap, confidence=confidence)
@@ -370,8 +399,9 @@ def study_summary(results, epsilon: float) -> dict[str, list[dict]]:
 
     Returns:
         ``configurations``, one record per network with its :func:`sample_size_record` lists, and
-        ``k_star_across_seeds``, per configuration the extrapolated :math:`k^*` of every seed with their mean and
-        95 % Student-t interval.
+        ``k_star_across_seeds``, per configuration the extrapolated :math:`k^*` of every seed, the seeds kept (not
+        collapsed) and over them the geometric mean with its 95 % interval on the log scale (``None`` with fewer
+        than two kept).
     """
     configurations = [
         {
@@ -382,6 +412,7 @@ def study_summary(results, epsilon: float) -> dict[str, list[dict]]:
             "train_loss": m.train_loss,
             "radius": m.radius,
             "M_H_max_ggn": m.hessian_bound,
+            "collapsed": m.collapsed,
             "at_theta_hat": [sample_size_record(s) for s in m.at_theta_hat.values()],
             "in_ball": [sample_size_record(s) for s in m.in_ball.values()],
         }
@@ -395,8 +426,11 @@ def study_summary(results, epsilon: float) -> dict[str, list[dict]]:
             "num_layers": depth,
             "epsilon": epsilon,
             "seeds": [m.seed for m in members],
-            "extrapolated": (values := [m.at_theta_hat[epsilon].extrapolated for m in members]),
-            "extrapolated_mean_ci95": interval_across_seeds(values),
+            "kept_seeds": [m.seed for m in _kept(members)],
+            "extrapolated": [m.at_theta_hat[epsilon].extrapolated for m in members],
+            "extrapolated_geometric_mean_ci95": positive_interval_across_seeds(values)
+            if len(values := [m.at_theta_hat[epsilon].extrapolated for m in _kept(members)]) >= 2
+            else None,
         }
         for (name, h, depth), members in results.items()
     ]

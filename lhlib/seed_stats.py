@@ -31,6 +31,7 @@ __all__ = [
     "family_verdicts",
     "interval_across_seeds",
     "p_value_text",
+    "positive_interval_across_seeds",
     "share_at_chance",
     "trend_test",
 ]
@@ -64,6 +65,37 @@ def interval_across_seeds(values: Sequence[float], confidence: float = 0.95) -> 
     mean = float(values.mean())
     half = float(student_t.ppf(0.5 + confidence / 2, values.size - 1) * values.std(ddof=1) / math.sqrt(values.size))
     return mean, (mean - half, mean + half)
+
+
+def positive_interval_across_seeds(
+    values: Sequence[float], confidence: float = 0.95
+) -> tuple[float, tuple[float, float]]:
+    r"""Geometric mean of positive ``values`` (one per seed) and its Student-t interval on the log scale.
+
+    For a positive quantity (a level, a norm, a sample size) the interval of :func:`interval_across_seeds` can
+    reach below zero when the seeds spread widely; on the log scale it cannot:
+
+    .. math::
+
+        \exp\Bigl(ar u \pm t_{S-1,\,(1+c)/2}\,rac{s_u}{\sqrt S}\Bigr), \qquad u_j = \log v_j,
+
+    around the geometric mean :math:`\exp ar u`.
+
+    Args:
+        values: One positive value of the statistic per seed, at least two.
+        confidence: The interval's coverage, in :math:`(0, 1]`.
+
+    Returns:
+        The pair ``(geometric mean, (low, high))``, all positive.
+
+    Raises:
+        ValueError: when a value is not positive, or as :func:`interval_across_seeds`.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if not (values > 0).all():
+        raise ValueError(f"values must be positive for an interval on the log scale, got {values.tolist()}")
+    centre, (low, high) = interval_across_seeds(np.log(values), confidence)
+    return math.exp(centre), (math.exp(low), math.exp(high))
 
 
 def share_at_chance(losses: torch.Tensor, num_classes: int, tolerance: float = 1e-4) -> float:
@@ -250,7 +282,7 @@ def family_verdicts(tests: Sequence[dict], alpha: float = 0.05) -> list[dict]:
         alpha: The family-wise error rate, in :math:`(0, 1]`.
 
     Returns:
-        New dicts, in order: each test with ``verdict`` replaced by the corrected one, the uncorrected verdict
+        New dicts in the same order, each test with ``verdict`` replaced by the corrected one, the uncorrected verdict
         in ``verdict_uncorrected``, and ``attainable_p``, ``family_threshold`` (:math:`lpha/M`) and
         ``family_size`` (:math:`m`).
 

@@ -29,7 +29,13 @@ from lhlib.landscape import (
     mean_abs_deviation,
 )
 from lhlib.progress import progress_bar
-from lhlib.seed_stats import interval_across_seeds, p_value_text, share_at_chance, trend_test
+from lhlib.seed_stats import (
+    interval_across_seeds,
+    p_value_text,
+    positive_interval_across_seeds,
+    share_at_chance,
+    trend_test,
+)
 from lhlib.settings import PANELS, SweepSettings, sweep_configurations
 from lhlib.validation import check_choice
 
@@ -119,9 +125,12 @@ class SeedResult:
 class ConfigurationResult:
     r"""One configuration across seeds.
 
-    Curves are indexed by :math:`k = 1, \dots, N - 1`. The spreads are over the *live* seeds, those with a fitted
-    exponent (all of them if none has one): a network whose losses are all equal has a zero curve, which has no
-    place on a log axis.
+    Curves are indexed by :math:`k = 1, \dots, N - 1`. Every mean, spread, fit and interval is over the *kept*
+    seeds: those that did not collapse (:attr:`SeedResult.collapsed`) and have a fitted exponent. A collapsed
+    network's level says how many of its units died, not how its landscape converges, and a network whose losses
+    are all equal has a zero curve, which has no place on a log axis. When no seed is kept the curves fall back on
+    the fitted seeds (or all of them), so that a figure can still show the configuration, and its level, exponent
+    and intervals are NaN.
 
     Attributes:
         hidden_size: The width :math:`h` (for the families of :mod:`lhlib.architectures`, their width).
@@ -130,14 +139,14 @@ class ConfigurationResult:
         members: One :class:`SeedResult` per seed, in seed order.
         mean: The average over every seed of the seeds' mean curves, :math:`\bar d_k`.
         smoothed: The paper's exponential moving average of ``mean``.
-        live_mean: The average of the live seeds' mean curves.
+        live_mean: The average of the kept seeds' mean curves.
         live_smoothed: The exponential moving average of ``live_mean``.
-        seed_low: The smallest live seed's mean curve at each :math:`k`.
-        seed_high: The largest live seed's mean curve at each :math:`k`.
-        smoothed_low: The smallest of the live seeds' smoothed curves at each :math:`k`.
-        smoothed_high: The largest of the live seeds' smoothed curves at each :math:`k`.
-        order_lower: The 25 % quantile across orders, averaged over the live seeds.
-        order_upper: The 75 % quantile across orders, averaged over the live seeds.
+        seed_low: The smallest kept seed's mean curve at each :math:`k`.
+        seed_high: The largest kept seed's mean curve at each :math:`k`.
+        smoothed_low: The smallest of the kept seeds' smoothed curves at each :math:`k`.
+        smoothed_high: The largest of the kept seeds' smoothed curves at each :math:`k`.
+        order_lower: The 25 % quantile across orders, averaged over the kept seeds.
+        order_upper: The 75 % quantile across orders, averaged over the kept seeds.
     """
 
     hidden_size: int
@@ -161,8 +170,13 @@ class ConfigurationResult:
         return [m.seed for m in self.members]
 
     @property
+    def kept(self) -> list[SeedResult]:
+        """The members every statistic is over, those that did not collapse and have a fitted exponent."""
+        return [m for m in self.members if not m.collapsed and m.fit is not None]
+
+    @property
     def levels(self) -> list[float]:
-        """Each member's level :math:`C` (:attr:`SeedResult.level`), in seed order."""
+        """Each member's level :math:`C` (:attr:`SeedResult.level`), in seed order, collapsed ones included."""
         return [m.level for m in self.members]
 
     @property
@@ -177,42 +191,51 @@ class ConfigurationResult:
 
     @property
     def level_mean(self) -> float:
-        """The mean level across the members."""
-        return float(np.mean(self.levels))
+        """The mean level across the kept seeds (NaN if none is kept)."""
+        kept = [m.level for m in self.kept]
+        return float(np.mean(kept)) if kept else float("nan")
+
+    @property
+    def level_geometric_mean(self) -> float:
+        """The geometric mean level across the kept seeds, the centre of :attr:`level_ci95` (NaN if none is kept)."""
+        kept = [m.level for m in self.kept]
+        return float(np.exp(np.mean(np.log(kept)))) if kept else float("nan")
 
     @property
     def level_ci95(self) -> tuple[float, float]:
-        """The 95 % Student-t interval of the mean level across the seeds."""
-        return interval_across_seeds(self.levels)[1]
+        """The 95 % interval of the level across the kept seeds, taken on the log scale because a level is
+        positive (:func:`lhlib.seed_stats.positive_interval_across_seeds`; NaN if fewer than two seeds are kept).
+        """
+        kept = [m.level for m in self.kept]
+        return positive_interval_across_seeds(kept)[1] if len(kept) >= 2 else (float("nan"), float("nan"))
 
     @property
     def rate_exponents(self) -> list[float | None]:
-        """Each seed's fitted exponent (``None`` where the curve has none)."""
+        """Each seed's fitted exponent (``None`` where the curve has none), collapsed seeds included."""
         return [m.fit.exponent if m.fit is not None else None for m in self.members]
 
     @property
     def rate_exponent(self) -> float:
-        """The fitted exponent, averaged over the seeds that have one (NaN if none has)."""
-        fitted = [e for e in self.rate_exponents if e is not None]
-        return float(np.mean(fitted)) if fitted else float("nan")
+        """The fitted exponent, averaged over the kept seeds (NaN if none is kept)."""
+        kept = [m.fit.exponent for m in self.kept]
+        return float(np.mean(kept)) if kept else float("nan")
 
     @property
     def rate_exponent_ci95(self) -> tuple[float, float]:
-        """The 95 % Student-t interval of the fitted exponent across the seeds that have one (NaN if fewer
-        than two have).
-        """
-        fitted = [e for e in self.rate_exponents if e is not None]
-        return interval_across_seeds(fitted)[1] if len(fitted) >= 2 else (float("nan"), float("nan"))
+        """The 95 % Student-t interval of the fitted exponent across the kept seeds (NaN if fewer than two)."""
+        kept = [m.fit.exponent for m in self.kept]
+        return interval_across_seeds(kept)[1] if len(kept) >= 2 else (float("nan"), float("nan"))
 
     @property
     def mean_abs_deviation(self) -> float:
-        """The mean over the seeds of the MAD of the per-sample losses."""
-        return float(np.mean([m.mean_abs_deviation for m in self.members]))
+        """The mean over the kept seeds of the MAD of the per-sample losses (NaN if none is kept)."""
+        kept = [m.mean_abs_deviation for m in self.kept]
+        return float(np.mean(kept)) if kept else float("nan")
 
     @property
     def level(self) -> float:
-        """The level of the across-seed mean curve (equal to :attr:`level_mean`, the level being linear)."""
-        return _level(self.mean)
+        """The level of the kept seeds' mean curve (equal to :attr:`level_mean`, the level being linear)."""
+        return _level(self.live_mean)
 
 
 def measure_member(network: TrainedNetwork, settings: SweepSettings, num_classes: int) -> SeedResult:
@@ -271,8 +294,8 @@ def combine_members(hidden_size, num_layers, weight_matrices, members, settings)
         \bar d_k = \frac{1}{S} \sum_{s=1}^{S} d^{(s)}_k, \qquad
         e_1 = \bar d_1, \quad e_k = \beta\, e_{k-1} + (1 - \beta)\, \bar d_k,
 
-    and the spreads are :math:`\min_s d^{(s)}_k` and :math:`\max_s d^{(s)}_k` over the live seeds (and the same of their
-    smoothed curves).
+    and the same over the kept seeds (:attr:`ConfigurationResult.kept`), whose spreads are :math:`\min_s d^{(s)}_k`
+    and :math:`\max_s d^{(s)}_k` (and the same of their smoothed curves).
 
     Args:
         hidden_size: The width :math:`h`, recorded in the result.
@@ -285,8 +308,12 @@ def combine_members(hidden_size, num_layers, weight_matrices, members, settings)
         The configuration's curves and their spreads across seeds.
     """
     mean = np.mean([m.mean for m in members], axis=0)
-    # A network whose losses are all equal has a zero curve: it has no place on a log axis.
-    live = [m for m in members if m.fit is not None] or list(members)
+    # A collapsed network's curve measures its dead units, and a zero curve has no place on a log axis.
+    live = (
+        [m for m in members if not m.collapsed and m.fit is not None]
+        or [m for m in members if m.fit is not None]
+        or list(members)
+    )
     curves = np.stack([m.mean for m in live])
     smoothed_curves = ema(curves, settings.ema)
     live_mean = curves.mean(axis=0)
@@ -416,7 +443,8 @@ def sweep_table(results: dict[tuple[int, int], ConfigurationResult]) -> tuple[li
     """Every configuration across its seeds, as a table.
 
     The columns: ``h``, ``num_layers``, the weight matrices :math:`L`, the training accuracy (mean and range), the
-    collapsed seeds, and the level and the fitted exponent (mean and 95 % interval across seeds).
+    collapsed seeds, and over the kept seeds the level (geometric mean, 95 % interval on the log scale) and the
+    fitted exponent (mean and 95 % interval).
 
     Args:
         results: :func:`run_sweep`'s results.
@@ -435,7 +463,7 @@ def sweep_table(results: dict[tuple[int, int], ConfigurationResult]) -> tuple[li
                 r.weight_matrices,
                 f"{accuracy.mean():.1f} ({accuracy.min():.1f}-{accuracy.max():.1f})",
                 f"{r.collapsed_seeds} of {len(r.members)}",
-                f"{r.level_mean:.4f} [{level_low:.4f}, {level_high:.4f}]",
+                f"{r.level_geometric_mean:.4f} [{level_low:.4f}, {level_high:.4f}]",
                 f"{r.rate_exponent:.3f} [{exp_low:.3f}, {exp_high:.3f}]",
             ]
         )
@@ -444,8 +472,8 @@ def sweep_table(results: dict[tuple[int, int], ConfigurationResult]) -> tuple[li
         "num_layers",
         "weight matrices L",
         "train accuracy % (range)",
-        "collapsed seeds",
-        "level C [95 % CI]",
+        "collapsed seeds (left out)",
+        "level C, geometric mean [95 % CI, log scale]",
         "fitted exponent [95 % CI]",
     ]
     return header, rows
@@ -539,10 +567,6 @@ def identity_max_error(member: SeedResult, permutations: int) -> float:
     return float((identity - curves).abs().max())
 
 
-def _live_levels(result: ConfigurationResult) -> list[float]:
-    return [m.level for m in result.members if not m.collapsed]
-
-
 def sweep_facts(sweeps: dict[str, dict[tuple[int, int], ConfigurationResult]]) -> dict[str, Any]:
     r"""What the prose says about every network of every dataset's sweep.
 
@@ -558,10 +582,11 @@ def sweep_facts(sweeps: dict[str, dict[tuple[int, int], ConfigurationResult]]) -
         sweeps: Per dataset name, its :func:`run_sweep` results.
 
     Returns:
-        ``n_networks``, ``n_configurations``; ``n_dead`` (no fitted exponent, as for a zero curve, in practice
-        every loss at :math:`\ln K`) and ``n_fitted``; ``exponent_min``/``exponent_max`` and
-        ``exponent_ci_contains_minus_one`` over the fitted ones; ``mad_ratio_min``/``max``, the level over the MAD
-        of the losses (networks with a positive MAD); ``level_vs_mad_spearman`` over every network;
+        ``n_networks``, ``n_configurations``; ``n_collapsed`` (left out of everything below), ``n_dead`` (no
+        fitted exponent, as for a zero curve, in practice every loss at :math:`\ln K`; collapsed too) and
+        ``n_fitted`` (the kept networks, :attr:`ConfigurationResult.kept`); ``exponent_min``/``exponent_max`` and
+        ``exponent_ci_contains_minus_one`` over the kept ones; ``mad_ratio_min``/``max``, the level over the MAD
+        of the losses (kept networks with a positive MAD); ``level_vs_mad_spearman`` over the kept networks;
         ``seed_level_spread_max``, the largest ratio of highest to lowest level among the seeds of one
         configuration that did not collapse, with ``seed_level_spread_where``; ``configuration_level_spread_max``,
         the same between the configurations of one dataset (each the mean over its seeds that did not collapse);
@@ -570,18 +595,19 @@ def sweep_facts(sweeps: dict[str, dict[tuple[int, int], ConfigurationResult]]) -
     from scipy.stats import spearmanr
 
     networks = [m for sweep in sweeps.values() for r in sweep.values() for m in r.members]
-    fitted = [m for m in networks if m.fit is not None]
+    fitted = [m for sweep in sweeps.values() for r in sweep.values() for m in r.kept]
     exponents = np.array([m.fit.exponent for m in fitted])
-    mad_ratios = np.array([m.level / m.mean_abs_deviation for m in networks if m.mean_abs_deviation > 0])
+    mad_ratios = np.array([m.level / m.mean_abs_deviation for m in fitted if m.mean_abs_deviation > 0])
     spreads = {
         (name, key): max(levels) / min(levels)
         for name, sweep in sweeps.items()
         for key, r in sweep.items()
-        if len(levels := _live_levels(r)) >= 2
+        if len(levels := [m.level for m in r.kept]) >= 2
     }
     widest = max(spreads, key=spreads.get) if spreads else None
     typical = [
-        [float(np.mean(_live_levels(r))) for r in sweep.values() if _live_levels(r)] for sweep in sweeps.values()
+        [float(np.mean([m.level for m in r.kept])) for r in sweep.values() if [m.level for m in r.kept]]
+        for sweep in sweeps.values()
     ]
     collapsed = [
         f"{name} h = {h}, num_layers = {n}: {r.collapsed_seeds} of {len(r.members)} seeds"
@@ -593,14 +619,15 @@ def sweep_facts(sweeps: dict[str, dict[tuple[int, int], ConfigurationResult]]) -
         "n_networks": len(networks),
         "n_configurations": sum(len(sweep) for sweep in sweeps.values()),
         "n_fitted": len(fitted),
-        "n_dead": len(networks) - len(fitted),
+        "n_dead": sum(m.fit is None for m in networks),
+        "n_collapsed": sum(m.collapsed for m in networks),
         "exponent_min": float(exponents.min()) if fitted else math.nan,
         "exponent_max": float(exponents.max()) if fitted else math.nan,
         "exponent_ci_contains_minus_one": f"{sum(m.fit.ci[0] <= -1.0 <= m.fit.ci[1] for m in fitted)} of {len(fitted)}",
         "mad_ratio_min": float(mad_ratios.min()) if mad_ratios.size else math.nan,
         "mad_ratio_max": float(mad_ratios.max()) if mad_ratios.size else math.nan,
         "level_vs_mad_spearman": float(
-            spearmanr([m.level for m in networks], [m.mean_abs_deviation for m in networks]).statistic
+            spearmanr([m.level for m in fitted], [m.mean_abs_deviation for m in fitted]).statistic
         ),
         "seed_level_spread_max": spreads[widest] if widest else math.nan,
         "seed_level_spread_where": f"{widest[0]}, h = {widest[1][0]}, num_layers = {widest[1][1]}"
@@ -631,7 +658,7 @@ def hidden_size_peaks(sweeps: dict[str, dict], settings: SweepSettings) -> str:
     peaks = {
         name: max(
             settings.hidden_sizes,
-            key=lambda h, sweep=sweep: np.mean(_live_levels(sweep[(h, settings.fixed_num_layers)]) or [0.0]),
+            key=lambda h, sweep=sweep: np.mean([m.level for m in sweep[(h, settings.fixed_num_layers)].kept] or [0.0]),
         )
         for name, sweep in sweeps.items()
     }
@@ -649,7 +676,8 @@ def compare_with_paper_figure(
 
         e_k, \qquad \min_s e^{(s)}_k, \qquad \max_s e^{(s)}_k,
 
-    the smoothed mean over every seed, and the lowest and highest of the live seeds' own smoothed curves.
+    the smoothed mean over the kept seeds (collapsed ones left out, :attr:`ConfigurationResult.kept`), and the
+    lowest and highest of their own smoothed curves.
 
     Args:
         sweep: The dataset's sweep, or ``None`` when this run has not got that dataset.
@@ -677,7 +705,7 @@ def compare_with_paper_figure(
             {
                 "hidden_size": h,
                 "paper": value,
-                "mean_over_seeds": float(r.smoothed[j]),
+                "mean_over_seeds": float(r.live_smoothed[j]),
                 "seed_low": float(r.smoothed_low[j]),
                 "seed_high": float(r.smoothed_high[j]),
                 "collapsed_seeds": r.collapsed_seeds,
@@ -695,7 +723,8 @@ def comparison_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[A
     Returns:
         ``(header, rows)`` for :func:`lhlib.report.show_table`.
     """
-    header = ["h", "paper", "this book: mean over seeds", "lowest seed", "highest seed", "collapsed seeds"]
+    header = ["h", "paper", "this book: mean over kept seeds", "lowest kept seed", "highest kept seed",
+              "collapsed seeds (left out)"]  # fmt: skip
     keys = ("paper", "mean_over_seeds", "seed_low", "seed_high")
     return header, [[r["hidden_size"], *(f"{r[key]:.2e}" for key in keys), r["collapsed_seeds"]] for r in rows]
 
@@ -730,7 +759,8 @@ def paired_sweep_facts(feature_sweeps: dict[str, dict], direct_sweeps: dict[str,
 
         \frac{C_f}{C_d}, \qquad \frac{\operatorname{MAD}_f}{\operatorname{MAD}_d}, \qquad |\alpha_f - \alpha_d|,
 
-    over the pairs where both have a fitted exponent, and the accuracy gain :math:`100\,(a_f - a_d)` over every pair.
+    over the pairs where both have a fitted exponent and neither collapsed, and the accuracy gain
+    :math:`100\,(a_f - a_d)` over every pair.
 
     Args:
         feature_sweeps: Per dataset name, the :func:`run_sweep` results on backbone features.
@@ -738,11 +768,11 @@ def paired_sweep_facts(feature_sweeps: dict[str, dict], direct_sweeps: dict[str,
             seeds.
 
     Returns:
-        ``n_networks`` (pairs) and ``n_fitted_pairs`` (both have an exponent); the ranges of the feature and pixel
-        exponents, ``exponent_gap_max`` and ``feature_ci_contains_minus_one``; over the fitted pairs, the ratio of
-        feature to pixel level (``level_ratio_min``/``median``/``max``, ``lower_with_features``) and of their MADs
-        (``mad_ratio_median``); ``accuracy_gain_median`` in percentage points; ``level_vs_mad_spearman`` over all
-        networks; ``collapsed_counts``.
+        ``n_networks`` (pairs) and ``n_fitted_pairs`` (both have an exponent, neither collapsed); the ranges of
+        the feature and pixel exponents, ``exponent_gap_max`` and ``feature_ci_contains_minus_one``; over the
+        fitted pairs, the ratio of feature to pixel level (``level_ratio_min``/``median``/``max``,
+        ``lower_with_features``) and of their MADs (``mad_ratio_median``); ``accuracy_gain_median`` in percentage
+        points; ``level_vs_mad_spearman`` over the networks of the fitted pairs; ``collapsed_counts``.
     """
     from scipy.stats import spearmanr
 
@@ -752,11 +782,12 @@ def paired_sweep_facts(feature_sweeps: dict[str, dict], direct_sweeps: dict[str,
         for key, r in sweep.items()
         for f, d in zip(r.members, direct_sweeps[name][key].members)
     ]
-    fitted = [(f, d) for f, d in pairs if f.fit is not None and d.fit is not None]
+    # Collapsed networks are left out, like networks whose curve has no exponent.
+    fitted = [(f, d) for f, d in pairs if f.fit is not None and d.fit is not None and not (f.collapsed or d.collapsed)]
     features = np.array([f.fit.exponent for f, _ in fitted])
     pixels = np.array([d.fit.exponent for _, d in fitted])
     level_ratios = np.array([f.level / d.level for f, d in fitted])
-    every = [m for pair in pairs for m in pair]
+    every = [m for pair in fitted for m in pair]
 
     def extreme(values: np.ndarray, reduce) -> float:
         return float(reduce(values)) if values.size else math.nan
@@ -795,7 +826,8 @@ def summary_rows(results: dict[tuple[int, int], ConfigurationResult]) -> list[di
 
     Returns:
         One JSON-ready dict per configuration with its sizes, seeds, accuracies, training losses, levels, fitted
-        exponents (with means and 95 % intervals), MADs, shares at chance and collapsed seeds.
+        exponents, MADs and shares at chance (every seed), the kept seeds, the means and 95 % intervals over
+        them (the level's on the log scale) and the number of collapsed seeds.
     """
     return [
         {
@@ -806,7 +838,9 @@ def summary_rows(results: dict[tuple[int, int], ConfigurationResult]) -> list[di
             "accuracies": r.accuracies,
             "train_losses": [m.train_loss for m in r.members],
             "levels": r.levels,
+            "kept_seeds": [m.seed for m in r.kept],
             "level_mean": r.level_mean,
+            "level_geometric_mean": r.level_geometric_mean,
             "level_ci95": list(r.level_ci95),
             "rate_exponents": r.rate_exponents,
             "rate_exponent": r.rate_exponent,

@@ -38,6 +38,7 @@ FORMULA_MODULES = sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem not in I
 
 # Public functions of FORMULA_MODULES that compute no formula, and why.
 NO_FORMULA: dict[str, str] = {
+    "hessian.computation_paths": "reports which implementation a model gets, computes nothing",
     "architecture_bounds.linear_maps": "lists a model's linear layers and their input shapes",
     "architectures.build_network": "builds a model object",
     "architectures.weight_layers": "counts modules",

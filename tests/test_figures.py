@@ -158,8 +158,9 @@ def test_show_figure_saves_glues_and_closes(tmp_path, monkeypatch):
     assert glued == [("curve", True)] and not plt.fignum_exists(fig.number)
 
 
-def test_a_seed_at_the_floor_of_k_star_is_left_out_and_counted():
-    """A collapsed network's k* = 1 is a clamp: drawn on the log axis, it would squash every real value."""
+def test_a_collapsed_seed_is_left_out_and_counted():
+    """A collapsed network's k* measures its dead units (and at its floor of 1 it is a clamp): drawn on the log
+    axis, it would squash every real value."""
     from types import SimpleNamespace
 
     from lhlib.figures import plot_sample_size_vs_architecture
@@ -167,21 +168,22 @@ def test_a_seed_at_the_floor_of_k_star_is_left_out_and_counted():
 
     settings = check_sweep_settings(hidden_sizes=[4, 8], num_layers=[1, 2], fixed_hidden_size=8, fixed_num_layers=1)
 
-    def network(k_star):
+    def network(k_star, collapsed=False):
         size = SimpleNamespace(extrapolated=k_star, measured=k_star, reached=True)
-        return SimpleNamespace(at_theta_hat={1e-3: size})
+        return SimpleNamespace(at_theta_hat={1e-3: size}, collapsed=collapsed)
 
     keys = {(4, 1), (8, 1), (8, 2)}
-    # Every network at the floor, or without a finite k*: nothing to draw, and no log axis to break.
-    for k_star in (1.0, float("nan")):
+    # Every network at the floor, or without a finite k*, or collapsed: nothing to draw, and no log axis to break.
+    for k_star, collapsed in ((1.0, False), (float("nan"), False), (500.0, True)):
         fig = plot_sample_size_vs_architecture(
-            {("d", *key): [network(k_star)] * 2 for key in keys}, settings, {"d": "digits"}, 1e-3
+            {("d", *key): [network(k_star, collapsed)] * 2 for key in keys}, settings, {"d": "digits"}, 1e-3
         )
-        assert "6 network(s) at the floor" in fig.axes[1].get_legend().get_texts()[0].get_text()
+        assert "6 collapsed network(s) left out" in fig.axes[1].get_legend().get_texts()[0].get_text()
         plt.close(fig)
-    results = {("d", *key): [network(1.0 if key == (4, 1) else 3000.0), network(4000.0)] for key in keys}
-    fig = plot_sample_size_vs_architecture(results, settings, {"d": "digits"}, 1e-3)
-    drawn = np.concatenate([line.get_ydata() for ax in fig.axes for line in ax.get_lines()]).astype(float)
-    assert np.nanmin(drawn) > 1000, "the floored seed must not be drawn"
-    assert "1 network(s) at the floor k* = 1 left out" in fig.axes[1].get_legend().get_texts()[0].get_text()
+    for odd in (network(1.0), network(20.0, collapsed=True)):
+        results = {("d", *key): [odd if key == (4, 1) else network(3000.0), network(4000.0)] for key in keys}
+        fig = plot_sample_size_vs_architecture(results, settings, {"d": "digits"}, 1e-3)
+        drawn = np.concatenate([line.get_ydata() for ax in fig.axes for line in ax.get_lines()]).astype(float)
+        assert np.nanmin(drawn) > 1000, "the collapsed seed must not be drawn"
+        assert "1 collapsed network(s) left out" in fig.axes[1].get_legend().get_texts()[0].get_text()
     check_figure(fig, "sample_size_vs_architecture")

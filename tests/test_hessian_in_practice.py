@@ -92,3 +92,22 @@ def test_a_panel_is_hidden_size_or_num_layers():
         study.sweep_axis(check_sweep_settings(), "width")
     with pytest.raises(ValueError, match="varying must be one of"):
         panel_configurations({}, check_sweep_settings(), "depth")
+
+
+def test_collapsed_networks_are_left_out_of_the_scaling_fits_and_counted(measured):
+    import dataclasses
+
+    _, settings, results = measured
+    scaling, left_out = study.scaling_across_seeds(results, settings)
+    assert not any(c for r in results["digits"].values() for c in r.collapsed_per_seed)
+    networks = dict(results["digits"])
+    networks[(4, 0)] = dataclasses.replace(networks[(4, 0)], collapsed_per_seed=[False, True])
+    pruned, pruned_left_out = study.scaling_across_seeds({"digits": networks}, settings)
+    assert pruned_left_out == left_out + 1
+    # Seed 1 keeps one width only, so it has no width slope; seed 0's is unchanged, and one slope has no interval.
+    assert pruned["digits"]["h_slopes"] == scaling["digits"]["h_slopes"][:1]
+    assert np.isnan(pruned["digits"]["h_slope_ci95"][0])
+    assert pruned["digits"]["depth_factors"] == scaling["digits"]["depth_factors"]
+    # The factor is positive: its interval is on the log scale, around the geometric mean.
+    low, high = scaling["digits"]["depth_factor_ci95"]
+    assert 0 < low <= scaling["digits"]["depth_factor"] <= high

@@ -138,6 +138,29 @@ def test_the_study_sizes_every_seed_of_every_configuration_and_checks_a_pilot():
 
     holdout = holdout_check(results, 100, epsilons, permutations=8, seed=0, bootstrap=20, confidence=0.9)
     assert all(h["seed"] == 0 and h["observed"] >= 10 for h in holdout)
+    assert not any(m.collapsed for ms in results.values() for m in ms)
+
+    # A collapsed seed is left out of every spread, mean, interval and check, and counted.
+    import dataclasses
+
+    first = results[("digits", 4, 1)][0]
+    floor = {e: dataclasses.replace(s, extrapolated=1.0) for e, s in first.at_theta_hat.items()}
+    collapsed = {**results, ("digits", 4, 1): [dataclasses.replace(first, collapsed=True, at_theta_hat=floor),
+                                               results[("digits", 4, 1)][1]]}  # fmt: skip
+    facts = sample_size_facts(collapsed, epsilons, 1e-3)
+    kept = {key: [m.at_theta_hat[1e-3].extrapolated for m in ms if not m.collapsed] for key, ms in collapsed.items()}
+    assert facts["collapsed_networks"] == "1 of 4"
+    assert facts["architecture_spread"] == pytest.approx(
+        max(map(np.mean, kept.values())) / min(map(np.mean, kept.values()))
+    )
+    assert facts["seed_spread_where"] == "digits, h = 8, num_layers = 1"  # the only configuration with two kept
+    header, rows = sample_size_table(collapsed, "digits", 1e-3)
+    assert header[2] == "collapsed seeds (left out)" and [row[2] for row in rows] == ["1 of 2", "0 of 2"]
+    assert rows[0][5] == f"{kept[('digits', 4, 1)][0]:.0f}"  # one kept seed: its value, no interval
+    holdout = holdout_check(collapsed, 100, epsilons, permutations=8, seed=0, bootstrap=20, confidence=0.9)
+    assert {h["seed"] for h in holdout if h["hidden_size"] == 4} <= {1}
+    across = study_summary(collapsed, 1e-3)["k_star_across_seeds"]
+    assert across[0]["kept_seeds"] == [1] and across[0]["extrapolated_geometric_mean_ci95"] is None
     assert holdout_facts([])["holdout_cases"] == 0
     exact = [{"predicted": 100.0, "observed": 100, "predicted_ci": [90, 110]},
              {"predicted": 200.0, "observed": 100, "predicted_ci": [150, 250]}]  # fmt: skip

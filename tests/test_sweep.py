@@ -9,6 +9,7 @@ from lhlib.models import build_mlp
 from lhlib.seed_stats import family_verdicts
 from lhlib.settings import check_sweep_settings
 from lhlib.sweep import (
+    combine_members,
     compare_with_paper_figure,
     comparison_phrase,
     comparison_table,
@@ -120,8 +121,9 @@ def test_the_comparison_with_the_paper_reads_the_panel_at_its_k():
 
     class Curve:
         def __init__(self, level):
-            self.smoothed = np.full(5, level)
-            self.smoothed_low, self.smoothed_high = self.smoothed / 2, self.smoothed * 2
+            self.smoothed = np.full(5, 1.0)  # every seed, collapsed ones included: not what is compared
+            self.live_smoothed = np.full(5, level)  # the seeds that did not collapse
+            self.smoothed_low, self.smoothed_high = self.live_smoothed / 2, self.live_smoothed * 2
             self.collapsed_seeds = 0
 
     sweep = {(2, 1): Curve(0.4), (4, 1): Curve(0.1)}
@@ -158,3 +160,40 @@ def test_paper_values_carry_their_provenance():
     assert set(figure["values"]) == {"4", "8", "16", "32", "64"} and "PDF" in figure["provenance"]
     with pytest.raises(ValueError, match="name must be one of"):
         paper_values("figure9")
+
+
+def test_a_collapsed_seed_is_left_out_of_every_statistic_and_counted():
+    """Chapter 04's Fashion-MNIST h = 4, num_layers = 5: two of four seeds collapsed, and a Student-t interval on
+    the levels reached below zero ([-0.042, 0.595] around 0.276). The level is positive: its interval is taken on
+    the log scale, over the seeds that did not collapse."""
+    settings = check_sweep_settings(permutations=30, seeds=[0, 1, 2, 3], fit_k_min=2)
+    generator = torch.Generator().manual_seed(0)
+
+    def member(seed, losses):
+        network = TrainedNetwork(
+            seed, build_mlp(4, 2, 0, 10, seed=seed), losses, float(losses.mean()), 0.5, [1.0], False
+        )
+        return measure_member(network, settings, 10)
+
+    chance = math.log(10.0)
+    collapsed = torch.full((60,), chance)
+    collapsed[:25] = torch.rand(25, generator=generator)  # most losses at ln K, some learned: collapsed, yet fitted
+    members = [member(0, torch.rand(60, generator=generator) * 3), member(1, collapsed),
+               member(2, torch.rand(60, generator=generator) * 0.3), member(3, collapsed.clone())]  # fmt: skip
+    assert [m.collapsed for m in members] == [False, True, False, True]
+    assert members[1].fit is not None  # fitted, and still left out
+    result = combine_members(4, 0, 2, members, settings)
+    assert result.collapsed_seeds == 2 and [m.seed for m in result.kept] == [0, 2]
+    kept_levels = [members[0].level, members[2].level]
+    assert result.level_mean == pytest.approx(np.mean(kept_levels))
+    assert result.level_geometric_mean == pytest.approx(math.sqrt(kept_levels[0] * kept_levels[1]))
+    low, high = result.level_ci95
+    assert 0 < low < result.level_geometric_mean < high
+    assert result.rate_exponent == pytest.approx(np.mean([members[0].fit.exponent, members[2].fit.exponent]))
+    np.testing.assert_allclose(result.live_mean, (members[0].mean + members[2].mean) / 2)
+    np.testing.assert_allclose(result.level, result.level_mean)
+    row = summary_rows({(4, 0): result})[0]
+    assert row["kept_seeds"] == [0, 2] and row["collapsed_seeds"] == 2 and len(row["levels"]) == 4
+    facts = sweep_facts({"toy": {(4, 0): result}})
+    assert facts["n_collapsed"] == 2 and facts["n_fitted"] == 2
+    assert facts["exponent_min"] == min(members[0].fit.exponent, members[2].fit.exponent)
