@@ -38,7 +38,7 @@ from lhlib.ball import (
 )
 from lhlib.bounds import theorem1_bound_paper
 from lhlib.data import Dataset
-from lhlib.experiment import TrainedNetwork, trained_networks
+from lhlib.experiment import TrainedNetwork, split_collapsed, trained_networks
 from lhlib.hessian import flat_parameters, per_sample_ggn_norms
 from lhlib.landscape import random_orders
 from lhlib.progress import progress_bar
@@ -126,7 +126,7 @@ def ball_networks(
     batch_size: int,
     lr: float,
     device: torch.device,
-) -> tuple[dict[Key, BallNetwork], dict[Key, list[BallNetwork]]]:
+) -> tuple[dict[Key, BallNetwork], dict[Key, list[BallNetwork]], dict[Key, list[int]]]:
     r"""Every configuration from every seed, with the lemma's constants at the trained point.
 
     Trains (or loads, :func:`lhlib.experiment.trained_networks`) each configuration and records
@@ -136,23 +136,25 @@ def ball_networks(
         M_\ell = \max_i \ell_i(\hat\theta), \qquad
         M_{\mathbf H} = \max_i \lVert \mathbf J_i^\top \mathbf A_i \mathbf J_i \rVert_2,
 
-    Theorem 1's constant as stated and, for the first seed, the per-sample gradient statistics
-    (:func:`lhlib.ball.per_sample_gradient_stats`).
+    Theorem 1's constant as stated and, for the first seed that did not collapse, the per-sample gradient
+    statistics (:func:`lhlib.ball.per_sample_gradient_stats`). Collapsed networks
+    (:func:`lhlib.experiment.split_collapsed`) are left out: their constants describe dead units.
 
     Args:
         data: The datasets by name.
         configurations: The ``(hidden_size, num_layers)`` pairs.
-        seeds: The training seeds; the first is the one measured in full.
+        seeds: The training seeds; the first that did not collapse is the one measured in full.
         epochs: Training epochs.
         batch_size: Training mini-batch size.
         lr: Adam's learning rate.
         device: The device to train and measure on.
 
     Returns:
-        The first seed's network per ``(dataset, h, num_layers)``, with its per-sample gradient
-        statistics, and the networks of every seed.
+        The triple ``(networks, across_seeds, collapsed)``: per ``(dataset, h, num_layers)`` the network measured
+        in full, with its per-sample gradient statistics; the networks of every seed that did not collapse; and
+        the seeds that did.
     """
-    networks, across_seeds = {}, {}
+    networks, across_seeds, collapsed = {}, {}, {}
     for name, d in data.items():
         for h, depth in progress_bar(configurations, desc=f"{name} networks"):
             ensemble = trained_networks(
@@ -167,21 +169,24 @@ def ball_networks(
                 lr=lr,
                 device=str(device),
             )
-            across_seeds[(name, h, depth)] = [_constants(net, d, device) for net in ensemble]
+            kept, collapsed[(name, h, depth)] = split_collapsed(ensemble, d.info.num_classes)
+            across_seeds[(name, h, depth)] = [_constants(net, d, device) for net in kept]
             first = networks[(name, h, depth)] = across_seeds[(name, h, depth)][0]
-            # Per-sample gradients cost seconds per network: measured for the first seed only.
+            # Per-sample gradients cost seconds per network: measured for the first kept seed only.
             first.grads = per_sample_gradient_stats(first.model, d.x.to(device), d.y.to(device))
-    return networks, across_seeds
+    return networks, across_seeds, collapsed
 
 
 def network_table(
-    networks: dict[Key, BallNetwork], across_seeds: dict[Key, list[BallNetwork]]
+    networks: dict[Key, BallNetwork], across_seeds: dict[Key, list[BallNetwork]], collapsed: dict[Key, list[int]]
 ) -> tuple[list[str], list[list[str]]]:
-    r"""The networks and their constants (first seed; the range of :math:`M_{\mathbf H}` across seeds).
+    r"""The networks and their constants (the network measured in full; the range of :math:`M_{\mathbf H}` across
+    the seeds that did not collapse, and how many did).
 
     Args:
-        networks: The first seed's networks (:func:`ball_networks`).
-        across_seeds: The networks of every seed.
+        networks: The networks measured in full (:func:`ball_networks`).
+        across_seeds: The networks of every seed that did not collapse.
+        collapsed: The seeds that collapsed, per configuration.
 
     Returns:
         The table as ``(header, rows)``.
@@ -192,6 +197,7 @@ def network_table(
         rows.append(
             [
                 *key,
+                len(collapsed[key]),
                 v.params,
                 f"{v.net.train_loss:.3f}",
                 f"{100 * v.net.train_accuracy:.1f} %",
@@ -207,6 +213,7 @@ def network_table(
         "dataset",
         "h",
         "num_layers",
+        "collapsed seeds (left out)",
         "P",
         "train loss",
         "accuracy",
@@ -721,14 +728,18 @@ def gaussian_facts(ks: list[int], study: list[dict[str, Any]]) -> dict[str, floa
 
 
 def network_records(
-    networks: dict[Key, BallNetwork], across_seeds: dict[Key, list[BallNetwork]], balls: dict[Key, Ball]
+    networks: dict[Key, BallNetwork],
+    across_seeds: dict[Key, list[BallNetwork]],
+    balls: dict[Key, Ball],
+    collapsed: dict[Key, list[int]],
 ) -> dict[str, list[dict[str, Any]]]:
-    """The networks for ``summary.json``: the first seed's in full, every seed's constants.
+    """The networks for ``summary.json``: the one measured in full, the constants of every seed that did not collapse.
 
     Args:
-        networks: The first seed's networks.
-        across_seeds: The networks of every seed.
-        balls: The first seed's measurements.
+        networks: The networks measured in full.
+        across_seeds: The networks of every seed that did not collapse.
+        balls: The measurements of ``networks``.
+        collapsed: The seeds that collapsed, per configuration.
 
     Returns:
         A dict with the lists ``networks`` and ``networks_across_seeds``.
@@ -762,6 +773,7 @@ def network_records(
             "hidden_size": key[1],
             "num_layers": key[2],
             "seeds": [w.net.seed for w in values],
+            "collapsed_seeds": collapsed[key],
             "M_l": [w.M_l for w in values],
             "M_H": [w.M_H for w in values],
             "theorem1": [w.theorem1 for w in values],

@@ -18,7 +18,7 @@ import torch
 
 from lhlib import bounds as B
 from lhlib.data import Dataset
-from lhlib.experiment import TrainedNetwork, trained_network
+from lhlib.experiment import TrainedNetwork, split_collapsed, trained_network
 from lhlib.hessian import per_sample_ggn_norms, softmax_hessian, weight_list
 from lhlib.models import build_mlp
 from lhlib.progress import progress_bar
@@ -272,7 +272,7 @@ def a2_families(
     trained: dict[str, Any],
     seeds: list[int],
     study_seed: int,
-) -> tuple[dict[str, list[B.A2Chain]], dict[int, TrainedNetwork]]:
+) -> tuple[dict[str, list[B.A2Chain]], dict[int, TrainedNetwork], list[int]]:
     r"""Every step of the proof in appendix A.2 (:func:`lhlib.bounds.a2_chain`) on three families of networks.
 
     The paper's grid of hidden sizes and depths at initialisation (seed ``study_seed``) on the first
@@ -302,8 +302,12 @@ def a2_families(
         seeds: The trained network's seeds.
         study_seed: Seeds the grid's initialisation and the random networks.
 
+    The trained networks that collapsed (:func:`lhlib.experiment.split_collapsed`) are left out of the
+    ``"trained"`` family and of the runs: their chains would describe dead units.
+
     Returns:
-        The chains per family and the trained networks per seed.
+        The triple ``(families, runs, collapsed_seeds)``: the chains per family, the trained networks that did not
+        collapse per seed, and the seeds of those that did.
     """
     families = {"paper grid, initialisation": [], "random scales": [], "trained": []}
     x_images = data.x[:num_inputs].double()
@@ -317,11 +321,13 @@ def a2_families(
             rng, width_range=(2, 8), classes_range=(2, 10), scale_range=scale_range, input_norm_range=(1.0, 100.0)
         )
         families["random scales"].append(B.a2_chain(weights, xs))
-    runs = {}
-    for seed in progress_bar(seeds, desc="trained networks"):
-        runs[seed] = trained_network(data.x, data.y, num_classes=data.info.num_classes, seed=seed, **trained)
-        families["trained"].append(B.a2_chain(runs[seed].model, data.x.double()))
-    return families, runs
+    ensemble = [
+        trained_network(data.x, data.y, num_classes=data.info.num_classes, seed=seed, **trained)
+        for seed in progress_bar(seeds, desc="trained networks")
+    ]
+    kept, collapsed = split_collapsed(ensemble, data.info.num_classes)
+    families["trained"] = [B.a2_chain(run.model, data.x.double()) for run in kept]
+    return families, {run.seed: run for run in kept}, collapsed
 
 
 def a2_held(families: dict[str, list[B.A2Chain]]) -> dict[str, dict[str, dict[str, float]]]:

@@ -21,11 +21,12 @@ from torch import nn
 from lhlib.architectures import build_network
 from lhlib.cache import load_result, store_result, tensor_fingerprint
 from lhlib.ensemble import ensemble_per_sample_losses, train_ensemble
+from lhlib.seed_stats import share_at_chance
 from lhlib.settings import FAMILIES, SweepSettings
 from lhlib.train import check_training_data, resolve_device
 from lhlib.validation import check_choice, check_float, check_int, check_seeds
 
-__all__ = ["TrainedNetwork", "settings_networks", "trained_network", "trained_networks"]
+__all__ = ["TrainedNetwork", "settings_networks", "split_collapsed", "trained_network", "trained_networks"]
 
 
 @dataclass(frozen=True)
@@ -302,3 +303,39 @@ def trained_network(x: torch.Tensor, y: torch.Tensor, *, seed: int = 0, **settin
     """
     check_int("seed", seed, minimum=0)
     return trained_networks(x, y, seeds=[seed], **settings)[0]
+
+
+def split_collapsed(
+    ensemble: Sequence[TrainedNetwork], num_classes: int, collapse_share: float = 0.5
+) -> tuple[list[TrainedNetwork], list[int]]:
+    r"""The members of a seed ensemble that did not collapse, and the seeds of those that did.
+
+    A network is collapsed when at least ``collapse_share`` of its per-sample losses sit at :math:`\ln K`
+    (:func:`lhlib.seed_stats.share_at_chance`):
+
+    .. math::
+
+        \frac{1}{N}\,\#\bigl\{i : |\ell_i - \ln K| \le 10^{-4}\bigr\} \ge \text{collapse\_share}.
+
+    Its statistics describe its dead units, not its landscape, so the chapters leave it out of every fit, range,
+    mean and interval, and count it.
+
+    Args:
+        ensemble: The trained networks, one per seed.
+        num_classes: The number of classes :math:`K`.
+        collapse_share: The share of losses at :math:`\ln K` that makes a network collapsed, in :math:`(0, 1]`.
+
+    Returns:
+        The pair ``(kept, collapsed_seeds)``: the members that did not collapse, in order, and the seeds of those
+        that did.
+
+    Raises:
+        ValueError: when ``collapse_share`` is outside :math:`(0, 1]`, or every member collapsed (nothing would be
+            left to measure).
+    """
+    check_float("collapse_share", collapse_share, minimum=0.0, maximum=1.0, strict_minimum=True)
+    collapsed = [m.seed for m in ensemble if share_at_chance(m.losses, num_classes) >= collapse_share]
+    kept = [m for m in ensemble if m.seed not in collapsed]
+    if not kept:
+        raise ValueError(f"every seed collapsed ({collapsed}): train longer, with other seeds or a wider network")
+    return kept, collapsed

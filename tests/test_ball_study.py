@@ -32,15 +32,17 @@ from lhlib.hessian import per_sample_ggn_norms
 def study():
     data = {"digits": load_dataset("digits", 120)}
     cpu = torch.device("cpu")
-    networks, across = ball_networks(data, [(4, 1)], seeds=[0, 1], epochs=1, batch_size=32, lr=1e-3, device=cpu)
+    networks, across, collapsed = ball_networks(
+        data, [(4, 1)], seeds=[0, 1], epochs=1, batch_size=32, lr=1e-3, device=cpu
+    )
     radii = [0.01, 0.1, 1.0]
     common = dict(eigen_samples=40, ascent_samples=40, ascent_steps=2, permutations=4, fit_k_min=5, seed=0)
     balls = measure_balls(networks, data, radii, device=cpu, **common)
-    return data, networks, across, balls, radii
+    return data, networks, across, balls, radii, collapsed
 
 
 def test_constants_and_balls_of_every_network(study):
-    data, networks, across, balls, radii = study
+    data, networks, across, balls, radii, collapsed = study
     key = ("digits", 4, 1)
     v = networks[key]
     assert [w.net.seed for w in across[key]] == [0, 1] and across[key][0] is v
@@ -48,12 +50,12 @@ def test_constants_and_balls_of_every_network(study):
     assert v.M_H == pytest.approx(float(per_sample_ggn_norms(v.model, data["digits"].x).max()))
     assert v.M_g > 0 and math.isnan(across[key][1].M_g)  # per-sample gradients: the first seed only
     assert v.top_eigenvalue > 0 and [p.kind for p in balls[key].points] == [k for k in KINDS for _ in radii]
-    header, rows = network_table(networks, across)
+    header, rows = network_table(networks, across, collapsed)
     assert len(rows) == 1 and len(rows[0]) == len(header)
 
 
 def test_records_and_facts_agree_with_the_lemma(study):
-    _, networks, across, balls, radii = study
+    _, networks, across, balls, radii, collapsed = study
     key = ("digits", 4, 1)
     records = ball_records(balls, networks, radii)
     assert len(records) == len(KINDS) * len(radii)
@@ -66,9 +68,11 @@ def test_records_and_facts_agree_with_the_lemma(study):
     assert facts["ratio_min"] == min(r["ratio_tightest"] for r in records)
     header, rows = reference_table(balls[key], v)
     assert len(rows) == len(records) and len(rows[0]) == len(header)
-    summary = network_records(networks, across, balls)
+    summary = network_records(networks, across, balls, collapsed)
     assert summary["networks"][0]["C0"] == balls[key].base.tail_constant
-    assert summary["networks_across_seeds"][0]["seeds"] == [0, 1]
+    assert summary["networks_across_seeds"][0]["seeds"] == [0, 1] and collapsed == {key: []}
+    assert summary["networks_across_seeds"][0]["collapsed_seeds"] == []
+    assert network_table(networks, across, collapsed)[0][3] == "collapsed seeds (left out)"
 
 
 def test_growth_slopes_read_a_quadratic_rise():
@@ -84,7 +88,7 @@ def test_growth_slopes_read_a_quadratic_rise():
 
 
 def test_gradient_and_gaussian_studies(study):
-    data, networks, _, _, _ = study
+    data, networks, _, _, _, _ = study
     v, d = networks[("digits", 4, 1)], data["digits"]
     gradient = gradient_study(v, d, points=6, orders=3, seed=5, device=torch.device("cpu"))
     assert gradient["norms"].shape == (3, len(gradient["ks"])) and gradient["ks"][-1] == 120
@@ -108,3 +112,28 @@ def test_slice_facts_measure_the_largest_difference():
     assert facts["slice_diff_small"] == 0.5 and facts["slice_diff_large"] == pytest.approx(0.05)
     assert facts["slice_diff_ratio"] == pytest.approx(10.0) and facts["slice_centre_fraction"] == 1.0
     assert facts["slice_k_ratio"] == pytest.approx(1001 / 11)
+
+
+def test_a_collapsed_seed_is_left_out_of_the_constants_and_counted(monkeypatch):
+    """Seed 0 collapses: the network measured in full is seed 1's, and seed 0 is counted, not measured."""
+    import dataclasses
+
+    from lhlib import ball_study
+
+    data = {"digits": load_dataset("digits", 60)}
+    original = ball_study.trained_networks
+
+    def trained_networks(*args, **options):
+        ensemble = original(*args, **options)
+        dead = torch.full_like(ensemble[0].losses, math.log(10.0))
+        return [dataclasses.replace(ensemble[0], losses=dead), *ensemble[1:]]
+
+    monkeypatch.setattr(ball_study, "trained_networks", trained_networks)
+    cpu = torch.device("cpu")
+    networks, across, collapsed = ball_networks(data, [(4, 1)], seeds=[0, 1, 2], epochs=1, batch_size=32, lr=1e-3,
+                                                device=cpu)  # fmt: skip
+    key = ("digits", 4, 1)
+    assert collapsed == {key: [0]} and networks[key].net.seed == 1
+    assert [w.net.seed for w in across[key]] == [1, 2]
+    header, rows = network_table(networks, across, collapsed)
+    assert rows[0][3] == 1

@@ -38,7 +38,7 @@ def test_full_hessian_summary_and_table():
 
 def test_a2_families_held_tightness_and_the_lemma_on_trained_networks():
     data = load_dataset("digits", 120)
-    families, runs = study.a2_families(
+    families, runs, collapsed = study.a2_families(
         data,
         hidden_sizes=[4],
         num_layers=[0, 1],
@@ -49,7 +49,7 @@ def test_a2_families_held_tightness_and_the_lemma_on_trained_networks():
         study_seed=0,
         trained={"hidden_size": 4, "num_layers": 0, "epochs": 1, "batch_size": 32, "lr": 1e-3, "device": "cpu"},
     )
-    assert [len(chains) for chains in families.values()] == [2, 4, 2] and list(runs) == [0, 1]
+    assert [len(chains) for chains in families.values()] == [2, 4, 2] and list(runs) == [0, 1] and collapsed == []
     held = study.a2_held(families)
     for family in held.values():
         assert family["corrected_per_sample"]["samples"] == 1.0
@@ -64,3 +64,30 @@ def test_a2_families_held_tightness_and_the_lemma_on_trained_networks():
     for r in rows:
         assert r["measured_max_gterm"] <= r["M_H_corrected"] * (1 + 1e-9)
         assert r["corrected"] >= r["measured_value_term"]
+
+
+def test_a_collapsed_trained_network_is_left_out_of_the_trained_family(monkeypatch):
+    """A network with its losses at ln K measures its dead units: chapter 02 leaves it out, and counts it."""
+    import dataclasses
+    import math
+
+    import torch
+
+    from lhlib import bound_study
+
+    data = load_dataset("digits", 60)
+    original = bound_study.trained_network
+
+    def trained_network(*args, seed, **options):
+        run = original(*args, seed=seed, **options)
+        if seed == 1:  # seed 1 collapses: every loss at ln K
+            return dataclasses.replace(run, losses=torch.full_like(run.losses, math.log(data.info.num_classes)))
+        return run
+
+    monkeypatch.setattr(bound_study, "trained_network", trained_network)
+    families, runs, collapsed = study.a2_families(
+        data, hidden_sizes=[4], num_layers=[0], num_inputs=10, num_random_networks=1, scale_range=(0.5, 1.0),
+        seeds=[0, 1, 2], study_seed=0,
+        trained={"hidden_size": 4, "num_layers": 0, "epochs": 1, "batch_size": 32, "lr": 1e-3, "device": "cpu"},
+    )  # fmt: skip
+    assert collapsed == [1] and list(runs) == [0, 2] and len(families["trained"]) == 2

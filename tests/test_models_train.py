@@ -120,3 +120,29 @@ def test_the_seed_decides_the_batch_order():
         weights.setdefault(seed, []).append(torch.cat([p.detach().flatten() for p in model.parameters()]))
     assert torch.equal(weights[0][0], weights[0][1]), "one seed, one order"
     assert not torch.allclose(weights[0][0], weights[1][0]), "another seed must visit the batches in another order"
+
+
+def test_split_collapsed_keeps_the_networks_that_did_not_collapse_and_names_the_others():
+    import dataclasses
+    import math
+
+    from lhlib.experiment import split_collapsed
+
+    x, y = torch.randn(40, 6, generator=torch.Generator().manual_seed(0)), torch.arange(40) % 3
+    ensemble = [trained_network(x, y, num_classes=3, hidden_size=4, num_layers=0, seed=s, epochs=1, device="cpu",
+                                use_cache=False) for s in (0, 1, 2)]  # fmt: skip
+    chance = torch.full_like(ensemble[1].losses, math.log(3))
+    half = chance.clone()
+    half[::2] = 0.1  # exactly half at ln 3: collapsed at the default share of one half
+    members = [
+        ensemble[0],
+        dataclasses.replace(ensemble[1], losses=chance),
+        dataclasses.replace(ensemble[2], losses=half),
+    ]
+    kept, collapsed = split_collapsed(members, 3)
+    assert [m.seed for m in kept] == [0] and collapsed == [1, 2]
+    assert [m.seed for m in split_collapsed(members, 3, collapse_share=0.6)[0]] == [0, 2]
+    with pytest.raises(ValueError, match=r"every seed collapsed \(\[1\]\)"):
+        split_collapsed(members[1:2], 3)
+    with pytest.raises(ValueError, match="collapse_share"):
+        split_collapsed(members, 3, collapse_share=0.0)
