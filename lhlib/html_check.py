@@ -70,14 +70,25 @@ def _unbalanced(content: str) -> str | None:
     return None
 
 
-def _letters_apart(content: str) -> bool:
-    r"""Two letters separated by a space in a script group (``v^{T A v}``, ``\nabla_{z \ell}``)."""
+def _letters_apart(content: str, base: str) -> bool:
+    r"""Two letters separated by a space in a script group (``v^{T A v}``, ``\nabla_{z \ell}``).
+
+    SymPy writes a Kronecker delta's two indices that way, as TeX does: ``\delta_{a j}`` is fine.
+    """
+    if base == r"\delta":
+        return False
     tokens = _TOKEN.findall(content)
     for before, space, after in zip(tokens, tokens[1:], tokens[2:]):
         if space.isspace() and len(before) == 1 and before.isalpha():
             if (len(after) == 1 and after.isalpha()) or after in _LETTER_COMMANDS:
                 return True
     return False
+
+
+def _base(tex: str, end: int) -> str:
+    """The token a sub- or superscript at ``tex[end]`` attaches to (a command, a character or a group)."""
+    tokens = _TOKEN.findall(tex[:end])
+    return tokens[-1] if tokens else ""
 
 
 def tex_problems(tex: str) -> list[str]:
@@ -105,49 +116,62 @@ def tex_problems(tex: str) -> list[str]:
         if pair:
             problems.append(f"a {'subscript' if match.group()[0] == '_' else 'superscript'} swallows an unpaired "
                             f"{pair!r}: {match.group()}{content}}} in {tex[:80]!r}")  # fmt: skip
-        elif _letters_apart(content):
+        elif _letters_apart(content, _base(tex, match.start())):
             problems.append(f"a script group holds letters apart (a misread symbol name?): "
                             f"{match.group()}{content}}} in {tex[:80]!r}")  # fmt: skip
     return problems
 
 
 class _Page(HTMLParser):
-    """A page's formulas (TeX, delimiters stripped), visible text outside code and math, and emphasis."""
+    """A page's formulas (TeX, delimiters stripped), visible prose outside code and math, and emphasis."""
 
+    # Code, scripts and what MathJax drew; API signatures (classes ``sig...``) and literals (class ``pre``).
     SKIP = {"script", "style", "code", "pre", "kbd", "samp", "mjx-container", "mjx-assistive-mml", "math"}
+    VOID = {"br", "img", "hr", "meta", "link", "input", "wbr", "source", "col", "area", "base", "embed", "param"}
 
     def __init__(self):
         super().__init__(convert_charrefs=True)
-        self.stack: list[tuple[str, bool]] = []  # (tag, whether it holds math)
+        self.stack: list[tuple[str, bool, bool]] = []  # (tag, holds math, skipped)
         self.formulas: list[str] = []
         self.text: list[str] = []
-        self.emphasis_after: list[str] = []  # the text just before each <em>, for mid-word emphasis
+        self.emphasis_after: list[str] = []  # the text just before each Markdown <em>, for mid-word emphasis
         self.merrors: list[str] = []
 
-    def _in(self, names) -> bool:
-        return any(tag in names for tag, _ in self.stack)
+    def _math(self) -> bool:
+        return any(math for _, math, _ in self.stack)
+
+    def _skipped(self) -> bool:
+        return any(skipped for _, _, skipped in self.stack)
+
+    def _in_api(self) -> bool:
+        return any(tag == "dl.py" for tag, _, _ in self.stack)
 
     def handle_starttag(self, tag, attrs):
-        classes = (dict(attrs).get("class") or "").split()
+        attributes = dict(attrs)
+        classes = (attributes.get("class") or "").split()
         is_math = "math" in classes and tag in {"span", "div"}
+        skipped = tag in self.SKIP or "pre" in classes or any(c.startswith("sig") for c in classes)
         if tag == "mjx-merror":
-            self.merrors.append(dict(attrs).get("data-mjx-error", "MathJax error"))
-        if tag == "em" and not self._in(self.SKIP) and not any(m for _, m in self.stack):
+            self.merrors.append(attributes.get("data-mjx-error", "MathJax error"))
+        # Markdown's emphasis is a bare <em>; Sphinx's own carry a class, or sit in an API entry.
+        if tag == "em" and not classes and not self._skipped() and not self._math() and not self._in_api():
             self.emphasis_after.append("".join(self.text)[-1:])
-        if tag not in {"br", "img", "hr", "meta", "link", "input", "wbr"}:
-            self.stack.append((tag, is_math))
+        if tag not in self.VOID:
+            # An autodoc entry is a <dl class="py ...">: remembered by name, so that its <em>s are not Markdown's.
+            self.stack.append(("dl.py" if tag == "dl" and "py" in classes else tag, is_math, skipped))
         if is_math:
             self.formulas.append("")
 
     def handle_endtag(self, tag):
-        while self.stack:
-            if self.stack.pop()[0] == tag:
-                break
+        names = {tag, "dl.py"} if tag == "dl" else {tag}
+        if any(open_tag in names for open_tag, _, _ in self.stack):
+            while self.stack.pop()[0] not in names:
+                pass
 
     def handle_data(self, data):
-        if any(m for _, m in self.stack):
+        if self._math():
             self.formulas[-1] += data
-        elif not self._in(self.SKIP):
+        elif not self._skipped():
             self.text.append(data)
 
 
