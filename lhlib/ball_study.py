@@ -138,7 +138,8 @@ def ball_networks(
 
     Theorem 1's constant as stated and, for the first seed that did not collapse, the per-sample gradient
     statistics (:func:`lhlib.ball.per_sample_gradient_stats`). Collapsed networks
-    (:func:`lhlib.experiment.split_collapsed`) are left out: their constants describe dead units.
+    (:func:`lhlib.experiment.split_collapsed`) are left out: their constants describe dead units. A configuration
+    whose every seed collapsed is left out whole (it has no network to measure) and its seeds are counted.
 
     Args:
         data: The datasets by name.
@@ -150,9 +151,12 @@ def ball_networks(
         device: The device to train and measure on.
 
     Returns:
-        The triple ``(networks, across_seeds, collapsed)``: per ``(dataset, h, num_layers)`` the network measured
-        in full, with its per-sample gradient statistics; the networks of every seed that did not collapse; and
-        the seeds that did.
+        The triple ``(networks, across_seeds, collapsed)`` holding, per ``(dataset, h, num_layers)``, the network
+        measured in full, with its per-sample gradient statistics; the networks of every seed that did not
+        collapse; and the seeds that did (the only entry of a configuration whose every seed collapsed).
+
+    Raises:
+        ValueError: when every seed of the first configuration (the chapter's reference) collapsed.
     """
     networks, across_seeds, collapsed = {}, {}, {}
     for name, d in data.items():
@@ -169,7 +173,14 @@ def ball_networks(
                 lr=lr,
                 device=str(device),
             )
-            kept, collapsed[(name, h, depth)] = split_collapsed(ensemble, d.info.num_classes)
+            kept, collapsed[(name, h, depth)] = split_collapsed(ensemble, d.y, d.info.num_classes, minimum=0)
+            if not kept:
+                if (h, depth) == configurations[0]:
+                    raise ValueError(
+                        f"every seed of the reference configuration collapsed on {name} (h = {h}, num_layers = "
+                        f"{depth}): choose another first configuration, other seeds or more epochs"
+                    )
+                continue  # the configuration is left out, and counted in ``collapsed``
             across_seeds[(name, h, depth)] = [_constants(net, d, device) for net in kept]
             first = networks[(name, h, depth)] = across_seeds[(name, h, depth)][0]
             # Per-sample gradients cost seconds per network: measured for the first kept seed only.
@@ -192,7 +203,11 @@ def network_table(
         The table as ``(header, rows)``.
     """
     rows = []
-    for key, v in networks.items():
+    for key in collapsed:
+        if key not in networks:  # every seed collapsed
+            rows.append([*key, len(collapsed[key]), *["every seed collapsed"] + [""] * 8])
+            continue
+        v = networks[key]
         m_h = [w.M_H for w in across_seeds[key]]
         rows.append(
             [
@@ -360,8 +375,11 @@ def ball_records(
                     "exponent_ci": list(p.fit.ci),
                     "tail_constant": p.tail_constant,
                     "bound_constant": constant,
-                    "ratio_tail": constant / p.tail_constant,
-                    "ratio_tightest": constant / float((p.mean * (k + 1)).max()),
+                    # A point where every loss is equal has a zero curve: the bound holds with room to spare.
+                    "ratio_tail": constant / p.tail_constant if p.tail_constant > 0 else math.inf,
+                    "ratio_tightest": constant / tightest
+                    if (tightest := float((p.mean * (k + 1)).max())) > 0
+                    else math.inf,
                     "max_scaled": p.max_scaled,
                     "loss_range": p.loss_range,
                     "max_loss": p.max_loss,
@@ -418,7 +436,9 @@ def reference_table(ball: Ball, network: BallNetwork) -> tuple[list[str], list[l
             f"{p.radius / network.theta_norm:.3g}",
             f"{p.fit.exponent:.3f} [{p.fit.ci[0]:.3f}, {p.fit.ci[1]:.3f}]",
             f"{p.tail_constant:.3g}",
-            f"{_bound_constant(network, p.radius) / p.tail_constant:.3g}",
+            f"{_bound_constant(network, p.radius) / p.tail_constant:.3g}"
+            if p.tail_constant > 0
+            else "inf (zero curve)",
         ]
         for kind in KINDS
         for p in ball.points
@@ -457,8 +477,9 @@ def ball_facts(
     Returns:
         The facts, a dict, with the medians of :func:`growth_slopes` over networks per kind.
     """
-    exponents = np.array([r["exponent"] for r in records])
-    ratios = np.array([r["ratio_tightest"] for r in records])
+    # A point where every loss is equal has no exponent (NaN) and an infinite ratio: left out of both ranges.
+    exponents = np.array([r["exponent"] for r in records if np.isfinite(r["exponent"])])
+    ratios = np.array([r["ratio_tightest"] for r in records if np.isfinite(r["ratio_tightest"])])
     small, large = relative_radii[0], relative_radii[-1]
     at_large = [r for r in records if np.isclose(r["relative_radius"], large)]
     network = {id(r): networks[(r["dataset"], r["hidden_size"], r["num_layers"])] for r in records}
@@ -773,13 +794,14 @@ def network_records(
             "hidden_size": key[1],
             "num_layers": key[2],
             "seeds": [w.net.seed for w in values],
-            "collapsed_seeds": collapsed[key],
+            "collapsed_seeds": seeds,
             "M_l": [w.M_l for w in values],
             "M_H": [w.M_H for w in values],
             "theorem1": [w.theorem1 for w in values],
             "train_accuracy": [w.net.train_accuracy for w in values],
         }
-        for key, values in across_seeds.items()
+        for key, seeds in collapsed.items()
+        for values in [across_seeds.get(key, [])]
     ]
     return {"networks": first, "networks_across_seeds": every}
 

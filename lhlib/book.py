@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from lhlib import pages
+from lhlib import intro_findings, pages
 from lhlib.validation import check_choice, check_float
 
 __all__ = [
@@ -495,9 +495,10 @@ def build_book(
             raise RuntimeError(f"chapter {name} has no executed copy for profile {profile!r}: run it first")
         target = stage / "notebooks" / f"{name}.ipynb"
         differences[name] = pages.stage_chapter(executed, target, profile, profile_parameters("paper", name))
+    intro = stage / "book" / "intro.md"
+    intro_findings.stage_intro(intro, root, profile, chapters(root))
     banner = pages.intro_banner(profile, differences)
     if banner:
-        intro = stage / "book" / "intro.md"
         title, rest = intro.read_text().split("\n", 1)
         intro.write_text(f"{title}\n\n{banner}\n{rest}")
     output = root / "_build" / "book" / profile

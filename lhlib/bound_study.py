@@ -306,8 +306,8 @@ def a2_families(
     ``"trained"`` family and of the runs: their chains would describe dead units.
 
     Returns:
-        The triple ``(families, runs, collapsed_seeds)``: the chains per family, the trained networks that did not
-        collapse per seed, and the seeds of those that did.
+        The triple ``(families, runs, collapsed_seeds)`` of the chains per family, the trained networks that did
+        not collapse per seed, and the seeds of those that did.
     """
     families = {"paper grid, initialisation": [], "random scales": [], "trained": []}
     x_images = data.x[:num_inputs].double()
@@ -325,7 +325,7 @@ def a2_families(
         trained_network(data.x, data.y, num_classes=data.info.num_classes, seed=seed, **trained)
         for seed in progress_bar(seeds, desc="trained networks")
     ]
-    kept, collapsed = split_collapsed(ensemble, data.info.num_classes)
+    kept, collapsed = split_collapsed(ensemble, data.y, data.info.num_classes)
     families["trained"] = [B.a2_chain(run.model, data.x.double()) for run in kept]
     return families, {run.seed: run for run in kept}, collapsed
 

@@ -21,7 +21,7 @@ from torch import nn
 from lhlib.architectures import build_network
 from lhlib.cache import load_result, store_result, tensor_fingerprint
 from lhlib.ensemble import ensemble_per_sample_losses, train_ensemble
-from lhlib.seed_stats import share_at_chance
+from lhlib.seed_stats import is_collapsed
 from lhlib.settings import FAMILIES, SweepSettings
 from lhlib.train import check_training_data, resolve_device
 from lhlib.validation import check_choice, check_float, check_int, check_seeds
@@ -306,36 +306,50 @@ def trained_network(x: torch.Tensor, y: torch.Tensor, *, seed: int = 0, **settin
 
 
 def split_collapsed(
-    ensemble: Sequence[TrainedNetwork], num_classes: int, collapse_share: float = 0.5
+    ensemble: Sequence[TrainedNetwork],
+    labels: torch.Tensor,
+    num_classes: int,
+    collapse_share: float = 0.5,
+    *,
+    minimum: int = 1,
 ) -> tuple[list[TrainedNetwork], list[int]]:
     r"""The members of a seed ensemble that did not collapse, and the seeds of those that did.
 
-    A network is collapsed when at least ``collapse_share`` of its per-sample losses sit at :math:`\ln K`
-    (:func:`lhlib.seed_stats.share_at_chance`):
+    A network is collapsed (:func:`lhlib.seed_stats.is_collapsed`) when at least ``collapse_share`` of its
+    per-sample losses sit at :math:`\ln K`, or its training accuracy is no better than the most frequent class:
 
     .. math::
 
-        \frac{1}{N}\,\#\bigl\{i : |\ell_i - \ln K| \le 10^{-4}\bigr\} \ge \text{collapse\_share}.
+        \frac{1}{N}\,\#\bigl\{i : |\ell_i - \ln K| \le 10^{-4}\bigr\} \ge \text{collapse\_share}
+        \quad \text{or} \quad \text{accuracy} \le \max_c \frac{1}{N}\,\#\{i : y_i = c\}.
 
     Its statistics describe its dead units, not its landscape, so the chapters leave it out of every fit, range,
     mean and interval, and count it.
 
     Args:
         ensemble: The trained networks, one per seed.
+        labels: The ``(N,)`` training labels they were trained on.
         num_classes: The number of classes :math:`K`.
         collapse_share: The share of losses at :math:`\ln K` that makes a network collapsed, in :math:`(0, 1]`.
+        minimum: How many members must be left; 0 lets every member collapse (the caller then leaves the
+            configuration out).
 
     Returns:
-        The pair ``(kept, collapsed_seeds)``: the members that did not collapse, in order, and the seeds of those
+        The pair ``(kept, collapsed_seeds)`` of the members that did not collapse, in order, and the seeds of those
         that did.
 
     Raises:
-        ValueError: when ``collapse_share`` is outside :math:`(0, 1]`, or every member collapsed (nothing would be
-            left to measure).
+        ValueError: when ``collapse_share`` is outside :math:`(0, 1]`, or fewer than ``minimum`` members are left.
     """
     check_float("collapse_share", collapse_share, minimum=0.0, maximum=1.0, strict_minimum=True)
-    collapsed = [m.seed for m in ensemble if share_at_chance(m.losses, num_classes) >= collapse_share]
+    check_int("minimum", minimum, minimum=0)
+    collapsed = [
+        m.seed for m in ensemble if is_collapsed(m.losses, m.train_accuracy, labels, num_classes, collapse_share)
+    ]
     kept = [m for m in ensemble if m.seed not in collapsed]
-    if not kept:
-        raise ValueError(f"every seed collapsed ({collapsed}): train longer, with other seeds or a wider network")
+    if len(kept) < minimum:
+        raise ValueError(
+            f"seeds {collapsed} collapsed, leaving {len(kept)} of the {minimum} networks needed: "
+            "train longer, from other seeds or a wider network"
+        )
     return kept, collapsed

@@ -33,7 +33,7 @@ from lhlib.hessian import (
 )
 from lhlib.models import build_mlp
 from lhlib.progress import progress_bar
-from lhlib.seed_stats import interval_across_seeds, positive_interval_across_seeds, share_at_chance
+from lhlib.seed_stats import interval_across_seeds, is_collapsed, positive_interval_across_seeds
 from lhlib.settings import PANELS, SweepSettings, sweep_configurations
 from lhlib.validation import check_choice, check_int
 
@@ -379,8 +379,8 @@ class MeasuredNetwork:
         M_x: :math:`M_{\mathbf x} = \max_i \lVert x_i \rVert_2` over the dataset.
         ggn_max_per_seed: :math:`\max_i \lVert J_i^\top A_i J_i \rVert_2` of every seed's trained network, in seed
             order.
-        collapsed_per_seed: Whether every seed's trained network collapsed (at least the sweep's ``collapse_share``
-            of its losses at :math:`\ln K`, :func:`lhlib.seed_stats.share_at_chance`), in seed order.
+        collapsed_per_seed: Whether every seed's trained network collapsed (:func:`lhlib.seed_stats.is_collapsed`,
+            with the sweep's ``collapse_share``), in seed order.
     """
 
     net: TrainedNetwork
@@ -464,7 +464,8 @@ def measure_networks(
             M_x=float(x.double().norm(dim=1).max()),
             ggn_max_per_seed=[float(per_sample_ggn_norms(m.model.to(device), x).max()) for m in ensemble],
             collapsed_per_seed=[
-                share_at_chance(m.losses, d.info.num_classes) >= settings.collapse_share for m in ensemble
+                is_collapsed(m.losses, m.train_accuracy, d.y, d.info.num_classes, settings.collapse_share)
+                for m in ensemble
             ],
         )
     return results

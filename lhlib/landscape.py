@@ -220,7 +220,9 @@ def fit_rate_exponent(
     with :math:`d_r` the :math:`R` rows of ``curves`` and :math:`\mathcal{K}` about ``points`` log-spaced integers
     in :math:`[k_{\min}, k_{\max}]`, so that each decade weighs about the same (the lowest
     decade has fewer points, log-spacing there being finer than 1 and the duplicates dropped). The interval is the
-    percentile interval of :math:`a` over ``bootstrap`` resamples of the rows (with replacement).
+    percentile interval of :math:`a` over ``bootstrap`` resamples of the rows (with replacement). A power law has no
+    exponent where :math:`\bar d(k) = 0`: such a curve (every loss equal, as at a dead network) gets NaN for the
+    exponent and its interval, and resamples that are zero at some fitted :math:`k` are left out of the interval.
 
     Args:
         curves: The ``(orders, N - 1)`` curves of :func:`loss_difference_curves` (column ``j`` is
@@ -249,13 +251,17 @@ def fit_rate_exponent(
     ks = _log_grid(k_min, k_max, points)
     log_k = np.log(ks)
     sampled = curves[:, ks - 1]
+    if not (sampled.mean(axis=0) > 0).all():
+        nan = float("nan")
+        return RateFit(nan, (nan, nan), nan, int(k_min), int(k_max), confidence)
     exponent, intercept = _slope(log_k, np.log(sampled.mean(axis=0)))
     rng = np.random.default_rng(seed)
     orders = curves.shape[0]
     # How often each row is drawn in each resample: a resampled mean is a weighted row average.
     draws = rng.multinomial(orders, np.full(orders, 1.0 / orders), size=bootstrap)
     resampled_means = draws @ sampled / orders
-    boot_exponents, _ = _slope(log_k, np.log(resampled_means))
+    positive = (resampled_means > 0).all(axis=1)
+    boot_exponents, _ = _slope(log_k, np.log(resampled_means[positive]))
     tail = (1.0 - confidence) / 2
     low, high = np.quantile(boot_exponents, [tail, 1.0 - tail])
     return RateFit(float(exponent), (float(low), float(high)), float(intercept), int(k_min), int(k_max), confidence)

@@ -150,7 +150,7 @@ def run_families(
     configurations = [(family, *pair) for family, pairs in sizes.items() for pair in pairs]
     for family, width, depth in progress_bar(configurations, desc=f"{label} networks".strip()):
         networks = settings_networks(x, y, num_classes, width, depth, settings, family=family, image_shape=image_shape)
-        members = [measure_member(network, settings, num_classes) for network in networks]
+        members = [measure_member(network, settings, y, num_classes) for network in networks]
         model = networks[0].model
         curves = combine_members(width, depth, weight_layers(model), members, settings)
         results[(family, width, depth)] = FamilyConfiguration(

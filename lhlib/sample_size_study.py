@@ -21,7 +21,7 @@ from lhlib.hessian import flat_parameters, per_sample_ggn_norms
 from lhlib.landscape import loss_difference_curves
 from lhlib.progress import progress_bar
 from lhlib.sample_size import SampleSize, sufficient_sample_sizes
-from lhlib.seed_stats import positive_interval_across_seeds, share_at_chance
+from lhlib.seed_stats import is_collapsed, positive_interval_across_seeds
 from lhlib.settings import SweepSettings, sweep_configurations
 from lhlib.train import resolve_device
 
@@ -51,9 +51,8 @@ class NetworkSampleSizes:
             training samples.
         at_theta_hat: Per tolerance, the :class:`lhlib.sample_size.SampleSize` at the trained point (:math:`R = 0`).
         in_ball: Per tolerance, the same with Lemma 1 at distance ``radius`` with constant ``hessian_bound``.
-        collapsed: Whether the network collapsed (at least ``collapse_share`` of its losses at :math:`\ln K`,
-            :func:`lhlib.seed_stats.share_at_chance`); its :math:`k^*` measures its dead units, and every range,
-            mean and interval of the chapter leaves it out.
+        collapsed: Whether the network collapsed (:func:`lhlib.seed_stats.is_collapsed`); its :math:`k^*`
+            measures its dead units, and every range, mean and interval of the chapter leaves it out.
     """
 
     seed: int
@@ -136,7 +135,7 @@ def _network_sample_sizes(net, d, device, settings, epsilons, relative_radius, b
         hessian_bound=hessian_bound,
         at_theta_hat=at_theta_hat,
         in_ball={eps: size.with_ball(radius, hessian_bound) for eps, size in at_theta_hat.items()},
-        collapsed=share_at_chance(net.losses, d.info.num_classes) >= settings.collapse_share,
+        collapsed=is_collapsed(net.losses, net.train_accuracy, d.y, d.info.num_classes, settings.collapse_share),
     )
 
 

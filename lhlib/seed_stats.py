@@ -7,10 +7,13 @@ of the form "larger x gives smaller y" is tested over every (configuration, seed
 reports several such tests corrects their verdicts for multiplicity with :func:`family_verdicts`, and
 prints a p-value at the permutation floor as a bound (:func:`p_value_text`).
 
-A network is *collapsed* when a large share of its per-sample losses sits at :math:`\ln K`
-(:func:`share_at_chance`). For the paper's bias-free ReLU networks this is the signature of dead units:
-when every last-layer ReLU is off for an input, the logits are exactly zero and the loss is exactly
-:math:`\ln K`, whatever the label.
+A network is *collapsed* (:func:`is_collapsed`) when a large share of its per-sample losses sits at
+:math:`\ln K` (:func:`share_at_chance`), or when it fits its training data no better than always
+predicting the most frequent class. For the paper's bias-free ReLU networks the first is the signature
+of dead units: when every last-layer ReLU is off for an input, the logits are exactly zero and the loss
+is exactly :math:`\ln K`, whatever the label. The second catches a network whose units died only in part
+but which learned nothing (chapter 03's Fashion-MNIST :math:`h = 4` network, at 10 % accuracy with 39 % of
+its losses at :math:`\ln K`). Either way its statistics describe its dead units, not its landscape.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ __all__ = [
     "TrendTest",
     "family_verdicts",
     "interval_across_seeds",
+    "is_collapsed",
     "p_value_text",
     "positive_interval_across_seeds",
     "share_at_chance",
@@ -119,6 +123,39 @@ def share_at_chance(losses: torch.Tensor, num_classes: int, tolerance: float = 1
     check_int("num_classes", num_classes, minimum=2)
     check_float("tolerance", tolerance, minimum=0.0, strict_minimum=True)
     return float(((losses.double() - math.log(num_classes)).abs() <= tolerance).double().mean())
+
+
+def is_collapsed(
+    losses: torch.Tensor, accuracy: float, labels: torch.Tensor, num_classes: int, collapse_share: float = 0.5
+) -> bool:
+    r"""Whether a trained network collapsed: dead units for most samples, or nothing learned.
+
+    .. math::
+
+        \frac{1}{N}\,\#\bigl\{i : |\ell_i - \ln K| \le 10^{-4}\bigr\} \ge s
+        \quad \text{or} \quad
+        \text{accuracy} \le \max_c \frac{1}{N}\,\#\{i : y_i = c\},
+
+    with :math:`s` = ``collapse_share``: at least that share of the losses at :math:`\ln K`
+    (:func:`share_at_chance`), or a training accuracy no better than the constant prediction of the most
+    frequent class.
+
+    Args:
+        losses: The ``(N,)`` per-sample cross-entropies at the trained point.
+        accuracy: The training accuracy, in :math:`[0, 1]`.
+        labels: The ``(N,)`` training labels.
+        num_classes: The number of classes :math:`K`, at least 2.
+        collapse_share: :math:`s`, in :math:`(0, 1]`.
+
+    Returns:
+        ``True`` when the network collapsed.
+
+    Raises:
+        ValueError: when ``num_classes < 2`` or ``collapse_share`` is outside :math:`(0, 1]`.
+    """
+    check_float("collapse_share", collapse_share, minimum=0.0, maximum=1.0, strict_minimum=True)
+    majority = float(torch.bincount(labels.reshape(-1).long(), minlength=num_classes).max()) / labels.numel()
+    return share_at_chance(losses, num_classes) >= collapse_share or accuracy <= majority
 
 
 @dataclass(frozen=True)

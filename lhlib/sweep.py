@@ -31,6 +31,7 @@ from lhlib.landscape import (
 from lhlib.progress import progress_bar
 from lhlib.seed_stats import (
     interval_across_seeds,
+    is_collapsed,
     p_value_text,
     positive_interval_across_seeds,
     share_at_chance,
@@ -97,7 +98,8 @@ class SeedResult:
             has no exponent there.
         mean_abs_deviation: The MAD :math:`\frac{1}{N} \sum_i |\ell_i - \bar\ell|` of the losses.
         share_at_chance: The fraction of the per-sample losses within :math:`10^{-4}` of :math:`\ln K`.
-        collapsed: Whether ``share_at_chance`` reaches the sweep's ``collapse_share``.
+        collapsed: Whether the network collapsed (:func:`lhlib.seed_stats.is_collapsed`: ``share_at_chance``
+            reaches the sweep's ``collapse_share``, or the accuracy is no better than the most frequent class).
     """
 
     seed: int
@@ -238,7 +240,9 @@ class ConfigurationResult:
         return _level(self.live_mean)
 
 
-def measure_member(network: TrainedNetwork, settings: SweepSettings, num_classes: int) -> SeedResult:
+def measure_member(
+    network: TrainedNetwork, settings: SweepSettings, labels: torch.Tensor, num_classes: int
+) -> SeedResult:
     r"""One network's loss-difference curves over random orders, their power-law fit, MAD and collapse.
 
     With the per-sample losses :math:`\ell_i` of ``network`` at :math:`\hat\theta` in
@@ -257,6 +261,8 @@ def measure_member(network: TrainedNetwork, settings: SweepSettings, num_classes
         network: The trained network and its per-sample losses at :math:`\hat\theta`; its seed also seeds the orders
             and the fit's bootstrap.
         settings: The sweep's settings (``permutations``, ``fit_k_min``, ``collapse_share``).
+        labels: The ``(N,)`` training labels, whose most frequent class marks a collapse
+            (:func:`lhlib.seed_stats.is_collapsed`).
         num_classes: The number of classes :math:`K`, whose chance loss :math:`\ln K` marks a collapse.
 
     Returns:
@@ -280,7 +286,7 @@ def measure_member(network: TrainedNetwork, settings: SweepSettings, num_classes
         fit,
         float(mean_abs_deviation(network.losses.double())),
         share,
-        share >= settings.collapse_share,
+        is_collapsed(network.losses, network.train_accuracy, labels, num_classes, settings.collapse_share),
     )
 
 
@@ -363,7 +369,7 @@ def run_sweep(
     results = {}
     for hidden_size, num_layers in progress_bar(sweep_configurations(settings), desc=f"{label} configurations".strip()):
         networks = settings_networks(x, y, num_classes, hidden_size, num_layers, settings)
-        members = [measure_member(network, settings, num_classes) for network in networks]
+        members = [measure_member(network, settings, y, num_classes) for network in networks]
         results[(hidden_size, num_layers)] = combine_members(
             hidden_size, num_layers, networks[0].model.weight_matrices, members, settings
         )

@@ -32,8 +32,9 @@ from lhlib.hessian import per_sample_ggn_norms
 def study():
     data = {"digits": load_dataset("digits", 120)}
     cpu = torch.device("cpu")
+    # lr 1e-2: after one epoch both seeds fit better than the most frequent class, so neither collapsed.
     networks, across, collapsed = ball_networks(
-        data, [(4, 1)], seeds=[0, 1], epochs=1, batch_size=32, lr=1e-3, device=cpu
+        data, [(4, 1)], seeds=[0, 1], epochs=1, batch_size=32, lr=1e-2, device=cpu
     )
     radii = [0.01, 0.1, 1.0]
     common = dict(eigen_samples=40, ascent_samples=40, ascent_steps=2, permutations=4, fit_k_min=5, seed=0)
@@ -124,7 +125,8 @@ def test_a_collapsed_seed_is_left_out_of_the_constants_and_counted(monkeypatch):
     original = ball_study.trained_networks
 
     def trained_networks(*args, **options):
-        ensemble = original(*args, **options)
+        # Seed 0 dead (every loss at ln K), the others fitted well: what collapses is set here, not by training.
+        ensemble = [dataclasses.replace(m, train_accuracy=0.9) for m in original(*args, **options)]
         dead = torch.full_like(ensemble[0].losses, math.log(10.0))
         return [dataclasses.replace(ensemble[0], losses=dead), *ensemble[1:]]
 
@@ -137,3 +139,21 @@ def test_a_collapsed_seed_is_left_out_of_the_constants_and_counted(monkeypatch):
     assert [w.net.seed for w in across[key]] == [1, 2]
     header, rows = network_table(networks, across, collapsed)
     assert rows[0][3] == 1
+
+    # Every seed of a configuration collapses: it is left out whole and counted; of the reference, refused.
+    def every_seed_collapses(*args, hidden_size, **options):
+        ensemble = [
+            dataclasses.replace(m, train_accuracy=0.9) for m in original(*args, hidden_size=hidden_size, **options)
+        ]
+        if hidden_size == 2:
+            return [dataclasses.replace(m, losses=torch.full_like(m.losses, math.log(10.0))) for m in ensemble]
+        return ensemble
+
+    monkeypatch.setattr(ball_study, "trained_networks", every_seed_collapses)
+    common = dict(seeds=[0, 1], epochs=1, batch_size=32, lr=1e-3, device=cpu)
+    networks, across, collapsed = ball_networks(data, [(4, 1), (2, 1)], **common)
+    assert list(networks) == [key] and collapsed[("digits", 2, 1)] == [0, 1]
+    header, rows = network_table(networks, across, collapsed)
+    assert rows[1][:5] == ["digits", 2, 1, 2, "every seed collapsed"] and len(rows[1]) == len(header)
+    with pytest.raises(ValueError, match="every seed of the reference configuration collapsed on digits"):
+        ball_networks(data, [(2, 1), (4, 1)], **common)

@@ -213,6 +213,29 @@ def test_every_page_says_what_it_ran_and_shows_its_parameters_once(smoke_book):
         assert tags.count("parameters") == 1 and "injected-parameters" not in tags, name
 
 
+def test_the_intro_states_the_findings_the_chapters_computed(smoke_book):
+    """Every claim's row, with the verdict read from this build's summaries, and the figure beside it."""
+    import html as html_module
+
+    from lhlib import intro_findings
+
+    summaries = {
+        name: json.loads((smoke_book / "results" / "smoke" / name / "summary.json").read_text())
+        for name in book.chapters(smoke_book)
+    }
+    staged = (smoke_book / "_build" / "stage" / "smoke" / "book" / "intro.md").read_text()
+    assert intro_findings.MARKER not in staged
+    rows = intro_findings.findings_rows(summaries)
+    assert len(rows) == len(intro_findings.FINDINGS)
+    for row in rows:
+        assert intro_findings.findings_table([row], "smoke").splitlines()[-1] in staged, row["claim"]
+    page = html_module.unescape(
+        (smoke_book / "_build" / "book" / "smoke" / "_build" / "html" / "book" / "intro.html").read_text()
+    )
+    assert all(row["claim"].split("$")[-1].strip() in page for row in rows)  # the math renders as MathJax spans
+    assert 'id="fig-intro-slack"' in page and "findings_slack.png" in page
+
+
 def test_the_rendering_check_catches_a_broken_formula_on_a_built_page(smoke_book, tmp_path):
     """The check passed the build; planted on a copy of a built page, a broken formula and a stray
     ``$$`` are caught, the first by MathJax itself where a browser is installed."""

@@ -27,6 +27,7 @@ INFRASTRUCTURE = {
     "figures",
     "glue",
     "html_check",
+    "intro_findings",
     "pages",
     "progress",
     "report",

@@ -28,7 +28,7 @@ LAYERS = [
         "ball_study",
         "bound_study",
     },
-    {"report", "figures", "pages", "html_check"},
+    {"report", "figures", "pages", "html_check", "intro_findings"},
     {"book"},
 ]
 

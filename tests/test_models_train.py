@@ -134,15 +134,20 @@ def test_split_collapsed_keeps_the_networks_that_did_not_collapse_and_names_the_
     chance = torch.full_like(ensemble[1].losses, math.log(3))
     half = chance.clone()
     half[::2] = 0.1  # exactly half at ln 3: collapsed at the default share of one half
+    learned = dataclasses.replace(ensemble[0], train_accuracy=0.9)  # the most frequent class holds 14 of 40
     members = [
-        ensemble[0],
+        learned,
         dataclasses.replace(ensemble[1], losses=chance),
-        dataclasses.replace(ensemble[2], losses=half),
+        dataclasses.replace(ensemble[2], losses=half, train_accuracy=0.9),
     ]
-    kept, collapsed = split_collapsed(members, 3)
+    kept, collapsed = split_collapsed(members, y, 3)
     assert [m.seed for m in kept] == [0] and collapsed == [1, 2]
-    assert [m.seed for m in split_collapsed(members, 3, collapse_share=0.6)[0]] == [0, 2]
-    with pytest.raises(ValueError, match=r"every seed collapsed \(\[1\]\)"):
-        split_collapsed(members[1:2], 3)
+    # No loss at ln 3, but no better than always predicting the most frequent class: collapsed too.
+    at_chance = dataclasses.replace(learned, seed=3, train_accuracy=14 / 40)
+    assert split_collapsed([learned, at_chance], y, 3) == ([learned], [3])
+    assert [m.seed for m in split_collapsed(members, y, 3, collapse_share=0.6)[0]] == [0, 2]
+    with pytest.raises(ValueError, match=r"seeds \[1\] collapsed, leaving 0 of the 1 networks needed"):
+        split_collapsed(members[1:2], y, 3)
+    assert split_collapsed(members[1:2], y, 3, minimum=0) == ([], [1])
     with pytest.raises(ValueError, match="collapse_share"):
-        split_collapsed(members, 3, collapse_share=0.0)
+        split_collapsed(members, y, 3, collapse_share=0.0)

@@ -119,3 +119,16 @@ def test_p_values_at_the_permutation_floor_print_as_bounds():
     assert seed_stats.p_value_text(0.0043, 1 / 10001) == "0.0043"
     assert seed_stats.p_value_text(float("nan"), 1e-4) == "nan"
     assert trend_test(np.arange(30.0), -np.arange(30.0), "decreasing", permutations=999).p_floor == pytest.approx(1e-3)
+
+
+def test_a_network_collapses_by_dead_units_or_by_learning_nothing():
+    labels = torch.tensor([0, 0, 0, 1, 2, 3])  # the most frequent class: half of the labels
+    healthy = torch.tensor([0.1, 0.2, 0.3, 0.1, 0.5, 0.2])
+    dead = torch.full((6,), math.log(4))
+    assert not seed_stats.is_collapsed(healthy, 0.9, labels, 4)
+    assert seed_stats.is_collapsed(dead, 0.9, labels, 4)  # every loss at ln K
+    assert seed_stats.is_collapsed(healthy, 0.5, labels, 4)  # no better than predicting class 0
+    assert not seed_stats.is_collapsed(torch.cat([dead[:2], healthy[:4]]), 0.9, labels, 4)  # a third at ln K
+    assert seed_stats.is_collapsed(torch.cat([dead[:2], healthy[:4]]), 0.9, labels, 4, collapse_share=0.3)
+    with pytest.raises(ValueError, match="collapse_share"):
+        seed_stats.is_collapsed(healthy, 0.9, labels, 4, collapse_share=1.5)

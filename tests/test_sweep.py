@@ -52,7 +52,7 @@ def test_sweep_reports_every_seed_and_tests_both_claims():
     for r in results.values():
         assert r.seeds == [0, 1, 2]
         np.testing.assert_allclose(r.level, r.level_mean)  # the level is linear in the curve
-        assert np.all(r.seed_low <= r.mean + 1e-15) and np.all(r.mean <= r.seed_high + 1e-15)
+        assert np.all(r.seed_low <= r.live_mean + 1e-15) and np.all(r.live_mean <= r.seed_high + 1e-15)
     rows = summary_rows(results)
     assert all(len(row["levels"]) == 3 and row["level_ci95"][0] <= row["level_mean"] for row in rows)
     tests = ordering_tests(results, settings, "toy", permutations=50)
@@ -74,9 +74,11 @@ def test_sweep_reports_every_seed_and_tests_both_claims():
     facts = sweep_facts({"toy": results})
     members = [m for r in results.values() for m in r.members]
     assert facts["n_networks"] == len(members) == 9 and facts["n_configurations"] == 3
-    assert facts["n_fitted"] + facts["n_dead"] == 9
-    fitted = [m.fit.exponent for m in members if m.fit is not None]
-    assert facts["exponent_min"] == min(fitted) and facts["exponent_max"] == max(fitted)
+    kept = [m for r in results.values() for m in r.kept]
+    assert facts["n_fitted"] == len(kept) and facts["n_collapsed"] == sum(m.collapsed for m in members)
+    assert facts["n_fitted"] + facts["n_collapsed"] + sum(m.fit is None and not m.collapsed for m in members) == 9
+    fitted = [m.fit.exponent for m in kept]
+    assert fitted and facts["exponent_min"] == min(fitted) and facts["exponent_max"] == max(fitted)
     live = [[m.level for m in r.members if not m.collapsed] for r in results.values()]
     assert facts["seed_level_spread_max"] == max(max(v) / min(v) for v in live if len(v) >= 2)
     assert hidden_size_peaks({"toy": results}, settings) in ("toy: h = 3", "toy: h = 6")
@@ -141,7 +143,7 @@ def test_a_dead_network_is_collapsed_and_has_no_exponent():
     settings = check_sweep_settings(permutations=4, seeds=[0, 1], fit_k_min=2)
     losses = torch.full((50,), math.log(10.0))
     dead = TrainedNetwork(0, build_mlp(4, 2, 0, 10, seed=0), losses, float(losses.mean()), 0.1, [2.3], False)
-    member = measure_member(dead, settings, 10)
+    member = measure_member(dead, settings, torch.arange(50) % 10, 10)
     assert member.collapsed and member.share_at_chance == 1.0
     assert member.fit is None and member.level == 0.0 and member.mean_abs_deviation == 0.0
 
@@ -173,7 +175,7 @@ def test_a_collapsed_seed_is_left_out_of_every_statistic_and_counted():
         network = TrainedNetwork(
             seed, build_mlp(4, 2, 0, 10, seed=seed), losses, float(losses.mean()), 0.5, [1.0], False
         )
-        return measure_member(network, settings, 10)
+        return measure_member(network, settings, torch.arange(60) % 10, 10)
 
     chance = math.log(10.0)
     collapsed = torch.full((60,), chance)
