@@ -96,3 +96,18 @@ def run_chapter_smoke(tmp_path, monkeypatch):
         return json.loads((output_dir / "summary.json").read_text())
 
     return run
+
+
+def check_configuration_row(row: dict, seeds: list[int]) -> None:
+    """A sweep configuration's summary row: the seeds kept and collapsed add up, and over the kept ones the level's
+    interval (log scale, around the geometric mean) and the exponent's hold their centres. With fewer than two
+    kept seeds there is no interval, and the summary says so with NaN ("nan" in JSON)."""
+    assert row["seeds"] == seeds and set(row["kept_seeds"]) <= set(seeds)
+    assert len(row["kept_seeds"]) + row["collapsed_seeds"] <= len(seeds)
+    if len(row["kept_seeds"]) >= 2:
+        low, high = row["level_ci95"]
+        assert 0 < low <= row["level_geometric_mean"] <= high
+        low, high = row["rate_exponent_ci95"]
+        assert low <= row["rate_exponent"] <= high
+    else:
+        assert row["level_ci95"] == ["nan", "nan"]

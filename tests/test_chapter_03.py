@@ -39,9 +39,11 @@ def test_chapter_03_smoke(run_chapter_smoke):
     assert 0 < summary["lanczos_converged_fraction"] <= 1
     scaling = summary["scaling_across_seeds"]["digits"]
     seeds = summary["settings"]["seeds"]
-    assert len(scaling["h_slopes"]) == len(scaling["depth_factors"]) == len(seeds) >= 2
-    low, high = scaling["h_slope_ci95"]
-    assert low <= scaling["h_slope"] <= high
+    # One fit per seed with two points left in its panel (collapsed networks are left out of the fits).
+    assert 1 <= len(scaling["h_slopes"]) <= len(seeds) and 1 <= len(scaling["depth_factors"]) <= len(seeds)
+    if len(scaling["h_slopes"]) >= 2:
+        low, high = scaling["h_slope_ci95"]
+        assert low <= scaling["h_slope"] <= high
 
 
 def test_chapter_03_rejects_bad_parameters_before_work(run_chapter_smoke):

@@ -65,7 +65,7 @@ def test_chapter_01_smoke(run_chapter_smoke, tmp_path):
         if findings[name] != "nan":
             assert abs(findings[name] - expected) < 0.2
     assert findings["order_assumption"] != "nan"
-    assert findings["second_max_error"] < 1e-12
+    assert findings["second_max_error"] < 1e-6 * findings["value_scale"]  # third order: far below the value
     assert findings["derived_split_held_fraction_smooth"] == 1.0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import check_configuration_row
 
 from lhlib.experiment import trained_networks
 from lhlib.other_architectures import (
@@ -13,6 +14,7 @@ from lhlib.other_architectures import (
     curvature_facts,
     family_curvature,
     family_summary_rows,
+    family_table,
     family_trend_tests,
     landscape_facts,
     network_curvature,
@@ -23,6 +25,7 @@ from lhlib.other_architectures import (
 )
 from lhlib.seed_stats import family_verdicts
 from lhlib.settings import check_family_sizes, check_sweep_settings
+from lhlib.sweep import combine_members
 
 CORRECTION_FIELDS = {"verdict_uncorrected", "attainable_p", "family_threshold", "family_size"}
 
@@ -116,6 +119,21 @@ def test_run_families_and_curvature_on_every_family(images):
     assert 0 < facts["vit"]["softmax_slack"] <= 1
     landscape = landscape_facts({"data": results})
     assert landscape["mlp"]["networks"] == 4 and landscape["vit"]["networks"] == 2
+    # A collapsed seed is left out of the landscape's ranges and of the family table, and counted.
+    import dataclasses
+
+    mlp = results[("mlp", 8, 1)]
+    first = dataclasses.replace(mlp.curves.members[0], collapsed=True)
+    pruned = combine_members(8, 1, 3, [first, *mlp.curves.members[1:]], settings)
+    with_collapse = {**results, ("mlp", 8, 1): dataclasses.replace(mlp, curves=pruned)}
+    pruned_facts = landscape_facts({"data": with_collapse})["mlp"]
+    assert pruned_facts["collapsed"] == landscape["mlp"]["collapsed"] + (not mlp.curves.members[0].collapsed)
+    assert pruned_facts["fitted"] == landscape["mlp"]["fitted"] - (
+        first.fit is not None and not mlp.curves.members[0].collapsed
+    )
+    header, table = family_table(with_collapse)
+    row = table[list(with_collapse).index(("mlp", 8, 1))]
+    assert header[5] == "collapsed seeds (left out)" and row[5] == f"{pruned.collapsed_seeds} of 2"
     assert 0.5 < landscape["cnn"]["level_to_mad_range"][0] <= landscape["cnn"]["level_to_mad_range"][1] < 1.5
     rows = family_summary_rows(results, curvature)
     assert {r["family"] for r in rows} == {"mlp", "cnn", "vit"}
@@ -155,10 +173,7 @@ def test_chapter_08_smoke(run_chapter_smoke):
     assert {r["family"] for r in rows} == {"mlp", "cnn", "vit"} and len(rows) == 9
     for row in rows:
         assert row["seeds"] == seeds and len(row["ggn_norm_median"]) == len(seeds)
-        low, high = row["level_ci95"]
-        assert low <= row["level_mean"] <= high
-        low, high = row["rate_exponent_ci95"]
-        assert low <= row["rate_exponent"] <= high
+        check_configuration_row(row, seeds)
         assert all(value > 0 for value in row["ggn_norm_median"])
         if row["family"] == "vit":
             assert "bound_held" not in row
@@ -171,6 +186,7 @@ def test_chapter_08_smoke(run_chapter_smoke):
         "not supported",
         "contradicted",
         "not testable",
+        "not testable at this size",
     }
 
 

@@ -199,3 +199,10 @@ def test_a_collapsed_seed_is_left_out_of_every_statistic_and_counted():
     facts = sweep_facts({"toy": {(4, 0): result}})
     assert facts["n_collapsed"] == 2 and facts["n_fitted"] == 2
     assert facts["exponent_min"] == min(members[0].fit.exponent, members[2].fit.exponent)
+
+    # Chapter 05 pairs feature heads with pixel networks: a pair with a collapsed network on either side is out.
+    pixels = combine_members(4, 0, 2, [members[2], members[0], members[1], members[2]], settings)
+    paired = paired_sweep_facts({"toy": {(4, 0): result}}, {"toy": {(4, 0): pixels}})
+    assert paired["n_networks"] == 4 and paired["n_fitted_pairs"] == 1  # only seed 0 is kept on both sides
+    assert paired["level_ratio_median"] == pytest.approx(members[0].level / members[2].level)
+    assert paired["collapsed_counts"] == "2 of 4 feature heads and 1 of 4 pixel networks"
