@@ -643,10 +643,10 @@ def scaling_across_seeds(results, settings: SweepSettings) -> tuple[dict[str, di
         \log g^{\max}(L) = a' + L \log \rho \quad \text{(depth panel)},
 
     with :math:`L` = ``num_layers + 2``; the slope is :math:`b`, the factor per layer :math:`\rho`. Collapsed networks
-    (:attr:`MeasuredNetwork.collapsed_per_seed`: their curvature is that of their dead units) and networks with every
-    ReLU path dead (:math:`g^{\max} = 0` for every sample) are left out of the fits. The factor is positive, so its
-    interval is taken on the log scale (:func:`lhlib.seed_stats.positive_interval_across_seeds`, around the
-    geometric mean); a seed with fewer than two points left in a panel has no fit there.
+    (``collapsed_per_seed`` of :class:`MeasuredNetwork`: their curvature is that of their dead units) and networks
+    with every ReLU path dead (:math:`g^{\max} = 0` for every sample) are left out of the fits. The factor is
+    positive, so its interval is taken on the log scale (:func:`lhlib.seed_stats.positive_interval_across_seeds`,
+    around the geometric mean); a seed with fewer than two points left in a panel has no fit there.
 
     Args:
         results: :func:`measure_networks`' results.

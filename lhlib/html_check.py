@@ -32,6 +32,7 @@ from pathlib import Path
 __all__ = ["BROWSERS", "browser", "check_book", "rendered_problems", "static_problems", "tex_problems"]
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
+"""The headless browsers the rendered pass looks for, in order."""
 
 # A TeX command, an escaped character, or one character.
 _TOKEN = re.compile(r"\\[A-Za-z]+|\\.|\s+|.", re.S)

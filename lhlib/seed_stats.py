@@ -81,9 +81,9 @@ def positive_interval_across_seeds(
 
     .. math::
 
-        \exp\Bigl(ar u \pm t_{S-1,\,(1+c)/2}\,rac{s_u}{\sqrt S}\Bigr), \qquad u_j = \log v_j,
+        \exp\Bigl(\bar u \pm t_{S-1,\,(1+c)/2}\,\frac{s_u}{\sqrt S}\Bigr), \qquad u_j = \log v_j,
 
-    around the geometric mean :math:`\exp ar u`.
+    around the geometric mean :math:`\exp \bar u`.
 
     Args:
         values: One positive value of the statistic per seed, at least two.
@@ -284,11 +284,11 @@ def p_value_text(p: float, floor: float) -> str:
 
     .. math::
 
-        p \le 	frac{1}{1+B} \ 	ext{when no permutation reached the observed statistic.}
+        p \le \frac{1}{1+B} \ \text{when no permutation reached the observed statistic.}
 
     Args:
         p: The p-value.
-        floor: The smallest p-value the permutations can give (:attr:`TrendTest.p_floor`).
+        floor: The smallest p-value the permutations can give (``p_floor`` of :class:`TrendTest`).
 
     Returns:
         ``"<= 1e-04"`` style at the floor, else the value to two significant digits (``"nan"`` for NaN).
@@ -302,17 +302,17 @@ def family_verdicts(tests: Sequence[dict], alpha: float = 0.05) -> list[dict]:
     r"""The verdicts of a family of trend tests, corrected for multiplicity (family-wise error ``alpha``).
 
     Each test makes two one-sided claims, so a family of :math:`m` tests holds :math:`2m` hypotheses. Each
-    test's *attainable* p-value, :math:`a_j = \max(	ext{smallest}_j, 1/(1+B))`, is the least its sizes and
+    test's *attainable* p-value, :math:`a_j = \max(\text{smallest}_j, 1/(1+B))`, is the least its sizes and
     permutations allow; a hypothesis with :math:`a_j` above the threshold can never be rejected and need not be
-    paid for (Tarone's refinement of Bonferroni). The threshold is :math:`lpha / M` with
+    paid for (Tarone's refinement of Bonferroni). The threshold is :math:`\alpha / M` with
 
     .. math::
 
-        M = \minigl\{M' \ge 1 : 2\,\#\{j : a_j < lpha / M'\} \le M'igr\},
+        M = \min\bigl\{M' \ge 1 : 2\,\#\{j : a_j < \alpha / M'\} \le M'\bigr\},
 
-    and a test whose :math:`a_j \ge lpha/M` is *not testable at this size*. The others are *supported*
-    (claimed direction's :math:`p < lpha/M`), *contradicted* (the opposite direction's is) or *not supported*.
-    Every test is counted, whatever its verdict, so the family-wise error stays at most :math:`lpha`.
+    and a test whose :math:`a_j \ge \alpha/M` is *not testable at this size*. The others are *supported*
+    (claimed direction's :math:`p < \alpha/M`), *contradicted* (the opposite direction's is) or *not supported*.
+    Every test is counted, whatever its verdict, so the family-wise error stays at most :math:`\alpha`.
 
     Args:
         tests: Trend tests as dicts with the fields of :class:`TrendTest` (``as_dict``, plus any labels).
@@ -320,7 +320,7 @@ def family_verdicts(tests: Sequence[dict], alpha: float = 0.05) -> list[dict]:
 
     Returns:
         New dicts in the same order, each test with ``verdict`` replaced by the corrected one, the uncorrected verdict
-        in ``verdict_uncorrected``, and ``attainable_p``, ``family_threshold`` (:math:`lpha/M`) and
+        in ``verdict_uncorrected``, and ``attainable_p``, ``family_threshold`` (:math:`\alpha/M`) and
         ``family_size`` (:math:`m`).
 
     Raises:

@@ -128,7 +128,7 @@ class ConfigurationResult:
     r"""One configuration across seeds.
 
     Curves are indexed by :math:`k = 1, \dots, N - 1`. Every mean, spread, fit and interval is over the *kept*
-    seeds: those that did not collapse (:attr:`SeedResult.collapsed`) and have a fitted exponent. A collapsed
+    seeds: those that did not collapse (``collapsed`` of :class:`SeedResult`) and have a fitted exponent. A collapsed
     network's level says how many of its units died, not how its landscape converges, and a network whose losses
     are all equal has a zero curve, which has no place on a log axis. When no seed is kept the curves fall back on
     the fitted seeds (or all of them), so that a figure can still show the configuration, and its level, exponent

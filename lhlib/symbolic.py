@@ -95,8 +95,9 @@ class TexSymbol(sp.Symbol):
     r"""A SymPy symbol whose LaTeX is its name, verbatim (in braces, so that it stays one atom).
 
     SymPy reads ``_`` and ``^`` in an ordinary symbol's name as a sub- and superscript of everything
-    after them: ``Symbol(r"\|\Delta_H\|_2")`` prints as :math:`\|\Delta_{H\| 2}`. A name that is
-    already TeX (a norm, an operator with limits, a label) keeps its meaning only as a ``TexSymbol``.
+    after them: ``Symbol(r"\|\Delta_H\|_2")`` prints as ``\|\Delta_{H\| 2}``, a subscript that swallows the
+    closing bar. A name that is already TeX (a norm, an operator with limits, a label) keeps its meaning only as a
+    ``TexSymbol``.
     Assumptions (``positive=True``, ...) work as for :class:`sympy.Symbol`.
     """
 
