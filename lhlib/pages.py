@@ -81,6 +81,14 @@ def _plain(value: Any) -> str:
     return str(value)
 
 
+def _difference(name: str, used: Any, paper: Any) -> str:
+    """One parameter's difference as a phrase: what this copy ran, and what the paper profile adds or uses."""
+    if isinstance(used, list) and isinstance(paper, list) and all(item in paper for item in used):
+        added = [item for item in paper if item not in used]
+        return f"`{name}`: this copy ran `{_plain(used)}`; the `paper` profile adds `{_plain(added)}`"
+    return f"`{name}`: this copy ran `{_plain(used)}`; the `paper` profile uses `{_plain(paper)}`"
+
+
 def chapter_banner(profile: str, differences: list[tuple[str, Any, Any]]) -> str:
     """The note at the top of a chapter built under ``profile``: what it ran instead of the paper's settings.
 
@@ -93,12 +101,11 @@ def chapter_banner(profile: str, differences: list[tuple[str, Any, Any]]) -> str
     """
     if not differences:
         return ""
-    rows = "\n".join(f"| `{name}` | `{_plain(used)}` | `{_plain(paper)}` |" for name, used, paper in differences)
+    items = "\n".join(f"- {_difference(*row)}." for row in differences)
     return (
         f":::{{admonition}} {BANNER_TITLE}\n:class: note\n"
-        f"This page was built with the `{profile}` profile, not with the paper's settings, and every "
-        f"number on it comes from this run. Where the two differ:\n\n"
-        f"| parameter | this copy | `paper` profile |\n|---|---|---|\n{rows}\n\n"
+        f"This page was built with the `{profile}` profile, not with the paper's settings, and every number on it "
+        f"comes from this run:\n\n{items}\n\n"
         "*Reproducing this book* says how to run the chapter with the paper's settings.\n:::"
     )
 
@@ -113,21 +120,20 @@ def intro_banner(profile: str, differences: dict[str, list[tuple[str, Any, Any]]
     Returns:
         A MyST admonition (empty when every chapter ran with the paper's settings).
     """
-    grouped: dict[tuple[str, str, str], list[str]] = {}
+    grouped: dict[str, tuple[tuple[str, Any, Any], list[str]]] = {}
     for chapter, rows in differences.items():
-        for name, used, paper in rows:
-            grouped.setdefault((name, _plain(used), _plain(paper)), []).append(chapter[:2])
+        for row in rows:
+            grouped.setdefault(_normalised(row), (row, []))[1].append(chapter[:2])
     if not grouped:
         return ""
-    lines = "\n".join(
-        f"| {', '.join(chapters)} | `{name}` | `{used}` | `{paper}` |"
-        for (name, used, paper), chapters in grouped.items()
+    items = "\n".join(
+        f"- {_difference(*row)} (chapter{'s' if len(chapters) > 1 else ''} {', '.join(chapters)})."
+        for row, chapters in grouped.values()
     )
     return (
         f":::{{admonition}} {BANNER_TITLE}\n:class: note\n"
-        f"This copy of the book was built with the `{profile}` profile, not with the paper's settings: "
-        "the findings below are this run's, on what it ran. Where it differs from the `paper` "
-        f"profile:\n\n| chapters | parameter | this copy | `paper` profile |\n|---|---|---|---|\n{lines}\n:::"
+        f"This copy of the book was built with the `{profile}` profile, not with the paper's settings: the "
+        f"findings below are this run's, on what it ran.\n\n{items}\n:::"
     )
 
 

@@ -52,7 +52,7 @@ def test_staged_chapter_has_the_banner_and_one_parameter_cell(tmp_path):
     assert kinds == [("markdown", []), ("markdown", []), ("markdown", []), ("code", ["parameters"]), ("code", [])]
     banner = staged.cells[1].source
     assert banner.startswith(":::{admonition} What this copy ran") and "`cpu` profile" in banner
-    assert "| `seeds` | `0, 1` | `0, 1, 2, 3, 4` |" in banner
+    assert "- `seeds`: this copy ran `0, 1`; the `paper` profile adds `2, 3, 4`." in banner
     assert "`cpu` profile's values written in" in staged.cells[2].source
     assert staged.cells[3].source.splitlines() == [
         "seeds = [0, 1]  # cpu profile (paper: [0, 1, 2, 3, 4]); training seeds",
@@ -80,5 +80,5 @@ def test_a_chapter_with_the_paper_settings_gets_no_banner(tmp_path):
 def test_intro_banner_groups_the_differences_over_chapters():
     seeds = ("seeds", [0, 1], [0, 1, 2, 3, 4])
     banner = pages.intro_banner("cpu", {"03_a": [seeds], "04_b": [seeds, ("backbone", "offline-cnn", "vit")]})
-    assert "| 03, 04 | `seeds` | `0, 1` | `0, 1, 2, 3, 4` |" in banner
-    assert "| 04 | `backbone` | `offline-cnn` | `vit` |" in banner
+    assert "- `seeds`: this copy ran `0, 1`; the `paper` profile adds `2, 3, 4` (chapters 03, 04)." in banner
+    assert "- `backbone`: this copy ran `offline-cnn`; the `paper` profile uses `vit` (chapter 04)." in banner
