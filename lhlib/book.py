@@ -612,7 +612,10 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as error:
         parser.error(str(error))
     if args.command == "check-html":
-        _report_rendering(root / "_build" / "book" / args.profile / "_build" / "html")
+        html_dir = root / "_build" / "book" / args.profile / "_build" / "html"
+        if not (html_dir / "index.html").is_file():
+            parser.error(f"no book built with --profile {args.profile}: run 'python -m lhlib.book build' first")
+        _report_rendering(html_dir)
     elif args.command == "run":
         run_chapters(args.chapters, args.profile, timeout=args.cell_timeout, force=args.force)
     elif args.command == "build":

@@ -77,3 +77,15 @@ def test_rendered_pass_reads_mathjax_errors_and_untypeset_tex():
 def test_check_book_refuses_a_folder_that_is_not_a_built_book(tmp_path):
     with pytest.raises(FileNotFoundError, match="html_dir must be a built book's html folder"):
         html_check.check_book(tmp_path)
+
+
+def test_check_html_without_a_built_book_is_one_line(tmp_path, monkeypatch, capsys):
+    from lhlib import book
+
+    monkeypatch.setattr(book, "repository_root", lambda: tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        book.main(["check-html", "--profile", "smoke"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
+        "error: no book built with --profile smoke: run 'python -m lhlib.book build' first"
+    )
