@@ -137,6 +137,9 @@ class _Page(HTMLParser):
         self.text: list[str] = []
         self.emphasis_after: list[str] = []  # the text just before each Markdown <em>, for mid-word emphasis
         self.merrors: list[str] = []
+        self.typeset: list[bool] = []  # per formula, whether MathJax drew it (a <mjx-container> inside)
+        self.unread: list[str] = []  # what MathJax drew in red: a command it does not know
+        self._red = False
 
     def _math(self) -> bool:
         return any(math for _, math, _ in self.stack)
@@ -154,6 +157,11 @@ class _Page(HTMLParser):
         skipped = tag in self.SKIP or "pre" in classes or any(c.startswith("sig") for c in classes)
         if tag == "mjx-merror":
             self.merrors.append(attributes.get("data-mjx-error", "MathJax error"))
+        if tag == "mjx-container" and self._math():
+            self.typeset[-1] = True
+        if tag == "mtext" and attributes.get("mathcolor") == "red":
+            self._red = True
+            self.unread.append("")
         # Markdown's emphasis is a bare <em>; Sphinx's own carry a class, or sit in an API entry.
         if tag == "em" and not classes and not self._skipped() and not self._math() and not self._in_api():
             self.emphasis_after.append("".join(self.text)[-1:])
@@ -162,14 +170,19 @@ class _Page(HTMLParser):
             self.stack.append(("dl.py" if tag == "dl" and "py" in classes else tag, is_math, skipped))
         if is_math:
             self.formulas.append("")
+            self.typeset.append(False)
 
     def handle_endtag(self, tag):
+        if tag == "mtext":
+            self._red = False
         names = {tag, "dl.py"} if tag == "dl" else {tag}
         if any(open_tag in names for open_tag, _, _ in self.stack):
             while self.stack.pop()[0] not in names:
                 pass
 
     def handle_data(self, data):
+        if self._red:
+            self.unread[-1] += data
         if self._math():
             self.formulas[-1] += data
         elif not self._skipped():
@@ -214,19 +227,27 @@ def rendered_problems(dom: str) -> list[str]:
         dom: The page's DOM after its scripts ran.
 
     Returns:
-        One line per problem found, for each MathJax error marker (``mjx-merror``, with MathJax's message), and
-        TeX delimiters (``\(``, ``\[``, ``$$``) left in the visible text, i.e. math MathJax did not
-        typeset; and a page with formulas where MathJax typeset none.
+        One line per problem found, for each MathJax error marker (``mjx-merror``, with MathJax's message), each
+        command MathJax drew in red because it does not know it, each formula MathJax left untypeset (as it
+        does with unbalanced braces), TeX delimiters (``\(``, ``\[``, ``$$``) left in the visible text; or
+        one line for a page with formulas where MathJax typeset none.
     """
     parser = _Page()
     parser.feed(dom)
     problems = [f"MathJax error: {html.unescape(message)}" for message in parser.merrors]
+    problems += [f"MathJax error: it does not know {text!r}" for text in parser.unread]
+    if any(parser.typeset):
+        problems += [
+            f"MathJax left a formula untypeset: {formula.strip()[:80]!r}"
+            for formula, typeset in zip(parser.formulas, parser.typeset)
+            if not typeset
+        ]
     text = "".join(parser.text)
     for delimiter in (r"\(", r"\[", "$$"):
         if delimiter in text:
             at = text.index(delimiter)
             problems.append(f"untypeset TeX ({delimiter!r}) in the text: {text[max(0, at - 40) : at + 60]!r}")
-    if parser.formulas and "<mjx-container" not in dom:
+    if parser.formulas and not any(parser.typeset):
         problems.append("the page has formulas but MathJax typeset none")
     return problems
 

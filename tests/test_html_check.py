@@ -86,6 +86,22 @@ def test_check_html_without_a_built_book_is_one_line(tmp_path, monkeypatch, caps
     with pytest.raises(SystemExit) as exit_info:
         book.main(["check-html", "--profile", "smoke"])
     assert exit_info.value.code == 2
-    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
-        "error: no book built with --profile smoke: run 'python -m lhlib.book build' first"
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .splitlines()[-1]
+        .endswith("error: no book built with --profile smoke: run 'python -m lhlib.book build' first")
     )
+
+
+def test_rendered_pass_reads_undefined_commands_and_formulas_left_untypeset():
+    """What MathJax 3 leaves behind as the book loads it: an unknown command drawn as red text, and a formula with
+    an unbalanced brace not typeset at all, beside one typeset fine."""
+    dom = (
+        '<span class="math">\\(\\frac{1}{2\\)</span>'
+        '<span class="math"><mjx-container><math><mtext mathcolor="red">\\foo</mtext></math></mjx-container></span>'
+    )  # fmt: skip
+    assert html_check.rendered_problems(dom) == [
+        "MathJax error: it does not know '\\\\foo'",
+        "MathJax left a formula untypeset: '\\\\(\\\\frac{1}{2\\\\)'",
+    ]
