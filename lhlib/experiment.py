@@ -316,12 +316,13 @@ def split_collapsed(
     r"""The members of a seed ensemble that did not collapse, and the seeds of those that did.
 
     A network is collapsed (:func:`lhlib.seed_stats.is_collapsed`) when at least ``collapse_share`` of its
-    per-sample losses sit at :math:`\ln K`, or its training accuracy is no better than the most frequent class:
+    per-sample losses sit at :math:`\ln K`, or its training accuracy is no better than always predicting the most
+    frequent class, whose share of the labels is :math:`q` (within three binomial standard errors):
 
     .. math::
 
         \frac{1}{N}\,\#\bigl\{i : |\ell_i - \ln K| \le 10^{-4}\bigr\} \ge \text{collapse\_share}
-        \quad \text{or} \quad \text{accuracy} \le \max_c \frac{1}{N}\,\#\{i : y_i = c\}.
+        \quad \text{or} \quad \text{accuracy} \le q + 3\sqrt{q(1-q)/N}.
 
     Its statistics describe its dead units, not its landscape, so the chapters leave it out of every fit, range,
     mean and interval, and count it.

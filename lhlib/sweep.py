@@ -236,8 +236,10 @@ class ConfigurationResult:
 
     @property
     def level(self) -> float:
-        """The level of the kept seeds' mean curve (equal to :attr:`level_mean`, the level being linear)."""
-        return _level(self.live_mean)
+        """The level of the kept seeds' mean curve (equal to :attr:`level_mean`, the level being linear; NaN if none
+        is kept).
+        """
+        return _level(self.live_mean) if self.kept else float("nan")
 
 
 def measure_member(

@@ -122,13 +122,16 @@ def test_p_values_at_the_permutation_floor_print_as_bounds():
 
 
 def test_a_network_collapses_by_dead_units_or_by_learning_nothing():
-    labels = torch.tensor([0, 0, 0, 1, 2, 3])  # the most frequent class: half of the labels
-    healthy = torch.tensor([0.1, 0.2, 0.3, 0.1, 0.5, 0.2])
-    dead = torch.full((6,), math.log(4))
-    assert not seed_stats.is_collapsed(healthy, 0.9, labels, 4)
-    assert seed_stats.is_collapsed(dead, 0.9, labels, 4)  # every loss at ln K
-    assert seed_stats.is_collapsed(healthy, 0.5, labels, 4)  # no better than predicting class 0
-    assert not seed_stats.is_collapsed(torch.cat([dead[:2], healthy[:4]]), 0.9, labels, 4)  # a third at ln K
-    assert seed_stats.is_collapsed(torch.cat([dead[:2], healthy[:4]]), 0.9, labels, 4, collapse_share=0.3)
+    labels = torch.arange(1000) % 10  # ten classes of 100: the most frequent is right 10 % of the time
+    margin = 3 * math.sqrt(0.1 * 0.9 / 1000)  # three binomial standard errors, 0.0285
+    healthy = torch.linspace(0.01, 1.0, 1000)
+    dead = torch.full((1000,), math.log(10))
+    assert not seed_stats.is_collapsed(healthy, 0.9, labels, 10)
+    assert seed_stats.is_collapsed(dead, 0.9, labels, 10)  # every loss at ln K
+    assert seed_stats.is_collapsed(healthy, 0.1 + margin, labels, 10)  # no better than always predicting one class
+    assert not seed_stats.is_collapsed(healthy, 0.1 + margin + 1e-3, labels, 10)
+    third = torch.cat([dead[:333], healthy[333:]])
+    assert not seed_stats.is_collapsed(third, 0.9, labels, 10)  # a third at ln K
+    assert seed_stats.is_collapsed(third, 0.9, labels, 10, collapse_share=0.3)
     with pytest.raises(ValueError, match="collapse_share"):
-        seed_stats.is_collapsed(healthy, 0.9, labels, 4, collapse_share=1.5)
+        seed_stats.is_collapsed(healthy, 0.9, labels, 10, collapse_share=1.5)
