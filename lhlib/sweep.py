@@ -471,8 +471,10 @@ def sweep_table(results: dict[tuple[int, int], ConfigurationResult]) -> tuple[li
                 r.weight_matrices,
                 f"{accuracy.mean():.1f} ({accuracy.min():.1f}-{accuracy.max():.1f})",
                 f"{r.collapsed_seeds} of {len(r.members)}",
-                f"{r.level_geometric_mean:.4f} [{level_low:.4f}, {level_high:.4f}]",
-                f"{r.rate_exponent:.3f} [{exp_low:.3f}, {exp_high:.3f}]",
+                f"{r.level_geometric_mean:.4f} [{level_low:.4f}, {level_high:.4f}]"
+                if r.kept
+                else "every seed collapsed",
+                f"{r.rate_exponent:.3f} [{exp_low:.3f}, {exp_high:.3f}]" if r.kept else "",
             ]
         )
     header = [

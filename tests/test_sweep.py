@@ -204,6 +204,10 @@ def test_a_collapsed_seed_is_left_out_of_every_statistic_and_counted():
     assert facts["n_collapsed"] == 2 and facts["n_fitted"] == 2
     assert facts["exponent_min"] == min(members[0].fit.exponent, members[2].fit.exponent)
 
+    every_seed = combine_members(4, 0, 2, [members[1], members[3]], settings)  # both collapsed
+    assert every_seed.kept == [] and np.isnan(every_seed.level) and np.isnan(every_seed.level_mean)
+    assert sweep_table({(4, 0): every_seed})[1][0][-2:] == ["every seed collapsed", ""]
+
     # Chapter 05 pairs feature heads with pixel networks: a pair with a collapsed network on either side is out.
     pixels = combine_members(4, 0, 2, [members[2], members[0], members[1], members[2]], settings)
     paired = paired_sweep_facts({"toy": {(4, 0): result}}, {"toy": {(4, 0): pixels}})
