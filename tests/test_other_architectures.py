@@ -91,7 +91,8 @@ def test_trained_networks_of_other_families_are_stored_per_seed(images):
 def test_run_families_and_curvature_on_every_family(images):
     x, y = images
     sizes = check_family_sizes({"mlp": [[4, 1], [8, 1]], "cnn": [[2, 1], [2, 2]], "vit": [[4, 1]]})
-    settings = check_sweep_settings(epochs=1, batch_size=16, permutations=4, seeds=[0, 1], device="cpu")
+    # Ten epochs at lr 3e-2: the MLPs and CNNs learn, so none of them collapsed.
+    settings = check_sweep_settings(epochs=10, lr=3e-2, batch_size=16, permutations=4, seeds=[0, 1], device="cpu")
     results = run_families(x, y, 4, IMAGE, sizes, settings)
     assert list(results) == [("mlp", 4, 1), ("mlp", 8, 1), ("cnn", 2, 1), ("cnn", 2, 2), ("vit", 4, 1)]
     assert results[("cnn", 2, 2)].curves.weight_matrices == 3
