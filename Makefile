@@ -29,7 +29,7 @@ offline-packages:
 	fi
 
 data: $(STAMP) offline-packages
-	$(PY) -m lhlib.data fetch mnist fashion_mnist digits
+	$(PY) -m lhlib.engine.data fetch mnist fashion_mnist digits
 
 # ruff is pinned in requirements.txt; its configuration is in pyproject.toml.
 lint: $(STAMP)
@@ -46,10 +46,10 @@ test: lint offline-packages
 	$(PY) -m pytest -q
 
 book: data
-	$(PY) -m lhlib.book build --profile $(PROFILE)
+	$(PY) -m lhlib.build.book build --profile $(PROFILE)
 
 book-smoke: data
-	$(PY) -m lhlib.book build --profile smoke
+	$(PY) -m lhlib.build.book build --profile smoke
 
 benchmark: $(STAMP)
 	$(PY) benchmarks/bench_training.py

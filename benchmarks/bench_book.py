@@ -28,8 +28,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from lhlib import book  # noqa: E402
-from lhlib.cache import cache_root  # noqa: E402
+from lhlib.build import book  # noqa: E402
+from lhlib.engine.store import cache_root  # noqa: E402
 
 PAGES = ("_config.yml", "_toc.yml", "book", "notebooks", "requirements.txt")
 

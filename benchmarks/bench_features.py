@@ -5,7 +5,7 @@ real ``transformers`` code:
 
 * reference: the pipeline ``"image-feature-extraction"`` with ``pool=True``, called on one raw PIL
   image at a time, as ``../shared/REFERENCE.md`` describes the authors' code;
-* lhlib: ``lhlib.features.extract_features`` (batched, processor on the backbone's device, cache off).
+* lhlib: ``lhlib.engine.features.extract_features`` (batched, processor on the backbone's device, cache off).
 
 The ViT is built locally with random weights (no download): ``--model tiny`` (hidden size 32, two
 layers, 224 x 224 inputs, patch 16: measures the pipeline and preprocessing overhead on a CPU) or
@@ -25,8 +25,8 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from lhlib.features import HubBackbone, extract_features
-from lhlib.train import resolve_device
+from lhlib.engine.features import HubBackbone, extract_features
+from lhlib.engine.train import resolve_device
 
 
 def save_vit(folder: Path, model: str) -> Path:

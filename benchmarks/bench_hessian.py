@@ -1,12 +1,12 @@
-"""Benchmark: exact per-sample G-term norms (lhlib.hessian) against per-sample power iteration.
+"""Benchmark: exact per-sample G-term norms (lhlib.engine.per_sample) against per-sample power iteration.
 
     python benchmarks/bench_hessian.py [--family mlp|cnn|vit] [--samples 200] [--hidden-size 64]
                                        [--num-layers 5] [--threads N]
 
-1. Times ``lhlib.hessian.per_sample_ggn_norms`` on all ``--train-size`` (10000) MNIST training
+1. Times ``lhlib.engine.per_sample.per_sample_ggn_norms`` on all ``--train-size`` (10000) MNIST training
    samples for a trained network (by default the paper's, h = 64, num_layers = 5; ``--family cnn``
    or ``vit`` with ``--hidden-size`` as the width and ``--num-layers`` as the number of blocks),
-   trained with the paper's settings through ``lhlib.experiment.trained_network``, so the result
+   trained with the paper's settings through ``lhlib.engine.experiment.trained_network``, so the result
    store is reused. Targets on a 2-core CPU: under 2 s for the MLP (structured path), under 60 s
    for the CNN (generic ``torch.func`` engine).
    For the MLP it also times the same weights held in a plain ``nn.Sequential`` (as the authors
@@ -35,10 +35,10 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lhlib.architectures import weight_layers
-from lhlib.data import load_dataset
-from lhlib.experiment import trained_network
-from lhlib.hessian import per_sample_ggn_norms
+from lhlib.engine.architectures import weight_layers
+from lhlib.engine.data import load_dataset
+from lhlib.engine.experiment import trained_network
+from lhlib.engine.per_sample import per_sample_ggn_norms
 
 
 def power_iteration(model, x_i, y_i, *, operator: str, max_iter: int = 100, tol: float = 1e-3, seed: int = 0):

@@ -1,11 +1,11 @@
-"""Benchmark: lhlib.hessian.lanczos_extremes against scipy's eigsh(which="BE") on the lemma's operator.
+"""Benchmark: lhlib.engine.spectral.lanczos_extremes against scipy's eigsh(which="BE") on the lemma's operator.
 
     python benchmarks/bench_lanczos.py [--hidden-size 16] [--num-layers 5] [--k 1000] [--repeats 3]
                                        [--threads N]
 
 Chapter 03's lemma term needs both extreme eigenvalues of the indefinite operator
 ``H_{k+1} - (1/k) sum_{i<=k} H_i``, given only by Hessian-vector products
-(``lhlib.hessian.mean_matvec``). ``lanczos_extremes`` (full reorthogonalisation, stopped on the
+(``lhlib.engine.tangents.mean_matvec``). ``lanczos_extremes`` (full reorthogonalisation, stopped on the
 relative residual ``tol``) and ``scipy.sparse.linalg.eigsh(k=2, which="BE")`` (ARPACK's implicitly
 restarted Lanczos, same tolerance) are run side by side, alternating, on the same operator of a
 network trained with the paper's settings (from the results store when it is there) on the first
@@ -29,9 +29,10 @@ from scipy.sparse.linalg import LinearOperator, eigsh
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lhlib.data import load_dataset
-from lhlib.experiment import trained_network
-from lhlib.hessian import lanczos_extremes, mean_matvec
+from lhlib.engine.data import load_dataset
+from lhlib.engine.experiment import trained_network
+from lhlib.engine.spectral import lanczos_extremes
+from lhlib.engine.tangents import mean_matvec
 
 
 def counted(matvec):
@@ -80,7 +81,7 @@ def main() -> None:
                        v0=start, return_eigenvectors=False)  # fmt: skip
         return float(values.min()), float(values.max()), True, matvec.calls
 
-    methods = {"lhlib.hessian.lanczos_extremes": with_lhlib, "scipy eigsh(which='BE')": with_scipy}
+    methods = {"lhlib.engine.spectral.lanczos_extremes": with_lhlib, "scipy eigsh(which='BE')": with_scipy}
     times = {name: [] for name in methods}
     results = {}
     for _ in range(args.repeats):

@@ -1,15 +1,15 @@
 """How a chapter's compute slows on a busy machine, with three ways for OpenMP's threads to wait.
 
 The workload is a slice of the book, torch on its default thread count: Lanczos on per-sample
-Hessians (:func:`lhlib.hessian.per_sample_hessian_norms`, 32 MNIST-sized inputs, the MLP h = 64,
-num_layers = 5), one epoch of a four-seed CNN ensemble (:func:`lhlib.ensemble.train_ensemble`), both
+Hessians (:func:`lhlib.engine.spectral.per_sample_hessian_norms`, 32 MNIST-sized inputs, the MLP h = 64,
+num_layers = 5), one epoch of a four-seed CNN ensemble (:func:`lhlib.engine.ensemble.train_ensemble`), both
 from chapter 08, and chapter 02's batched eigenvalues of softmax Hessians (2000 of them, K = 100),
 timed apart: thousands of small LAPACK calls, each waking the threads several times. The policies:
 
 * ``default``: OpenMP's own (libgomp spins 300 000 rounds before it sleeps);
 * ``passive``: ``OMP_WAIT_POLICY=PASSIVE``, threads sleep at once;
 * ``brief spin``: passive, but libgomp spins 10 000 rounds first (``GOMP_SPINCOUNT=10000``), what
-  ``lhlib.book`` starts its kernels with.
+  ``lhlib.build.book`` starts its kernels with.
 
 Each run is a fresh process (OpenMP reads its environment when it starts), first on an idle machine
 and then beside ``--busy`` processes that keep two torch threads each on matrix products, as another
@@ -30,9 +30,9 @@ import time
 
 WORKLOAD = """
 import time, torch
-from lhlib.architectures import build_network
-from lhlib.ensemble import train_ensemble
-from lhlib.hessian import per_sample_hessian_norms
+from lhlib.engine.architectures import build_network
+from lhlib.engine.ensemble import train_ensemble
+from lhlib.engine.spectral import per_sample_hessian_norms
 g = torch.Generator().manual_seed(0)
 x, y = torch.rand(2048, 784, generator=g) * 2 - 1, torch.randint(0, 10, (2048,), generator=g)
 mlp = build_network("mlp", (1, 28, 28), 64, 5, 10, 0)

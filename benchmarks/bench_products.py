@@ -2,7 +2,7 @@
 
     python benchmarks/bench_products.py [--sizes 16x5,64x5,16x10] [--samples 144] [--repeats 3] [--threads N]
 
-``lhlib.hessian.per_sample_matvec`` has two paths for a bias-free MLP: ``"generic"`` (``vmap`` over samples
+``lhlib.engine.tangents.per_sample_matvec`` has two paths for a bias-free MLP: ``"generic"`` (``vmap`` over samples
 of ``jvp(grad(functional_call))``, any model) and ``"structured"`` (the tangent of the forward and backward
 recursions as batched matrix products). For networks trained with the paper's settings on the first 10 000
 MNIST images (from the results store when there; ``--sizes`` lists ``hidden_size x num_layers``), and for
@@ -34,10 +34,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lhlib.data import load_dataset
-from lhlib.experiment import trained_network
-from lhlib.hessian import OPERATORS, per_sample_hessian_norms, per_sample_matvec
-from lhlib.models import build_mlp
+from lhlib.engine.data import load_dataset
+from lhlib.engine.experiment import trained_network
+from lhlib.engine.models import build_mlp
+from lhlib.engine.spectral import per_sample_hessian_norms
+from lhlib.engine.tangents import OPERATORS, per_sample_matvec
 
 METHODS = ("generic", "structured")
 

@@ -7,12 +7,12 @@ paper's settings: 10 epochs, Adam 1e-3, batch 64, h = 16, num_layers = 5):
   a shuffling ``DataLoader`` with batch size 64, and the per-sample losses computed one sample at a
   time in a Python loop, as ``../shared/REFERENCE.md`` describes the authors' code;
 * lhlib: tensors held on the device, batches by indexing, per-sample losses in one batched pass
-  (``lhlib.experiment.trained_network`` with the results store switched off).
+  (``lhlib.engine.experiment.trained_network`` with the results store switched off).
 
 Then, for each of ``--families`` (the paper's MLP, chapter 08's CNN and ViT), a seed ensemble against
 sequential runs, side by side on the same data: ``--seeds S`` networks (default 8) trained one after
-another with :func:`lhlib.train.train` (on the threads lhlib gives a lone network of that family)
-against the same ``S`` seeds trained in one batched pass by :func:`lhlib.ensemble.train_ensemble`.
+another with :func:`lhlib.engine.train.train` (on the threads lhlib gives a lone network of that family)
+against the same ``S`` seeds trained in one batched pass by :func:`lhlib.engine.ensemble.train_ensemble`.
 
 Usage: ``python benchmarks/bench_training.py [--repeats N] [--seeds S] [--families mlp,cnn,vit]``.
 Prints the times and ratios.
@@ -33,12 +33,12 @@ import torch.nn.functional as F
 import torchvision
 from torch.utils.data import DataLoader, Subset
 
-from lhlib.architectures import build_network
-from lhlib.data import FASHION_MNIST_DEBIAN, data_root, load_dataset
-from lhlib.ensemble import train_ensemble
-from lhlib.experiment import trained_network
-from lhlib.models import build_mlp
-from lhlib.train import train
+from lhlib.engine.architectures import build_network
+from lhlib.engine.data import FASHION_MNIST_DEBIAN, data_root, load_dataset
+from lhlib.engine.ensemble import train_ensemble
+from lhlib.engine.experiment import trained_network
+from lhlib.engine.models import build_mlp
+from lhlib.engine.train import train
 
 TRAIN_SIZE, EPOCHS, BATCH, LR, HIDDEN, LAYERS, SEED = 10000, 10, 64, 1e-3, 16, 5, 0
 

@@ -4,11 +4,58 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+# Every chapter's summary.json under the smoke profile, as the code before the layout change wrote it. A plain
+# smoke run must reproduce it exactly, timing and paths aside; `pytest --update-smoke-summaries` rewrites them
+# (for a change that means to change a number, said so in its commit).
+SMOKE_SUMMARIES = Path(__file__).resolve().parent / "chapters" / "smoke_summaries"
+NOT_COMPARED = re.compile(r"^(seconds|.*_seconds|.*_per_second|output_dir)$")
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--update-smoke-summaries",
+        action="store_true",
+        help="rewrite tests/chapters/smoke_summaries from plain smoke runs",
+    )
+
+
+def _comparable(value):
+    """``value`` without its timing fields and paths (they change from run to run)."""
+    if isinstance(value, dict):
+        return {k: _comparable(v) for k, v in value.items() if not NOT_COMPARED.match(k)}
+    if isinstance(value, list):
+        return [_comparable(v) for v in value]
+    return value
+
+
+def _differences(expected, actual, path="") -> list[str]:
+    """Where two JSON values differ, as paths with both values (NaN equals NaN)."""
+    if isinstance(expected, dict) and isinstance(actual, dict):
+        keys = sorted(set(expected) | set(actual))
+        return [
+            d
+            for k in keys
+            for d in _differences(expected.get(k, "<missing>"), actual.get(k, "<missing>"), f"{path}/{k}")
+        ]
+    if isinstance(expected, list) and isinstance(actual, list) and len(expected) == len(actual):
+        return [d for i, (e, a) in enumerate(zip(expected, actual)) for d in _differences(e, a, f"{path}[{i}]")]
+    return [] if json.dumps(expected) == json.dumps(actual) else [f"{path}: {expected!r} -> {actual!r}"]
+
+
+def check_smoke_summary(chapter: str, summary: dict, update: bool) -> None:
+    """A plain smoke run's summary is the stored one, number for number (timing and paths aside)."""
+    path = SMOKE_SUMMARIES / f"{chapter}.json"
+    text = json.dumps(_comparable(summary), indent=1, sort_keys=True) + "\n"
+    if update:
+        path.write_text(text)
+    differences = _differences(json.loads(path.read_text()), json.loads(text))
+    assert not differences, f"{chapter}'s smoke summary changed: " + "; ".join(differences[:10])
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -67,15 +114,17 @@ sys.meta_path.insert(0, HideModules())
 
 
 @pytest.fixture
-def run_chapter_smoke(tmp_path, monkeypatch):
+def run_chapter_smoke(tmp_path, monkeypatch, request):
     """Execute a chapter with papermill under the ``smoke`` profile; returns its summary.json.
 
+    A run with the profile's own parameters must reproduce ``tests/chapters/smoke_summaries``
+    (:func:`check_smoke_summary`).
     ``hide`` names top-level packages the chapter's kernel must not be able to import (a
     ``sitecustomize`` on the kernel's ``PYTHONPATH`` refuses them), as on a machine without them.
     """
     import papermill
 
-    from lhlib.book import profile_parameters
+    from lhlib.build.book import profile_parameters
 
     def run(chapter: str, *, hide: tuple[str, ...] = (), **overrides) -> dict:
         output_dir = tmp_path / "results" / chapter
@@ -93,7 +142,10 @@ def run_chapter_smoke(tmp_path, monkeypatch):
             cwd=str(ROOT),
             progress_bar=False,
         )
-        return json.loads((output_dir / "summary.json").read_text())
+        summary = json.loads((output_dir / "summary.json").read_text())
+        if not overrides and not hide:
+            check_smoke_summary(chapter, summary, request.config.getoption("--update-smoke-summaries"))
+        return summary
 
     return run
 
@@ -111,3 +163,22 @@ def check_configuration_row(row: dict, seeds: list[int]) -> None:
         assert low <= row["rate_exponent"] <= high
     else:  # NaN: a float in Python, "nan" once written to summary.json
         assert [str(value) for value in row["level_ci95"]] == ["nan", "nan"]
+
+
+def assert_glue_complete(executed: Path) -> None:
+    """Every {glue:text}`key` of the prose was glued by the executed notebook, and no cell failed."""
+    notebook = json.loads(executed.read_text())
+    glued = {
+        o["metadata"]["scrapbook"]["name"]
+        for c in notebook["cells"]
+        for o in c.get("outputs", [])
+        if "scrapbook" in o.get("metadata", {})
+    }
+    used = {
+        m
+        for c in notebook["cells"]
+        if c["cell_type"] == "markdown"
+        for m in re.findall(r"\{glue:text\}`([A-Za-z0-9_]+)", "".join(c["source"]))
+    }
+    assert used and used <= glued, sorted(used - glued)
+    assert not any(o.get("output_type") == "error" for c in notebook["cells"] for o in c.get("outputs", []))

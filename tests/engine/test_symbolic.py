@@ -1,0 +1,292 @@
+"""Every derivation of lhlib.engine.symbolic asserted: identities simplify to 0, coefficients match.
+
+Where the paper's coefficient differs from SymPy's, the test asserts SymPy's and the size of the
+discrepancy (recorded in book/errata.md).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+
+import numpy as np
+import pytest
+import sympy as sp
+import torch
+
+from lhlib.engine import bounds as B
+from lhlib.engine import symbolic as S
+from lhlib.engine.per_sample import per_sample_ggn_norms
+
+
+def test_running_means_give_section_3_1s_identity_for_every_k():
+    """Chapter 01 derives the identity from these two pieces; here it is checked for concrete k and losses too."""
+    k, ell = S.k, S.ell
+    difference = S.split_last(S.running_mean(k + 1) - S.running_mean(k))
+    paper = (ell[k + 1] - S.running_mean(k)) / (k + 1)
+    assert sp.simplify(difference - paper) == 0
+    for kk in range(1, 7):
+        values = {ell[j]: sp.Rational(random.Random(kk * 10 + j).randint(1, 50), 7) for j in range(1, kk + 2)}
+        lhs = difference.subs(k, kk).doit().subs(values)
+        rhs = paper.subs(k, kk).doit().subs(values)
+        assert sp.simplify(lhs - rhs) == 0
+
+
+def test_the_per_object_expansion_comes_from_the_series():
+    """SymPy's own series along the ray, read at t = 1: value + slope + curvature / 2."""
+    assert sp.expand(S.per_object_expansion() - (S.a_[S.i] + S.s_[S.i] + S.q_[S.i] / 2)) == 0
+
+
+def test_expansion_difference_coefficients():
+    e = S.expansion_difference()
+    assert e.residual == 0
+    assert sp.simplify(e.value_coefficient - 1 / (S.k + 1)) == 0
+    assert sp.simplify(e.value_coefficient - e.paper_value_coefficient) == 0
+    # SymPy: the Hessian term carries 1/(2(k+1)); the paper writes 1/(k+1) (a factor 2 too large)
+    assert sp.simplify(e.hessian_coefficient - 1 / (2 * (S.k + 1))) == 0
+    assert sp.simplify(e.paper_hessian_coefficient / e.hessian_coefficient) == 2
+
+
+def test_split_last_refuses_nothing_else():
+    expr = sp.Sum(S.ell[S.i], (S.i, 1, S.k))
+    assert S.split_last(expr) == expr
+
+
+@pytest.mark.parametrize("K,label", [(2, 0), (3, 1), (4, 3)])
+def test_softmax_ce_hessian(K, label):
+    r = S.softmax_ce_hessian(K, label)
+    assert r["residual"] == sp.zeros(K, K)
+    # the gradient is p - y: its label component p_y - 1 is never zero for finite logits
+    y = sp.Matrix([1 if c == label else 0 for c in range(K)])
+    assert sp.simplify(r["gradient"] - (r["p"] - y)) == sp.zeros(K, 1)
+
+
+def test_softmax_ce_hessian_general_pattern():
+    assert S.softmax_ce_hessian_general()["residual"] == 0
+
+
+def test_softmax_hessian_facts():
+    for K in (2, 3, 4):
+        f = S.softmax_hessian_facts(K)
+        assert f["variance_residual"] == 0
+        assert all(r == 0 for r in f["gershgorin_residuals"])
+        assert f["paper_frobenius_residual"] == 0
+        assert f["trace_residual"] == 0
+        assert f["frobenius_identity_residual"] == 0
+    f = S.softmax_hessian_facts(2)
+    assert f["gershgorin_max"] == sp.Rational(1, 2)
+    assert f["frobenius_max"] == sp.Rational(1, 4)  # s_2 (1 - s_2) <= 1/4, so ||A||_F <= 1/2
+    assert f["max_K2"] == sp.Rational(1, 2) and f["argmax_K2"] == [sp.Rational(1, 2)]
+    assert {sp.simplify(e) for e in f["eigenvalues_K2"]} == {0, sp.simplify(f["top_eigenvalue_K2"])}
+
+
+@pytest.mark.parametrize("widths", [(2, 2, 2), (2, 2, 2, 2)])
+def test_relu_network_structure(widths):
+    net = S.relu_network(widths)
+    # F built from G^(p) kron x^(p)T is the Jacobian of the logits
+    assert sp.expand(net.jacobian - net.F) == sp.zeros(*net.F.shape)
+    # logits are linear in each layer's weights: every diagonal block of grad^2 z_c is zero,
+    # while the off-diagonal (cross-layer) blocks are not
+    for hess in net.logit_hessians:
+        for a0, a1 in net.block_slices:
+            assert hess[a0:a1, a0:a1] == sp.zeros(a1 - a0, a1 - a0)
+        (a0, a1), (b0, b1) = net.block_slices[-2], net.block_slices[-1]
+        assert hess[a0:a1, b0:b1] != sp.zeros(a1 - a0, b1 - b0)
+
+
+def test_relu_network_gauss_newton_decomposition():
+    """Hessian of softmax cross-entropy of the symbolic net = F^T A F + sum_c (p - y)_c grad^2 z_c,
+    checked exactly at random rational weights, input and masks."""
+    net = S.relu_network((2, 2, 2))
+    rng = random.Random(3)
+    values = {s: sp.Rational(rng.randint(-9, 9), rng.randint(1, 5)) for s in net.x.free_symbols | set(net.theta)}
+    # the masks of the region this point lies in (so that torch sees the same network)
+    pre = (net.weights[0] * net.x).subs(values)
+    values.update({net.masks[0][c, c]: 1 if bool(pre[c] > 0) else 0 for c in range(2)})
+    label = 1
+    z = net.logits
+    loss = sp.log(sum(sp.exp(v) for v in z)) - z[label]
+
+    def at(e):
+        return e.subs(values)
+
+    hess = sp.hessian(loss, net.theta)
+    p = sp.Matrix([sp.exp(v) for v in z]) / sum(sp.exp(v) for v in z)
+    A = sp.diag(*p) - p * p.T
+    y = sp.Matrix([1 if c == label else 0 for c in range(len(z))])
+    gterm = net.F.T * A * net.F
+    hterm = sum(((p - y)[c] * net.logit_hessians[c] for c in range(len(z))), sp.zeros(len(net.theta)))
+    residual = at(hess - gterm - hterm)
+    assert all(sp.simplify(e) == 0 for e in residual)
+    # and it agrees with torch's dense Hessian of the same network in float64
+    w1 = torch.tensor([[float(at(e)) for e in row] for row in net.weights[0].tolist()], dtype=torch.float64)
+    w2 = torch.tensor([[float(at(e)) for e in row] for row in net.weights[1].tolist()], dtype=torch.float64)
+    x = torch.tensor([float(at(e)) for e in net.x], dtype=torch.float64)
+    mask = torch.tensor([float(at(net.masks[0][c, c])) for c in range(2)], dtype=torch.float64)
+    assert torch.equal(mask, ((w1 @ x) > 0).double())
+    g = per_sample_ggn_norms([w1, w2], x[None], dtype=torch.float64)[0]
+    assert float(g) == pytest.approx(float(np.linalg.norm(np.array(at(gterm).evalf(), dtype=float), 2)), rel=1e-9)
+
+
+def test_h_term_vanishes_for_linear_model():
+    net = S.relu_network((3, 2))
+    assert all(hess == sp.zeros(len(net.theta)) for hess in net.logit_hessians)
+
+
+def test_geometric_sum():
+    r = S.geometric_sum()
+    assert r["residual"] == 0
+    assert r["at_one"] == S.L_ and r["paper_limit_at_one"] == S.L_
+
+
+def test_theorem1_expressions():
+    t = S.theorem1_expressions()
+    assert t["paper_residual"] == 0
+    assert sp.simplify(t["paper_L1"] - sp.sqrt(2) * S.M_W**2 * (S.M_x**2 + 1)) == 0
+    assert sp.simplify(t["paper_at_one"] - sp.sqrt(2) * S.L_ * (S.M_x**2 + 1)) == 0
+    assert sp.simplify(t["corrected"] - t["corrected_closed"]) == 0
+    assert t["corrected_L1"] == S.M_x**2 / 2
+    # the sympy constant agrees with the numeric evaluator
+    for L in (1, 2, 4):
+        for mw in (sp.Rational(1, 2), sp.Rational(3, 2)):
+            val = float(t["paper"].subs({S.L_: L, S.M_W: mw, S.M_x: 3}))
+            assert val == pytest.approx(B.theorem1_constant(3.0, float(mw), L), rel=1e-12)
+            cval = float(t["corrected_closed"].subs({S.L_: L, S.M_W: mw, S.M_x: 3}))
+            assert cval == pytest.approx(B.corrected_constant(3.0, float(mw), L), rel=1e-12)
+    # hidden-size form: leading behaviour (L M_x^2 + 1) sqrt2 M^{2L} h^{2L} as h -> oo
+    for L in (1, 2, 3):
+        lead = sp.limit(t["hidden_form"].subs(S.L_, L) / S.h ** (2 * L), S.h, sp.oo)
+        assert sp.simplify(lead - sp.sqrt(2) * S.M ** (2 * L) * (L * S.M_x**2 + 1)) == 0
+
+
+def test_box_bound_against_corners():
+    """box_bound's interval arithmetic equals the brute-force maximum over the corners of the box."""
+    rng = random.Random(7)
+    a, q = S.a_, S.q_
+    for _ in range(20):
+        kk = rng.randint(1, 5)
+        c1, c2, c3, c4 = (sp.Rational(rng.randint(-9, 9), rng.randint(1, 4)) for _ in range(4))
+        (la, ha), (lq, hq) = sorted(rng.sample(range(-5, 6), 2)), sorted(rng.sample(range(-5, 6), 2))
+        expr = (
+            c1 * a[S.k + 1] + c2 * sp.Sum(a[S.i], (S.i, 1, S.k)) + c3 * q[S.k + 1] + c4 * sp.Sum(q[S.i], (S.i, 1, S.k))
+        )
+        bound = S.box_bound(expr, {a: (la, ha), q: (lq, hq)})[0].subs(S.k, kk)
+        corners = [
+            abs(c1 * ta + c2 * sa + c3 * tq + c4 * sq)
+            for ta in (la, ha)
+            for sa in (kk * la, kk * ha)
+            for tq in (lq, hq)
+            for sq in (kk * lq, kk * hq)
+        ]
+        assert sp.simplify(bound - max(corners)) == 0
+    with pytest.raises(ValueError, match="not linear"):
+        S.box_bound(a[S.k + 1] ** 2, {a: (0, 1)})
+
+
+def test_lemma_expressions():
+    m = S.lemma_expressions()
+    M_l, M_H, R = m["symbols"]
+    M_g = m["M_g"]
+    # the paper's own steps (its coefficient 1/(k+1), |l| <= M_l, |q| <= M_H R^2, triangle inequality)
+    # give exactly the proof's last line
+    assert m["paper_route_residual"] == 0
+    assert sp.simplify(m["paper_route"] - 2 / (S.k + 1) * (M_l + M_H * R**2)) == 0
+    # the statement and the proof agree only at R = 1
+    assert m["stated_minus_proved"] != 0
+    assert sp.simplify(m["stated_minus_proved"].subs(R, 1)) == 0
+    # from SymPy's expansion: erratum 12's constants
+    assert sp.simplify(m["derived"] - (M_l + M_H * R**2 / 2) / (S.k + 1)) == 0
+    assert sp.simplify(m["derived_indefinite"] - (M_l + M_H * R**2) / (S.k + 1)) == 0
+    assert sp.simplify(m["derived_with_gradient"] - (M_l + 2 * M_g * R + M_H * R**2 / 2) / (S.k + 1)) == 0
+    # with the paper's coefficient the same corrected steps would not give erratum 12's constant
+    wrong = S.box_bound(m["paper_expansion"], {S.a_: (0, M_l), S.q_: (0, M_H * R**2)})[0]
+    assert sp.simplify(wrong - m["derived"]) != 0
+    assert sp.simplify(m["ratio_derived_over_proved"].subs(M_H, 0) - sp.Rational(1, 2)) == 0
+    assert sp.simplify(m["ratio_derived_over_proved"].subs(M_l, 0) - sp.Rational(1, 4)) == 0
+    # numeric evaluators agree with the symbolic forms
+    vals = {S.k: 9, M_l: 2, M_H: 3, R: sp.Rational(1, 2), M_g: sp.Rational(3, 2)}
+    assert float(m["proved"].subs(vals)) == pytest.approx(B.lemma_bound(9, 2.0, 3.0, 0.5))
+    assert float(m["derived"].subs(vals)) == pytest.approx(B.lemma_bound_corrected(9, 2.0, 3.0, 0.5))
+    assert float(m["derived_indefinite"].subs(vals)) == pytest.approx(
+        B.lemma_bound_corrected(9, 2.0, 3.0, 0.5, psd=False)
+    )
+    assert float(m["derived_with_gradient"].subs(vals)) == pytest.approx(
+        B.lemma_bound_corrected(9, 2.0, 3.0, 0.5, M_g=1.5)
+    )
+
+
+@pytest.mark.parametrize("L", [1, 2, 3, 4])
+def test_theorem1_chain(L):
+    c = S.theorem1_chain(L)
+
+    def zero(m):
+        return m == sp.zeros(*m.shape)
+
+    assert all(zero(r) for r in c["G_residuals"]) and all(zero(r) for r in c["activation_residuals"])
+    assert all(zero(r) for r in c["kron_residuals"]) and zero(c["stack_residual"])
+    N = c["N"]
+    # the norm bounds read off the structure: G^(p) holds W^(p+1..L), x^(p) holds W^(1..p-1)
+    for p in range(1, L + 1):
+        assert c["G_bound"][p - 1] == sp.Mul(*N[p:])
+        assert c["activation_bound"][p - 1] == c["X"] * sp.Mul(*N[: p - 1])
+        assert c["paper_extra_factor"][p - 1] == N[p - 1]  # A.2's product has one factor too many
+    assert c["corrected_residual"] == 0 and c["corrected_constant_residual"] == 0 and c["monotone"]
+    assert sp.simplify(c["corrected_constant"] - S.theorem1_expressions()["corrected_closed"].subs(S.L_, L)) == 0
+    # the paper's steps, assembled, give Theorem 1 as stated
+    assert c["paper_residual"] == 0
+    # and the symbolic bound is what lhlib.engine.bounds evaluates, at the norms of random weights
+    rng = np.random.default_rng(L)
+    dims = [3] + [4] * (L - 1) + [2]
+    weights = [torch.tensor(rng.normal(size=(b, a))) for a, b in itertools.pairwise(dims)]
+    x = torch.tensor(rng.normal(size=(1, 3)))
+    norms = B.layer_spectral_norms(weights)
+    value = c["corrected"].subs({**dict(zip(N, norms.tolist())), c["X"]: float(x.norm())})
+    assert float(value) == pytest.approx(float(B.corrected_bound_per_sample(weights, x)[0]), rel=1e-12)
+
+
+def _fitted_exponent(hs, values):
+    return float(np.polyfit(np.log(hs), np.log(values), 1)[0])
+
+
+@pytest.mark.parametrize("L", [2, 3, 4])
+def test_corrected_bound_exponent_of_h_true_shapes(L):
+    """Erratum 10: with the true shapes (h x n, h x h, K x h) and |w_ij| <= M, the corrected bound grows
+    like h^(2L-3), not like h^(2(L-1)) (which needs M_W = h M, false for the first and last layers);
+    with i.i.d. entries of fixed scale (||W|| ~ sqrt(fan_in) + sqrt(fan_out)) like h^(L-1)."""
+    t = S.corrected_true_shapes(L)
+    assert t["degree"] == 2 * L - 3 and t["hM_degree"] == 2 * (L - 1) != t["degree"]
+    expected = (
+        sp.Rational(1, 2)
+        * S.M_x**2
+        * S.M ** (2 * (L - 1))
+        * ((S.n_in + S.K_out) * S.h ** (2 * L - 3) + (L - 2) * S.n_in * S.K_out * S.h ** (2 * L - 4))
+    )
+    assert sp.expand(t["product_form"] - expected) == 0
+    assert t["asymptotic_exponent"] == 2 * L - 3
+    # numerically: matrices of equal entries M attain ||W|| = sqrt(rows cols) M, so lhlib's corrected
+    # bound equals the polynomial, and its log-log slope in h approaches 2L - 3
+    n, K, m_entry = 3, 2, 0.5
+    x = torch.ones(1, n, dtype=torch.float64) / math.sqrt(n)
+    hs = np.array([128, 256, 512])
+    values = []
+    for hh in hs:
+        dims = [n] + [int(hh)] * (L - 1) + [K]
+        weights = [torch.full((b, a), m_entry, dtype=torch.float64) for a, b in itertools.pairwise(dims)]
+        values.append(float(B.corrected_bound_per_sample(weights, x)[0]))
+        exact = t["product_form"].subs({S.h: int(hh), S.n_in: n, S.K_out: K, S.M: m_entry, S.M_x: 1})
+        assert values[-1] == pytest.approx(float(exact), rel=1e-9)
+    assert abs(_fitted_exponent(hs, values) - (2 * L - 3)) < 0.05
+    # random matrices with entries of fixed scale: the layer norms grow like sqrt(h), the bound like h^(L-1)
+    gen = torch.Generator().manual_seed(L)
+    values = []
+    for hh in hs:
+        dims = [n] + [int(hh)] * (L - 1) + [K]
+        weights = [torch.randn(b, a, generator=gen, dtype=torch.float64) for a, b in itertools.pairwise(dims)]
+        values.append(float(B.corrected_bound_per_sample(weights, x)[0]))
+    slope = _fitted_exponent(hs, values)
+    assert abs(slope - (L - 1)) < 0.35 and slope < 2 * (L - 1) - 0.5
+
+
+def test_equation_latex():
+    assert S.equation(sp.Symbol("a"), sp.Symbol("b"), "<=") == r"a \leq b"
