@@ -54,6 +54,7 @@ def check_smoke_summary(chapter: str, summary: dict, update: bool) -> None:
     text = json.dumps(_comparable(summary), indent=1, sort_keys=True) + "\n"
     if update:
         path.write_text(text)
+    assert path.is_file(), f"no stored smoke summary for {chapter}: record it with pytest --update-smoke-summaries"
     differences = _differences(json.loads(path.read_text()), json.loads(text))
     assert not differences, f"{chapter}'s smoke summary changed: " + "; ".join(differences[:10])
 
@@ -182,3 +183,116 @@ def assert_glue_complete(executed: Path) -> None:
     }
     assert used and used <= glued, sorted(used - glued)
     assert not any(o.get("output_type") == "error" for c in notebook["cells"] for o in c.get("outputs", []))
+
+
+@pytest.fixture(scope="session")
+def toy_sweep():
+    """A small sweep (three configurations, three seeds each) on separable toy data, and its settings."""
+    import torch
+
+    from lhlib.engine.settings import check_sweep_settings
+    from lhlib.engine.sweep import run_sweep
+
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(240, 6, generator=generator)
+    y = (x[:, 0] > 0).long() + 2 * (x[:, 1] > 0).long()
+    settings = check_sweep_settings(  # trained long enough that the networks learn (collapsed ones are left out)
+        epochs=5,
+        lr=3e-2,
+        batch_size=32,
+        hidden_sizes=[3, 6],
+        num_layers=[0, 1],
+        fixed_hidden_size=6,
+        fixed_num_layers=1,
+        permutations=4,
+        seeds=[0, 1, 2],
+        device="cpu",
+    )
+    return run_sweep(x, y, 4, settings), settings
+
+
+@pytest.fixture
+def collapsed_configuration():
+    """Four hand-made seeds of one configuration, two of them collapsed, their combined result and settings."""
+    import math
+
+    import torch
+
+    from lhlib.engine.experiment import TrainedNetwork
+    from lhlib.engine.models import build_mlp
+    from lhlib.engine.settings import check_sweep_settings
+    from lhlib.engine.sweep import combine_members, measure_member
+
+    settings = check_sweep_settings(permutations=30, seeds=[0, 1, 2, 3], fit_k_min=2)
+    generator = torch.Generator().manual_seed(0)
+
+    def member(seed, losses):
+        network = TrainedNetwork(
+            seed, build_mlp(4, 2, 0, 10, seed=seed), losses, float(losses.mean()), 0.5, [1.0], False
+        )
+        return measure_member(network, settings, torch.arange(60) % 10, 10)
+
+    collapsed = torch.full((60,), math.log(10.0))
+    collapsed[:25] = torch.rand(25, generator=generator)  # most losses at ln K, some learned: collapsed, yet fitted
+    members = [member(0, torch.rand(60, generator=generator) * 3), member(1, collapsed),
+               member(2, torch.rand(60, generator=generator) * 0.3), member(3, collapsed.clone())]  # fmt: skip
+    return members, combine_members(4, 0, 2, members, settings), settings
+
+
+# ---- dense ground truth for the engine's curvature (tests/engine) and chapter 03's measurements ----
+
+
+def dense_problem(
+    seed: int = 3, n: int = 7, input_dim: int = 6, hidden: int = 8, num_layers: int = 2, classes: int = 4
+):
+    """A small float64 bias-free MLP and random data for it."""
+    import torch
+
+    from lhlib.engine.models import build_mlp
+
+    model = build_mlp(input_dim, hidden, num_layers, classes, seed=seed).double()
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, input_dim, generator=generator, dtype=torch.float64)
+    y = torch.randint(0, classes, (n,), generator=generator)
+    return model, x, y
+
+
+def dense_hessians(model, x, y):
+    """Per-sample dense Hessians and G-terms (P x P) by torch.func, in float64."""
+    import torch
+    import torch.nn.functional as F
+    from torch.func import functional_call, hessian, jacrev
+
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    names = list(params)
+    flat0 = torch.cat([params[k].reshape(-1) for k in names])
+    sizes = [params[k].numel() for k in names]
+
+    def unflat(flat):
+        return {k: piece.reshape(params[k].shape) for k, piece in zip(names, flat.split(sizes))}
+
+    hessians, ggns = [], []
+    for i in range(x.shape[0]):
+        xi, yi = x[i : i + 1], y[i : i + 1]
+        hessians.append(
+            hessian(lambda f, xi=xi, yi=yi: F.cross_entropy(functional_call(model, unflat(f), (xi,)), yi))(flat0)
+        )
+        jac = jacrev(lambda f, xi=xi: functional_call(model, unflat(f), (xi,))[0])(flat0)
+        p = torch.softmax(functional_call(model, params, (xi,))[0], 0)
+        ggns.append(jac.T @ (torch.diag(p) - torch.outer(p, p)) @ jac)
+    return torch.stack(hessians), torch.stack(ggns)
+
+
+def spectral_norms(matrices):
+    """The spectral norm of each of a stack of symmetric matrices, from its eigenvalues."""
+    import torch
+
+    return torch.linalg.eigvalsh(matrices).abs().amax(-1)
+
+
+@pytest.fixture(scope="module")
+def problem():
+    """A small float64 MLP, its data, and every sample's dense Hessian and G-term: the ground truth."""
+    model, x, y = dense_problem()
+    dense_h, dense_g = dense_hessians(model, x, y)
+    return model, x, y, dense_h, dense_g

@@ -113,9 +113,16 @@ def profile_parameters(profile: str, chapter: str) -> dict:
         leaves at its defaults.
 
     Raises:
-        ValueError: when ``profile`` is unknown.
+        ValueError: when ``profile`` is unknown, or the profile sets a parameter the chapter does not have
+            or a value of another type than the chapter's parameters cell declares.
     """
-    return dict(_profile(profile)["chapters"].get(chapter, {}))
+    import nbformat
+
+    overrides = dict(_profile(profile)["chapters"].get(chapter, {}))
+    notebook = repository_root() / "notebooks" / f"{chapter}.ipynb"
+    if overrides and notebook.is_file():
+        pages.check_overrides(nbformat.read(notebook, as_version=4), overrides, f"profile {profile}, {chapter}")
+    return overrides
 
 
 def cell_timeout(profile: str) -> float:
@@ -144,13 +151,23 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _package_files() -> list[Path]:
-    """The sources and data files of lhlib: what a chapter imports (``profiles.json`` is not: each
-    chapter's own parameters are an input of their own, so editing one chapter's reruns that one).
+def _package_files(chapter: str | None = None) -> list[Path]:
+    """The sources and data files of lhlib a chapter depends on.
+
+    The engine, the build and the package's own files, and of the chapter modules only the chapter's own
+    ``chapters/ch<chapter>.py`` (``chapter=None``: every chapter module). ``profiles.json`` is left out:
+    each chapter's own parameters are an input of their own, so editing one chapter's reruns that one.
     """
     package = Path(__file__).resolve().parents[1]
     suffixes = {".py", ".json", ".mplstyle"}
-    return sorted(p for p in package.rglob("*") if p.is_file() and p.suffix in suffixes and p.name != "profiles.json")
+    files = [p for p in package.rglob("*") if p.is_file() and p.suffix in suffixes and p.name != "profiles.json"]
+    if chapter is not None:  # another chapter's module cannot change this one (test_layering forbids the import)
+        files = [p for p in files if not _is_chapter_module(p) or p.name == f"ch{chapter}.py"]
+    return sorted(files)
+
+
+def _is_chapter_module(path: Path) -> bool:
+    return path.parent.name == "chapters" and path.name.startswith("ch") and path.suffix == ".py"
 
 
 @functools.lru_cache(maxsize=1)
@@ -178,8 +195,8 @@ def chapter_inputs(root: Path, profile: str, name: str) -> dict[str, str]:
     """SHA-256 digests of everything that determines a chapter's executed copy.
 
     ``notebook``: the source notebook's bytes; ``parameters``: the profile's parameters for it (and
-    ``output_dir``); ``lhlib``: every file of the package but ``profiles.json`` (each chapter's own
-    parameters are an input of their own, so editing one chapter's reruns that one);
+    ``output_dir``); ``lhlib``: the engine, the build and this chapter's own module (:func:`_package_files`;
+    editing another chapter's module does not rerun this one);
     ``requirements``: ``requirements.txt``, the Python version, every installed distribution's version
     and whether a GPU is visible (a chapter with ``device="auto"`` computes on it); ``data``: the
     listing (path, size, modification time) of the data folder, which changes whenever a dataset is
@@ -199,7 +216,7 @@ def chapter_inputs(root: Path, profile: str, name: str) -> dict[str, str]:
     from lhlib.engine.store import cache_root
 
     parameters = {**profile_parameters(profile, name), "output_dir": f"results/{profile}/{name}"}
-    package = b"".join(p.name.encode() + b"\0" + p.read_bytes() + b"\0" for p in _package_files())
+    package = b"".join(p.name.encode() + b"\0" + p.read_bytes() + b"\0" for p in _package_files(name))
     requirements = root / "requirements.txt"
     environment = (requirements.read_bytes() if requirements.is_file() else b"") + b"\n" + _environment()
     return {
@@ -517,6 +534,7 @@ def build_book(
             raise RuntimeError(f"chapter {name} has no executed copy for profile {profile!r}: run it first")
         target = stage / "notebooks" / f"{name}.ipynb"
         differences[name] = pages.stage_chapter(executed, target, profile, profile_parameters("paper", name))
+    pages.stage_api(stage / "book" / "api.md", root)
     intro = stage / "book" / "intro.md"
     intro_findings.stage_intro(intro, root, profile, chapters(root))
     banner = pages.intro_banner(profile, differences)

@@ -10,7 +10,8 @@ says so, from the executed notebook itself:
   the chapter and of the introduction;
 * :func:`stage_chapter` writes the staged copy: the banner under the title, and one parameter cell
   (papermill runs the defaults cell and then an injected cell of overrides; the page shows the
-  defaults with the overrides written in, which is what the two cells together set).
+  defaults with the overrides written in, which is what the two cells together set);
+* :func:`stage_api` lists every chapter module on the staged API page.
 """
 
 from __future__ import annotations
@@ -20,7 +21,17 @@ import json
 from pathlib import Path
 from typing import Any
 
-__all__ = ["chapter_banner", "intro_banner", "notebook_defaults", "run_differences", "stage_chapter"]
+__all__ = [
+    "API_MARKER",
+    "chapter_banner",
+    "check_overrides",
+    "intro_banner",
+    "notebook_defaults",
+    "parameter_types",
+    "run_differences",
+    "stage_api",
+    "stage_chapter",
+]
 
 
 BANNER_TITLE = "What this copy ran"
@@ -39,12 +50,71 @@ def notebook_defaults(notebook) -> dict[str, Any]:
     Returns:
         Each assigned name and its value (``ast.literal_eval`` of the right-hand side).
     """
-    tree = ast.parse(_parameters_cell(notebook).source)
+    return {name: ast.literal_eval(node.value) for name, node in _assignments(_parameters_cell(notebook).source)}
+
+
+def parameter_types(notebook) -> dict[str, str]:
+    """Each parameter of a chapter's ``parameters`` cell and the type it is annotated with.
+
+    Args:
+        notebook: The chapter, as an ``nbformat`` notebook.
+
+    Returns:
+        Each name and its annotation as written (``"int"``, ``"list[float]"``, ...); ``"object"`` when a
+        parameter has none.
+    """
     return {
-        node.targets[0].id: ast.literal_eval(node.value)
-        for node in tree.body
-        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
+        name: ast.unparse(node.annotation) if isinstance(node, ast.AnnAssign) else "object"
+        for name, node in _assignments(_parameters_cell(notebook).source)
     }
+
+
+def _matches(value: Any, annotation: ast.expr) -> bool:
+    """Whether a JSON value has the type ``annotation`` names (an int is also a float, a bool is no int)."""
+    if isinstance(annotation, ast.Subscript):
+        outer = annotation.value.id
+        inner = annotation.slice.elts if isinstance(annotation.slice, ast.Tuple) else [annotation.slice]
+        if outer == "list":
+            return isinstance(value, list) and all(_matches(v, inner[0]) for v in value)
+        return isinstance(value, dict) and all(
+            _matches(k, inner[0]) and _matches(v, inner[1]) for k, v in value.items()
+        )
+    name = annotation.id
+    if name == "float":
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if name == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    return name == "object" or isinstance(value, {"str": str, "bool": bool, "list": list, "dict": dict}[name])
+
+
+def check_overrides(notebook, overrides: dict[str, Any], where: str) -> None:
+    """Refuse overrides of parameters the chapter does not have, or of a type other than their annotation.
+
+    Args:
+        notebook: The chapter, as an ``nbformat`` notebook.
+        overrides: Parameter names and values, as a profile sets them.
+        where: What the overrides are, for the message (``"profile cpu, chapter 04_direct_classification"``).
+
+    Raises:
+        ValueError: naming the first parameter that is unknown or of the wrong type.
+    """
+    types = parameter_types(notebook)
+    for name, value in overrides.items():
+        if name not in types:
+            raise ValueError(f"{where}: {name} is not a parameter of the chapter; it has {', '.join(types)}")
+        if not _matches(value, ast.parse(types[name], mode="eval").body):
+            raise ValueError(f"{where}: {name} must be a {types[name]}, got {value!r}")
+
+
+def _assignments(source: str) -> list[tuple[str, ast.Assign | ast.AnnAssign]]:
+    """The ``name = value`` and ``name: type = value`` statements of a parameters cell, by name."""
+    found = []
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            found.append((node.targets[0].id, node))
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
+            found.append((node.target.id, node))
+    return found
 
 
 def run_differences(executed, paper_overrides: dict[str, Any]) -> list[tuple[str, Any, Any]]:
@@ -157,8 +227,7 @@ def _one_parameter_cell(notebook, profile: str) -> None:
         return
     values = notebook.metadata.get("papermill", {}).get("parameters", {})
     lines = defaults.source.splitlines()
-    for node in sorted(ast.parse(defaults.source).body, key=lambda n: -n.lineno):
-        name = node.targets[0].id if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name) else None
+    for name, node in sorted(_assignments(defaults.source), key=lambda item: -item[1].lineno):
         if name not in values or _normalised(values[name]) == _normalised(ast.literal_eval(node.value)):
             continue
         value = values[name]
@@ -170,7 +239,8 @@ def _one_parameter_cell(notebook, profile: str) -> None:
             comment = last[node.end_col_offset :].strip().lstrip("#").strip() if node.lineno == node.end_lineno else ""
             default = ast.get_source_segment(defaults.source, node.value)
             note = f"# {profile} profile (paper: {default})" + (f"; {comment}" if comment else "")
-        lines[node.lineno - 1 : node.end_lineno] = [f"{name} = {spelled}  {note}"]
+        annotation = f": {ast.unparse(node.annotation)}" if isinstance(node, ast.AnnAssign) else ""
+        lines[node.lineno - 1 : node.end_lineno] = [f"{name}{annotation} = {spelled}  {note}"]
     defaults.source = "\n".join(lines)
     cells.remove(injected)
     where = (
@@ -203,3 +273,30 @@ def stage_chapter(executed: Path, target: Path, profile: str, paper_overrides: d
         notebook.cells.insert(1, _markdown_cell(notebook, banner))
     nbformat.write(notebook, target)
     return differences
+
+
+API_MARKER = "% chapter-modules"
+"""The line of ``book/api.md`` where the staged page lists every chapter module."""
+
+
+def stage_api(api: Path, root: Path) -> None:
+    """Replace the staged API page's :data:`API_MARKER` line with one section per chapter module.
+
+    So a new chapter's module is on the API page without an edit to it.
+
+    Args:
+        api: The staged ``api.md``.
+        root: The repository, whose ``lhlib/chapters/ch*.py`` are listed in file-name order.
+
+    Raises:
+        ValueError: when ``api`` has no line :data:`API_MARKER`.
+    """
+    text = api.read_text()
+    if f"\n{API_MARKER}\n" not in text:
+        raise ValueError(f"the API page must hold a line {API_MARKER!r} where the chapter modules go, got {api}")
+    sections = [
+        f"### `lhlib.chapters.{path.stem}`\n\n```{{eval-rst}}\n.. automodule:: lhlib.chapters.{path.stem}\n"
+        "   :members:\n```\n"
+        for path in sorted((root / "lhlib" / "chapters").glob("ch*.py"))
+    ]
+    api.write_text(text.replace(f"\n{API_MARKER}\n", "\n" + "\n".join(sections) + "\n"))

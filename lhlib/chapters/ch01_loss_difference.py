@@ -6,6 +6,7 @@ measures how far a trained network is from Assumption 1; :func:`taylor_check` co
 Taylor predictions of :math:`D(r)=\mathcal{L}_{k+1}(\hat\theta+rv)-\mathcal{L}_k(\hat\theta+rv)` with
 the exact value along random directions, up to where the first ReLU changes
 (:func:`first_relu_change`); :func:`triangle_split` tests the paper's split of :math:`|D(r)|`.
+The chapter's figures: :func:`plot_expansion_error` and :func:`plot_triangle_split`.
 """
 
 from __future__ import annotations

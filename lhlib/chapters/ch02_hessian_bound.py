@@ -6,6 +6,8 @@ tiny networks; :func:`full_hessian_families` puts the corrected constant against
 :func:`a2_families` runs every step of the proof in appendix A.2 on the paper's grid at
 initialisation, on randomly scaled networks and on trained ones (:func:`a2_held`,
 :func:`tightness`); :func:`lemma_on_trained` evaluates the lemma's bounds on the trained networks.
+Their tables are the ``*_table`` functions, their figures :func:`plot_softmax_hessian`,
+:func:`plot_full_hessian` and :func:`plot_tightness`.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ top eigenvalues of the averaged Hessian and G-term. :func:`theorem1_checks` comp
 with every form of Theorem 1 in :mod:`lhlib.engine.bounds` (:data:`BOUND_FORMS`); :func:`quantile_summary`
 condenses a per-sample array for ``summary.json``. :func:`measure_networks` does this for every
 configuration of the sweep; the functions after it turn the measurements into the chapter's
-tables, findings and summary.
+tables, findings, summary and figures (the ``plot_*`` functions).
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ constants; :func:`measure_balls` measures
 kinds of direction, and :func:`ball_records` and :func:`ball_facts` compare it with the lemma's
 bound :math:`2(M_\ell+M_{\mathbf H}R^2)/(k+1)`. :func:`gradient_study` tests Assumption 1 at the
 trained point, :func:`slice_facts` the paper's Figure 1, :func:`gaussian_study` the Gaussian-ball
-criterion.
+criterion. The ``*_table``, ``*_records`` and ``plot_*`` functions are the chapter's tables, summary and
+figures.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ For every dataset, configuration and training seed, :func:`sample_size_study` co
 :func:`lhlib.engine.sample_size.sufficient_sample_size` at each tolerance, at the trained point and in a
 ball of radius :math:`R = r\,\|\hat\theta\|` (with :math:`M_{\mathbf H}` the largest per-sample
 G-term norm). :func:`holdout_check` asks whether a pilot sample predicts what the rest of the data
-shows. The other functions turn the results into the chapter's tables, findings and summary.
+shows. The other functions turn the results into the chapter's tables, findings, summary and figures
+(:func:`plot_sample_size_vs_tolerance`, :func:`plot_sample_size_vs_architecture`, :func:`plot_holdout`).
 """
 
 from __future__ import annotations

@@ -11,7 +11,8 @@ network's per-sample curvature: the exact G-term norms :math:`\lVert J_i^\top A_
 (:mod:`lhlib.engine.per_sample`, generic ``torch.func`` engine or the structured path of a bias-free Linear/ReLU
 stack), the product-of-layer-norms bound where one exists (:mod:`lhlib.engine.architecture_bounds`), the
 scaling exponent of :math:`J_i J_i^\top`, and the full per-sample Hessian norm on a subsample (batched
-Lanczos).
+Lanczos). The ``*_table``, ``*_facts`` and ``*_citations`` functions are the chapter's tables and prose,
+:func:`plot_family_curves` and :func:`plot_curvature` its figures.
 """
 
 from __future__ import annotations

@@ -61,7 +61,7 @@ def _params_buffers(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str
 def flat_parameters(model: nn.Module) -> torch.Tensor:
     """All parameters of ``model`` as one vector, in ``named_parameters()`` order.
 
-    That order is the one every flat vector in this module uses.
+    That order is the one every flat vector of the engine uses.
 
     Args:
         model: The network.

@@ -2,11 +2,11 @@
 
 Figures 2-5 each show two panels per dataset: hidden sizes ``hidden_sizes`` at ``fixed_num_layers``
 and depths ``num_layers`` at ``fixed_hidden_size``. :func:`run_sweep` trains every configuration
-both panels need (the shared one once) as a seed ensemble and measures every member;
-:func:`lhlib.build.plotting.plot_sweep` draws the paper's panels with the spread across seeds beside the spread across
-random orders; :func:`ordering_tests` turns the paper's "wider gives smaller, deeper gives larger"
-into one-sided trend tests over all (configuration, seed) pairs; :func:`summary_rows` gives the
-numbers a chapter writes to ``summary.json``. Chapters 04 (pixels) and 05 (backbone features) use it.
+both panels need (the shared one once) as a seed ensemble and measures every member, keeping the
+spread across seeds beside the spread across random orders (the book draws both);
+:func:`ordering_tests` turns the paper's "wider gives smaller, deeper gives larger" into one-sided
+trend tests over all (configuration, seed) pairs; :func:`summary_rows` gives the numbers a chapter
+writes to ``summary.json``. Chapters 04 (pixels) and 05 (backbone features) use it.
 """
 
 from __future__ import annotations

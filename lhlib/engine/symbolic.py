@@ -17,9 +17,6 @@ Chapter 02 (section 4 and appendix A):
 
 * :func:`softmax_ce_hessian`: the Hessian of cross-entropy with respect to the logits, and
   :math:`\operatorname{diag}(p) - p p^\top`;
-* :func:`softmax_ce_hessian_general`: the same for symbolic :math:`K` (index form with Kronecker
-  deltas);
-* :func:`softmax_hessian_facts`: quadratic form = variance, Gershgorin radii, Frobenius terms;
 * :func:`relu_network`: a bias-free ReLU net with symbolic weights, inputs and masks: logits,
   Jacobian, :math:`F` from :math:`G^{(p)} \otimes x^{(p)\top}`, H-term;
 * :func:`geometric_sum`: SymPy's summation of :math:`\sum_p M^{2p}` and the paper's closed form;
@@ -54,15 +51,12 @@ __all__ = [
     "equation",
     "geometric_sum",
     "i",
-    "is_zero",
     "k",
     "lemma_expressions",
     "relu_network",
     "running_mean",
     "show_equation",
     "softmax_ce_hessian",
-    "softmax_ce_hessian_general",
-    "softmax_hessian_facts",
     "split_last",
     "theorem1_chain",
     "theorem1_expressions",
@@ -76,20 +70,6 @@ k = sp.Symbol("k", integer=True, positive=True)
 
 
 ell = sp.IndexedBase(r"\ell")
-
-
-def is_zero(expr) -> bool:
-    """True when SymPy simplifies ``expr`` (scalar or matrix) to exactly zero.
-
-    Args:
-        expr: A SymPy expression or matrix.
-
-    Returns:
-        Whether ``simplify`` gives 0 (for a matrix, in every entry).
-    """
-    if isinstance(expr, sp.MatrixBase):
-        return all(sp.simplify(e) == 0 for e in expr)
-    return sp.simplify(expr) == 0
 
 
 class TexSymbol(sp.Symbol):
@@ -330,123 +310,6 @@ def softmax_ce_hessian(K: int = 3, label: int = 0) -> dict:
         "residual": sp.simplify(hess - A),
         "gradient": sp.Matrix([sp.diff(loss, v) for v in z]),
         "label": label,
-    }
-
-
-def softmax_ce_hessian_general() -> dict:
-    r"""The general-:math:`K` pattern of the softmax Hessian, in index form.
-
-    .. math::
-
-        \frac{\partial^2}{\partial z_a \partial z_b} \log \sum_{j=1}^{K} e^{z_j} = p_a \delta_{ab} - p_a p_b.
-
-    SymPy differentiates the symbolic sum (Kronecker deltas appear); the sifting sums are then
-    evaluated for :math:`1 \le a, b \le K`.
-
-    Returns:
-        A ``dict`` with ``second_derivative``, ``sifted`` (after the sifting sums), ``pattern``
-        (:math:`p_a\delta_{ab} - p_a p_b`) and ``residual`` (their difference, 0).
-    """
-    j = sp.Symbol("j", integer=True, positive=True)
-    a, b, K = sp.symbols("a b K", integer=True, positive=True)
-    z = sp.IndexedBase("z")
-    S = sp.Sum(sp.exp(z[j]), (j, 1, K))
-    second = sp.diff(sp.log(S), z[a], z[b])
-    # a, b in 1..K: every sifting sum picks its term (SymPy returns Piecewise((term, K >= a), (0, True)))
-    sifted = second.doit().replace(lambda e: isinstance(e, sp.Piecewise), lambda e: e.args[0][0])
-
-    def p(c):
-        return sp.exp(z[c]) / S
-
-    pattern = p(a) * sp.KroneckerDelta(a, b) - p(a) * p(b)
-    return {
-        "second_derivative": second,
-        "sifted": sifted,
-        "pattern": pattern,
-        "residual": sp.simplify(sifted - pattern),
-    }
-
-
-def softmax_hessian_facts(K: int = 3) -> dict:
-    r"""Facts about :math:`A = \operatorname{diag}(p) - p p^\top` on the simplex (:math:`p_K = 1 - \sum_{k<K} p_k`).
-
-    With :math:`s_2 = \sum_k p_k^2`:
-
-    .. math::
-
-        v^\top A v = \sum_k p_k \Bigl(v_k - \sum_l p_l v_l\Bigr)^2, \qquad
-        \sum_{l \ne k} |A_{kl}| = p_k (1 - p_k), \qquad
-        \operatorname{tr} A = 1 - s_2,
-
-        \lVert A \rVert_F^2 = \sum_k p_k^2 (1 - p_k)^2 + \sum_{k \ne l} p_k^2 p_l^2
-        = s_2 (1 - s_2) - 2 \sum_k p_k (p_k - s_2)^2.
-
-    So every eigenvalue lies in some :math:`[0, 2 p_k (1 - p_k)] \subset [0, 1/2]` (Gershgorin);
-    :math:`A` is PSD, so :math:`\lVert A \rVert_F \le \operatorname{tr} A < 1`; and
-    :math:`\lVert A \rVert_F \le \sqrt{s_2 (1 - s_2)} \le 1/2`: the Frobenius route, done tightly, also
-    gives 1/2 (the paper's cruder steps give :math:`\sqrt2`). For :math:`K = 2` the eigenvalues are
-    :math:`\{0, 2p(1-p)\}`, largest :math:`1/2` at :math:`p = 1/2`.
-
-    Args:
-        K: The number of classes.
-
-    Returns:
-        A ``dict`` with ``p``, ``A``; ``quadratic_form``, ``variance`` and ``variance_residual``;
-        ``gershgorin_radius`` (per row), ``gershgorin_residuals`` and ``gershgorin_max``
-        (:math:`\max_q 2q(1-q) = 1/2`); ``frobenius_squared`` and ``paper_frobenius_residual``;
-        ``trace`` and ``trace_residual``; ``frobenius_identity`` (in the symbol ``s2``, :math:`s_2`, which stands for
-        ``s2_value`` :math:`= \sum_k p_k^2`), ``frobenius_identity_residual`` and
-        ``frobenius_max`` (:math:`\max_q q(1-q) = 1/4`, the largest :math:`s_2(1-s_2)`); ``A_K2``,
-        ``eigenvalues_K2``, ``top_eigenvalue_K2``, ``argmax_K2`` and ``max_K2``. Every residual is 0.
-    """
-    ps = sp.symbols(f"p_1:{K + 1}", positive=True)
-    v = sp.symbols(f"v_1:{K + 1}", real=True)
-    simplex = {ps[-1]: 1 - sum(ps[:-1])}
-    p = sp.Matrix(ps)
-    A = sp.diag(*p) - p * p.T
-    vv = sp.Matrix(v)
-    quadratic = sp.expand((vv.T * A * vv)[0, 0])
-    mean = sum(pk * vk for pk, vk in zip(ps, v))
-    variance = sum(pk * (vk - mean) ** 2 for pk, vk in zip(ps, v))
-    radius = [sum(-A[r, c] for c in range(K) if c != r) for r in range(K)]  # off-diagonals are -p_r p_c < 0
-    frob = sum(A[r, c] ** 2 for r in range(K) for c in range(K))
-    paper_frob = sum(pk**2 * (1 - pk) ** 2 for pk in ps) + sum(
-        ps[r] ** 2 * ps[c] ** 2 for r in range(K) for c in range(K) if r != c
-    )
-    # The identity is stated in s_2 = sum_k p_k^2, kept as a symbol so that it reads as a formula.
-    s2 = sp.Symbol("s_2", positive=True)
-    frobenius_identity = s2 * (1 - s2) - 2 * sum(pk * (pk - s2) ** 2 for pk in ps)
-    s2_value = sum(pk**2 for pk in ps)
-    q = sp.Symbol("p", positive=True)
-    A2 = sp.Matrix([[q * (1 - q), -q * (1 - q)], [-q * (1 - q), q * (1 - q)]])
-    ev2 = list(A2.eigenvals().keys())
-    top = 2 * q * (1 - q)
-    argmax = sp.solve(sp.diff(top, q), q)
-    return {
-        "p": p,
-        "A": A,
-        "quadratic_form": quadratic,
-        "variance": variance,
-        "variance_residual": sp.simplify(sp.expand((quadratic - variance).subs(simplex))),
-        "gershgorin_radius": radius,
-        "gershgorin_residuals": [sp.simplify((radius[r] - ps[r] * (1 - ps[r])).subs(simplex)) for r in range(K)],
-        "gershgorin_max": sp.maximum(2 * q * (1 - q), q, sp.Interval(0, 1)),
-        "frobenius_squared": frob,
-        "paper_frobenius_residual": sp.simplify(frob - paper_frob),
-        "trace": sp.simplify(A.trace().subs(simplex)),
-        "trace_residual": sp.simplify((A.trace() - (1 - sum(pk**2 for pk in ps))).subs(simplex)),
-        "frobenius_identity": frobenius_identity,
-        "s2": s2,
-        "s2_value": s2_value,
-        "frobenius_identity_residual": sp.simplify(
-            sp.expand((frob - frobenius_identity.subs(s2, s2_value)).subs(simplex))
-        ),
-        "frobenius_max": sp.maximum(q * (1 - q), q, sp.Interval(0, 1)),
-        "A_K2": A2,
-        "eigenvalues_K2": ev2,
-        "top_eigenvalue_K2": top,
-        "argmax_K2": argmax,
-        "max_K2": top.subs(q, argmax[0]),
     }
 
 

@@ -1,6 +1,6 @@
 r"""Products with per-sample and averaged Hessians, from the tangents of the network's recursions.
 
-For the bias-free MLP (:mod:`lhlib.engine.parameters`) the forward pass is
+For a bias-free Linear/ReLU stack (:func:`lhlib.engine.parameters.linear_relu_weights`) the forward pass is
 :math:`x^{(p+1)} = D^{(p)} W^{(p)} x^{(p)}`, with :math:`D^{(p)}` the diagonal of ReLU's active units, and the
 logits' Jacobian factors through :math:`G^{(p)} = \partial z / \partial z^{(p)}`, computed backwards as
 

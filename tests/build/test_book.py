@@ -12,7 +12,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from lhlib.build import book
+from lhlib.build import book, pages
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -49,13 +49,9 @@ def test_profiles_name_only_known_chapters_and_parameters():
         assert book.cell_timeout(profile) == settings["cell_timeout_s"] >= 60
         for chapter, parameters in settings["chapters"].items():
             assert chapter in book.chapters(), f"{profile} names unknown chapter {chapter}"
-            source = "".join(
-                c.source
-                for c in nbformat.read(ROOT / "notebooks" / f"{chapter}.ipynb", 4).cells
-                if "parameters" in c.metadata.get("tags", [])
-            )
+            taken = pages.parameter_types(nbformat.read(ROOT / "notebooks" / f"{chapter}.ipynb", 4))
             for name in parameters:
-                assert f"{name} =" in source, f"{profile}/{chapter} sets {name}, which the notebook does not take"
+                assert name in taken, f"{profile}/{chapter} sets {name}, which the notebook does not take"
 
 
 def test_runner_rejects_unknown_profile_and_chapter():
@@ -298,7 +294,7 @@ def test_execution_cache_reuses_chapters_until_an_input_changes(tmp_path, monkey
     extra = tmp_path / "extra.py"
     extra.write_text("x = 1\n")
     real_files = book._package_files
-    monkeypatch.setattr(book, "_package_files", lambda: [*real_files(), extra])
+    monkeypatch.setattr(book, "_package_files", lambda chapter=None: [*real_files(chapter), extra])
     book.run_chapters([], "smoke", root)  # records the package with extra.py
     extra.write_text("x = 2\n")
     assert set(_reasons(root).values()) == {(True, "lhlib changed")}
@@ -343,3 +339,13 @@ def test_the_runner_says_what_the_store_gained(tmp_path, monkeypatch, capsys):
     assert "the store gained nothing: every entry reused" in capsys.readouterr().err
     report = json.loads((tmp_path / "_build" / "executed" / "smoke" / "report.json").read_text())
     assert report[0]["store_added"] == {"trained_network": 0}
+
+
+def test_a_chapter_depends_on_the_engine_the_build_and_its_own_module_only():
+    own = {p.name for p in book._package_files("01_loss_difference") if p.parent.name == "chapters"}
+    assert "ch01_loss_difference.py" in own and "ch08_other_architectures.py" not in own
+    names = {f"{p.parent.name}/{p.name}" for p in book._package_files("01_loss_difference")}
+    assert {"engine/per_sample.py", "build/plotting.py", "chapters/paper_values.json"} <= names
+    assert "build/profiles.json" not in names
+    every = {p.name for p in book._package_files() if p.parent.name == "chapters"}
+    assert {"ch01_loss_difference.py", "ch08_other_architectures.py"} <= every

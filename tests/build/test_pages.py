@@ -1,12 +1,15 @@
 """A staged page says what its copy ran and shows its parameters once."""
 
+from pathlib import Path
+
 import nbformat
+import pytest
 
 from lhlib.build import pages
 
 DEFAULTS = "\n".join(
     [
-        "seeds = [0, 1, 2, 3, 4]  # training seeds",
+        "seeds: list[int] = [0, 1, 2, 3, 4]  # training seeds",  # typed, as the chapters' cells are
         'datasets = ["mnist", "cifar10"]',
         "k = 5000",
         'output_dir = "results/paper/x"',
@@ -55,7 +58,7 @@ def test_staged_chapter_has_the_banner_and_one_parameter_cell(tmp_path):
     assert "- `seeds`: this copy ran `0, 1`; the `paper` profile adds `2, 3, 4`." in banner
     assert "`cpu` profile's values written in" in staged.cells[2].source
     assert staged.cells[3].source.splitlines() == [
-        "seeds = [0, 1]  # cpu profile (paper: [0, 1, 2, 3, 4]); training seeds",
+        "seeds: list[int] = [0, 1]  # cpu profile (paper: [0, 1, 2, 3, 4]); training seeds",
         'datasets = ["mnist", "cifar10"]',
         "k = 5000",
         'output_dir = "results/cpu/x"  # where this build writes',
@@ -82,3 +85,59 @@ def test_intro_banner_groups_the_differences_over_chapters():
     banner = pages.intro_banner("cpu", {"03_a": [seeds], "04_b": [seeds, ("backbone", "offline-cnn", "vit")]})
     assert "- `seeds`: this copy ran `0, 1`; the `paper` profile adds `2, 3, 4` (chapters 03, 04)." in banner
     assert "- `backbone`: this copy ran `offline-cnn`; the `paper` profile uses `vit` (chapter 04)." in banner
+
+
+def test_the_staged_api_page_lists_every_chapter_module(tmp_path):
+    from lhlib.build.pages import API_MARKER, stage_api
+
+    root = Path(__file__).resolve().parents[2]
+    api = tmp_path / "api.md"
+    api.write_text((root / "book" / "api.md").read_text())
+    stage_api(api, root)
+    text = api.read_text()
+    assert API_MARKER not in text
+    for notebook in sorted((root / "notebooks").glob("*.ipynb")):
+        assert f".. automodule:: lhlib.chapters.ch{notebook.stem}\n" in text
+    api.write_text("# API\n")
+    with pytest.raises(ValueError, match="chapter-modules"):
+        stage_api(api, root)
+
+
+def test_the_api_page_documents_every_engine_and_build_module():
+    root = Path(__file__).resolve().parents[2]
+    text = (root / "book" / "api.md").read_text()
+    for layer in ("engine", "build"):
+        for path in sorted((root / "lhlib" / layer).glob("*.py")):
+            if path.name != "__init__.py":
+                assert f".. automodule:: lhlib.{layer}.{path.stem}\n" in text, path
+
+
+def test_overrides_are_checked_against_the_chapters_typed_parameters():
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [nbformat.v4.new_code_cell(DEFAULTS, metadata={"tags": ["parameters"]})]
+    assert pages.parameter_types(notebook) == {
+        "seeds": "list[int]",
+        "datasets": "object",
+        "k": "object",
+        "output_dir": "object",
+    }
+    pages.check_overrides(notebook, {"seeds": [0, 1], "k": 10}, "here")
+    with pytest.raises(ValueError, match=r"^here: epoch is not a parameter of the chapter; it has seeds, "):
+        pages.check_overrides(notebook, {"epoch": 1}, "here")
+    with pytest.raises(ValueError, match=r"^here: seeds must be a list\[int\], got \[0, 1.5\]"):
+        pages.check_overrides(notebook, {"seeds": [0, 1.5]}, "here")
+
+
+def test_every_profile_sets_only_parameters_its_chapters_have_with_their_types():
+    import json
+
+    from lhlib.build.book import PROFILES, profile_parameters
+
+    root = Path(__file__).resolve().parents[2]
+    profiles = json.loads((root / "lhlib" / "build" / "profiles.json").read_text())
+    checked = 0
+    for profile in PROFILES:
+        for chapter in profiles[profile]["chapters"]:
+            assert profile_parameters(profile, chapter)  # raises on an unknown name or a wrong type
+            checked += 1
+    assert checked >= 14

@@ -1,4 +1,4 @@
-"""The figure checks of lhlib.figures and the writers of lhlib.build.report."""
+"""The figure checks of lhlib.build.plotting and the writers of lhlib.build.report."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+import torch
 
 from lhlib.build.plotting import CLIPPING_FLOORS, check_figure, save_figure, show_figure, sweep_colors, use_style  # noqa: E402
 from lhlib.build.report import Findings, markdown_table, show_table, write_summary  # noqa: E402
@@ -105,7 +106,6 @@ def test_sweep_colors_are_distinct_and_ordered():
 
 
 def test_write_summary_converts_scalars_arrays_and_non_finite_numbers(tmp_path):
-    import torch
 
     summary = {"a": np.float64(1.5), "b": [math.inf, np.int64(2)], 3: math.nan}
     summary |= {"array": np.array([1.0, np.nan]), "tensor": torch.tensor([[1, 2]])}
@@ -158,32 +158,14 @@ def test_show_figure_saves_glues_and_closes(tmp_path, monkeypatch):
     assert glued == [("curve", True)] and not plt.fignum_exists(fig.number)
 
 
-def test_a_collapsed_seed_is_left_out_and_counted():
-    """A collapsed network's k* measures its dead units (and at its floor of 1 it is a clamp): drawn on the log
-    axis, it would squash every real value."""
-    from types import SimpleNamespace
+def test_the_sweep_figure_draws_every_dataset(toy_sweep):
+    """One figure for every dataset: a 2 x 2 block each, titled by its heading, and it passes the checks."""
+    from lhlib.build.plotting import check_figure, plot_sweep
 
-    from lhlib.chapters.ch07_sample_size import plot_sample_size_vs_architecture
-    from lhlib.engine.settings import check_sweep_settings
-
-    settings = check_sweep_settings(hidden_sizes=[4, 8], num_layers=[1, 2], fixed_hidden_size=8, fixed_num_layers=1)
-
-    def network(k_star, collapsed=False):
-        size = SimpleNamespace(extrapolated=k_star, measured=k_star, reached=True)
-        return SimpleNamespace(at_theta_hat={1e-3: size}, collapsed=collapsed)
-
-    keys = {(4, 1), (8, 1), (8, 2)}
-    # Every network at the floor, or without a finite k*, or collapsed: nothing to draw, and no log axis to break.
-    for k_star, collapsed in ((1.0, False), (float("nan"), False), (500.0, True)):
-        fig = plot_sample_size_vs_architecture(
-            {("d", *key): [network(k_star, collapsed)] * 2 for key in keys}, settings, {"d": "digits"}, 1e-3
-        )
-        assert "6 collapsed network(s) left out" in fig.axes[1].get_legend().get_texts()[0].get_text()
-        plt.close(fig)
-    for odd in (network(1.0), network(20.0, collapsed=True)):
-        results = {("d", *key): [odd if key == (4, 1) else network(3000.0), network(4000.0)] for key in keys}
-        fig = plot_sample_size_vs_architecture(results, settings, {"d": "digits"}, 1e-3)
-        drawn = np.concatenate([line.get_ydata() for ax in fig.axes for line in ax.get_lines()]).astype(float)
-        assert np.nanmin(drawn) > 1000, "the collapsed seed must not be drawn"
-        assert "1 collapsed network(s) left out" in fig.axes[1].get_legend().get_texts()[0].get_text()
-    check_figure(fig, "sample_size_vs_architecture")
+    results, settings = toy_sweep
+    headings = {"first": "first dataset", "second": "second dataset"}
+    fig = plot_sweep({"first": results, "second": results}, settings, headings)
+    assert len(fig.axes) == 8
+    assert [block.get_suptitle() for block in fig.subfigs] == ["first dataset", "second dataset"]
+    fig.draw_without_rendering()
+    check_figure(fig, "sweep")

@@ -79,10 +79,10 @@ def test_a_collapsed_trained_network_is_left_out_of_the_trained_family(monkeypat
 
     import torch
 
-    from lhlib.chapters import ch02_hessian_bound as bound_study
+    from lhlib.chapters import ch02_hessian_bound as ch02
 
     data = load_dataset("digits", 60)
-    original = bound_study.trained_network
+    original = ch02.trained_network
 
     def trained_network(*args, seed, **options):
         run = dataclasses.replace(original(*args, seed=seed, **options), train_accuracy=0.9)  # what collapses is set
@@ -90,7 +90,7 @@ def test_a_collapsed_trained_network_is_left_out_of_the_trained_family(monkeypat
             return dataclasses.replace(run, losses=torch.full_like(run.losses, math.log(data.info.num_classes)))
         return run
 
-    monkeypatch.setattr(bound_study, "trained_network", trained_network)
+    monkeypatch.setattr(ch02, "trained_network", trained_network)
     families, runs, collapsed = study.a2_families(
         data, hidden_sizes=[4], num_layers=[0], num_inputs=10, num_random_networks=1, scale_range=(0.5, 1.0),
         seeds=[0, 1, 2], study_seed=0,

@@ -7,7 +7,9 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import spectral_norms
 
+from lhlib.chapters import ch03_hessian_in_practice as hip
 from lhlib.chapters import ch03_hessian_in_practice as study
 from lhlib.engine.data import load_dataset
 from lhlib.engine.settings import check_sweep_settings
@@ -32,6 +34,9 @@ def measured():
         data, settings, full_samples=6, extreme_samples=2, top_k=2, tol=1e-3, seed=0, device=torch.device("cpu")
     )
     return data, settings, results
+
+
+RTOL = 1e-6  # float64 against the dense ground truth
 
 
 def test_every_configuration_is_measured_trained_and_at_initialisation(measured):
@@ -166,3 +171,69 @@ def test_chapter_03_rejects_bad_parameters_before_work(run_chapter_smoke):
 
     with pytest.raises(papermill.PapermillExecutionError, match="full_hessian_samples"):
         run_chapter_smoke("03_hessian_in_practice", full_hessian_samples=0)
+
+
+def test_curvature_measurements_and_cache(problem):
+    model, x, y, dense_h, dense_g = problem
+    first = hip.curvature_measurements(
+        model, x, y, full_samples=3, extreme_samples=2, top_k=2, tol=1e-10, max_iter=200, eig_tol=1e-12, seed=0
+    )
+    assert not first.from_cache and first.random_count == 3 and first.full_index.numel() == 5
+    torch.testing.assert_close(first.ggn_norms, spectral_norms(dense_g), rtol=RTOL, atol=0)
+    rest = [i for i in range(len(x)) if i not in first.full_index[:3].tolist()]
+    largest = sorted(rest, key=lambda i: -float(spectral_norms(dense_g[i : i + 1])))[:2]
+    assert sorted(first.full_index[3:].tolist()) == sorted(largest)
+    index = first.full_index
+    torch.testing.assert_close(first.hessian["norms"], spectral_norms(dense_h[index]), rtol=RTOL, atol=0)
+    torch.testing.assert_close(first.hterm["norms"], spectral_norms((dense_h - dense_g)[index]), rtol=RTOL, atol=0)
+    assert first.top_hessian == pytest.approx(torch.linalg.eigvalsh(dense_h.mean(0)).flip(0)[:2].numpy(), rel=RTOL)
+    again = hip.curvature_measurements(
+        model, x, y, full_samples=3, extreme_samples=2, top_k=2, tol=1e-10, max_iter=200, eig_tol=1e-12, seed=0
+    )
+    assert again.from_cache
+    torch.testing.assert_close(again.hessian["norms"], first.hessian["norms"])
+
+
+def test_theorem1_checks_fields_and_validity(problem):
+    model, x, _, dense_h, dense_g = problem
+    ggn = spectral_norms(dense_g)
+    index = torch.arange(len(x))
+    checks = hip.theorem1_checks(model, x, ggn, index, spectral_norms(dense_h))
+    assert set(checks) == set(hip.BOUND_FORMS)
+    for form, check in checks.items():
+        assert check["held_ggn"] == (check["violations_ggn"] == 0)
+        assert check["held_ggn"] == (check["tightness_ggn"] >= 1 - 1e-5), form
+    for form in ("corrected", "corrected_per_sample", "activation_per_sample"):  # valid bounds on the G-term
+        assert checks[form]["held_ggn"]
+    # A bound far below the measurements is reported as violated, not hidden.
+    fake = hip.theorem1_checks(model, x, ggn * 1e12, index, spectral_norms(dense_h) * 1e12)
+    assert not fake["paper"]["held_ggn"] and fake["paper"]["violations_ggn"] == len(x)
+    # Samples with zero curvature hold trivially and do not enter the ratios.
+    zero = ggn.clone()
+    zero[0] = 0
+    assert torch.isfinite(
+        torch.tensor(hip.theorem1_checks(model, x, zero, index, spectral_norms(dense_h))["paper"]["median_ratio_ggn"])
+    )
+
+
+def test_quantile_summary():
+    summary = hip.quantile_summary(torch.arange(101.0))
+    assert summary == {"count": 101, "min": 0.0, "max": 100.0, "mean": 50.0, "q50": 50.0, "q90": 90.0, "q99": 99.0}
+    assert hip.quantile_summary(torch.zeros(0)) == {"count": 0}
+
+
+def test_a_damaged_curvature_entry_is_recomputed_to_the_same_numbers(problem, capsys):
+    from lhlib.engine.store import cache_root
+
+    model, x, y, _, _ = problem
+    settings = {"full_samples": 3, "extreme_samples": 1, "top_k": 1, "tol": 1e-10, "max_iter": 200, "seed": 5}
+    first = hip.curvature_measurements(model, x, y, **settings)
+    entry = max((cache_root() / "store" / "curvature_measurements").glob("*.pt"), key=lambda p: p.stat().st_mtime_ns)
+    data = bytearray(entry.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    entry.write_bytes(bytes(data))
+    capsys.readouterr()
+    again = hip.curvature_measurements(model, x, y, **settings)
+    assert not again.from_cache and "discarded the stored curvature_measurements entry" in capsys.readouterr().err
+    torch.testing.assert_close(again.hessian["norms"], first.hessian["norms"], rtol=0, atol=0)
+    torch.testing.assert_close(again.ggn_norms, first.ggn_norms, rtol=0, atol=0)

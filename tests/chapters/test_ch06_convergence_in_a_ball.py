@@ -122,10 +122,10 @@ def test_a_collapsed_seed_is_left_out_of_the_constants_and_counted(monkeypatch):
     """Seed 0 collapses: the network measured in full is seed 1's, and seed 0 is counted, not measured."""
     import dataclasses
 
-    from lhlib.chapters import ch06_convergence_in_a_ball as ball_study
+    from lhlib.chapters import ch06_convergence_in_a_ball as ch06
 
     data = {"digits": load_dataset("digits", 60)}
-    original = ball_study.trained_networks
+    original = ch06.trained_networks
 
     def trained_networks(*args, **options):
         # Seed 0 dead (every loss at ln K), the others fitted well: what collapses is set here, not by training.
@@ -133,7 +133,7 @@ def test_a_collapsed_seed_is_left_out_of_the_constants_and_counted(monkeypatch):
         dead = torch.full_like(ensemble[0].losses, math.log(10.0))
         return [dataclasses.replace(ensemble[0], losses=dead), *ensemble[1:]]
 
-    monkeypatch.setattr(ball_study, "trained_networks", trained_networks)
+    monkeypatch.setattr(ch06, "trained_networks", trained_networks)
     cpu = torch.device("cpu")
     networks, across, collapsed = ball_networks(data, [(4, 1)], seeds=[0, 1, 2], epochs=1, batch_size=32, lr=1e-3,
                                                 device=cpu)  # fmt: skip
@@ -152,7 +152,7 @@ def test_a_collapsed_seed_is_left_out_of_the_constants_and_counted(monkeypatch):
             return [dataclasses.replace(m, losses=torch.full_like(m.losses, math.log(10.0))) for m in ensemble]
         return ensemble
 
-    monkeypatch.setattr(ball_study, "trained_networks", every_seed_collapses)
+    monkeypatch.setattr(ch06, "trained_networks", every_seed_collapses)
     common = dict(seeds=[0, 1], epochs=1, batch_size=32, lr=1e-3, device=cpu)
     networks, across, collapsed = ball_networks(data, [(4, 1), (2, 1)], **common)
     assert list(networks) == [key] and collapsed[("digits", 2, 1)] == [0, 1]

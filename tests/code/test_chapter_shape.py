@@ -109,7 +109,7 @@ def _parameters_cell(chapter: str) -> dict:
     return tagged[0]
 
 
-@pytest.mark.parametrize("chapter", ["01_loss_difference", "02_hessian_bound"])
+@pytest.mark.parametrize("chapter", [path.stem for path in NOTEBOOKS])
 def test_notebook_is_stripped_and_has_conventions(chapter):
     notebook = json.loads((ROOT / "notebooks" / f"{chapter}.ipynb").read_text())
     assert notebook["nbformat"] == 4
@@ -119,5 +119,17 @@ def test_notebook_is_stripped_and_has_conventions(chapter):
     assert "".join(notebook["cells"][0]["source"]).startswith(f"# {chapter[:2]}. ")
     assert 'if "google.colab" in sys.modules:' in "".join(notebook["cells"][1]["source"])
     params = "".join(_parameters_cell(chapter)["source"])
-    for name in ("seeds = [", 'device = "auto"', f'output_dir = "results/paper/{chapter}"'):
+    for name in ("seeds: list[int] = [", 'device: str = "auto"', f'output_dir: str = "results/paper/{chapter}"'):
         assert name in params
+
+
+@pytest.mark.parametrize("chapter", [path.stem for path in NOTEBOOKS])
+def test_papermill_sees_every_parameters_type(chapter):
+    """``papermill --help-notebook`` lists each parameter with its type, from the cell's annotations."""
+    from papermill.translators import PythonTranslator
+
+    cell = nbformat.from_dict({**_parameters_cell(chapter), "source": "".join(_parameters_cell(chapter)["source"])})
+    inspected = {p.name: p.inferred_type_name for p in PythonTranslator.inspect(cell)}
+    assigned = [n.target.id for n in ast.parse(cell.source).body if isinstance(n, ast.AnnAssign)]
+    assert len(assigned) == len(ast.parse(cell.source).body), "every parameter is annotated with its type"
+    assert inspected == {name: inspected.get(name) for name in assigned} and "None" not in inspected.values()

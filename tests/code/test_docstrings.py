@@ -66,7 +66,6 @@ NO_FORMULA: dict[str, str] = {
     "engine.sweep.summary_rows": "collects ConfigurationResult's numbers for summary.json",
     "engine.sweep.sweep_table": "formats a table; the quantities are ConfigurationResult's",
     "engine.symbolic.equation": "formats LaTeX",
-    "engine.symbolic.is_zero": "decides whether an expression simplifies to zero",
     "engine.symbolic.show_equation": "displays LaTeX",
     "engine.tangents.network_inputs": "reshapes, casts and validates inputs",
     "engine.train.check_training_data": "validates training data",

@@ -7,11 +7,9 @@ import copy
 
 import pytest
 import torch
-import torch.nn.functional as F
+from conftest import dense_hessians, dense_problem, spectral_norms
 from torch import nn
-from torch.func import functional_call, hessian, jacrev
 
-from lhlib.chapters import ch03_hessian_in_practice as hip
 from lhlib.engine import per_sample, tangents
 from lhlib.engine.models import build_mlp
 from lhlib.engine.parameters import computation_paths
@@ -28,50 +26,9 @@ from lhlib.engine.tangents import _stack_matvec, _stack_mean_matvec, mean_matvec
 RTOL = 1e-6
 
 
-def _problem(seed: int = 3, n: int = 7, input_dim: int = 6, hidden: int = 8, num_layers: int = 2, classes: int = 4):
-    model = build_mlp(input_dim, hidden, num_layers, classes, seed=seed).double()
-    generator = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, input_dim, generator=generator, dtype=torch.float64)
-    y = torch.randint(0, classes, (n,), generator=generator)
-    return model, x, y
-
-
-def _dense(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
-    """Per-sample dense Hessians and G-terms (P x P) by torch.func, in float64."""
-    params = {k: v.detach() for k, v in model.named_parameters()}
-    names = list(params)
-    flat0 = torch.cat([params[k].reshape(-1) for k in names])
-    sizes = [params[k].numel() for k in names]
-
-    def unflat(flat):
-        return {k: piece.reshape(params[k].shape) for k, piece in zip(names, flat.split(sizes))}
-
-    hessians, ggns = [], []
-    for i in range(x.shape[0]):
-        xi, yi = x[i : i + 1], y[i : i + 1]
-        hessians.append(
-            hessian(lambda f, xi=xi, yi=yi: F.cross_entropy(functional_call(model, unflat(f), (xi,)), yi))(flat0)
-        )
-        jac = jacrev(lambda f, xi=xi: functional_call(model, unflat(f), (xi,))[0])(flat0)
-        p = torch.softmax(functional_call(model, params, (xi,))[0], 0)
-        ggns.append(jac.T @ (torch.diag(p) - torch.outer(p, p)) @ jac)
-    return torch.stack(hessians), torch.stack(ggns)
-
-
-def _norm(matrices: torch.Tensor) -> torch.Tensor:
-    return torch.linalg.eigvalsh(matrices).abs().amax(-1)
-
-
-@pytest.fixture(scope="module")
-def problem():
-    model, x, y = _problem()
-    dense_h, dense_g = _dense(model, x, y)
-    return model, x, y, dense_h, dense_g
-
-
 def test_ggn_norms_match_dense_mlp_and_generic(problem):
     model, x, y, _, dense_g = problem
-    expected = _norm(dense_g)
+    expected = spectral_norms(dense_g)
     assert bool((expected > 1e-3).all())
     torch.testing.assert_close(per_sample_ggn_norms(model, x, method="structured"), expected, rtol=RTOL, atol=0)
     torch.testing.assert_close(per_sample_ggn_norms(model, x, method="generic"), expected, rtol=RTOL, atol=0)
@@ -107,11 +64,11 @@ def test_generic_path_on_another_model():
     model = nn.Sequential(nn.Linear(5, 6), nn.Tanh(), nn.Linear(6, 3)).double()
     x = torch.randn(4, 5, dtype=torch.float64)
     y = torch.tensor([0, 2, 1, 1])
-    dense_h, dense_g = _dense(model, x, y)
-    torch.testing.assert_close(per_sample_ggn_norms(model, x), _norm(dense_g), rtol=RTOL, atol=0)
+    dense_h, dense_g = dense_hessians(model, x, y)
+    torch.testing.assert_close(per_sample_ggn_norms(model, x), spectral_norms(dense_g), rtol=RTOL, atol=0)
     result = per_sample_hessian_norms(model, x, y, tol=1e-10, max_iter=150)
     assert bool(result.converged.all())
-    torch.testing.assert_close(result.norms, _norm(dense_h), rtol=RTOL, atol=0)
+    torch.testing.assert_close(result.norms, spectral_norms(dense_h), rtol=RTOL, atol=0)
 
 
 @pytest.mark.parametrize("operator", ["hessian", "ggn", "hterm"])
@@ -126,8 +83,8 @@ def test_per_sample_products_match_dense_on_both_paths(problem, operator):
 
 
 def test_structured_products_cover_the_shallowest_stack():
-    model, x, y = _problem(seed=5, n=5, hidden=3, num_layers=0, classes=3)  # two weight matrices
-    dense_h, dense_g = _dense(model, x, y)
+    model, x, y = dense_problem(seed=5, n=5, hidden=3, num_layers=0, classes=3)  # two weight matrices
+    dense_h, dense_g = dense_hessians(model, x, y)
     v = torch.randn(x.shape[0], dense_h.shape[1], dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     for operator, dense in (("hessian", dense_h), ("ggn", dense_g), ("hterm", dense_h - dense_g)):
         got = per_sample_matvec(model, operator, method="structured")(v, x, y)
@@ -203,7 +160,7 @@ def test_structured_g_term_needs_no_labels_and_one_layer_works(problem):
     got = per_sample_matvec(model, "ggn", method="structured")(vectors, x, None)
     torch.testing.assert_close(got, torch.einsum("npq,q->np", dense_g, v))
     linear = nn.Sequential(nn.Linear(6, 4, bias=False)).double()  # one weight matrix: no hidden layer
-    dense_h, dense_g = _dense(linear, x, y)
+    dense_h, dense_g = dense_hessians(linear, x, y)
     w = torch.randn(dense_h.shape[1], dtype=torch.float64, generator=torch.Generator().manual_seed(2))
     for operator, dense in (("hessian", dense_h), ("ggn", dense_g), ("hterm", dense_h - dense_g)):
         got = mean_matvec(linear, x, y, operator, method="structured")(w)
@@ -227,7 +184,7 @@ def test_lemma_difference_norms_match_dense(problem):
     model, x, y, dense_h, dense_g = problem
     for operator, dense in (("hessian", dense_h), ("ggn", dense_g)):
         got = lemma_difference_norms(model, x, y, [1, 3, 6], operator=operator, tol=1e-12)
-        expected = [float(_norm(dense[k] - dense[:k].mean(0))) for k in (1, 3, 6)]
+        expected = [float(spectral_norms(dense[k] - dense[:k].mean(0))) for k in (1, 3, 6)]
         assert got == pytest.approx(expected, rel=RTOL)
 
 
@@ -281,9 +238,9 @@ def test_per_sample_norms_match_curvlinops(problem):
     hes = torch.stack(
         [_curvlinops_dense(model, x[i : i + 1], y[i : i + 1], curvlinops.HessianLinearOperator) for i in range(len(x))]
     )
-    torch.testing.assert_close(per_sample_ggn_norms(model, x), _norm(ggn), rtol=RTOL, atol=0)
+    torch.testing.assert_close(per_sample_ggn_norms(model, x), spectral_norms(ggn), rtol=RTOL, atol=0)
     result = per_sample_hessian_norms(model, x, y, tol=1e-10, max_iter=200)
-    torch.testing.assert_close(result.norms, _norm(hes), rtol=RTOL, atol=0)
+    torch.testing.assert_close(result.norms, spectral_norms(hes), rtol=RTOL, atol=0)
 
 
 def test_dataset_eigenvalues_and_trace_match_curvlinops(problem):
@@ -299,72 +256,6 @@ def test_dataset_eigenvalues_and_trace_match_curvlinops(problem):
 
 
 # ---- the chapter-03 helpers ---------------------------------------------------------------------
-
-
-def test_curvature_measurements_and_cache(problem):
-    model, x, y, dense_h, dense_g = problem
-    first = hip.curvature_measurements(
-        model, x, y, full_samples=3, extreme_samples=2, top_k=2, tol=1e-10, max_iter=200, eig_tol=1e-12, seed=0
-    )
-    assert not first.from_cache and first.random_count == 3 and first.full_index.numel() == 5
-    torch.testing.assert_close(first.ggn_norms, _norm(dense_g), rtol=RTOL, atol=0)
-    rest = [i for i in range(len(x)) if i not in first.full_index[:3].tolist()]
-    largest = sorted(rest, key=lambda i: -float(_norm(dense_g[i : i + 1])))[:2]
-    assert sorted(first.full_index[3:].tolist()) == sorted(largest)
-    index = first.full_index
-    torch.testing.assert_close(first.hessian["norms"], _norm(dense_h[index]), rtol=RTOL, atol=0)
-    torch.testing.assert_close(first.hterm["norms"], _norm((dense_h - dense_g)[index]), rtol=RTOL, atol=0)
-    assert first.top_hessian == pytest.approx(torch.linalg.eigvalsh(dense_h.mean(0)).flip(0)[:2].numpy(), rel=RTOL)
-    again = hip.curvature_measurements(
-        model, x, y, full_samples=3, extreme_samples=2, top_k=2, tol=1e-10, max_iter=200, eig_tol=1e-12, seed=0
-    )
-    assert again.from_cache
-    torch.testing.assert_close(again.hessian["norms"], first.hessian["norms"])
-
-
-def test_theorem1_checks_fields_and_validity(problem):
-    model, x, _, dense_h, dense_g = problem
-    ggn = _norm(dense_g)
-    index = torch.arange(len(x))
-    checks = hip.theorem1_checks(model, x, ggn, index, _norm(dense_h))
-    assert set(checks) == set(hip.BOUND_FORMS)
-    for form, check in checks.items():
-        assert check["held_ggn"] == (check["violations_ggn"] == 0)
-        assert check["held_ggn"] == (check["tightness_ggn"] >= 1 - 1e-5), form
-    for form in ("corrected", "corrected_per_sample", "activation_per_sample"):  # valid bounds on the G-term
-        assert checks[form]["held_ggn"]
-    # A bound far below the measurements is reported as violated, not hidden.
-    fake = hip.theorem1_checks(model, x, ggn * 1e12, index, _norm(dense_h) * 1e12)
-    assert not fake["paper"]["held_ggn"] and fake["paper"]["violations_ggn"] == len(x)
-    # Samples with zero curvature hold trivially and do not enter the ratios.
-    zero = ggn.clone()
-    zero[0] = 0
-    assert torch.isfinite(
-        torch.tensor(hip.theorem1_checks(model, x, zero, index, _norm(dense_h))["paper"]["median_ratio_ggn"])
-    )
-
-
-def test_quantile_summary():
-    summary = hip.quantile_summary(torch.arange(101.0))
-    assert summary == {"count": 101, "min": 0.0, "max": 100.0, "mean": 50.0, "q50": 50.0, "q90": 90.0, "q99": 99.0}
-    assert hip.quantile_summary(torch.zeros(0)) == {"count": 0}
-
-
-def test_a_damaged_curvature_entry_is_recomputed_to_the_same_numbers(problem, capsys):
-    from lhlib.engine.store import cache_root
-
-    model, x, y, _, _ = problem
-    settings = {"full_samples": 3, "extreme_samples": 1, "top_k": 1, "tol": 1e-10, "max_iter": 200, "seed": 5}
-    first = hip.curvature_measurements(model, x, y, **settings)
-    entry = max((cache_root() / "store" / "curvature_measurements").glob("*.pt"), key=lambda p: p.stat().st_mtime_ns)
-    data = bytearray(entry.read_bytes())
-    data[len(data) // 2] ^= 0x10
-    entry.write_bytes(bytes(data))
-    capsys.readouterr()
-    again = hip.curvature_measurements(model, x, y, **settings)
-    assert not again.from_cache and "discarded the stored curvature_measurements entry" in capsys.readouterr().err
-    torch.testing.assert_close(again.hessian["norms"], first.hessian["norms"], rtol=0, atol=0)
-    torch.testing.assert_close(again.ggn_norms, first.ggn_norms, rtol=0, atol=0)
 
 
 def test_float32_h_term_products_do_not_cancel():

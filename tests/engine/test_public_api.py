@@ -9,12 +9,30 @@ import lhlib
 def test_every_export_is_the_engine_function_it_names():
     import importlib
 
-    assert 25 <= len(lhlib.__all__) <= 40
+    assert 25 <= len(lhlib.__all__) <= 40 and lhlib.__all__ == sorted(lhlib._EXPORTS)
     for name in lhlib.__all__:
         value = getattr(lhlib, name)
         module = importlib.import_module(value.__module__)
         assert value.__module__.startswith("lhlib.engine."), f"lhlib.{name} comes from {value.__module__}"
         assert name in module.__all__ and getattr(module, name) is value
+
+
+def test_static_tools_see_the_same_names():
+    """The TYPE_CHECKING block (what IDEs and type checkers read) imports exactly the exported names."""
+    import ast
+    from pathlib import Path
+
+    tree = ast.parse(Path(lhlib.__file__).read_text())
+    block = next(n for n in tree.body if isinstance(n, ast.If) and ast.unparse(n.test) == "_TYPE_CHECKING")
+    imported = {alias.name: node.module.removeprefix("lhlib.engine.") for node in block.body for alias in node.names}
+    assert imported == lhlib._EXPORTS
+
+
+def test_dir_lists_each_name_once():
+    lhlib.train  # noqa: B018  (loaded, and so cached in the module)
+    names = dir(lhlib)
+    assert len(names) == len(set(names)) and set(lhlib.__all__) <= set(names)
+    assert not {"importlib", "Any", "annotations"} & set(names)
 
 
 def test_an_unknown_name_says_so():

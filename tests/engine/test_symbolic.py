@@ -62,25 +62,6 @@ def test_softmax_ce_hessian(K, label):
     assert sp.simplify(r["gradient"] - (r["p"] - y)) == sp.zeros(K, 1)
 
 
-def test_softmax_ce_hessian_general_pattern():
-    assert S.softmax_ce_hessian_general()["residual"] == 0
-
-
-def test_softmax_hessian_facts():
-    for K in (2, 3, 4):
-        f = S.softmax_hessian_facts(K)
-        assert f["variance_residual"] == 0
-        assert all(r == 0 for r in f["gershgorin_residuals"])
-        assert f["paper_frobenius_residual"] == 0
-        assert f["trace_residual"] == 0
-        assert f["frobenius_identity_residual"] == 0
-    f = S.softmax_hessian_facts(2)
-    assert f["gershgorin_max"] == sp.Rational(1, 2)
-    assert f["frobenius_max"] == sp.Rational(1, 4)  # s_2 (1 - s_2) <= 1/4, so ||A||_F <= 1/2
-    assert f["max_K2"] == sp.Rational(1, 2) and f["argmax_K2"] == [sp.Rational(1, 2)]
-    assert {sp.simplify(e) for e in f["eigenvalues_K2"]} == {0, sp.simplify(f["top_eigenvalue_K2"])}
-
-
 @pytest.mark.parametrize("widths", [(2, 2, 2), (2, 2, 2, 2)])
 def test_relu_network_structure(widths):
     net = S.relu_network(widths)
