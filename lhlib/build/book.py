@@ -195,7 +195,7 @@ def chapter_inputs(root: Path, profile: str, name: str) -> dict[str, str]:
     """SHA-256 digests of everything that determines a chapter's executed copy.
 
     ``notebook``: the source notebook's bytes; ``parameters``: the profile's parameters for it (and
-    ``output_dir``); ``lhlib``: the engine, the build and this chapter's own module (:func:`_package_files`;
+    ``output_dir``); ``lhlib``: the engine, the build and this chapter's own module (``_package_files``;
     editing another chapter's module does not rerun this one);
     ``requirements``: ``requirements.txt``, the Python version, every installed distribution's version
     and whether a GPU is visible (a chapter with ``device="auto"`` computes on it); ``data``: the
