@@ -7,13 +7,15 @@ Command line::
     python -m lhlib.build.book set-repository OWNER/NAME [--branch BRANCH]
     python -m lhlib.build.book check-repository
     python -m lhlib.build.book check-notebooks [NOTEBOOK ...]
+    python -m lhlib.build.book write-parameters
     python -m lhlib.build.book check-html --profile smoke|cpu|paper
 
 ``run`` executes each chapter (all when none is named) into ``_build/executed/<profile>/`` with
 ``output_dir`` set to ``results/<profile>/<chapter>`` (relative to the repository, which is the
 chapters' working directory, so no page shows the build machine's paths) and the profile's
-parameters from ``lhlib/build/profiles.json``; the source notebooks are never written to. A cell that
-runs longer than the profile's ``cell_timeout_s`` fails its chapter, and the error names the cell.
+parameters from the chapter's declaration (``lhlib/build/declarations/ch<chapter>.py``); the source
+notebooks are never written to. A cell that runs longer than the profile's :data:`CELL_TIMEOUT_S` fails
+its chapter, and the error names the cell.
 A chapter whose inputs have not changed since its last successful run is reused (``--force``
 re-executes it). ``build`` runs them, stages the executed copies beside the book's pages in
 ``_build/stage/<profile>/`` (each page saying what it ran where that is not the paper's settings, and
@@ -23,7 +25,9 @@ warnings treated as errors, into ``_build/book/<profile>/``; it fails when a pag
 
 ``set-repository`` points the book at another GitHub repository (:mod:`lhlib.build.repository`);
 ``check-repository`` lists what disagrees with ``_config.yml``; ``check-notebooks`` checks that
-notebooks are valid nbformat and committed with their outputs stripped (the pre-commit hook).
+notebooks are valid nbformat, committed with their outputs stripped and with the parameters cell their
+declaration writes (the pre-commit hook); ``write-parameters`` rewrites every chapter's parameters cell
+from its declaration (:mod:`lhlib.build.declarations`).
 
 Profiles: ``smoke`` (seconds per chapter, for tests), ``cpu`` (the paper's settings on the datasets
 this machine can load offline), ``paper`` (the notebooks' own defaults: everything, for a GPU).
@@ -48,9 +52,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from lhlib.build import intro_findings, pages
+from lhlib.build.declarations import PROFILE_NAMES, declaration, is_declared, profile_overrides
+from lhlib.engine.declarations import parameters_cell
 from lhlib.engine.validation import check_choice, check_float
 
 __all__ = [
+    "CELL_TIMEOUT_S",
     "ChapterPlan",
     "PROFILES",
     "build_book",
@@ -62,10 +69,15 @@ __all__ = [
     "profile_parameters",
     "repository_root",
     "run_chapters",
+    "write_parameter_cells",
 ]
 
 
-PROFILES = ("smoke", "cpu", "paper")
+PROFILES = PROFILE_NAMES
+
+
+CELL_TIMEOUT_S = {"smoke": 300, "cpu": 3600, "paper": 7200}
+"""Seconds one cell may run under each profile before its chapter fails."""
 
 
 KERNEL_WAITING = {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "10000"}
@@ -96,48 +108,38 @@ def chapters(root: Path | None = None) -> list[str]:
     return sorted(path.stem for path in (root / "notebooks").glob("*.ipynb"))
 
 
-def _profile(profile: str) -> dict:
-    check_choice("profile", profile, PROFILES)
-    return json.loads(Path(__file__).with_name("profiles.json").read_text())[profile]
-
-
 def profile_parameters(profile: str, chapter: str) -> dict:
-    """The parameters a profile sets for a chapter (the notebook's defaults fill in the rest).
+    """The parameters a profile sets for a chapter (the declared defaults fill in the rest).
 
     Args:
         profile: One of ``PROFILES``.
         chapter: The chapter's name.
 
     Returns:
-        A new dict of the parameters from ``lhlib/build/profiles.json``; empty for a chapter the profile
-        leaves at its defaults.
+        A new dict of the parameters from the chapter's declaration's ``PROFILES``; empty for a chapter the
+        profile leaves at its defaults, and for a notebook without a declaration (a test's).
 
     Raises:
-        ValueError: when ``profile`` is unknown, or the profile sets a parameter the chapter does not have
-            or a value of another type than the chapter's parameters cell declares.
+        ValueError: when ``profile`` is unknown, or the profile's values break the chapter's declaration.
     """
-    import nbformat
-
-    overrides = dict(_profile(profile)["chapters"].get(chapter, {}))
-    notebook = repository_root() / "notebooks" / f"{chapter}.ipynb"
-    if overrides and notebook.is_file():
-        pages.check_overrides(nbformat.read(notebook, as_version=4), overrides, f"profile {profile}, {chapter}")
-    return overrides
+    check_choice("profile", profile, PROFILES)
+    return profile_overrides(chapter, profile) if is_declared(chapter) else {}
 
 
 def cell_timeout(profile: str) -> float:
-    """Seconds one cell may run under ``profile`` before its chapter fails (``cell_timeout_s``).
+    """Seconds one cell may run under ``profile`` before its chapter fails (:data:`CELL_TIMEOUT_S`).
 
     Args:
         profile: One of ``PROFILES``.
 
     Returns:
-        The profile's ``cell_timeout_s`` as a float.
+        The profile's timeout as a float.
 
     Raises:
         ValueError: when ``profile`` is unknown.
     """
-    return float(_profile(profile)["cell_timeout_s"])
+    check_choice("profile", profile, PROFILES)
+    return float(CELL_TIMEOUT_S[profile])
 
 
 def _check_chapters(names: list[str], root: Path) -> list[str]:
@@ -154,20 +156,21 @@ def _sha256(data: bytes) -> str:
 def _package_files(chapter: str | None = None) -> list[Path]:
     """The sources and data files of lhlib a chapter depends on.
 
-    The engine, the build and the package's own files, and of the chapter modules only the chapter's own
-    ``chapters/ch<chapter>.py`` (``chapter=None``: every chapter module). ``profiles.json`` is left out:
-    each chapter's own parameters are an input of their own, so editing one chapter's reruns that one.
+    The engine, the build and the package's own files, and of the chapter modules and the chapters'
+    declarations only the chapter's own ``chapters/ch<chapter>.py`` and ``declarations/ch<chapter>.py``
+    (``chapter=None``: all of them). Another chapter's module cannot change this one (``test_layering``
+    forbids the import), and its profile values are its own input.
     """
     package = Path(__file__).resolve().parents[1]
     suffixes = {".py", ".json", ".mplstyle"}
-    files = [p for p in package.rglob("*") if p.is_file() and p.suffix in suffixes and p.name != "profiles.json"]
-    if chapter is not None:  # another chapter's module cannot change this one (test_layering forbids the import)
-        files = [p for p in files if not _is_chapter_module(p) or p.name == f"ch{chapter}.py"]
+    files = [p for p in package.rglob("*") if p.is_file() and p.suffix in suffixes]
+    if chapter is not None:
+        files = [p for p in files if not _is_per_chapter(p) or p.name == f"ch{chapter}.py"]
     return sorted(files)
 
 
-def _is_chapter_module(path: Path) -> bool:
-    return path.parent.name == "chapters" and path.name.startswith("ch") and path.suffix == ".py"
+def _is_per_chapter(path: Path) -> bool:
+    return path.parent.name in ("chapters", "declarations") and path.name.startswith("ch") and path.suffix == ".py"
 
 
 @functools.lru_cache(maxsize=1)
@@ -575,15 +578,44 @@ def _report_rendering(html_dir: Path) -> None:
         raise RuntimeError(f"{sum(map(len, problems.values()))} rendering problems on {len(problems)} pages (above)")
 
 
+def _declared_cell(path: Path) -> str:
+    """The ``parameters`` cell the chapter ``path``'s declaration writes."""
+    return parameters_cell(declaration(path.stem).PARAMETERS)
+
+
+def write_parameter_cells(paths: list[Path]) -> list[Path]:
+    """Rewrite each chapter's ``parameters`` cell from its declaration (:mod:`lhlib.build.declarations`).
+
+    Args:
+        paths: The chapters' notebooks.
+
+    Returns:
+        The notebooks whose cell changed.
+    """
+    import nbformat
+
+    changed = []
+    for path in paths:
+        notebook = nbformat.read(path, as_version=4)
+        cell = next(c for c in notebook.cells if "parameters" in c.metadata.get("tags", []))
+        if cell.source != _declared_cell(path):
+            cell.source = _declared_cell(path)
+            nbformat.write(notebook, path)
+            changed.append(path)
+    return changed
+
+
 def notebook_problems(paths: list[Path]) -> list[str]:
-    """One line per problem of the notebooks: a break of nbformat's schema, or outputs left in.
+    """One line per problem of the notebooks: a break of nbformat's schema, outputs left in, or a
+    ``parameters`` cell other than the chapter's declaration writes.
 
     Args:
         paths: The notebooks to check.
 
     Returns:
-        A line for each notebook that is not valid nbformat and for each with outputs or execution
-        counts in its code cells; empty when all are valid and stripped.
+        A line for each notebook that is not valid nbformat, for each with outputs or execution counts in
+        its code cells, and for each whose ``parameters`` cell is not its declaration's; empty when all
+        are right.
     """
     import nbformat
 
@@ -600,26 +632,34 @@ def notebook_problems(paths: list[Path]) -> list[str]:
         dirty = [i + 1 for i, c in enumerate(cells) if c.cell_type == "code" and (c.outputs or c.execution_count)]
         if dirty:
             problems.append(f"{path}: outputs not stripped in cells {', '.join(map(str, dirty))}")
+        tagged = [c for c in cells if "parameters" in c.metadata.get("tags", [])]
+        if is_declared(path.stem) and [c.source for c in tagged] != [_declared_cell(path)]:
+            problems.append(
+                f"{path}: needs exactly one parameters cell, as its declaration writes it "
+                "(python -m lhlib.build.book write-parameters)"
+            )
     return problems
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m lhlib.build.book", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
+    timeouts = ", ".join(f"{seconds} s under {profile}" for profile, seconds in CELL_TIMEOUT_S.items())
     for command, what in (("run", "execute chapters"), ("build", "execute chapters, then build the HTML")):
         sub = commands.add_parser(command, help=what)
         sub.add_argument("chapters", nargs="*", help="chapter names (default: all)")
         sub.add_argument("--profile", required=True, help=f"one of {', '.join(PROFILES)}")
-        sub.add_argument("--cell-timeout", type=float, help="seconds per cell (default: the profile's cell_timeout_s)")
+        sub.add_argument("--cell-timeout", type=float, help=f"seconds per cell (default: {timeouts})")
         sub.add_argument("--force", action="store_true", help="re-execute every chapter, changed or not")
     sub = commands.add_parser("set-repository", help="point the book at another GitHub repository")
     sub.add_argument("slug", metavar="OWNER/NAME")
     sub.add_argument("--branch", help="the branch the book is published from (default: keep the current one)")
     commands.add_parser("check-repository", help="list what disagrees with _config.yml's repository")
     sub = commands.add_parser(
-        "check-notebooks", help="fail on notebooks that break nbformat or are committed with outputs"
+        "check-notebooks", help="fail on notebooks that break nbformat, keep outputs or stray from their declaration"
     )
     sub.add_argument("notebooks", nargs="*", type=Path, help="notebooks (default: notebooks/*.ipynb)")
+    commands.add_parser("write-parameters", help="rewrite every chapter's parameters cell from its declaration")
     sub = commands.add_parser("check-html", help="check every page of a built book: math renders, no raw markup")
     sub.add_argument("--profile", required=True, help=f"the build to check, one of {', '.join(PROFILES)}")
     return parser
@@ -664,6 +704,9 @@ def main(argv: list[str] | None = None) -> None:
         for path in repository.set_repository(root, args.slug, args.branch):
             print(f"rewrote {path.relative_to(root)}")
         print(f"the book now points at {repository.read_repository(root).url}")
+    elif args.command == "write-parameters":
+        for path in write_parameter_cells(sorted((root / "notebooks").glob("*.ipynb"))):
+            print(f"rewrote the parameters cell of {path.relative_to(root)}")
     else:
         if args.command == "check-repository":
             problems = repository.disagreements(root)

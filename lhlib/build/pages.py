@@ -24,10 +24,8 @@ from typing import Any
 __all__ = [
     "API_MARKER",
     "chapter_banner",
-    "check_overrides",
     "intro_banner",
     "notebook_defaults",
-    "parameter_types",
     "run_differences",
     "stage_api",
     "stage_chapter",
@@ -51,59 +49,6 @@ def notebook_defaults(notebook) -> dict[str, Any]:
         Each assigned name and its value (``ast.literal_eval`` of the right-hand side).
     """
     return {name: ast.literal_eval(node.value) for name, node in _assignments(_parameters_cell(notebook).source)}
-
-
-def parameter_types(notebook) -> dict[str, str]:
-    """Each parameter of a chapter's ``parameters`` cell and the type it is annotated with.
-
-    Args:
-        notebook: The chapter, as an ``nbformat`` notebook.
-
-    Returns:
-        Each name and its annotation as written (``"int"``, ``"list[float]"``, ...); ``"object"`` when a
-        parameter has none.
-    """
-    return {
-        name: ast.unparse(node.annotation) if isinstance(node, ast.AnnAssign) else "object"
-        for name, node in _assignments(_parameters_cell(notebook).source)
-    }
-
-
-def _matches(value: Any, annotation: ast.expr) -> bool:
-    """Whether a JSON value has the type ``annotation`` names (an int is also a float, a bool is no int)."""
-    if isinstance(annotation, ast.Subscript):
-        outer = annotation.value.id
-        inner = annotation.slice.elts if isinstance(annotation.slice, ast.Tuple) else [annotation.slice]
-        if outer == "list":
-            return isinstance(value, list) and all(_matches(v, inner[0]) for v in value)
-        return isinstance(value, dict) and all(
-            _matches(k, inner[0]) and _matches(v, inner[1]) for k, v in value.items()
-        )
-    name = annotation.id
-    if name == "float":
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if name == "int":
-        return isinstance(value, int) and not isinstance(value, bool)
-    return name == "object" or isinstance(value, {"str": str, "bool": bool, "list": list, "dict": dict}[name])
-
-
-def check_overrides(notebook, overrides: dict[str, Any], where: str) -> None:
-    """Refuse overrides of parameters the chapter does not have, or of a type other than their annotation.
-
-    Args:
-        notebook: The chapter, as an ``nbformat`` notebook.
-        overrides: Parameter names and values, as a profile sets them.
-        where: What the overrides are, for the message (``"profile cpu, chapter 04_direct_classification"``).
-
-    Raises:
-        ValueError: naming the first parameter that is unknown or of the wrong type.
-    """
-    types = parameter_types(notebook)
-    for name, value in overrides.items():
-        if name not in types:
-            raise ValueError(f"{where}: {name} is not a parameter of the chapter; it has {', '.join(types)}")
-        if not _matches(value, ast.parse(types[name], mode="eval").body):
-            raise ValueError(f"{where}: {name} must be a {types[name]}, got {value!r}")
 
 
 def _assignments(source: str) -> list[tuple[str, ast.Assign | ast.AnnAssign]]:

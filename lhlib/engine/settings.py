@@ -1,25 +1,26 @@
 """What a chapter can be asked to run, checked without torch.
 
-A chapter's first code cell after its parameters checks every one of them with this module,
-:mod:`lhlib.engine.validation` and :func:`lhlib.engine.data.check_datasets`. None of the three imports torch,
-scipy or matplotlib, so a bad value is refused about a second after the kernel starts, before the
-chapter's heavy imports, any data or any network.
-
-- :class:`SweepSettings` and :func:`check_sweep_settings`: the paper's architecture sweep
-  (chapters 03-08), with :func:`sweep_configurations`, the ``(h, num_layers)`` pairs it trains.
+- :class:`SweepSettings`, its fields' declarations :data:`SWEEP_PARAMETERS` and :func:`check_sweep_settings`:
+  the paper's architecture sweep (chapters 03-08), with :func:`sweep_configurations`, the
+  ``(h, num_layers)`` pairs it trains.
 - :data:`FAMILIES` and :func:`check_family_sizes`: the architecture families of chapter 08.
 - :func:`check_backbone`, :func:`check_revision` and :data:`POOLINGS`: chapter 05's feature
   extractor.
+
+Like :mod:`lhlib.engine.validation` and :mod:`lhlib.engine.declarations`, it imports no torch, scipy or
+matplotlib, so a chapter's validation cell refuses a bad value about a second after the kernel starts.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lhlib.engine.validation import check_device, check_float, check_int, check_int_list, check_seeds
+from lhlib.engine.declarations import Parameter, check_value
+from lhlib.engine.validation import MAX_SEED, check_device
 
 __all__ = [
     "DEFAULT_BACKBONE",
@@ -27,6 +28,7 @@ __all__ = [
     "OFFLINE_BACKBONE",
     "PANELS",
     "POOLINGS",
+    "SWEEP_PARAMETERS",
     "SweepSettings",
     "check_backbone",
     "check_family_sizes",
@@ -77,9 +79,65 @@ class SweepSettings:
     device: str = "auto"
     fit_k_min: int = 10
 
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any]) -> SweepSettings:
+        """The settings among ``values`` (a chapter's checked parameters); the fields missing keep their defaults.
+
+        Args:
+            values: Parameter names and values, such as :func:`lhlib.engine.declarations.check_parameters`
+                returns; names that are not fields are ignored.
+
+        Returns:
+            The settings, list-valued fields as tuples.
+        """
+        fields = {name: values[name] for name in cls.__dataclass_fields__ if name in values}
+        return cls(**{name: tuple(v) if isinstance(v, list) else v for name, v in fields.items()})
+
+
+SWEEP_PARAMETERS: dict[str, Parameter] = {
+    parameter.name: parameter
+    for parameter in (
+        Parameter("epochs", "int", 10, "training epochs of every network", 1, 1000),
+        Parameter("batch_size", "int", 64, "mini-batch size", 1, 65536),
+        Parameter("lr", "float", 1e-3, "Adam, constant", 0.0, 10.0, above=True),
+        Parameter(
+            "hidden_sizes", "list[int]", [4, 8, 16, 32, 64], "widths h of the width panel", 1, 4096, entries=(1, 16)
+        ),
+        Parameter(
+            "num_layers",
+            "list[int]",
+            [1, 3, 5, 7, 10],
+            "hidden-to-hidden; num_layers + 2 matrices",
+            0,
+            64,
+            entries=(1, 16),
+        ),
+        Parameter("fixed_hidden_size", "int", 16, "h in the number-of-layers panel", 1, 4096),
+        Parameter("fixed_num_layers", "int", 5, "num_layers in the hidden-size panel", 0, 64),
+        Parameter("permutations", "int", 100, "random orders averaged", 2, 100_000),
+        # At 1 the smoothed curve never leaves its first value.
+        Parameter("ema", "float", 0.99, "the paper's smoothing factor", 0.0, 1.0, below=True),
+        Parameter(
+            "seeds", "list[int]", [0, 1, 2, 3, 4], "training seeds per configuration", 0, MAX_SEED, entries=(2, 64)
+        ),
+        Parameter(
+            "collapse_share", "float", 0.5, "collapsed: this share of the losses sits at ln K", 0.0, 1.0, above=True
+        ),
+        Parameter(
+            "device",
+            "str",
+            "auto",
+            "'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'",
+            check=lambda name, value, values: check_device(name, value),
+        ),
+        Parameter("fit_k_min", "int", 10, "the power law is fitted on k in [fit_k_min, N - 1]", 1, 10_000_000),
+    )
+}
+"""The declarations of :class:`SweepSettings`' fields (their defaults are the paper's), shared by the chapters."""
+
 
 def check_sweep_settings(**parameters: Any) -> SweepSettings:
-    """Validate a chapter's sweep parameters.
+    """Validate a chapter's sweep parameters against :data:`SWEEP_PARAMETERS`.
 
     Args:
         **parameters: Any fields of :class:`SweepSettings`; those not given take its defaults.
@@ -96,21 +154,8 @@ def check_sweep_settings(**parameters: Any) -> SweepSettings:
         raise ValueError(
             f"unknown sweep settings {sorted(unknown)}; accepted: {sorted(SweepSettings.__dataclass_fields__)}"
         )
-    settings = {**SweepSettings().__dict__, **parameters}
-    check_int("epochs", settings["epochs"], minimum=1)
-    check_int("batch_size", settings["batch_size"], minimum=1)
-    check_float("lr", settings["lr"], minimum=0.0, strict_minimum=True)
-    settings["hidden_sizes"] = tuple(check_int_list("hidden_sizes", settings["hidden_sizes"], minimum=1))
-    settings["num_layers"] = tuple(check_int_list("num_layers", settings["num_layers"], minimum=0))
-    check_int("fixed_hidden_size", settings["fixed_hidden_size"], minimum=1)
-    check_int("fixed_num_layers", settings["fixed_num_layers"], minimum=0)
-    check_int("permutations", settings["permutations"], minimum=2)
-    check_float("ema", settings["ema"], minimum=0.0, maximum=1.0)
-    settings["seeds"] = tuple(check_seeds("seeds", settings["seeds"]))
-    check_float("collapse_share", settings["collapse_share"], minimum=0.0, maximum=1.0, strict_minimum=True)
-    check_int("fit_k_min", settings["fit_k_min"], minimum=1)
-    check_device("device", settings["device"])
-    return SweepSettings(**settings)
+    checked = {name: check_value(SWEEP_PARAMETERS[name], value, {}) for name, value in parameters.items()}
+    return SweepSettings.from_values(checked)
 
 
 def sweep_configurations(settings: SweepSettings) -> list[tuple[int, int]]:

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "MAX_NAME_BYTES",
+    "MAX_PATH_BYTES",
     "MAX_SEED",
     "check_choice",
     "check_choices",
@@ -228,6 +230,10 @@ def check_positive_floats(name: str, value) -> list[float]:
     return values
 
 
+MAX_NAME_BYTES, MAX_PATH_BYTES = 255, 4096
+"""The longest file name and path most file systems take (Linux's ``NAME_MAX`` and ``PATH_MAX``)."""
+
+
 MAX_SEED = 2**32 - 1
 """The largest seed accepted (torch's CPU generator keeps 32 bits of a seed, so ``s`` and ``s + 2**32`` draw alike)."""
 
@@ -283,8 +289,10 @@ def check_output_dir(name: str, value: Any) -> str:
     """``value`` normalised, as a folder a chapter may write its figures and summary into.
 
     An absolute path is accepted (a Colab user writes to Drive); a relative one must stay inside the
-    working directory. Refused: an empty path, the working directory itself, a path that climbs out
-    of it, a folder that holds notebooks (the chapters' own folder), and an existing file.
+    working directory. Refused: an empty path, a NUL character, a name longer than
+    :data:`MAX_NAME_BYTES` or a path longer than :data:`MAX_PATH_BYTES`, the working directory itself, a
+    path that climbs out of it, a folder that holds notebooks (the chapters' own folder), an existing
+    file, and a folder this user cannot write (or whose nearest existing parent it cannot).
 
     Args:
         name: The parameter's name, for the message.
@@ -298,7 +306,15 @@ def check_output_dir(name: str, value: Any) -> str:
     """
     if not isinstance(value, (str, os.PathLike)) or not str(value).strip():
         raise ValueError(f"{name} must be a non-empty folder path, got {value!r}")
+    if "\0" in str(value):
+        raise ValueError(f"{name} must not hold a NUL character, got {value!r}")
     normalised = os.path.normpath(str(value))
+    longest = max((len(os.fsencode(part)) for part in Path(normalised).parts), default=0)
+    if longest > MAX_NAME_BYTES or len(os.fsencode(normalised)) > MAX_PATH_BYTES:
+        raise ValueError(
+            f"{name} must have names of at most {MAX_NAME_BYTES} bytes and {MAX_PATH_BYTES} in all, "
+            f"got {len(normalised)} characters"
+        )
     if normalised == ".":
         raise ValueError(f"{name} must be a folder below the working directory, not the working directory itself")
     if not os.path.isabs(normalised) and normalised.split(os.sep)[0] == "..":
@@ -308,4 +324,7 @@ def check_output_dir(name: str, value: Any) -> str:
         raise ValueError(f"{name} must not be a folder holding notebooks, got {value!r}")
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"{name} must be a folder, but {value!r} is a file")
+    existing = next(p for p in [folder, *folder.absolute().parents] if p.exists())
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"{name} must be a folder this user can write, but {str(existing)!r} is read-only")
     return normalised

@@ -1,15 +1,21 @@
-"""Bad parameters, tried as a new user would, through papermill under the smoke profile.
+"""Bad parameters, tried as a new user would.
 
-For every case: the chapter fails; the error is one line that starts with the parameter's name; it
-fails in the chapter's validation cell (the first code cell after the parameters), before any data
-is loaded or any network trained; and nothing was written to ``output_dir`` or the results store.
-The kernels cannot import torch, scipy, matplotlib or sympy (a ``sitecustomize`` refuses them), so
-a validation cell that needed them would fail with an ImportError and its case would fail; each
-run costs a kernel start and the light validation cell. They run two at a time.
+Every chapter checks all its parameters with one call, :func:`lhlib.build.declarations.check_chapter`,
+in its validation cell (the first code cell after the parameters). So each bad value is tried twice:
+
+* in this process, against ``check_chapter`` with the smoke profile's other values: the hand-picked
+  :data:`CASES` below, and cases drawn from every declaration (below the minimum, above the maximum,
+  the wrong type, NaN, too many entries, a repeat, a misspelt name). Each must fail with one line that
+  starts with the parameter's name.
+* through papermill, one case per chapter and a misspelt ``-p`` name: the chapter fails in its validation
+  cell, before any data is loaded or any network trained, and nothing reaches ``output_dir`` or the
+  results store. The kernels cannot import torch, scipy, matplotlib or sympy (a ``sitecustomize``
+  refuses them), so a validation cell that needed them would fail with an ImportError.
 """
 
 from __future__ import annotations
 
+import ast
 import math
 import os
 import re
@@ -24,8 +30,11 @@ import pytest
 from conftest import HIDE_MODULES
 
 from lhlib.build.book import profile_parameters
+from lhlib.build.declarations import chapter_defaults, declaration
+from lhlib.engine.declarations import Parameter, _evaluate, check_parameters
 
 ROOT = Path(__file__).resolve().parents[2]
+CHAPTERS = sorted(p.stem for p in (ROOT / "notebooks").glob("*.ipynb"))
 NAN, INF = math.nan, math.inf
 # What a validation cell must not need: the chapters' heavy imports.
 HEAVY_MODULES = {"torch", "torchvision", "scipy", "matplotlib", "sympy", "sklearn", "transformers"}
@@ -171,20 +180,26 @@ def _run(case, folder: Path) -> dict:
     return {"failed": False}
 
 
+KERNEL_CASES = [
+    *{case[0]: case for case in reversed(CASES)}.values(),  # each chapter's first case
+    ("04_direct_classification", "epoch", {"epoch": 1}),  # papermill -p epoch 1: a misspelt name
+]
+
+
 @pytest.fixture(scope="module")
 def outcomes(tmp_path_factory):
-    """Every case, run two at a time with one empty results store that must stay empty."""
+    """Each of :data:`KERNEL_CASES`, run two at a time with one empty results store that must stay empty."""
     store = tmp_path_factory.mktemp("bad-inputs-store")
     mp = pytest.MonkeyPatch()
     mp.setenv("LHLIB_CACHE", str(store))  # the kernels inherit both
     mp.setenv("PYTHONPATH", _hide_heavy_modules(tmp_path_factory.mktemp("hide-modules")))
     try:
-        folders = [tmp_path_factory.mktemp(f"case{i}") for i in range(len(CASES))]
+        folders = [tmp_path_factory.mktemp(f"case{i}") for i in range(len(KERNEL_CASES))]
         with ThreadPoolExecutor(max_workers=2) as pool:
-            results = list(pool.map(_run, CASES, folders))
+            results = list(pool.map(_run, KERNEL_CASES, folders))
     finally:
         mp.undo()
-    yield dict(zip(map(_case_id, CASES), results)), store
+    yield dict(zip(map(_case_id, KERNEL_CASES), results)), store
     for folder in folders:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -195,7 +210,79 @@ def test_there_are_at_least_sixty_cases_across_every_chapter():
     assert len({_case_id(case) for case in CASES}) == len(CASES)
 
 
+def _refusal(chapter: str, overrides: dict) -> str:
+    """The message ``check_chapter`` refuses the smoke profile's values with ``overrides`` by."""
+    values = {**chapter_defaults(chapter), **profile_parameters("smoke", chapter), **overrides}
+    with pytest.raises(ValueError) as refused:
+        check_parameters(
+            declaration(chapter).PARAMETERS, values, declaration(chapter).RELATIONS, submitted=list(overrides)
+        )
+    return str(refused.value)
+
+
 @pytest.mark.parametrize("case", CASES, ids=_case_id)
+def test_a_bad_parameter_is_refused_by_name_in_one_line(case):
+    chapter, name, overrides = case
+    message = _refusal(chapter, overrides)
+    assert re.match(rf"{name}[ \[]", message) and "\n" not in message.strip(), message
+
+
+def _bound(bound, values):
+    return _evaluate(ast.parse(bound, mode="eval").body, values) if isinstance(bound, str) else bound
+
+
+def _bad_values(parameter: Parameter, values: dict) -> list:
+    """Values ``parameter``'s declaration refuses: out of bounds, of the wrong type, malformed lists."""
+    wrong_type = {"int": 2.5, "float": "x", "str": 3}.get(parameter.type, 5 if "list" in parameter.type else [1])
+    bad = [wrong_type]
+    scalar = parameter.type.removeprefix("list[").removesuffix("]")
+    low, high = _bound(parameter.minimum, values), _bound(parameter.maximum, values)
+    if scalar in ("int", "float"):
+        below = [low if parameter.above else low - 1] if low is not None else []
+        above = [high if parameter.below else high + 1] if high is not None else []
+        nonfinite = [math.nan, math.inf, -math.inf] if scalar == "float" else []
+        good = values[parameter.name]  # a list keeps its other entries, so only the bound is broken
+        bad += [[v, *good[1:]] if parameter.type.startswith("list") else v for v in below + above + nonfinite]
+    if parameter.type.startswith(("list", "dict")):
+        fewest, most = parameter.entries
+        bad.append([] if parameter.type.startswith("list") else {})
+        if parameter.type.startswith("list") and most >= 2 and scalar in ("int", "float", "str"):
+            bad.append([parameter.default[0]] * 2)
+        if parameter.type == "list[int]":
+            bad.append(list(range(1, most + 2)))
+    return bad
+
+
+DRAWN = [
+    (chapter, parameter.name, {parameter.name: value})
+    for chapter in CHAPTERS
+    for parameter in declaration(chapter).PARAMETERS
+    for value in _bad_values(parameter, {**chapter_defaults(chapter), **profile_parameters("smoke", chapter)})
+]
+
+
+def test_every_parameter_has_bounds_on_both_sides_or_a_check():
+    for chapter in CHAPTERS:
+        for parameter in declaration(chapter).PARAMETERS:
+            numeric = parameter.type.removeprefix("list[").removesuffix("]") in ("int", "float")
+            bounded = parameter.minimum is not None and parameter.maximum is not None
+            assert bounded if numeric else parameter.check is not None, f"{chapter}: {parameter.name}"
+
+
+@pytest.mark.parametrize("case", DRAWN, ids=_case_id)
+def test_a_value_the_declaration_refuses_is_refused_by_name(case):
+    chapter, name, overrides = case
+    message = _refusal(chapter, overrides)
+    assert re.match(rf"{name}[ \[]", message) and "\n" not in message.strip(), message
+
+
+def test_a_misspelt_name_is_refused_with_the_closest_one():
+    assert _refusal("04_direct_classification", {"epoch": 1}).startswith(
+        "epoch is not a parameter of this chapter; did you mean epochs?"
+    )
+
+
+@pytest.mark.parametrize("case", KERNEL_CASES, ids=_case_id)
 def test_a_bad_parameter_is_refused_first_by_name(case, outcomes):
     results, _ = outcomes
     outcome = results[_case_id(case)]

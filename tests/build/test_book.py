@@ -12,7 +12,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from lhlib.build import book, pages
+from lhlib.build import book, declarations
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -41,17 +41,24 @@ def test_every_chapter_is_in_the_table_of_contents():
         assert f"notebooks/{name}" in toc
 
 
-def test_profiles_name_only_known_chapters_and_parameters():
-    profiles = json.loads((ROOT / "lhlib" / "build" / "profiles.json").read_text())
-    assert set(profiles) == set(book.PROFILES)
-    for profile, settings in profiles.items():
-        assert set(settings) == {"cell_timeout_s", "chapters"}
-        assert book.cell_timeout(profile) == settings["cell_timeout_s"] >= 60
-        for chapter, parameters in settings["chapters"].items():
-            assert chapter in book.chapters(), f"{profile} names unknown chapter {chapter}"
-            taken = pages.parameter_types(nbformat.read(ROOT / "notebooks" / f"{chapter}.ipynb", 4))
-            for name in parameters:
-                assert name in taken, f"{profile}/{chapter} sets {name}, which the notebook does not take"
+def test_every_chapter_declares_its_parameters_and_profiles_that_pass_them():
+    for profile in book.PROFILES:
+        assert book.cell_timeout(profile) == book.CELL_TIMEOUT_S[profile] >= 60
+    for chapter in book.chapters():
+        module = declarations.declaration(chapter)
+        assert set(module.PROFILES) <= {"smoke", "cpu"} and module.PROFILES["smoke"], chapter
+        for profile in book.PROFILES:
+            assert book.profile_parameters(profile, chapter) == module.PROFILES.get(profile, {})
+
+
+def test_a_profile_that_breaks_the_declaration_is_refused_when_loaded(monkeypatch):
+    module = declarations.declaration("04_direct_classification")
+    monkeypatch.setitem(module.PROFILES, "smoke", {"epoch": 1})
+    with pytest.raises(ValueError, match=r"^profile smoke, chapter 04_direct_classification: epoch is not a param"):
+        book.profile_parameters("smoke", "04_direct_classification")
+    monkeypatch.setitem(module.PROFILES, "smoke", {"fit_k_min": 9000, "train_size": 400})
+    with pytest.raises(ValueError, match=r"fit_k_min must be an integer in \[1, 398 \(train_size - 2\)\], got 9000"):
+        book.profile_parameters("smoke", "04_direct_classification")
 
 
 def test_runner_rejects_unknown_profile_and_chapter():
@@ -346,6 +353,6 @@ def test_a_chapter_depends_on_the_engine_the_build_and_its_own_module_only():
     assert "ch01_loss_difference.py" in own and "ch08_other_architectures.py" not in own
     names = {f"{p.parent.name}/{p.name}" for p in book._package_files("01_loss_difference")}
     assert {"engine/per_sample.py", "build/plotting.py", "chapters/paper_values.json"} <= names
-    assert "build/profiles.json" not in names
+    assert "declarations/ch01_loss_difference.py" in names and "declarations/ch08_other_architectures.py" not in names
     every = {p.name for p in book._package_files() if p.parent.name == "chapters"}
     assert {"ch01_loss_difference.py", "ch08_other_architectures.py"} <= every

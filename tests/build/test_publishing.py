@@ -285,8 +285,7 @@ import lhlib
 assert lhlib.__file__.startswith({site!r}), lhlib.__file__
 for name in {modules!r}:
     importlib.import_module("lhlib." + name)
-for package, data in (("lhlib.build", "profiles.json"), ("lhlib.chapters", "paper_values.json")):
-    json.loads(resources.files(package).joinpath(data).read_text())
+json.loads(resources.files("lhlib.chapters").joinpath("paper_values.json").read_text())
 from lhlib.build.plotting import STYLE_FILE, use_style
 assert STYLE_FILE.is_file() and STYLE_FILE.is_relative_to({site!r})
 use_style()

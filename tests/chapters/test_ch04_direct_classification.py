@@ -57,7 +57,7 @@ def test_chapter_04_rejects_bad_parameters_before_work(run_chapter_smoke):
 
     with pytest.raises(papermill.PapermillExecutionError, match="datasets must be one of"):
         run_chapter_smoke("04_direct_classification", datasets=["svhn"])
-    with pytest.raises(papermill.PapermillExecutionError, match="seeds must list at least 2"):
+    with pytest.raises(papermill.PapermillExecutionError, match="seeds must hold 2 to 64 entries"):
         run_chapter_smoke("04_direct_classification", seeds=[3])
 
 

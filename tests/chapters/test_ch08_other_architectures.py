@@ -197,7 +197,7 @@ def test_chapter_08_smoke(run_chapter_smoke):
     [
         ({"sizes": {"rnn": [[4, 1]]}}, "unknown family 'rnn'"),
         ({"hessian_samples": 500}, "hessian_samples must be"),
-        ({"scaling_factor": 1.0}, "scaling_factor must be a positive number other than 1"),
+        ({"scaling_factor": 1.0}, "scaling_factor must be at most 1/1.1 or at least 1.1"),
     ],
 )
 def test_chapter_08_rejects_bad_parameters_before_work(run_chapter_smoke, overrides, message):

@@ -45,7 +45,13 @@ def _figure_directives(stem: str) -> dict[str, dict[str, str]]:
 @pytest.mark.parametrize("stem", [path.stem for path in NOTEBOOKS])
 def test_code_cells_are_short_and_narrow(stem):
     code = _cells(stem, "code")
-    lengths = [len(source.splitlines()) for source in code]
+    # The parameters cell lists every parameter, one line each, as the declaration writes it.
+    written = [
+        c.source
+        for c in _notebook(stem).cells
+        if c.cell_type == "code" and "parameters" not in c.metadata.get("tags", [])
+    ]
+    lengths = [len(source.splitlines()) for source in written]
     assert max(lengths) <= MAX_CELL_LINES, f"a code cell of {max(lengths)} lines"
     assert statistics.median(lengths) <= MAX_MEDIAN_LINES
     # The install cell's pip line holds the repository's URL, whatever its length.

@@ -26,7 +26,14 @@ MODULES = {
 
 # The engine's modules that compute nothing of the paper (data, storage, settings, checks, progress).
 # The build layer has no formulas either; the engine's other modules and the chapters do.
-ENGINE_INFRASTRUCTURE = {"engine.data", "engine.progress", "engine.settings", "engine.store", "engine.validation"}
+ENGINE_INFRASTRUCTURE = {
+    "engine.data",
+    "engine.declarations",
+    "engine.progress",
+    "engine.settings",
+    "engine.store",
+    "engine.validation",
+}
 FORMULA_MODULES = sorted(m for m in MODULES if m.startswith("chapters.") or m.startswith("engine."))
 FORMULA_MODULES = [m for m in FORMULA_MODULES if m not in ENGINE_INFRASTRUCTURE]
 # A chapter's tables, facts, citations, records, summaries and figures present numbers computed (and stated)

@@ -64,7 +64,7 @@ def test_a_dead_network_is_collapsed_and_has_no_exponent():
 
 
 def test_settings_are_checked_by_name():
-    with pytest.raises(ValueError, match="seeds must list at least 2"):
+    with pytest.raises(ValueError, match="seeds must hold 2 to 64 entries"):
         check_sweep_settings(seeds=[0])
     with pytest.raises(ValueError, match="collapse_share"):
         check_sweep_settings(collapse_share=0.0)

@@ -2,6 +2,7 @@
 
 import math
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -34,6 +35,18 @@ def test_output_dir_is_normalised_and_may_be_absolute(tmp_path, monkeypatch):
     assert check_output_dir("output_dir", str(tmp_path / "drive" / "book")) == str(tmp_path / "drive" / "book")
 
 
+def test_output_dir_is_refused_where_this_user_cannot_write(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "locked").mkdir()
+    # os.access stands in for a read-only folder: as root (CI's containers) every folder is writable.
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path).name != "locked")
+    with pytest.raises(
+        ValueError, match=r"^output_dir must be a folder this user can write, but '.*locked' is read-only"
+    ):
+        check_output_dir("output_dir", "locked/results/04")
+    assert check_output_dir("output_dir", "open/results") == os.path.join("open", "results")
+
+
 @pytest.mark.parametrize(
     ("value", "message"),
     [
@@ -48,6 +61,9 @@ def test_output_dir_is_normalised_and_may_be_absolute(tmp_path, monkeypatch):
         ("chapters", "must not be a folder holding notebooks"),
         ("chapters/../chapters", "must not be a folder holding notebooks"),
         ("a_file", "is a file"),
+        ("results/\0x", "must not hold a NUL character"),
+        ("r" * 256, "names of at most 255 bytes"),
+        ("/".join(["r" * 200] * 21), "4096 in all"),
     ],
 )
 def test_output_dir_refuses_paths_that_escape_or_overwrite(tmp_path, monkeypatch, value, message):
