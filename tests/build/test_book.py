@@ -354,5 +354,16 @@ def test_a_chapter_depends_on_the_engine_the_build_and_its_own_module_only():
     names = {f"{p.parent.name}/{p.name}" for p in book._package_files("01_loss_difference")}
     assert {"engine/per_sample.py", "build/plotting.py", "chapters/paper_values.json"} <= names
     assert "declarations/ch01_loss_difference.py" in names and "declarations/ch08_other_architectures.py" not in names
+    assert "build/style.mplstyle" in names  # the figures' style is part of every chapter's output
     every = {p.name for p in book._package_files() if p.parent.name == "chapters"}
     assert {"ch01_loss_difference.py", "ch08_other_architectures.py"} <= every
+
+
+def test_rewriting_a_data_file_of_the_same_size_changes_the_data_digest(tmp_path):
+    (tmp_path / "mnist").mkdir()
+    images = tmp_path / "mnist" / "train-images.npy"
+    images.write_bytes(b"0" * 64)
+    before = book._listing_digest(tmp_path)
+    images.write_bytes(b"1" * 64)
+    os.utime(images, ns=(images.stat().st_atime_ns, images.stat().st_mtime_ns + 10**9))
+    assert book._listing_digest(tmp_path) != before

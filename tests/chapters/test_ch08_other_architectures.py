@@ -205,3 +205,21 @@ def test_chapter_08_rejects_bad_parameters_before_work(run_chapter_smoke, overri
 
     with pytest.raises(papermill.PapermillExecutionError, match=message):
         run_chapter_smoke("08_other_architectures", **overrides)
+
+
+def test_a_sample_counts_as_converged_only_when_both_lanczos_runs_converged(monkeypatch):
+    """The full Hessian's run and the H-term's: a ratio is kept only where both converged."""
+    from lhlib.chapters import ch08_other_architectures as chapter
+    from lhlib.engine.architectures import build_network
+    from lhlib.engine.spectral import HessianNorms
+
+    flags = {"hessian": torch.tensor([True, False, True, True]), "hterm": torch.tensor([True, True, False, True])}
+
+    def fake_norms(model, x, y, *, operator, **kwargs):
+        ones = torch.ones(len(x))
+        return HessianNorms(ones, -ones, ones, flags[operator], torch.full((len(x),), 3))
+
+    monkeypatch.setattr(chapter, "per_sample_hessian_norms", fake_norms)
+    model = build_network("cnn", (1, 8, 8), 2, 1, 10, seed=0)
+    out = chapter._measure_curvature(model, torch.randn(6, 64), torch.arange(6), 4, 3.0, seed=0)
+    assert out["hessian_converged"].tolist() == [True, False, False, True]

@@ -135,3 +135,13 @@ def test_a_network_collapses_by_dead_units_or_by_learning_nothing():
     assert seed_stats.is_collapsed(third, 0.9, labels, 10, collapse_share=0.3)
     with pytest.raises(ValueError, match="collapse_share"):
         seed_stats.is_collapsed(healthy, 0.9, labels, 10, collapse_share=1.5)
+
+
+def test_the_claimed_direction_is_tested_one_sided():
+    """Clearly rising levels: "decreasing" is contradicted (its p near 1), "increasing" supported."""
+    x = np.repeat([4.0, 8.0, 16.0, 32.0, 64.0], 3)
+    rising = x + np.tile([0.0, 0.1, 0.2], 5)
+    down = trend_test(x, rising, "decreasing", permutations=2000)
+    up = trend_test(x, rising, "increasing", permutations=2000)
+    assert down.verdict == "contradicted" and down.p_value > 0.99 and down.p_value_opposite < 0.001
+    assert up.verdict == "supported" and up.p_value == down.p_value_opposite and up.p_value_opposite == down.p_value

@@ -127,3 +127,11 @@ def test_writes_remove_stale_parts_and_use_ordinary_permissions(tmp_path):
         os.umask(previous)
     assert not stale.exists() and fresh.exists()
     assert (tmp_path / "result.pt").stat().st_mode & 0o777 == 0o644
+
+
+def test_bumping_the_store_format_retires_every_key(monkeypatch):
+    from lhlib.engine import store
+
+    key = cache_key({"what": "trained_network", "seed": 0})
+    monkeypatch.setattr(store, "CACHE_FORMAT", store.CACHE_FORMAT + 1)
+    assert cache_key({"what": "trained_network", "seed": 0}) != key

@@ -8,7 +8,7 @@ from conftest import check_configuration_row
 from lhlib.engine.experiment import TrainedNetwork
 from lhlib.engine.models import build_mlp
 from lhlib.engine.seed_stats import family_verdicts
-from lhlib.engine.settings import check_sweep_settings
+from lhlib.engine.settings import SweepSettings, check_sweep_settings
 from lhlib.engine.sweep import (
     combine_members,
     measure_member,
@@ -90,6 +90,11 @@ def test_a_collapsed_seed_is_left_out_of_every_statistic_and_counted(collapsed_c
     np.testing.assert_allclose(result.level, result.level_mean)
     row = summary_rows({(4, 0): result})[0]
     assert row["kept_seeds"] == [0, 2] and row["collapsed_seeds"] == 2 and len(row["levels"]) == 4
+
+    # The trend tests "excluding collapsed" leave out the collapsed seeds, fitted or not.
+    one_configuration = SweepSettings(hidden_sizes=(4,), num_layers=(0,), fixed_hidden_size=4, fixed_num_layers=0)
+    tests = ordering_tests({(4, 0): result}, one_configuration, "toy", permutations=10)
+    assert [(t["excluding_collapsed"], t["pairs"]) for t in tests] == [(False, 4), (True, 2)] * 2
 
     every_seed = combine_members(4, 0, 2, [members[1], members[3]], settings)  # both collapsed
     assert every_seed.kept == [] and np.isnan(every_seed.level) and np.isnan(every_seed.level_mean)

@@ -56,6 +56,8 @@ def test_output_dir_is_refused_where_this_user_cannot_write(tmp_path, monkeypatc
         (3, "must be a non-empty folder path"),
         (".", "not the working directory itself"),
         ("results/..", "not the working directory itself"),
+        ("..", "stay inside the working directory"),
+        ("../", "stay inside the working directory"),
         ("../../x", "stay inside the working directory"),
         ("results/../../x", "stay inside the working directory"),
         ("chapters", "must not be a folder holding notebooks"),
