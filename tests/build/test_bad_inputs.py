@@ -117,6 +117,39 @@ CASES = [
     ("08_other_architectures", "fit_k_min", {"fit_k_min": 100000}),
     ("08_other_architectures", "trend_permutations", {"trend_permutations": 10}),
     ("08_other_architectures", "output_dir", {"output_dir": "notebooks/../notebooks"}),
+    # What a hostile user got through before every parameter had bounds on both sides (issue 28).
+    ("01_loss_difference", "num_directions", {"num_directions": 4611686018427387904}),
+    ("01_loss_difference", "batch_size", {"batch_size": 2**63 - 1}),
+    ("01_loss_difference", "radius_max", {"radius_max": 1e308}),
+    ("01_loss_difference", "train_size", {"dataset": "digits", "train_size": 5000}),
+    ("01_loss_difference", "epoch", {"epoch": 1}),
+    ("02_hessian_bound", "lr", {"lr": 1e308}),
+    ("02_hessian_bound", "classes", {"classes": [2, 10**6]}),
+    ("03_hessian_in_practice", "lanczos_tol", {"lanczos_tol": 1e10}),
+    ("03_hessian_in_practice", "top_k", {"hidden_sizes": [1], "top_k": 75}),  # the smallest network has 75
+    ("04_direct_classification", "ema", {"ema": 1.0}),
+    ("04_direct_classification", "hidden_sizes", {"hidden_sizes": [8, 10**9]}),
+    ("06_convergence_in_a_ball", "gaussian_k_points", {"gaussian_k_points": 5000}),
+    ("06_convergence_in_a_ball", "slice_points", {"slice_points": 10**6}),
+    ("06_convergence_in_a_ball", "relative_radii", {"relative_radii": [0.1, 1e300]}),
+    ("07_sample_size", "epsilons", {"epsilons": [1e300]}),
+    ("07_sample_size", "confidence", {"confidence": 1.0}),
+    ("07_sample_size", "confidence", {"confidence": 0.0}),
+    ("07_sample_size", "bound_relative_radius", {"bound_relative_radius": 0.0}),
+    ("07_sample_size", "bootstrap", {"bootstrap": 10**9}),
+    ("08_other_architectures", "scaling_factor", {"scaling_factor": 1.0000000000000002}),
+    ("08_other_architectures", "sizes", {"sizes": {"cnn": [[4, 4]]}}),  # digits are 8 pixels wide
+    ("08_other_architectures", "sizes", {"sizes": {"vit": [[10**6, 1]]}}),
+]
+
+# Values at the edge of what the declarations accept, which must pass: the checks are not stricter
+# than they say.
+ACCEPTED = [
+    ("03_hessian_in_practice", {"hidden_sizes": [1], "top_k": 74}),
+    ("08_other_architectures", {"sizes": {"cnn": [[4, 3]]}, "scaling_factor": 1.2}),
+    ("08_other_architectures", {"scaling_factor": 0.8}),
+    ("04_direct_classification", {"ema": 0.0, "fit_k_min": 398}),
+    ("07_sample_size", {"confidence": 0.999, "epsilons": [1.0, 1e-9]}),
 ]
 
 
@@ -274,6 +307,13 @@ def test_a_value_the_declaration_refuses_is_refused_by_name(case):
     chapter, name, overrides = case
     message = _refusal(chapter, overrides)
     assert re.match(rf"{name}[ \[]", message) and "\n" not in message.strip(), message
+
+
+@pytest.mark.parametrize(("chapter", "overrides"), ACCEPTED, ids=[f"{c[:2]}-{'-'.join(o)}" for c, o in ACCEPTED])
+def test_values_at_the_edge_of_the_declaration_are_accepted(chapter, overrides):
+    values = {**chapter_defaults(chapter), **profile_parameters("smoke", chapter), **overrides}
+    checked = check_parameters(declaration(chapter).PARAMETERS, values, declaration(chapter).RELATIONS)
+    assert all(name == "sizes" or checked[name] == pytest.approx(value) for name, value in overrides.items())
 
 
 def test_a_misspelt_name_is_refused_with_the_closest_one():

@@ -125,3 +125,18 @@ def test_a_declaration_refuses_an_unknown_type_or_order():
         Parameter("x", "tuple", (), "x")
     with pytest.raises(ValueError, match="order of parameter x"):
         Parameter("x", "list[int]", [1], "x", order="up")
+
+
+def test_a_number_without_bounds_is_still_finite_and_a_list_may_come_back_descending():
+    free = Parameter("x", "float", 1.0, "x")
+    assert check_value(free, -1e300, {}) == -1e300
+    for bad in (math.inf, -math.inf, math.nan):
+        with pytest.raises(ValueError, match=r"^x must be a number in \(-inf, inf\), got"):
+            check_value(free, bad, {})
+    tolerances = Parameter("eps", "list[float]", [1e-3], "eps", 0.0, 1.0, above=True, order="descending")
+    assert check_value(tolerances, [1e-5, 1e-3, 1e-4], {}) == [1e-3, 1e-4, 1e-5]
+
+
+def test_a_parameter_the_namespace_lacks_is_named():
+    with pytest.raises(ValueError, match="^k is not set: run the parameters cell first$"):
+        check_parameters([TRAIN_SIZE, K], {"train_size": 10})
