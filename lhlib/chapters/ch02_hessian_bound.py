@@ -5,7 +5,8 @@ r"""Chapter 02's experiments: Theorem 1 and its proof's steps measured on many n
 tiny networks; :func:`full_hessian_families` puts the corrected constant against the full Hessian;
 :func:`a2_families` runs every step of the proof in appendix A.2 on the paper's grid at
 initialisation, on randomly scaled networks and on trained ones (:func:`a2_held`,
-:func:`tightness`); :func:`lemma_on_trained` evaluates the lemma's bounds on the trained networks.
+:func:`tightness`); :func:`random_weight_exponents` fits how the corrected bound grows with :math:`h` on
+Gaussian weights; :func:`lemma_on_trained` evaluates the lemma's bounds on the trained networks.
 Their tables are the ``*_table`` functions, their figures :func:`plot_softmax_hessian`,
 :func:`plot_full_hessian` and :func:`plot_tightness`.
 """
@@ -42,6 +43,7 @@ __all__ = [
     "plot_full_hessian",
     "plot_softmax_hessian",
     "plot_tightness",
+    "random_weight_exponents",
     "softmax_hessian_study",
     "softmax_hessian_table",
     "tightness",
@@ -417,6 +419,52 @@ def tightness(families: dict[str, list[B.A2Chain]]) -> dict[str, dict[str, Any]]
                 "median_ratio": float(ratios.median()),
             }
     return result
+
+
+def random_weight_exponents(
+    n: int, num_classes: int, hidden_sizes: list[int], depths: list[int], *, draws: int = 20, seed: int = 0
+) -> dict[int, float]:
+    r"""The exponent of :math:`h` in the corrected bound for Gaussian weights of the true shapes.
+
+    For each depth :math:`L` and width :math:`h`, ``draws`` networks with :math:`W^{(1)} \in \mathbb R^{h\times n}`,
+    :math:`W^{(p)} \in \mathbb R^{h\times h}` and :math:`W^{(L)} \in \mathbb R^{K\times h}`, entries
+    :math:`\mathcal N(0, 1)`, give the corrected bound at a unit input,
+
+    .. math::
+
+        B_L(h) = \tfrac12 \sum_{p=1}^{L} \prod_{s \ne p} \lVert W^{(s)} \rVert_2^2,
+
+    whose geometric mean over the draws is fitted as :math:`\log B_L = a + e_L \log h`. The spectral
+    norms grow like :math:`\sqrt{\text{fan-in}} + \sqrt{\text{fan-out}}`, so :math:`e_L \to L - 1` only once
+    :math:`h \gg n, K`; while :math:`h \ll n` the first layer's norm barely moves with :math:`h`.
+
+    Args:
+        n: Inputs of the first layer.
+        num_classes: Outputs of the last layer, :math:`K`.
+        hidden_sizes: The widths :math:`h` fitted over (at least two).
+        depths: The numbers of weight matrices :math:`L` (at least 2 each).
+        draws: Networks drawn per :math:`(L, h)`.
+        seed: Seeds the draws.
+
+    Returns:
+        The fitted exponent :math:`e_L` for each depth.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    unit_input = torch.ones(1, n, dtype=torch.float64) / math.sqrt(n)
+    exponents = {}
+    for depth in depths:
+        means = []
+        for h in hidden_sizes:
+            dims = [n] + [h] * (depth - 1) + [num_classes]
+            bounds = [
+                float(B.corrected_bound_per_sample(
+                    [torch.randn(rows, cols, generator=generator, dtype=torch.float64)
+                     for cols, rows in zip(dims[:-1], dims[1:])], unit_input)[0])
+                for _ in range(draws)
+            ]  # fmt: skip
+            means.append(np.exp(np.mean(np.log(bounds))))
+        exponents[depth] = float(np.polyfit(np.log(hidden_sizes), np.log(means), 1)[0])
+    return exponents
 
 
 def lemma_on_trained(runs: dict[int, TrainedNetwork], data: Dataset, k: int) -> list[dict[str, float]]:

@@ -77,13 +77,20 @@ def linear_maps(model: nn.Module) -> list[tuple[nn.Module, tuple[int, ...]]]:
         batch axis.
 
     Raises:
-        ValueError: when ``model`` is neither an MLP nor a ConvNet.
+        ValueError: when ``model`` is neither an MLP nor a ConvNet, or one of its convolutions is dilated,
+            grouped or pads other than with zeros: the overlap factor of :func:`patch_overlaps` and the
+            shapes here count neither (a dilated stride-2 convolution breaks the bound).
     """
     if isinstance(model, MLP):
         return [(linear, (linear.in_features,)) for linear in model.linears]
     if isinstance(model, ConvNet):
         maps, (channels, height, width) = [], model.image_shape
-        for conv in model.convs:
+        for index, conv in enumerate(model.convs):
+            if conv.dilation != (1, 1) or conv.groups != 1 or conv.padding_mode != "zeros":
+                raise ValueError(
+                    f"convs[{index}] must be undilated, ungrouped and zero-padded for the layer-norm bound, got "
+                    f"dilation={conv.dilation}, groups={conv.groups}, padding_mode={conv.padding_mode!r}"
+                )
             maps.append((conv, (channels, height, width)))
             channels, height, width = conv.out_channels, (height + 1) // 2, (width + 1) // 2
         return [*maps, (model.head, (model.head.in_features,))]

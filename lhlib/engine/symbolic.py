@@ -20,7 +20,8 @@ Chapter 02 (section 4 and appendix A):
 * :func:`relu_network`: a bias-free ReLU net with symbolic weights, inputs and masks: logits,
   Jacobian, :math:`F` from :math:`G^{(p)} \otimes x^{(p)\top}`, H-term;
 * :func:`geometric_sum`: SymPy's summation of :math:`\sum_p M^{2p}` and the paper's closed form;
-* :func:`theorem1_expressions`: every displayed form of Theorem 1, the paper's and the corrected;
+* :func:`theorem1_statement`: Theorem 1 as printed; :func:`generic_branch`: a summation's value away from
+  :math:`M_W = 1`;
 * :func:`theorem1_chain`: A.2's chain derived on a symbolic :math:`L`-layer net: structure of
   :math:`G^{(p)}` and :math:`x^{(p)}`, the norm bounds read off it, both assemblies;
 * :func:`corrected_true_shapes`: the corrected bound's :math:`h`-dependence with the true layer
@@ -49,6 +50,7 @@ __all__ = [
     "ExpansionDifference",
     "per_object_expansion",
     "equation",
+    "generic_branch",
     "geometric_sum",
     "i",
     "k",
@@ -59,7 +61,7 @@ __all__ = [
     "softmax_ce_hessian",
     "split_last",
     "theorem1_chain",
-    "theorem1_expressions",
+    "theorem1_statement",
 ]
 
 
@@ -398,8 +400,21 @@ L_ = sp.Symbol("L", integer=True, positive=True)
 p_ = sp.Symbol("p", integer=True, positive=True)
 
 
-def _generic_branch(expr):
-    """The ``otherwise`` branch of a (possibly nested) Piecewise: the value for ``M_W != 1``."""
+def generic_branch(expr: sp.Expr) -> sp.Expr:
+    r"""The ``otherwise`` branch of a (possibly nested) Piecewise: a sum's value for :math:`M_W \ne 1`.
+
+    .. math::
+
+        \sum_{p=1}^{L} b^{2p}
+        = \begin{cases} L & b = 1 \\ \frac{b^2 (b^{2L} - 1)}{b^2 - 1} & \text{otherwise} \end{cases}
+        \ \mapsto\ \frac{b^2 (b^{2L} - 1)}{b^2 - 1}.
+
+    Args:
+        expr: What SymPy's summation returned.
+
+    Returns:
+        Its last branch, or ``expr`` itself when it is not piecewise.
+    """
     folded = sp.piecewise_fold(expr)
     return folded.args[-1][0] if isinstance(folded, sp.Piecewise) else folded
 
@@ -428,7 +443,7 @@ def geometric_sum(base=M_W, L=L_) -> dict:
     summed = sp.Sum(base ** (2 * p_), (p_, 1, L))
     done = summed.doit()
     paper = base**2 * (base ** (2 * L) - 1) / (base**2 - 1)
-    generic, at_one = _generic_branch(done), _unit_branch(done)
+    generic, at_one = generic_branch(done), _unit_branch(done)
     return {
         "sum": summed,
         "value": done,
@@ -439,44 +454,20 @@ def geometric_sum(base=M_W, L=L_) -> dict:
     }
 
 
-def theorem1_expressions() -> dict:
-    r"""Theorem 1 in every form the paper and the book use (symbols :math:`M_W, M_x, L, h, M`).
+def theorem1_statement() -> sp.Expr:
+    r"""Theorem 1's bound as the paper prints it: a transcription, in the symbols :math:`M_x, M_W, L`.
 
     .. math::
 
-        \text{paper} = \sqrt2 \sum_{p=1}^{L} \bigl(M_x^2 M_W^{2(p-1)} + 1\bigr) M_W^{2(L-p+1)}
-        = L\sqrt2\, M_x^2 M_W^{2L} + \sqrt2\, \frac{M_W^2 (M_W^{2L} - 1)}{M_W^2 - 1},
+        L\sqrt2\, M_x^2 M_W^{2L} + \sqrt2\, \frac{M_W^2 (M_W^{2L} - 1)}{M_W^2 - 1}.
 
-        \text{corrected} = \frac12 M_x^2 \sum_{p=1}^{L} M_W^{2(p-1)} M_W^{2(L-p)} = \frac12 L M_x^2 M_W^{2(L-1)}.
+    Chapter 02 derives A.2's chain on top of it and compares; :func:`theorem1_chain` assembles the
+    paper's steps into it.
 
     Returns:
-        A ``dict`` with ``paper_chain_sum`` (A.2's last sum with all norms equal to :math:`M_W`, without
-        the :math:`\sqrt2`), ``paper_chain_value`` (SymPy's value of it), ``paper`` (the theorem's
-        statement), ``paper_residual`` (:math:`\sqrt2` times the chain's value minus ``paper``, 0 for
-        :math:`M_W \ne 1`), ``paper_L1`` and ``paper_at_one`` (its :math:`L = 1` case and its limit at
-        :math:`M_W = 1`), ``hidden_form`` (the statement with :math:`M_W = hM`), ``corrected_sum``,
-        ``corrected``, ``corrected_closed`` (the closed form above) and ``corrected_L1``.
+        The expression.
     """
-    sqrt2 = sp.sqrt(2)
-    chain_sum = sp.Sum((M_x**2 * M_W ** (2 * (p_ - 1)) + 1) * M_W ** (2 * (L_ - p_ + 1)), (p_, 1, L_))
-    chain_value = chain_sum.doit()
-    chain_generic = _generic_branch(chain_value)
-    paper = sqrt2 * (L_ * M_x**2 * M_W ** (2 * L_) + M_W**2 * (M_W ** (2 * L_) - 1) / (M_W**2 - 1))
-    corrected_sum = sp.Sum(M_W ** (2 * (p_ - 1)) * M_W ** (2 * (L_ - p_)), (p_, 1, L_))
-    corrected = sp.Rational(1, 2) * M_x**2 * corrected_sum.doit()  # the summand does not depend on p
-    return {
-        "paper_chain_sum": chain_sum,
-        "paper_chain_value": chain_value,
-        "paper": paper,
-        "paper_residual": sp.simplify(sqrt2 * chain_generic - paper),
-        "paper_L1": sp.factor(sp.simplify(paper.subs(L_, 1))),
-        "paper_at_one": sp.limit(paper, M_W, 1),
-        "hidden_form": paper.subs(M_W, h * M),
-        "corrected_sum": corrected_sum,
-        "corrected": sp.simplify(corrected),
-        "corrected_closed": sp.Rational(1, 2) * L_ * M_x**2 * M_W ** (2 * (L_ - 1)),
-        "corrected_L1": sp.simplify(corrected.subs(L_, 1)),
-    }
+    return sp.sqrt(2) * (L_ * M_x**2 * M_W ** (2 * L_) + M_W**2 * (M_W ** (2 * L_) - 1) / (M_W**2 - 1))
 
 
 def _backward_factors(net: ReluNetwork, L: int, norm_of: dict) -> tuple[list, list, list]:
@@ -598,7 +589,7 @@ def theorem1_chain(L: int = 3) -> dict:
     constants = {**{n: M_W for n in N}, X: M_x}
     paper_G_bound = [sp.Mul(*N[p - 1 :]) for p in range(1, L + 1)]
     paper = sp.sqrt(2) * sum((a**2 + 1) * g**2 for a, g in zip(activation_bound, paper_G_bound))
-    stated = theorem1_expressions()["paper"].subs(L_, L)
+    stated = theorem1_statement().subs(L_, L)
     return {
         "L": L,
         "N": N,

@@ -137,3 +137,16 @@ def test_chapter_02_smoke(run_chapter_smoke, tmp_path):
     seeds = summary["parameters"]["seeds"]
     kept = [row["seed"] for row in summary["lemma_on_trained_networks"]["per_seed"]]
     assert set(kept) <= set(seeds) and len(kept) + summary["findings"]["collapsed_seeds"] == len(seeds)
+
+
+def test_random_weights_grow_like_h_to_the_L_minus_1_only_for_h_much_larger_than_n():
+    """Erratum 10: Gaussian weights of the true shapes. With h from 4 to 64 and n = 784 (the paper's grid) the
+    fitted exponent of h is far from L - 1; with n = 3 and h from 128 to 512 it is L - 1."""
+    from lhlib.chapters.ch02_hessian_bound import random_weight_exponents
+
+    paper = random_weight_exponents(784, 10, [4, 8, 16, 32, 64], [3, 5, 7], seed=0)
+    wide = random_weight_exponents(3, 2, [128, 256, 512], [3, 5, 7], draws=5, seed=0)
+    for L in (3, 5, 7):
+        assert abs(wide[L] - (L - 1)) < 0.1, wide
+        assert abs(paper[L] - (L - 1)) > 0.4, paper
+    assert paper[3] < 1.5  # nearer L - 2: the first layer's norm hardly grows while h << n

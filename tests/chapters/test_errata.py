@@ -167,3 +167,16 @@ def test_errata_references_resolve():
             f"def {name}(" in (ROOT / "tests" / "engine" / f).read_text()
             for f in ("test_symbolic.py", "test_bounds.py")
         ), name
+
+
+def test_the_pipeline_takes_its_checkpoint_as_model():
+    """Erratum 38: the authors pass the checkpoint as ``model_name``, which ``transformers.pipeline`` does not
+    take; the task's default checkpoint is loaded, and it is the one the paper names."""
+    import inspect
+
+    import transformers
+    from transformers.pipelines import SUPPORTED_TASKS
+
+    parameters = inspect.signature(transformers.pipeline).parameters
+    assert "model" in parameters and "model_name" not in parameters
+    assert SUPPORTED_TASKS["image-feature-extraction"]["default"]["model"][0] == "google/vit-base-patch16-224"

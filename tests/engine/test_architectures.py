@@ -224,3 +224,23 @@ def test_scaling_exponent_is_two_l_minus_two_for_relu_networks_only():
     assert float(vit_exponents.max() - vit_exponents.min()) > 0.1
     with pytest.raises(ValueError, match="factor must differ from 1"):
         jjt_scaling_exponents(tiny("cnn", 3, 2), x, factor=1.0)
+
+
+@pytest.mark.parametrize(
+    ("changed", "message"),
+    [
+        ({"dilation": 2, "padding": 2}, r"dilation=\(2, 2\)"),
+        ({"groups": 2}, "groups=2"),
+        ({"padding_mode": "circular"}, "padding_mode='circular'"),
+    ],
+)
+def test_a_convolution_the_overlap_factor_does_not_count_is_refused(changed, message):
+    """Erratum review: ceil(k/s)^2 counts neither dilation nor groups nor wrapped padding. A dilated 3x3
+    convolution of stride 2 on 13x13 inputs breaks the bound, so such a layer is refused, not bounded."""
+    model = ConvNet((2, 13, 13), 4, 2, 10)
+    model.convs[1] = nn.Conv2d(4, 4, 3, stride=2, bias=False, **{"padding": 1, **changed})
+    for measure in (layer_operator_norms, patch_overlaps):
+        with pytest.raises(ValueError, match=rf"^convs\[1\] must be undilated, ungrouped and zero-padded.*{message}"):
+            measure(model)
+    with pytest.raises(ValueError, match="convs\\[1\\]"):
+        layer_norm_bound_per_sample(model, torch.randn(3, 2 * 13 * 13))

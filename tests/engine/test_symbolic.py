@@ -121,23 +121,23 @@ def test_geometric_sum():
     assert r["at_one"] == S.L_ and r["paper_limit_at_one"] == S.L_
 
 
-def test_theorem1_expressions():
-    t = S.theorem1_expressions()
-    assert t["paper_residual"] == 0
-    assert sp.simplify(t["paper_L1"] - sp.sqrt(2) * S.M_W**2 * (S.M_x**2 + 1)) == 0
-    assert sp.simplify(t["paper_at_one"] - sp.sqrt(2) * S.L_ * (S.M_x**2 + 1)) == 0
-    assert sp.simplify(t["corrected"] - t["corrected_closed"]) == 0
-    assert t["corrected_L1"] == S.M_x**2 / 2
-    # the sympy constant agrees with the numeric evaluator
+def test_theorem1_statement():
+    """The transcription: its L = 1 form, its limit at M_W = 1 and lhlib's numeric evaluator agree with it.
+    (Chapter 02 derives A.2's chain and the corrected sum in its cells and asserts them against it.)"""
+    t = S.theorem1_statement()
+    assert sp.simplify(t.subs(S.L_, 1) - sp.sqrt(2) * S.M_W**2 * (S.M_x**2 + 1)) == 0
+    assert sp.simplify(sp.limit(t, S.M_W, 1) - sp.sqrt(2) * S.L_ * (S.M_x**2 + 1)) == 0
+    chain = sp.Sum((S.M_x**2 * S.M_W ** (2 * (S.p_ - 1)) + 1) * S.M_W ** (2 * (S.L_ - S.p_ + 1)), (S.p_, 1, S.L_))
+    assert sp.simplify(sp.sqrt(2) * S.generic_branch(chain.doit()) - t) == 0
     for L in (1, 2, 4):
         for mw in (sp.Rational(1, 2), sp.Rational(3, 2)):
-            val = float(t["paper"].subs({S.L_: L, S.M_W: mw, S.M_x: 3}))
+            val = float(t.subs({S.L_: L, S.M_W: mw, S.M_x: 3}))
             assert val == pytest.approx(B.theorem1_constant(3.0, float(mw), L), rel=1e-12)
-            cval = float(t["corrected_closed"].subs({S.L_: L, S.M_W: mw, S.M_x: 3}))
-            assert cval == pytest.approx(B.corrected_constant(3.0, float(mw), L), rel=1e-12)
+            corrected = L * 3**2 * float(mw) ** (2 * (L - 1)) / 2  # chapter 02 derives this closed form
+            assert corrected == pytest.approx(B.corrected_constant(3.0, float(mw), L), rel=1e-12)
     # hidden-size form: leading behaviour (L M_x^2 + 1) sqrt2 M^{2L} h^{2L} as h -> oo
     for L in (1, 2, 3):
-        lead = sp.limit(t["hidden_form"].subs(S.L_, L) / S.h ** (2 * L), S.h, sp.oo)
+        lead = sp.limit(t.subs(S.M_W, S.h * S.M).subs(S.L_, L) / S.h ** (2 * L), S.h, sp.oo)
         assert sp.simplify(lead - sp.sqrt(2) * S.M ** (2 * L) * (L * S.M_x**2 + 1)) == 0
 
 
@@ -213,7 +213,7 @@ def test_theorem1_chain(L):
         assert c["activation_bound"][p - 1] == c["X"] * sp.Mul(*N[: p - 1])
         assert c["paper_extra_factor"][p - 1] == N[p - 1]  # A.2's product has one factor too many
     assert c["corrected_residual"] == 0 and c["corrected_constant_residual"] == 0 and c["monotone"]
-    assert sp.simplify(c["corrected_constant"] - S.theorem1_expressions()["corrected_closed"].subs(S.L_, L)) == 0
+    assert sp.simplify(c["corrected_constant"] - L * S.M_x**2 * S.M_W ** (2 * (L - 1)) / 2) == 0
     # the paper's steps, assembled, give Theorem 1 as stated
     assert c["paper_residual"] == 0
     # and the symbolic bound is what lhlib.engine.bounds evaluates, at the norms of random weights
@@ -234,7 +234,7 @@ def _fitted_exponent(hs, values):
 def test_corrected_bound_exponent_of_h_true_shapes(L):
     """Erratum 10: with the true shapes (h x n, h x h, K x h) and |w_ij| <= M, the corrected bound grows
     like h^(2L-3), not like h^(2(L-1)) (which needs M_W = h M, false for the first and last layers);
-    with i.i.d. entries of fixed scale (||W|| ~ sqrt(fan_in) + sqrt(fan_out)) like h^(L-1)."""
+    with i.i.d. entries of fixed scale (||W|| ~ sqrt(fan_in) + sqrt(fan_out)) like h^(L-1) when h >> n."""
     t = S.corrected_true_shapes(L)
     assert t["degree"] == 2 * L - 3 and t["hM_degree"] == 2 * (L - 1) != t["degree"]
     expected = (
