@@ -28,8 +28,6 @@ Chapter 02 (section 4 and appendix A):
   shapes;
 * :func:`box_bound`: largest :math:`|\mathrm{expr}|` over a box of intervals (triangle inequality
   and its sharper non-negative version);
-* :func:`lemma_expressions`: Lemma 1 as stated and as proved, and the bounds SymPy derives from the
-  expansion (paper's steps; corrected steps);
 * :func:`equation`: LaTeX for ``lhs rel rhs``; :func:`show_equation` displays it as math;
   :class:`TexSymbol`: a symbol printed as its TeX name, verbatim.
 """
@@ -54,7 +52,6 @@ __all__ = [
     "geometric_sum",
     "i",
     "k",
-    "lemma_expressions",
     "relu_network",
     "running_mean",
     "show_equation",
@@ -252,8 +249,8 @@ def expansion_difference() -> ExpansionDifference:
         T[\mathcal{L}_{k+1}] - T[\mathcal{L}_k]
         = \frac{a_{k+1} - \bar a_k}{k+1} + \frac{s_{k+1} - \bar s_k}{k+1} + \frac{q_{k+1} - \bar q_k}{2(k+1)}.
 
-    Chapter 01 shows these steps one at a time, each with its assertion; chapter 02's lemma
-    (:func:`lemma_expressions`) starts from the result.
+    Chapter 01 shows these steps one at a time, each with its assertion; chapter 02 bounds the result
+    with :func:`box_bound` to derive Lemma 1.
 
     Returns:
         The :class:`ExpansionDifference`, with SymPy's coefficients beside the paper's.
@@ -750,75 +747,3 @@ def box_bound(expr, ranges: dict):
     rest = sp.simplify(expr.subs({symbol: 0 for symbol in intervals}))
     lower, upper = sp.simplify(lower + rest), sp.simplify(upper + rest)
     return sp.simplify(sp.Max(upper, -lower)), lower, upper
-
-
-def lemma_expressions() -> dict:
-    r"""Lemma 1 (A.3) derived by SymPy from the expansion, next to what the paper states.
-
-    .. math::
-
-        \text{stated} = \frac{2}{k+1}\Bigl(M_\ell + L\sqrt2 M_x^2 M_W^{2L}
-        + \sqrt2\,\frac{M_W^2 (M_W^{2L} - 1)}{M_W^2 - 1} R^2\Bigr), \qquad
-        \text{proved} = \frac{2}{k+1}\bigl(M_\ell + M_H R^2\bigr),
-
-        \text{derived} = \frac{M_\ell + M_H R^2/2}{k+1}.
-
-    ``stated`` is the displayed formula (parenthesis as printed, so :math:`R^2` multiplies only the
-    geometric term), ``proved`` the proof's last line, ``stated_minus_proved`` their difference at
-    :math:`M_H` = Theorem 1's bound (zero only at :math:`R = 1`). The derivations start from
-    :func:`expansion_difference` (SymPy's difference of the two second-order expansions; :math:`a_i`
-    losses, :math:`s_i` slopes, :math:`q_i = \delta^\top H_i \delta`) and bound it with :func:`box_bound`:
-
-    * ``paper_route``: the paper's own steps: its expansion (Hessian coefficient :math:`1/(k+1)`),
-      Assumption 1 (:math:`s_i = 0`), :math:`|\ell_i| \le M_\ell` and :math:`|q_i| \le M_H R^2` with the
-      triangle inequality; ``paper_route_residual = paper_route - proved`` (0: the proof's arithmetic
-      is right);
-    * ``derived``: SymPy's expansion, :math:`s_i = 0`, losses in :math:`[0, M_\ell]` (cross-entropy is
-      non-negative) and :math:`q_i` in :math:`[0, M_H R^2]` (positive semidefinite G-terms);
-    * ``derived_indefinite``: the same with :math:`q_i` in :math:`[-M_H R^2, M_H R^2]` (full Hessians),
-      :math:`(M_\ell + M_H R^2)/(k+1)`;
-    * ``derived_with_gradient``: the PSD case without Assumption 1, slopes :math:`|s_i| \le M_g R`,
-      :math:`(M_\ell + 2 M_g R + M_H R^2/2)/(k+1)`.
-
-    The step :math:`|\delta^\top H \delta| \le \lVert H \rVert_2 \lVert \delta \rVert^2` is the
-    definition of the spectral norm and is taken as given.
-
-    Returns:
-        A ``dict`` with ``symbols`` (:math:`M_\ell, M_H, R`), ``M_g``, ``stated``, ``proved``,
-        ``stated_minus_proved``, ``paper_expansion``, ``paper_route``, ``paper_route_residual``,
-        ``derived``, ``derived_indefinite``, ``derived_with_gradient`` and
-        ``ratio_derived_over_proved``.
-    """
-    M_l, M_H, R, M_g = sp.symbols(r"M_\ell M_H R M_g", positive=True)
-    sqrt2 = sp.sqrt(2)
-    first = L_ * sqrt2 * M_x**2 * M_W ** (2 * L_)
-    geometric = sqrt2 * M_W**2 * (M_W ** (2 * L_) - 1) / (M_W**2 - 1)
-    stated = 2 / (k + 1) * (M_l + first + geometric * R**2)
-    proved = 2 / (k + 1) * (M_l + M_H * R**2)
-    expansion = expansion_difference()
-
-    def mean(base):
-        return sp.Sum(base[i], (i, 1, k)) / k
-
-    paper_expansion = expansion.paper_value_coefficient * (
-        a_[k + 1] - mean(a_)
-    ) + expansion.paper_hessian_coefficient * (q_[k + 1] - mean(q_))
-    none = (0, 0)
-    paper_route = box_bound(paper_expansion, {a_: (-M_l, M_l), q_: (-M_H * R**2, M_H * R**2)})[0]
-    derived = box_bound(expansion.total, {a_: (0, M_l), s_: none, q_: (0, M_H * R**2)})[0]
-    derived_indefinite = box_bound(expansion.total, {a_: (0, M_l), s_: none, q_: (-M_H * R**2, M_H * R**2)})[0]
-    derived_with_gradient = box_bound(expansion.total, {a_: (0, M_l), s_: (-M_g * R, M_g * R), q_: (0, M_H * R**2)})[0]
-    return {
-        "symbols": (M_l, M_H, R),
-        "M_g": M_g,
-        "stated": stated,
-        "proved": proved,
-        "stated_minus_proved": sp.factor(sp.simplify(stated - proved.subs(M_H, first + geometric))),
-        "paper_expansion": paper_expansion,
-        "paper_route": paper_route,
-        "paper_route_residual": sp.simplify(paper_route - proved),
-        "derived": derived,
-        "derived_indefinite": derived_indefinite,
-        "derived_with_gradient": derived_with_gradient,
-        "ratio_derived_over_proved": sp.simplify(derived / proved),
-    }

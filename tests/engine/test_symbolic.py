@@ -165,35 +165,17 @@ def test_box_bound_against_corners():
         S.box_bound(a[S.k + 1] ** 2, {a: (0, 1)})
 
 
-def test_lemma_expressions():
-    m = S.lemma_expressions()
-    M_l, M_H, R = m["symbols"]
-    M_g = m["M_g"]
-    # the paper's own steps (its coefficient 1/(k+1), |l| <= M_l, |q| <= M_H R^2, triangle inequality)
-    # give exactly the proof's last line
-    assert m["paper_route_residual"] == 0
-    assert sp.simplify(m["paper_route"] - 2 / (S.k + 1) * (M_l + M_H * R**2)) == 0
-    # the statement and the proof agree only at R = 1
-    assert m["stated_minus_proved"] != 0
-    assert sp.simplify(m["stated_minus_proved"].subs(R, 1)) == 0
-    # from SymPy's expansion: erratum 12's constants
-    assert sp.simplify(m["derived"] - (M_l + M_H * R**2 / 2) / (S.k + 1)) == 0
-    assert sp.simplify(m["derived_indefinite"] - (M_l + M_H * R**2) / (S.k + 1)) == 0
-    assert sp.simplify(m["derived_with_gradient"] - (M_l + 2 * M_g * R + M_H * R**2 / 2) / (S.k + 1)) == 0
-    # with the paper's coefficient the same corrected steps would not give erratum 12's constant
-    wrong = S.box_bound(m["paper_expansion"], {S.a_: (0, M_l), S.q_: (0, M_H * R**2)})[0]
-    assert sp.simplify(wrong - m["derived"]) != 0
-    assert sp.simplify(m["ratio_derived_over_proved"].subs(M_H, 0) - sp.Rational(1, 2)) == 0
-    assert sp.simplify(m["ratio_derived_over_proved"].subs(M_l, 0) - sp.Rational(1, 4)) == 0
-    # numeric evaluators agree with the symbolic forms
-    vals = {S.k: 9, M_l: 2, M_H: 3, R: sp.Rational(1, 2), M_g: sp.Rational(3, 2)}
-    assert float(m["proved"].subs(vals)) == pytest.approx(B.lemma_bound(9, 2.0, 3.0, 0.5))
-    assert float(m["derived"].subs(vals)) == pytest.approx(B.lemma_bound_corrected(9, 2.0, 3.0, 0.5))
-    assert float(m["derived_indefinite"].subs(vals)) == pytest.approx(
-        B.lemma_bound_corrected(9, 2.0, 3.0, 0.5, psd=False)
-    )
-    assert float(m["derived_with_gradient"].subs(vals)) == pytest.approx(
-        B.lemma_bound_corrected(9, 2.0, 3.0, 0.5, M_g=1.5)
+def test_lemma_evaluators_are_the_closed_forms_chapter_02_derives():
+    """Chapter 02 derives Lemma 1's bounds with box_bound in its cells (and asserts them); lhlib's numeric
+    evaluators must be those closed forms: 2/(k+1) (M_l + M_H R^2) as proved, (M_l + M_H R^2/2)/(k+1)
+    derived, (M_l + M_H R^2)/(k+1) for full Hessians and (M_l + 2 M_g R + M_H R^2/2)/(k+1) without
+    Assumption 1."""
+    k, M_l, M_H, R, M_g = 9, 2.0, 3.0, 0.5, 1.5
+    assert B.lemma_bound(k, M_l, M_H, R) == pytest.approx(2 / (k + 1) * (M_l + M_H * R**2))
+    assert B.lemma_bound_corrected(k, M_l, M_H, R) == pytest.approx((M_l + M_H * R**2 / 2) / (k + 1))
+    assert B.lemma_bound_corrected(k, M_l, M_H, R, psd=False) == pytest.approx((M_l + M_H * R**2) / (k + 1))
+    assert B.lemma_bound_corrected(k, M_l, M_H, R, M_g=M_g) == pytest.approx(
+        (M_l + 2 * M_g * R + M_H * R**2 / 2) / (k + 1)
     )
 
 
