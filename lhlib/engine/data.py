@@ -28,8 +28,10 @@ import gzip
 import hashlib
 import io
 import json
+import os
 import pickle
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -41,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lhlib.engine.store import atomic_write_bytes, cache_root
+from lhlib.engine.store import atomic_write_bytes, cache_root, read_regular_file
 from lhlib.engine.validation import check_choice, check_choices, check_int
 
 if TYPE_CHECKING:
@@ -270,6 +272,8 @@ def data_root() -> Path:
 
 
 def _sha256(path: Path) -> str:
+    if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO or a link to /dev/zero would never end
+        raise SourceUnavailable(f"{path} is not a regular file")
     digest = hashlib.sha256()
     with open(path, "rb") as file:
         for block in iter(lambda: file.read(1 << 20), b""):
@@ -382,11 +386,13 @@ def _decoded_once(folder: Path, decode: Callable[[], ImagesAndLabels]) -> Images
     manifest_path = folder / "decoded.sha256.json"
     if all(path.exists() for path in paths.values()):
         try:
-            manifest = json.loads(manifest_path.read_text())
-            blobs = {key: path.read_bytes() for key, path in paths.items()}
-            if all(hashlib.sha256(blobs[key]).hexdigest() == manifest.get(key) for key in paths):
+            manifest = json.loads(read_regular_file(manifest_path))
+            blobs = {key: read_regular_file(path) for key, path in paths.items()}
+            if isinstance(manifest, dict) and all(
+                hashlib.sha256(blobs[key]).hexdigest() == manifest.get(key) for key in paths
+            ):
                 return tuple(np.load(io.BytesIO(blobs[key]), allow_pickle=False) for key in ("images", "labels"))
-        except (OSError, ValueError):
+        except (OSError, ValueError):  # missing, not a regular file, malformed JSON or .npy: decode again
             pass
         print(
             f"lhlib.engine.data: the decoded copy in {folder.name} has no matching SHA-256 record; decoding again",

@@ -23,6 +23,7 @@ import hashlib
 import io
 import json
 import os
+import stat
 import sys
 import tempfile
 import time
@@ -36,11 +37,13 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = [
+    "NotARegularFile",
     "atomic_write_bytes",
     "cache_key",
     "cache_root",
     "cached",
     "load_result",
+    "read_regular_file",
     "remove_stale_parts",
     "store_result",
     "tensor_fingerprint",
@@ -60,12 +63,12 @@ STALE_PART_SECONDS = 3600
 
 
 def cache_root() -> Path:
-    """The folder holding lhlib's caches (``$LHLIB_CACHE`` or ``~/.cache/lhlib``).
+    """The folder holding lhlib's caches (``$LHLIB_CACHE`` or ``~/.cache/lhlib``; an empty value counts as unset).
 
     Returns:
         The folder's path, ``~`` expanded; it is not created here.
     """
-    return Path(os.environ.get("LHLIB_CACHE", Path.home() / ".cache" / "lhlib")).expanduser()
+    return Path(os.environ.get("LHLIB_CACHE") or Path.home() / ".cache" / "lhlib").expanduser()
 
 
 def _canonical(params: Any) -> str:
@@ -105,6 +108,31 @@ def tensor_fingerprint(*tensors: torch.Tensor) -> str:
         digest.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
         digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
     return digest.hexdigest()[:32]
+
+
+class NotARegularFile(OSError):
+    """A path the store or a data reader would read is there, but is not a regular file."""
+
+
+def read_regular_file(path: Path) -> bytes:
+    """The bytes of ``path``, refusing without blocking what is not a regular file.
+
+    A directory, a FIFO (whose read would wait forever for a writer) or a link to a device such as
+    ``/dev/zero`` (endless) is refused by its ``stat``, before it is opened.
+
+    Args:
+        path: The file to read.
+
+    Returns:
+        Its bytes.
+
+    Raises:
+        FileNotFoundError: when nothing is at ``path``.
+        NotARegularFile: when something other than a regular file is.
+    """
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise NotARegularFile(f"{path} is not a regular file")
+    return Path(path).read_bytes()
 
 
 def _ordinary_mode() -> int:
@@ -184,7 +212,8 @@ def _verified(data: bytes, params: dict[str, Any]) -> tuple[dict[str, Any] | Non
 def load_result(kind: str, params: dict[str, Any]) -> dict[str, Any] | None:
     """The stored result for ``(kind, params)``, verified.
 
-    An entry that fails verification is deleted, and one line on stderr names it and why.
+    An entry that fails verification is deleted, and one line on stderr names it and why; something that
+    is not a regular file in an entry's place (a directory, a FIFO) is ignored, unread, with one line.
 
     Args:
         kind: The kind of result, a subfolder of the store (e.g. ``"trained_network"``).
@@ -195,8 +224,12 @@ def load_result(kind: str, params: dict[str, Any]) -> dict[str, Any] | None:
     """
     path = _path(kind, params)
     try:
-        data = path.read_bytes()
-    except FileNotFoundError:
+        data = read_regular_file(path)
+    except (FileNotFoundError, NotADirectoryError):  # no entry (or no folder for one)
+        return None
+    except OSError as error:  # a directory, a FIFO, a device, unreadable: not an entry, and not removable here
+        print(f"lhlib.engine.store: ignored the stored {kind} entry {path.stem[:12]} ({error}); recomputing it",
+              file=sys.stderr)  # fmt: skip
         return None
     result, problem = _verified(data, params)
     if result is None:
@@ -223,7 +256,8 @@ def cached(
         enabled: Whether to use the store at all; ``False`` always computes and stores nothing.
 
     Returns:
-        The stored result (with its ``"_params"`` record) when there is one, else ``compute()``'s own.
+        The stored result (with its ``"_params"`` record) when there is one, else ``compute()``'s own,
+        which is returned even when it cannot be stored (a read-only store: one line on stderr says so).
     """
     if enabled:
         result = load_result(kind, params)
@@ -231,7 +265,11 @@ def cached(
             return result
     result = compute()
     if enabled:
-        store_result(kind, params, result)
+        try:
+            store_result(kind, params, result)
+        except OSError as error:  # a read-only store, or a non-file in the entry's place: keep the result
+            print(f"lhlib.engine.store: could not store the {kind} entry ({error}); using it without storing",
+                  file=sys.stderr)  # fmt: skip
     return result
 
 

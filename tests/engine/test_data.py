@@ -1,5 +1,6 @@
 import gzip
 import io
+import os
 import pickle
 
 import numpy as np
@@ -124,6 +125,32 @@ def test_decoded_arrays_are_kept_and_reused(tmp_path):
     assert len(calls) == 1
     assert np.array_equal(first[0], second[0]) and np.array_equal(first[1], second[1])
     assert second[1].dtype == np.int64 and second[0].dtype == np.uint8
+
+
+@pytest.mark.parametrize("damage", ["[]", "null", "not json", "fifo images"])
+def test_a_malformed_manifest_or_a_fifo_copy_is_decoded_again(damage, tmp_path, capsys):
+    calls = []
+
+    def decode():
+        calls.append(1)
+        return np.arange(12, dtype=np.uint8).reshape(3, 1, 2, 2), np.array([0, 1, 2])
+
+    data._decoded_once(tmp_path, decode)
+    if damage == "fifo images":
+        (tmp_path / "train-images.npy").unlink()
+        os.mkfifo(tmp_path / "train-images.npy")  # read, it would wait forever for a writer
+    else:
+        (tmp_path / "decoded.sha256.json").write_text(damage)
+    images, labels = data._decoded_once(tmp_path, decode)
+    assert len(calls) == 2 and images.shape == (3, 1, 2, 2) and labels.tolist() == [0, 1, 2]
+    assert "decoding again" in capsys.readouterr().err
+    assert data._decoded_once(tmp_path, decode)[1].tolist() == [0, 1, 2] and len(calls) == 2
+
+
+def test_a_source_file_that_is_not_regular_is_refused_not_hashed_forever(tmp_path):
+    (tmp_path / "mnist.pkl.gz").symlink_to("/dev/zero")
+    with pytest.raises(data.SourceUnavailable, match="is not a regular file"):
+        data._verify(tmp_path / "mnist.pkl.gz", data.MNIST_PICKLE_SHA256)
 
 
 def test_fetch_command_errors_are_one_line(capsys, monkeypatch):

@@ -135,3 +135,39 @@ def test_bumping_the_store_format_retires_every_key(monkeypatch):
     key = cache_key({"what": "trained_network", "seed": 0})
     monkeypatch.setattr(store, "CACHE_FORMAT", store.CACHE_FORMAT + 1)
     assert cache_key({"what": "trained_network", "seed": 0}) != key
+
+
+def test_what_is_not_a_regular_file_in_an_entrys_place_is_ignored_without_blocking(tmp_path, monkeypatch, capsys):
+    """A directory or a FIFO where an entry belongs: the result is computed (a FIFO is never opened, so
+    nothing waits for a writer) and returned, though it cannot be stored there."""
+    from lhlib.engine import store
+
+    monkeypatch.setenv("LHLIB_CACHE", str(tmp_path))
+    for make, params in ((os.mkdir, {"case": "directory"}), (os.mkfifo, {"case": "fifo"})):
+        entry = store._path("toy", params)
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        make(entry)
+        assert cached("toy", params, lambda: {"value": torch.tensor([1.0])})["value"].item() == 1.0
+        err = capsys.readouterr().err
+        assert f"ignored the stored toy entry {entry.stem[:12]}" in err and "is not a regular file" in err
+    with pytest.raises(store.NotARegularFile):
+        store.read_regular_file(tmp_path)
+
+
+def test_a_store_that_cannot_be_written_still_gives_the_result(tmp_path, monkeypatch, capsys):
+    """A read-only store (here: a file where the store's folder belongs, which no user can write into)."""
+    (tmp_path / "store").write_text("not a folder")
+    monkeypatch.setenv("LHLIB_CACHE", str(tmp_path))
+    result = cached("toy", {"case": "read-only"}, lambda: {"value": torch.tensor([2.0])})
+    assert result["value"].item() == 2.0
+    err = capsys.readouterr().err
+    assert "could not store the toy entry" in err and "using it without storing" in err and len(err.splitlines()) == 1
+
+
+def test_an_empty_lhlib_cache_means_the_default(monkeypatch):
+    from pathlib import Path
+
+    from lhlib.engine.store import cache_root
+
+    monkeypatch.setenv("LHLIB_CACHE", "")
+    assert cache_root() == Path.home() / ".cache" / "lhlib"
