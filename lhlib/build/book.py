@@ -688,7 +688,11 @@ def main(argv: list[str] | None = None) -> None:
             if args.cell_timeout is not None:
                 check_float("--cell-timeout", args.cell_timeout, minimum=1.0)
         elif args.command == "set-repository":
-            repository.parse_slug(args.slug, args.branch or "main")
+            repository.parse_slug(args.slug, "main" if args.branch is None else args.branch)
+        elif args.command == "check-notebooks":
+            for path in args.notebooks:
+                if not path.is_file():
+                    raise ValueError(f"notebooks must be notebook files, but {str(path)!r} is not a file")
     except ValueError as error:
         parser.error(str(error))
     if args.command == "check-html":

@@ -33,10 +33,27 @@ __all__ = [
 ]
 
 
-_SLUG = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}")
+# GitHub's rules: an owner of letters, digits and single inner hyphens (at most 39); a name of letters,
+# digits, ".", "_" and "-" (at most 100) other than "." and "..", and not ending in ".git".
+_SLUG = re.compile(r"[A-Za-z0-9](?:-?[A-Za-z0-9]){0,38}/(?!\.\.?$)(?!.*\.git$)[A-Za-z0-9._-]{1,100}")
 
 
 _BRANCH = re.compile(r"[A-Za-z0-9._/-]{1,200}")
+
+
+def _is_branch_name(branch: object) -> bool:
+    """Whether ``branch`` is a branch name git accepts (``git check-ref-format --branch``), in the letters
+    this book allows: no empty, leading-dot or ``.lock`` component, no ``..``, not starting with ``-``,
+    not ending with ``/`` or ``.``.
+    """
+    if not isinstance(branch, str) or not _BRANCH.fullmatch(branch) or branch.startswith("-"):
+        return False
+    parts = branch.split("/")
+    return (
+        ".." not in branch
+        and not branch.endswith(".")
+        and all(part and not part.startswith(".") and not part.endswith(".lock") for part in parts)
+    )
 
 
 # The tag that hides the install cell's output in the rendered page.
@@ -95,10 +112,11 @@ def parse_slug(slug: str, branch: str = "main") -> Repository:
     """``OWNER/NAME`` (as GitHub spells it) and a branch name as a :class:`Repository`.
 
     Args:
-        slug: ``OWNER/NAME``: an owner of letters, digits and ``-`` (at most 39 characters), a name of
-            letters, digits, ``.``, ``_`` and ``-``.
-        branch: A git branch name: letters, digits, ``.``, ``_``, ``-`` and ``/``, without ``..`` or a
-            leading ``/``.
+        slug: ``OWNER/NAME``: an owner of letters, digits and single inner ``-`` (at most 39 characters),
+            a name of letters, digits, ``.``, ``_`` and ``-`` other than ``.`` and ``..``, not ending in
+            ``.git``.
+        branch: A git branch name: letters, digits, ``.``, ``_``, ``-`` and ``/``, as
+            ``git check-ref-format --branch`` accepts it.
 
     Returns:
         The :class:`Repository`.
@@ -108,8 +126,11 @@ def parse_slug(slug: str, branch: str = "main") -> Repository:
     """
     if not isinstance(slug, str) or not _SLUG.fullmatch(slug):
         raise ValueError(f"repository must be OWNER/NAME (letters, digits, '-', '.', '_'), got {slug!r}")
-    if not isinstance(branch, str) or not _BRANCH.fullmatch(branch) or ".." in branch or branch.startswith("/"):
-        raise ValueError(f"branch must be a git branch name (letters, digits, '.', '_', '-', '/'), got {branch!r}")
+    if not _is_branch_name(branch):
+        raise ValueError(
+            f"branch must be a git branch name (letters, digits, '.', '_', '-', '/'; no '..', no leading '-' "
+            f"or '.', no empty part), got {branch!r}"
+        )
     owner, name = slug.split("/")
     return Repository(owner, name, branch)
 

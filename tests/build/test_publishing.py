@@ -177,6 +177,19 @@ def test_disagreements_see_every_url_and_the_workflow_branch(tmp_path):
         ("owner/name with space", None, "repository must be OWNER/NAME"),
         ("owner/name", "../x", "branch must be a git branch name"),
         ("owner/name", "a b", "branch must be a git branch name"),
+        # what git and GitHub refuse (issue 28's hostile pass)
+        ("a/..", None, "repository must be OWNER/NAME"),
+        ("a/.", None, "repository must be OWNER/NAME"),
+        ("-a/b", None, "repository must be OWNER/NAME"),
+        ("a--b/c", None, "repository must be OWNER/NAME"),
+        ("a/b.git", None, "repository must be OWNER/NAME"),
+        ("owner/name", "-x", "branch must be a git branch name"),
+        ("owner/name", "", "branch must be a git branch name"),
+        ("owner/name", "a//b", "branch must be a git branch name"),
+        ("owner/name", "a/", "branch must be a git branch name"),
+        ("owner/name", ".hidden", "branch must be a git branch name"),
+        ("owner/name", "x.lock", "branch must be a git branch name"),
+        ("owner/name", "x.", "branch must be a git branch name"),
     ],
 )
 def test_set_repository_refuses_bad_coordinates_and_leaves_files_alone(tmp_path, slug, branch, message):
@@ -193,6 +206,15 @@ def test_command_line_errors_are_one_line(capsys):
     assert exit_info.value.code == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert error.endswith("error: repository must be OWNER/NAME (letters, digits, '-', '.', '_'), got 'not a slug'")
+    for argv, message in (
+        (["set-repository", "a/b", "--branch", ""], "error: branch must be a git branch name"),
+        (["set-repository", "a/b", "--branch=-x"], "error: branch must be a git branch name"),
+        (["check-notebooks", "/nonexistent/chapter.ipynb"], "is not a file"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            book.main(argv)
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert exit_info.value.code == 2 and message in lines[-1] and "Traceback" not in "\n".join(lines), argv
 
 
 def test_install_cell_installs_the_light_core_from_the_branch_and_hides_its_output():
