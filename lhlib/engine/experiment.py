@@ -103,7 +103,7 @@ def _train_members(
     return [
         {
             "state": {k: v.cpu() for k, v in model.state_dict().items()},
-            "losses": losses[s].float().cpu(),
+            "losses": losses[s].float().cpu().clone(),  # its own storage: a row view would save all S x N
             "accuracy": float(correct[s].float().mean()),
             "epoch_loss": histories[s].epoch_loss,
         }

@@ -13,6 +13,11 @@ the entry holds the record of the parameters that made it. An entry whose bytes 
 match (a flipped bit, a truncated copy, a file moved under another key, an older format) is
 discarded and recomputed, and one line on stderr says so.
 
+The checks detect damage; they do not authenticate. Whoever can write the store can write an entry
+that passes them (a digest of its own bytes and a matching record), so a store is trusted as far as
+the account that owns it, like any cache. The data are different: lhlib.engine.data checks them
+against digests pinned in the code.
+
 The store lives in ``$LHLIB_CACHE`` or, by default, ``~/.cache/lhlib``.
 """
 

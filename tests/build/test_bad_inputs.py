@@ -29,8 +29,9 @@ import nbformat
 import pytest
 from conftest import HIDE_MODULES
 
+from lhlib.build import book
 from lhlib.build.book import profile_parameters
-from lhlib.build.declarations import chapter_defaults, declaration
+from lhlib.build.declarations import chapter_defaults, check_chapter, declaration, largest_training
 from lhlib.engine.declarations import Parameter, _evaluate, check_parameters
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -352,3 +353,31 @@ def test_good_parameters_pass_the_validation_cell_without_torch(chapter, profile
         [sys.executable, "-c", program], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
     )
     assert completed.returncode == 0, completed.stderr[-2000:]
+
+
+@pytest.mark.parametrize(
+    "chapter, overrides",
+    [
+        ("01_loss_difference", {"hidden_size": 4096, "num_layers": 64}),
+        ("02_hessian_bound", {"trained_hidden_size": 4096, "trained_num_layers": 64}),
+        ("04_direct_classification", {"hidden_sizes": [4096], "fixed_num_layers": 64}),
+        ("05_feature_extraction", {"fixed_hidden_size": 4096, "num_layers": [64]}),
+        ("06_convergence_in_a_ball", {"configurations": [[4096, 64]]}),
+        ("08_other_architectures", {"sizes": {"vit": [[1024, 32]]}, "seeds": list(range(64))}),
+    ],
+)
+def test_every_chapter_refuses_networks_this_machine_cannot_train(chapter, overrides):
+    """Each size is within its bounds; together they need more memory than the machine has."""
+    values = {**chapter_defaults(chapter), **overrides}
+    with pytest.raises(ValueError, match=r"needs about [0-9.]+ GiB .* this machine has"):
+        check_chapter(chapter, values)
+
+
+@pytest.mark.parametrize("chapter", [f"0{n}" for n in range(1, 9)])
+def test_every_chapter_checks_memory_and_its_defaults_fit(chapter):
+    """The paper's settings fit here; on a Colab GPU machine (12.7 GiB) too, with room to spare."""
+    name = next(c for c in book.chapters() if c.startswith(chapter))
+    assert any(getattr(r, "__qualname__", "").startswith("fits_in_memory") for r in declaration(name).RELATIONS)
+    check_chapter(name, chapter_defaults(name))
+    needed, _ = largest_training(chapter_defaults(name), getattr(declaration(name), "FEATURES", None))
+    assert needed < 4 * 2**30

@@ -47,6 +47,8 @@ NO_FORMULA: dict[str, str] = {
     "chapters.ch08_other_architectures.panel_sizes": "selects a family's panel sizes",
     "engine.architecture_bounds.linear_maps": "lists a model's linear layers and their input shapes",
     "engine.architectures.build_network": "builds a model object",
+    "engine.memory.check_fits_in_memory": "compares an estimate with the memory and words the refusal",
+    "engine.memory.physical_memory_bytes": "reads the machine's memory from sysconf",
     "engine.architectures.weight_layers": "counts modules",
     "engine.bounds.random_network": "draws a random network and data; their distribution is stated in prose",
     "engine.ensemble.stacked_weights": "stacks and transposes the members' weight matrices",

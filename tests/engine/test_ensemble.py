@@ -123,6 +123,24 @@ def test_store_keys_each_member_by_its_seed():
 
 
 @pytest.mark.parametrize("family", ["mlp", "cnn"])
+def test_a_stored_member_holds_only_its_own_numbers(family, monkeypatch):
+    """Each seed's entry saves its own losses and weights, not the storage of the whole ensemble."""
+    from lhlib.engine import experiment
+
+    stored = []
+    monkeypatch.setattr(experiment, "store_result", lambda kind, params, result: stored.append(result))
+    x, y = _toy(96)
+    trained_networks(
+        x, y, family=family, image_shape=(1, 2, 4), num_classes=4, hidden_size=3, num_layers=1,
+        seeds=[0, 1, 2], epochs=1, batch_size=32, lr=1e-2, device="cpu",
+    )  # fmt: skip
+    assert len(stored) == 3
+    for result in stored:
+        tensors = [result["losses"], *result["state"].values()]
+        assert all(t.untyped_storage().nbytes() == t.numel() * t.element_size() for t in tensors)
+
+
+@pytest.mark.parametrize("family", ["mlp", "cnn"])
 def test_every_training_parameter_changes_the_store_key(family):
     """A key that ignored one parameter would hand back a network trained with another value of it."""
     from lhlib.engine.experiment import _member_params

@@ -25,6 +25,7 @@ from typing import Any
 
 from lhlib.engine.data import DATASETS, check_dataset
 from lhlib.engine.declarations import Parameter, check_parameters
+from lhlib.engine.memory import check_fits_in_memory, training_bytes
 from lhlib.engine.settings import SWEEP_PARAMETERS as SWEEP
 from lhlib.engine.validation import check_choice, check_choices, check_output_dir
 
@@ -36,6 +37,8 @@ __all__ = [
     "SWEEP",
     "TRAIN_SIZE",
     "check_chapter",
+    "fits_in_memory",
+    "largest_training",
     "chapter_defaults",
     "declaration",
     "increasing",
@@ -114,6 +117,70 @@ TRAIN_SIZE = Parameter(
     check=_fits_the_data,
 )
 """How many training images, at most what every dataset of the chapter has."""
+
+
+def _networks(values: Mapping[str, Any]) -> list[tuple[str, int, int]]:
+    """The ``(family, width, depth)`` of every network a chapter's parameters ask it to train."""
+    if "sizes" in values:
+        return [(family, width, depth) for family, pairs in values["sizes"].items() for width, depth in pairs]
+    if "configurations" in values:
+        return [("mlp", h, n) for h, n in values["configurations"]]
+    if "trained_hidden_size" in values:  # chapter 02 trains one network; its grid networks are only evaluated
+        return [("mlp", values["trained_hidden_size"], values["trained_num_layers"])]
+    if "hidden_sizes" in values:
+        return [("mlp", h, values["fixed_num_layers"]) for h in values["hidden_sizes"]] + [
+            ("mlp", values["fixed_hidden_size"], n) for n in values["num_layers"]
+        ]
+    return [("mlp", values["hidden_size"], values["num_layers"])]
+
+
+def largest_training(values: Mapping[str, Any], features: int | None = None) -> tuple[int, str]:
+    """The largest training a chapter's parameters ask for, by :mod:`lhlib.engine.memory`'s estimate.
+
+    Every network the parameters name (``hidden_size``/``num_layers``, ``trained_*``, the sweep's panels,
+    ``configurations`` or chapter 08's ``sizes``) is estimated on every dataset, all its seeds trained
+    together.
+
+    Args:
+        values: The chapter's checked parameters.
+        features: The input size when the networks read a backbone's features rather than images.
+
+    Returns:
+        The estimate in bytes, and what it is for, in words.
+    """
+    datasets = [values["dataset"]] if "dataset" in values else values["datasets"]
+    seeds = len(values.get("seeds", [0]))
+    estimates = []
+    for dataset in datasets:
+        spec = DATASETS[dataset]
+        shape = (1, 1, features) if features else spec.image_shape
+        for family, width, depth in _networks(values):
+            needed = training_bytes(
+                family, shape, width, depth, spec.num_classes,
+                seeds=seeds, samples=values["train_size"], batch_size=values.get("batch_size", 64),
+            )  # fmt: skip
+            estimates.append((needed, family, width, depth, dataset))
+    needed, family, width, depth, dataset = max(estimates)
+    return needed, (
+        f"training {seeds} seed(s) of the {family} of width {width} and depth {depth} on "
+        f"{values['train_size']} {dataset} samples"
+    )
+
+
+def fits_in_memory(features: int | None = None) -> Any:
+    """A relation that refuses networks too large to train on this machine (:func:`largest_training`).
+
+    Args:
+        features: The input size when the networks read a backbone's features rather than images.
+
+    Returns:
+        ``relation(values)``, which raises :class:`ValueError` naming the parameters and the estimate.
+    """
+
+    def relation(values: Mapping[str, Any]) -> None:
+        check_fits_in_memory(*largest_training(values, features), "the network sizes, seeds and train_size")
+
+    return relation
 
 
 def output_dir(chapter: str) -> Parameter:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lhlib.build.declarations import DATASET, TRAIN_SIZE, increasing, output_dir, sweep
+from lhlib.build.declarations import DATASET, TRAIN_SIZE, fits_in_memory, increasing, output_dir, sweep
 from lhlib.engine.declarations import Parameter
 
 __all__ = ["PARAMETERS", "PROFILES", "RELATIONS"]
@@ -37,7 +37,7 @@ PARAMETERS = (
     output_dir("02_hessian_bound"),
 )
 
-RELATIONS = ()
+RELATIONS = (fits_in_memory(),)
 
 PROFILES = {
     "smoke": {

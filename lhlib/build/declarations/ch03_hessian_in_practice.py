@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from lhlib.build.declarations import DATASETS_PARAMETER, TRAIN_SIZE, output_dir, sweep
+from lhlib.build.declarations import DATASETS_PARAMETER, TRAIN_SIZE, fits_in_memory, output_dir, sweep
 from lhlib.engine.data import DATASETS
 from lhlib.engine.declarations import Parameter
 from lhlib.engine.settings import SweepSettings, sweep_configurations
@@ -62,7 +62,7 @@ def _top_k_fits_every_network(values: Mapping[str, Any]) -> None:
         )
 
 
-RELATIONS = (_top_k_fits_every_network,)
+RELATIONS = (_top_k_fits_every_network, fits_in_memory())
 
 PROFILES = {
     "smoke": {

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lhlib.build.declarations import DATASETS_PARAMETER, SWEEP, TRAIN_SIZE, output_dir, sweep
+from lhlib.build.declarations import DATASETS_PARAMETER, SWEEP, TRAIN_SIZE, fits_in_memory, output_dir, sweep
 from lhlib.engine.declarations import Parameter
 
 __all__ = ["PARAMETERS", "PROFILES", "RELATIONS"]
@@ -28,7 +28,7 @@ PARAMETERS = (
     output_dir("04_direct_classification"),
 )
 
-RELATIONS = ()
+RELATIONS = (fits_in_memory(),)
 
 PROFILES = {
     "smoke": {

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from lhlib.build.declarations import DATASETS_PARAMETER, SWEEP, TRAIN_SIZE, one_of, output_dir, sweep
+from lhlib.build.declarations import DATASETS_PARAMETER, SWEEP, TRAIN_SIZE, fits_in_memory, one_of, output_dir, sweep
 from lhlib.engine.declarations import Parameter
 from lhlib.engine.settings import DEFAULT_BACKBONE, POOLINGS, check_backbone, check_revision
 
 __all__ = ["PARAMETERS", "PROFILES", "RELATIONS"]
+
+FEATURES = 1024  # the heads' input for the memory estimate: ViT-base gives 768 features, ViT-large 1024
 
 PARAMETERS = (
     DATASETS_PARAMETER,
@@ -47,7 +49,7 @@ PARAMETERS = (
     output_dir("05_feature_extraction"),
 )
 
-RELATIONS = ()
+RELATIONS = (fits_in_memory(FEATURES),)
 
 PROFILES = {
     "smoke": {

@@ -5,7 +5,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from lhlib.build.declarations import DATASETS_PARAMETER, SWEEP, TRAIN_SIZE, increasing, output_dir, sweep
+from lhlib.build.declarations import (
+    DATASETS_PARAMETER,
+    SWEEP,
+    TRAIN_SIZE,
+    fits_in_memory,
+    increasing,
+    output_dir,
+    sweep,
+)
 from lhlib.engine.declarations import Parameter
 from lhlib.engine.validation import check_configurations
 
@@ -71,7 +79,7 @@ PARAMETERS = (
     output_dir("06_convergence_in_a_ball"),
 )
 
-RELATIONS = ()
+RELATIONS = (fits_in_memory(),)
 
 PROFILES = {
     "smoke": {

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lhlib.build.declarations import DATASETS_PARAMETER, TRAIN_SIZE, output_dir, sweep
+from lhlib.build.declarations import DATASETS_PARAMETER, TRAIN_SIZE, fits_in_memory, output_dir, sweep
 from lhlib.engine.declarations import Parameter
 
 __all__ = ["PARAMETERS", "PROFILES", "RELATIONS"]
@@ -45,7 +45,7 @@ PARAMETERS = (
     output_dir("07_sample_size"),
 )
 
-RELATIONS = ()
+RELATIONS = (fits_in_memory(),)
 
 PROFILES = {
     "smoke": {

@@ -6,7 +6,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from lhlib.build.declarations import DATASETS_PARAMETER, SWEEP, TRAIN_SIZE, output_dir, sweep
+from lhlib.build.declarations import DATASETS_PARAMETER, SWEEP, TRAIN_SIZE, fits_in_memory, output_dir, sweep
 from lhlib.engine.data import DATASETS
 from lhlib.engine.declarations import Parameter
 from lhlib.engine.settings import check_family_sizes
@@ -90,7 +90,7 @@ PARAMETERS = (
     output_dir("08_other_architectures"),
 )
 
-RELATIONS = (_cnn_fits_the_images,)
+RELATIONS = (_cnn_fits_the_images, fits_in_memory())
 
 PROFILES = {
     "smoke": {
