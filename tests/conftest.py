@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -114,22 +115,46 @@ sys.meta_path.insert(0, HideModules())
 """
 
 
-@pytest.fixture
-def run_chapter_smoke(tmp_path, monkeypatch, request):
-    """Execute a chapter with papermill under the ``smoke`` profile; returns its summary.json.
+BOOK_ITEMS = ("_config.yml", "_toc.yml", "book", "notebooks", "README.md")
 
-    A run with the profile's own parameters must reproduce ``tests/chapters/smoke_summaries``
-    (:func:`check_smoke_summary`).
+
+@pytest.fixture(scope="session")
+def smoke_book_root(tmp_path_factory) -> Path:
+    """A copy of the book's sources in which every chapter runs under the ``smoke`` profile at most once a session.
+
+    The chapters' smoke tests and the ``-W`` build of the smoke book (``tests/build/test_book.py``) share its
+    executions: :func:`lhlib.build.book.run_chapters` reuses an executed chapter until one of its inputs changes.
+    """
+    root = tmp_path_factory.mktemp("smoke-book")
+    for item in BOOK_ITEMS:
+        source = ROOT / item
+        (shutil.copytree if source.is_dir() else shutil.copy2)(source, root / item)
+    return root
+
+
+@pytest.fixture
+def run_chapter_smoke(tmp_path, monkeypatch, request, smoke_book_root):
+    """A chapter's summary.json under the ``smoke`` profile, its executed notebook copied to ``tmp_path``.
+
+    With the profile's own parameters the chapter runs once a session, in :func:`smoke_book_root`, and must
+    reproduce ``tests/chapters/smoke_summaries`` (:func:`check_smoke_summary`). With ``overrides``, ``hide`` or
+    ``fresh=True`` it runs now with papermill, into ``tmp_path``.
     ``hide`` names top-level packages the chapter's kernel must not be able to import (a
     ``sitecustomize`` on the kernel's ``PYTHONPATH`` refuses them), as on a machine without them.
     """
     import papermill
 
-    from lhlib.build.book import profile_parameters
+    from lhlib.build import book
 
-    def run(chapter: str, *, hide: tuple[str, ...] = (), **overrides) -> dict:
+    def run(chapter: str, *, hide: tuple[str, ...] = (), fresh: bool = False, **overrides) -> dict:
+        if not (overrides or hide or fresh):
+            book.run_chapters([chapter], "smoke", smoke_book_root)  # reused when it already ran this session
+            shutil.copy2(smoke_book_root / "_build" / "executed" / "smoke" / f"{chapter}.ipynb", tmp_path)
+            summary = json.loads((smoke_book_root / "results" / "smoke" / chapter / "summary.json").read_text())
+            check_smoke_summary(chapter, summary, request.config.getoption("--update-smoke-summaries"))
+            return summary
         output_dir = tmp_path / "results" / chapter
-        parameters = {**profile_parameters("smoke", chapter), "output_dir": str(output_dir), **overrides}
+        parameters = {**book.profile_parameters("smoke", chapter), "output_dir": str(output_dir), **overrides}
         if hide:
             site = tmp_path / "hide-modules"
             site.mkdir(exist_ok=True)
@@ -144,7 +169,7 @@ def run_chapter_smoke(tmp_path, monkeypatch, request):
             progress_bar=False,
         )
         summary = json.loads((output_dir / "summary.json").read_text())
-        if not overrides and not hide:
+        if not (overrides or hide):
             check_smoke_summary(chapter, summary, request.config.getoption("--update-smoke-summaries"))
         return summary
 

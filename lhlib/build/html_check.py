@@ -22,10 +22,12 @@ from __future__ import annotations
 import functools
 import html
 import http.server
+import os
 import re
 import shutil
 import subprocess
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -306,12 +308,18 @@ def check_book(html_dir: Path, *, use_browser: bool = True) -> dict[str, list[st
         with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
             threading.Thread(target=server.serve_forever, daemon=True).start()
             port = server.server_address[1]
-            profile_dir = html_dir.parent / ".browser-profile"
+            profiles = html_dir.parent / ".browser-profiles"
+
+            def render(numbered: tuple[int, str]) -> list[str]:  # one browser profile per page: they run at once
+                number, name = numbered
+                url = f"http://127.0.0.1:{port}/{name}"
+                return rendered_problems(_dump_dom(executable, url, profiles / str(number)))
+
             try:
-                for name in found:
-                    dom = _dump_dom(executable, f"http://127.0.0.1:{port}/{name}", profile_dir)
-                    found[name] += rendered_problems(dom)
+                with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+                    for name, problems in zip(found, pool.map(render, enumerate(found))):
+                        found[name] += problems
             finally:
                 server.shutdown()
-                shutil.rmtree(profile_dir, ignore_errors=True)
+                shutil.rmtree(profiles, ignore_errors=True)
     return {name: problems for name, problems in found.items() if problems}

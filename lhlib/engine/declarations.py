@@ -18,6 +18,7 @@ import ast
 import difflib
 import json
 import math
+import reprlib
 import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -184,9 +185,16 @@ def _parsed(value: Any, type: str) -> Any:
     if isinstance(value, str) and type != "str":
         try:
             return ast.literal_eval(value)
-        except (ValueError, SyntaxError, MemoryError, RecursionError):
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):  # TypeError: {[1]: 2}
             return value
     return value
+
+
+def _shown(value: Any) -> str:
+    """``repr(value)`` for a message, at most 200 characters (and safe for a list nested thousands deep)."""
+    shown = reprlib.Repr()
+    shown.maxlevel, shown.maxlist, shown.maxdict, shown.maxstring, shown.maxother = 4, 12, 8, 120, 120
+    return shown.repr(value)[:200]
 
 
 def check_value(parameter: Parameter, value: Any, values: Mapping[str, Any]) -> Any:
@@ -207,8 +215,12 @@ def check_value(parameter: Parameter, value: Any, values: Mapping[str, Any]) -> 
     """
     name, type = parameter.name, parameter.type
     value = _parsed(value, type)
-    if not matches_type(value, type):
-        raise ValueError(f"{name} must be {_WORDS[type]}, got {value!r}")
+    try:
+        matches = matches_type(value, type)
+    except RecursionError:  # a list nested thousands deep
+        matches = False
+    if not matches:
+        raise ValueError(f"{name} must be {_WORDS[type]}, got {_shown(value)}")
     if type.startswith(("list", "dict")):
         fewest, most = parameter.entries
         if not fewest <= len(value) <= most:
@@ -235,6 +247,18 @@ def check_value(parameter: Parameter, value: Any, values: Mapping[str, Any]) -> 
     return value
 
 
+def _input_history(namespace: Mapping[str, Any]) -> list:
+    """IPython's own input history (which a parameter named ``In`` cannot replace), else ``namespace["In"]``."""
+    try:
+        from IPython import get_ipython
+
+        shell = get_ipython()
+    except ImportError:
+        shell = None
+    history = shell.history_manager.input_hist_raw if shell is not None else namespace.get("In")
+    return history if isinstance(history, list) else []
+
+
 def submitted_names(namespace: Mapping[str, Any]) -> list[str]:
     """The names papermill's injected cell assigned, read from IPython's input history in ``namespace``.
 
@@ -249,8 +273,8 @@ def submitted_names(namespace: Mapping[str, Any]) -> list[str]:
         The names assigned in the cell run just before this one when papermill injected it; empty
         otherwise (and outside IPython).
     """
-    history = namespace.get("In")
-    if not isinstance(history, list) or len(history) < 2 or not history[-2].startswith("# Parameters"):
+    history = _input_history(namespace)
+    if len(history) < 2 or not isinstance(history[-2], str) or not history[-2].startswith("# Parameters"):
         return []
     tree = ast.parse(history[-2])
     return [target.id for node in tree.body if isinstance(node, ast.Assign) for target in node.targets]

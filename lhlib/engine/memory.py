@@ -188,8 +188,8 @@ def check_fits_in_memory(needed: int, what: str, names: str, available: int | No
 
     Args:
         needed: The estimate, in bytes (:func:`training_bytes`).
-        what: What needs it, for the message ("training 5 seeds of the 5 x 4096 MLP on 60000 mnist images").
-        names: The parameters that set it, for the message.
+        what: What needs it, for the message ("training 5 seeds of the mlp of width 4096 and depth 5 ...").
+        names: The parameters that set it, which the message starts with.
         available: The memory to compare with; this machine's (:func:`physical_memory_bytes`) by default.
 
     Raises:
@@ -198,6 +198,5 @@ def check_fits_in_memory(needed: int, what: str, names: str, available: int | No
     available = physical_memory_bytes() if available is None else available
     if needed > available:
         raise ValueError(
-            f"{names}: {what} needs about {_format_bytes(needed)} (weights, gradients, Adam's moments, activations "
-            f"and data in float32); this machine has {_format_bytes(available)}"
+            f"{names}: {what} needs about {_format_bytes(needed)}; this machine has {_format_bytes(available)}"
         )

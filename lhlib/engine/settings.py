@@ -13,6 +13,7 @@ matplotlib, so a chapter's validation cell refuses a bad value about a second af
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -99,7 +100,7 @@ SWEEP_PARAMETERS: dict[str, Parameter] = {
     for parameter in (
         Parameter("epochs", "int", 10, "training epochs of every network", 1, 1000),
         Parameter("batch_size", "int", 64, "mini-batch size", 1, 65536),
-        Parameter("lr", "float", 1e-3, "Adam, constant", 0.0, 10.0, above=True),
+        Parameter("lr", "float", 1e-3, "Adam, constant", 1e-6, 10.0),  # below, float32 weights barely move
         Parameter(
             "hidden_sizes", "list[int]", [4, 8, 16, 32, 64], "widths h of the width panel", 1, 4096, entries=(1, 16)
         ),
@@ -115,8 +116,8 @@ SWEEP_PARAMETERS: dict[str, Parameter] = {
         Parameter("fixed_hidden_size", "int", 16, "h in the number-of-layers panel", 1, 4096),
         Parameter("fixed_num_layers", "int", 5, "num_layers in the hidden-size panel", 0, 64),
         Parameter("permutations", "int", 100, "random orders averaged", 2, 100_000),
-        # At 1 the smoothed curve never leaves its first value.
-        Parameter("ema", "float", 0.99, "the paper's smoothing factor", 0.0, 1.0, below=True),
+        # Near 1 the smoothed curve never leaves its first value.
+        Parameter("ema", "float", 0.99, "the paper's smoothing factor", 0.0, 0.999),
         Parameter(
             "seeds", "list[int]", [0, 1, 2, 3, 4], "training seeds per configuration", 0, MAX_SEED, entries=(2, 64)
         ),
@@ -239,14 +240,16 @@ POOLINGS = ("pooler", "cls")
 """The ways a ViT's output becomes one feature vector (its pooler output, or the CLS token)."""
 
 
-_HF_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9_][\w.-]*$")
+# An owner and a name of at most 96 ASCII letters, digits, ``.``, ``_`` and ``-`` each, as the hub allows.
+_HF_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9_][\w.-]{0,95}$", re.ASCII)
 
 
 _SHA = re.compile(r"^[0-9a-f]{40}$")
 
 
 # A branch or tag name the hub accepts (``refs/pr/1`` included), and nothing that climbs out of a folder.
-_REF = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*(/[A-Za-z0-9_][A-Za-z0-9._-]*)*$")
+# Every part also avoids what git refuses: a trailing ``.`` or ``.lock``.
+_REF = re.compile(r"^(?!.*(\.|\.lock)(/|$))[A-Za-z0-9_][A-Za-z0-9._-]*(/[A-Za-z0-9_][A-Za-z0-9._-]*)*$")
 
 
 def is_local_checkpoint(backbone: str) -> bool:
@@ -258,7 +261,10 @@ def is_local_checkpoint(backbone: str) -> bool:
     Returns:
         ``True`` when ``backbone/config.json`` is a file.
     """
-    return Path(backbone).is_dir() and (Path(backbone) / "config.json").is_file()
+    try:
+        return Path(backbone).is_dir() and (Path(backbone) / "config.json").is_file()
+    except (OSError, ValueError):  # a name too long for the file system, or a NUL byte
+        return False
 
 
 def check_backbone(backbone: Any) -> str:
@@ -279,7 +285,7 @@ def check_backbone(backbone: Any) -> str:
     if isinstance(backbone, str) and backbone:
         if backbone == OFFLINE_BACKBONE or is_local_checkpoint(backbone):
             return backbone
-        if _HF_ID.fullmatch(backbone) and ".." not in backbone and not Path(backbone).exists():
+        if _HF_ID.fullmatch(backbone) and ".." not in backbone and not os.path.lexists(backbone):
             return backbone
     raise ValueError(
         f"backbone must be {OFFLINE_BACKBONE!r}, a Hugging Face image-model id such as "

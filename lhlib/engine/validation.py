@@ -289,10 +289,11 @@ def check_output_dir(name: str, value: Any) -> str:
     """``value`` normalised, as a folder a chapter may write its figures and summary into.
 
     An absolute path is accepted (a Colab user writes to Drive); a relative one must stay inside the
-    working directory. Refused: an empty path, a NUL character, a name longer than
-    :data:`MAX_NAME_BYTES` or a path longer than :data:`MAX_PATH_BYTES`, the working directory itself, a
-    path that climbs out of it, a folder that holds notebooks (the chapters' own folder), an existing
-    file, and a folder this user cannot write (or whose nearest existing parent it cannot).
+    working directory. Refused: an empty path, a NUL character, a leading ``~`` (not expanded), a name
+    longer than :data:`MAX_NAME_BYTES` or a path longer than :data:`MAX_PATH_BYTES`, the working directory
+    itself or a folder above it, a path that climbs out of it, a folder under ``/proc``, ``/sys`` or
+    ``/dev``, a folder that holds notebooks (the chapters' own folder), an existing file or a path through
+    one, and a folder this user cannot write (or whose nearest existing parent it cannot).
 
     Args:
         name: The parameter's name, for the message.
@@ -308,6 +309,8 @@ def check_output_dir(name: str, value: Any) -> str:
         raise ValueError(f"{name} must be a non-empty folder path, got {value!r}")
     if "\0" in str(value):
         raise ValueError(f"{name} must not hold a NUL character, got {value!r}")
+    if str(value).startswith("~"):
+        raise ValueError(f"{name} must spell out the home folder (a chapter does not expand ~), got {value!r}")
     normalised = os.path.normpath(str(value))
     longest = max((len(os.fsencode(part)) for part in Path(normalised).parts), default=0)
     if longest > MAX_NAME_BYTES or len(os.fsencode(normalised)) > MAX_PATH_BYTES:
@@ -320,11 +323,20 @@ def check_output_dir(name: str, value: Any) -> str:
     if not os.path.isabs(normalised) and normalised.split(os.sep)[0] == "..":
         raise ValueError(f"{name} must be an absolute path or stay inside the working directory, got {value!r}")
     folder = Path(normalised)
+    resolved = folder.resolve()
+    if resolved == Path.cwd().resolve() or resolved in Path.cwd().resolve().parents:
+        raise ValueError(
+            f"{name} must be a folder below the working directory, not it or a folder above, got {value!r}"
+        )
+    if resolved.parts[1:2] in (("proc",), ("sys",), ("dev",)):
+        raise ValueError(f"{name} must be an ordinary folder, not under /{resolved.parts[1]}, got {value!r}")
     if folder.is_dir() and any(folder.glob("*.ipynb")):
         raise ValueError(f"{name} must not be a folder holding notebooks, got {value!r}")
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"{name} must be a folder, but {value!r} is a file")
     existing = next(p for p in [folder, *folder.absolute().parents] if p.exists())
+    if not existing.is_dir():
+        raise ValueError(f"{name} must be a folder, but {str(existing)!r} on its path is a file")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ValueError(f"{name} must be a folder this user can write, but {str(existing)!r} is read-only")
     return normalised

@@ -65,14 +65,14 @@ def test_chapter_04_recomputes_damaged_store_entries(run_chapter_smoke, tmp_path
     """One flipped bit in every stored network and its per-sample losses: the next run discards and
     recomputes them, and the chapter's results equal those of the clean run."""
     monkeypatch.setenv("LHLIB_CACHE", str(tmp_path / "store-of-this-test"))
-    clean = run_chapter_smoke("04_direct_classification")
+    clean = run_chapter_smoke("04_direct_classification", fresh=True)
     entries = sorted((tmp_path / "store-of-this-test" / "store").rglob("*.pt"))
     assert entries, "the chapter stores its networks"
     for entry in entries:
         data = bytearray(entry.read_bytes())
         data[len(data) // 2] ^= 0x01
         entry.write_bytes(bytes(data))
-    again = run_chapter_smoke("04_direct_classification")
+    again = run_chapter_smoke("04_direct_classification", fresh=True)
     assert again == clean
     executed = (tmp_path / "04_direct_classification.ipynb").read_text()
     assert executed.count("lhlib.engine.store: discarded the stored trained_network entry") == len(entries)

@@ -36,5 +36,5 @@ def test_the_estimate_grows_with_every_size():
 
 def test_a_run_that_cannot_fit_is_refused_in_one_line_with_the_estimate():
     check_fits_in_memory(2**30, "x", "sizes", available=2**31)
-    with pytest.raises(ValueError, match=r"^sizes: x needs about 2\.0 GiB .*; this machine has 1\.0 GiB$"):
+    with pytest.raises(ValueError, match=r"^sizes: x needs about 2\.0 GiB; this machine has 1\.0 GiB$"):
         check_fits_in_memory(2**31, "x", "sizes", available=2**30)

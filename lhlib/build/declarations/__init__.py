@@ -18,7 +18,8 @@ Nothing here imports torch, so the validation cell refuses a bad value before th
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -30,6 +31,8 @@ from lhlib.engine.settings import SWEEP_PARAMETERS as SWEEP
 from lhlib.engine.validation import check_choice, check_choices, check_output_dir
 
 __all__ = [
+    "CURVES",
+    "Allocation",
     "DATASET",
     "DATASETS_PARAMETER",
     "DATASET_NAMES",
@@ -47,6 +50,7 @@ __all__ = [
     "output_dir",
     "profile_overrides",
     "sweep",
+    "trend_tests",
 ]
 
 PROFILE_NAMES = ("smoke", "cpu", "paper")
@@ -119,19 +123,21 @@ TRAIN_SIZE = Parameter(
 """How many training images, at most what every dataset of the chapter has."""
 
 
-def _networks(values: Mapping[str, Any]) -> list[tuple[str, int, int]]:
-    """The ``(family, width, depth)`` of every network a chapter's parameters ask it to train."""
+def _networks(values: Mapping[str, Any]) -> tuple[list[tuple[str, int, int]], tuple[str, ...]]:
+    """The ``(family, width, depth)`` of every network a chapter's parameters ask it to train, and those parameters."""
     if "sizes" in values:
-        return [(family, width, depth) for family, pairs in values["sizes"].items() for width, depth in pairs]
+        return [(family, w, d) for family, pairs in values["sizes"].items() for w, d in pairs], ("sizes",)
     if "configurations" in values:
-        return [("mlp", h, n) for h, n in values["configurations"]]
+        return [("mlp", h, n) for h, n in values["configurations"]], ("configurations",)
     if "trained_hidden_size" in values:  # chapter 02 trains one network; its grid networks are only evaluated
-        return [("mlp", values["trained_hidden_size"], values["trained_num_layers"])]
+        pair = ("trained_hidden_size", "trained_num_layers")
+        return [("mlp", values[pair[0]], values[pair[1]])], pair
     if "hidden_sizes" in values:
-        return [("mlp", h, values["fixed_num_layers"]) for h in values["hidden_sizes"]] + [
+        networks = [("mlp", h, values["fixed_num_layers"]) for h in values["hidden_sizes"]] + [
             ("mlp", values["fixed_hidden_size"], n) for n in values["num_layers"]
         ]
-    return [("mlp", values["hidden_size"], values["num_layers"])]
+        return networks, ("hidden_sizes", "num_layers", "fixed_hidden_size", "fixed_num_layers")
+    return [("mlp", values["hidden_size"], values["num_layers"])], ("hidden_size", "num_layers")
 
 
 def largest_training(values: Mapping[str, Any], features: int | None = None) -> tuple[int, str]:
@@ -139,11 +145,11 @@ def largest_training(values: Mapping[str, Any], features: int | None = None) -> 
 
     Every network the parameters name (``hidden_size``/``num_layers``, ``trained_*``, the sweep's panels,
     ``configurations`` or chapter 08's ``sizes``) is estimated on every dataset, all its seeds trained
-    together.
+    together; with ``features``, on the backbone's features as well as on the pixels.
 
     Args:
         values: The chapter's checked parameters.
-        features: The input size when the networks read a backbone's features rather than images.
+        features: The input size when the networks also read a backbone's features.
 
     Returns:
         The estimate in bytes, and what it is for, in words.
@@ -153,13 +159,13 @@ def largest_training(values: Mapping[str, Any], features: int | None = None) -> 
     estimates = []
     for dataset in datasets:
         spec = DATASETS[dataset]
-        shape = (1, 1, features) if features else spec.image_shape
-        for family, width, depth in _networks(values):
-            needed = training_bytes(
-                family, shape, width, depth, spec.num_classes,
-                seeds=seeds, samples=values["train_size"], batch_size=values.get("batch_size", 64),
-            )  # fmt: skip
-            estimates.append((needed, family, width, depth, dataset))
+        for shape in [spec.image_shape, *([(1, 1, features)] if features else [])]:
+            for family, width, depth in _networks(values)[0]:
+                needed = training_bytes(
+                    family, shape, width, depth, spec.num_classes,
+                    seeds=seeds, samples=values["train_size"], batch_size=values.get("batch_size", 64),
+                )  # fmt: skip
+                estimates.append((needed, family, width, depth, dataset))
     needed, family, width, depth, dataset = max(estimates)
     return needed, (
         f"training {seeds} seed(s) of the {family} of width {width} and depth {depth} on "
@@ -167,18 +173,66 @@ def largest_training(values: Mapping[str, Any], features: int | None = None) -> 
     )
 
 
-def fits_in_memory(features: int | None = None) -> Any:
-    """A relation that refuses networks too large to train on this machine (:func:`largest_training`).
+@dataclass(frozen=True)
+class Allocation:
+    """A large array a chapter makes besides training, and what it costs.
+
+    Attributes:
+        what: What it is, for the message.
+        names: The parameters that size it, named first in the message.
+        size: Its bytes (about), from the checked parameters.
+    """
+
+    what: str
+    names: tuple[str, ...]
+    size: Callable[[Mapping[str, Any]], float]
+
+
+CURVES = Allocation(
+    "the loss-difference curves (permutations x train_size float64, five copies at the peak)",
+    ("permutations", "train_size"),
+    lambda values: 40 * values["permutations"] * values["train_size"],
+)
+""":func:`lhlib.engine.landscape.loss_difference_curves` over every order at once."""
+
+
+def trend_tests(name: str) -> Allocation:
+    """The permutations of a trend test across seeds: ``name`` x (panel entries x seeds) float64, five copies.
 
     Args:
-        features: The input size when the networks read a backbone's features rather than images.
+        name: The parameter that counts the permutations.
 
     Returns:
-        ``relation(values)``, which raises :class:`ValueError` naming the parameters and the estimate.
+        Its :class:`Allocation`.
+    """
+
+    def size(values: Mapping[str, Any]) -> float:
+        if "sizes" in values:
+            entries = max(len(pairs) for pairs in values["sizes"].values())
+        else:
+            entries = max(len(values["hidden_sizes"]), len(values["num_layers"]))
+        return 40 * values[name] * entries * len(values["seeds"])
+
+    return Allocation(f"the trend tests ({name} x networks x seeds float64)", (name, "seeds"), size)
+
+
+def fits_in_memory(features: int | None = None, allocations: tuple[Allocation, ...] = ()) -> Any:
+    """A relation that refuses a run too large for this machine's memory, before any of it is allocated.
+
+    Args:
+        features: The input size when the networks also read a backbone's features (:func:`largest_training`).
+        allocations: The chapter's other large arrays.
+
+    Returns:
+        ``relation(values)``, which raises :class:`ValueError` naming the parameters and the estimate
+        (:func:`lhlib.engine.memory.check_fits_in_memory`).
     """
 
     def relation(values: Mapping[str, Any]) -> None:
-        check_fits_in_memory(*largest_training(values, features), "the network sizes, seeds and train_size")
+        names = ", ".join((*_networks(values)[1], *(name for name in ("seeds", "train_size") if name in values)))
+        check_fits_in_memory(*largest_training(values, features), names)
+        for allocation in allocations:
+            check_fits_in_memory(int(allocation.size(values)), allocation.what, ", ".join(allocation.names))
 
     return relation
 
@@ -211,7 +265,12 @@ def sweep(*names: str, **helps: str) -> tuple[Parameter, ...]:
     Returns:
         The declarations, in the order given.
     """
-    return tuple(SWEEP[name].but(help=helps.get(name, SWEEP[name].help)) for name in names)
+    return tuple(_in_a_chapter(SWEEP[name]).but(help=helps.get(name, SWEEP[name].help)) for name in names)
+
+
+def _in_a_chapter(parameter: Parameter) -> Parameter:
+    """A sweep field as a chapter takes it: a panel holds two networks at least, or it has no trend to test."""
+    return parameter.but(entries=(2, 16)) if parameter.name in ("hidden_sizes", "num_layers") else parameter
 
 
 def is_declared(chapter: str) -> bool:

@@ -16,8 +16,9 @@ PARAMETERS = (
     *sweep("epochs", "batch_size", "lr"),
     Parameter("k", "int", 5000, "compare L_{k+1} with L_k on the first k + 1 objects", 1, "train_size - 1"),
     Parameter("num_directions", "int", 8, "random unit directions in parameter space", 1, 1024),
-    Parameter("radius_min", "float", 1e-6, "distances ||theta - theta_hat|| probed", 0.0, 1e3, above=True),
-    Parameter("radius_max", "float", 1.0, "the largest distance probed", "radius_min", 1e3, above=True),
+    # Below 1e-10 a float32 step vanishes against theta-hat; within a decade the log-spaced radii blur.
+    Parameter("radius_min", "float", 1e-6, "distances ||theta - theta_hat|| probed", 1e-10, 1e3),
+    Parameter("radius_max", "float", 1.0, "the largest distance probed", "10 * radius_min", 1e4),
     Parameter("num_radii", "int", 25, "distances, log-spaced between the two", 3, 1000),
     *sweep("device"),
     output_dir("01_loss_difference"),

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from lhlib.build.declarations import DATASET, TRAIN_SIZE, fits_in_memory, increasing, output_dir, sweep
+from lhlib.build.declarations import DATASET, TRAIN_SIZE, Allocation, fits_in_memory, increasing, output_dir, sweep
 from lhlib.engine.declarations import Parameter
 
 __all__ = ["PARAMETERS", "PROFILES", "RELATIONS"]
 
 
-def _range(name: str, default: list[float], help: str, high: float) -> Parameter:
-    """A ``[low, high]`` range of positive numbers, at most ``high``."""
-    return Parameter(name, "list[float]", default, help, 0.0, high, above=True, entries=(2, 2), check=increasing)
+def _range(name: str, default: list[float], help: str, low: float, high: float) -> Parameter:
+    """A ``[low, high]`` range of numbers in ``[low, high]``: per-layer scales from 0.01 (a product of many smaller
+    ones underflows), input norms from 1e-6.
+    """
+    return Parameter(name, "list[float]", default, help, low, high, entries=(2, 2), check=increasing)
 
 
 PARAMETERS = (
@@ -20,24 +22,30 @@ PARAMETERS = (
     Parameter("logit_scale_max", "float", 20.0, "logits N(0, s^2 I), s in [0.1, this]", 0.1, 100.0, above=True),
     DATASET.but(help="inputs for the grid networks and the trained network"),
     TRAIN_SIZE,
-    *sweep("hidden_sizes", "num_layers", num_layers="num_layers + 2 matrices"),
+    *sweep("hidden_sizes", "num_layers", num_layers="num_layers + 2 matrices"),  # two widths at least: a fit
     Parameter("num_inputs", "int", 256, "images fed to every grid network", 1, "min(train_size, 10000)"),
     Parameter("num_random_networks", "int", 300, "small networks with random per-layer scales", 1, 100_000),
-    _range("scale_range", [0.05, 2.0], "range of those scales (log-uniform)", 100.0),
+    _range("scale_range", [0.05, 2.0], "range of those scales (log-uniform)", 0.01, 100.0),
     Parameter("num_dense_networks", "int", 40, "tiny networks, full Hessian formed densely", 1, 10_000),
     Parameter("num_full_networks", "int", 400, "random networks against the corrected constant", 1, 100_000),
-    _range("full_scale_range", [0.05, 5.0], "their weight scales: wide", 100.0),
-    _range("full_input_norm_range", [0.1, 10.0], "max_i ||x_i||", 1000.0),
+    _range("full_scale_range", [0.05, 5.0], "their weight scales: wide", 0.01, 100.0),
+    _range("full_input_norm_range", [0.1, 10.0], "max_i ||x_i||", 1e-6, 1000.0),
     Parameter("num_moderate_networks", "int", 50, "moderate weights, inputs in the ball", 1, 100_000),
-    _range("moderate_scale_range", [1.0, 3.0], "their weight scales", 100.0),
-    _range("moderate_input_norm_range", [0.01, 1.0], "their max_i ||x_i||", 1000.0),
+    _range("moderate_scale_range", [1.0, 3.0], "their weight scales", 0.01, 100.0),
+    _range("moderate_input_norm_range", [0.01, 1.0], "their max_i ||x_i||", 1e-6, 1000.0),
     Parameter("trained_hidden_size", "int", 16, "the trained network (the paper's middle one)", 1, 4096),
     Parameter("trained_num_layers", "int", 5, "its hidden-to-hidden layers", 0, 64),
     *sweep("epochs", "batch_size", "lr", "device"),
     output_dir("02_hessian_bound"),
 )
 
-RELATIONS = (fits_in_memory(),)
+SOFTMAX_HESSIANS = Allocation(
+    "the softmax Hessians (num_logits x K x K float64, two copies)",
+    ("classes", "num_logits"),
+    lambda values: 16 * values["num_logits"] * max(values["classes"]) ** 2,
+)
+
+RELATIONS = (fits_in_memory(allocations=(SOFTMAX_HESSIANS,)),)
 
 PROFILES = {
     "smoke": {

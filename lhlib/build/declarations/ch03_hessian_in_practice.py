@@ -38,7 +38,7 @@ PARAMETERS = (
     ),
     Parameter("top_k", "int", 5, "top eigenvalues of the averaged Hessian and G-term", 1, 100),
     # Above about 0.1 a Lanczos run "converges" before it has found anything.
-    Parameter("lanczos_tol", "float", 1e-3, "relative residual at which a Lanczos run converged", 0.0, 0.1, above=True),
+    Parameter("lanczos_tol", "float", 1e-3, "relative residual at which a Lanczos run converged", 1e-6, 0.1),
     # Distinct log-spaced k in [1, train_size - 1]: there are only train_size - 1 of them.
     Parameter(
         "lemma_points", "int", 13, "values of k, log-spaced, for the lemma's term", 2, "min(train_size - 1, 1000)"

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from lhlib.build.declarations import DATASETS_PARAMETER, SWEEP, TRAIN_SIZE, fits_in_memory, output_dir, sweep
+from lhlib.build.declarations import (
+    CURVES,
+    DATASETS_PARAMETER,
+    SWEEP,
+    TRAIN_SIZE,
+    fits_in_memory,
+    output_dir,
+    sweep,
+    trend_tests,
+)
 from lhlib.engine.declarations import Parameter
 
 __all__ = ["PARAMETERS", "PROFILES", "RELATIONS"]
@@ -28,7 +37,7 @@ PARAMETERS = (
     output_dir("04_direct_classification"),
 )
 
-RELATIONS = (fits_in_memory(),)
+RELATIONS = (fits_in_memory(allocations=(CURVES, trend_tests("ordering_permutations"))),)
 
 PROFILES = {
     "smoke": {

@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-from lhlib.build.declarations import DATASETS_PARAMETER, SWEEP, TRAIN_SIZE, fits_in_memory, one_of, output_dir, sweep
+from lhlib.build.declarations import (
+    CURVES,
+    DATASETS_PARAMETER,
+    SWEEP,
+    TRAIN_SIZE,
+    Allocation,
+    fits_in_memory,
+    one_of,
+    output_dir,
+    sweep,
+    trend_tests,
+)
 from lhlib.engine.declarations import Parameter
 from lhlib.engine.settings import DEFAULT_BACKBONE, POOLINGS, check_backbone, check_revision
 
@@ -49,7 +60,15 @@ PARAMETERS = (
     output_dir("05_feature_extraction"),
 )
 
-RELATIONS = (fits_in_memory(FEATURES),)
+# A batch through a ViT-base at 224 x 224 without gradients: the images, one layer's 197 x 3072 activations
+# and its 12 heads' 197 x 197 attention scores and probabilities, about 2.5 million float32 numbers an image.
+BACKBONE_BATCH = Allocation(
+    "a batch through the backbone (feature_batch_size x 2.5e6 float32)",
+    ("feature_batch_size",),
+    lambda values: 4 * 2.5e6 * values["feature_batch_size"],
+)
+
+RELATIONS = (fits_in_memory(FEATURES, (CURVES, trend_tests("ordering_permutations"), BACKBONE_BATCH)),)
 
 PROFILES = {
     "smoke": {

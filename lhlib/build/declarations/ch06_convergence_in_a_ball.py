@@ -6,15 +6,19 @@ from collections.abc import Mapping
 from typing import Any
 
 from lhlib.build.declarations import (
+    CURVES,
     DATASETS_PARAMETER,
     SWEEP,
     TRAIN_SIZE,
+    Allocation,
     fits_in_memory,
     increasing,
     output_dir,
     sweep,
 )
+from lhlib.engine.data import DATASETS
 from lhlib.engine.declarations import Parameter
+from lhlib.engine.memory import parameter_count
 from lhlib.engine.validation import check_configurations
 
 __all__ = ["PARAMETERS", "PROFILES", "RELATIONS"]
@@ -33,8 +37,8 @@ def _configurations(name: str, value: list, values: Mapping[str, Any]) -> list[t
 
 
 def _radii(name: str, default: list[float], help: str) -> Parameter:
-    """Relative radii, positive, at most 100, sorted."""
-    return Parameter(name, "list[float]", default, help, 0.0, 100.0, above=True, entries=(1, 32), order="ascending")
+    """Relative radii in [1e-6, 100] (float32 resolves theta-hat to about 1e-7 of its norm), sorted."""
+    return Parameter(name, "list[float]", default, help, 1e-6, 100.0, entries=(1, 32), order="ascending")
 
 
 PARAMETERS = (
@@ -58,7 +62,7 @@ PARAMETERS = (
     Parameter("ascent_steps", "int", 8, "gradient-ascent steps on the sphere", 0, 1000),
     Parameter("gradient_orders", "int", 10, "random orders for ||grad L_k(theta-hat)|| against k", 1, 10_000),
     Parameter("slice_points", "int", 31, "grid points per axis of the Figure 1 slice", 3, 201),
-    Parameter("slice_span", "float", 1.0, "alpha, beta in [-slice_span, slice_span]", 0.0, 100.0, above=True),
+    Parameter("slice_span", "float", 1.0, "alpha, beta in [-slice_span, slice_span]", 1e-3, 100.0),
     Parameter(
         "slice_ks",
         "list[int]",
@@ -79,7 +83,24 @@ PARAMETERS = (
     output_dir("06_convergence_in_a_ball"),
 )
 
-RELATIONS = (fits_in_memory(),)
+
+def _gaussian_draws(values: Mapping[str, Any]) -> float:
+    """gaussian_samples draws of the largest network's parameters, float64, two copies."""
+    largest = max(
+        parameter_count("mlp", DATASETS[dataset].image_shape, h, n, DATASETS[dataset].num_classes)
+        for dataset in values["datasets"]
+        for h, n in values["configurations"]
+    )
+    return 16 * values["gaussian_samples"] * largest
+
+
+GAUSSIAN_DRAWS = Allocation(
+    "the Gaussian criterion's draws (gaussian_samples x P float64)",
+    ("gaussian_samples", "configurations"),
+    _gaussian_draws,
+)
+
+RELATIONS = (fits_in_memory(allocations=(CURVES, GAUSSIAN_DRAWS)),)
 
 PROFILES = {
     "smoke": {

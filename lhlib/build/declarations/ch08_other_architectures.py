@@ -6,20 +6,38 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from lhlib.build.declarations import DATASETS_PARAMETER, SWEEP, TRAIN_SIZE, fits_in_memory, output_dir, sweep
+from lhlib.build.declarations import (
+    DATASETS_PARAMETER,
+    SWEEP,
+    TRAIN_SIZE,
+    Allocation,
+    fits_in_memory,
+    output_dir,
+    sweep,
+    trend_tests,
+)
 from lhlib.engine.data import DATASETS
 from lhlib.engine.declarations import Parameter
+from lhlib.engine.memory import parameter_count
 from lhlib.engine.settings import check_family_sizes
 
 __all__ = ["PARAMETERS", "PROFILES", "RELATIONS"]
 
-_MAX_WIDTH, _MAX_DEPTH = 1024, 32
+_MAX_WIDTH, _MAX_DEPTH, _MAX_SIZES = 1024, 32, 16
 
 
 def _family_sizes(name: str, value: dict, values: Mapping[str, Any]) -> dict[str, tuple[tuple[int, int], ...]]:
     """:func:`lhlib.engine.settings.check_family_sizes`, with every width and depth bounded."""
     sizes = check_family_sizes(value)
     for family, pairs in sizes.items():
+        if len(pairs) > _MAX_SIZES:
+            raise ValueError(f"{name}[{family!r}] must hold at most {_MAX_SIZES} sizes, got {len(pairs)}")
+        outside = [list(p) for p in pairs if p[0] != pairs[0][0] and p[1] != pairs[0][1]]
+        if outside:  # the chapter's panels vary the width at the first size's depth, or the depth at its width
+            raise ValueError(
+                f"{name}[{family!r}] sizes must share the width or the depth of the first, {list(pairs[0])}; "
+                f"got {outside[0]}"
+            )
         for width, depth in pairs:
             if width > _MAX_WIDTH or depth > _MAX_DEPTH:
                 raise ValueError(
@@ -80,9 +98,8 @@ PARAMETERS = (
         "float",
         3.0,
         "every parameter is multiplied by this",
-        0.0,
+        0.01,  # below, a deep network's logits underflow float32
         100.0,
-        above=True,
         check=_scaling_factor,
     ),
     Parameter("trend_permutations", "int", 10000, "permutations of the trend tests", 100, 1_000_000),
@@ -90,7 +107,21 @@ PARAMETERS = (
     output_dir("08_other_architectures"),
 )
 
-RELATIONS = (_cnn_fits_the_images, fits_in_memory())
+
+def _jacobians(values: Mapping[str, Any]) -> float:
+    """The per-sample Jacobians of the largest network, K x P float32 for 128 samples at a time, two copies."""
+    return max(
+        8 * 128 * DATASETS[dataset].num_classes
+        * parameter_count(family, DATASETS[dataset].image_shape, width, depth, DATASETS[dataset].num_classes)
+        for dataset in values["datasets"]
+        for family, pairs in values["sizes"].items()
+        for width, depth in pairs
+    )  # fmt: skip
+
+
+JACOBIANS = Allocation("the per-sample Jacobians (128 samples x K x P float32)", ("sizes",), _jacobians)
+
+RELATIONS = (_cnn_fits_the_images, fits_in_memory(allocations=(trend_tests("trend_permutations"), JACOBIANS)))
 
 PROFILES = {
     "smoke": {
