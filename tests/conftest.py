@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
+import time
 from pathlib import Path
 
 import pytest
+from filelock import FileLock, Timeout
 
 ROOT = Path(__file__).resolve().parent.parent
 # Every chapter's summary.json under the smoke profile, as the code before the layout change wrote it. A plain
@@ -118,25 +121,80 @@ sys.meta_path.insert(0, HideModules())
 BOOK_ITEMS = ("_config.yml", "_toc.yml", "book", "notebooks", "README.md")
 
 
-@pytest.fixture(scope="session")
-def smoke_book_root(tmp_path_factory) -> Path:
-    """A copy of the book's sources in which every chapter runs under the ``smoke`` profile at most once a session.
+def _run_folder(tmp_path_factory) -> Path:
+    """This test run's temporary folder, shared by its xdist workers (each worker's own is one level down)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
 
-    The chapters' smoke tests and the ``-W`` build of the smoke book (``tests/build/test_book.py``) share its
-    executions: :func:`lhlib.build.book.run_chapters` reuses an executed chapter until one of its inputs changes.
+
+class SmokeBook:
+    """A copy of the book's sources in which every chapter runs under the ``smoke`` profile once per test run.
+
+    The chapters' smoke tests and the ``-W`` build of the smoke book (``tests/build/test_book.py``) share these
+    executions, across xdist workers too: a lock file per chapter lets one worker execute it while the others
+    execute other chapters or wait, and :func:`lhlib.build.book.run_chapters` reuses an executed chapter. They
+    all use one results store, ``store``, so a network trained for one chapter serves the next.
     """
-    root = tmp_path_factory.mktemp("smoke-book")
-    for item in BOOK_ITEMS:
-        source = ROOT / item
-        (shutil.copytree if source.is_dir() else shutil.copy2)(source, root / item)
-    return root
+
+    def __init__(self, folder: Path):
+        self.root, self.store = folder / "smoke-book", folder / "smoke-store"
+        with FileLock(folder / "smoke-book.lock"):
+            if not (self.root / ".copied").exists():
+                self.root.mkdir(exist_ok=True)
+                for item in BOOK_ITEMS:
+                    source = ROOT / item
+                    (shutil.copytree if source.is_dir() else shutil.copy2)(source, self.root / item)
+                (self.root / ".copied").touch()
+
+    @contextlib.contextmanager
+    def environment(self):
+        """``LHLIB_CACHE`` set to the shared store (the chapters' records depend on it, through the data folder)."""
+        mp = pytest.MonkeyPatch()
+        mp.setenv("LHLIB_CACHE", str(self.store))
+        try:
+            yield
+        finally:
+            mp.undo()
+
+    def execute(self, chapters: list[str]) -> None:
+        """Each of ``chapters`` executed (or found executed), those no other worker holds first."""
+        from lhlib.build import book
+
+        pending = list(chapters)
+        while pending:
+            for chapter in list(pending):
+                lock = FileLock(self.root.parent / f"smoke-{chapter}.lock")
+                try:
+                    lock.acquire(timeout=0)
+                except Timeout:  # another worker is executing it: come back to it
+                    continue
+                try:
+                    with self.environment():
+                        book.run_chapters([chapter], "smoke", self.root)  # reused when it already ran
+                finally:
+                    lock.release()
+                pending.remove(chapter)
+            if pending:
+                time.sleep(0.5)
+
+    def outputs(self, chapter: str) -> tuple[Path, dict]:
+        """``chapter``'s executed notebook and its summary.json, executing it first if needed."""
+        self.execute([chapter])
+        summary = json.loads((self.root / "results" / "smoke" / chapter / "summary.json").read_text())
+        return self.root / "_build" / "executed" / "smoke" / f"{chapter}.ipynb", summary
+
+
+@pytest.fixture(scope="session")
+def smoke_book(tmp_path_factory) -> SmokeBook:
+    """The book's copy whose smoke executions this run shares (:class:`SmokeBook`)."""
+    return SmokeBook(_run_folder(tmp_path_factory))
 
 
 @pytest.fixture
-def run_chapter_smoke(tmp_path, monkeypatch, request, smoke_book_root):
+def run_chapter_smoke(tmp_path, monkeypatch, request, smoke_book):
     """A chapter's summary.json under the ``smoke`` profile, its executed notebook copied to ``tmp_path``.
 
-    With the profile's own parameters the chapter runs once a session, in :func:`smoke_book_root`, and must
+    With the profile's own parameters the chapter runs once a test run, in :func:`smoke_book`, and must
     reproduce ``tests/chapters/smoke_summaries`` (:func:`check_smoke_summary`). With ``overrides``, ``hide`` or
     ``fresh=True`` it runs now with papermill, into ``tmp_path``.
     ``hide`` names top-level packages the chapter's kernel must not be able to import (a
@@ -148,9 +206,8 @@ def run_chapter_smoke(tmp_path, monkeypatch, request, smoke_book_root):
 
     def run(chapter: str, *, hide: tuple[str, ...] = (), fresh: bool = False, **overrides) -> dict:
         if not (overrides or hide or fresh):
-            book.run_chapters([chapter], "smoke", smoke_book_root)  # reused when it already ran this session
-            shutil.copy2(smoke_book_root / "_build" / "executed" / "smoke" / f"{chapter}.ipynb", tmp_path)
-            summary = json.loads((smoke_book_root / "results" / "smoke" / chapter / "summary.json").read_text())
+            executed, summary = smoke_book.outputs(chapter)
+            shutil.copy2(executed, tmp_path)
             check_smoke_summary(chapter, summary, request.config.getoption("--update-smoke-summaries"))
             return summary
         output_dir = tmp_path / "results" / chapter

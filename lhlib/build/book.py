@@ -48,7 +48,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from lhlib.build import intro_findings, pages
@@ -472,7 +472,7 @@ def run_chapters(
             failures.append(failure)
             report.append({"chapter": name, "ran": True, "reason": "failed", "seconds": round(seconds, 1)})
             continue
-        finished = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        finished = datetime.now(UTC).isoformat(timespec="seconds")
         record.write_text(json.dumps({"inputs": plan.inputs, "finished": finished, "seconds": round(seconds, 1)}))
         gained = ", ".join(f"{count} {kind}" for kind, count in added.items() if count) or "nothing: every entry reused"
         print(

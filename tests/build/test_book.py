@@ -164,20 +164,23 @@ def test_check_notebooks_finds_outputs_and_schema_errors(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def smoke_book(smoke_book_root) -> Path:
-    """The book built under the smoke profile (every chapter executed), in a copy of the repository.
+def smoke_html(smoke_book) -> Path:
+    """The book built under the smoke profile (every chapter executed) in the run's copy of the book.
 
-    The chapters' executions are shared with their smoke tests (``smoke_book_root`` in ``tests/conftest.py``).
+    The chapters' executions are shared with their smoke tests (``SmokeBook`` in ``tests/conftest.py``); this
+    executes those no other worker is executing, in reverse order so that two workers start at opposite ends.
     ``build_book`` also checks every page's rendering (``lhlib.build.html_check``) and fails on a problem.
     """
-    index = book.build_book([], "smoke", root=smoke_book_root)
+    smoke_book.execute(book.chapters(smoke_book.root)[::-1])
+    with smoke_book.environment():
+        index = book.build_book([], "smoke", root=smoke_book.root)
     assert index.exists()
-    return smoke_book_root
+    return smoke_book.root
 
 
-def test_smoke_book_builds_with_warnings_as_errors(smoke_book):
+def test_smoke_book_builds_with_warnings_as_errors(smoke_html):
     """Every chapter runs under the smoke profile and the HTML builds with -W (offline MathJax included)."""
-    tmp_path = smoke_book
+    tmp_path = smoke_html
     html = tmp_path / "_build" / "book" / "smoke" / "_build" / "html"
     assert (html / "notebooks" / "04_direct_classification.html").exists()
     page = (html / "notebooks" / "04_direct_classification.html").read_text()
@@ -192,56 +195,56 @@ def test_smoke_book_builds_with_warnings_as_errors(smoke_book):
         assert not found, f"{path.relative_to(html)} shows the build machine's path {found[0]!r}"
 
 
-def test_no_chapter_prints_a_stray_value(smoke_book):
+def test_no_chapter_prints_a_stray_value(smoke_html):
     """A cell's last expression shows its value under the cell (a check's return, a figure's path)."""
-    for path in sorted((smoke_book / "_build" / "executed" / "smoke").glob("*.ipynb")):
+    for path in sorted((smoke_html / "_build" / "executed" / "smoke").glob("*.ipynb")):
         for index, cell in enumerate(nbformat.read(path, 4).cells):
             results = [o for o in cell.get("outputs", []) if o.output_type == "execute_result"]
             assert not results, f"{path.stem} cell {index} shows {results[0]['data']['text/plain'][:60]!r}"
 
 
-def test_every_page_says_what_it_ran_and_shows_its_parameters_once(smoke_book):
-    html = smoke_book / "_build" / "book" / "smoke" / "_build" / "html"
+def test_every_page_says_what_it_ran_and_shows_its_parameters_once(smoke_html):
+    html = smoke_html / "_build" / "book" / "smoke" / "_build" / "html"
     intro = (html / "book" / "intro.html").read_text()
     assert "What this copy ran" in intro and "smoke" in intro
-    for name in book.chapters(smoke_book):
+    for name in book.chapters(smoke_html):
         page = (html / "notebooks" / f"{name}.html").read_text()
         assert "What this copy ran" in page, name
         assert "smoke profile (paper:" in page, name
-        staged = nbformat.read(smoke_book / "_build" / "stage" / "smoke" / "notebooks" / f"{name}.ipynb", 4)
+        staged = nbformat.read(smoke_html / "_build" / "stage" / "smoke" / "notebooks" / f"{name}.ipynb", 4)
         tags = [tag for cell in staged.cells for tag in cell.metadata.get("tags", [])]
         assert tags.count("parameters") == 1 and "injected-parameters" not in tags, name
 
 
-def test_the_intro_states_the_findings_the_chapters_computed(smoke_book):
+def test_the_intro_states_the_findings_the_chapters_computed(smoke_html):
     """Every claim's row, with the verdict read from this build's summaries, and the figure beside it."""
     import html as html_module
 
     from lhlib.build import intro_findings
 
     summaries = {
-        name: json.loads((smoke_book / "results" / "smoke" / name / "summary.json").read_text())
-        for name in book.chapters(smoke_book)
+        name: json.loads((smoke_html / "results" / "smoke" / name / "summary.json").read_text())
+        for name in book.chapters(smoke_html)
     }
-    staged = (smoke_book / "_build" / "stage" / "smoke" / "book" / "intro.md").read_text()
+    staged = (smoke_html / "_build" / "stage" / "smoke" / "book" / "intro.md").read_text()
     assert intro_findings.MARKER not in staged
     rows = intro_findings.findings_rows(summaries)
     assert len(rows) == len(intro_findings.FINDINGS)
     for row in rows:
         assert intro_findings.findings_table([row], "smoke").splitlines()[-1] in staged, row["claim"]
-    intro_html = smoke_book / "_build" / "book" / "smoke" / "_build" / "html" / "book" / "intro.html"
+    intro_html = smoke_html / "_build" / "book" / "smoke" / "_build" / "html" / "book" / "intro.html"
     page = html_module.unescape(intro_html.read_text()).replace("\u2019", "'")  # Sphinx's smart quotes
     assert all(row["claim"].split("$")[-1].strip() in page for row in rows)  # the math renders as MathJax spans
     assert 'id="fig-intro-slack"' in page and "findings_slack.png" in page
 
 
-def test_the_rendering_check_catches_a_broken_formula_on_a_built_page(smoke_book, tmp_path):
+def test_the_rendering_check_catches_a_broken_formula_on_a_built_page(smoke_html, tmp_path):
     """The check passed the build; planted on a copy of a built page, a broken formula, an unknown command and a
     stray ``$$`` are caught, statically and, where a browser is installed, by what MathJax drew."""
     from lhlib.build import html_check
 
     html = tmp_path / "html"
-    shutil.copytree(smoke_book / "_build" / "book" / "smoke" / "_build" / "html", html)
+    shutil.copytree(smoke_html / "_build" / "book" / "smoke" / "_build" / "html", html)
     page = html / "book" / "errata.html"
     for other in html.rglob("*.html"):  # the build checked every page; the planted problems need only this one
         if other not in (page, html / "index.html") and "_static" not in other.parts:

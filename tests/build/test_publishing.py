@@ -48,8 +48,16 @@ def test_workflow_tests_builds_and_deploys_the_book():
     uses = {name: [step.get("uses", "").split("@")[0] for step in job] for name, job in steps.items()}
     assert "make test" in runs["test"] and 'make book PROFILE="$PROFILE"' in runs["book"]
     assert "actions/cache" in uses["test"] and "actions/cache" in uses["book"]
-    cached = [step["with"]["path"] for step in steps["book"] if step.get("uses", "").startswith("actions/cache")]
-    assert cached == ["~/.cache/pip", "~/.cache/lhlib"]
+    cached = {
+        step["uses"].split("@")[0]: step for step in steps["book"] if step.get("uses", "").startswith("actions/cache")
+    }
+    assert cached["actions/cache"]["with"]["path"] == "~/.cache/pip"
+    # The results store is restored before the build and saved after it even when the build failed.
+    restore, save = cached["actions/cache/restore"], cached["actions/cache/save"]
+    assert restore["with"]["path"] == save["with"]["path"] == "~/.cache/lhlib" and save["if"] == "always()"
+    assert steps["book"].index(restore) < runs["book"].index('make book PROFILE="$PROFILE"') < steps["book"].index(save)
+    # GitHub's runners take torch's CPU wheels; the self-hosted GPU runner (profile paper) PyPI's.
+    assert "download.pytorch.org/whl/cpu" in workflow["env"]["PIP_EXTRA_INDEX_URL"]
     assert "actions/upload-artifact" in uses["book"] and "actions/upload-pages-artifact" in uses["book"]
     assert uses["deploy"] == ["actions/deploy-pages"]
     assert workflow["jobs"]["deploy"]["permissions"] == {"pages": "write", "id-token": "write"}
@@ -59,6 +67,55 @@ def test_workflow_tests_builds_and_deploys_the_book():
     # `make book PROFILE=...` is the same runner `make book` uses.
     assert "$(PY) -m lhlib.build.book build --profile $(PROFILE)" in (ROOT / "Makefile").read_text()
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+# The majors current in December 2026; Dependabot (.github/dependabot.yml) proposes the next ones.
+CURRENT_MAJORS = {
+    "actions/checkout": "v7",
+    "actions/setup-python": "v7",
+    "actions/cache": "v5",
+    "actions/cache/restore": "v5",
+    "actions/cache/save": "v5",
+    "actions/upload-artifact": "v7",
+    "actions/upload-pages-artifact": "v5",
+    "actions/deploy-pages": "v5",
+}
+
+
+def test_every_action_is_on_its_current_major_and_dependabot_keeps_it_there():
+    for path in WORKFLOWS:
+        used = re.findall(r"uses: ([\w./-]+)@(\S+)", path.read_text())
+        assert used and all(CURRENT_MAJORS.get(action) == major for action, major in used), (path.name, used)
+    dependabot = ROOT / ".github" / "dependabot.yml"
+    result = _validate("vendor.dependabot", dependabot)
+    assert result.returncode == 0, result.stdout + result.stderr
+    ecosystems = {u["package-ecosystem"] for u in yaml.safe_load(dependabot.read_text())["updates"]}
+    assert ecosystems == {"github-actions", "pip"}
+
+
+def test_the_supported_pythons_are_stated_once_and_followed_everywhere():
+    """pyproject.toml's requires-python and classifiers; the docs, CI's matrix and ruff follow them."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    lowest = project["project"]["requires-python"].removeprefix(">=")
+    listed = [c.rsplit(" ", 1)[1] for c in project["project"]["classifiers"] if re.fullmatch(r".*:: 3\.\d+", c)]
+    assert listed[0] == lowest and listed == sorted(listed, key=lambda v: int(v.split(".")[1]))
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "book.yml").read_text())
+    assert workflow["jobs"]["test"]["strategy"]["matrix"]["python-version"] == [lowest, listed[-1]]
+    assert f"Python {lowest} to {listed[-1]}" in (ROOT / "book" / "reproducing.md").read_text()
+    assert not re.search(
+        r"Python 3\.\d+\+", (ROOT / "README.md").read_text() + (ROOT / "book" / "reproducing.md").read_text()
+    )
+    assert project["tool"]["ruff"]["target-version"] == "py" + lowest.replace(".", "")
+    assert sys.version_info[:2] >= tuple(map(int, lowest.split(".")))
+
+
+def test_debian_packages_are_installed_as_root_or_with_sudo_that_asks_no_password():
+    makefile = (ROOT / "Makefile").read_text()
+    assert 'SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo -n)' in makefile
+    installs = re.findall(r"\(\$\(SUDO\) apt-get install[^|]*\|\| \(\$\(SUDO\) apt-get update", makefile)
+    assert len(installs) == 2 and makefile.count('[ "$(CAN_INSTALL)" = yes ]') == 2
 
 
 def test_citation_file_is_valid_and_cites_book_and_paper(tmp_path):
@@ -72,6 +129,30 @@ def test_citation_file_is_valid_and_cites_book_and_paper(tmp_path):
     broken = {**citation, "cff-version": "not a version"}
     (tmp_path / "CITATION.cff").write_text(yaml.safe_dump(broken))
     assert _validate("vendor.citation-file-format", tmp_path / "CITATION.cff").returncode != 0
+
+
+def test_the_release_metadata_agrees_with_the_citation_and_the_changelog(tmp_path):
+    """.zenodo.json (what Zenodo archives at a tag) says what CITATION.cff says; one version everywhere."""
+    import json
+    import tomllib
+
+    zenodo = json.loads((ROOT / ".zenodo.json").read_text())
+    citation = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    newest = re.search(r"^## (\S+)", (ROOT / "CHANGELOG.md").read_text(), re.M).group(1)
+    assert zenodo["version"] == citation["version"] == version == newest
+    assert zenodo["title"] == citation["title"] and zenodo["upload_type"] == "software"
+    assert zenodo["license"] in citation["license"] and set(zenodo["keywords"]) == set(citation["keywords"])
+    assert [c["name"] for c in zenodo["creators"]] == [a["name"] for a in citation["authors"]]
+    assert " ".join(zenodo["description"].split()) == " ".join(citation["abstract"].split())
+    (paper,) = citation["references"]
+    assert {"identifier": paper["doi"], "relation": "isSupplementTo"}.items() <= zenodo["related_identifiers"][
+        0
+    ].items()
+    # The recipe for a release is documented, and the workflow builds a tag as it builds main.
+    assert "git tag -a v" in (ROOT / "book" / "reproducing.md").read_text()
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "book.yml").read_text())
+    assert workflow[True]["push"]["tags"] == ["v*"]
 
 
 def test_every_place_follows_the_repository_setting():
