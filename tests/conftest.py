@@ -14,6 +14,10 @@ import pytest
 from filelock import FileLock, Timeout
 
 ROOT = Path(__file__).resolve().parent.parent
+# One thread per xdist worker (the workers are one per core): two workers with two threads each
+# oversubscribe the cores and some tests run ten times slower. The chapters' kernels inherit it.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
 # Every chapter's summary.json under the smoke profile, as the code before the layout change wrote it. A plain
 # smoke run must reproduce it exactly, timing and paths aside; `pytest --update-smoke-summaries` rewrites them
 # (for a change that means to change a number, said so in its commit).

@@ -6,17 +6,17 @@ parameters. Training ``S`` seeds of a network with :math:`P` parameters on :math
 
 .. math::
 
-    \underbrace{4 S P}_{\text{weights, gradients, Adam's two moments}}
-    + \underbrace{\max(2 S b A,\; 2 S c a)}_{\text{activations: a training step, or an evaluation chunk}}
-    + \underbrace{2 N n}_{\text{the inputs, and their copy on the device}}
+    4 S P + \max(2 S b A,\; 2 S c a) + 2 N n
 
-numbers, with :math:`A` the activations one sample keeps for the backward pass
+numbers: the weights, their gradients and Adam's two moments (:math:`4 S P`); the activations of a
+training step or of an evaluation chunk, whichever is larger; the inputs and their copy on the device
+(:math:`2 N n`). Here :math:`A` is the activations one sample keeps for the backward pass
 (:func:`activations_per_sample`) and :math:`a` its widest single activation: the per-sample losses are
 evaluated without gradients in chunks of :math:`c = 8192` samples, a layer's input and output alive at
-a time. The estimate is of the order of the
-peak, not a bound on it (the allocator's slack and torch's own workspace come on top): it exists to
-refuse, in one line and before any work, a combination of sizes that cannot fit, such as a sweep
-whose every bound holds but whose widest and deepest network would need tens of GiB.
+a time. The estimate is of the order of the peak, not a bound on it (the allocator's slack and
+torch's own workspace come on top): it exists to refuse, in one line and before any work, a
+combination of sizes that cannot fit, such as a sweep whose every bound holds but whose widest and
+deepest network would need tens of GiB.
 
 The counts :func:`parameter_count` gives are those of :func:`lhlib.engine.architectures.build_network`'s
 networks (``tests/engine/test_memory.py`` checks them against the built modules).
