@@ -14,10 +14,11 @@ import pytest
 from filelock import FileLock, Timeout
 
 ROOT = Path(__file__).resolve().parent.parent
-# One thread per xdist worker (the workers are one per core): two workers with two threads each
-# oversubscribe the cores and some tests run ten times slower. The chapters' kernels inherit it.
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
+# One thread for torch's kernels in the tests and in the chapters they run (training sets its own two):
+# the xdist workers are one per core, and two workers with two threads each oversubscribe the cores
+# (some tests ran ten times slower). It also makes the smoke summaries the same on every machine: a
+# reduction split over as many threads as cores rounds differently in the last digit.
+os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
 # Every chapter's summary.json under the smoke profile, as the code before the layout change wrote it. A plain
 # smoke run must reproduce it exactly, timing and paths aside; `pytest --update-smoke-summaries` rewrites them
 # (for a change that means to change a number, said so in its commit).
