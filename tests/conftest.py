@@ -201,7 +201,8 @@ def run_chapter_smoke(tmp_path, monkeypatch, request, smoke_book):
 
     With the profile's own parameters the chapter runs once a test run, in :func:`smoke_book`, and must
     reproduce ``tests/chapters/smoke_summaries`` (:func:`check_smoke_summary`). With ``overrides``, ``hide`` or
-    ``fresh=True`` it runs now with papermill, into ``tmp_path``.
+    ``fresh=True`` it runs now with papermill, into ``tmp_path``: with the smoke runs' results store unless
+    ``fresh`` (then with the test's own ``LHLIB_CACHE``).
     ``hide`` names top-level packages the chapter's kernel must not be able to import (a
     ``sitecustomize`` on the kernel's ``PYTHONPATH`` refuses them), as on a machine without them.
     """
@@ -222,14 +223,15 @@ def run_chapter_smoke(tmp_path, monkeypatch, request, smoke_book):
             site.mkdir(exist_ok=True)
             (site / "sitecustomize.py").write_text(HIDE_MODULES.format(hidden=set(hide)))
             monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])))
-        papermill.execute_notebook(
-            str(ROOT / "notebooks" / f"{chapter}.ipynb"),
-            str(tmp_path / f"{chapter}.ipynb"),
-            parameters=parameters,
-            kernel_name="python3",
-            cwd=str(ROOT),
-            progress_bar=False,
-        )
+        with contextlib.nullcontext() if fresh else smoke_book.environment():  # networks the smoke runs trained
+            papermill.execute_notebook(
+                str(ROOT / "notebooks" / f"{chapter}.ipynb"),
+                str(tmp_path / f"{chapter}.ipynb"),
+                parameters=parameters,
+                kernel_name="python3",
+                cwd=str(ROOT),
+                progress_bar=False,
+            )
         summary = json.loads((output_dir / "summary.json").read_text())
         if not (overrides or hide):
             check_smoke_summary(chapter, summary, request.config.getoption("--update-smoke-summaries"))

@@ -17,12 +17,14 @@ ROOT = Path(__file__).resolve().parents[2]
 JUPYTER = {"IPython", "papermill", "nbformat", "myst_nb", "jupyter_client", "ipykernel"}
 
 
-def test_the_tiny_check_runs_every_chapter_and_the_engine_without_jupyter(tmp_path):
+def test_the_tiny_check_runs_every_chapter_and_the_engine_without_jupyter(tmp_path, smoke_book):
+    """It trains what the chapters' smoke runs train, so it shares their results store (``SmokeBook``)."""
     (tmp_path / "hide").mkdir()
     (tmp_path / "hide" / "sitecustomize.py").write_text(HIDE_MODULES.format(hidden=JUPYTER))
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path / "hide"), os.environ.get("PYTHONPATH")])),
+        "LHLIB_CACHE": str(smoke_book.store),
     }
     out = tmp_path / "out"
     completed = subprocess.run(
