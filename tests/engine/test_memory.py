@@ -3,7 +3,7 @@
 import pytest
 
 from lhlib.engine.architectures import build_network
-from lhlib.engine.memory import check_fits_in_memory, parameter_count, training_bytes
+from lhlib.engine.memory import activations_per_sample, check_fits_in_memory, parameter_count, training_bytes
 
 
 @pytest.mark.parametrize(
@@ -38,3 +38,13 @@ def test_a_run_that_cannot_fit_is_refused_in_one_line_with_the_estimate():
     check_fits_in_memory(2**30, "x", "sizes", available=2**31)
     with pytest.raises(ValueError, match=r"^sizes: x needs about 2\.0 GiB; this machine has 1\.0 GiB$"):
         check_fits_in_memory(2**31, "x", "sizes", available=2**30)
+
+
+def test_the_widest_activation_is_a_layers_output():
+    """An evaluation without gradients holds one layer at a time: h, the first convolution's output, 3 T w."""
+    assert activations_per_sample("mlp", (1, 8, 8), 5, 3, widest=True) == 5
+    assert activations_per_sample("cnn", (1, 8, 8), 4, 2, widest=True) == 4 * 4 * 4
+    assert activations_per_sample("vit", (1, 8, 8), 6, 2, widest=True) == 3 * 16 * 6
+    # With many samples the evaluation chunk, not the training step, sets the estimate.
+    chunked = training_bytes("vit", (1, 8, 8), 64, 1, 10, seeds=1, samples=8192, batch_size=1)
+    assert chunked >= 4 * 2 * 8192 * activations_per_sample("vit", (1, 8, 8), 64, 1, widest=True)
